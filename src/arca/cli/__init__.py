@@ -1,0 +1,1 @@
+"""The ``arca`` command line: thin wrappers, one library call per command."""

@@ -1,0 +1,166 @@
+"""The launch descriptor and its measurement.
+
+The descriptor says what a trust domain was started to run: backend, guest runtime, root
+filesystem and process. For ``sim`` the measurement is SHA-384 over its RFC 8785 canonical JSON;
+for TDX/SNP the descriptor digest is carried on the measured kernel command line. Host and
+tenant (``arca measure``) compute it the same way from the same inputs, so this module is the
+single definition of both.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from arca.wire.errors import WireFormatError
+from arca.wire.jcs import canonicalize
+
+DESCRIPTOR_VERSION = 1
+
+#: Environment variables an orchestrator injects that say nothing about the workload's
+#: behaviour (container hostname, Kubernetes service links, terminal type). They are left out of
+#: the measurement so the same image measures the same under ctr, Kubernetes and ``arca run``.
+ORCHESTRATOR_ENV_ALLOWLIST: tuple[str, ...] = (
+    "HOSTNAME",
+    "TERM",
+    "KUBERNETES_*",
+    "*_SERVICE_HOST",
+    "*_SERVICE_PORT",
+    "*_SERVICE_PORT_*",
+    "*_PORT",
+    "*_PORT_*_TCP",
+    "*_PORT_*_TCP_*",
+    "*_PORT_*_UDP",
+    "*_PORT_*_UDP_*",
+    "*_PORT_*_SCTP",
+    "*_PORT_*_SCTP_*",
+)
+
+
+def is_orchestrator_env(entry: str) -> bool:
+    """True when ``NAME=value`` is one of the orchestrator-injected variables."""
+    name = entry.split("=", 1)[0]
+    return any(fnmatch.fnmatchcase(name, pat) for pat in ORCHESTRATOR_ENV_ALLOWLIST)
+
+
+def measured_env(env: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The environment as measured: orchestrator variables dropped, sorted by name."""
+    return tuple(sorted((e for e in env if not is_orchestrator_env(e)), key=lambda e: e))
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    args: tuple[str, ...]
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    env: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "args": list(self.args),
+            "cwd": self.cwd,
+            "user": {"uid": self.uid, "gid": self.gid},
+            "env": list(self.env),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ProcessSpec:
+        try:
+            _only_keys(obj, {"args", "cwd", "user", "env"}, "process")
+            user = obj["user"]
+            _only_keys(user, {"uid", "gid"}, "process.user")
+            args = obj["args"]
+            env = obj["env"]
+            if not (isinstance(args, list) and all(isinstance(a, str) for a in args) and args):
+                raise WireFormatError("process.args must be a non-empty list of strings")
+            if not (isinstance(env, list) and all(isinstance(e, str) for e in env)):
+                raise WireFormatError("process.env must be a list of strings")
+            if not isinstance(obj["cwd"], str) or not obj["cwd"].startswith("/"):
+                raise WireFormatError("process.cwd must be an absolute path")
+            for k in ("uid", "gid"):
+                if type(user[k]) is not int or not 0 <= user[k] < 2**32:
+                    raise WireFormatError(f"process.user.{k} must be an integer in [0, 2^32)")
+            return cls(tuple(args), obj["cwd"], user["uid"], user["gid"], tuple(env))
+        except KeyError as e:
+            raise WireFormatError(f"process: missing field {e.args[0]!r}") from None
+
+
+@dataclass(frozen=True)
+class LaunchDescriptor:
+    tee: str
+    guest_runtime_digest: str
+    rootfs_digest: str
+    process: ProcessSpec
+    version: int = DESCRIPTOR_VERSION
+    #: Free-form, measured extras a backend needs (e.g. kernel/initrd digests for ``vm``).
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "version": self.version,
+            "tee": self.tee,
+            "guest_runtime_digest": self.guest_runtime_digest,
+            "rootfs_digest": self.rootfs_digest,
+            "process": self.process.to_json(),
+        }
+        if self.extra:
+            obj["extra"] = dict(self.extra)
+        return obj
+
+    def canonical_bytes(self) -> bytes:
+        return canonicalize(self.to_json())
+
+    def measurement(self) -> bytes:
+        """SHA-384 of the canonical JSON: 48 bytes."""
+        return hashlib.sha384(self.canonical_bytes()).digest()
+
+    def measurement_hex(self) -> str:
+        return self.measurement().hex()
+
+    @classmethod
+    def from_json(cls, obj: Any) -> LaunchDescriptor:
+        try:
+            _only_keys(
+                obj,
+                {"version", "tee", "guest_runtime_digest", "rootfs_digest", "process", "extra"},
+                "launch descriptor",
+            )
+            if obj["version"] != DESCRIPTOR_VERSION:
+                raise WireFormatError(f"unsupported launch descriptor version {obj['version']!r}")
+            for k in ("tee", "guest_runtime_digest", "rootfs_digest"):
+                if not isinstance(obj[k], str):
+                    raise WireFormatError(f"launch descriptor field {k!r} must be a string")
+            extra = obj.get("extra", {})
+            if not isinstance(extra, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+            ):
+                raise WireFormatError("launch descriptor 'extra' must map strings to strings")
+            return cls(
+                tee=obj["tee"],
+                guest_runtime_digest=obj["guest_runtime_digest"],
+                rootfs_digest=obj["rootfs_digest"],
+                process=ProcessSpec.from_json(obj["process"]),
+                extra=dict(extra),
+            )
+        except KeyError as e:
+            raise WireFormatError(f"launch descriptor: missing field {e.args[0]!r}") from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LaunchDescriptor:
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WireFormatError(f"launch descriptor is not JSON: {e}") from None
+        return cls.from_json(obj)
+
+
+def _only_keys(obj: Any, allowed: set[str], what: str) -> None:
+    if not isinstance(obj, dict):
+        raise WireFormatError(f"{what} must be a JSON object")
+    unknown = set(obj) - allowed
+    if unknown:
+        raise WireFormatError(f"{what}: unknown field(s) {sorted(unknown)}")

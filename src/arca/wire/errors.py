@@ -1,0 +1,109 @@
+"""The one error hierarchy of Arca, rooted in :class:`ArcaError`.
+
+It lives in ``arca.wire`` because the guest (TCB) must raise and understand the same errors as
+the host and the relying party, and may import nothing else of Arca. Errors are grouped by who
+is at fault so callers (CLI exit codes, KBS HTTP status, agent retries) decide from the class:
+
+* bad input from the other side: :class:`InvalidInput` (wire formats), :class:`EvidenceError`
+* temporary trouble worth a retry: :class:`CollateralError`, :class:`BrokerUnavailable`
+* configuration: :class:`ConfigError`
+* a refusal by policy: :class:`PolicyDenied`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ArcaError(Exception):
+    """Root of every error Arca raises on purpose. ``str(err)`` is a one-line human message."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Structured context (tee, field, expected, actual, ...), for logs and JSON output.
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(ArcaError):
+    """Input from another zone (JSON, TOML, bundle, archive) is malformed."""
+
+
+class WireFormatError(InvalidInput):
+    """A wire message could not be parsed into its typed model."""
+
+
+class ConfigError(ArcaError):
+    """Local configuration is missing or wrong (operator's fault)."""
+
+
+class EvidenceError(ArcaError):
+    """Evidence failed verification. Subclasses say which check failed."""
+
+    #: Short name of the check, used as ``"<check>: <detail>"`` in reports.
+    check = "evidence"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+
+    def describe(self) -> str:
+        return f"{self.check}: {self.message}"
+
+
+class MalformedEvidence(EvidenceError):
+    check = "malformed"
+
+
+class SignatureInvalid(EvidenceError):
+    check = "signature"
+
+
+class ChainInvalid(EvidenceError):
+    check = "chain"
+
+
+class UntrustedRoot(ChainInvalid):
+    check = "root"
+
+
+class Expired(EvidenceError):
+    """A certificate or collateral item is outside its validity at the evaluation instant."""
+
+    check = "expired"
+
+
+class Revoked(EvidenceError):
+    check = "revoked"
+
+
+class BindingMismatch(EvidenceError):
+    """Report data or init-data in the evidence do not match what was expected."""
+
+    check = "binding"
+
+
+class TcbError(EvidenceError):
+    check = "tcb"
+
+
+class CollateralError(ArcaError):
+    """Collateral (TCB info, CRLs, certificates) is missing or could not be fetched."""
+
+
+class BrokerUnavailable(ArcaError):
+    """The key broker could not be reached; worth a retry."""
+
+
+class PolicyDenied(ArcaError):
+    """A policy (attestation, resource, execution) refused the request."""
+
+
+class NotFound(ArcaError):
+    """A named thing (resource, image, container) does not exist."""
+
+
+class StateError(ArcaError):
+    """An operation was called in the wrong lifecycle state."""

@@ -1,0 +1,136 @@
+"""The ``sim`` backend's report and evidence formats.
+
+A report is what the simulated TEE signs about one trust domain. Evidence is the report, the
+platform's signature over it and the platform certificate chain, as one JSON document:
+
+    {"report": "<base64 of canonical report JSON>",
+     "signature": "<base64 DER ECDSA P-384/SHA-384 over the decoded report bytes>",
+     "cert_chain": ["<PEM platform cert>", "<PEM sim root>"]}
+
+The signature covers the exact report bytes, so the verifier never re-serializes what it checks.
+``sim`` protects a TD against other containers, never against the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from arca.wire.errors import WireFormatError
+
+REPORT_VERSION = 1
+REPORT_DATA_SIZE = 64
+INIT_DATA_HASH_SIZE = 48
+MEASUREMENT_SIZE = 48
+#: Evidence larger than this is refused before parsing (a chain of two certificates is ~2 KiB).
+MAX_EVIDENCE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SimReport:
+    measurement: bytes
+    init_data_hash: bytes
+    report_data: bytes
+    td_id: str
+    platform_id: str
+    svn: int = 1
+    debug: bool = False
+    version: int = REPORT_VERSION
+    tee: str = "sim"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "tee": self.tee,
+            "measurement": self.measurement.hex(),
+            "init_data_hash": self.init_data_hash.hex(),
+            "report_data": self.report_data.hex(),
+            "td_id": self.td_id,
+            "platform_id": self.platform_id,
+            "svn": self.svn,
+            "debug": self.debug,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SimReport:
+        fields = {"version", "tee", "measurement", "init_data_hash", "report_data", "td_id",
+                  "platform_id", "svn", "debug"}
+        if not isinstance(obj, dict):
+            raise WireFormatError("sim report must be a JSON object")
+        if set(obj) != fields:
+            raise WireFormatError(
+                f"sim report fields differ: missing {sorted(fields - set(obj))}, "
+                f"unknown {sorted(set(obj) - fields)}"
+            )
+        if obj["version"] != REPORT_VERSION or obj["tee"] != "sim":
+            raise WireFormatError("sim report: unsupported version or tee")
+        if type(obj["svn"]) is not int or type(obj["debug"]) is not bool:
+            raise WireFormatError("sim report: svn must be an integer and debug a boolean")
+        if not isinstance(obj["td_id"], str) or not isinstance(obj["platform_id"], str):
+            raise WireFormatError("sim report: td_id and platform_id must be strings")
+        return cls(
+            measurement=_hex(obj, "measurement", MEASUREMENT_SIZE),
+            init_data_hash=_hex(obj, "init_data_hash", INIT_DATA_HASH_SIZE),
+            report_data=_hex(obj, "report_data", REPORT_DATA_SIZE),
+            td_id=obj["td_id"],
+            platform_id=obj["platform_id"],
+            svn=obj["svn"],
+            debug=obj["debug"],
+        )
+
+
+@dataclass(frozen=True)
+class SimEvidence:
+    report_bytes: bytes
+    signature: bytes
+    cert_chain: tuple[str, ...]
+
+    def report(self) -> SimReport:
+        try:
+            obj = json.loads(self.report_bytes)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WireFormatError(f"sim report is not JSON: {e}") from None
+        return SimReport.from_json(obj)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "report": base64.b64encode(self.report_bytes).decode(),
+                "signature": base64.b64encode(self.signature).decode(),
+                "cert_chain": list(self.cert_chain),
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SimEvidence:
+        if len(data) > MAX_EVIDENCE_BYTES:
+            raise WireFormatError(f"sim evidence exceeds {MAX_EVIDENCE_BYTES} bytes")
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WireFormatError(f"sim evidence is not JSON: {e}") from None
+        if not isinstance(obj, dict) or set(obj) != {"report", "signature", "cert_chain"}:
+            raise WireFormatError("sim evidence must have exactly report, signature, cert_chain")
+        chain = obj["cert_chain"]
+        if not isinstance(chain, list) or not chain or not all(isinstance(c, str) for c in chain):
+            raise WireFormatError("sim evidence cert_chain must be a non-empty list of PEM strings")
+        try:
+            report = base64.b64decode(obj["report"], validate=True)
+            sig = base64.b64decode(obj["signature"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise WireFormatError("sim evidence report/signature must be base64") from None
+        return cls(report, sig, tuple(chain))
+
+
+def _hex(obj: dict[str, Any], key: str, size: int) -> bytes:
+    value = obj[key]
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or len(raw) != size or value != value.lower():
+        raise WireFormatError(f"sim report: {key} must be {size} bytes of lowercase hex")
+    return raw
