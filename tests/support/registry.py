@@ -95,3 +95,46 @@ def run_registry(
             proc.kill()
             proc.wait()
         log.close()
+
+
+# -- auth and TLS helpers (image store tests) ------------------------------------------------------
+def write_htpasswd(path: pathlib.Path, user: str, password: str) -> pathlib.Path:
+    """An htpasswd file with one bcrypt entry (the only scheme docker-registry accepts)."""
+    import bcrypt
+
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    path.write_text(f"{user}:{hashed}\n")
+    return path
+
+
+def make_tls_cert(
+    workdir: pathlib.Path, host: str = "127.0.0.1"
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """A self-signed certificate for ``host`` (IP SAN): (cert PEM = the CA to trust, key PEM)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = workdir / "tls.crt", workdir / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

@@ -1,9 +1,131 @@
-"""Command group placeholder: its owner replaces this with the real commands."""
+"""``arca image pull|load|ls|inspect|rm|prune``: the local image store.
+
+Thin: argument definitions and one library call each (:mod:`arca.host.images`). Imports are
+inside the commands so ``arca`` starts fast for every other command.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 import typer
 
 
+def _creds(creds: str | None, creds_env: bool) -> object:
+    from arca.host.images.registry import Credentials
+
+    if creds:
+        return Credentials.parse(creds)
+    if creds_env and os.environ.get("ARCA_REGISTRY_CREDS"):
+        return Credentials.parse(os.environ["ARCA_REGISTRY_CREDS"])
+    return None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
 def register(app: typer.Typer) -> None:
-    del app
+    image = typer.Typer(help="Manage the local image store.", no_args_is_help=True)
+    app.add_typer(image, name="image")
+
+    @image.command("pull")
+    def pull(
+        reference: str = typer.Argument(..., help="[REGISTRY/]REPOSITORY[:TAG][@DIGEST]"),
+        creds: str = typer.Option(None, "--creds", help="USER:PASSWORD for the registry "
+                                  "(or set ARCA_REGISTRY_CREDS)."),
+        insecure: bool = typer.Option(False, "--insecure", help="Allow plain HTTP if the "
+                                      "registry has no TLS (content is still verified by "
+                                      "digest)."),
+        ca_cert: Path = typer.Option(None, "--ca-cert", help="PEM CA bundle to verify the "
+                                     "registry's TLS certificate."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    ) -> None:
+        """Pull an image from an OCI distribution registry (linux/amd64 of an index)."""
+        from arca.host.images import ImageStore
+        from arca.host.images import pull as do_pull
+        from arca.host.images.progress import for_terminal
+
+        bars = None if quiet else for_terminal()
+        kwargs = dict(credentials=_creds(creds, True), insecure=insecure,
+                      ca_file=str(ca_cert) if ca_cert else None)
+        if bars:
+            with bars:
+                rec = do_pull(ImageStore(), reference, progress=bars, **kwargs)  # type: ignore[arg-type]
+        else:
+            rec = do_pull(ImageStore(), reference, **kwargs)  # type: ignore[arg-type]
+        typer.echo(f"{rec.name} {rec.digest}")
+
+    @image.command("load")
+    def load(
+        source: Path = typer.Argument(..., help="OCI layout directory or OCI archive (tar)."),
+        tag: str = typer.Option(None, "--tag", help="Which image of the layout (its ref name)."),
+        name: str = typer.Option(None, "--name", help="Name to store it under."),
+    ) -> None:
+        """Load an image from an OCI layout directory or an OCI archive."""
+        from arca.host.images import ImageStore, load_archive, load_layout
+
+        store = ImageStore()
+        if source.is_file():
+            rec = load_archive(store, source, tag=tag, name=name)
+        else:
+            rec = load_layout(store, source, tag=tag, name=name)
+        typer.echo(f"{rec.name} {rec.digest}")
+
+    @image.command("ls")
+    def ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+        """List the images in the store."""
+        from arca.host.images import ImageStore
+
+        recs = ImageStore().list()
+        if as_json:
+            typer.echo(json.dumps([r.to_json() for r in recs], indent=2))
+            return
+        typer.echo(f"{'NAME':<60} {'IMAGE ID':<14} {'SIZE':>9}  CREATED")
+        for r in recs:
+            typer.echo(f"{r.name:<60} {r.id.removeprefix('sha256:')[:12]:<14} "
+                       f"{_size(r.size):>9}  {r.created}")
+
+    @image.command("inspect")
+    def inspect(ref: str = typer.Argument(..., help="Image name, id or digest.")) -> None:
+        """Show an image's record and config as JSON."""
+        from arca.host.images import ImageStore
+
+        store = ImageStore()
+        rec = store.get(ref)
+        out = rec.to_json()
+        out["image_config"] = store.config_of(rec).raw
+        typer.echo(json.dumps(out, indent=2))
+
+    @image.command("rm")
+    def rm(
+        refs: list[str] = typer.Argument(..., help="Image names, ids or digests."),
+        force: bool = typer.Option(False, "--force", "-f", help="Remove even if containers "
+                                   "use it (their mounted layers stay until they are removed)."),
+    ) -> None:
+        """Remove images from the store (their content goes at the next prune)."""
+        from arca.host.containers.engine import Engine
+        from arca.host.images import ImageStore
+
+        store = ImageStore()
+        eng = Engine(images=store)
+        for ref in refs:
+            rec = store.remove(ref, force=force,
+                               in_use=lambda r: eng.images_in_use(r.digest))
+            typer.echo(f"removed {rec.name}")
+
+    @image.command("prune")
+    def prune() -> None:
+        """Delete blobs and unpacked layers that no image refers to."""
+        from arca.host.images import ImageStore
+
+        n, freed = ImageStore().prune()
+        typer.echo(f"removed {n} item(s), freed {_size(freed)}")
+
+

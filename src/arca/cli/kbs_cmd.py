@@ -1,9 +1,197 @@
-"""Command group placeholder: its owner replaces this with the real commands."""
+"""``arca kbs``: serve the key broker, create admin keys, administer it, fetch a resource.
+
+Argument handling only; the work is in :mod:`arca.kbs.server`, :mod:`arca.kbs.admin_client`
+and (for ``get-resource``) the guest's :class:`arca.guest.kbs_client.KbsClient`.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import pathlib
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+
 import typer
+
+from arca.wire.errors import ConfigError, EvidenceError
+
+kbs_app = typer.Typer(help="Key broker service (Trustee KBS protocol v0.4.0).",
+                      no_args_is_help=True)
+admin_app = typer.Typer(help="Administer a KBS with the admin key (EdDSA tokens).",
+                        no_args_is_help=True)
+
+
+def _read(path: pathlib.Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: {e.strerror}") from None
+
+
+@kbs_app.command("serve")
+def serve(
+    config: pathlib.Path | None = typer.Option(None, "--config", help="TOML config file."),
+    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT (default 127.0.0.1:8080)."),
+    db: str | None = typer.Option(None, "--db", help="sqlite:///FILE or postgresql://... URL."),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="State directory."),
+    admin_public_key: str | None = typer.Option(None, "--admin-public-key",
+                                                help="Ed25519 public key (PEM) of the admin."),
+    kek_file: str | None = typer.Option(None, "--kek-file",
+                                        help="Key-encryption key (default DATA_DIR/kek.bin)."),
+    trust_sim_root: list[str] = typer.Option([], "--trust-sim-root",  # noqa: B006
+                                             help="Trusted Arca sim root certificate (PEM)."),
+    collateral: str | None = typer.Option(None, "--collateral",
+                                          help="Collateral directory for sgx/tdx/snp."),
+    insecure_allow_sample: bool | None = typer.Option(
+        None, "--insecure-allow-sample", help="Accept unsigned 'sample' evidence (testing)."),
+    insecure_http: bool | None = typer.Option(None, "--insecure-http",
+                                              help="Serve plain HTTP instead of HTTPS."),
+    tls_cert: str | None = typer.Option(None, "--tls-cert", help="TLS certificate (PEM)."),
+    tls_key: str | None = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
+    workers: int | None = typer.Option(None, "--workers", help="uvicorn worker processes."),
+    session_timeout: int | None = typer.Option(None, "--session-timeout",
+                                               help="Session lifetime in seconds (300)."),
+) -> None:
+    """Run the KBS."""
+    from arca.kbs import config as kbs_config
+    from arca.kbs.server import serve as run
+
+    cfg = kbs_config.load(str(config) if config else None, {
+        "listen": listen, "db": db, "data_dir": data_dir, "admin_public_key": admin_public_key,
+        "kek_file": kek_file, "trust_sim_root": tuple(trust_sim_root), "collateral": collateral,
+        "insecure_allow_sample": insecure_allow_sample, "insecure_http": insecure_http,
+        "tls_cert": tls_cert, "tls_key": tls_key, "workers": workers,
+        "session_timeout": session_timeout})
+    run(cfg)
+
+
+@kbs_app.command("keygen")
+def keygen(prefix: pathlib.Path = typer.Option(pathlib.Path("kbs-admin"), "--out",
+                                               help="Writes PREFIX.key and PREFIX.pub.")) -> None:
+    """Create an Ed25519 admin key pair."""
+    from arca.kbs.admin_client import keygen as make
+
+    priv, pub = make(prefix)
+    print(f"admin private key: {priv}\nadmin public key:  {pub} (give to 'kbs serve')")
+
+
+@admin_app.callback()
+def admin(
+    ctx: typer.Context,
+    url: str = typer.Option(..., "--url", help="KBS URL."),
+    admin_key: pathlib.Path = typer.Option(..., "--admin-key", help="Admin private key (PEM)."),
+    cacert: str | None = typer.Option(None, "--cacert", help="CA certificate of the KBS."),
+) -> None:
+    from arca.kbs.admin_client import AdminClient, load_admin_private_key
+
+    ctx.obj = AdminClient(url, load_admin_private_key(admin_key), cacert=cacert)
+    ctx.call_on_close(ctx.obj.close)
+
+
+@admin_app.command("set-resource")
+def set_resource(ctx: typer.Context, path: str,
+                 file: pathlib.Path = typer.Option(..., "--file")) -> None:
+    """Store a resource (repo/type/tag)."""
+    ctx.obj.set_resource(path, _read(file, "resource file"))
+
+
+@admin_app.command("get-resource")
+def get_resource(ctx: typer.Context, path: str) -> None:
+    """Print a stored resource (raw bytes)."""
+    sys.stdout.buffer.write(ctx.obj.get_resource(path))
+
+
+@admin_app.command("delete-resource")
+def delete_resource(ctx: typer.Context, path: str) -> None:
+    """Delete a resource."""
+    ctx.obj.delete_resource(path)
+
+
+@admin_app.command("set-resource-policy")
+def set_resource_policy(ctx: typer.Context,
+                        file: pathlib.Path = typer.Option(..., "--file")) -> None:
+    """Install a Rego resource policy (package policy, rule allow)."""
+    ctx.obj.set_policy("resource", _read(file, "policy file").decode())
+
+
+@admin_app.command("set-attestation-policy")
+def set_attestation_policy(ctx: typer.Context,
+                           file: pathlib.Path = typer.Option(..., "--file")) -> None:
+    """Install a Rego attestation policy (package policy, trust claims)."""
+    ctx.obj.set_policy("attestation", _read(file, "policy file").decode())
+
+
+@admin_app.command("get-policy")
+def get_policy(ctx: typer.Context, kind: str = typer.Argument(..., help="resource|attestation")
+               ) -> None:
+    """Print the policy in force."""
+    if kind not in ("resource", "attestation"):
+        raise typer.BadParameter("kind must be resource or attestation")
+    print(ctx.obj.get_policy(kind), end="")
+
+
+@admin_app.command("set-reference-value")
+def set_reference_value(ctx: typer.Context, name: str, values: list[str]) -> None:
+    """Set the accepted values of NAME (e.g. sim.measurement HEX...)."""
+    ctx.obj.set_reference_value(name, values)
+
+
+@admin_app.command("get-reference-values")
+def get_reference_values(ctx: typer.Context) -> None:
+    """Print all reference values as JSON."""
+    print(json.dumps(ctx.obj.get_reference_values(), indent=2, sort_keys=True))
+
+
+def _evidence_fn(tee: str, sim_socket: str | None, command: str | None
+                 ) -> Callable[[bytes], bytes]:
+    if command:
+        def run(report_data: bytes) -> bytes:
+            out = subprocess.run([*shlex.split(command), report_data.hex()], capture_output=True,
+                                 check=False, timeout=60)
+            if out.returncode:
+                raise EvidenceError(f"evidence command failed: {out.stderr.decode()[:300]}")
+            return out.stdout
+        return run
+    if tee == "sample":
+        return lambda rd: json.dumps({"svn": "1",
+                                      "report_data": base64.b64encode(rd).decode()}).encode()
+    if tee == "sim":
+        from arca.guest.evidence import SimDevice
+
+        return (SimDevice(sim_socket) if sim_socket else SimDevice()).get_evidence
+    raise typer.BadParameter(f"--tee {tee} needs --evidence-command")
+
+
+@kbs_app.command("get-resource")
+def client_get_resource(
+    path: str,
+    url: str = typer.Option(..., "--url", help="KBS URL."),
+    tee: str = typer.Option("sample", "--tee", help="sample, sim, or any with --evidence-command."),
+    cacert: pathlib.Path | None = typer.Option(None, "--cacert", help="CA of the KBS (PEM)."),
+    init_data: pathlib.Path | None = typer.Option(None, "--init-data", help="Init-data TOML."),
+    sim_socket: str | None = typer.Option(None, "--sim-socket", help="sim device socket."),
+    evidence_command: str | None = typer.Option(
+        None, "--evidence-command", help="Command printing evidence for report data (hex arg)."),
+    out: pathlib.Path | None = typer.Option(None, "--out", help="Write here, not stdout."),
+) -> None:
+    """Attest like a guest and fetch one resource (repo/type/tag), decrypted."""
+    from arca.guest.kbs_client import KbsClient
+
+    client = KbsClient(url, tee=tee, evidence=_evidence_fn(tee, sim_socket, evidence_command),
+                       ca_pem=_read(cacert, "CA file") if cacert else None,
+                       init_data_toml=_read(init_data, "init-data").decode() if init_data else None)
+    data = client.get_resource(path)
+    if out:
+        out.write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+kbs_app.add_typer(admin_app, name="admin")
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.add_typer(kbs_app, name="kbs")

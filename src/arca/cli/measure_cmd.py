@@ -1,9 +1,48 @@
-"""Command group placeholder: its owner replaces this with the real commands."""
+"""``arca measure IMAGE --tee sim [--init-data FILE] [--json]``: reference values of an image.
+
+The measurement a correct TD of this image reports, computed from the image alone (see
+:mod:`arca.host.measure`), so a tenant can write policy before anything runs.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    @app.command("measure")
+    def measure(
+        image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
+        tee: str = typer.Option("sim", "--tee", help="TEE backend (sim)."),
+        init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML the "
+                                       "container will be started with."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Compute the launch measurement and its inputs for IMAGE."""
+        from arca.host.measure import measure as do_measure
+        from arca.wire.errors import ConfigError
+
+        raw = None
+        if init_data is not None:
+            try:
+                raw = init_data.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"cannot read init-data {init_data}: {e.strerror}") from None
+        res = do_measure(image, tee, raw)
+        if as_json:
+            typer.echo(json.dumps(res.to_json(), indent=2))
+            return
+        p = res.descriptor.process
+        typer.echo(f"image:                {res.image} ({res.image_digest})")
+        typer.echo(f"tee:                  {res.descriptor.tee}")
+        typer.echo(f"measurement:          {res.measurement}")
+        typer.echo(f"init-data hash:       {res.init_data_hash}")
+        typer.echo(f"guest runtime digest: {res.descriptor.guest_runtime_digest}")
+        typer.echo(f"rootfs digest:        {res.descriptor.rootfs_digest}")
+        typer.echo(f"process:              {json.dumps(list(p.args))} cwd={p.cwd} "
+                   f"uid={p.uid} gid={p.gid}")
+        for e in p.env:
+            typer.echo(f"  env {e}")

@@ -1,9 +1,116 @@
-"""Command group placeholder: its owner replaces this with the real commands."""
+"""``arca verify``: verify one piece of TEE evidence and print its claims.
+
+Exit status: 0 valid, 1 invalid (the failed check is printed), 2 usage error or unreadable
+input. Argument handling only; the work is :func:`arca.verifier.registry.verify_evidence`.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import pathlib
+from typing import Any
+
 import typer
+
+from arca.verifier.base import Expected, VerifierOptions
+from arca.wire.errors import ArcaError, CollateralError, ConfigError, EvidenceError
+
+TEES = ("auto", "sgx", "tdx", "snp", "sim")
+#: Evidence larger than this is not evidence (a DCAP quote with its chain is ~5-8 KiB).
+MAX_EVIDENCE_BYTES = 1024 * 1024
+
+
+def _hex(value: str | None, name: str) -> bytes | None:
+    if value is None:
+        return None
+    text = value.removeprefix("0x")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be hex, got {value!r}") from None
+
+
+def _instant(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"--at must be ISO-8601, got {value!r}") from None
+    # An instant without a zone is read as UTC, the zone of all attestation collateral.
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _emit(as_json: bool, result: dict[str, Any]) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    if result["valid"]:
+        print(f"valid: {result['tee']} evidence")
+        for key, value in sorted(result["claims"].items()):
+            print(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    else:
+        print(f"invalid: {result['error']}")
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    @app.command("verify")
+    def verify(
+        evidence: pathlib.Path = typer.Argument(..., help="Evidence file (quote, report, sim)."),
+        tee: str = typer.Option("auto", "--tee", help="auto, sgx, tdx, snp or sim."),
+        collateral: pathlib.Path | None = typer.Option(
+            None, "--collateral", help="Directory of certificates/collateral (for SNP: "
+            "vcek.pem or vlek.pem, ask.pem or asvk.pem, ark.pem)."),
+        at: str | None = typer.Option(None, "--at", help="Evaluation instant (ISO-8601)."),
+        report_data: str | None = typer.Option(
+            None, "--report-data", help="Expected report data (hex; shorter is zero-padded)."),
+        init_data_hash: str | None = typer.Option(
+            None, "--init-data-hash", help="Expected init-data hash (hex)."),
+        sim_root: pathlib.Path | None = typer.Option(
+            None, "--sim-root", help="PEM of the trusted Arca sim root (sim evidence only)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Verify TEE evidence against vendor roots; exit 0 valid, 1 invalid, 2 usage."""
+        if tee not in TEES:
+            raise typer.BadParameter(f"--tee must be one of {', '.join(TEES)}, got {tee!r}")
+        expected = Expected(report_data=_hex(report_data, "--report-data"),
+                            init_data_hash=_hex(init_data_hash, "--init-data-hash"))
+        instant = _instant(at)
+        try:
+            if evidence.stat().st_size > MAX_EVIDENCE_BYTES:
+                raise OSError(f"larger than {MAX_EVIDENCE_BYTES} bytes")
+            data = evidence.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read evidence {evidence}: {e}") from None
+        extra: dict[str, Any] = {}
+        if sim_root is not None:
+            extra["sim_root"] = str(sim_root)
+        options = VerifierOptions(
+            collateral_dir=str(collateral) if collateral is not None else None, extra=extra)
+
+        from arca.verifier.registry import detect_tee, verify_evidence
+
+        result: dict[str, Any] = {"valid": False, "tee": None if tee == "auto" else tee,
+                                  "claims": {}, "tcb_status": None, "error": None}
+        try:
+            if tee == "auto":
+                result["tee"] = tee = detect_tee(data)
+            claims = verify_evidence(data, tee=tee, options=options, expected=expected,
+                                     at=instant)
+        except EvidenceError as e:
+            result["error"] = e.describe()
+        except CollateralError as e:
+            result["error"] = f"collateral: {e}"
+        except ValueError as e:  # a caller-side mistake, e.g. an over-long expected value
+            raise ConfigError(str(e)) from None
+        except ConfigError:
+            raise
+        except ArcaError as e:
+            result["error"] = f"{type(e).__name__}: {e}"
+        else:
+            claims_dict = claims.to_dict()
+            result.update(valid=True, claims=claims_dict, tcb_status=claims.tcb_status)
+        _emit(as_json, result)
+        if not result["valid"]:
+            raise typer.Exit(1)

@@ -1,0 +1,232 @@
+"""The in-TD agent: PID 1 of every confidential container until it becomes the workload.
+
+Steps (contract §5), each failure printing one line ``arca-agent: error: <reason>``:
+
+1. read ``descriptor.json``, ``process.json`` (untrusted) and ``init-data.toml`` (optional);
+2. get evidence with 64 fresh random bytes of report data and check, in the report, the report
+   data (no replay), the measurement == SHA-384(JCS(descriptor)) (the host cannot swap the
+   descriptor) and the init-data hash (the host cannot swap init-data);
+3. check the host-supplied process against the descriptor + execution policy (:mod:`policy`);
+4. write ``/run/arca/evidence.json``;
+5. with a KBS in init-data: attest with a fresh key (bounded retries with exponential backoff
+   while the broker is unavailable), fetch every resource into ``/run/arca/secrets/<name>``
+   (tmpfs only, mode 0400, owned by the workload user) and/or the workload's environment;
+6. drop privileges to the descriptor's uid/gid, chdir, ``execve`` (same PID: the workload's
+   stdio, signals and exit code are the container's).
+
+What it does not do: verify the TEE's signature (the relying party does), or keep running.
+Exit codes: 126 refused by a policy or a failed evidence check, 125 any other failure, 127 the
+workload could not be executed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from arca.guest.evidence import ConfigfsTsm, EvidenceSource, SimDevice, evidence_document
+from arca.guest.policy import HostProcess, check_process
+from arca.wire.constants import SIM_DEVICE_DIR, TD_RUN_DIR
+from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+from arca.wire.errors import (
+    ArcaError,
+    BindingMismatch,
+    BrokerUnavailable,
+    ConfigError,
+    EvidenceError,
+    PolicyDenied,
+    WireFormatError,
+)
+from arca.wire.initdata import ExecPolicy, InitData
+from arca.wire.simreport import INIT_DATA_HASH_SIZE, REPORT_DATA_SIZE, SimEvidence
+
+#: A single backoff sleep never exceeds this, whatever init-data asks.
+MAX_BACKOFF_SECONDS = 30.0
+#: Filesystems that keep secrets in (TD) memory.
+MEMORY_FS = ("tmpfs", "ramfs")
+
+
+@dataclass(frozen=True)
+class Paths:
+    device_dir: str = SIM_DEVICE_DIR
+    run_dir: str = TD_RUN_DIR
+
+    def input(self, name: str) -> str:
+        return os.path.join(self.device_dir, name)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    descriptor: LaunchDescriptor
+    host: HostProcess
+    init_data: InitData | None
+
+
+def read_inputs(paths: Paths) -> Inputs:
+    with open(paths.input("descriptor.json"), "rb") as f:
+        descriptor = LaunchDescriptor.from_bytes(f.read())
+    with open(paths.input("process.json"), "rb") as f:
+        try:
+            host = HostProcess.from_oci(json.loads(f.read()))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WireFormatError(f"process.json is not JSON: {e}") from None
+    try:
+        with open(paths.input("init-data.toml"), "rb") as f:
+            init_data: InitData | None = InitData.parse(f.read())
+    except FileNotFoundError:
+        init_data = None
+    return Inputs(descriptor, host, init_data)
+
+
+def source_for(tee: str, paths: Paths) -> EvidenceSource:
+    # The descriptor names the TEE before it is checked; a lie yields evidence the relying
+    # party refuses (it pins the TEE type and roots), so it cannot leak anything.
+    if tee == "sim":
+        return SimDevice(paths.input("sim.sock"))
+    return ConfigfsTsm(tee)
+
+
+def check_evidence(inputs: Inputs, source: EvidenceSource) -> tuple[bytes, bytes]:
+    """Fresh evidence whose report binds our descriptor and init-data: (report data, evidence)."""
+    report_data = os.urandom(REPORT_DATA_SIZE)
+    evidence = source.get_evidence(report_data)
+    if source.tee != "sim":
+        raise EvidenceError(f"this agent cannot check {source.tee} reports yet")
+    report = SimEvidence.from_bytes(evidence).report()
+    expected_init = (inputs.init_data.padded_digest(INIT_DATA_HASH_SIZE) if inputs.init_data
+                     else bytes(INIT_DATA_HASH_SIZE))
+    for what, got, want in (
+        ("report data (stale or replayed report)", report.report_data, report_data),
+        ("measurement (descriptor.json is not the measured descriptor)", report.measurement,
+         inputs.descriptor.measurement()),
+        ("init-data hash (init-data.toml is not the bound init-data)", report.init_data_hash,
+         expected_init),
+    ):
+        if not hmac.compare_digest(got, want):
+            raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])
+    return report_data, evidence
+
+
+def fetch_secrets(init: InitData, source: EvidenceSource) -> dict[str, bytes]:
+    """Attest and fetch every resource; retry the whole exchange while the KBS is down."""
+    # Imported here: urllib/ssl/cryptography cost ~30 ms of start-up a container without a KBS
+    # should not pay. (The guest runtime ships it anyway: its builder imports every module.)
+    from arca.guest.kbs_client import KbsClient
+
+    assert init.kbs_url is not None
+    opts, last = init.agent, None
+    for attempt in range(opts.kbs_retries + 1):
+        if attempt:
+            time.sleep(min(opts.kbs_backoff * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+        try:
+            client = KbsClient(init.kbs_url, tee=source.tee, evidence=source.get_evidence,
+                               ca_pem=init.kbs_cert.encode() if init.kbs_cert else None,
+                               init_data_toml=init.raw.decode(), timeout=opts.kbs_timeout)
+            client.attest()
+            return {r.name: client.get_resource(r.path) for r in init.resources}
+        except BrokerUnavailable as e:
+            last = e
+    raise BrokerUnavailable(f"KBS {init.kbs_url} unavailable after {opts.kbs_retries + 1} "
+                            f"attempts; last error: {last}", url=init.kbs_url)
+
+
+def _fs_type(path: str) -> str:
+    """Filesystem type of the mount holding ``path`` (longest mount-point prefix wins)."""
+    path, best, fstype = os.path.realpath(path), "", ""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            mnt = fields.split()[4].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, tail.split()[0]
+    return fstype
+
+
+def place_secrets(init: InitData, secrets: dict[str, bytes], spec: ProcessSpec,
+                  run_dir: str) -> list[str]:
+    """Write file secrets (tmpfs only); return ``NAME=value`` entries for env secrets."""
+    env: list[str] = []
+    files = [r for r in init.resources if r.file]
+    if files:
+        if _fs_type(run_dir) not in MEMORY_FS:
+            raise ConfigError(f"{run_dir} is not a memory filesystem; refusing to write secrets")
+        sdir = os.path.join(run_dir, "secrets")
+        os.mkdir(sdir, 0o700)
+        for r in files:
+            fd = os.open(os.path.join(sdir, r.name),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets[r.name])
+                os.fchown(f.fileno(), spec.uid, spec.gid)
+        os.chown(sdir, spec.uid, spec.gid)
+        os.chmod(sdir, 0o500)
+    for r in init.resources:
+        if r.env:
+            try:
+                value = secrets[r.name].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"resource {r.path} is not UTF-8; it cannot go into "
+                                  f"${r.env}") from None
+            if "\0" in value:
+                raise ConfigError(f"resource {r.path} contains NUL; it cannot go into ${r.env}")
+            env.append(f"{r.env}={value}")
+    return env
+
+
+def exec_workload(spec: ProcessSpec, extra_env: list[str]) -> None:
+    env = dict(e.partition("=")[::2] for e in (*spec.env, *extra_env))
+    # Only what changes: a root workload then needs no CAP_SETUID/CAP_SETGID (plain runc's
+    # default spec has neither); other users need both, as with runc's own user switch.
+    if os.getgroups():
+        os.setgroups([])
+    if (os.getgid(), os.getegid()) != (spec.gid, spec.gid):
+        os.setgid(spec.gid)
+    if (os.getuid(), os.geteuid()) != (spec.uid, spec.uid):
+        os.setuid(spec.uid)
+    os.chdir(spec.cwd)
+    # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive execve.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    os.execvpe(spec.args[0], list(spec.args), env)  # noqa: S606 - no shell, by design
+
+
+def run(paths: Paths) -> None:
+    inputs = read_inputs(paths)
+    source = source_for(inputs.descriptor.tee, paths)
+    report_data, evidence = check_evidence(inputs, source)
+    policy = inputs.init_data.policy if inputs.init_data else ExecPolicy()
+    spec = check_process(inputs.host, inputs.descriptor.process, policy)
+    with open(os.path.join(paths.run_dir, "evidence.json"), "wb") as f:
+        f.write(evidence_document(source.tee, report_data, evidence))
+        os.fchmod(f.fileno(), 0o444)
+    extra_env: list[str] = []
+    init = inputs.init_data
+    if init is not None and init.kbs_url is not None:
+        extra_env = place_secrets(init, fetch_secrets(init, source), spec, paths.run_dir)
+    try:
+        exec_workload(spec, extra_env)
+    except OSError as e:
+        print(f"arca-agent: error: cannot execute {spec.args[0]!r}: {e.strerror}",
+              file=sys.stderr)
+        sys.exit(127)
+
+
+def main(paths: Paths | None = None) -> int:
+    try:
+        run(paths or Paths())
+    except (PolicyDenied, EvidenceError) as e:
+        print(f"arca-agent: error: {e}", file=sys.stderr)
+        return 126
+    except (ArcaError, OSError, ValueError) as e:
+        print(f"arca-agent: error: {e}", file=sys.stderr)
+        return 125
+    return 0  # not reached: run() execs or raises
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Evidence sources inside a TD, and the ``arca-evidence`` command.
+
+An :class:`EvidenceSource` turns 64 bytes of report data into raw evidence from the TEE:
+:class:`SimDevice` asks the ``sim`` platform over the per-TD unix socket (one JSON line each
+way); :class:`ConfigfsTsm` uses the kernel's configfs-tsm report interface that TDX and SEV-SNP
+guests expose (``/sys/kernel/config/tsm/report``). Sources fetch; they do not verify (the agent
+checks the fields it relies on, the relying party verifies signatures).
+
+``/run/arca/evidence.json`` (written by the agent, printed by ``arca-evidence``) is
+``{"tee": ..., "report_data": "<hex>", "evidence": "<base64 of the raw evidence>"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import sys
+from typing import Protocol
+
+from arca.wire.constants import EVIDENCE_PATH, SIM_DEVICE_SOCKET
+from arca.wire.errors import ArcaError, EvidenceError
+from arca.wire.simreport import MAX_EVIDENCE_BYTES, REPORT_DATA_SIZE
+
+TSM_REPORT_DIR = "/sys/kernel/config/tsm/report"
+#: configfs-tsm ``provider`` names per Arca TEE name.
+TSM_PROVIDERS = {"tdx": "tdx_guest", "snp": "sev_guest"}
+
+
+class EvidenceSource(Protocol):
+    tee: str
+
+    def get_evidence(self, report_data: bytes) -> bytes: ...
+
+
+def _check_report_data(report_data: bytes) -> None:
+    if len(report_data) != REPORT_DATA_SIZE:
+        raise ValueError(f"report data must be {REPORT_DATA_SIZE} bytes, got {len(report_data)}")
+
+
+class SimDevice:
+    tee = "sim"
+
+    def __init__(self, path: str = SIM_DEVICE_SOCKET, timeout: float = 10.0) -> None:
+        self.path, self.timeout = path, timeout
+
+    def get_evidence(self, report_data: bytes) -> bytes:
+        _check_report_data(report_data)
+        request = json.dumps({"report_data": report_data.hex()}).encode() + b"\n"
+        chunks: list[bytes] = []
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(self.path)
+                s.sendall(request)
+                # base64 grows evidence by 4/3; the bound keeps a broken device from
+                # exhausting the agent's memory.
+                while (chunk := s.recv(65536)) and sum(map(len, chunks)) <= 2 * MAX_EVIDENCE_BYTES:
+                    chunks.append(chunk)
+        except OSError as e:
+            raise EvidenceError(f"sim device {self.path}: {e}") from None
+        try:
+            answer = json.loads(b"".join(chunks))
+            if "error" in answer:
+                raise EvidenceError(f"sim device {self.path} refused: {answer['error']}")
+            return base64.b64decode(answer["evidence"], validate=True)
+        except (ValueError, KeyError, TypeError) as e:
+            raise EvidenceError(f"sim device {self.path}: malformed answer ({e})") from None
+
+
+class ConfigfsTsm:
+    """configfs-tsm (Linux ≥ 6.7): mkdir an entry, write ``inblob``, read ``outblob``; the
+    ``generation`` counter detects a concurrent writer between the two."""
+
+    def __init__(self, tee: str = "auto", base: str = TSM_REPORT_DIR) -> None:
+        # "auto": take the TEE the kernel's provider names (for arca-evidence).
+        if tee != "auto" and tee not in TSM_PROVIDERS:
+            raise ValueError(f"configfs-tsm has no provider for tee {tee!r}")
+        self.tee, self.base = tee, base
+
+    def get_evidence(self, report_data: bytes) -> bytes:
+        _check_report_data(report_data)
+        entry = os.path.join(self.base, f"arca-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            self._mkdir(entry)
+            try:
+                provider = _read(entry, "provider").decode().strip()
+                tee = {v: k for k, v in TSM_PROVIDERS.items()}.get(provider)
+                if tee is None or self.tee not in ("auto", tee):
+                    raise EvidenceError(f"configfs-tsm provider is {provider!r}, expected "
+                                        f"{TSM_PROVIDERS.get(self.tee, 'a known one')!r}")
+                self.tee = tee
+                with open(os.path.join(entry, "inblob"), "wb") as f:
+                    f.write(report_data)
+                before = _read(entry, "generation")
+                blob = _read(entry, "outblob")
+                if _read(entry, "generation") != before:
+                    raise EvidenceError("configfs-tsm report changed while being read")
+                return blob
+            finally:
+                self._rmdir(entry)
+        except OSError as e:
+            raise EvidenceError(f"configfs-tsm {self.base}: {e}") from None
+
+    # configfs creates the attribute files on mkdir and drops them on rmdir (tests emulate it).
+    _mkdir = staticmethod(os.mkdir)
+    _rmdir = staticmethod(os.rmdir)
+
+
+def _read(entry: str, name: str) -> bytes:
+    with open(os.path.join(entry, name), "rb") as f:
+        return f.read()
+
+
+def evidence_document(tee: str, report_data: bytes, evidence: bytes) -> bytes:
+    return json.dumps({"tee": tee, "report_data": report_data.hex(),
+                       "evidence": base64.b64encode(evidence).decode()}).encode() + b"\n"
+
+
+def main(argv: list[str]) -> int:
+    """``arca-evidence [--report-data HEX]``: the start-up evidence, or fresh evidence."""
+    try:
+        if not argv:
+            with open(EVIDENCE_PATH, "rb") as f:
+                sys.stdout.buffer.write(f.read())
+            return 0
+        if len(argv) != 2 or argv[0] != "--report-data":
+            print("usage: arca-evidence [--report-data HEX]", file=sys.stderr)
+            return 2
+        data = bytes.fromhex(argv[1]).ljust(REPORT_DATA_SIZE, b"\0")
+        source: EvidenceSource = (SimDevice() if os.path.exists(SIM_DEVICE_SOCKET) else
+                                  ConfigfsTsm())
+        evidence = source.get_evidence(data)  # first: an "auto" source learns its tee here
+        sys.stdout.buffer.write(evidence_document(source.tee, data, evidence))
+        return 0
+    except (ArcaError, OSError, ValueError) as e:
+        print(f"arca-evidence: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""The execution policy: which process the agent may exec, given what the host asked for.
+
+The host-supplied OCI ``process`` (``process.json``) is untrusted. The agent execs the process
+of the measured launch descriptor; the host may deviate only where the measured init-data
+policy (:class:`arca.wire.initdata.ExecPolicy`) says so:
+
+* args: equal to the descriptor's, or matching an ``allow_args`` entry (fnmatch per argument,
+  a final ``"..."`` matches any further arguments);
+* env: the result is the descriptor's measured env, plus host variables that are
+  orchestrator-injected (``HOSTNAME``, ``KUBERNETES_*``...) or whose names match ``allow_env``
+  (these may also override a measured value); any other host variable, or a measured variable
+  with a different value, is refused by name;
+* cwd, uid and gid: equal to the descriptor's (no policy widens them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from arca.wire.descriptor import ProcessSpec, is_orchestrator_env
+from arca.wire.errors import PolicyDenied, WireFormatError
+from arca.wire.initdata import ExecPolicy
+
+
+@dataclass(frozen=True)
+class HostProcess:
+    """The fields of an OCI ``process`` object the policy looks at."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def from_oci(cls, obj: Any) -> HostProcess:
+        if not isinstance(obj, dict):
+            raise WireFormatError("process.json must be a JSON object")
+        args, env, cwd = obj.get("args"), obj.get("env", []), obj.get("cwd", "/")
+        user = obj.get("user", {})
+        if not (isinstance(args, list) and args and all(isinstance(a, str) for a in args)):
+            raise WireFormatError("process.json: args must be a non-empty list of strings")
+        if not (isinstance(env, list) and all(isinstance(e, str) for e in env)):
+            raise WireFormatError("process.json: env must be a list of strings")
+        if not isinstance(cwd, str) or not isinstance(user, dict):
+            raise WireFormatError("process.json: cwd must be a string and user an object")
+        uid, gid = user.get("uid", 0), user.get("gid", 0)
+        if type(uid) is not int or type(gid) is not int:
+            raise WireFormatError("process.json: user.uid and user.gid must be integers")
+        return cls(tuple(args), tuple(env), cwd, uid, gid)
+
+
+def args_allowed(args: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    if patterns and patterns[-1] == "...":
+        fixed = patterns[:-1]
+        return len(args) >= len(fixed) and all(
+            fnmatch.fnmatchcase(a, p) for a, p in zip(args, fixed, strict=False))
+    return len(args) == len(patterns) and all(
+        fnmatch.fnmatchcase(a, p) for a, p in zip(args, patterns, strict=True))
+
+
+def check_process(host: HostProcess, measured: ProcessSpec, policy: ExecPolicy) -> ProcessSpec:
+    """The process to exec, or :class:`PolicyDenied` naming the offending field."""
+    if host.args != measured.args and not any(args_allowed(host.args, p)
+                                              for p in policy.allow_args):
+        diff = next((i for i, (a, b) in enumerate(zip(host.args, measured.args, strict=False))
+                     if a != b), min(len(host.args), len(measured.args)))
+        got = host.args[diff] if diff < len(host.args) else "<missing>"
+        raise PolicyDenied(f"execution policy: argument {diff} {got!r} differs from the "
+                           f"measured command {list(measured.args)!r}", field="args")
+    if host.cwd != measured.cwd:
+        raise PolicyDenied(f"execution policy: cwd {host.cwd!r} differs from the measured "
+                           f"{measured.cwd!r}", field="cwd")
+    if (host.uid, host.gid) != (measured.uid, measured.gid):
+        raise PolicyDenied(f"execution policy: user {host.uid}:{host.gid} differs from the "
+                           f"measured {measured.uid}:{measured.gid}", field="user")
+    env = {e.split("=", 1)[0]: e for e in measured.env}
+    for entry in host.env:
+        name = entry.split("=", 1)[0]
+        if env.get(name) == entry:
+            continue
+        if is_orchestrator_env(entry) or any(fnmatch.fnmatchcase(name, p)
+                                             for p in policy.allow_env):
+            env[name] = entry
+            continue
+        what = "changes the measured value of" if name in env else "adds"
+        raise PolicyDenied(f"execution policy: the host {what} environment variable {name!r}",
+                           field="env")
+    return ProcessSpec(host.args, measured.cwd, measured.uid, measured.gid,
+                       tuple(env.values()))

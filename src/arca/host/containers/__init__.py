@@ -1,0 +1,1 @@
+"""``arca run`` without a daemon: container records, bundles and supervision."""

@@ -1,0 +1,136 @@
+"""The OCI runtime spec (config.json) of an ``arca run`` container.
+
+Starts from runc's default spec (``runc spec``: namespaces, /proc, /dev, /dev/pts, /dev/shm,
+/dev/mqueue, /sys, masked and read-only paths, device cgroup deny-all) with containerd's default
+capability set (what ``ctr run`` grants, so the agent can drop to the image user), then adds the
+image's process (:mod:`arca.host.imageconfig`), ``-v`` bind mounts and Arca's annotations.
+
+Networking: the container shares the host's network namespace (no network namespace; the
+host's /etc/resolv.conf and /etc/hosts are bind-mounted read-only). A TEE container still
+cannot see other containers' TD devices; the network is untrusted in Arca's model anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arca.host.imageconfig import ProcessConfig
+from arca.wire.constants import ANNOTATION_INIT_DATA, ANNOTATION_TEE, KNOWN_TEES
+from arca.wire.errors import InvalidInput
+
+#: containerd's default capabilities (oci/spec.go defaultUnixCaps).
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+HOST_FILES = ("/etc/resolv.conf", "/etc/hosts")
+
+
+@dataclass(frozen=True)
+class Volume:
+    source: Path
+    destination: str
+    readonly: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> Volume:
+        """``SRC:DST[:ro|rw]``; SRC must exist on the host, DST must be absolute."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise InvalidInput(f"volume {spec!r}: expected SRC:DST[:ro]")
+        ro = False
+        if len(parts) == 3:
+            if parts[2] not in ("ro", "rw"):
+                raise InvalidInput(f"volume {spec!r}: mode must be 'ro' or 'rw'")
+            ro = parts[2] == "ro"
+        src = Path(parts[0]).resolve()
+        if not src.exists():
+            raise InvalidInput(f"volume {spec!r}: source {src} does not exist")
+        dst = os.path.normpath(parts[1])
+        if not dst.startswith("/") or dst == "/":
+            raise InvalidInput(f"volume {spec!r}: destination must be an absolute path "
+                               "other than /")
+        return cls(src, dst, ro)
+
+    def to_mount(self) -> dict[str, Any]:
+        return {"destination": self.destination, "type": "bind", "source": str(self.source),
+                "options": ["rbind", "ro" if self.readonly else "rw", "nosuid", "nodev"]}
+
+
+def encode_init_data(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def build_spec(
+    process: ProcessConfig,
+    *,
+    container_id: str,
+    hostname: str,
+    tee: str,
+    volumes: list[Volume] = (),  # type: ignore[assignment]
+    init_data: bytes | None = None,
+) -> dict[str, Any]:
+    if tee not in KNOWN_TEES:
+        raise InvalidInput(f"unknown tee {tee!r} (one of {', '.join(KNOWN_TEES)})")
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        # host network: sysfs of the host's netns, read-only, like podman --net=host
+        {"destination": "/sys", "type": "bind", "source": "/sys",
+         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
+    ]
+    mounts += [{"destination": f, "type": "bind", "source": f,
+                "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}
+               for f in HOST_FILES if os.path.isfile(f)]
+    mounts += [v.to_mount() for v in volumes]
+    proc = process.to_oci()
+    proc.update({
+        "terminal": False,
+        "capabilities": {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        "noNewPrivileges": True,
+    })
+    annotations = {ANNOTATION_TEE: tee}
+    if init_data is not None:
+        annotations[ANNOTATION_INIT_DATA] = encode_init_data(init_data)
+    return {
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": hostname,
+        "process": proc,
+        "mounts": mounts,
+        "annotations": annotations,
+        "linux": {
+            "cgroupsPath": f"/arca/{container_id}",
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+def generated_init_data(kbs_url: str) -> bytes:
+    """The init-data ``--kbs URL`` stands for: the KBS URL and nothing else (no resources, no
+    policy). Its digest is what the TD's evidence binds, so tenants can reproduce it."""
+    if not kbs_url.startswith(("http://", "https://")) or any(c in kbs_url for c in "\"\n\\"):
+        raise InvalidInput(f"--kbs {kbs_url!r}: expected an http(s) URL")
+    return ('version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
+            f'kbs_url = "{kbs_url}"\n').encode()

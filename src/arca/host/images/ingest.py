@@ -1,0 +1,220 @@
+"""Bringing images into the store: ``pull`` from a registry, ``load`` from an OCI layout
+directory or archive, and ``resolve`` of the IMAGE argument of ``arca run``/``arca measure``.
+
+Each path follows the same steps: pick the manifest (an index chooses linux/amd64), verify and
+store manifest and config, stream every layer blob into the store verified by digest, unpack
+each layer once (verifying its diff_id), and only then record the image under its name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from arca.host.images.digest import Digest
+from arca.host.images.errors import BadManifest, ImageNotFound, UnsafeArchive
+from arca.host.images.manifest import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    parse_config,
+    parse_descriptor,
+    parse_manifest,
+)
+from arca.host.images.progress import PullProgress, QuietProgress
+from arca.host.images.reference import Reference
+from arca.host.images.registry import Credentials, RegistryClient
+from arca.host.images.store import ImageRecord, ImageStore
+
+DEFAULT_PLATFORM = Platform("linux", "amd64")
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+#: The index.json of an OCI layout is small; bound it like a manifest.
+MAX_INDEX_BYTES = MAX_MANIFEST_BYTES
+
+
+def pull(
+    store: ImageStore,
+    reference: str,
+    *,
+    credentials: Credentials | None = None,
+    insecure: bool = False,
+    ca_file: str | None = None,
+    platform: Platform = DEFAULT_PLATFORM,
+    progress: PullProgress | None = None,
+) -> ImageRecord:
+    ref = Reference.parse(reference)
+    prog = progress or QuietProgress()
+    with store.ingesting(), RegistryClient(ref.api_host, credentials=credentials,
+                                           insecure=insecure, ca_file=ca_file) as client:
+        data, ctype = client.get_manifest(ref.repository, ref.ref)
+        mdigest = Digest.of(data)
+        if ref.digest:
+            ref.digest.verify(data, f"manifest of {ref}")
+            mdigest = ref.digest
+        doc = parse_manifest(data, ctype)
+        if isinstance(doc, Index):
+            store.put_blob(mdigest, data, "image index")
+            desc = doc.select(platform)
+            data, ctype = client.get_manifest(ref.repository, str(desc.digest))
+            _check_desc(desc, data, "manifest")
+            mdigest = desc.digest
+            doc = parse_manifest(data, ctype or desc.media_type)
+            if not isinstance(doc, Manifest):
+                raise BadManifest("image index points to another index (nesting refused)")
+        store.put_blob(mdigest, data, "manifest")
+        manifest = doc
+        cfg_data = client.get_blob(ref.repository, manifest.config.digest, MAX_CONFIG_BYTES)
+        _check_desc(manifest.config, cfg_data, "image config")
+        store.put_blob(manifest.config.digest, cfg_data, "image config")
+        config = parse_config(cfg_data)
+        for desc in manifest.layers:
+            if store.has_blob(desc.digest):
+                continue
+            task = prog.add(f"layer {desc.digest.hex[:12]}", desc.size)
+            store.ingest_blob(
+                desc.digest, desc.size,
+                lambda d=desc.digest: client.blob_chunks(ref.repository, d),  # type: ignore[misc]
+                f"layer {desc.digest}", lambda n, t=task: prog.advance(t, n))  # type: ignore[misc]
+        layers = store.unpack(manifest, config)
+        return store.record(str(ref), mdigest, manifest, config, layers)
+
+
+def _check_desc(desc: Descriptor, data: bytes, what: str) -> None:
+    if len(data) != desc.size:
+        raise BadManifest(f"{what} {desc.digest}: {len(data)} bytes, its descriptor says "
+                          f"{desc.size}")
+    desc.digest.verify(data, what)
+
+
+# -- OCI layout ---------------------------------------------------------------------------------
+def _layout_blob(layout: Path, d: Digest) -> Path:
+    return layout / "blobs" / d.algorithm / d.hex
+
+
+def _read_layout_blob(layout: Path, desc: Descriptor, limit: int, what: str) -> bytes:
+    try:
+        with open(_layout_blob(layout, desc.digest), "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise BadManifest(f"OCI layout {layout}: {what} blob {desc.digest} is missing") from None
+    if len(data) > limit:
+        raise BadManifest(f"{what} {desc.digest} is larger than the limit of {limit} bytes")
+    _check_desc(desc, data, what)
+    return data
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def load_layout(
+    store: ImageStore,
+    layout: Path,
+    *,
+    tag: str | None = None,
+    name: str | None = None,
+    platform: Platform = DEFAULT_PLATFORM,
+) -> ImageRecord:
+    """Load the image ``tag`` (or the only image) of the OCI layout directory ``layout``."""
+    layout = layout.resolve()
+    try:
+        with open(layout / "index.json", "rb") as f:
+            index_data = f.read(MAX_INDEX_BYTES + 1)
+        oci_layout = json.loads((layout / "oci-layout").read_bytes())
+    except FileNotFoundError as e:
+        raise BadManifest(f"{layout} is not an OCI layout: {e.filename} is missing") from None
+    except ValueError:
+        raise BadManifest(f"{layout}/oci-layout is not JSON") from None
+    if not isinstance(oci_layout, dict) or oci_layout.get("imageLayoutVersion") != "1.0.0":
+        raise BadManifest(f"{layout}: unsupported imageLayoutVersion")
+    obj = json.loads(index_data) if len(index_data) <= MAX_INDEX_BYTES else None
+    if not isinstance(obj, dict) or not isinstance(obj.get("manifests"), list):
+        raise BadManifest(f"{layout}/index.json is not an image index")
+    entries = [parse_descriptor(d, f"index.json manifests[{i}]")
+               for i, d in enumerate(obj["manifests"])]
+    if tag is not None:
+        chosen = [d for d in entries if d.annotations.get(REF_NAME_ANNOTATION) == tag]
+    else:
+        chosen = entries
+    if len(chosen) != 1:
+        tags = sorted({d.annotations.get(REF_NAME_ANNOTATION, "?") for d in entries})
+        if not chosen:
+            raise ImageNotFound(f"OCI layout {layout} has no image tagged {tag!r} "
+                                f"(tags: {', '.join(tags) or 'none'})")
+        raise BadManifest(f"OCI layout {layout} holds {len(chosen)} images: name one with "
+                          f":TAG (tags: {', '.join(tags)})")
+    desc = chosen[0]
+    tag = tag or desc.annotations.get(REF_NAME_ANNOTATION)
+    with store.ingesting():
+        data = _read_layout_blob(layout, desc, MAX_MANIFEST_BYTES, "manifest")
+        doc = parse_manifest(data, desc.media_type)
+        if isinstance(doc, Index):
+            store.put_blob(desc.digest, data, "image index")
+            desc = doc.select(platform)
+            data = _read_layout_blob(layout, desc, MAX_MANIFEST_BYTES, "manifest")
+            doc = parse_manifest(data, desc.media_type)
+            if not isinstance(doc, Manifest):
+                raise BadManifest("image index points to another index (nesting refused)")
+        store.put_blob(desc.digest, data, "manifest")
+        cfg = _read_layout_blob(layout, doc.config, MAX_CONFIG_BYTES, "image config")
+        store.put_blob(doc.config.digest, cfg, "image config")
+        config = parse_config(cfg)
+        for layer in doc.layers:
+            src = _layout_blob(layout, layer.digest)
+            if not src.is_file():
+                raise BadManifest(f"OCI layout {layout}: layer blob {layer.digest} is missing")
+            store.ingest_blob(layer.digest, layer.size, lambda s=src: _file_chunks(s),  # type: ignore[misc]
+                              f"layer {layer.digest}")
+        layers = store.unpack(doc, config)
+        return store.record(name or f"oci:{layout}:{tag or 'latest'}", desc.digest, doc,
+                            config, layers)
+
+
+def load_archive(store: ImageStore, archive: Path, *, tag: str | None = None,
+                 name: str | None = None) -> ImageRecord:
+    """Load from an OCI archive (a tar of an OCI layout), extracted safely to a temp dir."""
+    tmp = Path(tempfile.mkdtemp(prefix="arca-oci-archive-"))
+    try:
+        try:
+            with tarfile.open(archive) as tf:
+                for m in tf:
+                    if not (m.isfile() or m.isdir()):
+                        raise UnsafeArchive(f"OCI archive {archive}: entry {m.name!r} is not a "
+                                            "file or directory")
+                    tf.extract(m, tmp, filter="data")
+        except tarfile.FilterError as e:
+            raise UnsafeArchive(f"OCI archive {archive}: {e}") from None
+        except tarfile.TarError as e:
+            raise BadManifest(f"{archive} is not a tar archive: {e}") from None
+        return load_layout(store, tmp, tag=tag, name=name or f"oci-archive:{archive.resolve()}"
+                           f":{tag or 'latest'}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def split_oci_ref(spec: str) -> tuple[Path, str | None]:
+    """``PATH[:TAG]`` (after the ``oci:`` prefix) -> (path, tag)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and "/" not in tail and tail and not Path(spec).exists():
+        return Path(head), tail
+    return Path(spec), None
+
+
+def resolve(store: ImageStore, image: str) -> ImageRecord:
+    """The store record for IMAGE: ``oci:PATH[:TAG]`` is loaded (once per content), anything
+    else must already be in the store."""
+    if image.startswith("oci:"):
+        path, tag = split_oci_ref(image[4:])
+        if path.is_file():
+            return load_archive(store, path, tag=tag)
+        return load_layout(store, path, tag=tag)
+    return store.get(image)

@@ -1,0 +1,333 @@
+"""The content-addressed image store under ``arca.host.paths.root_dir()/images``.
+
+Layout::
+
+    blobs/<alg>/<hex>       verified blobs (manifests, configs, compressed layers)
+    layers/<chainid-hex>/   each layer unpacked once, in overlayfs layer format, shared by
+                            every image and container that has the same layer chain
+    images.json             the image records (name -> manifest, config, layers)
+    tmp/                    in-progress downloads and unpacks (never read as content)
+
+Consistency: a blob or layer appears under its final name only by ``rename`` after it was
+verified (blob digest while streaming; layer diff_id while unpacking), and an image record is
+written only after all its blobs and layers are in place, so an interrupted or refused pull
+leaves at most unreferenced temporary files that ``prune`` removes. Concurrency: per-blob and
+per-layer locks make concurrent pulls of the same image do each piece once; pulls hold
+``gc.lock`` shared and ``prune``/``rm`` take it exclusively; ``images.json`` is updated under
+``db.lock``.
+
+Not here: network access (:mod:`.registry`), reading OCI layouts (:mod:`.layout`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arca.host import paths
+from arca.host.images.digest import Digest, VerifyingWriter
+from arca.host.images.errors import BadManifest, DigestMismatch, ImageInUse, ImageNotFound
+from arca.host.images.locks import locked, write_atomic
+from arca.host.images.manifest import LAYER_TYPES, ImageConfig, Manifest, parse_config
+from arca.host.images.unpack import unpack_layer
+
+#: Called with the number of bytes just transferred (progress bars).
+ProgressFn = Callable[[int], None]
+
+
+def chain_ids(diff_ids: Iterable[Digest]) -> list[Digest]:
+    """OCI ChainIDs: ChainID(L0) = DiffID(L0),
+    ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[Digest] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append(Digest("sha256", hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest()))
+    return out
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    digest: str
+    diff_id: str
+    chain_id: str
+    media_type: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "diff_id": self.diff_id, "chain_id": self.chain_id,
+                "media_type": self.media_type, "size": self.size}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    name: str
+    digest: str  # manifest digest
+    config: str  # config digest = image id
+    layers: tuple[LayerRecord, ...]
+    created: str
+    platform: str
+
+    @property
+    def id(self) -> str:
+        return self.config
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "config": self.config,
+                "layers": [layer.to_json() for layer in self.layers], "created": self.created,
+                "platform": self.platform}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ImageRecord:
+        return cls(obj["name"], obj["digest"], obj["config"],
+                   tuple(LayerRecord(**layer) for layer in obj["layers"]), obj["created"],
+                   obj["platform"])
+
+
+class ImageStore:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or paths.root_dir() / "images"
+
+    # -- locations -----------------------------------------------------------------------------
+    def blob_path(self, d: Digest) -> Path:
+        return self.root / "blobs" / d.algorithm / d.hex
+
+    def layer_dir(self, chain_id: Digest | str) -> Path:
+        d = chain_id if isinstance(chain_id, Digest) else Digest.parse(chain_id)
+        return self.root / "layers" / d.hex
+
+    def _tmp(self) -> Path:
+        p = self.root / "tmp"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @contextlib.contextmanager
+    def ingesting(self) -> Iterator[None]:
+        """Held (shared) by every operation that adds content, so prune cannot race it."""
+        with locked(self.root / "gc.lock", shared=True):
+            yield
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def has_blob(self, d: Digest) -> bool:
+        return self.blob_path(d).is_file()
+
+    def read_blob(self, d: Digest, limit: int) -> bytes:
+        p = self.blob_path(d)
+        try:
+            with open(p, "rb") as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            raise ImageNotFound(f"blob {d} is not in the store") from None
+        if len(data) > limit:
+            raise BadManifest(f"blob {d} is larger than the limit of {limit} bytes")
+        return data
+
+    def put_blob(self, d: Digest, data: bytes, what: str = "blob") -> None:
+        self.ingest_blob(d, len(data), lambda: iter((data,)), what)
+
+    def ingest_blob(
+        self,
+        d: Digest,
+        size: int | None,
+        chunks: Callable[[], Iterable[bytes]],
+        what: str,
+        progress: ProgressFn | None = None,
+    ) -> bool:
+        """Store the blob ``d`` from ``chunks()`` unless present; False if it was present.
+
+        The content is hashed while it streams to a temporary file, which is renamed into place
+        only when size and digest match; on any error the temporary file is removed.
+        """
+        final = self.blob_path(d)
+        if final.is_file():
+            return False
+        with locked(self.root / "locks" / f"blob-{d.hex}"):
+            if final.is_file():  # another pull finished it while we waited
+                return False
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._tmp(), prefix=f"blob-{d.hex[:16]}-")
+            try:
+                w = VerifyingWriter(fd, d, size, what)
+                for chunk in chunks():
+                    w.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+                w.finish()
+                os.fsync(fd)
+                os.close(fd)
+                fd = -1
+                os.chmod(tmp, 0o444)
+                os.rename(tmp, final)
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return True
+
+    # -- layers --------------------------------------------------------------------------------
+    def unpack(self, manifest: Manifest, config: ImageConfig,
+               progress: Callable[[int, int], None] | None = None) -> tuple[LayerRecord, ...]:
+        """Unpack every layer not yet unpacked (bottom first); returns the layer records."""
+        if len(config.diff_ids) != len(manifest.layers):
+            raise BadManifest(
+                f"image config lists {len(config.diff_ids)} layers (rootfs.diff_ids), the "
+                f"manifest {len(manifest.layers)}")
+        chains = chain_ids(config.diff_ids)
+        records: list[LayerRecord] = []
+        for i, (desc, diff_id, chain) in enumerate(
+                zip(manifest.layers, config.diff_ids, chains, strict=True)):
+            target = self.layer_dir(chain)
+            if not target.is_dir():
+                with locked(self.root / "locks" / f"layer-{chain.hex}"):
+                    if not target.is_dir():
+                        lowers = [self.layer_dir(c) for c in reversed(chains[:i])]
+                        self._unpack_one(desc.digest, LAYER_TYPES[desc.media_type], diff_id,
+                                         target, lowers)
+            if progress:
+                progress(i + 1, len(manifest.layers))
+            records.append(LayerRecord(str(desc.digest), str(diff_id), str(chain),
+                                       desc.media_type, desc.size))
+        return tuple(records)
+
+    def _unpack_one(self, blob: Digest, compression: str, diff_id: Digest, target: Path,
+                    lowers: list[Path]) -> None:
+        work = Path(tempfile.mkdtemp(dir=self._tmp(), prefix=f"layer-{target.name[:16]}-"))
+        try:
+            os.chmod(work, 0o755)  # noqa: S103 - becomes the layer's root directory
+            unpack_layer(self.blob_path(blob), compression, work, lowers, diff_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(work, target)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+    def lowerdirs(self, record: ImageRecord) -> list[Path]:
+        """The layer directories of ``record``, top layer first (overlayfs lowerdir order)."""
+        return [self.layer_dir(layer.chain_id) for layer in reversed(record.layers)]
+
+    # -- records -------------------------------------------------------------------------------
+    def _load_db(self) -> dict[str, Any]:
+        try:
+            obj = json.loads((self.root / "images.json").read_bytes())
+        except FileNotFoundError:
+            return {"images": {}}
+        if not isinstance(obj, dict) or not isinstance(obj.get("images"), dict):
+            raise BadManifest(f"{self.root / 'images.json'} is corrupted")
+        return obj
+
+    def _save_db(self, db: dict[str, Any]) -> None:
+        write_atomic(self.root / "images.json", json.dumps(db, indent=1, sort_keys=True).encode())
+
+    def record(self, name: str, manifest_digest: Digest, manifest: Manifest,
+               config: ImageConfig, layers: tuple[LayerRecord, ...]) -> ImageRecord:
+        rec = ImageRecord(
+            name=name, digest=str(manifest_digest), config=str(manifest.config.digest),
+            layers=layers,
+            created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            platform=f"{config.os}/{config.architecture}",
+        )
+        for layer in layers:  # the invariant `ls` relies on: no record without its content
+            if not self.layer_dir(layer.chain_id).is_dir():
+                raise DigestMismatch(f"layer {layer.digest} is missing after unpack")
+        with locked(self.root / "db.lock"):
+            db = self._load_db()
+            old = db["images"].get(name)
+            if old and old["digest"] == rec.digest and old["config"] == rec.config:
+                return ImageRecord.from_json(old)  # unchanged: keep it, skip the write
+            db["images"][name] = rec.to_json()
+            self._save_db(db)
+        return rec
+
+    def list(self) -> list[ImageRecord]:
+        with locked(self.root / "db.lock", shared=True):
+            db = self._load_db()
+        return sorted((ImageRecord.from_json(v) for v in db["images"].values()),
+                      key=lambda r: r.name)
+
+    def get(self, ref: str) -> ImageRecord:
+        """By name (as pulled/loaded, or normalized), image id, manifest digest or id prefix."""
+        from arca.host.images.reference import normalize_name
+
+        images = self.list()
+        names = {ref}
+        with contextlib.suppress(Exception):
+            names.add(normalize_name(ref))
+        for r in images:
+            if r.name in names:
+                return r
+        short = ref.removeprefix("sha256:")
+        if len(short) >= 12:
+            hits = {r.config: r for r in images
+                    if r.config.removeprefix("sha256:").startswith(short)
+                    or r.digest.removeprefix("sha256:").startswith(short)}
+            if len(hits) == 1:
+                return next(iter(hits.values()))
+        raise ImageNotFound(f"image {ref!r} is not in the store (arca image pull/load it first)")
+
+    def config_of(self, record: ImageRecord) -> ImageConfig:
+        from arca.host.images.manifest import MAX_CONFIG_BYTES
+
+        return parse_config(self.read_blob(Digest.parse(record.config), MAX_CONFIG_BYTES))
+
+    def remove(self, ref: str, *, force: bool = False,
+               in_use: Callable[[ImageRecord], list[str]] | None = None) -> ImageRecord:
+        rec = self.get(ref)
+        users = in_use(rec) if in_use else []
+        if users and not force:
+            raise ImageInUse(f"image {rec.name} is used by container(s) {', '.join(users)} "
+                             "(remove them first, or use --force)")
+        with locked(self.root / "db.lock"):
+            db = self._load_db()
+            db["images"].pop(rec.name, None)
+            self._save_db(db)
+        return rec
+
+    def prune(self) -> tuple[int, int]:
+        """Remove blobs and layers no image refers to, and stale temporaries.
+
+        Layers still mounted (containers of a force-removed image) are kept. Returns
+        (files removed, bytes freed).
+        """
+        removed, freed = 0, 0
+        with locked(self.root / "gc.lock"):
+            keep_blobs: set[str] = set()
+            keep_layers: set[str] = set()
+            for rec in self.list():
+                keep_blobs |= {rec.digest, rec.config, *(la.digest for la in rec.layers)}
+                keep_layers |= {Digest.parse(la.chain_id).hex for la in rec.layers}
+            try:
+                mountinfo = Path("/proc/self/mountinfo").read_text(errors="replace")
+            except OSError:
+                mountinfo = ""
+            # Index blobs of kept images are not recorded; keep what manifests reference.
+            for algo_dir in (self.root / "blobs").glob("*"):
+                for blob in algo_dir.iterdir():
+                    if f"{algo_dir.name}:{blob.name}" in keep_blobs:
+                        continue
+                    freed += blob.stat().st_size
+                    blob.unlink()
+                    removed += 1
+            for layer in (self.root / "layers").glob("*"):
+                if layer.name in keep_layers or str(layer) in mountinfo:
+                    continue
+                shutil.rmtree(layer)
+                removed += 1
+            shutil.rmtree(self.root / "tmp", ignore_errors=True)
+            shutil.rmtree(self.root / "locks", ignore_errors=True)
+        return removed, freed

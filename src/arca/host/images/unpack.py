@@ -1,0 +1,403 @@
+"""Unpack one layer tar into its own directory, in the overlayfs layer format.
+
+Each layer of the store is a directory used as an overlayfs lowerdir (like containerd's overlay
+snapshotter), so OCI whiteouts are converted on the way in: ``.wh.NAME`` becomes a 0/0
+character device ``NAME`` and ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on its
+directory. A directory that a layer creates only implicitly (a file below it without its own
+entry) takes the attributes of the same directory in the lower layers, as it would have after
+an overlay copy-up, so the merged view equals a flat unpack (``umoci unpack``).
+
+Refused (:class:`UnsafeArchive`), because the layer comes from an untrusted registry:
+absolute entry names and ``..`` components; entries reached through a symlink (nothing is
+ever followed while unpacking); relative symlinks whose target climbs above the root; hard links
+to names outside the root or to missing files; device nodes when not running as root;
+``trusted.*`` extended attributes (they could forge overlayfs whiteouts or redirects); entry
+types a container filesystem has no use for. Absolute symlink targets are kept: they are
+resolved inside the container's root, never on the host.
+
+Not done here: digests of the compressed blob (verified when the blob entered the store) and
+the atomic placement of the finished directory (the caller renames it into place).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from arca.host.images.digest import Digest
+from arca.host.images.errors import DigestMismatch, ImageError, UnsafeArchive
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+#: Upper bound on entries per layer: a tar of millions of empty files is a cheap way to exhaust
+#: inodes and time; real layers stay far below.
+MAX_ENTRIES = 2_000_000
+#: Extended attributes copied from PAX headers; everything else is dropped (trusted.* refused).
+KEPT_XATTR_PREFIXES = ("security.capability", "user.")
+READ_CHUNK = 1 << 20
+
+
+class _HashingReader:
+    """File-like reader that hashes everything read through it (the layer's diff_id)."""
+
+    def __init__(self, raw: IO[bytes] | Any, algorithm: str) -> None:
+        self.raw = raw
+        self.hash = hashlib.new(algorithm)
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.raw.read(n)
+        self.hash.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(READ_CHUNK):
+            pass
+
+
+def open_decompressed(blob: Path, compression: str) -> IO[bytes] | Any:
+    f = open(blob, "rb")  # noqa: SIM115 - closed by the caller through the returned object
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
+    if compression == "":
+        return f
+    f.close()
+    raise ImageError(f"unsupported layer compression {compression!r}")
+
+
+def entry_parts(name: str) -> list[str]:
+    """The components of a tar entry name, or :class:`UnsafeArchive` for hostile names."""
+    if name.startswith("/"):
+        raise UnsafeArchive(f"layer entry {name!r}: absolute path refused")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchive(f"layer entry {name!r}: '..' component refused")
+    if any("\x00" in p for p in parts):
+        raise UnsafeArchive(f"layer entry {name!r}: NUL byte in name")
+    return parts
+
+
+def symlink_escapes(parts: list[str], target: str) -> bool:
+    """True when a relative ``target`` of the link at ``parts`` climbs above the root."""
+    if target.startswith("/"):
+        return False  # resolved against the container root, which clamps '..' at '/'
+    depth = len(parts) - 1  # the directory holding the link
+    for comp in target.split("/"):
+        if comp == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif comp not in ("", "."):
+            depth += 1
+    return False
+
+
+class LayerUnpacker:
+    """Applies one layer's tar stream to ``dest`` (an empty directory), given the lower layers
+    (top first) so implicit directories and cross-layer hard links resolve as in a flat unpack.
+    """
+
+    def __init__(self, dest: Path, lowers: list[Path], *, privileged: bool | None = None) -> None:
+        self.dest = dest
+        self.lowers = lowers
+        self.privileged = os.geteuid() == 0 if privileged is None else privileged
+        self.entries = 0
+
+    # -- path helpers -------------------------------------------------------------------------
+    def _path(self, parts: list[str]) -> str:
+        return os.path.join(self.dest, *parts)
+
+    def _lower_lstat(self, parts: list[str]) -> tuple[Path, os.stat_result] | None:
+        """The topmost lower layer's entry at ``parts`` (stops at whiteouts/opaque dirs)."""
+        for lower in self.lowers:
+            p = os.path.join(lower, *parts)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                # a whiteout of any prefix hides the rest; checking the full path is enough for
+                # the attribute-copy use (a hidden dir means a fresh one is made)
+                continue
+            except NotADirectoryError:
+                return None
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                return None  # whiteout
+            return Path(p), st
+        return None
+
+    def _ensure_parents(self, parts: list[str], name: str) -> None:
+        """Make sure every parent of ``parts`` is a real directory inside ``dest``."""
+        for i in range(1, len(parts)):
+            cur = parts[:i]
+            p = self._path(cur)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                self._implicit_dir(cur, name)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafeArchive(
+                    f"layer entry {name!r}: goes through symlink {'/'.join(cur)!r}, refused")
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                os.unlink(p)  # a whiteout earlier in this layer, now recreated as a directory
+                os.mkdir(p, 0o755)
+                self._set_opaque(p)
+                continue
+            raise UnsafeArchive(
+                f"layer entry {name!r}: parent {'/'.join(cur)!r} is not a directory")
+
+    def _implicit_dir(self, parts: list[str], name: str) -> None:
+        p = self._path(parts)
+        lower = self._lower_lstat(parts)
+        if lower is not None and stat.S_ISLNK(lower[1].st_mode):
+            raise UnsafeArchive(
+                f"layer entry {name!r}: goes through symlink {'/'.join(parts)!r} of a lower "
+                "layer, refused")
+        if lower is not None and stat.S_ISDIR(lower[1].st_mode):
+            st = lower[1]
+            os.mkdir(p)
+            os.chown(p, st.st_uid, st.st_gid)
+            os.chmod(p, stat.S_IMODE(st.st_mode))
+        elif lower is not None:
+            raise UnsafeArchive(
+                f"layer entry {name!r}: parent {'/'.join(parts)!r} is not a directory in a "
+                "lower layer")
+        else:
+            os.mkdir(p, 0o755)
+            os.chmod(p, 0o755)  # noqa: S103 - the conventional mode of a directory in an image
+
+    def _set_opaque(self, p: str) -> None:
+        if not self.privileged:
+            raise UnsafeArchive("opaque directories need root (trusted.* xattrs)")
+        os.setxattr(p, OPAQUE_XATTR, b"y", follow_symlinks=False)
+
+    def _clear(self, p: str, keep_dir: bool) -> bool:
+        """Remove what is at ``p`` unless it is a directory and ``keep_dir``; True if a
+        directory was kept."""
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+        return False
+
+    # -- entries ------------------------------------------------------------------------------
+    def apply(self, tf: tarfile.TarFile) -> None:
+        for member in tf:
+            self.entries += 1
+            if self.entries > MAX_ENTRIES:
+                raise UnsafeArchive(f"layer has more than {MAX_ENTRIES} entries")
+            try:
+                self._apply_one(tf, member)
+            except (UnsafeArchive, ImageError):
+                raise
+            except OSError as e:
+                raise ImageError(f"layer entry {member.name!r}: {e.strerror or e}") from None
+
+    def _apply_one(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = entry_parts(m.name)
+        if not parts:
+            return  # the root directory itself: its attributes are the mount's, not ours
+        base = parts[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._ensure_parents(parts, m.name)
+            self._whiteout(parts, m.name)
+            return
+        self._ensure_parents(parts, m.name)
+        p = self._path(parts)
+        xattrs = self._xattrs(m)
+        if m.isdir():
+            if self._clear_for_dir(p):
+                pass
+            else:
+                os.mkdir(p, 0o700)
+        elif m.isreg():
+            self._clear(p, keep_dir=False)
+            src = tf.extractfile(m)
+            assert src is not None
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            try:
+                while chunk := src.read(READ_CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        elif m.issym():
+            if symlink_escapes(parts, m.linkname):
+                raise UnsafeArchive(
+                    f"layer entry {m.name!r}: symlink target {m.linkname!r} escapes the root")
+            self._clear(p, keep_dir=False)
+            os.symlink(m.linkname, p)
+        elif m.islnk():
+            self._hardlink(parts, m)
+            return  # a hard link shares its target's inode and attributes
+        elif m.ischr() or m.isblk():
+            if not self.privileged:
+                raise UnsafeArchive(
+                    f"layer entry {m.name!r}: device file refused when unprivileged")
+            self._clear(p, keep_dir=False)
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            os.mknod(p, kind | 0o600, os.makedev(m.devmajor, m.devminor))
+        elif m.isfifo():
+            self._clear(p, keep_dir=False)
+            os.mkfifo(p, 0o600)
+        else:
+            raise UnsafeArchive(f"layer entry {m.name!r}: unsupported tar entry type {m.type!r}")
+        self._attrs(p, m, xattrs)
+
+    def _clear_for_dir(self, p: str) -> bool:
+        """Prepare ``p`` for a directory entry; True when a directory is already there."""
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            return True
+        whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+        os.unlink(p)
+        os.mkdir(p, 0o700)
+        if whiteout:
+            self._set_opaque(p)  # the lower directory was deleted: hide its contents
+        return True
+
+    def _attrs(self, p: str, m: tarfile.TarInfo, xattrs: dict[str, bytes]) -> None:
+        if self.privileged:
+            os.chown(p, m.uid, m.gid, follow_symlinks=False)
+        if not m.issym():
+            # after chown, which clears set-id bits
+            os.chmod(p, m.mode & 0o7777)
+        for key, value in xattrs.items():
+            os.setxattr(p, key, value, follow_symlinks=False)
+        if m.isreg():
+            os.utime(p, ns=(int(m.mtime * 1e9), int(m.mtime * 1e9)), follow_symlinks=False)
+
+    def _xattrs(self, m: tarfile.TarInfo) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for key, value in (m.pax_headers or {}).items():
+            if not key.startswith("SCHILY.xattr."):
+                continue
+            name = key[len("SCHILY.xattr."):]
+            if name.startswith("trusted."):
+                raise UnsafeArchive(f"layer entry {m.name!r}: extended attribute {name!r} "
+                                    "refused (could forge overlayfs metadata)")
+            if name.startswith(KEPT_XATTR_PREFIXES) and self.privileged:
+                out[name] = value.encode("utf-8", "surrogateescape")
+        return out
+
+    def _whiteout(self, parts: list[str], name: str) -> None:
+        base = parts[-1]
+        parent = parts[:-1]
+        if base == OPAQUE_MARKER:
+            self._set_opaque(self._path(parent) if parent else str(self.dest))
+            return
+        if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            return  # other AUFS metadata (.wh..wh.plnk, ...): meaningless here
+        victim = base[len(WHITEOUT_PREFIX):]
+        if victim in ("", ".", ".."):
+            raise UnsafeArchive(f"layer entry {name!r}: malformed whiteout")
+        p = self._path([*parent, victim])
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            if not self.privileged:
+                raise UnsafeArchive(f"layer entry {name!r}: whiteouts need root") from None
+            os.mknod(p, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            return
+        # The whiteout names something this layer itself created: per the image spec it only
+        # applies to lower layers; an entry here already hides a lower non-directory, and an
+        # opaque marker hides a lower directory's contents.
+        if stat.S_ISDIR(st.st_mode):
+            self._set_opaque(p)
+
+    def _hardlink(self, parts: list[str], m: tarfile.TarInfo) -> None:
+        tparts = entry_parts(m.linkname)
+        if not tparts:
+            raise UnsafeArchive(f"layer entry {m.name!r}: hard link to the root refused")
+        p = self._path(parts)
+        target = self._path(tparts)
+        try:
+            self._ensure_parents(tparts, m.name)
+            tst = os.lstat(target)
+        except FileNotFoundError:
+            tst = None
+        except UnsafeArchive:
+            raise UnsafeArchive(
+                f"layer entry {m.name!r}: hard link target {m.linkname!r} goes through a "
+                "symlink, refused") from None
+        if tst is not None:
+            if stat.S_ISDIR(tst.st_mode):
+                raise UnsafeArchive(f"layer entry {m.name!r}: hard link to a directory")
+            if stat.S_ISCHR(tst.st_mode) and tst.st_rdev == 0:
+                raise UnsafeArchive(
+                    f"layer entry {m.name!r}: hard link to deleted {m.linkname!r}")
+            if target == p:
+                return
+            self._clear(p, keep_dir=False)
+            os.link(target, p, follow_symlinks=False)
+            return
+        # The target lives in a lower layer: a layer directory cannot link across layers, so
+        # copy it up (same content, mode and owner; only the link count differs).
+        lower = self._lower_lstat(tparts)
+        if lower is None or not stat.S_ISREG(lower[1].st_mode):
+            raise UnsafeArchive(
+                f"layer entry {m.name!r}: hard link target {m.linkname!r} does not exist")
+        self._clear(p, keep_dir=False)
+        shutil.copy2(lower[0], p, follow_symlinks=False)
+        st = lower[1]
+        if self.privileged:
+            os.chown(p, st.st_uid, st.st_gid, follow_symlinks=False)
+        os.chmod(p, stat.S_IMODE(st.st_mode))
+
+
+def unpack_layer(
+    blob: Path,
+    compression: str,
+    dest: Path,
+    lowers: list[Path],
+    diff_id: Digest | None,
+) -> None:
+    """Unpack ``blob`` into the empty directory ``dest`` and check its uncompressed digest."""
+    raw = open_decompressed(blob, compression)
+    try:
+        reader = _HashingReader(raw, diff_id.algorithm if diff_id else "sha256")
+        try:
+            tf = tarfile.open(fileobj=reader, mode="r|", bufsize=READ_CHUNK)  # type: ignore[call-overload]
+        except tarfile.ReadError as e:
+            raise UnsafeArchive(f"layer is not a tar archive: {e}") from None
+        except (OSError, EOFError, zstandard.ZstdError) as e:
+            raise DigestMismatch(f"layer could not be decompressed: {e}") from None
+        with tf:
+            try:
+                LayerUnpacker(dest, lowers).apply(tf)
+            except tarfile.TarError as e:
+                raise UnsafeArchive(f"layer tar is malformed: {e}") from None
+            except (EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:
+                raise DigestMismatch(f"layer could not be decompressed: {e}") from None
+        reader.drain()
+    finally:
+        raw.close()
+    if diff_id is not None:
+        actual = reader.hash.hexdigest()
+        if actual != diff_id.hex:
+            raise DigestMismatch(
+                f"layer content digest (diff_id) mismatch: config says {diff_id}, "
+                f"tar is {diff_id.algorithm}:{actual}",
+                expected=str(diff_id), actual=f"{diff_id.algorithm}:{actual}")

@@ -1,0 +1,159 @@
+"""``arca-runtime`` command line: runc's command line, with TEE containers diverted.
+
+Global options (``--root --log --log-format [--systemd-cgroup] [--debug]``) are runc's and are
+passed through unchanged: the real ``runc`` always receives the exact argument vector this
+process received. Commands with nothing for Arca to do (``start``, ``state``, ``kill``, ``ps``,
+``pause``, ``resume``, ``features``, ``update``, ...) replace this process with ``runc``
+(``os.execvp``) before anything heavier than ``os`` is imported, so stdio, console sockets, pid
+files and exit codes are runc's own. ``create``, ``delete``, ``exec``, ``run`` and
+``checkpoint``/``restore`` are parsed with argparse and handled in :mod:`.lifecycle`.
+
+Errors are one line, never a traceback: a JSON line ``{"level":"error","msg":...}`` in the
+``--log`` file (what containerd's shim shows as ``OCI runtime create failed: <msg>``) and
+``arca-runtime: error: <msg>`` on stderr; exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+VERSION = "0.1.0"
+
+#: runc's global flags that take a value, and those that do not (runc 1.1 ``--help``).
+_GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
+_GLOBAL_FLAGS = {"--debug", "--systemd-cgroup", "--help", "-h", "--version", "-v"}
+#: Commands Arca handles itself; everything else goes straight to runc.
+_HANDLED = {"create", "delete", "exec", "run", "checkpoint", "restore"}
+
+
+def split_globals(argv: list[str]) -> tuple[dict[str, str | bool], int]:
+    """Global options before the command, and the index of the command in ``argv``
+    (``len(argv)`` when there is none). Accepts ``--opt value``, ``--opt=value`` and Go's
+    single-dash spelling, like runc's flag parser."""
+    opts: dict[str, str | bool] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.partition("=")
+        if not name.startswith("--") and len(name) > 2:
+            name = "-" + name
+        if name in _GLOBAL_WITH_VALUE:
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            opts[name[2:]] = value
+        elif name in _GLOBAL_FLAGS:
+            opts[name.lstrip("-")] = True
+        else:
+            opts[name.lstrip("-")] = value if eq else True
+        i += 1
+    return opts, min(i, len(argv))
+
+
+def runc_binary() -> str:
+    from arca.host.runtime.config import load_config
+
+    return load_config().runc
+
+
+def exec_runc(runc: str, argv: list[str]) -> None:
+    """Replace this process with runc, same arguments."""
+    try:
+        os.execvp(runc, [runc, *argv])  # noqa: S606 - runc takes our argv verbatim
+    except OSError as e:
+        raise _fatal(f"cannot execute runc binary {runc!r}: {e.strerror}") from None
+
+
+class _Fatal(Exception):
+    pass
+
+
+def _fatal(msg: str) -> _Fatal:
+    return _Fatal(msg)
+
+
+def report_error(globals_: dict[str, str | bool], msg: str) -> None:
+    """Tell the shim (``--log`` file, as runc would) and a human (stderr)."""
+    import time
+
+    msg = " ".join(msg.split())  # one line, whatever the cause said
+    log = globals_.get("log")
+    if isinstance(log, str) and log:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if globals_.get("log-format") == "json":
+            import json
+
+            line = json.dumps({"level": "error", "msg": msg, "time": now})
+        else:
+            line = f'time="{now}" level=error msg="{msg}"'
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, line.encode() + b"\n")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # stderr below still says it
+    try:
+        sys.stderr.write(f"arca-runtime: error: {msg}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    globals_: dict[str, str | bool] = {}
+    try:
+        globals_, i = split_globals(argv)
+        command = argv[i] if i < len(argv) else ""
+        if globals_.get("version") and not command:
+            return _version()
+        if command not in _HANDLED:
+            exec_runc(runc_binary(), argv)
+            return 0  # not reached
+        if command == "delete" and not _has_arca_state(argv[-1]):
+            # The hot path of every plain container's delete: no argparse, no JSON.
+            exec_runc(runc_binary(), argv)
+        from arca.host.runtime import lifecycle
+
+        return lifecycle.dispatch(globals_, command, argv, argv[i + 1 :])
+    except _Fatal as e:
+        report_error(globals_, str(e))
+        return 1
+    except Exception as e:  # noqa: BLE001 - the one place turning errors into a message
+        from arca.wire.errors import ArcaError
+
+        if isinstance(e, ArcaError):
+            report_error(globals_, str(e))
+        else:
+            report_error(globals_, f"internal error: {type(e).__name__}: {e}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _has_arca_state(container_id: str) -> bool:
+    from arca.host import paths
+
+    if not container_id or "/" in container_id or container_id in (".", ".."):
+        return False
+    return os.path.exists(paths.run_dir() / "containers" / container_id / "state.json")
+
+
+def _version() -> int:
+    import subprocess
+
+    print(f"arca-runtime version {VERSION}")
+    sys.stdout.flush()
+    try:
+        return subprocess.call([runc_binary(), "--version"])
+    except OSError as e:
+        raise _fatal(f"cannot execute runc: {e.strerror}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""What ``arca-runtime`` does around runc for ``create``, ``delete``, ``exec`` and friends.
+
+``create`` of a TEE container (contract §3), in order, so that ``delete --force`` can undo any
+prefix of it after a crash (even ``kill -9``):
+
+1. validate the bundle (config.json, rootfs, TEE, process, init-data) — no side effects yet;
+2. record Arca state ``creating`` (from here on, ``delete`` knows there is something to undo);
+3. guest runtime, rootfs digest, launch descriptor; write the TD directory
+   (``descriptor.json``, ``process.json``, ``init-data.toml``);
+4. register the TD with the sim platform (which creates ``sim.sock`` in the TD directory);
+5. rewrite ``config.json`` atomically (the original is kept beside Arca's state);
+6. run ``runc create`` with the caller's exact arguments and inherited fds; on failure undo
+   2-5 and return runc's status (runc already logged why).
+
+``delete`` runs ``runc delete`` and then removes the registration and all Arca state once runc
+no longer has the container. Everything here refuses in one line via ``ArcaError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+from typing import Any
+
+from arca.host.runtime import state as st
+from arca.host.runtime.bundle import (
+    BundleError,
+    decode_init_data,
+    original_process,
+    process_spec,
+    read_bundle,
+    rewrite_config,
+    select_tee,
+)
+from arca.host.runtime.cli import exec_runc
+from arca.host.runtime.config import RuntimeConfig, load_config
+from arca.wire.descriptor import LaunchDescriptor
+from arca.wire.errors import ArcaError, InvalidInput, PolicyDenied, StateError  # noqa: F401
+
+#: runc's default state root when the caller gives no ``--root``.
+DEFAULT_RUNC_ROOT = "/run/runc"
+ORIGINAL_CONFIG = "config.orig.json"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting (errors are one line)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise InvalidInput(f"{self.prog}: {message}")
+
+
+def _parser(command: str) -> _Parser:
+    p = _Parser(prog=f"arca-runtime {command}", add_help=False, allow_abbrev=False)
+    p.add_argument("id")
+    return p
+
+
+def parse_create(args: list[str]) -> argparse.Namespace:
+    p = _parser("create")
+    p.add_argument("--bundle", "-b", default=".")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    p.add_argument("--no-pivot", action="store_true")
+    p.add_argument("--no-new-keyring", action="store_true")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("--detach", "-d", action="store_true")  # ``run`` only
+    p.add_argument("--keep", action="store_true")  # ``run`` only
+    return p.parse_args(_go_flags(args))
+
+
+def parse_delete(args: list[str]) -> argparse.Namespace:
+    p = _parser("delete")
+    p.add_argument("--force", "-f", action="store_true")
+    return p.parse_args(_go_flags(args))
+
+
+def parse_exec(args: list[str]) -> argparse.Namespace:
+    p = _Parser(prog="arca-runtime exec", add_help=False, allow_abbrev=False)
+    p.add_argument("--process", "-p")
+    p.add_argument("--detach", "-d", action="store_true")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    p.add_argument("--tty", "-t", action="store_true")
+    p.add_argument("--cwd")
+    p.add_argument("--env", "-e", action="append", default=[])
+    p.add_argument("--user", "-u")
+    p.add_argument("--additional-gids", "-g", action="append", default=[])
+    p.add_argument("--cap", "-c", action="append", default=[])
+    p.add_argument("--no-new-privs", action="store_true")
+    p.add_argument("--apparmor")
+    p.add_argument("--process-label")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("--cgroup", action="append", default=[])
+    p.add_argument("--ignore-paused", action="store_true")
+    p.add_argument("id")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    return p.parse_args(_go_flags(args))
+
+
+def _go_flags(args: list[str]) -> list[str]:
+    """Go's flag package also accepts ``-flag``; argparse wants ``--flag`` for long names."""
+    return [f"-{a}" if a.startswith("-") and not a.startswith("--") and len(a.split("=")[0]) > 2
+            else a for a in args]
+
+
+def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
+             args: list[str]) -> int:
+    cfg = load_config()
+    if command in ("create", "run"):
+        return create(cfg, globals_, argv, parse_create(args), run=command == "run")
+    if command == "delete":
+        return delete(cfg, globals_, argv, parse_delete(args))
+    if command == "exec":
+        return exec_(cfg, argv, parse_exec(args))
+    # checkpoint/restore: the container id is the last argument.
+    cid = args[-1] if args else ""
+    if _safe_load(cid) is not None:
+        raise StateError(
+            f"{command} of TEE container {cid} refused: a trust domain's memory must not be "
+            "written to host disk"
+        )
+    exec_runc(cfg.runc, argv)
+    return 0
+
+
+def _safe_load(container_id: str) -> st.ContainerState | None:
+    try:
+        return st.load(st.validate_id(container_id))
+    except InvalidInput:
+        return None
+
+
+# -- create -----------------------------------------------------------------------------------
+
+
+def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
+           opts: argparse.Namespace, *, run: bool = False) -> int:
+    bundle = read_bundle(pathlib.Path(opts.bundle).absolute())
+    tee = select_tee(bundle, cfg.default_tee)
+    if tee == "none":
+        exec_runc(cfg.runc, argv)
+    if run:
+        raise InvalidInput("'run' is not supported for TEE containers: use create and start")
+    cid = st.validate_id(opts.id)
+    if st.load(cid) is not None:
+        raise StateError(f"container {cid} already exists")
+    rootfs = bundle.rootfs()
+    if not rootfs.is_dir():
+        raise BundleError(f"rootfs {rootfs} does not exist (root.path in {bundle.path})")
+    proc = original_process(bundle)
+    spec = process_spec(proc)
+    init_data = decode_init_data(bundle)
+
+    st.save(st.ContainerState(cid, tee, str(bundle.path), "creating"))
+    try:
+        descriptor = _prepare(cid, tee, bundle.path, bundle.config, rootfs, proc, spec, init_data)
+    except BaseException:
+        _undo(cid, bundle.path)
+        raise
+    rc = _run_runc(cfg.runc, argv)
+    if rc != 0:
+        _undo(cid, bundle.path)
+        return rc
+    st.save(st.ContainerState(cid, tee, str(bundle.path), "created",
+                              descriptor.measurement_hex()))
+    return 0
+
+
+def _prepare(cid: str, tee: str, bundle_path: pathlib.Path, config: dict[str, Any],
+             rootfs: pathlib.Path, proc: dict[str, Any], spec: Any,
+             init_data: bytes | None) -> LaunchDescriptor:
+    from arca.host.guestruntime import ensure_guest_runtime
+    from arca.host.simtee import client
+    from arca.host.treedigest import rootfs_digest
+
+    gr = ensure_guest_runtime()
+    descriptor = LaunchDescriptor(tee, gr.digest, rootfs_digest(rootfs), spec)
+    td = st.td_dir(cid)
+    st.ensure_private_dir(td.parent, 0o711)
+    td.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(td, 0o755)  # noqa: S103 - bind-mounted into the TD, read by its non-root user
+    st.write_atomic(td / "descriptor.json", json.dumps(descriptor.to_json()).encode(), 0o644)
+    st.write_atomic(td / "process.json", json.dumps(proc).encode(), 0o644)
+    if init_data is not None:
+        st.write_atomic(td / "init-data.toml", init_data, 0o644)
+    client.register(cid, descriptor.to_json(), init_data)
+    cfg_path = bundle_path / "config.json"
+    mode = cfg_path.stat().st_mode & 0o777
+    st.write_atomic(st.state_path(cid).parent / ORIGINAL_CONFIG, json.dumps(config).encode())
+    new = rewrite_config(config, td_dir=td, guest_runtime_path=pathlib.Path(gr.path),
+                         agent_args=list(gr.agent_args()), agent_env=list(gr.agent_env()))
+    st.write_atomic(cfg_path, json.dumps(new).encode(), mode)
+    return descriptor
+
+
+def _run_runc(runc: str, argv: list[str]) -> int:
+    """Run runc as a child with every fd inherited (the shim may hand over extra fds)."""
+    try:
+        return subprocess.call([runc, *argv], close_fds=False)
+    except OSError as e:
+        raise ArcaError(f"cannot execute runc binary {runc!r}: {e.strerror}") from None
+
+
+def _undo(cid: str, bundle_path: pathlib.Path | None) -> None:
+    """Undo every side effect of ``create`` (any prefix of it); idempotent."""
+    from arca.host.simtee import client
+
+    client.unregister(cid)
+    orig = st.state_path(cid).parent / ORIGINAL_CONFIG
+    if bundle_path is not None and orig.exists() and bundle_path.is_dir():
+        try:
+            st.write_atomic(bundle_path / "config.json", orig.read_bytes(), 0o644)
+        except OSError:
+            pass  # the bundle is going away anyway
+    st.remove(cid)
+
+
+# -- delete -----------------------------------------------------------------------------------
+
+
+def runc_has(globals_: dict[str, str | bool], cid: str) -> bool:
+    root = globals_.get("root")
+    root = root if isinstance(root, str) and root else DEFAULT_RUNC_ROOT
+    return os.path.exists(os.path.join(root, cid, "state.json"))
+
+
+#: How long ``delete`` waits for an orphaned ``runc create`` of the same container to finish.
+INFLIGHT_CREATE_TIMEOUT_S = 10.0
+
+
+def inflight_creates(cid: str) -> list[int]:
+    """Pids of live ``... create ... <cid>`` processes: an orphaned ``runc create`` or a
+    concurrent ``arca-runtime create`` of the same container (the id is the last argument)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if len(args) > 2 and args[-1] == cid.encode() and b"create" in args \
+                and int(entry.name) != os.getpid():
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_for_inflight_create(cid: str, timeout: float = INFLIGHT_CREATE_TIMEOUT_S) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while inflight_creates(cid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
+           opts: argparse.Namespace) -> int:
+    cid = opts.id
+    saved = _safe_load(cid)
+    if saved is None:
+        exec_runc(cfg.runc, argv)
+    if saved.status != "created":
+        # A create that crashed (or was killed) may have left its ``runc create`` child
+        # running; deleting under it would let it finish a container nobody knows about.
+        wait_for_inflight_create(cid)
+    rc = _run_runc(cfg.runc, argv)
+    if rc == 0 or not runc_has(globals_, cid):
+        # runc no longer has the container (deleted now, or a create that never reached it):
+        # nothing can use the TD any more, so its registration and files go.
+        _undo(cid, None)
+        return 0
+    return rc
+
+
+# -- exec -------------------------------------------------------------------------------------
+
+
+def check_exec_allowed(state: st.ContainerState, process: dict[str, Any]) -> None:
+    """Decide whether the host may start ``process`` inside the TD of ``state``.
+
+    Raise :class:`PolicyDenied` to refuse. The execution policy (issue 5) fills this in; until
+    then every exec is allowed.
+    """
+    del state, process
+
+
+def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
+    saved = _safe_load(opts.id)
+    if saved is not None:
+        process: dict[str, Any] = {}
+        if opts.process:
+            try:
+                with open(opts.process, "rb") as f:
+                    process = json.load(f)
+            except (OSError, ValueError) as e:
+                raise InvalidInput(f"cannot read exec process file {opts.process}: {e}") from None
+        else:
+            process = {"args": list(opts.command), "env": list(opts.env),
+                       "cwd": opts.cwd or "/"}
+        if not isinstance(process, dict):
+            raise InvalidInput(f"exec process file {opts.process} must hold a JSON object")
+        check_exec_allowed(saved, process)
+    exec_runc(cfg.runc, argv)
+    return 0

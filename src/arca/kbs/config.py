@@ -1,0 +1,119 @@
+"""Configuration of the KBS: one frozen dataclass, read from a TOML file and CLI overrides.
+
+The file uses the same names as the CLI options, with ``_`` for ``-``, e.g.::
+
+    listen = "0.0.0.0:8080"
+    db = "postgresql://kbs@db/kbs"
+    data_dir = "/var/lib/arca-kbs"
+    admin_public_key = "/etc/arca-kbs/admin.pub"
+    trust_sim_root = ["/etc/arca-kbs/sim-root.pem"]
+    tls_cert = "/etc/arca-kbs/tls.crt"
+    tls_key = "/etc/arca-kbs/tls.key"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from arca.wire.errors import ConfigError
+
+log = logging.getLogger("arca.kbs")
+
+#: How long a session (and its nonce and cookie) lives: Trustee's default.
+DEFAULT_SESSION_TIMEOUT = 300
+#: Lifetime of an EAR token.
+DEFAULT_TOKEN_LIFETIME = 300
+#: Environment variable carrying the JSON config to uvicorn worker processes.
+CONFIG_ENV = "ARCA_KBS_CONFIG_JSON"
+
+
+@dataclass(frozen=True)
+class KbsConfig:
+    data_dir: str
+    listen: str = "127.0.0.1:8080"
+    db: str | None = None  # default: sqlite file in data_dir
+    admin_public_key: str | None = None
+    kek_file: str | None = None  # default: data_dir/kek.bin, created on first start
+    trust_sim_root: tuple[str, ...] = ()
+    collateral: str | None = None
+    insecure_allow_sample: bool = False
+    insecure_http: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    session_timeout: int = DEFAULT_SESSION_TIMEOUT
+    token_lifetime: int = DEFAULT_TOKEN_LIFETIME
+    workers: int = 1
+    issuer: str = "arca-kbs"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        if self.db:
+            return self.db
+        return f"sqlite:///{pathlib.Path(self.data_dir, 'kbs.db')}"
+
+    @property
+    def kek_path(self) -> pathlib.Path:
+        return pathlib.Path(self.kek_file or pathlib.Path(self.data_dir, "kek.bin"))
+
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"listen address {self.listen!r} is not HOST:PORT")
+        return host.strip("[]"), int(port)
+
+    def check(self) -> None:
+        """Refuse inconsistent settings at start-up rather than at request time."""
+        self.host_port()
+        if not self.insecure_http and not (self.tls_cert and self.tls_key):
+            raise ConfigError("HTTPS needs --tls-cert and --tls-key (or --insecure-http)")
+        if self.session_timeout <= 0 or self.token_lifetime <= 0:
+            raise ConfigError("session timeout and token lifetime must be positive")
+        for name in ("admin_public_key", "tls_cert", "tls_key", "collateral"):
+            value = getattr(self, name)
+            if value and not os.path.exists(value):
+                raise ConfigError(f"{name.replace('_', '-')} {value} does not exist")
+        for root in self.trust_sim_root:
+            if not os.path.isfile(root):
+                raise ConfigError(f"trust-sim-root {root} does not exist")
+        if self.insecure_allow_sample:
+            log.warning("--insecure-allow-sample: unsigned 'sample' evidence can be accepted")
+        if self.insecure_http:
+            log.warning("--insecure-http: serving plain HTTP, secrets rely on JWE alone")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> KbsConfig:
+        obj = json.loads(text)
+        obj["trust_sim_root"] = tuple(obj.get("trust_sim_root", ()))
+        return cls(**obj)
+
+
+def load(file: str | None, overrides: dict[str, Any]) -> KbsConfig:
+    """File values, then the CLI ``overrides`` that are not ``None``."""
+    values: dict[str, Any] = {}
+    if file:
+        try:
+            values = tomllib.loads(pathlib.Path(file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"config file {file}: {e}") from None
+    names = {f.name for f in dataclasses.fields(KbsConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"config file {file}: unknown settings {sorted(unknown)}")
+    values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    if isinstance(values.get("trust_sim_root"), str):
+        values["trust_sim_root"] = (values["trust_sim_root"],)
+    values["trust_sim_root"] = tuple(values.get("trust_sim_root", ()))
+    if "data_dir" not in values:
+        raise ConfigError("a data directory is required (--data-dir)")
+    return KbsConfig(**values)

@@ -1,0 +1,112 @@
+"""Which verifier handles which TEE at this KBS, and how ``tee-evidence`` becomes bytes.
+
+* ``sample``: CoCo's unsigned test evidence ``{"svn", "report_data"}`` (verified here; it proves
+  nothing, so it is enabled only by ``--insecure-allow-sample``).
+* ``sim``: Arca's signed simulated evidence, enabled only with ``--trust-sim-root``.
+* ``sgx``/``tdx``/``snp``: through ``arca.verifier.registry`` with the collateral directory.
+
+``primary_evidence`` is a JSON value: for ``sim``/``sample`` the evidence document itself; for
+the hardware TEEs ``{"quote": "<base64 of the raw quote/report>"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import importlib
+import json
+import logging
+import pathlib
+from typing import Any
+
+from arca.kbs.config import KbsConfig
+from arca.verifier.base import Claims, Expected, Verifier, VerifierOptions
+from arca.wire.errors import ArcaError, BindingMismatch, ConfigError, MalformedEvidence
+
+log = logging.getLogger("arca.kbs")
+
+#: Report-data field size per TEE (all of them carry 64 bytes).
+REPORT_DATA_FIELD = {"sim": 64, "sample": 64, "tdx": 64, "snp": 64, "sgx": 64}
+#: Init-data field size per TEE: TDX MRCONFIGID 48, SNP HOST_DATA 32, SGX CONFIGID 64.
+INIT_DATA_FIELD = {"sim": 48, "sample": 48, "tdx": 48, "snp": 32, "sgx": 64}
+HARDWARE_TEES = ("sgx", "tdx", "snp")
+#: Evidence larger than this is refused before decoding (a TDX quote with chain is ~10 KiB).
+MAX_EVIDENCE_BYTES = 256 * 1024
+
+
+class SampleVerifier:
+    """CoCo's ``sample`` evidence: no signature, just the report data (and init data)."""
+
+    tee = "sample"
+
+    def verify(self, evidence: bytes, *, expected: Expected = Expected(),
+               at: dt.datetime | None = None) -> Claims:
+        try:
+            doc = json.loads(evidence)
+            if not isinstance(doc, dict) or not {"svn", "report_data"} <= set(doc):
+                raise ValueError("needs svn and report_data")
+            report_data = base64.b64decode(doc["report_data"], validate=True)
+            init_data = base64.b64decode(doc.get("init_data", ""), validate=True)
+            svn = doc["svn"]
+        except (ValueError, TypeError, binascii.Error) as e:
+            raise MalformedEvidence(f"sample evidence: {e}", tee="sample") from None
+        if len(report_data) != 64:
+            raise MalformedEvidence("sample evidence report_data must be 64 bytes", tee="sample")
+        init_data = init_data or bytes(INIT_DATA_FIELD["sample"])
+        for name, want, got in (("report_data", expected.report_data, report_data),
+                                ("init_data", expected.init_data_hash, init_data)):
+            if want is not None and not hmac.compare_digest(want, got):
+                raise BindingMismatch(f"sample evidence {name} does not match", tee="sample",
+                                      field=name, expected=want.hex(), actual=got.hex())
+        return Claims("sample", {"svn": str(svn), "report_data": report_data.hex(),
+                                 "init_data": init_data.hex()})
+
+
+def _sim_verifier(roots: tuple[str, ...]) -> Verifier:
+    try:
+        sim = importlib.import_module("arca.verifier.sim")
+    except ImportError as e:
+        raise ConfigError(f"--trust-sim-root given but the sim verifier is unavailable: {e}"
+                          ) from None
+    pems = [pathlib.Path(r).read_bytes() for r in roots]
+    verifier: Verifier = sim.SimVerifier(trusted_roots=pems)
+    return verifier
+
+
+def build_verifiers(cfg: KbsConfig) -> dict[str, Verifier]:
+    """The TEEs this KBS accepts, decided once at start-up."""
+    out: dict[str, Verifier] = {}
+    if cfg.insecure_allow_sample:
+        out["sample"] = SampleVerifier()
+    if cfg.trust_sim_root:
+        out["sim"] = _sim_verifier(cfg.trust_sim_root)
+    try:
+        registry = importlib.import_module("arca.verifier.registry")
+    except ImportError:
+        log.warning("arca.verifier.registry unavailable: sgx/tdx/snp evidence is refused")
+        return out
+    options = VerifierOptions(collateral_dir=cfg.collateral)
+    for tee in HARDWARE_TEES:
+        try:
+            out[tee] = registry.get_verifier(tee, options)
+        except (ArcaError, ValueError, KeyError) as e:
+            log.warning("verifier for %s unavailable: %s", tee, e)
+    return out
+
+
+def evidence_bytes(tee: str, primary: Any) -> bytes:
+    """The raw evidence a verifier takes, from ``tee-evidence.primary_evidence``."""
+    if tee in HARDWARE_TEES:
+        quote = primary.get("quote") if isinstance(primary, dict) else primary
+        if not isinstance(quote, str) or len(quote) > MAX_EVIDENCE_BYTES * 4 // 3 + 4:
+            raise MalformedEvidence(f"{tee} evidence must be {{\"quote\": <base64>}}", tee=tee)
+        try:
+            return base64.b64decode(quote, validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedEvidence(f"{tee} evidence quote is not base64", tee=tee) from None
+    raw = primary.encode() if isinstance(primary, str) else json.dumps(primary).encode()
+    if len(raw) > MAX_EVIDENCE_BYTES:
+        raise MalformedEvidence(f"{tee} evidence exceeds {MAX_EVIDENCE_BYTES} bytes", tee=tee)
+    return raw

@@ -1,0 +1,122 @@
+"""Rego policies (``regopy``): the attestation policy (claims -> EAR trust vector) and the
+resource policy (token claims + resource path -> allow/deny).
+
+Deny by default: a resource policy whose ``data.policy.allow`` is undefined or not exactly
+``true`` denies; a trust claim the attestation policy leaves undefined is 0 ("no claim"); a
+policy that fails to evaluate is an error, never an allow. Compiled interpreters are cached by
+(policy text, data) and used under a lock because an interpreter holds per-query input state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from importlib import resources as pkg_resources
+from typing import Any
+
+import regopy
+
+from arca.wire.errors import ArcaError, InvalidInput
+
+#: AR4SI trustworthiness claims, in Rego-friendly spelling -> EAR spelling.
+TRUST_CLAIMS = {
+    "instance_identity": "instance-identity", "configuration": "configuration",
+    "executables": "executables", "file_system": "file-system", "hardware": "hardware",
+    "runtime_opaque": "runtime-opaque", "storage_opaque": "storage-opaque",
+    "sourced_data": "sourced-data",
+}
+#: Largest policy accepted from the admin API.
+MAX_POLICY_BYTES = 256 * 1024
+_CACHE_SIZE = 16
+
+
+class PolicyError(ArcaError):
+    """A policy could not be compiled or evaluated."""
+
+
+def default_policy(name: str) -> str:
+    return pkg_resources.files("arca.kbs").joinpath(f"policies/{name}.rego").read_text()
+
+
+def check_policy(text: str) -> None:
+    """Compile ``text``; raise :class:`InvalidInput` naming the error if it is not valid Rego."""
+    if len(text.encode()) > MAX_POLICY_BYTES:
+        raise InvalidInput(f"policy exceeds {MAX_POLICY_BYTES} bytes")
+    if "package policy" not in text:
+        raise InvalidInput("policy must declare 'package policy'")
+    try:
+        rego = regopy.Interpreter()
+        rego.add_module("policy", text)
+        rego.query("data.policy")
+    except regopy.RegoError as e:
+        raise InvalidInput(f"policy is not valid Rego: {str(e).splitlines()[0][:300]}") from None
+
+
+@dataclass
+class _Compiled:
+    rego: regopy.Interpreter
+    lock: threading.Lock
+
+
+class PolicyEngine:
+    def __init__(self) -> None:
+        self._cache: dict[str, _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def _compiled(self, text: str, data: dict[str, Any]) -> _Compiled:
+        data_json = json.dumps(data, sort_keys=True)
+        key = hashlib.sha256(text.encode() + b"\0" + data_json.encode()).hexdigest()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                rego = regopy.Interpreter()
+                try:
+                    rego.add_module("policy", text)
+                    rego.add_data_json(data_json)
+                except regopy.RegoError as e:
+                    raise PolicyError(f"policy does not compile: {str(e)[:300]}") from None
+                if len(self._cache) >= _CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))
+                hit = self._cache[key] = _Compiled(rego, threading.Lock())
+            return hit
+
+    def query(self, text: str, data: dict[str, Any], inp: dict[str, Any], q: str) -> Any:
+        """Evaluate ``q``; ``None`` when undefined."""
+        c = self._compiled(text, data)
+        with c.lock:
+            try:
+                c.rego.set_input_term(json.dumps(inp))
+                out = c.rego.query(q)
+            except regopy.RegoError as e:
+                raise PolicyError(f"policy evaluation failed: {str(e)[:300]}") from None
+        raw = str(out)
+        if raw == "undefined":
+            return None
+        exprs = json.loads(raw).get("expressions", [])
+        return exprs[0] if exprs else None
+
+    def trust_vector(self, text: str, data: dict[str, Any], inp: dict[str, Any]) -> dict[str, int]:
+        result = self.query(text, data, inp, "data.policy")
+        result = result if isinstance(result, dict) else {}
+        vector = {}
+        for rego_name, ear_name in TRUST_CLAIMS.items():
+            value = result.get(rego_name, 0)
+            if type(value) is not int or not -128 <= value <= 127:
+                raise PolicyError(f"attestation policy gave {rego_name}={value!r}, not an int8")
+            vector[ear_name] = value
+        return vector
+
+    def allow(self, text: str, data: dict[str, Any], inp: dict[str, Any]) -> bool:
+        return self.query(text, data, inp, "data.policy.allow") is True
+
+
+def ear_status(vector: dict[str, int]) -> str:
+    """Overall EAR status: the worst tier among the claims (AR4SI section 2.3)."""
+    worst = 0
+    for value in vector.values():
+        v = abs(value)
+        tier = 3 if v >= 96 else 2 if v >= 32 else 1 if v >= 2 else 0
+        worst = max(worst, tier)
+    return ["none", "affirming", "warning", "contraindicated"][worst]

@@ -1,0 +1,50 @@
+"""Run the KBS under uvicorn: HTTPS with the configured certificate, or plain HTTP only with
+``insecure_http``. Several workers share state through the database (sessions included), so
+any worker can serve any step of a session; the parent prepares the data directory, the
+key-encryption key and the schema before forking, so workers never race on creation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+
+import uvicorn
+from fastapi import FastAPI
+
+from arca.kbs.app import create_app
+from arca.kbs.config import CONFIG_ENV, KbsConfig
+from arca.kbs.store import Store, load_kek
+from arca.wire.errors import ConfigError
+
+
+def prepare(cfg: KbsConfig) -> None:
+    """Check the configuration and create the data directory, KEK, schema and token key."""
+    cfg.check()
+    try:
+        pathlib.Path(cfg.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise ConfigError(f"data directory {cfg.data_dir}: {e}") from None
+    store = Store(cfg.db_url, cfg.data_dir, load_kek(cfg.kek_path))
+    store.close()
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for worker processes: the config comes from the environment."""
+    return create_app(KbsConfig.from_json(os.environ[CONFIG_ENV]))
+
+
+def serve(cfg: KbsConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    prepare(cfg)
+    host, port = cfg.host_port()
+    tls = {} if cfg.insecure_http else {"ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key}
+    common = {"host": host, "port": port, "log_level": "warning", "access_log": False,
+              "timeout_keep_alive": 30, "timeout_graceful_shutdown": 3, **tls}
+    if cfg.workers > 1:
+        os.environ[CONFIG_ENV] = cfg.to_json()
+        uvicorn.run("arca.kbs.server:app_from_env", factory=True, workers=cfg.workers,
+                    **common)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(cfg), **common)  # type: ignore[arg-type]

@@ -1,0 +1,388 @@
+"""The KBS's logic, independent of HTTP: RCAR sessions, attestation, release, administration.
+
+Every refusal is a :class:`KbsProblem` (status chosen in ``problems.STATUS``). The verification
+path for ``attest``, in order:
+
+1. the session exists, is ``challenged`` and unexpired, and the request echoes its nonce;
+   the session moves to ``attesting`` atomically, so a nonce is usable exactly once
+   (Trustee protocol, "Challenge");
+2. ``tee-pubkey`` is an acceptable JWK (EC P-256 ``ECDH-ES+A256KW`` or RSA >= 2048
+   ``RSA-OAEP-256``);
+3. expected report data = SHA-384(RFC 8785(runtime-data)) zero-padded to the TEE's field;
+   expected init data = init-data digest padded to the TEE's field (when init-data is sent);
+4. the TEE's verifier checks signature, chain and both bindings; the KBS re-checks the bound
+   values in the returned claims at exact length (defence in depth);
+5. the attestation policy maps claims and reference values to an EAR trust vector;
+6. an EAR token is signed and stored with the session (``attested``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from jwcrypto import jwe as jwcrypto_jwe
+from jwcrypto import jwk as jwcrypto_jwk
+
+from arca import __version__
+from arca.kbs import evidence as ev
+from arca.kbs.config import KbsConfig
+from arca.kbs.metrics import Metrics
+from arca.kbs.policy import PolicyEngine, PolicyError, check_policy, default_policy, ear_status
+from arca.kbs.problems import KbsProblem, from_error
+from arca.kbs.store import Session, Store, load_kek
+from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
+from arca.verifier.base import Expected, Verifier
+from arca.wire import kbs_protocol as proto
+from arca.wire.errors import (
+    ArcaError,
+    BindingMismatch,
+    ConfigError,
+    InvalidInput,
+    StateError,
+    WireFormatError,
+)
+
+log = logging.getLogger("arca.kbs")
+
+EAT_PROFILE = "tag:github.com,2023:veraison/ear"
+VERIFIER_ID = {"developer": "https://github.com/arca-project/arca",
+               "build": f"arca-kbs {__version__}"}
+#: Accepted protocol versions: 0.4.x (semver-compatible with the 0.4.0 this KBS speaks).
+_VERSION = re.compile(r"0\.4\.\d+")
+_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_REF_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+#: Reference values per name: bounded so a policy's data stays small.
+MAX_REFERENCE_VALUES = 1024
+#: Purge expired sessions at most this often (seconds).
+_PURGE_EVERY = 30.0
+
+
+def resource_path(path: str) -> str:
+    """Validate ``repo/type/tag``: three plain segments, no dot-segments, nothing encoded."""
+    parts = path.split("/")
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise KbsProblem("InvalidRequestPath", f"resource path {path[:200]!r} is not "
+                         "repo/type/tag with segments of [A-Za-z0-9_.-]")
+    return path
+
+
+def _tee_key(jwk: dict[str, Any]) -> tuple[jwcrypto_jwk.JWK, str]:
+    """Step 2: the TEE's key and the key-management algorithm to encrypt to it."""
+    kty = jwk.get("kty")
+    try:
+        if kty == "EC":
+            alg = jwk.get("alg", "ECDH-ES+A256KW")
+            if jwk.get("crv") != "P-256" or alg != "ECDH-ES+A256KW":
+                raise ValueError("EC tee-pubkey must be P-256 with alg ECDH-ES+A256KW")
+            fields = {k: jwk[k] for k in ("kty", "crv", "x", "y")}
+        elif kty == "RSA":
+            alg = jwk.get("alg", "RSA-OAEP-256")
+            if alg != "RSA-OAEP-256":
+                raise ValueError("RSA tee-pubkey must use alg RSA-OAEP-256")
+            fields = {k: jwk[k] for k in ("kty", "n", "e")}
+        else:
+            raise ValueError("tee-pubkey kty must be EC or RSA")
+        key = jwcrypto_jwk.JWK(**fields)
+        if kty == "RSA" and key.get_op_key("encrypt").key_size < 2048:
+            raise ValueError("RSA tee-pubkey must have at least 2048 bits")
+    except (ValueError, KeyError, TypeError, jwcrypto_jwk.InvalidJWKValue) as e:
+        raise KbsProblem("SerdeError", f"tee-pubkey is not an acceptable JWK: {e}") from None
+    return key, alg
+
+
+def encrypt_to(jwk: dict[str, Any], plaintext: bytes) -> dict[str, str]:
+    """Flattened JWE of ``plaintext`` to the TEE key, ``A256GCM``, all headers protected."""
+    key, alg = _tee_key(jwk)
+    obj = jwcrypto_jwe.JWE(plaintext, protected=json.dumps({"alg": alg, "enc": "A256GCM"}))
+    obj.add_recipient(key)
+    # Compact form carries epk inside the protected header (Trustee's layout); its five parts
+    # are exactly the flattened JSON members, with AAD = ASCII(protected) either way.
+    parts = obj.serialize(compact=True).split(".")
+    return dict(zip(("protected", "encrypted_key", "iv", "ciphertext", "tag"), parts,
+                    strict=True))
+
+
+def _json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise KbsProblem("SerdeError", f"{what} body is not JSON: {e}") from None
+
+
+def _b64_policy(obj: Any, what: str) -> str:
+    if not isinstance(obj, dict) or not isinstance(obj.get("policy"), str):
+        raise KbsProblem("SerdeError", f"{what} body must be {{\"policy\": <base64>}}")
+    try:
+        text = base64.b64decode(obj["policy"], validate=True).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        try:  # Trustee clients send URL-safe base64 without padding
+            raw = obj["policy"]
+            text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise KbsProblem("SerdeError", f"{what} policy is not base64 UTF-8") from None
+    try:
+        check_policy(text)
+    except InvalidInput as e:
+        raise KbsProblem("SerdeError", f"{what}: {e}") from None
+    return text
+
+
+class KbsService:
+    def __init__(self, cfg: KbsConfig, *, verifiers: dict[str, Verifier] | None = None) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.db_url, cfg.data_dir, load_kek(cfg.kek_path))
+        self.signer = TokenSigner.from_pem(
+            self.store.get_or_create_secret("token-key", TokenSigner.generate_pem))
+        self.verifiers = ev.build_verifiers(cfg) if verifiers is None else verifiers
+        self.admin_key = None
+        if cfg.admin_public_key:
+            try:
+                with open(cfg.admin_public_key, "rb") as f:
+                    self.admin_key = load_admin_key(f.read())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"admin public key {cfg.admin_public_key}: {e}") from None
+        self.policies = PolicyEngine()
+        self.metrics = Metrics()
+        self._last_purge = 0.0
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- protocol ----------------------------------------------------------------------------
+    def auth(self, body: bytes) -> tuple[proto.Challenge, Session]:
+        try:
+            req = proto.Request.from_json(_json(body, "auth"))
+        except WireFormatError as e:
+            raise KbsProblem("SerdeError", f"auth: {e}") from None
+        if not _VERSION.fullmatch(req.version):
+            raise KbsProblem("AttestationError", f"protocol version {req.version[:32]!r} is "
+                             f"incompatible with {proto.PROTOCOL_VERSION}")
+        if req.tee not in self.verifiers:
+            raise KbsProblem("AttestationError",
+                             f"tee {req.tee[:32]!r} is not accepted by this KBS "
+                             f"(enabled: {', '.join(sorted(self.verifiers)) or 'none'})")
+        now = time.time()
+        if now - self._last_purge > _PURGE_EVERY:
+            self._last_purge = now
+            self.store.purge_sessions()
+        nonce = base64.b64encode(secrets.token_bytes(32)).decode()
+        session = self.store.create_session(req.tee, nonce, self.cfg.session_timeout)
+        return proto.Challenge(nonce, {}), session
+
+    def attest(self, sid: str | None, body: bytes) -> str:
+        started = time.perf_counter()
+        tee = "unknown"
+        try:
+            token, tee = self._attest(sid, body)
+        except KbsProblem as p:
+            self.metrics.attestation(tee if p.name != "SerdeError" else "unknown", p.name,
+                                     time.perf_counter() - started)
+            raise
+        self.metrics.attestation(tee, "ok", time.perf_counter() - started)
+        return token
+
+    def _attest(self, sid: str | None, body: bytes) -> tuple[str, str]:
+        if not sid:
+            raise KbsProblem("AttestationError", f"no {proto.SESSION_COOKIE} cookie: call auth")
+        try:
+            att = proto.Attestation.from_json(_json(body, "attest"))
+        except WireFormatError as e:
+            raise KbsProblem("SerdeError", f"attest: {e}") from None
+        key_jwk = att.runtime_data["tee-pubkey"]
+        _tee_key(key_jwk)  # step 2, before the nonce is spent on a request that cannot succeed
+        try:  # step 1
+            session = self.store.begin_attest(sid, att.nonce())
+        except StateError as e:
+            raise KbsProblem("AttestationError", f"attest refused: {e}") from None
+        try:
+            token = self._appraise(session, att)
+        except BaseException:
+            self.store.finish_attest(session.id, None, session.expires_at)
+            raise
+        self.store.finish_attest(session.id, token, time.time() + self.cfg.session_timeout)
+        return token, session.tee
+
+    def _appraise(self, session: Session, att: proto.Attestation) -> str:
+        tee = session.tee
+        verifier = self.verifiers.get(tee)
+        if verifier is None:  # configuration changed between auth and attest
+            raise KbsProblem("AttestationError", f"tee {tee} is not accepted by this KBS")
+        try:  # step 3
+            report_data = proto.pad(proto.runtime_data_digest(att.runtime_data),
+                                    ev.REPORT_DATA_FIELD[tee])
+            init_hash = None
+            if att.init_data is not None:
+                digest = att.init_data.digest()
+                size = ev.INIT_DATA_FIELD[tee]
+                init_hash = digest[:size].ljust(size, b"\0")  # rule of arca.wire.initdata
+            raw = ev.evidence_bytes(tee, att.primary_evidence)
+            claims = verifier.verify(  # step 4
+                raw, expected=Expected(report_data=report_data, init_data_hash=init_hash))
+            self._recheck(claims.values, "report_data", report_data)
+            if init_hash is not None:
+                self._recheck(claims.values, "init_data", init_hash)
+        except WireFormatError as e:
+            raise KbsProblem("AttestationError", f"{tee} evidence is malformed: {e}") from None
+        except ArcaError as e:
+            raise from_error(e, during="attest") from None
+        except (ValueError, TypeError) as e:  # a verifier's own parse errors
+            raise KbsProblem("AttestationError", f"{tee} evidence rejected: {e}") from None
+        claim_doc = claims.to_dict()
+        policy_text, policy_id = self._policy("attestation")
+        try:  # step 5
+            vector = self.policies.trust_vector(policy_text, self._policy_data(), {
+                "tee": tee, "claims": claim_doc,
+                "init_data": None if att.init_data is None else att.init_data.body})
+        except PolicyError as e:
+            raise KbsProblem("PolicyEngine", str(e)) from None
+        now = int(time.time())
+        return self.signer.sign({  # step 6
+            "eat_profile": EAT_PROFILE,
+            "iat": now,
+            "exp": now + self.cfg.token_lifetime,
+            "iss": self.cfg.issuer,
+            "jti": secrets.token_urlsafe(16),
+            "ear.verifier-id": VERIFIER_ID,
+            "submods": {"cpu0": {
+                "ear.status": ear_status(vector),
+                "ear.trustworthiness-vector": vector,
+                "ear.appraisal-policy-id": policy_id,
+                "ear.veraison.annotated-evidence": claim_doc,
+            }},
+            "tee-pubkey": att.runtime_data["tee-pubkey"],
+        })
+
+    @staticmethod
+    def _recheck(values: dict[str, Any], name: str, want: bytes) -> None:
+        got = values.get(name)
+        if not isinstance(got, str) or not hmac.compare_digest(got, want.hex()):
+            raise BindingMismatch(f"verified claims carry another {name} than expected",
+                                  field=name, expected=want.hex(), actual=str(got))
+
+    def _policy(self, name: str) -> tuple[str, str]:
+        text = self.store.get_policy(name)
+        if text is None:
+            return default_policy(name), "arca-default"
+        return text, "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def _policy_data(self) -> dict[str, Any]:
+        return {"reference": self.store.reference_values(),
+                "config": {"allow_sim": "sim" in self.verifiers,
+                           "allow_sample": self.cfg.insecure_allow_sample}}
+
+    def token_claims(self, bearer: str | None, sid: str | None) -> dict[str, Any]:
+        """Who is asking: the claims of a verified token from the header or the session."""
+        token = bearer
+        if token is None and sid:
+            session = self.store.get_session(sid)
+            if session is None or session.state != "attested" or not session.token:
+                raise KbsProblem("TokenNotFound", "session is unknown, expired or not attested")
+            token = session.token
+        if token is None:
+            raise KbsProblem("TokenNotFound", "no attestation token (Bearer) or session cookie")
+        try:
+            return self.signer.verify(token)
+        except TokenError as e:
+            raise KbsProblem("TokenVerifierError", str(e)) from None
+
+    def release(self, path: str, bearer: str | None, sid: str | None) -> dict[str, str]:
+        """Resource policy, then the resource as JWE to the token's ``tee-pubkey``."""
+        started = time.perf_counter()
+        try:
+            out = self._release(resource_path(path), bearer, sid)
+        except KbsProblem as p:
+            self.metrics.release(p.name, time.perf_counter() - started)
+            raise
+        self.metrics.release("ok", time.perf_counter() - started)
+        return out
+
+    def _release(self, path: str, bearer: str | None, sid: str | None) -> dict[str, str]:
+        claims = self.token_claims(bearer, sid)
+        text, _ = self._policy("resource")
+        try:
+            allowed = self.policies.allow(text, self._policy_data(),
+                                          {**claims, "resource-path": path})
+        except PolicyError as e:
+            raise KbsProblem("PolicyEngine", str(e)) from None
+        if not allowed:
+            raise KbsProblem("PolicyDeny", f"resource policy denies {path}")
+        data = self.store.get_resource(path)
+        if data is None:
+            raise KbsProblem("ResourceNotFound", f"no resource {path}")
+        key = claims.get("tee-pubkey")
+        if not isinstance(key, dict):
+            raise KbsProblem("TokenVerifierError", "token carries no tee-pubkey")
+        return encrypt_to(key, data)
+
+    # -- administration ----------------------------------------------------------------------
+    @staticmethod
+    def is_admin_token(bearer: str | None) -> bool:
+        if not bearer:
+            return False
+        try:
+            return split(bearer)[0].get("alg") == "EdDSA"
+        except TokenError:
+            return False
+
+    def check_admin(self, bearer: str | None) -> None:
+        if self.admin_key is None:
+            raise KbsProblem("AdminAuth", "admin API disabled: no admin public key configured")
+        if not bearer:
+            raise KbsProblem("AdminAuth", "admin token (Authorization: Bearer) missing")
+        try:
+            verify_admin(bearer, self.admin_key)
+        except TokenError as e:
+            raise KbsProblem("AdminAuth", str(e)) from None
+
+    def admin_get_resource(self, path: str) -> bytes:
+        data = self.store.get_resource(resource_path(path))
+        if data is None:
+            raise KbsProblem("ResourceNotFound", f"no resource {path}")
+        return data
+
+    def admin_set_resource(self, path: str, data: bytes) -> None:
+        self.store.put_resource(resource_path(path), data)
+
+    def admin_delete_resource(self, path: str) -> None:
+        if not self.store.delete_resource(resource_path(path)):
+            raise KbsProblem("ResourceNotFound", f"no resource {path}")
+
+    def admin_set_resource_policy(self, body: bytes) -> None:
+        self.store.put_policy("resource", _b64_policy(_json(body, "resource-policy"),
+                                                      "resource-policy"))
+
+    def admin_set_attestation_policy(self, body: bytes) -> None:
+        obj = _json(body, "attestation-policy")
+        if isinstance(obj, dict) and obj.get("type", "rego") != "rego":
+            raise KbsProblem("SerdeError", "attestation-policy type must be rego")
+        self.store.put_policy("attestation", _b64_policy(obj, "attestation-policy"))
+
+    def admin_get_policy(self, name: str) -> dict[str, str]:
+        text, policy_id = self._policy(name)
+        return {"policy": base64.b64encode(text.encode()).decode(), "policy_id": policy_id}
+
+    def admin_set_reference_value(self, body: bytes) -> None:
+        obj = _json(body, "reference-value")
+        if not isinstance(obj, dict) or set(obj) != {"name", "values"}:
+            raise KbsProblem("SerdeError", "reference-value body must be {\"name\", \"values\"}")
+        name, values = obj["name"], obj["values"]
+        if not isinstance(name, str) or not _REF_NAME.fullmatch(name):
+            raise KbsProblem("SerdeError", "reference value name must match [A-Za-z0-9_.:-]+")
+        if (not isinstance(values, list) or len(values) > MAX_REFERENCE_VALUES
+                or not all(isinstance(v, str) and len(v) <= 1024 for v in values)):
+            raise KbsProblem("SerdeError", f"reference values must be a list of at most "
+                             f"{MAX_REFERENCE_VALUES} strings")
+        self.store.put_reference_value(name, values)
+
+    def admin_delete_reference_value(self, name: str) -> None:
+        if not self.store.delete_reference_value(name):
+            raise KbsProblem("ResourceNotFound", f"no reference value {name[:128]}")

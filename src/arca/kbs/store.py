@@ -1,0 +1,277 @@
+"""Persistent state of the KBS through SQLAlchemy Core: SQLite (default) or PostgreSQL.
+
+What is stored: resources (AES-256-GCM under a key-encryption key file, the path as associated
+data so a row cannot be moved to another path), policies, reference values, the token signing
+key (also under the KEK, so replicas sharing a database issue interchangeable tokens) and the
+protocol sessions.
+
+Durability: every admin write is one committed transaction. SQLite runs in WAL mode with
+``synchronous=FULL`` so a commit is on disk before the HTTP answer. Sessions are volatile by
+nature (a lost session only costs the guest a new handshake), so with SQLite they live in a
+separate ``sessions.db`` with ``synchronous=NORMAL``, and with PostgreSQL their transactions use
+``synchronous_commit=off``; either way the single-use nonce check stays an atomic UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from arca.wire.errors import ConfigError, StateError
+
+KEK_SIZE = 32
+
+meta = sa.MetaData()
+resources = sa.Table(
+    "kbs_resources", meta,
+    sa.Column("path", sa.String(768), primary_key=True),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+)
+policies = sa.Table(
+    "kbs_policies", meta,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+reference_values = sa.Table(
+    "kbs_reference_values", meta,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("vals", sa.Text, nullable=False),
+)
+settings = sa.Table(
+    "kbs_settings", meta,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
+session_meta = sa.MetaData()
+sessions = sa.Table(
+    "kbs_sessions", session_meta,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tee", sa.String(32), nullable=False),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("token", sa.Text, nullable=True),
+)
+
+
+def load_kek(path: pathlib.Path) -> bytes:
+    """Read the key-encryption key, creating it (mode 0600) on first start.
+
+    Creation writes a temporary file and hard-links it into place, so a concurrent starter
+    sees either no key or the whole key, never a partial one.
+    """
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(KEK_SIZE))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        kek = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"key-encryption key {path}: {e}") from None
+    if len(kek) != KEK_SIZE:
+        raise ConfigError(f"key-encryption key {path} must be exactly {KEK_SIZE} bytes")
+    return kek
+
+
+def _engine(url: str, *, durable: bool) -> sa.Engine:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"database URL {url!r} must be sqlite:///FILE or postgresql://...")
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                              pool_size=8, max_overflow=8)
+    sync = "FULL" if durable else "NORMAL"
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={sync}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    tee: str
+    nonce: str
+    state: str  # challenged -> attesting -> attested; any -> expired
+    expires_at: float
+    token: str | None
+
+
+class Store:
+    def __init__(self, db_url: str, data_dir: str, kek: bytes) -> None:
+        self.is_sqlite = db_url.startswith("sqlite")
+        self.engine = _engine(db_url, durable=True)
+        if self.is_sqlite:
+            sess_url = f"sqlite:///{pathlib.Path(data_dir, 'sessions.db')}"
+            self.session_engine = _engine(sess_url, durable=False)
+        else:
+            self.session_engine = self.engine
+        self._aead = AESGCM(kek)
+        self._lock = threading.Lock()
+        try:
+            meta.create_all(self.engine)
+            session_meta.create_all(self.session_engine)
+        except sa.exc.IntegrityError:  # a replica created the tables concurrently
+            pass
+        except sa.exc.OperationalError as e:
+            raise ConfigError(f"database {db_url.split('@')[-1]}: {e.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.session_engine.dispose()
+
+    # -- secrets at rest ----------------------------------------------------------------
+    def _seal(self, name: str, plaintext: bytes) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, plaintext, name.encode())
+
+    def _open(self, name: str, blob: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], name.encode())
+        except InvalidTag:
+            raise ConfigError(
+                f"stored {name} does not decrypt: wrong key-encryption key or tampered row"
+            ) from None
+
+    def _upsert(self, table: sa.Table, key: str, keycol: str, values: dict[str, Any]) -> None:
+        with self.engine.begin() as c:
+            done = c.execute(table.update().where(table.c[keycol] == key).values(**values))
+            if done.rowcount == 0:
+                try:
+                    with c.begin_nested():
+                        c.execute(table.insert().values({keycol: key, **values}))
+                except sa.exc.IntegrityError:  # inserted concurrently: update instead
+                    c.execute(table.update().where(table.c[keycol] == key).values(**values))
+
+    # -- resources -------------------------------------------------------------------
+    def put_resource(self, path: str, data: bytes) -> None:
+        self._upsert(resources, path, "path", {"blob": self._seal("resource:" + path, data)})
+
+    def get_resource(self, path: str) -> bytes | None:
+        with self.engine.connect() as c:
+            blob = c.execute(sa.select(resources.c.blob).where(resources.c.path == path)).scalar()
+        return None if blob is None else self._open("resource:" + path, blob)
+
+    def delete_resource(self, path: str) -> bool:
+        with self.engine.begin() as c:
+            return c.execute(resources.delete().where(resources.c.path == path)).rowcount > 0
+
+    def list_resources(self) -> list[str]:
+        with self.engine.connect() as c:
+            return sorted(c.execute(sa.select(resources.c.path)).scalars())
+
+    # -- policies and reference values ------------------------------------------------------
+    def put_policy(self, name: str, body: str) -> None:
+        self._upsert(policies, name, "name", {"body": body})
+
+    def get_policy(self, name: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(sa.select(policies.c.body).where(policies.c.name == name)).scalar()
+
+    def put_reference_value(self, name: str, values: list[str]) -> None:
+        self._upsert(reference_values, name, "name", {"vals": json.dumps(values)})
+
+    def delete_reference_value(self, name: str) -> bool:
+        with self.engine.begin() as c:
+            q = reference_values.delete().where(reference_values.c.name == name)
+            return c.execute(q).rowcount > 0
+
+    def reference_values(self) -> dict[str, list[str]]:
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(reference_values.c.name, reference_values.c.vals))
+            return {name: json.loads(vals) for name, vals in rows}
+
+    # -- settings (token key) ---------------------------------------------------------------
+    def get_or_create_secret(self, name: str, make: Any) -> bytes:
+        """The sealed setting ``name``, created by ``make()`` if absent (first writer wins)."""
+        with self.engine.begin() as c:
+            blob = c.execute(sa.select(settings.c.value).where(settings.c.name == name)).scalar()
+            if blob is None:
+                try:
+                    with c.begin_nested():
+                        c.execute(settings.insert().values(
+                            name=name, value=self._seal("setting:" + name, make())))
+                except sa.exc.IntegrityError:
+                    pass
+                q = sa.select(settings.c.value).where(settings.c.name == name)
+                blob = c.execute(q).scalar_one()
+        return self._open("setting:" + name, blob)
+
+    # -- sessions -------------------------------------------------------------------------
+    def _relax(self, c: sa.Connection) -> None:
+        if not self.is_sqlite:
+            c.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+
+    def create_session(self, tee: str, nonce: str, timeout: float) -> Session:
+        s = Session(secrets.token_urlsafe(32), tee, nonce, "challenged", time.time() + timeout,
+                    None)
+        with self.session_engine.begin() as c:
+            self._relax(c)
+            c.execute(sessions.insert().values(id=s.id, tee=s.tee, nonce=s.nonce, state=s.state,
+                                               expires_at=s.expires_at, token=None))
+        return s
+
+    def get_session(self, sid: str) -> Session | None:
+        with self.session_engine.connect() as c:
+            row = c.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
+        if row is None:
+            return None
+        s = Session(*row)
+        if s.expires_at <= time.time() and s.state != "expired":
+            return Session(s.id, s.tee, s.nonce, "expired", s.expires_at, None)
+        return s
+
+    def begin_attest(self, sid: str, nonce: str) -> Session:
+        """challenged -> attesting, atomically: the nonce can be presented exactly once."""
+        now = time.time()
+        with self.session_engine.begin() as c:
+            self._relax(c)
+            done = c.execute(sessions.update().where(
+                sessions.c.id == sid, sessions.c.state == "challenged",
+                sessions.c.nonce == nonce, sessions.c.expires_at > now,
+            ).values(state="attesting"))
+            if done.rowcount != 1:
+                raise StateError("session is unknown, expired, already used, or for another nonce")
+            row = c.execute(sa.select(sessions).where(sessions.c.id == sid)).one()
+        return Session(*row)
+
+    def finish_attest(self, sid: str, token: str | None, expires_at: float) -> None:
+        """attesting -> attested (with the token) or -> expired (``token is None``)."""
+        with self.session_engine.begin() as c:
+            self._relax(c)
+            state = "attested" if token else "expired"
+            c.execute(sessions.update().where(sessions.c.id == sid, sessions.c.state == "attesting")
+                      .values(state=state, token=token, expires_at=expires_at))
+
+    def purge_sessions(self) -> int:
+        with self.session_engine.begin() as c:
+            self._relax(c)
+            return c.execute(sessions.delete().where(sessions.c.expires_at < time.time() - 60)
+                             ).rowcount

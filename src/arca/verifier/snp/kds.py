@@ -1,0 +1,99 @@
+"""Client of AMD's Key Distribution Service (KDS), used only when a verifier is configured with it.
+
+What it does: fetches a VCEK certificate by product, chip id and reported TCB, and the
+ASK/ASVK + ARK chain by product, over HTTP(S) (VCEK Certificate and KDS Interface
+Specification, pub. 57230, §4: ``GET /vcek/v1/{product}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..
+&ucodeSPL=..`` (Turin adds ``fmcSPL`` and uses the first 8 bytes of the chip id), and
+``GET /{vcek|vlek}/v1/{product}/cert_chain`` returning the ASK/ASVK then the ARK as PEM).
+Responses are kept in memory by URL, so a chip is fetched once per process.
+
+What it does not do: trust what it fetched. Everything it returns goes through the same chain
+verification and ARK pinning as certificates from a directory. VLEKs cannot be fetched: AMD
+hands them to cloud providers only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+import httpx
+
+from arca.wire.errors import CollateralError
+
+KDS_URL = "https://kdsintf.amd.com"
+#: KDS answers with one certificate (~1.4 KiB) or two PEM certificates (~4.5 KiB); anything
+#: larger is not a KDS answer.
+MAX_RESPONSE_BYTES = 64 * 1024
+#: AMD rate-limits KDS; a stuck connection must not hold a verification forever.
+DEFAULT_TIMEOUT_S = 10.0
+#: A 404 is remembered this long (version 2 reports make us probe Milan before Genoa; AMD may
+#: publish a certificate later, so not forever).
+NOT_FOUND_TTL_S = 600.0
+_PEM_END = b"-----END CERTIFICATE-----"
+
+
+class KdsClient:
+    """Fetches VCEKs and AMD CA chains from KDS (or a mirror with the same paths)."""
+
+    def __init__(self, base_url: str = KDS_URL, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._cache: dict[str, bytes] = {}
+        self._not_found: dict[str, float] = {}  # url → monotonic expiry
+        self._lock = threading.Lock()
+
+    def _get(self, path: str) -> bytes:
+        url = self.base_url + path
+        with self._lock:
+            if url in self._cache:
+                return self._cache[url]
+            if self._not_found.get(url, 0.0) > time.monotonic():
+                raise CollateralError(f"AMD KDS answered 404 for {url}", tee="snp", url=url,
+                                      status=404)
+        try:
+            with httpx.Client(timeout=self._timeout) as client, \
+                    client.stream("GET", url) as resp:
+                if resp.status_code == 404:
+                    with self._lock:
+                        self._not_found[url] = time.monotonic() + NOT_FOUND_TTL_S
+                if resp.status_code != 200:
+                    raise CollateralError(f"AMD KDS answered {resp.status_code} for {url}",
+                                          tee="snp", url=url, status=resp.status_code)
+                body = b""
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise CollateralError(f"AMD KDS response from {url} is too large",
+                                              tee="snp", url=url)
+        except httpx.HTTPError as e:
+            raise CollateralError(f"AMD KDS request {url} failed: {e}", tee="snp",
+                                  url=url) from None
+        with self._lock:
+            self._cache[url] = body
+        return body
+
+    def vcek(self, product: str, chip_id: bytes, tcb: Mapping[str, int]) -> bytes:
+        """The DER VCEK of chip ``chip_id`` at TCB ``tcb`` (components as in REPORTED_TCB)."""
+        if len(chip_id) != 64 or not any(chip_id):
+            raise CollateralError("cannot fetch a VCEK: the report's CHIP_ID is masked",
+                                  tee="snp")
+        hwid = chip_id[:8] if product == "Turin" else chip_id
+        params = [("blSPL", "bootloader"), ("teeSPL", "tee"), ("snpSPL", "snp"),
+                  ("ucodeSPL", "microcode")]
+        if product == "Turin":
+            params.insert(0, ("fmcSPL", "fmc"))
+        query = "&".join(f"{k}={tcb[c]:02d}" for k, c in params)
+        return self._get(f"/vcek/v1/{product}/{hwid.hex()}?{query}")
+
+    def cert_chain(self, product: str, leaf_kind: str = "VCEK") -> tuple[bytes, bytes]:
+        """(ASK or ASVK PEM, ARK PEM) for ``product``."""
+        kind = "vlek" if leaf_kind == "VLEK" else "vcek"
+        body = self._get(f"/{kind}/v1/{product}/cert_chain")
+        blocks = [b.strip() + b"\n" + _PEM_END + b"\n" for b in body.split(_PEM_END)
+                  if b.strip()]
+        if len(blocks) != 2:
+            raise CollateralError(f"AMD KDS cert_chain for {product} does not hold 2 "
+                                  f"certificates", tee="snp")
+        return blocks[0], blocks[1]

@@ -1,0 +1,235 @@
+"""Init-data: the CoCo TOML document a container is started with, and Arca's keys inside it.
+
+Format (CoCo)::
+
+    version = "0.1.0"
+    algorithm = "sha384"          # sha256 | sha384 | sha512; default sha384
+    [data]                        # a map of strings
+    kbs_url = "https://kbs.example:8080"
+    kbs_cert = '''-----BEGIN CERTIFICATE----- ...'''
+    resources = '''               # TOML (or JSON object) text
+    [[resource]]
+    path = "default/key/app"      # repo/type/tag at the KBS
+    name = "app.key"              # file name under /run/arca/secrets/
+    env = "APP_KEY"               # optional: also export as this variable (UTF-8 secrets only)
+    file = true                   # optional, default true: write the file
+    '''
+    policy = '''                  # execution policy, TOML (or JSON object) text
+    allow_args = [["/bin/sh", "-c", "echo *"], ["/app", "..."]]
+    allow_env = ["LOG_LEVEL", "FEATURE_*"]
+    allow_exec = false
+    '''
+    agent = '''kbs_timeout = 10.0
+    kbs_retries = 3
+    kbs_backoff = 0.5'''
+
+``allow_args``: each entry is a list of ``fnmatch`` patterns, one per argument; host-supplied
+arguments are accepted when they have the same length and each matches its pattern. A final
+``"..."`` matches any number (also zero) of further arguments. ``allow_env``: ``fnmatch``
+patterns of variable *names* the host may add or override. The digest is taken over the exact
+bytes of the document (what the TEE binds: sim init-data hash, TDX MRCONFIGID, SNP HOST_DATA).
+Every key is checked; unknown keys are refused by name. This module parses; it does not fetch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import tomllib
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from arca.wire.errors import InvalidInput
+
+#: Larger documents are refused before parsing (Kubernetes caps all annotations at 256 KiB).
+MAX_INIT_DATA_BYTES = 256 * 1024
+ALGORITHMS = ("sha256", "sha384", "sha512")
+INIT_DATA_VERSION = "0.1.0"
+#: repo/type/tag; components never "." or ".." (no traversal at the KBS).
+_RESOURCE_PATH = re.compile(r"(?:(?!\.\.?/)[A-Za-z0-9_.-]+/){2}(?!\.\.?$)[A-Za-z0-9_.-]+")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InitDataError(InvalidInput):
+    """The init-data document is malformed or has unknown keys."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    path: str
+    name: str
+    env: str | None = None
+    file: bool = True
+
+
+@dataclass(frozen=True)
+class ExecPolicy:
+    allow_args: tuple[tuple[str, ...], ...] = ()
+    allow_env: tuple[str, ...] = ()
+    allow_exec: bool = False
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    kbs_timeout: float = 10.0
+    kbs_retries: int = 3
+    kbs_backoff: float = 0.5
+
+
+@dataclass(frozen=True)
+class InitData:
+    raw: bytes
+    algorithm: str = "sha384"
+    kbs_url: str | None = None
+    kbs_cert: str | None = None
+    resources: tuple[Resource, ...] = ()
+    policy: ExecPolicy = field(default_factory=ExecPolicy)
+    agent: AgentOptions = field(default_factory=AgentOptions)
+
+    def digest(self) -> bytes:
+        return hashlib.new(self.algorithm, self.raw).digest()
+
+    def padded_digest(self, size: int) -> bytes:
+        """The digest as a TEE field of ``size`` bytes: zero-padded, or truncated (sha512 in a
+        48-byte field), the rule shared with the sim platform and the KBS."""
+        return self.digest()[:size].ljust(size, b"\0")
+
+    @classmethod
+    def parse(cls, raw: bytes) -> InitData:
+        if len(raw) > MAX_INIT_DATA_BYTES:
+            raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
+        try:
+            doc = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise InitDataError(f"init-data is not UTF-8 TOML: {e}") from None
+        _keys(doc, {"version", "algorithm", "data"}, "init-data")
+        if doc.get("version") != INIT_DATA_VERSION:
+            raise InitDataError(f"init-data version must be {INIT_DATA_VERSION!r}, "
+                                f"got {doc.get('version')!r}")
+        algorithm = doc.get("algorithm", "sha384")
+        if algorithm not in ALGORITHMS:
+            raise InitDataError(f"init-data algorithm {algorithm!r} is not one of {ALGORITHMS}")
+        data = doc.get("data", {})
+        _keys(data, {"kbs_url", "kbs_cert", "resources", "policy", "agent"}, "init-data [data]")
+        for k, v in data.items():
+            if not isinstance(v, str):
+                raise InitDataError(f"init-data data.{k} must be a string")
+        url = data.get("kbs_url")
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise InitDataError(f"init-data data.kbs_url {url!r} must be an http(s) URL")
+        cert = data.get("kbs_cert")
+        if cert is not None and "-----BEGIN CERTIFICATE-----" not in cert:
+            raise InitDataError("init-data data.kbs_cert must be a PEM certificate")
+        resources = _resources(_embedded(data.get("resources", ""), "resources"))
+        if resources and url is None:
+            raise InitDataError("init-data lists resources but no data.kbs_url")
+        return cls(raw, algorithm, url, cert, resources,
+                   _policy(_embedded(data.get("policy", ""), "policy")),
+                   _agent(_embedded(data.get("agent", ""), "agent")))
+
+
+def decode_annotation(value: str) -> bytes:
+    """The ``io.arca.init-data`` annotation: base64 of the TOML, optionally gzip-compressed."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InitDataError("init-data annotation is not valid base64") from None
+    if raw[:2] == b"\x1f\x8b":
+        d = zlib.decompressobj(wbits=31)
+        try:
+            # Bounded output: a small gzip bomb must not exhaust memory.
+            raw = d.decompress(raw, MAX_INIT_DATA_BYTES + 1)
+        except zlib.error as e:
+            raise InitDataError(f"init-data annotation: bad gzip data: {e}") from None
+        if len(raw) > MAX_INIT_DATA_BYTES or not d.eof:
+            raise InitDataError(f"init-data annotation: gzip data truncated or larger than "
+                                f"{MAX_INIT_DATA_BYTES} bytes")
+    if len(raw) > MAX_INIT_DATA_BYTES:
+        raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
+    return raw
+
+
+def _embedded(text: str, what: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        if text.lstrip().startswith("{"):
+            doc = json.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+            return doc
+        return tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise InitDataError(f"init-data data.{what} is neither TOML nor a JSON object: "
+                            f"{e}") from None
+
+
+def _keys(obj: Any, allowed: set[str], what: str) -> None:
+    if not isinstance(obj, dict):
+        raise InitDataError(f"{what} must be a table")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise InitDataError(f"{what}: unknown key(s) {', '.join(unknown)}")
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InitDataError(f"init-data {what} must be a list of strings")
+    return tuple(value)
+
+
+def _resources(doc: dict[str, Any]) -> tuple[Resource, ...]:
+    _keys(doc, {"resource"}, "init-data data.resources")
+    items = doc.get("resource", [])
+    if not isinstance(items, list):
+        raise InitDataError("init-data data.resources: 'resource' must be a list of tables")
+    out: list[Resource] = []
+    for i, r in enumerate(items):
+        what = f"init-data resource #{i + 1}"
+        _keys(r, {"path", "name", "env", "file"}, what)
+        path, name, env, file = r.get("path"), r.get("name"), r.get("env"), r.get("file", True)
+        if not isinstance(path, str) or not _RESOURCE_PATH.fullmatch(path):
+            raise InitDataError(f"{what}: path must be 'repo/type/tag', got {path!r}")
+        if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+            raise InitDataError(f"{what}: name must be a plain file name, got {name!r}")
+        if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
+            raise InitDataError(f"{what}: env must be a variable name, got {env!r}")
+        if not isinstance(file, bool):
+            raise InitDataError(f"{what}: file must be a boolean")
+        if not file and env is None:
+            raise InitDataError(f"{what}: neither a file nor an env variable")
+        if any(o.name == name for o in out):
+            raise InitDataError(f"{what}: duplicate name {name!r}")
+        out.append(Resource(path, name, env, file))
+    return tuple(out)
+
+
+def _policy(doc: dict[str, Any]) -> ExecPolicy:
+    _keys(doc, {"allow_args", "allow_env", "allow_exec"}, "init-data data.policy")
+    args = doc.get("allow_args", [])
+    if not isinstance(args, list):
+        raise InitDataError("init-data policy.allow_args must be a list of lists of patterns")
+    allow_exec = doc.get("allow_exec", False)
+    if not isinstance(allow_exec, bool):
+        raise InitDataError("init-data policy.allow_exec must be a boolean")
+    return ExecPolicy(tuple(_strings(a, "policy.allow_args entry") for a in args),
+                      _strings(doc.get("allow_env", []), "policy.allow_env"), allow_exec)
+
+
+def _agent(doc: dict[str, Any]) -> AgentOptions:
+    _keys(doc, {"kbs_timeout", "kbs_retries", "kbs_backoff"}, "init-data data.agent")
+    opts = AgentOptions()
+    timeout = doc.get("kbs_timeout", opts.kbs_timeout)
+    retries = doc.get("kbs_retries", opts.kbs_retries)
+    backoff = doc.get("kbs_backoff", opts.kbs_backoff)
+    for name, v, lo, hi in (("kbs_timeout", timeout, 0.1, 600), ("kbs_backoff", backoff, 0, 60)):
+        if type(v) not in (int, float) or not lo <= v <= hi:
+            raise InitDataError(f"init-data agent.{name} must be a number in [{lo}, {hi}]")
+    if type(retries) is not int or not 0 <= retries <= 20:
+        raise InitDataError("init-data agent.kbs_retries must be an integer in [0, 20]")
+    return AgentOptions(float(timeout), retries, float(backoff))

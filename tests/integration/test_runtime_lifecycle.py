@@ -1,0 +1,201 @@
+"""``arca-runtime`` driven directly with an OCI bundle and real runc (no containerd): crash
+safety (``kill -9`` in the middle of ``create``) and leak-freedom over many cycles."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.containerd import cgroups_named, mounts_mentioning
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root + runc"),
+]
+
+RUNTIME = str(pathlib.Path(sys.executable).parent / "arca-runtime")
+CYCLES = int(os.environ.get("ARCA_TEST_CYCLES", "200"))
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("rt")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCA_ROOT", str(tmp / "arca-root"))
+    mp.setenv("ARCA_RUN", str(tmp / "arca-run"))
+    mp.delenv("ARCA_TEE", raising=False)
+    rootfs = tmp / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "sleep", "true", "cat"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    # Mount points runc would otherwise create in the (shared) rootfs on first use.
+    for d in ("proc", "dev", "sys", "run/arca", ".arca", "tmp"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    from arca.host.simtee import client
+
+    try:
+        yield Runtime(tmp, rootfs)
+    finally:
+        client.stop()
+        mp.undo()
+
+
+class Runtime:
+    def __init__(self, tmp: pathlib.Path, rootfs: pathlib.Path) -> None:
+        self.tmp = tmp
+        self.rootfs = rootfs
+        self.runc_root = tmp / "runc"
+        self.log = tmp / "log.json"
+
+    def bundle(self, cid: str, args: list[str], tee: str | None = "sim") -> pathlib.Path:
+        b = self.tmp / "bundles" / cid
+        b.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["runc", "spec", "--bundle", str(b)], check=True)
+        cfg = json.loads((b / "config.json").read_text())
+        cfg["root"] = {"path": str(self.rootfs), "readonly": True}
+        cfg["process"]["terminal"] = False
+        cfg["process"]["args"] = args
+        if tee:
+            cfg["annotations"] = {"io.arca.tee": tee}
+        (b / "config.json").write_text(json.dumps(cfg))
+        return b
+
+    def argv(self, *args: str) -> list[str]:
+        return [RUNTIME, "--root", str(self.runc_root), "--log", str(self.log),
+                "--log-format", "json", *args]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+        if check and res.returncode != 0:
+            raise AssertionError(f"arca-runtime {' '.join(args)}: {res.returncode} {res.stderr}"
+                                 f" log: {self.log.read_text()[-1000:] if self.log.exists() else ''}")
+        return res
+
+
+def leftovers(rt: Runtime, cid: str) -> dict[str, list[str]]:
+    from arca.host.simtee import client, locations
+
+    run = pathlib.Path(os.environ["ARCA_RUN"])
+    return {
+        "runc": [cid] if (rt.runc_root / cid).exists() else [],
+        "state": [cid] if (run / "containers" / cid).exists() else [],
+        "td_dir": [cid] if (run / "td" / cid).exists() else [],
+        "registrations": [t["td_id"] for t in client.list_tds() if t["td_id"] == cid]
+        if client.is_running() else [],
+        "records": [p.name for p in locations.registrations_dir().glob(f"{cid}.json")],
+        "cgroups": cgroups_named(cid),
+        "processes": _processes_with_id(cid),
+    }
+
+
+def _processes_with_id(cid: str) -> list[str]:
+    out = []
+    for p in pathlib.Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                args = (p / "cmdline").read_bytes().split(b"\0")
+                cg = (p / "cgroup").read_text()
+            except OSError:
+                continue
+            if cid.encode() in args or any(ln.endswith(f"/{cid}") for ln in cg.splitlines()):
+                out.append(p.name)
+    return out
+
+
+def test_tee_container_runs_the_workload_in_its_td(rt: Runtime) -> None:
+    out = rt.tmp / "out.txt"
+    b = rt.bundle("wl", ["sh", "-c", "cat /run/arca/tee/descriptor.json"])
+    with open(out, "wb") as f:
+        res = subprocess.run(rt.argv("create", "--bundle", str(b), "--pid-file",
+                                     str(rt.tmp / "wl.pid"), "wl"), stdout=f, stderr=f,
+                             stdin=subprocess.DEVNULL, timeout=60)
+    assert res.returncode == 0, out.read_text()
+    pid = int((rt.tmp / "wl.pid").read_text())
+    rt.run("start", "wl")
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    desc = json.loads(out.read_text().strip().splitlines()[-1])
+    assert desc["tee"] == "sim" and desc["process"]["args"] == ["sh", "-c",
+                                                                "cat /run/arca/tee/descriptor.json"]
+    state = json.loads(rt.run("state", "wl").stdout)
+    assert state["status"] == "stopped"
+    rt.run("delete", "wl")
+    assert not any(leftovers(rt, "wl").values())
+
+
+def test_exec_into_a_tee_container_is_delegated(rt: Runtime) -> None:
+    b = rt.bundle("ex", ["sleep", "30"])
+    rt.run("create", "--bundle", str(b), "ex")
+    rt.run("start", "ex")
+    proc = rt.tmp / "proc.json"
+    proc.write_text(json.dumps({"args": ["cat", "/run/arca/tee/process.json"], "cwd": "/",
+                                "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}))
+    res = rt.run("exec", "--process", str(proc), "ex")
+    assert json.loads(res.stdout)["args"] == ["sleep", "30"]
+    rt.run("delete", "--force", "ex")
+    assert not any(leftovers(rt, "ex").values())
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.08, 0.15, 0.25, 0.4, 0.7])
+def test_kill_9_during_create_then_delete_force_leaves_nothing(rt: Runtime, delay: float) -> None:
+    cid = f"k9-{int(delay * 1000)}"
+    b = rt.bundle(cid, ["sleep", "30"])
+    proc = subprocess.Popen(rt.argv("create", "--bundle", str(b), cid),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rt.run("delete", "--force", cid)
+    deadline = time.monotonic() + 10
+    while any(left := leftovers(rt, cid)).values() if False else any(
+            (left := leftovers(rt, cid)).values()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"after kill -9 at {delay}s and delete --force: {left}")
+        time.sleep(0.05)
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.slow
+def test_many_cycles_leak_nothing(rt: Runtime) -> None:
+    from arca.host.simtee import client
+
+    b = rt.bundle("cyc", ["true"])
+    config = (b / "config.json").read_bytes()
+
+    def cycle(i: int) -> None:
+        cid = f"cyc-{i}"
+        (b / "config.json").write_bytes(config)  # create rewrites it in place
+        rt.run("create", "--bundle", str(b), cid)
+        rt.run("start", cid)
+        rt.run("delete", "--force", cid)
+
+    cycle(0)  # warm: daemon started, guest runtime built
+    daemon = client.read_pid()
+    assert daemon is not None
+    fds, mounts = _fd_count(daemon), len(mounts_mentioning(""))
+    for i in range(1, CYCLES + 1):
+        cycle(i)
+    assert client.read_pid() == daemon
+    assert _fd_count(daemon) == fds
+    assert len(mounts_mentioning("")) == mounts
+    assert client.list_tds() == []
+    run = pathlib.Path(os.environ["ARCA_RUN"])
+    assert list((run / "containers").iterdir()) == []
+    assert list((run / "td").iterdir()) == []
+    assert [p for p in rt.runc_root.iterdir()] == []
+    assert not any(cgroups_named(f"cyc-{i}") for i in range(0, CYCLES + 1, 17))
