@@ -77,8 +77,8 @@ def tdx_case() -> tuple[str, Callable[[], object], int]:
 
 
 def snp_case() -> tuple[str, Callable[[], object]]:
+    from arca.verifier.collateral import MemoryCollateral
     from arca.verifier.snp import SnpVerifier
-    from tests.support.snp_factory import NOW, MemoryCollateral, build_case
 
     case = VECTORS / "snp-trustee-1"
     if case.is_dir():
@@ -89,6 +89,8 @@ def snp_case() -> tuple[str, Callable[[], object]]:
         verifier = SnpVerifier(MemoryCollateral(files))
         label = f"dev/{case.name}"
     else:
+        from tests.support.snp_factory import NOW, build_case
+
         c = build_case("Milan", 3)
         report, at, label = c.report, NOW, "factory"
         verifier = SnpVerifier(c.collateral(), pinned_arks=c.pins)

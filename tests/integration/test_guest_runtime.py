@@ -191,3 +191,30 @@ def test_signal_dispositions_are_reset_before_exec(make_td) -> None:
     assert code == 0, err
     for line in out.splitlines():
         assert int(line.split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0, line
+
+
+def test_terminal_is_the_workloads(make_td) -> None:
+    # process.terminal (ctr run -t): runc allocates the pty, the agent passes it on by exec.
+    import pty
+
+    td = make_td(["/bin/sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty; exit 4"])
+    td.config["process"]["terminal"] = True
+    td.original["terminal"] = True
+    td.write_process(td.original)
+    (td.bundle / "config.json").write_text(json.dumps(td.config))
+    master, slave = pty.openpty()
+    p = subprocess.Popen(["runc", "--root", str(td.state), "run", "-b", str(td.bundle), td.id],
+                         stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: every writer closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=30) == 4
+    assert b"on-a-tty" in out, out

@@ -22,6 +22,7 @@ from arca.kbs.tokens import b64u, make_admin_token
 from arca.wire import kbs_protocol as proto
 from arca.wire.jcs import canonicalize
 from tests.support.kbs import SimAuthority, admin_keypair, running_kbs, sample_evidence
+from tests.support.postgres import pg_bin, postgres_cluster, reset_kbs_schema
 
 pytestmark = pytest.mark.integration
 PROBLEM = "https://github.com/confidential-containers/kbs/errors/"
@@ -29,12 +30,25 @@ SECRET = b"top secret \x00\xff"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def pg_url():
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed")
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def env(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("kbs")
     sim = SimAuthority()
     (d / "root.pem").write_bytes(sim.root_pem)
     key, pub = admin_keypair(d)
-    with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"),
+    db = []
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        reset_kbs_schema(url)
+        db = ["--db", url]
+    with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"), *db,
                      "--admin-public-key", str(pub), "--insecure-allow-sample") as kbs:
         env = Env(kbs.url, sim, key, d)
         env.admin("POST", "/kbs/v0/resource/default/key/app", content=SECRET).raise_for_status()

@@ -5,7 +5,6 @@ processes share one PostgreSQL database (sessions included)."""
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from arca.kbs.tokens import make_admin_token
 from tests.integration.test_kbs_protocol import attest_body, auth, ec_key
 from tests.support.kbs import SimAuthority, admin_keypair, running_kbs, start_kbs
-from tests.support.postgres import pg_bin, postgres_cluster
+from tests.support.postgres import pg_bin, postgres_cluster, reset_kbs_schema
 
 pytestmark = pytest.mark.integration
 POLICY = ('package policy\nimport rego.v1\ndefault allow := false\n'
@@ -43,12 +42,7 @@ def backend(request, tmp_path):
     db = None
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url")
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.begin() as c:
-            for table in ("kbs_resources", "kbs_policies", "kbs_reference_values",
-                          "kbs_settings", "kbs_sessions"):
-                c.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-        engine.dispose()
+        reset_kbs_schema(url)
         db = url
         args += ["--db", url]
     return {"args": args, "db": db, "sim": sim, "key": key, "tmp": tmp_path}
@@ -149,12 +143,7 @@ def test_two_kbs_share_postgres(pg_url, tmp_path):
     sim = SimAuthority()
     (tmp_path / "root.pem").write_bytes(sim.root_pem)
     key, pub = admin_keypair(tmp_path)
-    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as c:
-        for table in ("kbs_resources", "kbs_policies", "kbs_reference_values", "kbs_settings",
-                      "kbs_sessions"):
-            c.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-    engine.dispose()
+    reset_kbs_schema(pg_url)
     args = ["--trust-sim-root", str(tmp_path / "root.pem"), "--admin-public-key", str(pub),
             "--kek-file", str(tmp_path / "kek.bin"), "--db", pg_url]
     with running_kbs(tmp_path / "a", *args) as a, running_kbs(tmp_path / "b", *args) as b:
@@ -177,4 +166,3 @@ def test_two_kbs_share_postgres(pg_url, tmp_path):
                        ).status_code == 401
         assert (httpx.get(a.url + "/.well-known/kbs-token-jwks.json").json()
                 == httpx.get(b.url + "/.well-known/kbs-token-jwks.json").json())
-        assert json  # shapes above are JSON

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -23,6 +24,8 @@ pytestmark = [
 
 RUNTIME = str(pathlib.Path(sys.executable).parent / "arca-runtime")
 CYCLES = int(os.environ.get("ARCA_TEST_CYCLES", "200"))
+#: Container ids are global on the host (cgroup paths): never reuse another run's.
+RUN = uuid.uuid4().hex[:6]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +60,7 @@ class Runtime:
         self.log = tmp / "log.json"
 
     def bundle(self, cid: str, args: list[str], tee: str | None = "sim") -> pathlib.Path:
+        """A bundle directory named ``cid`` (shared rootfs, read-only)."""
         b = self.tmp / "bundles" / cid
         b.mkdir(parents=True, exist_ok=True)
         subprocess.run(["runc", "spec", "--bundle", str(b)], check=True)
@@ -74,8 +78,14 @@ class Runtime:
                 "--log-format", "json", *args]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
+        # Files, not pipes: a created container inherits the runtime's stdio and would keep
+        # a pipe open until it exits.
+        out, err = self.tmp / "stdout", self.tmp / "stderr"
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = subprocess.run(self.argv(*args), stdout=o, stderr=e, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+        res = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(),
+                                          err.read_text())
         if check and res.returncode != 0:
             raise AssertionError(f"arca-runtime {' '.join(args)}: {res.returncode} {res.stderr}"
                                  f" log: {self.log.read_text()[-1000:] if self.log.exists() else ''}")
@@ -98,6 +108,14 @@ def leftovers(rt: Runtime, cid: str) -> dict[str, list[str]]:
     }
 
 
+def assert_clean(rt: Runtime, cid: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while any((left := leftovers(rt, cid)).values()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"container {cid} left: {left}")
+        time.sleep(0.05)
+
+
 def _processes_with_id(cid: str) -> list[str]:
     out = []
     for p in pathlib.Path("/proc").iterdir():
@@ -114,42 +132,44 @@ def _processes_with_id(cid: str) -> list[str]:
 
 def test_tee_container_runs_the_workload_in_its_td(rt: Runtime) -> None:
     out = rt.tmp / "out.txt"
-    b = rt.bundle("wl", ["sh", "-c", "cat /run/arca/tee/descriptor.json"])
+    wl = f"wl-{RUN}"
+    b = rt.bundle(wl, ["sh", "-c", "cat /run/arca/tee/descriptor.json"])
     with open(out, "wb") as f:
         res = subprocess.run(rt.argv("create", "--bundle", str(b), "--pid-file",
-                                     str(rt.tmp / "wl.pid"), "wl"), stdout=f, stderr=f,
+                                     str(rt.tmp / "wl.pid"), wl), stdout=f, stderr=f,
                              stdin=subprocess.DEVNULL, timeout=60)
     assert res.returncode == 0, out.read_text()
     pid = int((rt.tmp / "wl.pid").read_text())
-    rt.run("start", "wl")
+    rt.run("start", wl)
     deadline = time.monotonic() + 30
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.02)
     desc = json.loads(out.read_text().strip().splitlines()[-1])
     assert desc["tee"] == "sim" and desc["process"]["args"] == ["sh", "-c",
                                                                 "cat /run/arca/tee/descriptor.json"]
-    state = json.loads(rt.run("state", "wl").stdout)
+    state = json.loads(rt.run("state", wl).stdout)
     assert state["status"] == "stopped"
-    rt.run("delete", "wl")
-    assert not any(leftovers(rt, "wl").values())
+    rt.run("delete", wl)
+    assert_clean(rt, wl)
 
 
 def test_exec_into_a_tee_container_is_delegated(rt: Runtime) -> None:
-    b = rt.bundle("ex", ["sleep", "30"])
-    rt.run("create", "--bundle", str(b), "ex")
-    rt.run("start", "ex")
+    ex = f"ex-{RUN}"
+    b = rt.bundle(ex, ["sleep", "30"])
+    rt.run("create", "--bundle", str(b), ex)
+    rt.run("start", ex)
     proc = rt.tmp / "proc.json"
     proc.write_text(json.dumps({"args": ["cat", "/run/arca/tee/process.json"], "cwd": "/",
                                 "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}))
-    res = rt.run("exec", "--process", str(proc), "ex")
+    res = rt.run("exec", "--process", str(proc), ex)
     assert json.loads(res.stdout)["args"] == ["sleep", "30"]
-    rt.run("delete", "--force", "ex")
-    assert not any(leftovers(rt, "ex").values())
+    rt.run("delete", "--force", ex)
+    assert_clean(rt, ex)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.03, 0.08, 0.15, 0.25, 0.4, 0.7])
 def test_kill_9_during_create_then_delete_force_leaves_nothing(rt: Runtime, delay: float) -> None:
-    cid = f"k9-{int(delay * 1000)}"
+    cid = f"k9-{int(delay * 1000)}-{RUN}"
     b = rt.bundle(cid, ["sleep", "30"])
     proc = subprocess.Popen(rt.argv("create", "--bundle", str(b), cid),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -158,12 +178,7 @@ def test_kill_9_during_create_then_delete_force_leaves_nothing(rt: Runtime, dela
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     rt.run("delete", "--force", cid)
-    deadline = time.monotonic() + 10
-    while any(left := leftovers(rt, cid)).values() if False else any(
-            (left := leftovers(rt, cid)).values()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"after kill -9 at {delay}s and delete --force: {left}")
-        time.sleep(0.05)
+    assert_clean(rt, cid)
 
 
 def _fd_count(pid: int) -> int:
@@ -178,7 +193,7 @@ def test_many_cycles_leak_nothing(rt: Runtime) -> None:
     config = (b / "config.json").read_bytes()
 
     def cycle(i: int) -> None:
-        cid = f"cyc-{i}"
+        cid = f"cyc-{i}-{RUN}"
         (b / "config.json").write_bytes(config)  # create rewrites it in place
         rt.run("create", "--bundle", str(b), cid)
         rt.run("start", cid)
@@ -187,15 +202,17 @@ def test_many_cycles_leak_nothing(rt: Runtime) -> None:
     cycle(0)  # warm: daemon started, guest runtime built
     daemon = client.read_pid()
     assert daemon is not None
-    fds, mounts = _fd_count(daemon), len(mounts_mentioning(""))
+    # Only mounts that could be ours: the host's table also changes under parallel work.
+    ours = (str(rt.tmp), f"-{RUN}", os.environ["ARCA_RUN"])
+    fds, mounts = _fd_count(daemon), sum(len(mounts_mentioning(t)) for t in ours)
     for i in range(1, CYCLES + 1):
         cycle(i)
     assert client.read_pid() == daemon
     assert _fd_count(daemon) == fds
-    assert len(mounts_mentioning("")) == mounts
+    assert sum(len(mounts_mentioning(t)) for t in ours) == mounts
     assert client.list_tds() == []
     run = pathlib.Path(os.environ["ARCA_RUN"])
     assert list((run / "containers").iterdir()) == []
     assert list((run / "td").iterdir()) == []
     assert [p for p in rt.runc_root.iterdir()] == []
-    assert not any(cgroups_named(f"cyc-{i}") for i in range(0, CYCLES + 1, 17))
+    assert not any(cgroups_named(f"cyc-{i}-{RUN}") for i in range(0, CYCLES + 1, 17))

@@ -166,6 +166,13 @@ def _teardown(ctrd: Containerd) -> None:
         except subprocess.TimeoutExpired:
             ctrd.proc.kill()
             ctrd.proc.wait()
+    # ctr puts each container in cgroup /<namespace>/<id>; runc removes the leaf, nobody the
+    # per-namespace parent. It is empty now: remove it (v1 controllers and v2 alike).
+    for controller in pathlib.Path("/sys/fs/cgroup").iterdir():
+        for d in (controller / ctrd.namespace, controller.parent / ctrd.namespace):
+            if d.is_dir() and d.parent == controller:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
 
 def _unmount_under(path: pathlib.Path) -> None:

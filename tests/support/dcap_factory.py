@@ -258,6 +258,7 @@ class DcapFactory:
               qe_levels: list[dict[str, Any]] | None = None,
               mrsigner_seam: bytes = bytes(48), qe_mrsigner: bytes | None = None,
               tcb_info_fmspc: bytes = FMSPC, tcb_info_id: str | None = None,
+              tcb_info_version: int = 3,
               pck_not_after: dt.datetime = CERT_UNTIL,
               tcb_next_update: dt.datetime = COLL_NEXT, qe_next_update: dt.datetime = COLL_NEXT,
               crl_next_update: dt.datetime = CRL_NEXT, revoke: tuple[str, ...] = (),
@@ -348,6 +349,13 @@ class DcapFactory:
                 "tcbLevels": module_levels or [isv_level(tee_tcb_svn[0], "UpToDate")],
             }]
         info["tcbLevels"] = levels
+        if tcb_info_version == 2:  # SGX only: flat component names, no id
+            del info["id"]
+            info["version"] = 2
+            info["tcbLevels"] = [
+                {**lvl, "tcb": {**{f"sgxtcbcomp{i + 1:02d}svn": c["svn"] for i, c in
+                                   enumerate(lvl["tcb"]["sgxtcbcomponents"])},
+                                "pcesvn": lvl["tcb"]["pcesvn"]}} for lvl in levels]
         qe_id = {
             "id": "TD_QE" if tee == "tdx" else "QE", "version": 2,
             "issueDate": _iso(COLL_ISSUED), "nextUpdate": _iso(qe_next_update),

@@ -53,3 +53,15 @@ def postgres_cluster() -> Iterator[str]:
         subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", data,
                         "-m", "immediate", "stop"], capture_output=True, timeout=60, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def reset_kbs_schema(url: str) -> None:
+    """Drop the KBS tables so a test starts from an empty database."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as c:
+        for table in ("kbs_resources", "kbs_policies", "kbs_reference_values", "kbs_settings",
+                      "kbs_sessions"):
+            c.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()

@@ -60,13 +60,18 @@ class SimDevice:
                     chunks.append(chunk)
         except OSError as e:
             raise EvidenceError(f"sim device {self.path}: {e}") from None
-        try:
-            answer = json.loads(b"".join(chunks))
-            if "error" in answer:
-                raise EvidenceError(f"sim device {self.path} refused: {answer['error']}")
-            return base64.b64decode(answer["evidence"], validate=True)
-        except (ValueError, KeyError, TypeError) as e:
-            raise EvidenceError(f"sim device {self.path}: malformed answer ({e})") from None
+        return parse_sim_answer(b"".join(chunks), self.path)
+
+
+def parse_sim_answer(raw: bytes, path: str) -> bytes:
+    """``{"evidence": "<base64>"}`` or ``{"error": "..."}`` -> raw evidence bytes."""
+    try:
+        answer = json.loads(raw)
+        if "error" in answer:
+            raise EvidenceError(f"sim device {path} refused: {str(answer['error'])[:500]}")
+        return base64.b64decode(answer["evidence"], validate=True)
+    except (ValueError, KeyError, TypeError) as e:
+        raise EvidenceError(f"sim device {path}: malformed answer ({e})") from None
 
 
 class ConfigfsTsm:

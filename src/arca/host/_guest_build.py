@@ -6,11 +6,9 @@ Kept apart so ``arca-runtime``'s hot path (the already-built fast path) never im
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
-import py_compile
 import re
 import shutil
 import subprocess
@@ -18,6 +16,7 @@ import sys
 import sysconfig
 import tempfile
 
+from arca.host.guestruntime import site_packages
 from arca.host.treedigest import tree_digest
 from arca.wire.constants import GUEST_RUNTIME_MOUNT
 from arca.wire.errors import ConfigError
@@ -45,12 +44,29 @@ print(json.dumps({n: getattr(m, "__file__", None) for n, m in list(sys.modules.i
 
 
 
+def publish(base: pathlib.Path, key: str) -> tuple[str, str]:
+    """Build into a temporary directory, rename it to ``base/key``, then write
+    ``base/key.json``; the caller holds the build lock. Returns (digest, loader)."""
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=base, prefix=".build-"))
+    try:
+        loader = build(tmp)
+        digest = tree_digest(tmp)
+        if (base / key).exists():  # a build without its meta file: a crash; replace it
+            shutil.rmtree(base / key)
+        os.rename(tmp, base / key)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_atomic(base / f"{key}.json", json.dumps({"digest": digest, "loader": loader}).encode())
+    return digest, loader
+
+
 def build(dest: pathlib.Path) -> str:
     """Populate ``dest`` (an empty directory); returns the loader's file name."""
     import arca
 
     src = pathlib.Path(arca.__file__).resolve().parent
-    site = _site_packages()
+    site = site_packages()
     stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"]).resolve()
     pylib = dest / "lib" / PYVER
     (pylib / "lib-dynload").mkdir(parents=True)
@@ -152,16 +168,29 @@ def _write_evidence_command(path: pathlib.Path, loader: str) -> None:
     path.chmod(0o755)
 
 
+_COMPILE = r"""
+import importlib.util, pathlib, py_compile, sys
+dest, mount = pathlib.Path(sys.argv[1]), sys.argv[2]
+for f in sorted(dest.rglob("*.py")):
+    py_compile.compile(str(f), cfile=importlib.util.cache_from_source(str(f)),
+                       dfile=f"{mount}/{f.relative_to(dest)}", doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+"""
+
+
 def _precompile(dest: pathlib.Path) -> None:
     """Byte-compile every module with an unchecked source hash and its in-TD file name, so
-    the agent starts fast and the bytes depend only on the source."""
-    for f in sorted(dest.rglob("*.py")):
-        rel = f.relative_to(dest)
-        py_compile.compile(
-            str(f), cfile=importlib.util.cache_from_source(str(f)),
-            dfile=f"{GUEST_RUNTIME_MOUNT}/{rel}", doraise=True,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
+    the agent starts fast and the bytes depend only on the source.
+
+    In a fresh process with a fixed hash seed: marshal writes back-references depending on
+    object reference counts, so compiling inside a process with other modules loaded (pytest,
+    the runtime) would give different bytes for the same source.
+    """
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0"}
+    res = subprocess.run([sys.executable, "-S", "-s", "-B", "-c", _COMPILE, str(dest),
+                          GUEST_RUNTIME_MOUNT], capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise ConfigError(f"guest runtime: byte-compiling failed: {res.stderr.strip()[-500:]}")
 
 
 def _normalize(dest: pathlib.Path) -> None:

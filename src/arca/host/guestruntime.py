@@ -19,7 +19,8 @@ Reproducibility: ``.pyc`` files are compiled with unchecked source hashes and th
 name, so their bytes depend only on the source; the digest is :func:`tree_digest` of the
 directory (no mtimes). Builds happen once per input fingerprint (interpreter, venv packages,
 guest sources: path/size/mtime) under a file lock and are published by an atomic rename; the
-fast path is a few ``stat`` calls and one small file read.
+fast path is a few ``stat`` calls and one small file read (the builder, with its heavier
+imports, lives in :mod:`arca.host._guest_build`).
 """
 
 from __future__ import annotations
@@ -30,43 +31,14 @@ import importlib.util
 import json
 import os
 import pathlib
-import py_compile
-import re
-import shutil
-import subprocess
 import sys
-import sysconfig
-import tempfile
 from dataclasses import dataclass
 
 from arca.host import paths
-from arca.host.treedigest import tree_digest
 from arca.wire.constants import GUEST_RUNTIME_MOUNT
-from arca.wire.errors import ConfigError
 
 #: Bump when the layout or the probe changes, so an old build is never reused.
-BUILD_VERSION = "1"
-PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
-#: Third-party distributions shipped whole (lazy imports inside them are theirs to make).
-PACKAGES = ("cryptography", "cffi", "_cffi_backend")
-
-_PROBE = r"""
-import json, pathlib, sys, importlib
-src = pathlib.Path(sys.argv[1])
-for zone in ("wire", "guest"):
-    for f in sorted((src / "arca" / zone).glob("*.py")):
-        importlib.import_module(f"arca.{zone}" + ("" if f.stem == "__init__" else "." + f.stem))
-# Exercise the paths the agent takes at run time whose imports happen lazily in the stdlib.
-import runpy, ssl, urllib.request, http.client, encodings.idna, tomllib, gzip, base64, socket
-ssl.create_default_context()
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography import x509
-k = ec.generate_private_key(ec.SECP256R1()); k.public_key().public_numbers()
-AESGCM(bytes(32)).encrypt(bytes(12), b"x", None)
-print(json.dumps({n: getattr(m, "__file__", None) for n, m in list(sys.modules.items())}))
-"""
-
+BUILD_VERSION = "2"
 
 @dataclass(frozen=True)
 class GuestRuntime:
@@ -88,6 +60,14 @@ class GuestRuntime:
         return ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
 
+def site_packages() -> pathlib.Path:
+    """Where ``cryptography`` is installed, found without importing it."""
+    spec = importlib.util.find_spec("cryptography")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("cryptography is not installed")
+    return pathlib.Path(spec.origin).resolve().parent.parent
+
+
 def _fingerprint() -> str:
     """Cheap identity of the build inputs: stat of interpreter, packages and guest sources."""
     import arca
@@ -98,7 +78,7 @@ def _fingerprint() -> str:
     for zone in ("guest", "wire"):
         with os.scandir(src / zone) as it:
             items += sorted(pathlib.Path(e.path) for e in it if e.name.endswith(".py"))
-    site = _site_packages()
+    site = site_packages()
     items += [site / "cryptography" / "__init__.py", site / "cffi" / "__init__.py"]
     for p in items:
         try:
@@ -109,191 +89,29 @@ def _fingerprint() -> str:
     return h.hexdigest()[:32]
 
 
-def _site_packages() -> pathlib.Path:
-    import cryptography
-
-    return pathlib.Path(cryptography.__file__).resolve().parent.parent
-
-
 def ensure_guest_runtime(root: pathlib.Path | None = None) -> GuestRuntime:
     """The guest runtime for the current interpreter and sources, built if needed."""
     base = (root or paths.root_dir()) / "guest-runtime"
     key = _fingerprint()
-    meta = base / f"{key}.json"
-    found = _load(base / key, meta)
+    found = _load(base, key)
     if found:
         return found
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = _load(base / key, meta)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait and reuse its result
+        found = _load(base, key)
         if found:
             return found
-        tmp = pathlib.Path(tempfile.mkdtemp(dir=base, prefix=".build-"))
-        try:
-            loader = build(tmp)
-            digest = tree_digest(tmp)
-            if (base / key).exists():  # a build without its meta file: a crash; replace it
-                shutil.rmtree(base / key)
-            os.rename(tmp, base / key)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _write_atomic(meta, json.dumps({"digest": digest, "loader": loader}).encode())
+        from arca.host import _guest_build
+
+        digest, loader = _guest_build.publish(base, key)
     return GuestRuntime(base / key, digest, loader)
 
 
-def _load(path: pathlib.Path, meta: pathlib.Path) -> GuestRuntime | None:
+def _load(base: pathlib.Path, key: str) -> GuestRuntime | None:
+    # The meta file is written last, after the directory's atomic rename: present means done.
     try:
-        obj = json.loads(meta.read_bytes())
-        return GuestRuntime(path, str(obj["digest"]), str(obj["loader"]))
+        obj = json.loads((base / f"{key}.json").read_bytes())
+        return GuestRuntime(base / key, str(obj["digest"]), str(obj["loader"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def build(dest: pathlib.Path) -> str:
-    """Populate ``dest`` (an empty directory); returns the loader's file name."""
-    import arca
-
-    src = pathlib.Path(arca.__file__).resolve().parent
-    site = _site_packages()
-    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"]).resolve()
-    pylib = dest / "lib" / PYVER
-    (pylib / "lib-dynload").mkdir(parents=True)
-    (dest / "bin").mkdir()
-
-    interpreter = pathlib.Path(os.path.realpath(sys.executable))
-    _copy(interpreter, dest / "bin" / "python3", 0o755)
-    elves = [interpreter]
-
-    modules = _probe_modules(src.parent, site)
-    for name, file in sorted(modules.items()):
-        if not file:
-            continue
-        f = pathlib.Path(file).resolve()
-        if f.is_relative_to(stdlib) and "site-packages" not in f.parts:
-            rel = f.relative_to(stdlib)
-            _copy(f, pylib / rel, 0o755 if f.suffix == ".so" else 0o644)
-            if f.suffix == ".so":
-                elves.append(f)
-        elif f.is_relative_to(site):
-            if name.split(".")[0] not in PACKAGES:
-                raise ConfigError(f"guest runtime: module {name} ({f}) is not in the shipped "
-                                  f"packages {PACKAGES}")
-        elif not f.is_relative_to(src):
-            raise ConfigError(f"guest runtime: module {name} comes from {f}, outside the "
-                              f"stdlib {stdlib} and the package directory {site}")
-    # Codecs are looked up by name at run time: ship the whole (small) encodings package.
-    shutil.copytree(stdlib / "encodings", pylib / "encodings", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for pkg in PACKAGES:
-        for cand in (site / pkg, *site.glob(f"{pkg}.*.so")):
-            if cand.is_dir():
-                shutil.copytree(cand, pylib / pkg, ignore=shutil.ignore_patterns(
-                    "__pycache__", "*.pyi", "py.typed"))
-                elves += sorted((pylib / pkg).rglob("*.so"))
-            elif cand.is_file():
-                _copy(cand, pylib / cand.name, 0o755)
-                elves.append(cand)
-    (pylib / "arca").mkdir()
-    _copy(src / "__init__.py", pylib / "arca" / "__init__.py", 0o644)
-    for zone in ("guest", "wire"):
-        for f in sorted((src / zone).glob("*.py")):
-            _copy(f, pylib / "arca" / zone / f.name, 0o644)
-
-    loader = _copy_shared_libraries(elves, dest / "lib")
-    _write_evidence_command(dest / "bin" / "arca-evidence", loader)
-    _precompile(dest)
-    _normalize(dest)
-    return loader
-
-
-def _probe_modules(src: pathlib.Path, site: pathlib.Path) -> dict[str, str | None]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": f"{src}:{site}"}
-    res = subprocess.run([sys.executable, "-S", "-B", "-c", _PROBE, str(src)],
-                         capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        tail = res.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise ConfigError(f"guest runtime: importing the guest code failed: {tail[0]}")
-    out: dict[str, str | None] = json.loads(res.stdout)
-    return out
-
-
-_LDD_LINE = re.compile(r"^\s*(\S+)(?:\s+=>\s+(\S+))?\s+\(0x[0-9a-f]+\)$")
-
-
-def _copy_shared_libraries(elves: list[pathlib.Path], libdir: pathlib.Path) -> str:
-    """Copy every shared library ``ldd`` resolves for ``elves`` (under its DT_NEEDED name)
-    and the ELF loader; returns the loader's file name."""
-    loader = None
-    for elf in elves:
-        res = subprocess.run(["ldd", str(elf)], capture_output=True, text=True)
-        if res.returncode != 0 and "statically linked" not in res.stdout + res.stderr:
-            raise ConfigError(f"guest runtime: ldd {elf} failed: {res.stderr.strip()}")
-        for line in res.stdout.splitlines():
-            m = _LDD_LINE.match(line)
-            if not m:
-                if "not found" in line:
-                    raise ConfigError(f"guest runtime: {elf} needs a missing library: {line}")
-                continue
-            name, resolved = m.group(1), m.group(2)
-            if resolved is None and name.startswith("/"):  # the ELF loader
-                loader = os.path.basename(name)
-                _copy(pathlib.Path(os.path.realpath(name)), libdir / loader, 0o755)
-            elif resolved:
-                _copy(pathlib.Path(os.path.realpath(resolved)), libdir / name, 0o755)
-    if loader is None:
-        raise ConfigError(f"guest runtime: no ELF loader found for {elves[0]}")
-    return loader
-
-
-def _write_evidence_command(path: pathlib.Path, loader: str) -> None:
-    m = GUEST_RUNTIME_MOUNT
-    # Needs /bin/sh in the image; elsewhere run the same command line directly.
-    path.write_text(
-        "#!/bin/sh\n"
-        f'exec {m}/lib/{loader} --library-path {m}/lib {m}/bin/python3 -I -S -B '
-        '-m arca.guest.evidence "$@"\n'
-    )
-    path.chmod(0o755)
-
-
-def _precompile(dest: pathlib.Path) -> None:
-    """Byte-compile every module with an unchecked source hash and its in-TD file name, so
-    the agent starts fast and the bytes depend only on the source."""
-    for f in sorted(dest.rglob("*.py")):
-        rel = f.relative_to(dest)
-        py_compile.compile(
-            str(f), cfile=importlib.util.cache_from_source(str(f)),
-            dfile=f"{GUEST_RUNTIME_MOUNT}/{rel}", doraise=True,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
-
-
-def _normalize(dest: pathlib.Path) -> None:
-    # World-readable on purpose: the workload user reads the runtime (arca-evidence).
-    for dirpath, _dirnames, filenames in os.walk(dest):
-        os.chmod(dirpath, 0o755)  # noqa: S103
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            mode = 0o755 if os.stat(p).st_mode & 0o100 else 0o644
-            os.chmod(p, mode)
-            if os.geteuid() == 0:
-                os.chown(p, 0, 0)
-        if os.geteuid() == 0:
-            os.chown(dirpath, 0, 0)
-
-
-def _copy(src: pathlib.Path, dst: pathlib.Path, mode: int) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    os.chmod(dst, mode)
-
-
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

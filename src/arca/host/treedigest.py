@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import re
 import stat
 import tempfile
 
@@ -110,15 +111,7 @@ def tree_digest(root: pathlib.Path) -> str:
 
 def _unescape_mountinfo(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _split_lowerdirs(value: str) -> list[str]:
@@ -163,7 +156,7 @@ def overlay_layers(mountpoint: pathlib.Path, mountinfo: str | None = None) -> (
             key, _, value = opt.partition("=")
             if key == "lowerdir":
                 lower += _split_lowerdirs(value)
-            elif key == "lowerdir+":
+            elif key == "lowerdir+" and value:
                 lower.append(value)
             elif key == "upperdir":
                 upper = value

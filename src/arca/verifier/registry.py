@@ -67,7 +67,13 @@ def _snp(options: VerifierOptions) -> Verifier:
     from arca.verifier.snp.kds import KDS_URL, KdsClient
     from arca.verifier.snp.verifier import SnpVerifier
 
-    kds = KdsClient(options.extra.get("kds_url", KDS_URL)) if options.online else None
+    kds: CollateralSource | None = None
+    if options.online:
+        kds = KdsClient(options.extra.get("kds_url", KDS_URL))
+        if options.cache_dir:
+            from arca.verifier.collateral import CachingCollateral
+
+            kds = CachingCollateral(kds, options.cache_dir)
     pins = options.extra.get("snp_pinned_arks", AMD_ARK_SPKI_SHA256)
     return SnpVerifier(_collateral(options), pinned_arks=pins, kds=kds)
 
@@ -108,7 +114,9 @@ def build_verifiers(tees: Iterable[str], options: VerifierOptions | None = None,
 
 def detect_tee(evidence: bytes) -> str:
     """The TEE whose evidence format ``evidence`` has: ``snp``, ``sgx``, ``tdx`` or ``sim``."""
-    if len(evidence) == SNP_REPORT_SIZE:
+    if len(evidence) >= SNP_REPORT_SIZE:
+        # A report, possibly followed by its certificate table. A DCAP header's first u32 is
+        # version | key type << 16 (>= 0x20003) and JSON starts with "{": never 2..5.
         version, sig_algo = struct.unpack_from("<I", evidence, 0)[0], struct.unpack_from(
             "<I", evidence, 0x34)[0]
         if 2 <= version <= 5 and sig_algo == 1:

@@ -11,6 +11,8 @@ import socket
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arca.guest import evidence as ev
 from arca.guest.evidence import ConfigfsTsm, SimDevice
@@ -152,3 +154,19 @@ def test_arca_evidence_command(tmp_path: pathlib.Path, device: SimDeviceServer,
     assert ev.main(["--report-data", "zz"]) == 1
     assert "arca-evidence: error:" in capsys.readouterr().err
     assert ev.main(["--bogus"]) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300),
+                 st.builds(lambda v: json.dumps(v).encode(),
+                           st.dictionaries(st.sampled_from(["evidence", "error", "x"]),
+                                           st.one_of(st.text(max_size=40), st.integers(),
+                                                     st.none(), st.lists(st.integers())),
+                                           max_size=3))))
+def test_fuzz_sim_answer_parser(raw: bytes) -> None:
+    try:
+        out = ev.parse_sim_answer(raw, "/dev/sim")
+    except EvidenceError as e:
+        assert "/dev/sim" in str(e)
+    else:
+        assert isinstance(out, bytes)

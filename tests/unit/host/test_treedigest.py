@@ -11,6 +11,8 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arca.host import treedigest
 from arca.host.treedigest import overlay_layers, rootfs_digest, tree_digest
@@ -227,3 +229,20 @@ def test_plain_directory_is_hashed_without_cache(tmp_path: pathlib.Path,
     cache = tmp_path / "cache"
     assert rootfs_digest(tree, cache) == tree_digest(tree)
     assert not cache.exists()
+
+
+_chars = st.text(alphabet=" -\\:,=/abc0123456789\n", max_size=60)
+_mount_line = st.builds(
+    lambda target, fs, opts: f"45 27 0:39 / {target} rw - {fs} {fs} {opts}",
+    st.sampled_from(["/a", "/a\\040b", "/c"]), st.sampled_from(["overlay", "tmpfs"]),
+    st.builds(lambda kv: ",".join(kv), st.lists(st.one_of(
+        _chars, st.builds(lambda v: "lowerdir=" + v, _chars),
+        st.builds(lambda v: "lowerdir+=" + v, _chars),
+        st.builds(lambda v: "upperdir=" + v, _chars)), max_size=4)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_chars, _mount_line), max_size=6), st.sampled_from(["/a", "/a b"]))
+def test_fuzz_mountinfo_parser(lines: list[str], target: str) -> None:
+    result = overlay_layers(pathlib.Path(target), "\n".join(lines))
+    assert result is None or (isinstance(result[0], list) and all(result[0]))

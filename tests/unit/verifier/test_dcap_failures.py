@@ -43,6 +43,8 @@ FORMATS = [
     pytest.param({"tee": "tdx"}, id="tdx-v4"),
     pytest.param({"tee": "tdx", "td15": True}, id="tdx-v5-td15"),
     pytest.param({"tee": "tdx", "version": 5}, id="tdx-v5-td10"),
+    pytest.param({"tee": "sgx", "version": 4}, id="sgx-v4"),
+    pytest.param({"tee": "sgx", "version": 5}, id="sgx-v5"),
 ]
 
 
@@ -128,6 +130,13 @@ def test_tcb_info_of_other_tee(factory: DcapFactory) -> None:
     b = factory.build(tee="tdx", tcb_info_id="SGX")
     with pytest.raises(CollateralError, match="^tcb_info: id SGX"):
         b.verifier().verify(b.quote, at=b.at)
+
+
+def test_qe_identity_of_other_tee(factory: DcapFactory) -> None:
+    sgx, tdx = factory.build(tee="sgx"), factory.build(tee="tdx")
+    sgx.collateral["qe_identity.json"] = tdx.collateral["qe_identity.json"]
+    with pytest.raises(CollateralError, match="^qe_identity: id TD_QE"):
+        sgx.verifier().verify(sgx.quote, at=sgx.at)
 
 
 def test_missing_collateral_item(factory: DcapFactory) -> None:
@@ -234,6 +243,12 @@ def test_platform_below_every_level_is_not_supported(factory: DcapFactory, tee: 
         b.verifier().verify(b.quote, at=b.at)
     assert info.value.fields["tcb_status"] == "TcbNotSupported"
     assert info.value.fields["authentic"] is True
+
+
+@pytest.mark.parametrize("status", ["UpToDate", "SWHardeningNeeded", "OutOfDate"])
+def test_sgx_tcb_info_v2(factory: DcapFactory, status: str) -> None:
+    b = factory.build(tee="sgx", tcb_info_version=2, tcb_levels=[tcb_level(status, tdx=None)])
+    assert b.verifier().verify(b.quote, at=b.at).tcb_status == status
 
 
 def test_levels_are_visited_in_intel_order(factory: DcapFactory) -> None:

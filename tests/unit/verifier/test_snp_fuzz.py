@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from arca.verifier.snp import SnpReport, SnpVerifier
 from arca.verifier.snp.certs import load_amd_cert
+from arca.verifier.snp.certtable import join_evidence, split_evidence
 from arca.verifier.snp.report import REPORT_SIZE, SIGNED_SIZE
 from arca.wire.errors import ArcaError, MalformedEvidence
 from tests.support.snp_factory import NOW, MemoryCollateral, build_case
@@ -112,3 +113,41 @@ def test_mutated_vcek_is_rejected_or_harmless(pos: int, delta: int) -> None:
     # The VCEK is signed over all but its outer framing and signature: any mutation must fail.
     with pytest.raises(ArcaError):
         v.verify(case.report, at=NOW)
+
+
+_ext: dict[str, tuple[bytes, SnpVerifier, dict[str, object]]] = {}
+
+
+def _extended() -> tuple[bytes, SnpVerifier, dict[str, object]]:
+    if not _ext:
+        case = build_case("Milan", 3)
+        der = {n: load_amd_cert(p, n).der for n, p in case.files.items()}
+        evidence = join_evidence(case.report, der)
+        v = SnpVerifier(None, pinned_arks=case.pins)
+        _ext["x"] = (evidence, v, v.verify(evidence, at=NOW).to_dict())
+    return _ext["x"]
+
+
+@given(st.binary(max_size=512))
+@FUZZ
+def test_random_certificate_tables_raise_only_arca_errors(table: bytes) -> None:
+    _, verifier, at, _ = _target("factory")
+    report = _target("factory")[0]
+    try:
+        split_evidence(report + table)
+        verifier.verify(report + table, at=at)
+    except ArcaError:
+        pass
+
+
+@given(pos=st.integers(0, 10_000), delta=st.integers(1, 255))
+@FUZZ
+def test_mutated_certificate_table_is_rejected_or_harmless(pos: int, delta: int) -> None:
+    evidence, verifier, claims = _extended()
+    pos = REPORT_SIZE + pos % (len(evidence) - REPORT_SIZE)
+    data = bytearray(evidence)
+    data[pos] = (data[pos] + delta) % 256
+    try:
+        assert verifier.verify(bytes(data), at=NOW).to_dict() == claims
+    except ArcaError:
+        pass

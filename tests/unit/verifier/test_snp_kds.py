@@ -4,13 +4,14 @@ serves the factory's PKI under KDS's paths."""
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from arca.verifier.collateral import CachingCollateral
 from arca.verifier.snp import SnpVerifier
 from arca.verifier.snp.certs import load_amd_cert
 from arca.verifier.snp.kds import KdsClient
@@ -85,7 +86,7 @@ def test_directory_collateral_wins_over_kds() -> None:
 
 def test_kds_not_found_is_a_collateral_error() -> None:
     case = build_case("Milan", 3)
-    with kds_server({}) as (url, _), pytest.raises(CollateralError, match="404"):
+    with kds_server({}) as (url, _), pytest.raises(CollateralError, match="missing: vcek.pem"):
         SnpVerifier(None, pinned_arks=case.pins, kds=KdsClient(url)).verify(case.report, at=NOW)
 
 
@@ -105,7 +106,7 @@ def test_vlek_is_never_fetched_but_its_chain_is() -> None:
     case = build_case("Milan", 3, "VLEK")
     routes = {"/vlek/v1/Milan/cert_chain": case.files["asvk.pem"] + case.files["ark.pem"]}
     with kds_server(routes) as (url, _):
-        with pytest.raises(CollateralError, match="VLEK"):
+        with pytest.raises(CollateralError, match="missing: vlek.pem"):
             SnpVerifier(None, pinned_arks=case.pins, kds=KdsClient(url)).verify(
                 case.report, at=NOW)
         files = {"vlek.pem": case.files["vlek.pem"]}  # as a cloud provider hands it out
@@ -123,3 +124,19 @@ def test_oversized_and_malformed_chain_answers_are_refused() -> None:
             KdsClient(url).cert_chain("Milan")
         with pytest.raises(CollateralError, match="2 certificates"):
             KdsClient(url).cert_chain("Genoa")
+
+
+def test_kds_as_a_collateral_source_behind_the_disk_cache(tmp_path: pathlib.Path) -> None:
+    case = build_case("Milan", 3)
+    with kds_server(routes_for(case, "Milan")) as (url, seen):
+        cached = CachingCollateral(KdsClient(url), tmp_path)
+        claims = SnpVerifier(None, pinned_arks=case.pins, kds=cached).verify(case.report, at=NOW)
+        assert claims.values["product"] == "Milan"
+        n = len(seen)
+        # A new process (fresh client, same cache directory) needs no request at all.
+        SnpVerifier(None, pinned_arks=case.pins,
+                    kds=CachingCollateral(KdsClient(url), tmp_path)).verify(case.report, at=NOW)
+        assert len(seen) == n
+    kds = KdsClient("http://127.0.0.1:9")
+    assert kds.get("vcek.pem", {}) is None  # no product in context
+    assert kds.get("vlek.pem", {"product": "Milan"}) is None

@@ -4,6 +4,9 @@ path breaks exactly one thing and must fail for exactly that reason."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import pathlib
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +14,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from arca.verifier.base import Expected
-from arca.verifier.snp import SnpVerifier
+from arca.verifier.snp import SnpVerifier, certtable
 from arca.verifier.snp import certs as snp_certs
 from arca.wire import errors as E
 from tests.support.snp_factory import (
     NOW,
+    MemoryCollateral,
     SnpCase,
     _rsa_cert,
     _rsa_key,
@@ -247,3 +251,91 @@ def test_constructor_rejects_unknown_products_and_empty_pins() -> None:
 def test_naive_instant_is_refused() -> None:
     with pytest.raises(ValueError):
         verify(build_case(), at=dt.datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+@pytest.mark.parametrize("value,hwid", [
+    (bytes(range(64)), bytes(range(64))),
+    (b"\x04\x40" + bytes(range(64)), bytes(range(64))),
+    (bytes(range(8)), bytes(range(8))),
+    (b"\x04\x08" + bytes(range(8)), bytes(range(8))),
+    (b"\x04\x3e" + bytes(62), b"\x04\x3e" + bytes(62)),  # raw 64 bytes that look like DER
+])
+def test_hwid_raw_or_octet_string(value: bytes, hwid: bytes) -> None:
+    assert snp_certs._hwid(value) == hwid
+
+
+@pytest.mark.parametrize("value", [b"", b"\x04\x02ab", bytes(63), b"\x04\x07" + bytes(7)])
+def test_hwid_of_other_sizes_is_refused(value: bytes) -> None:
+    with pytest.raises(ValueError):
+        snp_certs._hwid(value)
+
+
+def test_malformed_leaf_extension_is_malformed_evidence() -> None:
+    # The factory writes the productName length in one byte: 200 makes invalid DER, signed.
+    case = build_case(leaf_opts={"product_name": "x" * 200})
+    with pytest.raises(E.MalformedEvidence) as info:
+        verify(case)
+    assert info.value.fields["field"] == "extensions"
+
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("product,version,kind", [("Genoa", 5, "VCEK"), ("Turin", 3, "VLEK")])
+def test_claims_match_golden_json(product: str, version: int, kind: str) -> None:
+    golden = GOLDEN / f"snp_{product.lower()}_v{version}_{kind.lower()}_claims.json"
+    claims = verify(build_case(product, version, kind))
+    assert json.loads(json.dumps(claims)) == json.loads(golden.read_text())
+
+
+def _der(pem: bytes) -> bytes:
+    return snp_certs.load_amd_cert(pem, "x").der
+
+
+@pytest.mark.parametrize("kind", ["VCEK", "VLEK"])
+def test_extended_evidence_carries_its_certificates(kind: str) -> None:
+    case = build_case("Genoa", 3, kind)
+    leaf = "vcek.pem" if kind == "VCEK" else "vlek.pem"
+    ca = "ask.pem" if kind == "VCEK" else "asvk.pem"
+    # The GHCB table has one CA slot (the ASK GUID), also used for the ASVK.
+    table = {leaf: _der(case.files[leaf]), "ask.pem": _der(case.files[ca]),
+             "ark.pem": _der(case.files["ark.pem"])}
+    evidence = certtable.join_evidence(case.report, table)
+    v = SnpVerifier(None, pinned_arks=case.pins)
+    assert v.verify(evidence, at=NOW).values["signing_key"] == kind
+    # Only the leaf in the table, the CA chain from collateral.
+    partial = certtable.join_evidence(case.report, {leaf: table[leaf]})
+    SnpVerifier(MemoryCollateral({ca: case.files[ca], "ark.pem": case.files["ark.pem"]}),
+                pinned_arks=case.pins).verify(partial, at=NOW)
+
+
+def test_extended_evidence_with_a_foreign_leaf_fails_the_signature() -> None:
+    case, other = build_case("Milan", 2), build_case("Genoa", 2)
+    evidence = certtable.join_evidence(case.report, {
+        "vcek.pem": _der(other.files["vcek.pem"]), "ask.pem": _der(other.files["ask.pem"]),
+        "ark.pem": _der(other.files["ark.pem"])})
+    with pytest.raises(E.SignatureInvalid):
+        SnpVerifier(None, pinned_arks={**case.pins, **other.pins}).verify(evidence, at=NOW)
+
+
+@pytest.mark.parametrize("table,reason", [
+    (b"\x09" * 16 + struct.pack("<II", 24, 6) + b"abcdef", "terminating"),
+    (bytes(10), "terminating"),
+    (next(iter(certtable.CERT_GUIDS)) + struct.pack("<II", 48, 5000) + bytes(24),
+     "outside"),
+    (b"".join(g + struct.pack("<II", 72, 1) for g in [next(iter(certtable.CERT_GUIDS))] * 2)
+     + bytes(24) + b"x", "twice"),
+    (b"".join(bytes([i]) * 16 + struct.pack("<II", 500, 1) for i in range(1, 18)) + bytes(500),
+     "entries"),
+    (bytes(70 * 1024), "exceeds"),
+])
+def test_malformed_certificate_tables(table: bytes, reason: str) -> None:
+    with pytest.raises(E.MalformedEvidence, match=reason):
+        certtable.split_evidence(build_case().report + table)
+
+
+def test_table_ignores_unknown_guids() -> None:
+    report = build_case().report
+    crl_guid = bytes.fromhex("92f81bc358114d3d97ffd19f88dc67ea")
+    ev = report + crl_guid + struct.pack("<II", 48, 3) + bytes(24) + b"crl"
+    assert certtable.split_evidence(ev) == (report, {})

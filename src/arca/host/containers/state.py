@@ -140,7 +140,7 @@ class ContainerStore:
         return rec
 
     def list(self) -> list[ContainerRecord]:
-        out = []
+        out: list[ContainerRecord] = []
         if not self.root.is_dir():
             return out
         for d in self.root.iterdir():

@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,7 +286,7 @@ class ImageStore:
         return parse_config(self.read_blob(Digest.parse(record.config), MAX_CONFIG_BYTES))
 
     def remove(self, ref: str, *, force: bool = False,
-               in_use: Callable[[ImageRecord], list[str]] | None = None) -> ImageRecord:
+               in_use: Callable[[ImageRecord], Sequence[str]] | None = None) -> ImageRecord:
         rec = self.get(ref)
         users = in_use(rec) if in_use else []
         if users and not force:

@@ -54,8 +54,23 @@ MAX_CHAIN_LENGTH = 4
 #: Verified chains/CRLs kept in memory. One entry per distinct platform CA + collateral set.
 CACHE_ENTRIES = 512
 
+#: What cryptography raises for certificates it cannot parse (some lazily, on access).
+X509_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+def digest(*parts: bytes) -> bytes:
+    """SHA-256 over length-prefixed parts: a cache key no two different inputs share."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "big"))
+        h.update(p)
+    return h.digest()
 
 
 class LruCache(Generic[K, V]):
@@ -127,7 +142,7 @@ def parse_sgx_extension(cert: x509.Certificate) -> PckExtension:
     except x509.ExtensionNotFound:
         raise MalformedEvidence("pck_extension: PCK certificate has no SGX extension",
                                 tee="dcap", field="pck_extension") from None
-    except ValueError as e:  # malformed extensions list
+    except X509_ERRORS as e:  # malformed extensions list
         raise MalformedEvidence(f"pck_extension: {e}", tee="dcap", field="pck_extension") from e
     return parse_sgx_extension_der(ext.value if isinstance(ext, x509.UnrecognizedExtension)
                                    else b"")
@@ -170,7 +185,7 @@ def spki_sha256(cert: x509.Certificate) -> bytes:
 def _cn(cert: x509.Certificate) -> str:
     try:
         attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    except ValueError:
+    except X509_ERRORS:
         return "?"
     return str(attrs[0].value) if attrs else cert.subject.rfc4514_string()
 
@@ -180,6 +195,7 @@ class VerifiedChain:
     """A chain whose signatures and root pin have been checked (dates are checked per call)."""
 
     certs: tuple[x509.Certificate, ...]
+    ders: tuple[bytes, ...]
     names: tuple[str, ...]
     windows: tuple[tuple[dt.datetime, dt.datetime], ...]
     leaf_key: ec.EllipticCurvePublicKey
@@ -211,7 +227,7 @@ def load_pem_chain(pem: bytes, item: str, error: type[ArcaError] = MalformedEvid
             # Deprecation warnings about odd encodings are not ours to print; errors still raise.
             warnings.simplefilter("ignore")
             certs = tuple(x509.load_pem_x509_certificates(pem.rstrip(b"\0")))
-    except ValueError as e:
+    except X509_ERRORS as e:
         raise error(f"{item}: not a PEM certificate chain ({e})", tee="dcap", field=item) from e
     if not 2 <= len(certs) <= MAX_CHAIN_LENGTH:
         raise error(f"{item}: {len(certs)} certificates, expected 2..{MAX_CHAIN_LENGTH}",
@@ -231,8 +247,8 @@ class ChainVerifier:
             LruCache()
 
     def verify(self, certs: tuple[x509.Certificate, ...], item: str) -> VerifiedChain:
-        key = hashlib.sha256(b"".join(c.tbs_certificate_bytes + c.signature
-                                      for c in certs)).digest()
+        ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
+        key = digest(*ders)
         cached = self._chains.get(key)
         if cached is not None:
             return cached
@@ -244,14 +260,14 @@ class ChainVerifier:
                     else f"root certificate ({names[i]}) is not self-signed")
             try:
                 certs[i].verify_directly_issued_by(issuer)
-            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as e:
+            except X509_ERRORS + (InvalidSignature,) as e:
                 raise ChainInvalid(f"{item}: {what}: {e or 'bad signature'}", tee="dcap",
                                    field=item) from None
             if i > 0:
                 try:
                     bc = certs[i].extensions.get_extension_for_class(x509.BasicConstraints).value
                     is_ca = bc.ca
-                except (x509.ExtensionNotFound, ValueError):
+                except X509_ERRORS + (x509.ExtensionNotFound,):
                     is_ca = False
                 if not is_ca:
                     raise ChainInvalid(f"{item}: certificate {i} ({names[i]}) issues "
@@ -259,7 +275,7 @@ class ChainVerifier:
         try:
             fp = spki_sha256(certs[-1])
             leaf_key = certs[0].public_key()
-        except (ValueError, UnsupportedAlgorithm) as e:  # unreachable after verify; defensive
+        except X509_ERRORS as e:  # unreachable after a verified signature; defensive
             raise ChainInvalid(f"{item}: unusable public key ({e})", tee="dcap",
                                field=item) from None
         if fp not in self.trusted:
@@ -270,38 +286,41 @@ class ChainVerifier:
                 not isinstance(leaf_key.curve, ec.SECP256R1):
             raise ChainInvalid(f"{item}: leaf key is not ECDSA P-256", tee="dcap", field=item)
         chain = VerifiedChain(
-            certs, names,
+            certs, ders, names,
             tuple((c.not_valid_before_utc, c.not_valid_after_utc) for c in certs), leaf_key,
         )
         self._chains.put(key, chain)
         return chain
 
-    def crl_revoked(self, crl_der: bytes, issuer: x509.Certificate, at: dt.datetime,
+    def crl_revoked(self, crl_der: bytes, chain: VerifiedChain, index: int, at: dt.datetime,
                     item: str) -> frozenset[int]:
-        """Serials revoked by ``crl_der``, after checking it is signed by ``issuer`` and current.
-
-        ``issuer`` must already be part of a verified chain.
-        """
-        key = hashlib.sha256(crl_der + issuer.tbs_certificate_bytes).digest()
+        """Serials revoked by ``crl_der``, after checking it is signed by certificate ``index``
+        of the verified ``chain`` and current at ``at``."""
+        issuer = chain.certs[index]
+        key = digest(crl_der, chain.ders[index])
         cached = self._crls.get(key)
         if cached is None:
             try:
                 crl = x509.load_der_x509_crl(crl_der)
-            except ValueError as e:
+                crl_issuer = crl.issuer
+            except X509_ERRORS as e:
                 raise CollateralError(f"{item}: not a DER CRL ({e})", field=item) from e
-            if crl.issuer != issuer.subject:
+            if crl_issuer != issuer.subject:
                 raise CollateralError(f"{item}: issued by {crl.issuer.rfc4514_string()}, "
                                       f"expected {issuer.subject.rfc4514_string()}", field=item)
             try:
                 ok = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-            except (TypeError, ValueError, UnsupportedAlgorithm):
+            except X509_ERRORS:
                 ok = False
             if not ok:
                 raise SignatureInvalid(f"{item}: CRL signature does not verify with "
                                        f"{_cn(issuer)}", tee="dcap", field=item)
             if crl.next_update_utc is None:
                 raise CollateralError(f"{item}: CRL has no nextUpdate", field=item)
-            serials = frozenset(r.serial_number for r in crl)
+            try:
+                serials = frozenset(r.serial_number for r in crl)
+            except X509_ERRORS as e:
+                raise CollateralError(f"{item}: bad CRL entry ({e})", field=item) from e
             cached = (serials, crl.last_update_utc, crl.next_update_utc)
             self._crls.put(key, cached)
         serials, this_update, next_update = cached

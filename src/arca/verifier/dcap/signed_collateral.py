@@ -15,7 +15,6 @@ Not here: TCB level matching (see :mod:`.tcb`).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from arca.verifier.dcap.pck import ChainVerifier, LruCache, VerifiedChain, load_pem_chain
+from arca.verifier.dcap.pck import (
+    ChainVerifier,
+    LruCache,
+    VerifiedChain,
+    digest,
+    load_pem_chain,
+)
 from arca.wire.errors import CollateralError, Expired, SignatureInvalid
 
 #: PCS documents are a few KiB (TDX TCB Info with many levels ~ 20 KiB).
@@ -301,8 +306,9 @@ def parse_tcb_info(obj: dict[str, Any], item: str = "tcb_info") -> TcbInfo:
         raw_ids = obj.get("tdxModuleIdentities", [])
         if not isinstance(raw_ids, list) or len(raw_ids) > MAX_LEVELS:
             raise _err(item, "'tdxModuleIdentities' must be a list")
-        identities = tuple(_module(m, item, _get(m, "id", str, item)) if isinstance(m, dict)
-                           else _module({}, item, "?") for m in raw_ids)
+        if not all(isinstance(m, dict) for m in raw_ids):
+            raise _err(item, "'tdxModuleIdentities' entries must be objects")
+        identities = tuple(_module(m, item, _get(m, "id", str, item)) for m in raw_ids)
     return TcbInfo(
         ident, version, _time(obj, "issueDate", item), _time(obj, "nextUpdate", item),
         _hex(obj, "fmspc", 6, item), _hex(obj, "pceId", 2, item),
@@ -342,9 +348,8 @@ class SignedCollateral:
         self._cache: LruCache[bytes, _Verified] = LruCache()
 
     def _load(self, raw: bytes, chain_pem: bytes, key: str, item: str) -> _Verified:
-        digest = hashlib.sha256(key.encode() + b"\0" + hashlib.sha256(raw).digest() +
-                                hashlib.sha256(chain_pem).digest()).digest()
-        cached = self._cache.get(digest)
+        cache_key = digest(key.encode(), raw, chain_pem)
+        cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
         inner, signed, sig = signed_span(raw, key, item)
@@ -356,7 +361,7 @@ class SignedCollateral:
         doc: TcbInfo | QeIdentity = parse_tcb_info(inner, item) if key == "tcbInfo" \
             else parse_qe_identity(inner, item)
         result = _Verified(doc, chain)
-        self._cache.put(digest, result)
+        self._cache.put(cache_key, result)
         return result
 
     @staticmethod

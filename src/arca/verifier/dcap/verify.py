@@ -44,6 +44,7 @@ from arca.verifier.dcap.pck import (
     PckExtension,
     VerifiedChain,
     check_not_revoked,
+    digest,
     load_pem_chain,
     parse_sgx_extension,
 )
@@ -190,9 +191,8 @@ class DcapVerifier:
 
     def _check_qe_report(self, quote: Quote, chain: VerifiedChain) -> None:
         sig = quote.signature
-        memo = hashlib.sha256(chain.certs[0].signature + sig.qe_report.raw +
-                              sig.qe_report_signature + sig.attestation_key +
-                              sig.qe_auth_data).digest()
+        memo = digest(chain.certs[0].signature, sig.qe_report.raw, sig.qe_report_signature,
+                      sig.attestation_key, sig.qe_auth_data)
         if self._qe_ok.get(memo):
             return
         if not verify_p256(chain.leaf_key, sig.qe_report_signature, sig.qe_report.raw):
@@ -207,10 +207,13 @@ class DcapVerifier:
                                   field="qe_report_data", expected=want.hex(), actual=got.hex())
         self._qe_ok.put(memo, True)
 
-    def _item(self, name: str, context: Mapping[str, str], required: bool) -> bytes | None:
+    def _item(self, name: str, context: Mapping[str, str]) -> bytes | None:
         assert self.collateral is not None
-        data = self.collateral.get(name, context)
-        if data is None and required:
+        return self.collateral.get(name, context)
+
+    def _required(self, name: str, context: Mapping[str, str]) -> bytes:
+        data = self._item(name, context)
+        if data is None:
             raise CollateralError(f"{name}: missing from the collateral source", field=name)
         return data
 
@@ -222,21 +225,21 @@ class DcapVerifier:
         ctx = {"tee": self.tee, "fmspc": pck.fmspc.hex(),
                "pck_ca": "processor" if "processor" in ca_cn else "platform"}
         root_revoked: frozenset[int] = frozenset()
-        root_crl = self._item("root_ca_crl.der", ctx, required=False)
+        root_crl = self._item("root_ca_crl.der", ctx)
         if root_crl is not None:
-            root_revoked = self.chains.crl_revoked(root_crl, chain.root, at, "root_ca_crl")
+            root_revoked = self.chains.crl_revoked(root_crl, chain, -1, at, "root_ca_crl")
             for cert in chain.certs[1:-1]:
                 check_not_revoked(cert, root_revoked, "pck_chain")
-        pck_crl = self._item("pck_crl.der", ctx, required=False)
+        pck_crl = self._item("pck_crl.der", ctx)
         if pck_crl is not None:
-            revoked = self.chains.crl_revoked(pck_crl, chain.issuer_ca, at, "pck_crl")
+            revoked = self.chains.crl_revoked(pck_crl, chain, 1, at, "pck_crl")
             check_not_revoked(chain.certs[0], revoked, "pck_certificate")
         info, info_chain = self.signed.tcb_info(
-            self._item("tcb_info.json", ctx, True) or b"",
-            self._item("tcb_info_issuer_chain.pem", ctx, True) or b"", at)
+            self._required("tcb_info.json", ctx),
+            self._required("tcb_info_issuer_chain.pem", ctx), at)
         qe, qe_chain = self.signed.qe_identity(
-            self._item("qe_identity.json", ctx, True) or b"",
-            self._item("qe_identity_issuer_chain.pem", ctx, True) or b"", at)
+            self._required("qe_identity.json", ctx),
+            self._required("qe_identity_issuer_chain.pem", ctx), at)
         for c in (*info_chain.certs[:-1], *qe_chain.certs[:-1]):
             check_not_revoked(c, root_revoked, "tcb_signing_chain")
         if info.id != self.tee.upper():

@@ -254,7 +254,25 @@ class LeafExtensions:
     hwid: bytes | None
 
 
-def leaf_extensions(leaf: AmdCert, chip_id_size: int) -> LeafExtensions:
+#: hwID sizes: 64 bytes (Milan, Genoa: the whole CHIP_ID), 8 bytes (Turin: its first 8 bytes).
+HWID_SIZES = (8, 64)
+
+
+def _hwid(value: bytes) -> bytes:
+    """The hwID: newer KDS certificates wrap it in a DER OCTET STRING, older ones carry it raw."""
+    if len(value) >= 2 and value[0] == 0x04:
+        try:
+            _, start, end = _tlv(value, 0)
+        except ValueError:
+            end = -1
+        if end == len(value) and end - start in HWID_SIZES:
+            return value[start:end]
+    if len(value) in HWID_SIZES:
+        return value
+    raise ValueError(f"hwID of {len(value)} bytes is neither raw nor an OCTET STRING")
+
+
+def leaf_extensions(leaf: AmdCert) -> LeafExtensions:
     try:
         pn = leaf.extension_bytes(OID_PRODUCT_NAME)
         spl: dict[str, int] = {}
@@ -263,13 +281,8 @@ def leaf_extensions(leaf: AmdCert, chip_id_size: int) -> LeafExtensions:
             if raw is not None:
                 spl[comp] = der_integer(raw)
         hw = leaf.extension_bytes(OID_HWID)
-        if hw is not None and len(hw) != chip_id_size:
-            # Older KDS certificates carry the raw hwID; newer ones wrap it in an OCTET STRING.
-            tag, start, end = _tlv(hw, 0)
-            if tag != 0x04 or end != len(hw):
-                raise ValueError("hwID is neither raw nor an OCTET STRING")
-            hw = hw[start:end]
-        return LeafExtensions(der_string(pn) if pn is not None else None, spl, hw)
+        return LeafExtensions(der_string(pn) if pn is not None else None, spl,
+                              _hwid(hw) if hw is not None else None)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedEvidence(f"leaf certificate AMD extension malformed: {e}",
                                 tee="snp", field="extensions") from None

@@ -5,7 +5,9 @@ ASK/ASVK + ARK chain by product, over HTTP(S) (VCEK Certificate and KDS Interfac
 Specification, pub. 57230, §4: ``GET /vcek/v1/{product}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..
 &ucodeSPL=..`` (Turin adds ``fmcSPL`` and uses the first 8 bytes of the chip id), and
 ``GET /{vcek|vlek}/v1/{product}/cert_chain`` returning the ASK/ASVK then the ARK as PEM).
-Responses are kept in memory by URL, so a chip is fetched once per process.
+Responses are kept in memory by URL, so a chip is fetched once per process. It is also a
+collateral source (``get(name, context)``, see :mod:`arca.verifier.collateral`), so it can sit
+behind the on-disk ``CachingCollateral``.
 
 What it does not do: trust what it fetched. Everything it returns goes through the same chain
 verification and ARK pinning as certificates from a directory. VLEKs cannot be fetched: AMD
@@ -97,3 +99,29 @@ class KdsClient:
             raise CollateralError(f"AMD KDS cert_chain for {product} does not hold 2 "
                                   f"certificates", tee="snp")
         return blocks[0], blocks[1]
+
+    def get(self, name: str, context: Mapping[str, str] | None = None) -> bytes | None:
+        """Collateral-source view. ``context``: ``product``, ``signing_key`` (``VCEK``/``VLEK``)
+        and, for ``vcek.pem``, ``chip_id`` (hex) and the REPORTED_TCB components
+        (``bootloader``, ``tee``, ``snp``, ``microcode``, Turin ``fmc``) as decimal strings.
+        ``None`` when KDS has no such item (404) or cannot serve it (a VLEK)."""
+        ctx = context or {}
+        product = ctx.get("product", "")
+        if not product:
+            return None
+        try:
+            if name == "vcek.pem":
+                comps = ("fmc", "bootloader", "tee", "snp", "microcode")
+                tcb = {c: int(ctx[c]) for c in comps if c in ctx}
+                return self.vcek(product, bytes.fromhex(ctx.get("chip_id", "")), tcb)
+            if name in ("ask.pem", "asvk.pem", "ark.pem"):
+                kind = "VLEK" if name == "asvk.pem" else ctx.get("signing_key", "VCEK")
+                ca, ark = self.cert_chain(product, kind)
+                return ark if name == "ark.pem" else ca
+        except CollateralError as e:
+            if e.fields.get("status") == 404:
+                return None
+            raise
+        except (KeyError, ValueError):
+            return None
+        return None

@@ -1,11 +1,14 @@
 """The AMD SEV-SNP verifier: a 1184-byte ATTESTATION_REPORT + AMD certificates → claims.
 
-What it does, in order (each step raises an ``EvidenceError`` subclass naming its check):
+Evidence is the report alone, or the report followed by the certificate table of an extended
+report (:mod:`.certtable`). What it does, in order (each step raises an ``EvidenceError``
+subclass naming its check):
 
 1. parse the report (:mod:`.report`); SIGNING_KEY must name a VCEK or VLEK;
 2. get the leaf (``vcek.pem``/``vlek.pem``), its CA (``ask.pem``/``asvk.pem``) and ``ark.pem``
-   from the collateral source (context keys: ``tee`` = ``snp``, ``signing_key``, ``chip_id``
-   hex, ``product`` from CPUID or empty), else from AMD KDS when one is configured;
+   from the evidence's certificate table, else the collateral source (context keys: ``tee``
+   = ``snp``, ``signing_key``, ``chip_id`` hex, ``product`` from CPUID or empty), else from
+   AMD KDS when one is configured;
 3. verify the chain ARK (self-signed, pinned by SPKI SHA-256) → ASK/ASVK → leaf, cached by
    the digest of the chain's bytes (:mod:`.certs`); the leaf type must match SIGNING_KEY;
 4. check every certificate is valid at the evaluation instant;
@@ -36,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from arca.verifier.base import Claims, Expected
 from arca.verifier.collateral import CollateralSource
 from arca.verifier.snp.certs import AMD_ARK_SPKI_SHA256, ChainVerifier, leaf_extensions
-from arca.verifier.snp.kds import KdsClient
+from arca.verifier.snp.certtable import split_evidence
 from arca.verifier.snp.report import (
     PRODUCTS,
     SIG_ALGO_ECDSA_P384_SHA384,
@@ -54,7 +57,10 @@ from arca.wire.errors import (
 
 
 class SnpVerifier:
-    """Verifier for ``tee = "snp"``. ``pinned_arks`` maps ARK SPKI SHA-256 (hex) → product."""
+    """Verifier for ``tee = "snp"``. ``pinned_arks`` maps ARK SPKI SHA-256 (hex) → product;
+    ``kds`` is an online source asked with per-product context (a :class:`KdsClient`,
+    possibly behind ``CachingCollateral``), used only for what neither the evidence nor
+    ``collateral`` holds."""
 
     tee = "snp"
 
@@ -63,7 +69,7 @@ class SnpVerifier:
         collateral: CollateralSource | None = None,
         *,
         pinned_arks: Mapping[str, str] = AMD_ARK_SPKI_SHA256,
-        kds: KdsClient | None = None,
+        kds: CollateralSource | None = None,
     ) -> None:
         unknown = set(pinned_arks.values()) - set(PRODUCTS)
         if unknown:
@@ -74,16 +80,23 @@ class SnpVerifier:
 
     # -- step 2 -----------------------------------------------------------------------------
 
-    def _certificates(self, report: SnpReport, kind: str) -> tuple[bytes, bytes, bytes]:
+    def _certificates(self, report: SnpReport, kind: str,
+                      carried: dict[str, bytes]) -> tuple[bytes, bytes, bytes]:
         leaf_name, ca_name = ("vcek.pem", "ask.pem") if kind == "VCEK" else ("vlek.pem",
                                                                               "asvk.pem")
+        # Certificates carried in the evidence come first (they match the report's TCB); the
+        # GHCB table has one CA slot (ASK GUID), which holds the ASVK for a VLEK.
+        leaf = carried.get(leaf_name)
+        ca = carried.get(ca_name) or carried.get("ask.pem")
+        ark = carried.get("ark.pem")
         src = self._collateral
-        # Context for sources that look certificates up (see arca.verifier.collateral).
-        ctx = {"tee": "snp", "signing_key": kind, "chip_id": report.chip_id.hex(),
-               "product": report.cpuid_product or ""}
-        leaf = src.get(leaf_name, ctx) if src else None
-        ca = src.get(ca_name, ctx) if src else None
-        ark = src.get("ark.pem", ctx) if src else None
+        if src is not None:
+            # Context for sources that look certificates up (see arca.verifier.collateral).
+            ctx = {"tee": "snp", "signing_key": kind, "chip_id": report.chip_id.hex(),
+                   "product": report.cpuid_product or ""}
+            leaf = leaf if leaf is not None else src.get(leaf_name, ctx)
+            ca = ca if ca is not None else src.get(ca_name, ctx)
+            ark = ark if ark is not None else src.get("ark.pem", ctx)
         if (leaf is None or ca is None or ark is None) and self._kds is not None:
             leaf, ca, ark = self._from_kds(report, kind, leaf, ca, ark)
         missing = [n for n, v in ((leaf_name, leaf), (ca_name, ca), ("ark.pem", ark))
@@ -98,22 +111,19 @@ class SnpVerifier:
         assert self._kds is not None
         # Version 2 reports do not name their product: try those that can emit version 2.
         products = [report.cpuid_product] if report.cpuid_product else ["Milan", "Genoa"]
-        error: CollateralError | None = None
+        leaf_name, ca_name = ("vcek.pem", "ask.pem") if kind == "VCEK" else ("vlek.pem",
+                                                                              "asvk.pem")
         for product in products:
-            try:
-                if leaf is None:
-                    if kind != "VCEK":
-                        raise CollateralError("a VLEK cannot be fetched from AMD KDS",
-                                              tee="snp")
-                    tcb = report.reported_tcb.components(product)
-                    leaf = self._kds.vcek(product, report.chip_id, tcb)
-                if ca is None or ark is None:
-                    ca, ark = self._kds.cert_chain(product, kind)
-                return leaf, ca, ark
-            except CollateralError as e:
-                error = e
-        assert error is not None
-        raise error
+            tcb = report.reported_tcb.components(product)
+            ctx = {"tee": "snp", "product": product, "signing_key": kind,
+                   "chip_id": report.chip_id.hex(), **{c: str(v) for c, v in tcb.items()}}
+            got_leaf = leaf if leaf is not None else self._kds.get(leaf_name, ctx)
+            if got_leaf is None:
+                continue
+            got_ca = ca if ca is not None else self._kds.get(ca_name, ctx)
+            got_ark = ark if ark is not None else self._kds.get("ark.pem", ctx)
+            return got_leaf, got_ca, got_ark
+        return leaf, ca, ark
 
     # -- the verification -------------------------------------------------------------------
 
@@ -129,19 +139,20 @@ class SnpVerifier:
         elif at.tzinfo is None:
             raise ValueError("`at` must be timezone-aware")
         # Caller errors first: an expected value longer than its field can never be bound.
-        for name, value, size in (("report_data", expected.report_data, 64),
-                                  ("init_data", expected.init_data_hash, 32)):
-            if value is not None and len(value) > size:
-                raise ValueError(f"expected {name} is {len(value)} bytes; the SNP field "
+        for name, want, size in (("report_data", expected.report_data, 64),
+                                 ("init_data", expected.init_data_hash, 32)):
+            if want is not None and len(want) > size:
+                raise ValueError(f"expected {name} is {len(want)} bytes; the SNP field "
                                  f"holds {size}")
-        # 1. Parse.
-        report = SnpReport.from_bytes(evidence)
+        # 1. Parse (plain report, or report + the host's certificate table).
+        report_bytes, carried = split_evidence(evidence)
+        report = SnpReport.from_bytes(report_bytes)
         kind = report.signing_key
         if kind not in ("VCEK", "VLEK"):
             raise MalformedEvidence(f"SNP report SIGNING_KEY is {kind}, not VCEK or VLEK",
                                     tee="snp", field="signing_key", actual=kind)
         # 2-3. Certificates and chain (cached by the chain's digest).
-        chain = self._chains.verify(kind, *self._certificates(report, kind))
+        chain = self._chains.verify(kind, *self._certificates(report, kind, carried))
         product = chain.product
         # 4. Validity at the evaluation instant.
         chain.check_validity(at)
@@ -166,7 +177,7 @@ class SnpVerifier:
                 f"product: report CPUID family {report.cpuid_fam_id:#x} model "
                 f"{report.cpuid_mod_id:#x} names {cpuid_product}, chain is ARK-{product}",
                 tee="snp", field="product", expected=product, actual=cpuid_product)
-        ext = leaf_extensions(chain.leaf, 8 if product == "Turin" else 64)
+        ext = leaf_extensions(chain.leaf)
         if ext.product_name is not None and ext.product_name.split("-")[0] != product:
             raise ChainInvalid(
                 f"product: {kind} productName {ext.product_name!r} is not a {product}",

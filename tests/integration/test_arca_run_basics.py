@@ -1,0 +1,134 @@
+"""``arca run`` without a daemon: exit codes, -e, -v, detached containers with logs/stop/rm,
+--rm, exec, names; each container leaves no mount or TD behind once removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.support.images import build_busybox_image
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (shutil.which("runc") and shutil.which("umoci"))
+                       or os.geteuid() != 0, reason="needs root, runc and umoci"),
+]
+
+ARCA = str(pathlib.Path(sys.executable).parent / "arca")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("run")
+    short_run = tempfile.mkdtemp(prefix="arr-", dir="/tmp")  # unix socket paths stay short
+    env = {**os.environ, "ARCA_ROOT": str(tmp / "root"), "ARCA_RUN": short_run}
+    layout = tmp / "layout"
+    build_busybox_image(layout, "v1", env=["GREETING=hello"])
+    image = f"oci:{layout}:v1"
+    try:
+        yield image, env, tmp
+    finally:
+        for c in json.loads(arca(env, "ps", "-a", "--json").stdout or "[]"):
+            arca(env, "rm", "-f", c["id"])
+        subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
+                        "client.stop()"], env=env, capture_output=True)
+        shutil.rmtree(short_run, ignore_errors=True)
+
+
+def arca(env: dict[str, str], *args: str, timeout: float = 120
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ARCA, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def mounts_under(path: str) -> list[str]:
+    return [line for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines()
+            if path in line]
+
+
+@pytest.mark.parametrize("tee", ["sim", "none"])
+def test_exit_code_env_and_output(world, tee: str) -> None:  # type: ignore[no-untyped-def]
+    image, env, _ = world
+    res = arca(env, "run", "--rm", "--tee", tee, "-e", "EXTRA=x1", "-e", "GREETING=hi", image,
+               "sh", "-c", 'echo "$GREETING $EXTRA"; echo err >&2; exit 7')
+    assert res.returncode == 7, res.stderr
+    assert res.stdout == "hi x1\n"
+    assert res.stderr == "err\n"
+    assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
+    assert mounts_under(env["ARCA_ROOT"] + "/containers") == []
+
+
+def test_volumes_rw_and_ro(world, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    image, env, _ = world
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "in").write_text("from host\n")
+    res = arca(env, "run", "--rm", "-v", f"{rw}:/data", "-v", f"{ro}:/conf:ro", image,
+               "sh", "-c", "cat /conf/in; echo out > /data/out; echo x > /conf/no || exit 9")
+    assert res.returncode == 9, res.stderr
+    assert res.stdout == "from host\n"
+    assert (rw / "out").read_text() == "out\n"
+    assert not (ro / "no").exists()
+    res = arca(env, "run", "--rm", "-v", "relative-missing:/x", image, "true")
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_detached_logs_exec_stop_rm(world) -> None:  # type: ignore[no-untyped-def]
+    image, env, _ = world
+    script = 'echo started; trap "echo bye; exit 3" TERM; while true; do sleep 0.1; done'
+    res = arca(env, "run", "-d", "--name", "svc", image, "sh", "-c", script)
+    assert res.returncode == 0, res.stderr
+    cid = res.stdout.strip()
+    assert len(cid) == 64
+    # the CLI has exited; the container keeps running under its monitor
+    ps = json.loads(arca(env, "ps", "--json").stdout)
+    assert [(c["name"], c["state"]) for c in ps] == [("svc", "running")]
+    deadline = time.monotonic() + 10
+    while "started" not in arca(env, "logs", "svc").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ex = arca(env, "exec", "svc", "sh", "-c", "echo exec $GREETING; exit 4")
+    assert (ex.returncode, ex.stdout) == (4, "exec hello\n"), ex.stderr
+    dup = arca(env, "run", "-d", "--name", "svc", image, "true")
+    assert dup.returncode == 1 and "already in use" in dup.stderr
+    rm_running = arca(env, "rm", "svc")
+    assert rm_running.returncode == 1 and "is running" in rm_running.stderr
+    assert arca(env, "stop", "svc").returncode == 0
+    info = json.loads(arca(env, "inspect", "svc").stdout)
+    assert (info["status"], info["exit_code"]) == ("exited", 3)
+    assert arca(env, "logs", "-f", "svc", timeout=20).stdout == "started\nbye\n"
+    assert mounts_under(f"/containers/{cid}/") == []  # unmounted at exit
+    assert arca(env, "rm", "svc").returncode == 0
+    assert not (pathlib.Path(env["ARCA_ROOT"]) / "containers" / cid).exists()
+    assert arca(env, "inspect", "svc").returncode == 1
+
+
+def test_detached_rm_cleans_up_itself(world) -> None:  # type: ignore[no-untyped-def]
+    image, env, _ = world
+    res = arca(env, "run", "-d", "--rm", image, "sh", "-c", "sleep 0.3; exit 5")
+    assert res.returncode == 0, res.stderr
+    cid = res.stdout.strip()
+    deadline = time.monotonic() + 20
+    while (pathlib.Path(env["ARCA_ROOT"]) / "containers" / cid).exists():
+        assert time.monotonic() < deadline, "auto-removed container still present"
+        time.sleep(0.05)
+    assert mounts_under(cid) == []
+
+
+def test_missing_image_and_bad_tee(world) -> None:  # type: ignore[no-untyped-def]
+    _, env, _ = world
+    res = arca(env, "run", "--rm", "example.com/none:v1", "true")
+    assert res.returncode == 1
+    assert res.stderr.startswith("arca: error: image 'example.com/none:v1' is not in the store")
+    res = arca(env, "run", "--tee", "tdx", "example.com/none:v1")
+    assert res.returncode == 2 and "supports sim and none" in res.stderr

@@ -1,0 +1,182 @@
+"""KBS protocol messages (arca.wire.kbs_protocol) and the guest's JWE decryption: exact shapes,
+refusals, and property tests that no input makes the parsers fail other than by their error."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+import rfc8785
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwcrypto import jwe as jwcrypto_jwe
+from jwcrypto import jwk
+
+from arca.guest import jwe
+from arca.kbs.service import encrypt_to
+from arca.wire import kbs_protocol as proto
+from arca.wire.errors import WireFormatError
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def test_request_roundtrip_and_shape():
+    req = proto.Request("sim")
+    assert req.to_json() == {"version": "0.4.0", "tee": "sim", "extra-params": {}}
+    assert proto.Request.from_json(req.to_json()) == req
+    assert proto.Request.from_json({"version": "0.4.0", "tee": "tdx", "extra-params": ""}).tee
+
+
+@pytest.mark.parametrize("value", [
+    {"version": "0.4.0"}, {"tee": "sim"}, {"version": 4, "tee": "sim"},
+    {"version": "0.4.0", "tee": "sim", "x": 1}, {"version": "0.4.0", "tee": "sim",
+                                                 "extra-params": 3}, [], "s", None])
+def test_request_refusals(value):
+    with pytest.raises(WireFormatError):
+        proto.Request.from_json(value)
+
+
+def test_attestation_roundtrip():
+    att = proto.Attestation({"nonce": "n", "tee-pubkey": {"kty": "EC"}}, {"a": 1}, "",
+                            proto.InitData("toml", "algorithm = 'sha256'\n"))
+    doc = att.to_json()
+    assert set(doc) == {"runtime-data", "tee-evidence", "init-data"}
+    assert doc["tee-evidence"] == {"primary_evidence": {"a": 1}, "additional_evidence": ""}
+    assert proto.Attestation.from_json(doc) == att
+    with pytest.raises(WireFormatError, match="unknown"):
+        proto.Attestation.from_json({**doc, "runtime-data": {**doc["runtime-data"], "x": 1}})
+    with pytest.raises(WireFormatError, match="format"):
+        proto.Attestation.from_json({**doc, "init-data": {"format": "json", "body": "{}"}})
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_parsers_never_crash(value):
+    for parse in (proto.Request.from_json, proto.Challenge.from_json,
+                  proto.Attestation.from_json, proto.InitData.from_json):
+        try:
+            parse(value)
+        except WireFormatError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_parse_json_bytes(data):
+    try:
+        proto.parse_json(data, "x")
+    except WireFormatError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), JSON, max_size=5), st.text(max_size=30))
+def test_report_data_matches_rfc8785(extra, nonce):
+    rd = {"nonce": nonce, "tee-pubkey": extra}
+    want = hashlib.sha384(rfc8785.dumps(rd)).digest() + bytes(16)
+    assert proto.report_data(rd) == want
+
+
+@pytest.mark.parametrize("alg,fn", [("sha256", hashlib.sha256), ("sha-384", hashlib.sha384),
+                                    ("sha512", hashlib.sha512), (None, hashlib.sha384)])
+def test_init_data_digest(alg, fn):
+    body = (f'algorithm = "{alg}"\n' if alg else "") + 'version = "0.1.0"\n'
+    assert proto.init_data_digest(body) == fn(body.encode()).digest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_init_data_digest_never_crashes(text):
+    try:
+        proto.init_data_digest(text)
+    except WireFormatError:
+        pass
+    with pytest.raises(WireFormatError):
+        proto.init_data_digest('algorithm = "md5"\n')
+
+
+def test_pad():
+    assert proto.pad(b"\1" * 32, 48) == b"\1" * 32 + bytes(16)
+    with pytest.raises(ValueError):
+        proto.pad(b"\1" * 64, 48)
+
+
+# -- JWE -----------------------------------------------------------------------------------
+def _keys():
+    priv = ec.generate_private_key(ec.SECP256R1())
+    pub = jwk.JWK.from_pem(priv.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    doc = json.loads(pub.export_public())
+    return priv, {"kty": "EC", "crv": "P-256", "x": doc["x"], "y": doc["y"]}
+
+
+def test_decrypt_kbs_jwe():
+    priv, pub = _keys()
+    assert jwe.decrypt(encrypt_to(pub, b"secret"), priv) == b"secret"
+    assert jwe.decrypt(encrypt_to(pub, b""), priv) == b""
+
+
+def test_decrypt_jwcrypto_flattened_with_protected_epk():
+    """An independent producer: jwcrypto's own compact form converted to flattened JSON."""
+    priv, pub = _keys()
+    obj = jwcrypto_jwe.JWE(b"x" * 1000, protected=json.dumps(
+        {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "apu": "QWxpY2U", "apv": "Qm9i"}))
+    obj.add_recipient(jwk.JWK(**pub))
+    parts = obj.serialize(compact=True).split(".")
+    doc = dict(zip(("protected", "encrypted_key", "iv", "ciphertext", "tag"), parts))
+    assert jwe.decrypt(doc, priv) == b"x" * 1000
+
+
+def _flip(text):
+    raw = bytearray(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    raw[0] ^= 1
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("field", ["ciphertext", "tag", "iv", "encrypted_key", "protected"])
+def test_decrypt_tampered(field):
+    priv, pub = _keys()
+    doc = encrypt_to(pub, b"secret")
+    doc[field] = _flip(doc[field])
+    with pytest.raises(WireFormatError):
+        jwe.decrypt(doc, priv)
+
+
+def test_decrypt_refusals():
+    priv, pub = _keys()
+    other, _ = _keys()
+    doc = encrypt_to(pub, b"secret")
+    with pytest.raises(WireFormatError, match="not ours"):
+        jwe.decrypt(doc, other)
+    with pytest.raises(WireFormatError):
+        jwe.decrypt({**doc, "extra": "1"}, priv)
+    header = json.loads(base64.urlsafe_b64decode(doc["protected"] + "=="))
+    for change in ({"alg": "ECDH-ES"}, {"enc": "A128GCM"}, {"zip": "DEF"},
+                   {"epk": {**header["epk"], "x": header["epk"]["y"]}},  # off the curve
+                   {"epk": {**header["epk"], "crv": "P-384"}}):
+        bad = jwe.b64u(json.dumps({**header, **change}).encode())
+        with pytest.raises(WireFormatError):
+            jwe.decrypt({**doc, "protected": bad}, priv)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["protected", "encrypted_key", "iv", "ciphertext", "tag",
+                                        "aad", "x"]), st.text(max_size=40) | JSON, max_size=7))
+def test_decrypt_never_crashes(doc):
+    priv, _ = KEYS
+    try:
+        jwe.decrypt(doc, priv)
+    except WireFormatError:
+        pass
+
+
+KEYS = _keys()
