@@ -1,9 +1,11 @@
 """Benchmark: full verification of a TDX v4 quote and of an SNP report, collateral cached.
 
 Prints verifications per second on one core next to the floor: the bare ECDSA verifications
-the check cannot avoid (TDX: the attestation-key signature over the quote and the PCK
-signature over the QE report, P-256; SNP: the VCEK signature over the report, P-384), timed
-in the same run, and the ratio between the two. Goal: TDX >= 1,000/s and within 3x of its
+the check cannot avoid once the platform's collateral is cached, timed in the same run, and
+the ratio between the two. TDX: the attestation-key signature over header and body (P-256);
+the PCK signature over the QE report is per platform like the PCK chain, so a verifier that
+caches it (Arca's does) does not pay it per quote; the cost of both is printed too. SNP: the
+VCEK signature over the report (P-384). Goal: TDX >= 1,000/s and within 3x of its
 floor. Uses the shared dev vectors when present, else the test factories.
 """
 
@@ -103,10 +105,12 @@ def main() -> int:
     ok = True
     label, tdx, size = tdx_case()
     tdx_rate = rate(tdx)
-    tdx_floor = rate(ecdsa_floor(ec.SECP256R1(), hashes.SHA256(), size, 2))
+    tdx_floor = rate(ecdsa_floor(ec.SECP256R1(), hashes.SHA256(), size, 1))
+    tdx_both = rate(ecdsa_floor(ec.SECP256R1(), hashes.SHA256(), size, 2))
     tdx_ratio = tdx_floor / tdx_rate
-    print(f"tdx v4 quote ({label}): {tdx_rate:8.0f} verifications/s | floor 2x ECDSA P-256: "
-          f"{tdx_floor:8.0f}/s | ratio {tdx_ratio:.2f}x (goal >= 1000/s, <= 3x)")
+    print(f"tdx v4 quote ({label}): {tdx_rate:8.0f} verifications/s | floor 1x ECDSA P-256: "
+          f"{tdx_floor:8.0f}/s | ratio {tdx_ratio:.2f}x (goal >= 1000/s, <= 3x) "
+          f"| 2x ECDSA (QE report too): {tdx_both:.0f}/s")
     ok &= tdx_rate >= 1000 and tdx_ratio <= 3
     label, snp = snp_case()
     snp_rate = rate(snp)

@@ -218,3 +218,10 @@ def test_terminal_is_the_workloads(make_td) -> None:
     os.close(master)
     assert p.wait(timeout=30) == 4
     assert b"on-a-tty" in out, out
+
+
+def test_unusable_working_directory_is_a_clear_error(make_td) -> None:
+    td = make_td(["/bin/pwd"], cwd="/missing/dir")  # read-only rootfs: cannot be created
+    code, out, err = td.run()
+    assert code == 125 and out == ""
+    assert "arca-agent: error: cannot become user 0:0 in '/missing/dir'" in err

@@ -64,9 +64,12 @@ def register(app: typer.Typer) -> None:
             "vcek.pem or vlek.pem, ask.pem or asvk.pem, ark.pem)."),
         at: str | None = typer.Option(None, "--at", help="Evaluation instant (ISO-8601)."),
         report_data: str | None = typer.Option(
-            None, "--report-data", help="Expected report data (hex; shorter is zero-padded)."),
+            None, "--report-data",
+            help="Expected report data (hex). SGX/TDX/SNP: a shorter value must be followed "
+            "by zero bytes in the evidence."),
         init_data_hash: str | None = typer.Option(
-            None, "--init-data-hash", help="Expected init-data hash (hex)."),
+            None, "--init-data-hash",
+            help="Expected init-data hash (hex): MRCONFIGID, HOST_DATA or the sim field."),
         sim_root: pathlib.Path | None = typer.Option(
             None, "--sim-root", help="PEM of the trusted Arca sim root (sim evidence only)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),

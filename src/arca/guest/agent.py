@@ -178,21 +178,26 @@ def place_secrets(init: InitData, secrets: dict[str, bytes], spec: ProcessSpec,
     return env
 
 
-def exec_workload(spec: ProcessSpec, extra_env: list[str]) -> None:
-    env = dict(e.partition("=")[::2] for e in (*spec.env, *extra_env))
-    # Only what changes: a root workload then needs no CAP_SETUID/CAP_SETGID (plain runc's
-    # default spec has neither); other users need both, as with runc's own user switch.
-    if os.getgroups():
-        os.setgroups([])
-    if (os.getgid(), os.getegid()) != (spec.gid, spec.gid):
-        os.setgid(spec.gid)
-    if (os.getuid(), os.geteuid()) != (spec.uid, spec.uid):
-        os.setuid(spec.uid)
-    os.chdir(spec.cwd)
+def become_workload(spec: ProcessSpec) -> None:
+    """Create a missing cwd (as runc does), drop privileges, chdir, restore signals."""
+    try:
+        if not os.path.isdir(spec.cwd):
+            os.makedirs(spec.cwd, 0o755)
+        # Only what changes: a root workload then needs no CAP_SETUID/CAP_SETGID (plain runc's
+        # default spec has neither); other users need both, as with runc's own user switch.
+        if os.getgroups():
+            os.setgroups([])
+        if (os.getgid(), os.getegid()) != (spec.gid, spec.gid):
+            os.setgid(spec.gid)
+        if (os.getuid(), os.geteuid()) != (spec.uid, spec.uid):
+            os.setuid(spec.uid)
+        os.chdir(spec.cwd)
+    except OSError as e:
+        raise ConfigError(f"cannot become user {spec.uid}:{spec.gid} in {spec.cwd!r}: "
+                          f"{e.strerror}") from None
     # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive execve.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
-    os.execvpe(spec.args[0], list(spec.args), env)  # noqa: S606 - no shell, by design
 
 
 def run(paths: Paths) -> None:
@@ -208,8 +213,10 @@ def run(paths: Paths) -> None:
     init = inputs.init_data
     if init is not None and init.kbs_url is not None:
         extra_env = place_secrets(init, fetch_secrets(init, source), spec, paths.run_dir)
+    become_workload(spec)
+    env = dict(e.partition("=")[::2] for e in (*spec.env, *extra_env))
     try:
-        exec_workload(spec, extra_env)
+        os.execvpe(spec.args[0], list(spec.args), env)  # noqa: S606 - no shell, by design
     except OSError as e:
         print(f"arca-agent: error: cannot execute {spec.args[0]!r}: {e.strerror}",
               file=sys.stderr)

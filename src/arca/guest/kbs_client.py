@@ -122,7 +122,7 @@ class KbsClient:
 def _session_cookie(headers: list[tuple[str, str]]) -> str:
     for name, value in headers:
         if name.lower() == "set-cookie":
-            m = re.match(rf"\s*{proto.SESSION_COOKIE}=([A-Za-z0-9_-]+)", value)
+            m = re.match(rf"\s*{proto.SESSION_COOKIE}=([A-Za-z0-9_.-]+)", value)
             if m:
                 return m.group(1)
     raise WireFormatError(f"KBS auth response has no {proto.SESSION_COOKIE} cookie")

@@ -177,9 +177,9 @@ def create_app(cfg: KbsConfig, service: KbsService | None = None) -> FastAPI:
     # -- protocol ---------------------------------------------------------------------------
     @app.post("/kbs/v0/auth", openapi_extra=_AUTH_DOC, tags=["protocol"])
     async def auth(request: Request) -> Response:
-        challenge, session = svc.auth(await request.body())
+        challenge, cookie = svc.auth(await request.body())
         resp = JSONResponse(challenge.to_json())
-        resp.set_cookie(SESSION_COOKIE, session.id, max_age=cfg.session_timeout, path="/",
+        resp.set_cookie(SESSION_COOKIE, cookie, max_age=cfg.session_timeout, path="/",
                         httponly=True, secure=secure, samesite="strict")
         return resp
 

@@ -3,9 +3,8 @@
 Every refusal is a :class:`KbsProblem` (status chosen in ``problems.STATUS``). The verification
 path for ``attest``, in order:
 
-1. the session exists, is ``challenged`` and unexpired, and the request echoes its nonce;
-   the session moves to ``attesting`` atomically, so a nonce is usable exactly once
-   (Trustee protocol, "Challenge");
+1. the session cookie is authentic and ``challenged`` (unexpired), and ``runtime-data``
+   echoes its nonce (Trustee protocol, "Challenge");
 2. ``tee-pubkey`` is an acceptable JWK (EC P-256 ``ECDH-ES+A256KW`` or RSA >= 2048
    ``RSA-OAEP-256``);
 3. expected report data = SHA-384(RFC 8785(runtime-data)) zero-padded to the TEE's field;
@@ -13,7 +12,11 @@ path for ``attest``, in order:
 4. the TEE's verifier checks signature, chain and both bindings; the KBS re-checks the bound
    values in the returned claims at exact length (defence in depth);
 5. the attestation policy maps claims and reference values to an EAR trust vector;
-6. an EAR token is signed and stored with the session (``attested``).
+6. an EAR token is signed; recording the session as ``attested`` is an atomic insert, so a
+   nonce is usable exactly once, across workers and replicas (see ``arca.kbs.sessions``).
+
+Policies and reference values are cached for :data:`CACHE_SECONDS`: an admin change is
+effective at once in the process that took it and within that time in the others.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from arca.kbs.config import KbsConfig
 from arca.kbs.metrics import Metrics
 from arca.kbs.policy import PolicyEngine, PolicyError, check_policy, default_policy, ear_status
 from arca.kbs.problems import KbsProblem, from_error
-from arca.kbs.store import Session, Store, load_kek
+from arca.kbs.sessions import Challenged, SessionCodec, State, cookie_key, state_of
+from arca.kbs.store import AttestedSession, Store, load_kek
 from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
 from arca.verifier.base import Expected, Verifier
 from arca.wire import kbs_protocol as proto
@@ -47,7 +51,6 @@ from arca.wire.errors import (
     BindingMismatch,
     ConfigError,
     InvalidInput,
-    StateError,
     WireFormatError,
 )
 
@@ -64,6 +67,8 @@ _REF_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_REFERENCE_VALUES = 1024
 #: Purge expired sessions at most this often (seconds).
 _PURGE_EVERY = 30.0
+#: How long policies and reference values read from the database are reused.
+CACHE_SECONDS = 1.0
 
 
 def resource_path(path: str) -> str:
@@ -152,13 +157,26 @@ class KbsService:
                 raise ConfigError(f"admin public key {cfg.admin_public_key}: {e}") from None
         self.policies = PolicyEngine()
         self.metrics = Metrics()
+        self.sessions = SessionCodec(cookie_key(self.store.kek))
         self._last_purge = 0.0
+        self._cache: dict[str, tuple[float, Any]] = {}
+
+    def _cached(self, name: str, load: Any) -> Any:
+        hit = self._cache.get(name)
+        now = time.monotonic()
+        if hit is None or now - hit[0] > CACHE_SECONDS:
+            hit = self._cache[name] = (now, load())
+        return hit[1]
+
+    def _invalidate(self) -> None:
+        self._cache.clear()
 
     def close(self) -> None:
         self.store.close()
 
     # -- protocol ----------------------------------------------------------------------------
-    def auth(self, body: bytes) -> tuple[proto.Challenge, Session]:
+    def auth(self, body: bytes) -> tuple[proto.Challenge, str]:
+        """Start a session: the challenge and the ``kbs-session-id`` cookie value."""
         try:
             req = proto.Request.from_json(_json(body, "auth"))
         except WireFormatError as e:
@@ -175,14 +193,14 @@ class KbsService:
             self._last_purge = now
             self.store.purge_sessions()
         nonce = base64.b64encode(secrets.token_bytes(32)).decode()
-        session = self.store.create_session(req.tee, nonce, self.cfg.session_timeout)
-        return proto.Challenge(nonce, {}), session
+        cookie, _ = self.sessions.issue(req.tee, nonce, self.cfg.session_timeout)
+        return proto.Challenge(nonce, {}), cookie
 
-    def attest(self, sid: str | None, body: bytes) -> str:
+    def attest(self, cookie: str | None, body: bytes) -> str:
         started = time.perf_counter()
         tee = "unknown"
         try:
-            token, tee = self._attest(sid, body)
+            token, tee = self._attest(cookie, body)
         except KbsProblem as p:
             self.metrics.attestation(tee if p.name != "SerdeError" else "unknown", p.name,
                                      time.perf_counter() - started)
@@ -190,28 +208,35 @@ class KbsService:
         self.metrics.attestation(tee, "ok", time.perf_counter() - started)
         return token
 
-    def _attest(self, sid: str | None, body: bytes) -> tuple[str, str]:
-        if not sid:
+    def _attest(self, cookie: str | None, body: bytes) -> tuple[str, str]:
+        if not cookie:
             raise KbsProblem("AttestationError", f"no {proto.SESSION_COOKIE} cookie: call auth")
+        session = self.sessions.open(cookie)
+        state = state_of(session, None)
+        if session is None or state is not State.CHALLENGED:  # step 1
+            raise KbsProblem("AttestationError", "session is unknown, forged or expired")
         try:
             att = proto.Attestation.from_json(_json(body, "attest"))
         except WireFormatError as e:
             raise KbsProblem("SerdeError", f"attest: {e}") from None
-        key_jwk = att.runtime_data["tee-pubkey"]
-        _tee_key(key_jwk)  # step 2, before the nonce is spent on a request that cannot succeed
-        try:  # step 1
-            session = self.store.begin_attest(sid, att.nonce())
-        except StateError as e:
-            raise KbsProblem("AttestationError", f"attest refused: {e}") from None
+        if not hmac.compare_digest(att.nonce().encode(), session.nonce.encode()):
+            raise KbsProblem("AttestationError", "runtime-data nonce is not this session's")
         try:
+            _tee_key(att.runtime_data["tee-pubkey"])  # step 2
             token = self._appraise(session, att)
-        except BaseException:
-            self.store.finish_attest(session.id, None, session.expires_at)
+        except KbsProblem:
+            # A failed attempt spends the nonce too (a row without a token is "expired").
+            self.store.record_attested(AttestedSession(session.sid, session.tee, session.nonce,
+                                                       session.expires_at, ""))
             raise
-        self.store.finish_attest(session.id, token, time.time() + self.cfg.session_timeout)
+        expires = min(time.time() + self.cfg.session_timeout, session.expires_at
+                      + self.cfg.session_timeout)
+        if not self.store.record_attested(AttestedSession(session.sid, session.tee,
+                                                          session.nonce, expires, token)):
+            raise KbsProblem("AttestationError", "session already attested: nonce replayed")
         return token, session.tee
 
-    def _appraise(self, session: Session, att: proto.Attestation) -> str:
+    def _appraise(self, session: Challenged, att: proto.Attestation) -> str:
         tee = session.tee
         verifier = self.verifiers.get(tee)
         if verifier is None:  # configuration changed between auth and attest
@@ -269,24 +294,27 @@ class KbsService:
                                   field=name, expected=want.hex(), actual=str(got))
 
     def _policy(self, name: str) -> tuple[str, str]:
-        text = self.store.get_policy(name)
+        text = self._cached("policy:" + name, lambda: self.store.get_policy(name))
         if text is None:
             return default_policy(name), "arca-default"
         return text, "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def _policy_data(self) -> dict[str, Any]:
-        return {"reference": self.store.reference_values(),
+        return {"reference": self._cached("reference", self.store.reference_values),
                 "config": {"allow_sim": "sim" in self.verifiers,
                            "allow_sample": self.cfg.insecure_allow_sample}}
 
-    def token_claims(self, bearer: str | None, sid: str | None) -> dict[str, Any]:
+    def token_claims(self, bearer: str | None, cookie: str | None) -> dict[str, Any]:
         """Who is asking: the claims of a verified token from the header or the session."""
         token = bearer
-        if token is None and sid:
-            session = self.store.get_session(sid)
-            if session is None or session.state != "attested" or not session.token:
+        if token is None and cookie:
+            session = self.sessions.open(cookie)
+            row = self.store.get_attested(session.sid) if session else None
+            until = (row.expires_at if row.token else 0.0) if row else None
+            if state_of(session, until) is not State.ATTESTED:
                 raise KbsProblem("TokenNotFound", "session is unknown, expired or not attested")
-            token = session.token
+            assert row is not None
+            token = row.token
         if token is None:
             raise KbsProblem("TokenNotFound", "no attestation token (Bearer) or session cookie")
         try:
@@ -359,12 +387,14 @@ class KbsService:
     def admin_set_resource_policy(self, body: bytes) -> None:
         self.store.put_policy("resource", _b64_policy(_json(body, "resource-policy"),
                                                       "resource-policy"))
+        self._invalidate()
 
     def admin_set_attestation_policy(self, body: bytes) -> None:
         obj = _json(body, "attestation-policy")
         if isinstance(obj, dict) and obj.get("type", "rego") != "rego":
             raise KbsProblem("SerdeError", "attestation-policy type must be rego")
         self.store.put_policy("attestation", _b64_policy(obj, "attestation-policy"))
+        self._invalidate()
 
     def admin_get_policy(self, name: str) -> dict[str, str]:
         text, policy_id = self._policy(name)
@@ -382,7 +412,10 @@ class KbsService:
             raise KbsProblem("SerdeError", f"reference values must be a list of at most "
                              f"{MAX_REFERENCE_VALUES} strings")
         self.store.put_reference_value(name, values)
+        self._invalidate()
 
     def admin_delete_reference_value(self, name: str) -> None:
-        if not self.store.delete_reference_value(name):
+        deleted = self.store.delete_reference_value(name)
+        self._invalidate()
+        if not deleted:
             raise KbsProblem("ResourceNotFound", f"no reference value {name[:128]}")

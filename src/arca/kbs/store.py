@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from arca.wire.errors import ConfigError, StateError
+from arca.wire.errors import ConfigError
 
 KEK_SIZE = 32
 
@@ -53,14 +53,14 @@ settings = sa.Table(
     sa.Column("value", sa.LargeBinary, nullable=False),
 )
 session_meta = sa.MetaData()
+#: Attested sessions only (see ``arca.kbs.sessions``); the primary key makes nonces single-use.
 sessions = sa.Table(
     "kbs_sessions", session_meta,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("tee", sa.String(32), nullable=False),
     sa.Column("nonce", sa.String(64), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("token", sa.Text, nullable=True),
+    sa.Column("token", sa.Text, nullable=False),
 )
 
 
@@ -115,13 +115,12 @@ def _engine(url: str, *, durable: bool) -> sa.Engine:
 
 
 @dataclass(frozen=True)
-class Session:
+class AttestedSession:
     id: str
     tee: str
     nonce: str
-    state: str  # challenged -> attesting -> attested; any -> expired
     expires_at: float
-    token: str | None
+    token: str
 
 
 class Store:
@@ -134,6 +133,7 @@ class Store:
         else:
             self.session_engine = self.engine
         self._aead = AESGCM(kek)
+        self.kek = kek
         self._lock = threading.Lock()
         try:
             meta.create_all(self.engine)
@@ -229,46 +229,23 @@ class Store:
         if not self.is_sqlite:
             c.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
 
-    def create_session(self, tee: str, nonce: str, timeout: float) -> Session:
-        s = Session(secrets.token_urlsafe(32), tee, nonce, "challenged", time.time() + timeout,
-                    None)
-        with self.session_engine.begin() as c:
-            self._relax(c)
-            c.execute(sessions.insert().values(id=s.id, tee=s.tee, nonce=s.nonce, state=s.state,
-                                               expires_at=s.expires_at, token=None))
-        return s
+    def record_attested(self, s: AttestedSession) -> bool:
+        """Insert the attested session; ``False`` if that session id was attested before."""
+        try:
+            with self.session_engine.begin() as c:
+                self._relax(c)
+                c.execute(sessions.insert().values(id=s.id, tee=s.tee, nonce=s.nonce,
+                                                   expires_at=s.expires_at, token=s.token))
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
-    def get_session(self, sid: str) -> Session | None:
+    def get_attested(self, sid: str) -> AttestedSession | None:
         with self.session_engine.connect() as c:
-            row = c.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
-        if row is None:
-            return None
-        s = Session(*row)
-        if s.expires_at <= time.time() and s.state != "expired":
-            return Session(s.id, s.tee, s.nonce, "expired", s.expires_at, None)
-        return s
-
-    def begin_attest(self, sid: str, nonce: str) -> Session:
-        """challenged -> attesting, atomically: the nonce can be presented exactly once."""
-        now = time.time()
-        with self.session_engine.begin() as c:
-            self._relax(c)
-            done = c.execute(sessions.update().where(
-                sessions.c.id == sid, sessions.c.state == "challenged",
-                sessions.c.nonce == nonce, sessions.c.expires_at > now,
-            ).values(state="attesting"))
-            if done.rowcount != 1:
-                raise StateError("session is unknown, expired, already used, or for another nonce")
-            row = c.execute(sa.select(sessions).where(sessions.c.id == sid)).one()
-        return Session(*row)
-
-    def finish_attest(self, sid: str, token: str | None, expires_at: float) -> None:
-        """attesting -> attested (with the token) or -> expired (``token is None``)."""
-        with self.session_engine.begin() as c:
-            self._relax(c)
-            state = "attested" if token else "expired"
-            c.execute(sessions.update().where(sessions.c.id == sid, sessions.c.state == "attesting")
-                      .values(state=state, token=token, expires_at=expires_at))
+            row = c.execute(sa.select(sessions.c.id, sessions.c.tee, sessions.c.nonce,
+                                      sessions.c.expires_at, sessions.c.token)
+                            .where(sessions.c.id == sid)).first()
+        return None if row is None else AttestedSession(*row)
 
     def purge_sessions(self) -> int:
         with self.session_engine.begin() as c:

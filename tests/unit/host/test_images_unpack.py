@@ -237,3 +237,33 @@ def test_random_archives_stay_inside(tmp_path_factory: pytest.TempPathFactory,
         for f in files:
             assert os.path.realpath(os.path.join(root, f)).startswith(str(work)) or \
                 os.path.islink(os.path.join(root, f))
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(compression=st.sampled_from(["", "gzip", "zstd"]),
+       flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1,
+                      max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, 10_000)))
+def test_corrupted_layers_fail_cleanly(tmp_path_factory: pytest.TempPathFactory,
+                                       compression: str, flips: list[tuple[int, int]],
+                                       cut: int | None) -> None:
+    from arca.wire.errors import ArcaError
+
+    base = tmp_path_factory.mktemp("corrupt")
+    raw = make_tar([entry("d/", "dir"), entry("d/f", data=b"hello" * 300),
+                    entry("d/l", "sym", link="f")])
+    blob = bytearray({"": raw, "gzip": gzip.compress(raw),
+                      "zstd": zstandard.ZstdCompressor().compress(raw)}[compression])
+    for pos, xor in flips:
+        blob[pos % len(blob)] ^= xor
+    if cut is not None:
+        del blob[cut % len(blob):]
+    (base / "b").write_bytes(bytes(blob))
+    (base / "d").mkdir()
+    try:
+        unpack_layer(base / "b", compression, base / "d", [], Digest.of(raw))
+    except ArcaError:
+        return
+    # accepted only when the uncompressed content still hashes to the diff_id
+    assert (base / "d" / "d" / "f").read_bytes() == b"hello" * 300

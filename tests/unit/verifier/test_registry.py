@@ -104,3 +104,10 @@ def test_verify_evidence_detects_builds_and_verifies(tmp_path: pathlib.Path) -> 
     claims = verify_evidence(case.report, options=options, at=NOW,
                              expected=Expected(report_data=case.fields.report_data))
     assert claims.tee == "snp" and claims.values["product"] == "Genoa"
+
+
+def test_online_snp_verifier_is_built_with_its_disk_cache(tmp_path: pathlib.Path) -> None:
+    options = VerifierOptions(online=True, cache_dir=str(tmp_path / "cache"),
+                              extra={"kds_url": "http://127.0.0.1:9"})
+    assert get_verifier("snp", options).tee == "snp"
+    assert (tmp_path / "cache").is_dir()

@@ -151,3 +151,19 @@ def test_mutated_certificate_table_is_rejected_or_harmless(pos: int, delta: int)
         assert verifier.verify(bytes(data), at=NOW).to_dict() == claims
     except ArcaError:
         pass
+
+
+@given(body=st.binary(min_size=REPORT_SIZE, max_size=REPORT_SIZE), version=st.integers(2, 5),
+       key=st.sampled_from([0, 1, 7]))
+@FUZZ
+def test_plausible_random_reports_are_rejected(body: bytes, version: int, key: int) -> None:
+    """Random reports with a valid header get past the parser and must still be refused."""
+    _, verifier, at, _ = _target("factory")
+    data = bytearray(body)
+    data[0:4] = version.to_bytes(4, "little")
+    data[0x34:0x38] = (1).to_bytes(4, "little")
+    data[0x48:0x4C] = (key << 2).to_bytes(4, "little")
+    data[0x2A0 + 48 : 0x2E8] = bytes(24)
+    data[0x2E8 + 48 : 0x330] = bytes(24)
+    with pytest.raises(ArcaError):
+        verifier.verify(bytes(data), at=at)

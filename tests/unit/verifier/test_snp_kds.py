@@ -36,7 +36,8 @@ def kds_server(routes: dict[str, bytes]) -> Iterator[tuple[str, list[str]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", seen
@@ -140,3 +141,14 @@ def test_kds_as_a_collateral_source_behind_the_disk_cache(tmp_path: pathlib.Path
     kds = KdsClient("http://127.0.0.1:9")
     assert kds.get("vcek.pem", {}) is None  # no product in context
     assert kds.get("vlek.pem", {"product": "Milan"}) is None
+
+
+def test_v2_vlek_chain_is_fetched_for_the_product_its_leaf_names() -> None:
+    case = build_case("Genoa", 2, "VLEK")
+    routes = {"/vlek/v1/Genoa/cert_chain": case.files["asvk.pem"] + case.files["ark.pem"]}
+    with kds_server(routes) as (url, seen):
+        claims = SnpVerifier(MemoryCollateral({"vlek.pem": case.files["vlek.pem"]}),
+                             pinned_arks=case.pins, kds=KdsClient(url)).verify(case.report,
+                                                                                at=NOW)
+    assert claims.values["product"] == "Genoa"
+    assert seen == ["/vlek/v1/Genoa/cert_chain"]

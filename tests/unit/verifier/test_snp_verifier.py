@@ -82,6 +82,20 @@ def _vcek_claims_to_be_vlek(case: SnpCase) -> None:
                   "ark.pem": pki.ark_pem}
 
 
+def _vlek_claims_to_be_vcek(case: SnpCase) -> None:
+    pki = make_pki(case.product)
+    case.files = {"vcek.pem": case.files["vlek.pem"], "ask.pem": pki.ask_pem,
+                  "ark.pem": pki.ark_pem}
+
+
+def _asvk_as_ask(case: SnpCase) -> None:
+    case.files["ask.pem"] = make_pki(case.product).asvk_pem
+
+
+def _genoa_ask(case: SnpCase) -> None:
+    case.files["ask.pem"] = make_pki("Genoa").ask_pem
+
+
 FAILURES: list[tuple[str, Callable[[], SnpCase], type[E.ArcaError], str, dict[str, Any]]] = [
     ("report signature",
      lambda: build_case(report_key=ec.generate_private_key(ec.SECP384R1())),
@@ -118,6 +132,13 @@ FAILURES: list[tuple[str, Callable[[], SnpCase], type[E.ArcaError], str, dict[st
     ("signing key type mismatch",
      lambda: _mutate(build_case(signing_key=1), _vcek_claims_to_be_vlek), E.ChainInvalid,
      "signing_key", {}),
+    ("VLEK presented for a VCEK report",
+     lambda: _mutate(build_case(kind="VLEK", signing_key=0), _vlek_claims_to_be_vcek),
+     E.ChainInvalid, "signing_key", {}),
+    ("ASVK presented as the ASK",
+     lambda: _mutate(build_case(), _asvk_as_ask), E.ChainInvalid, "ask", {}),
+    ("ASK of another product",
+     lambda: _mutate(build_case(), _genoa_ask), E.ChainInvalid, "ask", {}),
     ("product mismatch (v3 CPUID names Genoa)",
      lambda: build_case("Milan", 3, cpuid=(0x19, 0x11, 0x1)), E.ChainInvalid, "product", {}),
     ("unknown CPUID (v5)", lambda: build_case("Genoa", 5, cpuid=(0x17, 0x31, 0)),

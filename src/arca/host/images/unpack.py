@@ -27,6 +27,7 @@ import os
 import shutil
 import stat
 import tarfile
+import zlib
 from pathlib import Path
 from typing import IO, Any
 
@@ -379,19 +380,16 @@ def unpack_layer(
     try:
         reader = _HashingReader(raw, diff_id.algorithm if diff_id else "sha256")
         try:
-            tf = tarfile.open(fileobj=reader, mode="r|", bufsize=READ_CHUNK)  # type: ignore[call-overload]
-        except tarfile.ReadError as e:
-            raise UnsafeArchive(f"layer is not a tar archive: {e}") from None
-        except (OSError, EOFError, zstandard.ZstdError) as e:
-            raise DigestMismatch(f"layer could not be decompressed: {e}") from None
-        with tf:
-            try:
+            with tarfile.open(fileobj=reader, mode="r|", bufsize=READ_CHUNK) as tf:  # type: ignore[call-overload]
                 LayerUnpacker(dest, lowers).apply(tf)
-            except tarfile.TarError as e:
-                raise UnsafeArchive(f"layer tar is malformed: {e}") from None
-            except (EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:
-                raise DigestMismatch(f"layer could not be decompressed: {e}") from None
-        reader.drain()
+            reader.drain()  # the tar's trailing padding belongs to the diff_id too
+        except tarfile.ReadError as e:
+            raise UnsafeArchive(f"layer is not a valid tar archive: {e}") from None
+        except tarfile.TarError as e:
+            raise UnsafeArchive(f"layer tar is malformed: {e}") from None
+        except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:
+            raise DigestMismatch(f"layer could not be decompressed (corrupt or truncated): "
+                                 f"{e}") from None
     finally:
         raw.close()
     if diff_id is not None:

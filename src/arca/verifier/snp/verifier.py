@@ -38,7 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from arca.verifier.base import Claims, Expected
 from arca.verifier.collateral import CollateralSource
-from arca.verifier.snp.certs import AMD_ARK_SPKI_SHA256, ChainVerifier, leaf_extensions
+from arca.verifier.snp.certs import (
+    AMD_ARK_SPKI_SHA256,
+    ChainVerifier,
+    leaf_extensions,
+    load_amd_cert,
+)
 from arca.verifier.snp.certtable import split_evidence
 from arca.verifier.snp.report import (
     PRODUCTS,
@@ -109,8 +114,13 @@ class SnpVerifier:
     def _from_kds(self, report: SnpReport, kind: str, leaf: bytes | None, ca: bytes | None,
                   ark: bytes | None) -> tuple[bytes | None, bytes | None, bytes | None]:
         assert self._kds is not None
-        # Version 2 reports do not name their product: try those that can emit version 2.
+        # Version 2 reports do not name their product: a leaf at hand names it, else try the
+        # products that emit version 2.
         products = [report.cpuid_product] if report.cpuid_product else ["Milan", "Genoa"]
+        if leaf is not None and report.cpuid_product is None:
+            name = leaf_extensions(load_amd_cert(leaf, kind.lower())).product_name or ""
+            if name.split("-")[0] in PRODUCTS:
+                products = [name.split("-")[0]]
         leaf_name, ca_name = ("vcek.pem", "ask.pem") if kind == "VCEK" else ("vlek.pem",
                                                                               "asvk.pem")
         for product in products:
