@@ -132,3 +132,18 @@ def test_missing_image_and_bad_tee(world) -> None:  # type: ignore[no-untyped-de
     assert res.stderr.startswith("arca: error: image 'example.com/none:v1' is not in the store")
     res = arca(env, "run", "--tee", "tdx", "example.com/none:v1")
     assert res.returncode == 2 and "supports sim and none" in res.stderr
+
+
+def test_image_in_use_cannot_be_removed(world) -> None:  # type: ignore[no-untyped-def]
+    image, env, _ = world
+    res = arca(env, "run", "-d", "--name", "holder", image, "sleep", "30")
+    assert res.returncode == 0, res.stderr
+    cid = res.stdout.strip()
+    try:
+        name = json.loads(arca(env, "inspect", "holder").stdout)["image"]
+        rm = arca(env, "image", "rm", name)
+        assert rm.returncode == 1 and "used by container(s) holder" in rm.stderr
+    finally:
+        assert arca(env, "rm", "-f", "holder").returncode == 0
+    assert mounts_under(cid) == []
+    assert not (pathlib.Path(env["ARCA_ROOT"]) / "containers" / cid).exists()

@@ -5,6 +5,7 @@ verified with the sim verifier against the sim root."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import pathlib
@@ -116,6 +117,15 @@ def test_measure_cli_json(world, capsys: pytest.CaptureFixture[str]) -> None:  #
     out = json.loads(capsys.readouterr().out)
     assert out["measurement"] == measure(f"oci:{layout}:evidence").measurement
     assert out["process"]["args"] == EVIDENCE_CMD
+    with pytest.raises(SystemExit) as e:
+        main(["measure", f"oci:{layout}:evidence", "--kbs", "http://127.0.0.1:8080", "--json"])
+    assert e.value.code == 0
+    out_kbs = json.loads(capsys.readouterr().out)
+    from arca.host.containers.spec import generated_init_data
+
+    assert out_kbs["measurement"] == out["measurement"]
+    assert out_kbs["init_data_hash"] == hashlib.sha384(
+        generated_init_data("http://127.0.0.1:8080")).hexdigest()
     with pytest.raises(SystemExit) as e:
         main(["measure", f"oci:{layout}:evidence", "--tee", "tdx"])
     assert e.value.code == 2

@@ -1,4 +1,4 @@
-"""``arca measure IMAGE --tee sim [--init-data FILE] [--json]``: reference values of an image.
+"""``arca measure IMAGE --tee sim [--init-data FILE | --kbs URL] [--json]``: reference values.
 
 The measurement a correct TD of this image reports, computed from the image alone (see
 :mod:`arca.host.measure`), so a tenant can write policy before anything runs.
@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
         tee: str = typer.Option("sim", "--tee", help="TEE backend (sim)."),
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML the "
                                        "container will be started with."),
+        kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "
+                                "generates."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Compute the launch measurement and its inputs for IMAGE."""
@@ -31,6 +33,12 @@ def register(app: typer.Typer) -> None:
                 raw = init_data.read_bytes()
             except OSError as e:
                 raise ConfigError(f"cannot read init-data {init_data}: {e.strerror}") from None
+        if kbs is not None:
+            from arca.host.containers.spec import generated_init_data
+
+            if raw is not None:
+                raise ConfigError("--kbs and --init-data exclude each other")
+            raw = generated_init_data(kbs)
         res = do_measure(image, tee, raw)
         if as_json:
             typer.echo(json.dumps(res.to_json(), indent=2))

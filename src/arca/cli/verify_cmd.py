@@ -1,6 +1,6 @@
 """``arca verify``: verify one piece of TEE evidence and print its claims.
 
-Exit status: 0 valid, 1 invalid (the failed check is printed), 2 usage error or unreadable
+Exit status: 0 valid and accepted, 1 invalid or rejected (the failed check is printed), 2 usage error or unreadable
 input. Argument handling only; the work is :func:`arca.verifier.registry.verify_evidence`.
 """
 
@@ -48,6 +48,8 @@ def _emit(as_json: bool, result: dict[str, Any]) -> None:
         return
     if result["valid"]:
         print(f"valid: {result['tee']} evidence")
+        if result["error"]:
+            print(f"rejected: {result['error']}")
         for key, value in sorted(result["claims"].items()):
             print(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     else:
@@ -103,6 +105,12 @@ def register(app: typer.Typer) -> None:
                                      at=instant)
         except EvidenceError as e:
             result["error"] = e.describe()
+            # "valid" means authentic: every signature and chain link verified to the vendor
+            # root. A quote rejected afterwards (TCB not supported or revoked, stale
+            # collateral) is still reported as authentic, with its claims and the reason.
+            if e.fields.get("authentic"):
+                result.update(valid=True, claims=e.fields.get("claims") or {},
+                              tcb_status=e.fields.get("tcb_status"))
         except CollateralError as e:
             result["error"] = f"collateral: {e}"
         except ValueError as e:  # a caller-side mistake, e.g. an over-long expected value
@@ -115,5 +123,5 @@ def register(app: typer.Typer) -> None:
             claims_dict = claims.to_dict()
             result.update(valid=True, claims=claims_dict, tcb_status=claims.tcb_status)
         _emit(as_json, result)
-        if not result["valid"]:
+        if not result["valid"] or result["error"]:
             raise typer.Exit(1)

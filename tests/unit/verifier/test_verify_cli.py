@@ -140,3 +140,29 @@ def test_subprocess(tmp_path: pathlib.Path) -> None:
     proc = subprocess.run([str(arca), "verify", str(tmp_path / "missing")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "cannot read evidence" in proc.stderr
+
+
+DEV_CASES = sorted(p for p in (VECTORS / "dev").glob("*") if p.is_dir()) if VECTORS.is_dir() else []
+COMPARED = ("mrenclave", "mrsigner", "mrtd", "rtmr0", "rtmr3", "mrconfigid", "measurement",
+            "host_data", "report_data", "fmspc", "chip_id")
+
+
+@pytest.mark.parametrize("case", DEV_CASES, ids=lambda p: p.name)
+def test_every_dev_case_through_the_cli(capsys: pytest.CaptureFixture[str],
+                                        case: pathlib.Path) -> None:
+    """The CLI reports exactly expected.json: validity (authenticity), TCB status, claims."""
+    expected = json.loads((case / "expected.json").read_text())
+    evidence = case / ("report.bin" if (case / "report.bin").exists() else "quote.bin")
+    code, out, _ = run(capsys, str(evidence), "--collateral", str(case),
+                       "--at", expected["verify_at"], "--json")
+    result = as_json(out)
+    assert result["valid"] is expected["valid"]
+    assert result["tcb_status"] == expected.get("tcb_status")
+    for key in COMPARED:
+        if key in expected:
+            assert result["claims"][key] == expected[key], key
+    # A quote whose TCB is not listed is authentic but must be rejected (exit 1, reason given).
+    if expected.get("tcb_status") == "TcbNotSupported":
+        assert code == 1 and "TcbNotSupported" in result["error"]
+    elif expected["valid"] and expected.get("collateral_current_at_verify_at", True):
+        assert code == 0 and result["error"] is None
