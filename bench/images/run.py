@@ -85,6 +85,17 @@ def make_image(layout: pathlib.Path) -> tuple[bytes, list[bytes], int]:
     return manifest, [config, *blobs], sum(len(t) for t in tars)
 
 
+def _state(store: pathlib.Path, cache: pathlib.Path) -> list[tuple[str, int, int]]:
+    """(path, inode, mtime) of every blob, layer directory and digest-cache entry: a
+    re-download, re-unpack or re-hash would replace one of them."""
+    out = []
+    for d in (store / "blobs" / "sha256", store / "layers", cache):
+        for name in sorted(os.listdir(d)):
+            st = os.stat(d / name)
+            out.append((str(d / name), st.st_ino, st.st_mtime_ns))
+    return out
+
+
 def timed(fn) -> float:  # type: ignore[no-untyped-def]
     s = time.perf_counter()
     fn()
@@ -157,12 +168,10 @@ def _main(tmp: pathlib.Path) -> int:
                                    sh(arca, "run", "--rm", "--tee", "sim", ref, env=env)))
             store = tmp / "runs" / "images"
             cache = tmp / "runs" / "cache" / "rootfs"
-            snapshot = (sorted(os.listdir(store / "blobs" / "sha256")),
-                        sorted(os.listdir(store / "layers")), sorted(os.listdir(cache)))
+            snapshot = _state(store, cache)
             later = [timed(lambda: sh(arca, "run", "--rm", "--tee", "sim", ref, env=env))
                      for _ in range(RUNS - 1)]
-            after = (sorted(os.listdir(store / "blobs" / "sha256")),
-                     sorted(os.listdir(store / "layers")), sorted(os.listdir(cache)))
+            after = _state(store, cache)
             assert after == snapshot, "later containers changed the store or the digest cache"
             tenth = later[-1]
             print(f"container start: 1st {first:.2f}s (pull+unpack+hash+run), "

@@ -166,3 +166,31 @@ def test_two_kbs_share_postgres(pg_url, tmp_path):
                        ).status_code == 401
         assert (httpx.get(a.url + "/.well-known/kbs-token-jwks.json").json()
                 == httpx.get(b.url + "/.well-known/kbs-token-jwks.json").json())
+
+
+def test_two_workers_share_sessions(tmp_path):
+    """With uvicorn workers every request may land on another process: sessions still work."""
+    from arca.guest.kbs_client import KbsClient
+
+    sim = SimAuthority()
+    (tmp_path / "root.pem").write_bytes(sim.root_pem)
+    key, pub = admin_keypair(tmp_path)
+    with running_kbs(tmp_path / "data", "--trust-sim-root", str(tmp_path / "root.pem"),
+                     "--admin-public-key", str(pub), "--workers", "2") as kbs:
+        admin(kbs.url, key, "POST", "/kbs/v0/resource/w/k/x", content=b"ok").raise_for_status()
+        admin(kbs.url, key, "POST", "/kbs/v0/reference-values",
+              json={"name": "sim.measurement", "values": ["ab" * 48]}).raise_for_status()
+        time.sleep(1.1)  # the other worker's policy cache
+        for _ in range(10):  # each call is a new connection (urllib)
+            assert KbsClient(kbs.url, tee="sim", evidence=sim.evidence).get_resource(
+                "w/k/x") == b"ok"
+        for _ in range(5):
+            client, _ = attest(kbs.url, sim, httpx.Client(base_url=kbs.url,
+                                                          headers={"Connection": "close"}))
+            assert client.get("/kbs/v0/resource/w/k/x").status_code == 200
+        pids = {line.split('pid="')[1].split('"')[0]
+                for _ in range(20)
+                for line in httpx.get(kbs.url + "/metrics",
+                                      headers={"Connection": "close"}).text.splitlines()
+                if line.startswith("arca_kbs_attestations_total{")}
+        assert pids  # metrics come per worker

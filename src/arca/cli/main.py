@@ -60,3 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     except ArcaError as err:
         print(f"arca: error: {err}", file=sys.stderr)
         sys.exit(exit_code_for(err))
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,7 @@ import secrets
 import time
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk as jwcrypto_jwk
 
@@ -89,6 +90,11 @@ def _tee_key(jwk: dict[str, Any]) -> tuple[jwcrypto_jwk.JWK, str]:
             if jwk.get("crv") != "P-256" or alg != "ECDH-ES+A256KW":
                 raise ValueError("EC tee-pubkey must be P-256 with alg ECDH-ES+A256KW")
             fields = {k: jwk[k] for k in ("kty", "crv", "x", "y")}
+            x, y = (base64.urlsafe_b64decode(str(jwk[k]) + "==") for k in ("x", "y"))
+            if len(x) != 32 or len(y) != 32:
+                raise ValueError("EC coordinates must be 32 bytes")
+            # on-curve check (from_encoded_point refuses points off P-256)
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
         elif kty == "RSA":
             alg = jwk.get("alg", "RSA-OAEP-256")
             if alg != "RSA-OAEP-256":
@@ -99,7 +105,7 @@ def _tee_key(jwk: dict[str, Any]) -> tuple[jwcrypto_jwk.JWK, str]:
         key = jwcrypto_jwk.JWK(**fields)
         if kty == "RSA" and key.get_op_key("encrypt").key_size < 2048:
             raise ValueError("RSA tee-pubkey must have at least 2048 bits")
-    except (ValueError, KeyError, TypeError, jwcrypto_jwk.InvalidJWKValue) as e:
+    except (ValueError, KeyError, TypeError, binascii.Error, jwcrypto_jwk.InvalidJWKValue) as e:
         raise KbsProblem("SerdeError", f"tee-pubkey is not an acceptable JWK: {e}") from None
     return key, alg
 
@@ -289,7 +295,7 @@ class KbsService:
     @staticmethod
     def _recheck(values: dict[str, Any], name: str, want: bytes) -> None:
         got = values.get(name)
-        if not isinstance(got, str) or not hmac.compare_digest(got, want.hex()):
+        if not isinstance(got, str) or not hmac.compare_digest(got.encode(), want.hex().encode()):
             raise BindingMismatch(f"verified claims carry another {name} than expected",
                                   field=name, expected=want.hex(), actual=str(got))
 

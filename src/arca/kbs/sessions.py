@@ -70,7 +70,7 @@ class SessionCodec:
         if not cookie or len(cookie) > MAX_COOKIE_CHARS or cookie.count(".") != 1:
             return None
         payload, mac = cookie.split(".")
-        if not hmac.compare_digest(mac, self._mac(payload)):
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             return None
         try:
             sid, tee, nonce, exp = json.loads(base64.urlsafe_b64decode(payload + "=="))

@@ -1,34 +1,14 @@
 """Init-data: the CoCo TOML document a container is started with, and Arca's keys inside it.
 
-Format (CoCo)::
-
-    version = "0.1.0"
-    algorithm = "sha384"          # sha256 | sha384 | sha512; default sha384
-    [data]                        # a map of strings
-    kbs_url = "https://kbs.example:8080"
-    kbs_cert = '''-----BEGIN CERTIFICATE----- ...'''
-    resources = '''               # TOML (or JSON object) text
-    [[resource]]
-    path = "default/key/app"      # repo/type/tag at the KBS
-    name = "app.key"              # file name under /run/arca/secrets/
-    env = "APP_KEY"               # optional: also export as this variable (UTF-8 secrets only)
-    file = true                   # optional, default true: write the file
-    '''
-    policy = '''                  # execution policy, TOML (or JSON object) text
-    allow_args = [["/bin/sh", "-c", "echo *"], ["/app", "..."]]
-    allow_env = ["LOG_LEVEL", "FEATURE_*"]
-    allow_exec = false
-    '''
-    agent = '''kbs_timeout = 10.0
-    kbs_retries = 3
-    kbs_backoff = 0.5'''
-
-``allow_args``: each entry is a list of ``fnmatch`` patterns, one per argument; host-supplied
-arguments are accepted when they have the same length and each matches its pattern. A final
-``"..."`` matches any number (also zero) of further arguments. ``allow_env``: ``fnmatch``
-patterns of variable *names* the host may add or override. The digest is taken over the exact
-bytes of the document (what the TEE binds: sim init-data hash, TDX MRCONFIGID, SNP HOST_DATA).
-Every key is checked; unknown keys are refused by name. This module parses; it does not fetch.
+CoCo format: ``version = "0.1.0"``, ``algorithm`` (sha256|sha384|sha512, default sha384) and a
+``[data]`` map of strings. Arca's keys in ``data``: ``kbs_url``, ``kbs_cert`` (PEM),
+``resources`` (``[[resource]]`` tables with ``path`` repo/type/tag, ``name``, optional ``env``
+and ``file``), ``policy`` (``allow_args``: lists of per-argument ``fnmatch`` patterns, a final
+``"..."`` matching any further arguments; ``allow_env``: name patterns; ``allow_exec``) and
+``agent`` (``kbs_timeout``, ``kbs_retries``, ``kbs_backoff``); the last three are TOML (or JSON
+object) text. docs/guest.md has a full example. Unknown keys are refused by name. The digest is
+over the exact bytes (what the TEE binds: sim init-data hash, TDX MRCONFIGID, SNP HOST_DATA).
+This module parses; it does not fetch.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ terminals (``-t``), port mappings or a network namespace (containers use the hos
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import shutil
@@ -75,7 +74,7 @@ def runtime_argv() -> list[str]:
 
 
 def _set_subreaper() -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded: no ldconfig lookup
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise ContainerError("prctl(PR_SET_CHILD_SUBREAPER) failed: "
                              f"{os.strerror(ctypes.get_errno())}")

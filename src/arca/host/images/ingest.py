@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from arca.host.images.digest import Digest
 from arca.host.images.errors import BadManifest, ImageNotFound, UnsafeArchive
@@ -28,10 +29,12 @@ from arca.host.images.manifest import (
     parse_descriptor,
     parse_manifest,
 )
-from arca.host.images.progress import PullProgress, QuietProgress
 from arca.host.images.reference import Reference
-from arca.host.images.registry import Credentials, RegistryClient
 from arca.host.images.store import ImageRecord, ImageStore
+
+if TYPE_CHECKING:  # httpx and rich cost ~60 ms to import: only pulls need them
+    from arca.host.images.progress import PullProgress
+    from arca.host.images.registry import Credentials
 
 DEFAULT_PLATFORM = Platform("linux", "amd64")
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -49,6 +52,9 @@ def pull(
     platform: Platform = DEFAULT_PLATFORM,
     progress: PullProgress | None = None,
 ) -> ImageRecord:
+    from arca.host.images.progress import QuietProgress
+    from arca.host.images.registry import RegistryClient
+
     ref = Reference.parse(reference)
     prog = progress or QuietProgress()
     with store.ingesting(), RegistryClient(ref.api_host, credentials=credentials,

@@ -9,14 +9,13 @@ with a fresh, empty upperdir, like containerd's overlay snapshotter, so
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
 from arca.host.images.errors import ImageError
 
 MNT_DETACH = 2
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded: no ldconfig lookup
 #: Mount data is limited to one page; each lowerdir path costs its length plus one.
 MAX_MOUNT_DATA = 4095
 
