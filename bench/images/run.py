@@ -197,17 +197,6 @@ def _main(tmp: pathlib.Path) -> int:
                 runc_t = [timed(lambda i=i: sh("runc", "--root", str(runc_root), "run", "-b",
                                                str(bundle), f"bench-{i}"))
                           for i in range(RUNS)]
-                # the runtime alone on the same bundle, as a sim TD (informative)
-                spec["annotations"]["io.arca.tee"] = "sim"
-                (bundle / "config.json").write_text(json.dumps(spec))
-                rt = str(BIN / "arca-runtime")
-                try:
-                    rt_t = [timed(lambda i=i: sh(rt, "--root", str(runc_root), "run", "-b",
-                                                 str(bundle), f"bench-rt-{i}", env=env))
-                            for i in range(RUNS)]
-                except RuntimeError as e:
-                    print(f"arca-runtime run: failed: {e}")
-                    rt_t = [float("nan")]
             finally:
                 umount(bundle / "rootfs")
             sim_t = [timed(lambda: sh(arca, "run", "--rm", "--tee", "sim", ref, env=env))
@@ -218,9 +207,6 @@ def _main(tmp: pathlib.Path) -> int:
             print(f"run: runc run {r * 1000:.0f}ms  arca run --tee sim {s * 1000:.0f}ms "
                   f"(ratio {s / r:.2f}x, goal <= 1.3x)  arca run --tee none {n * 1000:.0f}ms "
                   f"(ratio {n / r:.2f}x)")
-            rtm = statistics.median(rt_t)
-            print(f"run: arca-runtime run (sim TD, same bundle) {rtm * 1000:.0f}ms "
-                  f"(ratio {rtm / r:.2f}x)")
         finally:
             subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
                             "client.stop()"], env=env, capture_output=True)

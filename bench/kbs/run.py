@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from tests.support.kbs import SimAuthority, admin_keypair, running_kbs  # noqa: E402
 
 from arca.guest import jwe  # noqa: E402
 from arca.kbs.tokens import make_admin_token  # noqa: E402
 from arca.wire import kbs_protocol as proto  # noqa: E402
-from tests.support.kbs import SimAuthority, admin_keypair, running_kbs  # noqa: E402
 
 
 def session(conn: http.client.HTTPConnection, sim: SimAuthority) -> None:

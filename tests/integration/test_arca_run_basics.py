@@ -83,10 +83,14 @@ def test_volumes_rw_and_ro(world, tmp_path: pathlib.Path) -> None:  # type: igno
     assert "Traceback" not in res.stderr
 
 
-def test_detached_logs_exec_stop_rm(world) -> None:  # type: ignore[no-untyped-def]
+def test_detached_logs_exec_stop_rm(world, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
     image, env, _ = world
     script = 'echo started; trap "echo bye; exit 3" TERM; while true; do sleep 0.1; done'
-    res = arca(env, "run", "-d", "--name", "svc", image, "sh", "-c", script)
+    # exec into a TD needs a measured execution policy allowing it (issue 5).
+    allow = tmp_path / "allow-exec.toml"
+    allow.write_text('version = "0.1.0"\n[data]\npolicy = "allow_exec = true"\n')
+    res = arca(env, "run", "-d", "--name", "svc", "--init-data", str(allow), image,
+               "sh", "-c", script)
     assert res.returncode == 0, res.stderr
     cid = res.stdout.strip()
     assert len(cid) == 64
@@ -97,8 +101,9 @@ def test_detached_logs_exec_stop_rm(world) -> None:  # type: ignore[no-untyped-d
     while "started" not in arca(env, "logs", "svc").stdout:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    # exec goes through arca-runtime: the TD's execution policy applies (no init-data: deny)
     ex = arca(env, "exec", "svc", "sh", "-c", "echo exec $GREETING; exit 4")
-    assert (ex.returncode, ex.stdout) == (4, "exec hello\n"), ex.stderr
+    assert ex.returncode == 1 and "execution policy" in ex.stderr, ex.stderr
     dup = arca(env, "run", "-d", "--name", "svc", image, "true")
     assert dup.returncode == 1 and "already in use" in dup.stderr
     rm_running = arca(env, "rm", "svc")
@@ -136,14 +141,34 @@ def test_missing_image_and_bad_tee(world) -> None:  # type: ignore[no-untyped-de
 
 def test_image_in_use_cannot_be_removed(world) -> None:  # type: ignore[no-untyped-def]
     image, env, _ = world
-    res = arca(env, "run", "-d", "--name", "holder", image, "sleep", "30")
+    res = arca(env, "run", "-d", "--tee", "none", "--name", "holder", image, "sleep", "30")
     assert res.returncode == 0, res.stderr
     cid = res.stdout.strip()
     try:
         name = json.loads(arca(env, "inspect", "holder").stdout)["image"]
         rm = arca(env, "image", "rm", name)
         assert rm.returncode == 1 and "used by container(s) holder" in rm.stderr
+        # forced: the record goes, but prune keeps the layers the running container mounts
+        assert arca(env, "image", "rm", "--force", name).returncode == 0
+        assert arca(env, "image", "prune").returncode == 0
+        ex = arca(env, "exec", "holder", "cat", "/etc/group")
+        assert ex.returncode == 0 and "app:x:1000:" in ex.stdout, ex.stderr
     finally:
         assert arca(env, "rm", "-f", "holder").returncode == 0
     assert mounts_under(cid) == []
     assert not (pathlib.Path(env["ARCA_ROOT"]) / "containers" / cid).exists()
+
+
+def test_exec_allowed_by_measured_policy(world, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    image, env, _ = world
+    init = tmp_path / "init.toml"
+    init.write_text('version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
+                    'policy = "allow_exec = true"\n')
+    res = arca(env, "run", "-d", "--rm", "--name", "execok", "--init-data", str(init), image,
+               "sleep", "30")
+    assert res.returncode == 0, res.stderr
+    try:
+        ex = arca(env, "exec", "execok", "sh", "-c", "echo exec $GREETING; exit 4")
+        assert (ex.returncode, ex.stdout) == (4, "exec hello\n"), ex.stderr
+    finally:
+        assert arca(env, "rm", "-f", "execok").returncode == 0

@@ -3,6 +3,7 @@ every refusal leaving the store consistent."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -121,6 +122,18 @@ def test_pull_basic_auth_over_tls(tmp_path: pathlib.Path, image_layout: str,
         rec = pull(store, ref, ca_file=str(cert), credentials=Credentials("alice", "s3cret"))
         with mounted_rootfs(store, rec) as rootfs:
             assert tree_listing(rootfs) == umoci_tree
+        # the CLI finds the credentials in Docker's config.json
+        docker_cfg = tmp_path / "docker"
+        docker_cfg.mkdir()
+        (docker_cfg / "config.json").write_text(json.dumps({"auths": {reg.host: {
+            "auth": base64.b64encode(b"alice:s3cret").decode()}}}))
+        env = {**os.environ, "DOCKER_CONFIG": str(docker_cfg),
+               "ARCA_ROOT": str(tmp_path / "cli-root"), "ARCA_RUN": str(tmp_path / "cli-run")}
+        res = subprocess.run([str(pathlib.Path(sys.executable).parent / "arca"), "image", "pull",
+                              "--ca-cert", str(cert), ref], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == [ref, rec.digest]
     assert_consistent(store)
 
 
@@ -224,7 +237,9 @@ def test_truncated_download_refused(tmp_path: pathlib.Path, store: ImageStore) -
         assert not store.blob_path(
             Digest.parse(victim)
         ).exists()
-    with tiny_registry({"v1": parts["manifest"]}, blobs) as host:  # type: ignore[dict-item]
+    # a connection that breaks once is retried
+    with tiny_registry({"v1": parts["manifest"]}, blobs, die_in={victim},  # type: ignore[dict-item]
+                       die_once=True) as host:
         pull(store, f"{host}/arca/t:v1", insecure=True)
     assert len(store.list()) == 1
 

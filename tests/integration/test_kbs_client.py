@@ -155,3 +155,16 @@ def test_cli_admin_wrong_key(tls_kbs, tmp_path, capsys):
                            str(tmp_path / "admin.key"), "--cacert", str(ca),
                            "get-reference-values")
     assert code == 1 and "401" in err and "AdminAuth" in err
+
+
+def test_serve_from_config_file(tmp_path):
+    cfg = tmp_path / "kbs.toml"
+    cfg.write_text("insecure_allow_sample = true\nsession_timeout = 7\n")
+    with running_kbs(tmp_path / "data", "--config", str(cfg)) as kbs:
+        r = httpx.post(kbs.url + "/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample"})
+        assert r.status_code == 200 and "Max-Age=7" in r.headers["set-cookie"]
+    cfg.write_text("unknown_setting = 1\n")
+    r = subprocess.run([sys.executable, "-c", "from arca.cli.main import main; main()", "kbs",
+                        "serve", "--config", str(cfg), "--data-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown_setting" in r.stderr

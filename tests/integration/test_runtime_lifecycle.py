@@ -3,6 +3,7 @@ safety (``kill -9`` in the middle of ``create``) and leak-freedom over many cycl
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pathlib
@@ -59,7 +60,8 @@ class Runtime:
         self.runc_root = tmp / "runc"
         self.log = tmp / "log.json"
 
-    def bundle(self, cid: str, args: list[str], tee: str | None = "sim") -> pathlib.Path:
+    def bundle(self, cid: str, args: list[str], tee: str | None = "sim",
+               annotations: dict[str, str] | None = None) -> pathlib.Path:
         """A bundle directory named ``cid`` (shared rootfs, read-only)."""
         b = self.tmp / "bundles" / cid
         b.mkdir(parents=True, exist_ok=True)
@@ -68,8 +70,9 @@ class Runtime:
         cfg["root"] = {"path": str(self.rootfs), "readonly": True}
         cfg["process"]["terminal"] = False
         cfg["process"]["args"] = args
+        cfg["annotations"] = dict(annotations or {})
         if tee:
-            cfg["annotations"] = {"io.arca.tee": tee}
+            cfg["annotations"]["io.arca.tee"] = tee
         (b / "config.json").write_text(json.dumps(cfg))
         return b
 
@@ -87,8 +90,9 @@ class Runtime:
         res = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(),
                                           err.read_text())
         if check and res.returncode != 0:
+            log = self.log.read_text()[-1000:] if self.log.exists() else ""
             raise AssertionError(f"arca-runtime {' '.join(args)}: {res.returncode} {res.stderr}"
-                                 f" log: {self.log.read_text()[-1000:] if self.log.exists() else ''}")
+                                 f" log: {log}")
         return res
 
 
@@ -153,9 +157,12 @@ def test_tee_container_runs_the_workload_in_its_td(rt: Runtime) -> None:
     assert_clean(rt, wl)
 
 
-def test_exec_into_a_tee_container_is_delegated(rt: Runtime) -> None:
+ALLOW_EXEC = base64.b64encode(b'version = "0.1.0"\n[data]\npolicy = "allow_exec = true"\n').decode()
+
+
+def test_exec_into_a_tee_container_is_delegated_when_policy_allows(rt: Runtime) -> None:
     ex = f"ex-{RUN}"
-    b = rt.bundle(ex, ["sleep", "30"])
+    b = rt.bundle(ex, ["sleep", "30"], annotations={"io.arca.init-data": ALLOW_EXEC})
     rt.run("create", "--bundle", str(b), ex)
     rt.run("start", ex)
     proc = rt.tmp / "proc.json"
@@ -167,7 +174,21 @@ def test_exec_into_a_tee_container_is_delegated(rt: Runtime) -> None:
     assert_clean(rt, ex)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.03, 0.08, 0.15, 0.25, 0.4, 0.7])
+def test_exec_without_policy_is_refused_in_one_line(rt: Runtime) -> None:
+    ex = f"noex-{RUN}"
+    b = rt.bundle(ex, ["sleep", "30"])
+    rt.run("create", "--bundle", str(b), ex)
+    rt.run("start", ex)
+    proc = rt.tmp / "proc.json"
+    proc.write_text(json.dumps({"args": ["sh"], "cwd": "/"}))
+    res = rt.run("exec", "--process", str(proc), ex, check=False)
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and "allow_exec" in res.stderr
+    rt.run("delete", "--force", ex)
+    assert_clean(rt, ex)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3])
 def test_kill_9_during_create_then_delete_force_leaves_nothing(rt: Runtime, delay: float) -> None:
     cid = f"k9-{int(delay * 1000)}-{RUN}"
     b = rt.bundle(cid, ["sleep", "30"])

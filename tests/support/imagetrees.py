@@ -134,6 +134,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    if srv.die_once:
+                        srv.die_in.discard(parts[-1])
                     return
                 self._send(200, data, "application/octet-stream")
                 return
@@ -152,15 +154,18 @@ class _TinyServer(http.server.ThreadingHTTPServer):
     manifests: dict[str, bytes]
     blobs: dict[str, bytes]
     die_in: set[str]
+    die_once: bool
 
 
 @contextlib.contextmanager
 def tiny_registry(manifests: dict[str, bytes], blobs: dict[str, bytes],
-                  die_in: set[str] | None = None) -> Iterator[str]:
+                  die_in: set[str] | None = None, die_once: bool = False) -> Iterator[str]:
     """A plain-HTTP registry on 127.0.0.1 serving exactly these bytes (no digest checks, so
-    it can lie); blobs named in ``die_in`` are cut off halfway. Yields "127.0.0.1:PORT"."""
+    it can lie); blobs named in ``die_in`` are cut off halfway (only the first time with
+    ``die_once``). Yields "127.0.0.1:PORT"."""
     srv = _TinyServer(("127.0.0.1", 0), _Handler)
-    srv.manifests, srv.blobs, srv.die_in = manifests, blobs, die_in or set()
+    srv.manifests, srv.blobs, srv.die_in = manifests, blobs, set(die_in or ())
+    srv.die_once = die_once
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:

@@ -1,9 +1,58 @@
-"""Command group placeholder: its owner replaces this with the real commands."""
+"""``arca policy generate IMAGE [--tee sim] [--init-data FILE] [--resource PATH ...]
+[--out-dir DIR] [--json]``: a KBS resource policy and reference values for IMAGE.
+
+Writes ``resource-policy.rego`` and ``reference-values.json`` into DIR and prints the
+``arca kbs admin`` commands that install them (see :mod:`arca.host.policygen`).
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    policy_app = typer.Typer(help="Generate KBS policies for images.", no_args_is_help=True)
+    app.add_typer(policy_app, name="policy")
+
+    @policy_app.command("generate")
+    def generate(
+        image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
+        tee: str = typer.Option("sim", "--tee", help="TEE backend (sim)."),
+        init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML the "
+                                       "containers will be started with (pinned by hash)."),
+        resource: list[str] = typer.Option([], "--resource", help="Resource repo/type/tag to "
+                                           "release (repeatable; default: those the "
+                                           "init-data lists)."),
+        out_dir: Path = typer.Option(Path("."), "--out-dir", help="Where to write "
+                                     "resource-policy.rego and reference-values.json."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Release exactly the listed resources exactly to IMAGE's measurement."""
+        from arca.host.policygen import generate as do_generate
+        from arca.wire.errors import ConfigError
+
+        raw = None
+        if init_data is not None:
+            try:
+                raw = init_data.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"cannot read init-data {init_data}: {e.strerror}") from None
+        res = do_generate(image, tee=tee, init_data=raw, resources=resource)
+        try:
+            policy, values = res.write(out_dir)
+        except OSError as e:
+            raise ConfigError(f"cannot write to {out_dir}: {e.strerror}") from None
+        if as_json:
+            typer.echo(json.dumps({**res.to_json(), "policy_file": str(policy),
+                                   "reference_values_file": str(values)}, indent=2))
+            return
+        typer.echo(f"image:          {res.image} ({res.image_digest})")
+        typer.echo(f"measurements:   {', '.join(res.measurements)}")
+        typer.echo(f"init-data hash: {res.init_data_hash}")
+        typer.echo(f"resources:      {', '.join(res.resources)}")
+        typer.echo(f"wrote {policy} and {values}; install with:")
+        for line in res.admin_commands(out_dir):
+            typer.echo(f"  {line}")

@@ -95,6 +95,7 @@ def measure(image: str, tee: str = "sim", init_data: bytes | None = None, *,
                           f"{', '.join(MEASURABLE_TEES)})")
     from arca.host.guestruntime import ensure_guest_runtime
     from arca.host.runtime.bundle import process_spec
+    from arca.host.runtime.execpolicy import measured_process, policy_of
     from arca.host.treedigest import rootfs_digest
 
     store = store or ImageStore()
@@ -105,5 +106,7 @@ def measure(image: str, tee: str = "sim", init_data: bytes | None = None, *,
         proc = process_from_image(config, rootfs, args=args, env=env)
         digest = rootfs_digest(rootfs)
     gr = ensure_guest_runtime()
-    descriptor = LaunchDescriptor(tee, gr.digest, digest, process_spec(proc.to_oci()))
+    # The runtime's rule: what the measured execution policy lets vary is not measured.
+    spec = measured_process(process_spec(proc.to_oci()), policy_of(init_data))
+    descriptor = LaunchDescriptor(tee, gr.digest, digest, spec)
     return MeasureResult(record.name, record.digest, descriptor, proc, idh.hex())

@@ -9,6 +9,7 @@ policy that fails to evaluate is an error, never an allow. Compiled interpreters
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -36,6 +37,7 @@ class PolicyError(ArcaError):
     """A policy could not be compiled or evaluated."""
 
 
+@functools.lru_cache(maxsize=4)
 def default_policy(name: str) -> str:
     return pkg_resources.files("arca.kbs").joinpath(f"policies/{name}.rego").read_text()
 

@@ -204,17 +204,17 @@ class KbsService:
 
     def attest(self, cookie: str | None, body: bytes) -> str:
         started = time.perf_counter()
-        tee = "unknown"
+        session = self.sessions.open(cookie)
+        tee = session.tee if session else "unknown"  # authentic, so one of ours
         try:
-            token, tee = self._attest(cookie, body)
+            token = self._attest(cookie, body)
         except KbsProblem as p:
-            self.metrics.attestation(tee if p.name != "SerdeError" else "unknown", p.name,
-                                     time.perf_counter() - started)
+            self.metrics.attestation(tee, p.name, time.perf_counter() - started)
             raise
         self.metrics.attestation(tee, "ok", time.perf_counter() - started)
         return token
 
-    def _attest(self, cookie: str | None, body: bytes) -> tuple[str, str]:
+    def _attest(self, cookie: str | None, body: bytes) -> str:
         if not cookie:
             raise KbsProblem("AttestationError", f"no {proto.SESSION_COOKIE} cookie: call auth")
         session = self.sessions.open(cookie)
@@ -235,12 +235,11 @@ class KbsService:
             self.store.record_attested(AttestedSession(session.sid, session.tee, session.nonce,
                                                        session.expires_at, ""))
             raise
-        expires = min(time.time() + self.cfg.session_timeout, session.expires_at
-                      + self.cfg.session_timeout)
+        expires = time.time() + self.cfg.session_timeout
         if not self.store.record_attested(AttestedSession(session.sid, session.tee,
                                                           session.nonce, expires, token)):
             raise KbsProblem("AttestationError", "session already attested: nonce replayed")
-        return token, session.tee
+        return token
 
     def _appraise(self, session: Challenged, att: proto.Attestation) -> str:
         tee = session.tee

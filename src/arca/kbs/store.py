@@ -18,7 +18,6 @@ import json
 import os
 import pathlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +133,6 @@ class Store:
             self.session_engine = self.engine
         self._aead = AESGCM(kek)
         self.kek = kek
-        self._lock = threading.Lock()
         try:
             meta.create_all(self.engine)
             session_meta.create_all(self.session_engine)

@@ -88,3 +88,33 @@ def test_no_command_is_an_error(rootfs: Path) -> None:
 
     with pytest.raises(InvalidInput, match="no Entrypoint or Cmd"):
         process_from_image(cfg(), rootfs)
+
+
+# -- fuzz: /etc/passwd, /etc/group and User come from the (untrusted) image ----------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from arca.wire.errors import InvalidInput  # noqa: E402
+
+LINE = st.lists(st.one_of(st.sampled_from(["app", "root", "0", "1000", "x", "", "-1",
+                                           "99999999999", "a,b", "#"]),
+                          st.text(max_size=6)), max_size=6).map(":".join)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(passwd=st.lists(LINE, max_size=5).map("\n".join),
+       group=st.lists(LINE, max_size=5).map("\n".join),
+       user=st.one_of(st.sampled_from(["app", "0", "1000", "app:app", "0:0", "a:b:c", ":",
+                                       "1000:root", "+5", "-1"]), st.text(max_size=10)))
+def test_fuzz_user_resolution(tmp_path_factory: pytest.TempPathFactory, passwd: str,
+                              group: str, user: str) -> None:
+    root = tmp_path_factory.mktemp("fz")
+    (root / "etc").mkdir()
+    (root / "etc" / "passwd").write_text(passwd, errors="surrogateescape")
+    (root / "etc" / "group").write_text(group, errors="surrogateescape")
+    try:
+        uid, gid = resolve_user(user, root)
+    except InvalidInput:
+        return
+    assert 0 <= uid < 2**32 and 0 <= gid < 2**32

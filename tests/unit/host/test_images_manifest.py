@@ -179,3 +179,42 @@ def test_fuzz_references(ref: str) -> None:
     except ArcaError:
         return
     assert Reference.parse(str(r)) == r  # normalization is idempotent
+
+
+# -- fuzz: an OCI layout's index.json and the registry's auth challenge ---------------------------
+@settings(max_examples=200, deadline=None)
+@given(JSON)
+def test_fuzz_layout_index(doc: object) -> None:
+    import pathlib
+    import tempfile
+
+    from arca.host.images import ImageStore, load_layout
+
+    with tempfile.TemporaryDirectory() as d:
+        layout = pathlib.Path(d)
+        (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+        (layout / "index.json").write_text(json.dumps(doc))
+        try:
+            load_layout(ImageStore(layout / "store"), layout)
+        except ArcaError:
+            pass
+        else:
+            raise AssertionError("a layout without blobs cannot load")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
+                 st.builds(lambda s, r: f'{s} realm="{r}",service="x"',
+                           st.sampled_from(["Bearer", "Basic", "Digest", "bearer"]),
+                           st.sampled_from(["http://127.0.0.1:1/token", "", "ftp://x"]))))
+def test_fuzz_auth_challenge(challenge: str) -> None:
+    import httpx
+
+    from arca.host.images.registry import Credentials, RegistryClient
+
+    with RegistryClient("127.0.0.1:1", credentials=Credentials("u", "p")) as client:
+        try:
+            client._authenticate(httpx.Response(401, headers={"www-authenticate": challenge}))
+        except ArcaError:
+            return
+        assert client._auth is not None and client._auth.startswith("Basic ")

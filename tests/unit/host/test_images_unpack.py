@@ -173,6 +173,20 @@ def test_hostile_entries_are_refused_and_nothing_escapes(tmp_path: Path, case: s
     assert not (tmp_path / "evil").exists() and not Path("/etc/evil").exists()
 
 
+@pytest.mark.skipif(not ROOT, reason="needs root")
+def test_lower_layer_symlinks_are_never_followed_to_the_host(tmp_path: Path) -> None:
+    """A lower layer's `a -> /etc`, shadowed by a directory `a` in the upper layer, must not let
+    a hard link `a/hostname` copy the host's /etc/hostname into the image."""
+    low = unpack(tmp_path, [entry("a", "sym", link="/etc"), entry("r", "sym", link="/")],
+                 name="low")
+    with pytest.raises(UnsafeArchive, match="does not exist"):
+        unpack(tmp_path, [entry("a/", "dir"), entry("y", "link", link="a/hostname")],
+               name="up", lowers=[low])
+    up = unpack(tmp_path, [entry("r/", "dir", mode=0o700), entry("r/tmp/x", data=b"x")],
+                name="up2", lowers=[low])
+    assert stat.S_IMODE(os.lstat(up / "r" / "tmp").st_mode) == 0o755  # not the host's 1777
+
+
 def test_device_files_refused_when_unprivileged(tmp_path: Path) -> None:
     raw = make_tar([entry("dev/", "dir"), entry("dev/mem", "chr")])
     (tmp_path / "b").write_bytes(raw)

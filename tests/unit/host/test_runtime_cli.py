@@ -24,7 +24,8 @@ RUNTIME = str(pathlib.Path(sys.executable).parent / "arca-runtime")
     [
         (["--root", "/r", "--log", "/l", "--log-format", "json", "create", "x"],
          {"root": "/r", "log": "/l", "log-format": "json"}, 6),
-        (["--root=/r", "--systemd-cgroup", "start", "x"], {"root": "/r", "systemd-cgroup": True}, 2),
+        (["--root=/r", "--systemd-cgroup", "start", "x"],
+         {"root": "/r", "systemd-cgroup": True}, 2),
         (["-root", "/r", "--debug", "kill", "x", "9"], {"root": "/r", "debug": True}, 3),
         (["state", "x"], {}, 0),
         (["--version"], {"version": True}, 1),

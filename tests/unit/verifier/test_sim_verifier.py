@@ -209,14 +209,16 @@ def test_genuine_platform_of_the_daemon_verifies(tmp_path, monkeypatch) -> None:
     assert claims.values["platform_id"] == plat.platform_id
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=2048))
 def test_fuzz_arbitrary_bytes_only_typed_errors(pki: Pki, data: bytes) -> None:
     with pytest.raises(EvidenceError):
         SimVerifier([pki.root]).verify(data, at=NOW)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pos=st.integers(min_value=0), byte=st.integers(min_value=0, max_value=255))
 def test_fuzz_mutated_evidence_is_refused_or_unchanged(pki: Pki, pos: int, byte: int) -> None:
     good = evidence(pki)

@@ -34,7 +34,7 @@ from arca.host.containers.state import ContainerRecord, ContainerStore, now
 from arca.host.imageconfig import process_from_image
 from arca.host.images import ImageStore, resolve
 from arca.host.images.mount import mount_overlay, umount
-from arca.wire.errors import ArcaError, InvalidInput, StateError
+from arca.wire.errors import ArcaError, InvalidInput, NotFound, StateError
 
 PR_SET_CHILD_SUBREAPER = 36
 #: How long ``run -d`` waits for the monitor to report the container started.
@@ -143,14 +143,18 @@ class Engine:
             os.close(log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            cur = self.store.load(rec.id)
+            monitor_done = mon.poll() is not None  # before loading: no stale "created"
+            try:
+                cur = self.store.load(rec.id)
+            except NotFound:
+                return rec, None  # a --rm container that already ran, exited and was removed
             if cur.status in ("running", "exited"):
                 return cur, None
             if cur.status == "error":
                 if cur.auto_remove:
                     self.remove(rec.id, force=True)
                 raise ContainerError(f"container {rec.name}: {cur.error}")
-            if mon.poll() is not None and self.store.load(rec.id).status == "created":
+            if monitor_done:
                 raise ContainerError(f"container {rec.name}: its monitor exited "
                                      f"(code {mon.returncode}); see {self.log_path(rec.id)}")
             time.sleep(0.01)

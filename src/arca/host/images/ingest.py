@@ -12,12 +12,19 @@ import json
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arca.host.images.digest import Digest
-from arca.host.images.errors import BadManifest, ImageNotFound, UnsafeArchive
+from arca.host.images.errors import (
+    BadManifest,
+    ImageNotFound,
+    RegistryUnavailable,
+    UnsafeArchive,
+)
 from arca.host.images.manifest import (
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
@@ -37,6 +44,11 @@ if TYPE_CHECKING:  # httpx and rich cost ~60 ms to import: only pulls need them
     from arca.host.images.registry import Credentials
 
 DEFAULT_PLATFORM = Platform("linux", "amd64")
+#: A layer download that breaks off is retried (from the start) this many times in total.
+DOWNLOAD_ATTEMPTS = 3
+RETRY_DELAY_S = 0.2
+#: Concurrent layer downloads of one pull (registries commonly allow a handful per client).
+PARALLEL_DOWNLOADS = 3
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 #: The index.json of an OCI layout is small; bound it like a manifest.
 MAX_INDEX_BYTES = MAX_MANIFEST_BYTES
@@ -80,15 +92,41 @@ def pull(
         _check_desc(manifest.config, cfg_data, "image config")
         store.put_blob(manifest.config.digest, cfg_data, "image config")
         config = parse_config(cfg_data)
-        for desc in manifest.layers:
-            if store.has_blob(desc.digest):
-                continue
+
+        def download(desc: Descriptor) -> None:
             task = prog.add(f"layer {desc.digest.hex[:12]}", desc.size)
-            store.ingest_blob(
-                desc.digest, desc.size,
-                lambda d=desc.digest: client.blob_chunks(ref.repository, d),  # type: ignore[misc]
-                f"layer {desc.digest}", lambda n, t=task: prog.advance(t, n))  # type: ignore[misc]
-        layers = store.unpack(manifest, config)
+            for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+                try:
+                    store.ingest_blob(
+                        desc.digest, desc.size,
+                        lambda: client.blob_chunks(ref.repository, desc.digest),
+                        f"layer {desc.digest}", lambda n: prog.advance(task, n))
+                    return
+                except RegistryUnavailable:
+                    # a dropped connection is worth another try; a digest mismatch is not
+                    if attempt == DOWNLOAD_ATTEMPTS:
+                        raise
+                    prog.message(f"layer {desc.digest.hex[:12]}: transfer broke off, retrying")
+                    time.sleep(RETRY_DELAY_S * attempt)
+
+        # Layers download in parallel; each is unpacked (bottom first) as soon as it and the
+        # layers below it are in, overlapping with the downloads still running.
+        with ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS) as pool:
+            futures = [pool.submit(download, d) if not store.has_blob(d.digest) else None
+                       for d in manifest.layers]
+
+            def downloaded(i: int) -> None:
+                f = futures[i]
+                if f is not None:
+                    f.result()  # re-raises that download's error
+
+            try:
+                layers = store.unpack(manifest, config, before=downloaded)
+            except BaseException:
+                for f in futures:
+                    if f:
+                        f.cancel()
+                raise
         return store.record(str(ref), mdigest, manifest, config, layers)
 
 

@@ -182,8 +182,11 @@ class ImageStore:
 
     # -- layers --------------------------------------------------------------------------------
     def unpack(self, manifest: Manifest, config: ImageConfig,
-               progress: Callable[[int, int], None] | None = None) -> tuple[LayerRecord, ...]:
-        """Unpack every layer not yet unpacked (bottom first); returns the layer records."""
+               before: Callable[[int], None] | None = None) -> tuple[LayerRecord, ...]:
+        """Unpack every layer not yet unpacked (bottom first); returns the layer records.
+
+        ``before(i)`` is called before layer ``i`` is looked at: a pull uses it to wait for
+        that layer's download, so unpacking overlaps the downloads of the layers above it."""
         if len(config.diff_ids) != len(manifest.layers):
             raise BadManifest(
                 f"image config lists {len(config.diff_ids)} layers (rootfs.diff_ids), the "
@@ -192,6 +195,8 @@ class ImageStore:
         records: list[LayerRecord] = []
         for i, (desc, diff_id, chain) in enumerate(
                 zip(manifest.layers, config.diff_ids, chains, strict=True)):
+            if before:
+                before(i)
             target = self.layer_dir(chain)
             if not target.is_dir():
                 with locked(self.root / "locks" / f"layer-{chain.hex}"):
@@ -199,8 +204,6 @@ class ImageStore:
                         lowers = [self.layer_dir(c) for c in reversed(chains[:i])]
                         self._unpack_one(desc.digest, LAYER_TYPES[desc.media_type], diff_id,
                                          target, lowers)
-            if progress:
-                progress(i + 1, len(manifest.layers))
             records.append(LayerRecord(str(desc.digest), str(diff_id), str(chain),
                                        desc.media_type, desc.size))
         return tuple(records)

@@ -21,6 +21,7 @@ the atomic placement of the finished directory (the caller renames it into place
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -119,20 +120,29 @@ class LayerUnpacker:
         return os.path.join(self.dest, *parts)
 
     def _lower_lstat(self, parts: list[str]) -> tuple[Path, os.stat_result] | None:
-        """The topmost lower layer's entry at ``parts`` (stops at whiteouts/opaque dirs)."""
+        """What the merged lower layers show at ``parts``, resolved component by component
+        without following any symlink (a lower layer's ``a -> /etc`` must never lead to the
+        host's /etc): None when absent, whited out, or below a non-directory."""
         for lower in self.lowers:
-            p = os.path.join(lower, *parts)
-            try:
-                st = os.lstat(p)
-            except FileNotFoundError:
-                # a whiteout of any prefix hides the rest; checking the full path is enough for
-                # the attribute-copy use (a hidden dir means a fresh one is made)
-                continue
-            except NotADirectoryError:
-                return None
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                return None  # whiteout
-            return Path(p), st
+            cur = str(lower)
+            opaque = False
+            for i, comp in enumerate(parts):
+                cur = os.path.join(cur, comp)
+                try:
+                    st = os.lstat(cur)  # every prefix before it was checked to be a directory
+                except FileNotFoundError:
+                    break  # not in this layer: look in the next one down
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    return None  # whited out: hidden in every layer below
+                if i == len(parts) - 1:
+                    return Path(cur), st
+                if not stat.S_ISDIR(st.st_mode):
+                    return None  # a file or symlink here hides everything below it
+                with contextlib.suppress(OSError):
+                    opaque = opaque or os.getxattr(cur, OPAQUE_XATTR,
+                                                   follow_symlinks=False) == b"y"
+            if opaque:
+                return None  # an opaque directory hides the layers below
         return None
 
     def _ensure_parents(self, parts: list[str], name: str) -> None:

@@ -129,11 +129,11 @@ def process_spec(proc: dict[str, Any]) -> ProcessSpec:
 def decode_init_data(bundle: Bundle) -> bytes | None:
     """Init-data TOML from its annotation (base64, optionally gzip), or ``None``. It is parsed
     here too, so bad init-data is refused at create rather than by the agent at start."""
-    from arca.wire.initdata import InitData, decode_annotation
-
     value = bundle.annotations.get(C.ANNOTATION_INIT_DATA)
     if value is None:
         return None
+    from arca.wire.initdata import InitData, decode_annotation
+
     raw = decode_annotation(value)
     InitData.parse(raw)
     return raw

@@ -3,29 +3,42 @@
 Read from ``$ARCA_RUNTIME_CONFIG`` or ``/etc/arca/runtime.json`` (optional), overridden by the
 environment (``ARCA_RUNC``, ``ARCA_TEE``). A file that exists but is malformed is an error, not
 a silent fallback: an operator who configured a default TEE must not get plain runc instead.
+Plain class, JSON imported only when a file exists: every ``arca-runtime`` call reads this.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
-
-from arca.wire.errors import ConfigError
+from collections.abc import Mapping
 
 DEFAULT_CONFIG_PATH = "/etc/arca/runtime.json"
-_KEYS = {"runc", "default_tee"}
+_KEYS = ("runc", "default_tee")
 
 
-@dataclass(frozen=True)
 class RuntimeConfig:
-    #: The real OCI runtime every call is delegated to (a name on PATH or a path).
-    runc: str = "runc"
-    #: TEE for containers without an ``io.arca.tee`` annotation; ``none`` means plain runc.
-    default_tee: str = "none"
+    __slots__ = ("runc", "default_tee")
+
+    def __init__(self, runc: str = "runc", default_tee: str = "none") -> None:
+        #: The real OCI runtime every call is delegated to (a name on PATH or a path).
+        self.runc = runc
+        #: TEE for containers without an ``io.arca.tee`` annotation; ``none``: plain runc.
+        self.default_tee = default_tee
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuntimeConfig) and (self.runc, self.default_tee) == (
+            other.runc, other.default_tee)
+
+    def __repr__(self) -> str:
+        return f"RuntimeConfig(runc={self.runc!r}, default_tee={self.default_tee!r})"
 
 
-def load_config(environ: dict[str, str] | os._Environ[str] | None = None) -> RuntimeConfig:
+def _error(msg: str) -> Exception:
+    from arca.wire.errors import ConfigError
+
+    return ConfigError(msg)
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> RuntimeConfig:
     env = os.environ if environ is None else environ
     path = env.get("ARCA_RUNTIME_CONFIG", DEFAULT_CONFIG_PATH)
     values: dict[str, str] = {}
@@ -35,20 +48,22 @@ def load_config(environ: dict[str, str] | os._Environ[str] | None = None) -> Run
     except FileNotFoundError:
         raw = None
     except OSError as e:
-        raise ConfigError(f"cannot read runtime config {path}: {e.strerror}") from None
+        raise _error(f"cannot read runtime config {path}: {e.strerror}") from None
     if raw is not None:
+        import json
+
         try:
             obj = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
-            raise ConfigError(f"runtime config {path} is not valid JSON: {e}") from None
+            raise _error(f"runtime config {path} is not valid JSON: {e}") from None
         if not isinstance(obj, dict):
-            raise ConfigError(f"runtime config {path} must be a JSON object")
-        unknown = set(obj) - _KEYS
+            raise _error(f"runtime config {path} must be a JSON object")
+        unknown = set(obj) - set(_KEYS)
         if unknown:
-            raise ConfigError(f"runtime config {path}: unknown key(s) {sorted(unknown)}")
+            raise _error(f"runtime config {path}: unknown key(s) {sorted(unknown)}")
         for k, v in obj.items():
             if not isinstance(v, str) or not v:
-                raise ConfigError(f"runtime config {path}: {k!r} must be a non-empty string")
+                raise _error(f"runtime config {path}: {k!r} must be a non-empty string")
             values[k] = v
     if env.get("ARCA_RUNC"):
         values["runc"] = env["ARCA_RUNC"]

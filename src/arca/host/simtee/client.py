@@ -11,8 +11,6 @@ import base64
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -68,6 +66,9 @@ def is_running() -> bool:
 
 def spawn() -> None:
     """Start a detached daemon (it exits at once if another one holds the lock)."""
+    import subprocess
+    import sys
+
     d = locations.state_dir()
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(locations.log_file(), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
