@@ -147,3 +147,25 @@ def test_measure_equals_evidence_under_containerd(world) -> None:  # type: ignor
         assert measure(pulled.name).measurement == claims["measurement"]
         # the same image loaded from its layout measures the same
         assert measure(f"oci:{layout}:evidence").measurement == claims["measurement"]
+
+
+def test_measure_follows_the_measured_execution_policy(world) -> None:  # type: ignore[no-untyped-def]
+    """Variables the init-data policy lets the host set are not measured: a container started
+    with such a variable still shows the measurement `arca measure` predicted."""
+    _, layout, env = world
+    raw = (b'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
+           b'policy = "allow_env = [\\"LOG_*\\"]"\n')
+    init = pathlib.Path(env["ARCA_ROOT"]).parent / "policy.toml"
+    init.write_bytes(raw)
+    image = f"oci:{layout}:evidence"
+    expected = measure(image, "sim", raw)
+    run = arca_run(env, "--init-data", str(init), "-e", "LOG_LEVEL=debug", image)
+    assert run.returncode == 0, run.stderr
+    claims = evidence_claims(run.stdout, bytes.fromhex(expected.init_data_hash))
+    assert claims["measurement"] == expected.measurement
+    # a variable the policy does not cover is measured: a measurement the tenant did not predict
+    other = arca_run(env, "--init-data", str(init), "-e", "OTHER=1", image)
+    assert other.returncode == 0, other.stderr
+    assert evidence_claims(other.stdout)["measurement"] != expected.measurement
+    assert measure(image, "sim", raw, env=["OTHER=1"]).measurement == \
+        evidence_claims(other.stdout)["measurement"]

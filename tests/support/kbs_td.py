@@ -16,16 +16,24 @@ import pathlib
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 
 @dataclass
 class Exchange:
-    """One TCP connection through the proxy: bytes each way."""
+    """One TCP connection through the proxy: bytes each way, and when (``time.monotonic``)
+    it was accepted and when both directions were done."""
 
     request: bytearray = field(default_factory=bytearray)
     response: bytearray = field(default_factory=bytearray)
+    opened: float = field(default_factory=time.monotonic)
+    closed: float | None = None
+
+    @property
+    def request_line(self) -> str:
+        return bytes(self.request).split(b"\r\n", 1)[0].decode(errors="replace")
 
 
 class RecordingProxy:
@@ -73,6 +81,7 @@ class RecordingProxy:
             t.start()
         for t in pumps:
             t.join(30)
+        ex.closed = time.monotonic()
         client.close()
         upstream.close()
 

@@ -198,3 +198,36 @@ def test_written_files_and_admin_commands(tmp_path):
     assert cmds[0].endswith(f"set-resource-policy --file {policy}")
     assert cmds[1].endswith("set-reference-value release:default:key:app "
                             + " ".join(gen.grants))
+
+
+# -- the CLI: user errors are one line, no traceback ------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message", "code"), [
+    (["--resource", "default/../app"], "is not repo/type/tag", 2),
+    (["--resource", "a/b/c", "--init-data", "/nonexistent/init.toml"],
+     "cannot read init-data /nonexistent/init.toml", 2),
+    ([], "no resources to grant", 2),
+])
+def test_cli_user_errors(args: list[str], message: str, code: int, capsys, tmp_path,
+                         monkeypatch: pytest.MonkeyPatch):
+    from arca.cli.main import main
+
+    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
+    with pytest.raises(SystemExit) as e:
+        main(["policy", "generate", "oci:/nonexistent", "--out-dir", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == code and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "resource-policy.rego").exists()
+
+
+def test_cli_refuses_bad_init_data_before_touching_the_image(capsys, tmp_path):
+    from arca.cli.main import main
+
+    bad = tmp_path / "init.toml"
+    bad.write_text('version = "0.1.0"\n[data]\nsurprise = "x"\n')
+    with pytest.raises(SystemExit) as e:
+        main(["policy", "generate", "oci:/nonexistent", "--init-data", str(bad),
+              "--resource", "a/b/c", "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unknown key(s) surprise" in err, err

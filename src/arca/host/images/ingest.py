@@ -225,8 +225,15 @@ def load_layout(
 
 def load_archive(store: ImageStore, archive: Path, *, tag: str | None = None,
                  name: str | None = None) -> ImageRecord:
-    """Load from an OCI archive (a tar of an OCI layout), extracted safely to a temp dir."""
-    tmp = Path(tempfile.mkdtemp(prefix="arca-oci-archive-"))
+    """Load from an OCI archive (a tar of an OCI layout), extracted safely to a temp dir in
+    the store (on disk, not a tmpfs; prune waits for it)."""
+    with store.ingesting():
+        return _load_archive(store, archive, tag, name)
+
+
+def _load_archive(store: ImageStore, archive: Path, tag: str | None,
+                  name: str | None) -> ImageRecord:
+    tmp = Path(tempfile.mkdtemp(dir=store.tmp_dir(), prefix="oci-archive-"))
     try:
         try:
             with tarfile.open(archive) as tf:

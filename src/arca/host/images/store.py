@@ -110,7 +110,8 @@ class ImageStore:
         d = chain_id if isinstance(chain_id, Digest) else Digest.parse(chain_id)
         return self.root / "layers" / d.hex
 
-    def _tmp(self) -> Path:
+    def tmp_dir(self) -> Path:
+        """Scratch space on the store's file system; emptied by ``prune``."""
         p = self.root / "tmp"
         p.mkdir(parents=True, exist_ok=True)
         return p
@@ -159,7 +160,7 @@ class ImageStore:
             if final.is_file():  # another pull finished it while we waited
                 return False
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._tmp(), prefix=f"blob-{d.hex[:16]}-")
+            fd, tmp = tempfile.mkstemp(dir=self.tmp_dir(), prefix=f"blob-{d.hex[:16]}-")
             try:
                 w = VerifyingWriter(fd, d, size, what)
                 for chunk in chunks():
@@ -210,7 +211,7 @@ class ImageStore:
 
     def _unpack_one(self, blob: Digest, compression: str, diff_id: Digest, target: Path,
                     lowers: list[Path]) -> None:
-        work = Path(tempfile.mkdtemp(dir=self._tmp(), prefix=f"layer-{target.name[:16]}-"))
+        work = Path(tempfile.mkdtemp(dir=self.tmp_dir(), prefix=f"layer-{target.name[:16]}-"))
         try:
             os.chmod(work, 0o755)  # noqa: S103 - becomes the layer's root directory
             unpack_layer(self.blob_path(blob), compression, work, lowers, diff_id)

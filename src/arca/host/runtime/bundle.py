@@ -9,12 +9,16 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arca.wire import constants as C
-from arca.wire.descriptor import LaunchDescriptor, ProcessSpec, measured_env
 from arca.wire.errors import ConfigError, InvalidInput
+
+if TYPE_CHECKING:
+    from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+
+# ``arca.wire.descriptor`` (dataclasses, fnmatch) is imported only for TEE containers: plain
+# containers pass through ``read_bundle``/``select_tee`` on their way to runc.
 
 #: TEEs this runtime can launch today. The others of ``KNOWN_TEES`` are refused by name.
 SUPPORTED_TEES = ("sim",)
@@ -26,10 +30,12 @@ class BundleError(InvalidInput):
     """The bundle handed to ``create`` is unusable (config.json, rootfs, annotations)."""
 
 
-@dataclass(frozen=True)
 class Bundle:
-    path: pathlib.Path
-    config: dict[str, Any]
+    __slots__ = ("path", "config")
+
+    def __init__(self, path: pathlib.Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -105,6 +111,8 @@ def original_process(bundle: Bundle) -> dict[str, Any]:
 
 def process_spec(proc: dict[str, Any]) -> ProcessSpec:
     """The measured form of an OCI ``process`` object (validated: it is host input)."""
+    from arca.wire.descriptor import ProcessSpec, measured_env
+
     args = proc.get("args")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise BundleError("config.json: process.args must be a non-empty list of strings")
@@ -142,6 +150,8 @@ def decode_init_data(bundle: Bundle) -> bytes | None:
 def launch_descriptor(
     tee: str, guest_runtime_digest: str, rootfs_digest: str, proc: dict[str, Any]
 ) -> LaunchDescriptor:
+    from arca.wire.descriptor import LaunchDescriptor
+
     return LaunchDescriptor(tee, guest_runtime_digest, rootfs_digest, process_spec(proc))
 
 

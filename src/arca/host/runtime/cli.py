@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "delete" and not _has_arca_state(argv[-1]):
             # The hot path of every plain container's delete: no argparse, no JSON.
             exec_runc(runc_binary(), argv)
+        if command == "create" and _obviously_plain(argv[i + 1 :]):
+            # Same for create of a container without TEE (pods' sandboxes, plain workloads).
+            exec_runc(runc_binary(), argv)
         from arca.host.runtime import lifecycle
 
         return lifecycle.dispatch(globals_, command, argv, argv[i + 1 :])
@@ -134,6 +137,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _obviously_plain(args: list[str]) -> bool:
+    """True when ``create``'s bundle plainly asks for no TEE. Anything unusual (no readable
+    config.json, odd annotations) answers False: the full path then decides and explains."""
+    bundle = "."
+    for j, a in enumerate(args):
+        if a in ("--bundle", "-bundle", "-b") and j + 1 < len(args):
+            bundle = args[j + 1]
+        elif a.startswith(("--bundle=", "-bundle=", "-b=")):
+            bundle = a.split("=", 1)[1]
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            ann = json.load(f).get("annotations") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(ann, dict):
+        return False
+    if ann.get("io.kubernetes.cri.container-type") == "sandbox":
+        return True
+    tee = ann.get("io.arca.tee")
+    if tee is None:
+        from arca.host.runtime.config import load_config
+
+        tee = load_config().default_tee
+    return tee == "none"
 
 
 def _has_arca_state(container_id: str) -> bool:

@@ -18,11 +18,13 @@ no longer has the container. Everything here refuses in one line via ``ArcaError
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
 from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 from arca.host.runtime import state as st
 from arca.host.runtime.cli import exec_runc
@@ -40,16 +42,18 @@ DEFAULT_RUNC_ROOT = "/run/runc"
 ORIGINAL_CONFIG = "config.orig.json"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting (errors are one line)."""
+def _parser(command: str, *, with_id: bool = True) -> Any:
+    """An argparse parser that raises instead of printing usage and exiting (errors are one
+    line). argparse is imported here, not at module level: plain containers never parse."""
+    import argparse
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        raise InvalidInput(f"{self.prog}: {message}")
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:  # type: ignore[override]
+            raise InvalidInput(f"{self.prog}: {message}")
 
-
-def _parser(command: str) -> _Parser:
     p = _Parser(prog=f"arca-runtime {command}", add_help=False, allow_abbrev=False)
-    p.add_argument("id")
+    if with_id:
+        p.add_argument("id")
     return p
 
 
@@ -73,7 +77,9 @@ def parse_delete(args: list[str]) -> argparse.Namespace:
 
 
 def parse_exec(args: list[str]) -> argparse.Namespace:
-    p = _Parser(prog="arca-runtime exec", add_help=False, allow_abbrev=False)
+    import argparse
+
+    p = _parser("exec", with_id=False)
     p.add_argument("--process", "-p")
     p.add_argument("--detach", "-d", action="store_true")
     p.add_argument("--pid-file")
