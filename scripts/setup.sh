@@ -30,3 +30,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# Byte-compile the sources (cheap when up to date): with PYTHONDONTWRITEBYTECODE set, an editable
+# install would otherwise recompile every module on each arca-runtime call (containerd's hot path).
+.venv/bin/python -m compileall -q src >/dev/null || true

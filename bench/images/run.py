@@ -3,9 +3,10 @@
 1. Pull + unpack throughput of a ~100 MB, 4-layer image of random content from a local
    docker-registry: ``arca image pull`` (in-process API) versus ``skopeo copy`` + ``umoci
    unpack`` measured in the same run.
-2. Start time of the 1st container of that image (pull + unpack + rootfs hash + run, from an
-   empty store) versus the 10th (`arca run --rm --tee sim IMAGE true`); checks the 10th did
-   not download, unpack or hash again (goal: >= 10x faster).
+2. Start time of the 1st container of that image (pull + unpack + rootfs hash + start, from
+   an empty store) versus the 10th: ``arca run -d --tee sim`` until it returns, i.e. the
+   container runs in its TD; checks the 2nd-10th did not download, unpack or hash again
+   (blobs, layer directories and digest-cache entries keep inode and mtime; goal >= 10x).
 3. ``arca run --rm --tee sim`` versus ``runc run`` on the same image rootfs and spec
    (goal: <= 1.3x).
 
@@ -61,7 +62,7 @@ def make_image(layout: pathlib.Path) -> tuple[bytes, list[bytes], int]:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         tf.add("/bin/busybox", arcname="bin/busybox")
-        for applet in ("true", "sh"):
+        for applet in ("true", "sh", "sleep"):
             ti = tarfile.TarInfo(f"bin/{applet}")
             ti.type, ti.linkname = tarfile.SYMTYPE, "busybox"
             tf.addfile(ti)
@@ -164,19 +165,25 @@ def _main(tmp: pathlib.Path) -> int:
                "ensure_guest_runtime()", env=env)
             sh(sys.executable, "-c", "from arca.host.simtee import client; "
                "client.ensure_running()", env=env)
+            # "start" = until `arca run -d` returns, i.e. the container runs in its TD
+            start = [arca, "run", "-d", "--tee", "sim", ref, "sleep", "60"]
             first = timed(lambda: (sh(arca, "image", "pull", "-q", "--insecure", ref, env=env),
-                                   sh(arca, "run", "--rm", "--tee", "sim", ref, env=env)))
+                                   sh(*start, env=env)))
             store = tmp / "runs" / "images"
             cache = tmp / "runs" / "cache" / "rootfs"
             snapshot = _state(store, cache)
-            later = [timed(lambda: sh(arca, "run", "--rm", "--tee", "sim", ref, env=env))
-                     for _ in range(RUNS - 1)]
+            later = [timed(lambda: sh(*start, env=env)) for _ in range(RUNS - 1)]
             after = _state(store, cache)
             assert after == snapshot, "later containers changed the store or the digest cache"
+            ids = json.loads(subprocess.run([arca, "ps", "--json"], env=env, capture_output=True,
+                                            text=True).stdout)
+            assert len(ids) == RUNS, f"expected {RUNS} running containers, got {len(ids)}"
+            sh(arca, "rm", "-f", *(c["id"] for c in ids), env=env)
             tenth = later[-1]
-            print(f"container start: 1st {first:.2f}s (pull+unpack+hash+run), "
-                  f"10th {tenth:.2f}s (median 2nd-10th {statistics.median(later):.2f}s), "
-                  f"ratio {first / tenth:.1f}x (goal >= 10x); no re-download/unpack/hash: ok")
+            print(f"container start (run -d until running): 1st {first:.2f}s "
+                  f"(pull+unpack+hash+start), 10th {tenth:.2f}s (median 2nd-10th "
+                  f"{statistics.median(later):.2f}s), ratio {first / tenth:.1f}x (goal >= 10x); "
+                  "10th re-downloaded/unpacked/hashed nothing: ok")
 
             # 3. arca run --tee sim versus runc run on the same bundle ---------------------------
             from arca.host.containers.spec import build_spec

@@ -12,7 +12,8 @@ Breakdown, measured from outside (no instrumentation inside the TD):
   thin wrapper script used as ``--runc-binary`` in a separate, non-timed pass (the wrapper
   costs a fork, so it is kept out of the comparison);
 * agent start-up (sim, no KBS): first output of ``arca-sim`` minus ``runc``, minus the extra
-  ``create`` time of the runtime — the agent's interpreter start, evidence and checks, exec;
+  ``create`` + ``start`` time of the runtime — the agent's interpreter start, evidence and
+  checks, exec;
 * RCAR round trips: each HTTP exchange of the TD with the KBS (auth, attest, resource) as seen
   by a TCP proxy in front of the KBS (accept to close), medians;
 * verification: the KBS's own attest latency (``arca_kbs_attest_seconds`` from ``/metrics``:
@@ -207,12 +208,14 @@ def main() -> int:
     print(f"ratio attested/runc (medians): {attested:.2f} (goal <= 1.5)")
     sim, att = statistics.median(times["arca-sim"]), statistics.median(times["arca-sim+kbs"])
     create_runc, create_arca = (statistics.median(calls[k][0]) for k in ("runc", "arca"))
+    start_runc, start_arca = (statistics.median(calls[k][1]) for k in ("runc", "arca"))
+    runtime_extra = (create_arca - create_runc) + (start_arca - start_runc)
     print("breakdown (medians):")
     print(f"  runtime create   runc {create_runc * 1000:6.1f} ms   arca-runtime "
           f"{create_arca * 1000:6.1f} ms   (start: runc {med_ms(calls['runc'][1]).strip()}, "
           f"arca {med_ms(calls['arca'][1]).strip()})")
-    print(f"  agent start-up (no KBS): {(sim - base - (create_arca - create_runc)) * 1000:6.1f}"
-          " ms")
+    print(f"  runtime extra (create + start): {runtime_extra * 1000:6.1f} ms")
+    print(f"  agent start-up (no KBS): {(sim - base - runtime_extra) * 1000:6.1f} ms")
     total_rcar = sum(statistics.median(v) for v in rcar.values() if v)
     for kind, xs in rcar.items():
         print(f"  RCAR {kind:22s} {med_ms(xs)}  ({len(xs)} requests)")

@@ -170,3 +170,20 @@ def test_exec_refused_without_policy(world) -> None:  # type: ignore[no-untyped-
         assert ex.stdout == ""
     finally:
         assert arca(env, "rm", "-f", "noexec").returncode == 0
+
+
+def test_runtime_refusal_is_reported_and_leaves_no_mount(world, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    image, env, _ = world
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = "9.9"\n')
+    res = arca(env, "run", "--name", "refused", "--init-data", str(bad), image, "true")
+    assert res.returncode == 1
+    assert "arca: error: container refused:" in res.stderr and "version" in res.stderr
+    assert "Traceback" not in res.stderr
+    info = json.loads(arca(env, "inspect", "refused").stdout)
+    assert info["status"] == "error" and "version" in info["error"]
+    assert mounts_under(info["id"]) == []
+    assert arca(env, "rm", "refused").returncode == 0
+    res = arca(env, "run", "--rm", "--init-data", str(bad), image, "true")
+    assert res.returncode == 1
+    assert [c for c in json.loads(arca(env, "ps", "-a", "--json").stdout)] == []

@@ -18,8 +18,10 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -52,17 +54,19 @@ RUN = uuid.uuid4().hex[:6]
 
 def init_data(kbs_url: str, *, resource: str = "default/key/app", name: str = "app.key",
               policy: str = "", agent: str = "kbs_timeout = 2.0\nkbs_retries = 1\n"
-              "kbs_backoff = 0.2") -> bytes:
+              "kbs_backoff = 0.2", env: str | None = None) -> bytes:
+    env_line = f'env = "{env}"\n' if env else ""
     doc = (f'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\nkbs_url = "{kbs_url}"\n'
-           f"resources = '''\n[[resource]]\npath = \"{resource}\"\nname = \"{name}\"\n'''\n"
-           f"agent = '''\n{agent}\n'''\n")
+           f"resources = '''\n[[resource]]\npath = \"{resource}\"\nname = \"{name}\"\n"
+           f"{env_line}'''\nagent = '''\n{agent}\n'''\n")
     if policy:
         doc += f"policy = '''\n{policy}\n'''\n"
     return doc.encode()
 
 
-ALLOW_POLICY = ('allow_args = [["sh", "-c", "cat /run/arca/secrets/*"], ["sleep", "*"]]\n'
-                'allow_env = ["FOO"]\nallow_exec = true')
+PRINT_ENV = ["sh", "-c", 'printf %s "$APP_KEY"']
+ALLOW_POLICY = ('allow_args = [["sh", "-c", "cat /run/arca/secrets/*"], ["sleep", "*"], '
+                + json.dumps(PRINT_ENV) + ']\nallow_env = ["FOO"]\nallow_exec = true')
 
 
 class World:
@@ -111,7 +115,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     from tests.support.kbs import admin_keypair, start_kbs
 
     tmp = tmp_path_factory.mktemp("secrets")
-    env_vars = {"ARCA_ROOT": str(tmp / "arca-root"), "ARCA_RUN": str(tmp / "arca-run")}
+    # short: `arca run` ids are 64 hex digits and TD sockets live under ARCA_RUN (sun_path)
+    short_run = tempfile.mkdtemp(prefix="ars-", dir="/tmp")
+    env_vars = {"ARCA_ROOT": str(tmp / "arca-root"), "ARCA_RUN": short_run}
     mp = pytest.MonkeyPatch()
     for k, v in env_vars.items():
         mp.setenv(k, v)
@@ -150,8 +156,13 @@ def world(tmp_path_factory: pytest.TempPathFactory):
         kbs.kill()
         if w is not None and w.kbs is not kbs:  # restarted by a test
             w.kbs.kill()
+        if w is not None:  # `arca run` containers a failed test left behind
+            ps = w.arca("ps", "-a", "--json", check=False)
+            for c in json.loads(ps.stdout or "[]") if ps.returncode == 0 else []:
+                w.arca("rm", "-f", c["id"], check=False)
         client.stop()
         mp.undo()
+        shutil.rmtree(short_run, ignore_errors=True)
 
 
 def _tenant_setup(w: World, admin_key_path: pathlib.Path) -> None:
@@ -159,7 +170,7 @@ def _tenant_setup(w: World, admin_key_path: pathlib.Path) -> None:
     url = w.proxy.url
     w.init = {
         "strict": init_data(url),
-        "allow": init_data(url, policy=ALLOW_POLICY),
+        "allow": init_data(url, policy=ALLOW_POLICY, env="APP_KEY"),
         "other": init_data(url, resource="default/key/other", name="other.key"),
         "changed": init_data(url, agent="kbs_timeout = 3.0\nkbs_retries = 1\nkbs_backoff = 0.2"),
     }
@@ -168,14 +179,20 @@ def _tenant_setup(w: World, admin_key_path: pathlib.Path) -> None:
     w.admin.set_resource("default/key/app", SECRET_APP)
     w.admin.set_resource("default/key/other", SECRET_OTHER)
     grants: dict[str, list[str]] = {}
+    merge: list[str] = []
+    # "app" under two init-data variants: the second run merges the first one's grants
     for image, init in (("app", "strict"), ("app", "allow"), ("other", "other")):
         out = w.tmp / f"policy-{image}-{init}"
         res = w.arca("policy", "generate", f"oci:{w.layout}:{image}", "--tee", "sim",
-                     "--init-data", str(w.tmp / f"{init}.toml"), "--out-dir", str(out), "--json")
+                     "--init-data", str(w.tmp / f"{init}.toml"), "--out-dir", str(out),
+                     "--json", *(merge if image == "app" else []))
         gen = json.loads(res.stdout)
-        for name, values in gen["reference_values"].items():
-            grants.setdefault(name, []).extend(values)
+        grants.update(gen["reference_values"])
+        merge = ["--merge", gen["reference_values_file"]]
     assert set(grants) == {"release:default:key:app", "release:default:key:other"}
+    # strict: the image's measurement; allow: one per allow_args entry (the image's own
+    # command matches the first entry, so it measures as that entry)
+    assert len(grants["release:default:key:app"]) == 1 + 3
     # the policy through the CLI, as a tenant would; the grants through the admin client
     w.arca("kbs", "admin", "--url", w.kbs.url, "--admin-key", str(admin_key_path),
            "set-resource-policy", "--file", str(out / "resource-policy.rego"))
@@ -183,12 +200,18 @@ def _tenant_setup(w: World, admin_key_path: pathlib.Path) -> None:
         w.admin.set_reference_value(name, values)
 
 
+def scan_roots(world: World) -> list[pathlib.Path]:
+    """containerd root + state (bundles) + runc state, Arca's runtime state and TD dirs, the
+    guest runtime / image store / sim platform, and the KBS data directory."""
+    return [world.ctrd.root, pathlib.Path(world.env["ARCA_ROOT"]),
+            pathlib.Path(world.env["ARCA_RUN"]), world.kbs_dir]
+
+
 @pytest.fixture(autouse=True)
 def no_plaintext_on_host(world: World):
     """After each test: no plaintext secret in any host state directory, nor on the wire."""
     yield
-    roots = [world.ctrd.root, pathlib.Path(world.env["ARCA_ROOT"]),
-             pathlib.Path(world.env["ARCA_RUN"]), world.kbs_dir]
+    roots = scan_roots(world)
     needles = [SECRET_APP, SECRET_OTHER, base64.b64encode(SECRET_APP),
                base64.b64encode(SECRET_OTHER)]
     assert files_containing(needles, roots) == []
@@ -218,6 +241,22 @@ def test_accepted_measurement_receives_its_secret_as_a_0400_file_of_the_workload
     _, res = world.ctr_run("app", world.init["strict"])
     assert res.returncode == 0, res.stderr
     assert output(res) == f"{SECRET_APP.decode()}\nmode=400 uid=1000\n"
+
+
+def test_gzip_annotation_and_environment_secret(world: World) -> None:
+    """The annotation may be gzip-compressed (same TOML, same hash); a resource with ``env``
+    reaches the workload's environment as well."""
+    import gzip
+
+    cid = f"s{RUN}-{uuid.uuid4().hex[:8]}"
+    packed = base64.b64encode(gzip.compress(world.init["strict"])).decode()
+    res = world.ctrd.ctr("run", "--rm", "--net-host", *world.ctrd.run_args(RUNTIME),
+                         "--annotation", "io.arca.tee=sim", "--annotation",
+                         f"io.arca.init-data={packed}", world.images["app"], cid,
+                         check=False, timeout=90)
+    assert res.returncode == 0 and output(res).startswith(SECRET_APP.decode()), res.stderr
+    _, res = world.ctr_run("app", world.init["allow"], *PRINT_ENV)
+    assert res.returncode == 0 and output(res) == SECRET_APP.decode(), res.stderr
 
 
 def test_other_image_gets_its_own_secret_but_not_the_first_ones(world: World) -> None:
@@ -277,6 +316,8 @@ def test_exec_into_the_td_is_refused_unless_the_policy_allows_it(world: World) -
             time.sleep(0.2)
         assert ex.returncode == 0, ex.stderr
         assert ex.stdout == SECRET_APP.decode()
+        # while the TD holding the secret runs, its bundle and state hold no plaintext either
+        assert files_containing([SECRET_APP], scan_roots(world)) == []
     finally:
         world.remove(refused)
         world.remove(allowed)
@@ -375,3 +416,103 @@ def test_the_plaintext_scan_finds_a_planted_secret(world: World) -> None:
             str(planted)]
     finally:
         planted.unlink()
+
+
+# -- HTTPS with the KBS's CA pinned in init-data; `arca run` -----------------------------------
+
+
+def _tls_init_data(url: str, ca_pem: str) -> bytes:
+    raw = init_data(url).decode()
+    return raw.replace("\nresources = ", f"\nkbs_cert = '''\n{ca_pem}'''\nresources = ",
+                       1).encode()
+
+
+def test_https_kbs_with_its_ca_in_init_data_and_a_foreign_ca_refused(world: World) -> None:
+    """The TD talks TLS to the KBS named in init-data and trusts only the CA given there: a
+    broker with a certificate from another CA (a host in the middle) gets nothing."""
+    from arca.host.policygen import generate
+    from arca.kbs.admin_client import AdminClient, load_admin_private_key
+    from tests.support.kbs import make_tls, running_kbs
+
+    tls_dir, other_dir = world.tmp / "tls", world.tmp / "tls-other"
+    tls_dir.mkdir(exist_ok=True)
+    other_dir.mkdir(exist_ok=True)
+    ca, cert, key = make_tls(tls_dir)
+    other_ca, _, _ = make_tls(other_dir)
+    data = world.tmp / "kbs-tls"
+    with running_kbs(data, *world.kbs_args, "--tls-cert", str(cert), "--tls-key", str(key),
+                     scheme="https", verify=str(ca)) as kbs:
+        good = _tls_init_data(kbs.url, ca.read_text())
+        foreign = _tls_init_data(kbs.url, other_ca.read_text())
+        admin = AdminClient(kbs.url, load_admin_private_key(world.kbs_dir / "admin.key"),
+                            cacert=str(ca))
+        try:
+            admin.set_resource("default/key/app", SECRET_APP)
+            values: dict[str, list[str]] = {}
+            for raw in (good, foreign):
+                gen = generate(f"oci:{world.layout}:app", init_data=raw)
+                for name, v in gen.reference_values().items():
+                    values.setdefault(name, []).extend(v)
+            admin.set_policy("resource", gen.policy_text)
+            for name, v in values.items():
+                admin.set_reference_value(name, v)
+        finally:
+            admin.close()
+        _, res = world.ctr_run("app", good)
+        assert res.returncode == 0, res.stderr
+        assert output(res).startswith(SECRET_APP.decode())
+        _, res = world.ctr_run("app", foreign)
+        assert res.returncode == 125, (res.stdout, res.stderr)
+        assert f"KBS {kbs.url} unavailable after 2 attempts" in res.stderr
+        assert "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr
+        assert SECRET_APP.decode() not in res.stdout
+        assert files_containing([SECRET_APP], [data]) == []
+
+
+def test_arca_run_receives_the_secret_under_the_same_policy(world: World) -> None:
+    """``arca run`` (Arca's own image store and bundle) measures like containerd: the grants
+    generated from the image release the secret to it too."""
+    res = world.arca("run", "--rm", "--init-data", str(world.tmp / "strict.toml"),
+                     f"oci:{world.layout}:app", check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"{SECRET_APP.decode()}\nmode=400 uid=1000\n"
+    res = world.arca("run", "--rm", "--init-data", str(world.tmp / "strict.toml"),
+                     f"oci:{world.layout}:app", *STEAL, check=False)
+    assert res.returncode == 126 and DENIED_APP in res.stderr, res.stderr
+
+
+def _hostile_runtime(world: World) -> str:
+    """An OCI runtime that lets ``arca-runtime create`` measure the image's process, then
+    swaps the process the agent is asked to run (``process.json`` in the TD directory): a
+    compromised host keeping the measurement the broker accepts."""
+    swap = world.tmp / "swap_process.py"
+    swap.write_text(
+        "import json, os, sys\n"
+        "p = os.path.join(os.environ['ARCA_RUN'], 'td', sys.argv[1], 'process.json')\n"
+        "proc = json.load(open(p))\n"
+        f"proc['args'] = {STEAL!r}\n"
+        "open(p, 'w').write(json.dumps(proc))\n")
+    script = world.tmp / "hostile-runtime"
+    script.write_text(f'#!/bin/sh\n"{RUNTIME}" "$@"\nrc=$?\nfor last; do :; done\n'
+                      f'case " $* " in *" create "*) [ $rc -eq 0 ] && '
+                      f'"{sys.executable}" "{swap}" "$last" || exit 99;; esac\nexit $rc\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_host_swapping_the_process_after_measurement_is_refused_by_the_agent(
+        world: World) -> None:
+    hostile = _hostile_runtime(world)
+    for init, ok in (("strict", False), ("allow", True)):
+        cid = f"s{RUN}-{uuid.uuid4().hex[:8]}"
+        ann = ["--annotation", "io.arca.tee=sim", "--annotation",
+               f"io.arca.init-data={base64.b64encode(world.init[init]).decode()}"]
+        seen = len(world.proxy.exchanges)
+        res = world.ctrd.ctr("run", "--rm", "--net-host", *world.ctrd.run_args(hostile), *ann,
+                             world.images["app"], cid, check=False, timeout=90)
+        if ok:  # the measured policy allows exactly this command: it gets the secret
+            assert res.returncode == 0 and output(res) == SECRET_APP.decode(), res.stderr
+        else:  # refused before the agent even talks to the KBS
+            assert_refused(res, "execution policy: argument 2 'cat /run/arca/secrets/*' "
+                                "differs from the measured command")
+            assert len(world.proxy.exchanges) == seen

@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
         rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
         env: list[str] = typer.Option(None, "--env", "-e", help="K=V environment variable."),
         volume: list[str] = typer.Option(None, "--volume", "-v", help="SRC:DST[:ro] bind."),
-        tee: str = typer.Option("sim", "--tee", help="sim | none."),
+        tee: str = typer.Option("sim", "--tee", help="sim (a software TD: isolates the "
+                                "container from other containers, never from this host) | "
+                                "none (plain runc)."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL (generates init-data)."),
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML file."),
     ) -> None:
@@ -75,7 +77,8 @@ def register(app: typer.Typer) -> None:
         container: str = typer.Argument(..., help="Container name or id."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow until it exits."),
     ) -> None:
-        """Print a container's output (stdout and stderr, interleaved)."""
+        """Print a detached container's output (stdout and stderr, interleaved); a foreground
+        container's output went to the terminal and is not kept."""
         from arca.host.containers.engine import Engine
 
         out = sys.stdout.buffer

@@ -1,5 +1,6 @@
 """``arca policy generate IMAGE [--tee sim] [--init-data FILE] [--resource PATH ...]
-[--out-dir DIR] [--json]``: a KBS resource policy and reference values for IMAGE.
+[--out-dir DIR] [--merge FILE] [--json]``: a KBS resource policy and reference values for
+IMAGE.
 
 Writes ``resource-policy.rego`` and ``reference-values.json`` into DIR and prints the
 ``arca kbs admin`` commands that install them (see :mod:`arca.host.policygen`).
@@ -28,6 +29,9 @@ def register(app: typer.Typer) -> None:
                                            "init-data lists)."),
         out_dir: Path = typer.Option(Path("."), "--out-dir", help="Where to write "
                                      "resource-policy.rego and reference-values.json."),
+        merge: Path = typer.Option(None, "--merge", help="Reference values JSON in force "
+                                   "(`arca kbs admin get-reference-values`): keep their "
+                                   "grants for the listed resources."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Release exactly the listed resources exactly to IMAGE's measurement."""
@@ -40,7 +44,15 @@ def register(app: typer.Typer) -> None:
                 raw = init_data.read_bytes()
             except OSError as e:
                 raise ConfigError(f"cannot read init-data {init_data}: {e.strerror}") from None
+        current = None
+        if merge is not None:
+            try:
+                current = json.loads(merge.read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read reference values {merge}: {e}") from None
         res = do_generate(image, tee=tee, init_data=raw, resources=resource)
+        if current is not None:
+            res = res.merge(current)
         try:
             policy, values = res.write(out_dir)
         except OSError as e:

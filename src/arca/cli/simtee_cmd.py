@@ -41,17 +41,17 @@ def register(app: typer.Typer) -> None:
         from arca.host.simtee import client, locations
 
         running = client.is_running()
+        tds = client.list_tds() if running else []
         out = {"running": running, "pid": client.read_pid() if running else None,
-               "root_cert": str(locations.root_cert_path()),
-               "tds": client.list_tds() if running else []}
+               "root_cert": str(locations.root_cert_path()), "tds": tds}
         if as_json:
             typer.echo(json.dumps(out, indent=2))
             return
         if not running:
             typer.echo("sim platform: not running")
             raise typer.Exit(3)
-        typer.echo(f"sim platform: running (pid {out['pid']}), {len(out['tds'])} TD(s)")
-        for td in out["tds"]:
+        typer.echo(f"sim platform: running (pid {out['pid']}), {len(tds)} TD(s)")
+        for td in tds:
             typer.echo(f"  {td['td_id']}  measurement {td['measurement']}")
 
     @sim.command("stop")

@@ -122,7 +122,7 @@ def _read_entries(rootfs: Path, path: str) -> list[list[str]] | None:
 
 
 def _int(value: str) -> int | None:
-    return int(value) if value.isdigit() and int(value) < 2**32 else None
+    return int(value) if value.isascii() and value.isdigit() and int(value) < 2**32 else None
 
 
 def _passwd(rootfs: Path) -> list[tuple[str, int, int]] | None:

@@ -133,13 +133,35 @@ class GeneratedPolicy:
     measurements: tuple[str, ...]
     init_data_hash: str
     policy_text: str = RESOURCE_POLICY
+    #: Grants already in force (e.g. ``arca kbs admin get-reference-values``) to keep.
+    merged: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def grants(self) -> tuple[str, ...]:
         return tuple(grant_value(self.tee, m, self.init_data_hash) for m in self.measurements)
 
     def reference_values(self) -> dict[str, list[str]]:
-        return {grant_name(r): list(self.grants) for r in self.resources}
+        """The grant of each listed resource: existing grants first (when merged), then this
+        image's; only ``release:*`` names, so other reference values are left alone."""
+        existing = dict(self.merged)
+        out = {}
+        for r in self.resources:
+            name = grant_name(r)
+            out[name] = list(dict.fromkeys((*existing.get(name, ()), *self.grants)))
+        return out
+
+    def merge(self, current: dict[str, Any]) -> GeneratedPolicy:
+        """Keep the grants ``current`` (reference values as JSON) already holds for the listed
+        resources, so one resource can be released to several images or init-data."""
+        if not isinstance(current, dict):
+            raise InvalidInput("reference values to merge must be a JSON object")
+        kept = []
+        for r in self.resources:
+            values = current.get(grant_name(r), [])
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise InvalidInput(f"reference value {grant_name(r)} must be a list of strings")
+            kept.append((grant_name(r), tuple(values)))
+        return replace(self, merged=tuple(kept))
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "image_digest": self.image_digest, "tee": self.tee,

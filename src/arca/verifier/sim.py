@@ -27,7 +27,7 @@ import pathlib
 from collections.abc import Iterable
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -117,9 +117,15 @@ class SimVerifier:
             raise MalformedEvidence(f"cert_chain[{index}] exceeds {MAX_CERT_PEM_BYTES} bytes",
                                     tee=TEE, field=f"cert_chain[{index}]")
         try:
-            return x509.load_pem_x509_certificate(pem.encode())
-        except ValueError as e:
-            raise MalformedEvidence(f"cert_chain[{index}] is not a PEM certificate: {e}",
+            cert = x509.load_pem_x509_certificate(pem.encode())
+            # cryptography parses some fields lazily; parse everything the checks read now,
+            # so a malformed field is "malformed evidence", not an error deep in a check.
+            cert.subject, cert.issuer, cert.extensions, cert.public_key()  # noqa: B018
+            cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
+            return cert
+        except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension,
+                x509.UnsupportedGeneralNameType, UnsupportedAlgorithm) as e:
+            raise MalformedEvidence(f"cert_chain[{index}] is not a valid certificate: {e}",
                                     tee=TEE, field=f"cert_chain[{index}]") from None
 
     def _check_chain(self, chain: list[x509.Certificate], at: dt.datetime) -> None:

@@ -231,3 +231,17 @@ def test_cli_refuses_bad_init_data_before_touching_the_image(capsys, tmp_path):
               "--resource", "a/b/c", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "unknown key(s) surprise" in err, err
+
+
+def test_merge_keeps_existing_grants_of_the_listed_resources_only():
+    gen = from_descriptor("img", "sha256:x", DESCRIPTOR, None, ["default/key/app"])
+    current = {"release:default:key:app": ["sim/old/zero", gen.grants[0]],
+               "release:default:key:unrelated": ["sim/x/y"], "sim.measurement": ["aa"]}
+    merged = gen.merge(current)
+    assert merged.reference_values() == {
+        "release:default:key:app": ["sim/old/zero", gen.grants[0]]}
+    assert gen.merge({}).reference_values() == gen.reference_values()
+    with pytest.raises(InvalidInput, match="list of strings"):
+        gen.merge({"release:default:key:app": "sim/x/y"})
+    with pytest.raises(InvalidInput, match="JSON object"):
+        gen.merge([])  # type: ignore[arg-type]

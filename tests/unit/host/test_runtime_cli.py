@@ -210,3 +210,32 @@ def test_exec_into_a_tee_container_goes_through_check_exec_allowed(
 def test_version_mentions_both(env, tmp_path: pathlib.Path) -> None:
     res = run(["--version"])
     assert res.returncode == 0 and res.stdout.startswith("arca-runtime version ")
+
+
+def test_fast_state_lookup_matches_the_state_module(env) -> None:
+    from arca.host.runtime import cli, state
+
+    assert not cli._has_arca_state("c9")
+    state.save(state.ContainerState("c9", "sim", "/b", "created"))
+    assert cli._has_arca_state("c9") and state.state_path("c9").exists()
+    state.remove("c9")
+    assert not cli._has_arca_state("c9") and not cli._has_arca_state("../x")
+
+
+def test_fast_plain_create_check(env, tmp_path: pathlib.Path, monkeypatch) -> None:
+    from arca.host.runtime.cli import _obviously_plain
+
+    b = write_bundle(tmp_path / "b", config())
+    assert _obviously_plain(["--bundle", str(b), "c1"])
+    assert _obviously_plain([f"--bundle={b}", "c1"])
+    write_bundle(b, config("sim"))
+    assert not _obviously_plain(["-b", str(b), "c1"])
+    write_bundle(b, config(annotations={"io.kubernetes.cri.container-type": "sandbox",
+                                        "io.arca.tee": "sim"}))
+    assert _obviously_plain(["--bundle", str(b), "c1"])
+    write_bundle(b, config())
+    monkeypatch.setenv("ARCA_TEE", "sim")
+    assert not _obviously_plain(["--bundle", str(b), "c1"])
+    write_bundle(b, "{broken")
+    assert not _obviously_plain(["--bundle", str(b), "c1"])
+    assert not _obviously_plain(["--bundle", str(tmp_path / "missing"), "c1"])

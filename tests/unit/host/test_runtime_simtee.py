@@ -186,3 +186,21 @@ def test_fuzz_device_request_parser(line: bytes) -> None:
     except InvalidInput:
         return
     assert len(rd) == 64 and json.loads(line) == {"report_data": rd.hex()}
+
+
+def test_idle_daemon_exits_and_comes_back_on_demand(sim, monkeypatch) -> None:
+    sim.stop()
+    monkeypatch.setenv("ARCA_SIMTEE_IDLE_EXIT", "0.5")
+    sim.ensure_running()
+    sock = pathlib.Path(sim.register("busy", desc("/b").to_json(), None)["socket"])
+    time.sleep(1.5)
+    assert sim.is_running()  # a registered TD keeps it alive
+    sim.unregister("busy")
+    # Watch the pid file, not ping: a control request counts as activity.
+    deadline = time.monotonic() + 10
+    while sim.read_pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sim.read_pid() is None and not sim.is_running()
+    # The next registration starts it again.
+    sock = pathlib.Path(sim.register("again", desc("/a").to_json(), None)["socket"])
+    assert verifier().verify(get_report(sock)).values["td_id"] == "again"

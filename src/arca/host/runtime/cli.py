@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 VERSION = "0.1.0"
 
@@ -59,7 +60,7 @@ def runc_binary() -> str:
     return load_config().runc
 
 
-def exec_runc(runc: str, argv: list[str]) -> None:
+def exec_runc(runc: str, argv: list[str]) -> NoReturn:
     """Replace this process with runc, same arguments."""
     try:
         os.execvp(runc, [runc, *argv])  # noqa: S606 - runc takes our argv verbatim
@@ -114,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
             return _version()
         if command not in _HANDLED:
             exec_runc(runc_binary(), argv)
-            return 0  # not reached
         if command == "delete" and not _has_arca_state(argv[-1]):
             # The hot path of every plain container's delete: no argparse, no JSON.
             exec_runc(runc_binary(), argv)
@@ -168,11 +168,12 @@ def _obviously_plain(args: list[str]) -> bool:
 
 
 def _has_arca_state(container_id: str) -> bool:
-    from arca.host import paths
-
+    # Same location as ``arca.host.paths.run_dir()`` / ``state.state_path`` (a unit test
+    # keeps them equal), spelled with ``os.path`` so plain deletes never import pathlib.
     if not container_id or "/" in container_id or container_id in (".", ".."):
         return False
-    return os.path.exists(paths.run_dir() / "containers" / container_id / "state.json")
+    run = os.environ.get("ARCA_RUN", "/run/arca-host")
+    return os.path.exists(os.path.join(run, "containers", container_id, "state.json"))
 
 
 def _version() -> int:

@@ -67,13 +67,15 @@ def parse_create(args: list[str]) -> argparse.Namespace:
     p.add_argument("--preserve-fds", type=int, default=0)
     p.add_argument("--detach", "-d", action="store_true")  # ``run`` only
     p.add_argument("--keep", action="store_true")  # ``run`` only
-    return p.parse_args(_go_flags(args))
+    ns: argparse.Namespace = p.parse_args(_go_flags(args))
+    return ns
 
 
 def parse_delete(args: list[str]) -> argparse.Namespace:
     p = _parser("delete")
     p.add_argument("--force", "-f", action="store_true")
-    return p.parse_args(_go_flags(args))
+    ns: argparse.Namespace = p.parse_args(_go_flags(args))
+    return ns
 
 
 def parse_exec(args: list[str]) -> argparse.Namespace:
@@ -98,7 +100,8 @@ def parse_exec(args: list[str]) -> argparse.Namespace:
     p.add_argument("--ignore-paused", action="store_true")
     p.add_argument("id")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    return p.parse_args(_go_flags(args))
+    ns: argparse.Namespace = p.parse_args(_go_flags(args))
+    return ns
 
 
 def _go_flags(args: list[str]) -> list[str]:
@@ -124,7 +127,6 @@ def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
             "written to host disk"
         )
     exec_runc(cfg.runc, argv)
-    return 0
 
 
 def _safe_load(container_id: str) -> st.ContainerState | None:
@@ -335,4 +337,3 @@ def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
             raise InvalidInput(f"exec process file {opts.process} must hold a JSON object")
         check_exec_allowed(saved, process)
     exec_runc(cfg.runc, argv)
-    return 0

@@ -98,11 +98,17 @@ def ensure_running(timeout: float = START_TIMEOUT_S) -> None:
 
 
 def register(td_id: str, descriptor: dict[str, Any], init_data: bytes | None) -> dict[str, Any]:
-    ensure_running()
-    return request({
+    req = {
         "op": "register", "td_id": td_id, "descriptor": descriptor,
         "init_data": base64.b64encode(init_data).decode() if init_data is not None else None,
-    })
+    }
+    ensure_running()
+    try:
+        return request(req)
+    except PlatformUnavailable:
+        # The daemon may have exited for idleness between our ping and the request.
+        ensure_running()
+        return request(req)
 
 
 def unregister(td_id: str) -> None:

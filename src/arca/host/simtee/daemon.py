@@ -28,6 +28,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,20 @@ CONTROL_TIMEOUT_S = 5.0
 #: Concurrent device requests being served; more are closed at once (a TD flooding its own
 #: socket must not exhaust the daemon's threads and starve other TDs for long).
 MAX_CONCURRENT_REQUESTS = 64
+#: With no TD registered for this long, the daemon exits (the runtime starts it again on the
+#: next create): a forgotten daemon — a test that never stopped it — does not live forever.
+#: ``ARCA_SIMTEE_IDLE_EXIT`` overrides it (seconds; 0 = never).
+DEFAULT_IDLE_EXIT_S = 600.0
+#: A starting daemon waits this long for an exiting predecessor to release the lock.
+LOCK_WAIT_S = 5.0
+
+
+def idle_exit_seconds() -> float:
+    raw = os.environ.get("ARCA_SIMTEE_IDLE_EXIT", "")
+    try:
+        return float(raw) if raw else DEFAULT_IDLE_EXIT_S
+    except ValueError:
+        return DEFAULT_IDLE_EXIT_S
 
 
 class AlreadyRunning(ArcaError):
@@ -276,9 +291,17 @@ class Daemon:
             signal.signal(sig, self._on_signal)
         self.sel.register(wake_r, selectors.EVENT_READ, ("wake", ""))
         log.info("sim platform %s serving (pid %d)", self.platform.platform_id, os.getpid())
+        idle_exit = idle_exit_seconds()
+        idle_since = time.monotonic()
         try:
             while not self.stopping:
-                for key, _ in self.sel.select():
+                events = self.sel.select(timeout=min(idle_exit, 60.0) if idle_exit else None)
+                if self.tds:
+                    idle_since = time.monotonic()
+                elif idle_exit and not events and time.monotonic() - idle_since >= idle_exit:
+                    log.info("no TD registered for %.0fs: exiting", idle_exit)
+                    break
+                for key, _ in events:
                     kind, td_id = key.data
                     if kind == "wake":
                         wake_r.recv(512)
@@ -289,6 +312,7 @@ class Daemon:
                         continue
                     if kind == "control":
                         self.handle_control(conn)
+                        idle_since = time.monotonic()
                         continue
                     reg = self.tds.get(td_id)
                     if reg is None or not self.slots.acquire(blocking=False):
@@ -314,10 +338,9 @@ def serve() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     lock = open(locations.lock_file(), "a")  # noqa: SIM115 - held for the daemon's lifetime
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _acquire(lock):
         log.info("another sim platform daemon already runs for %s", d)
+        lock.close()
         return 0
     try:
         write_atomic(locations.pid_file(), f"{os.getpid()}\n".encode(), 0o644)
@@ -328,3 +351,31 @@ def serve() -> int:
         locations.pid_file().unlink(missing_ok=True)
         lock.close()
     return 0
+
+
+def _acquire(lock: Any) -> bool:
+    """Take the daemon lock. While another daemon holds it and answers, give up at once; if it
+    does not answer (it is exiting, idle or stopped), wait for it to let go."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        if _answers() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _answers() -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(locations.control_socket()))
+        s.sendall(b'{"op": "ping"}\n')
+        return b'"ok"' in s.recv(4096)
+    except OSError:
+        return False
+    finally:
+        s.close()
