@@ -167,7 +167,8 @@ class Demo:
 
     def show_output(self, text: str, style: str = "") -> None:
         for line in text.rstrip().splitlines():
-            self.console.print(f"    {line}", style=style, highlight=False, markup=False)
+            self.console.print(f"    {line}", style=style, highlight=False, markup=False,
+                               soft_wrap=True)
 
 
 def _free_port() -> int:
@@ -245,7 +246,9 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
             init_data.write_text(
                 'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
                 f'kbs_url = "{url}"\n'
-                f'resources = """[{{"path": "{RESOURCE}", "name": "greeting"}}]"""\n')
+                "resources = '''\n[[resource]]\n"
+                f'path = "{RESOURCE}"\nname = "greeting"\n'
+                "'''\n")
 
             demo.step("Predict the measurement from the image alone",
                       "The tenant computes what a correct TD will measure before anything runs.")
@@ -258,7 +261,7 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
             policy_dir = workdir / "policy"
             demo.run("policy", "generate", images[0], "--tee", "sim", "--init-data",
                      str(init_data), "--resource", RESOURCE, "--out-dir", str(policy_dir))
-            demo.run(*admin, "set-resource-policy", "--file", str(policy_dir / "resource.rego"))
+            demo.run(*admin, "set-resource-policy", "--file", str(policy_dir / "resource-policy.rego"))
             refs = json.loads((policy_dir / "reference-values.json").read_text())
             for name, values in refs.items():
                 demo.run(*admin, "set-reference-value", name, *values)

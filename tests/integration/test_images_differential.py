@@ -136,7 +136,7 @@ def to_tar(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-@settings(max_examples=400, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(layers_strategy)
 def test_overlay_of_layers_equals_umoci_unpack(tmp_path_factory: pytest.TempPathFactory,
