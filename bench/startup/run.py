@@ -4,6 +4,7 @@ The same busybox image (built with umoci, pushed to a local docker-registry, pul
 private containerd) is run with ``ctr run --rm`` under both runtimes, interleaved so drift in
 machine load hits both equally, after warm-up runs (guest runtime built, sim daemon started,
 rootfs digest cached). Prints medians, p90s and the median ratio; the goal is ≤ 1.3.
+A third variant runs ``arca-runtime`` without a TEE: the cost of the wrapper alone.
 
 Usage: ``run.py [--runs N] [--cmd "true"]`` (also ``BENCH_RUNS``). Needs root. Not a test.
 """
@@ -60,6 +61,8 @@ def main() -> int:
             ctrd.pull_plain_http(image)
             variants = {
                 "runc": [*ctrd.run_args("runc")],
+                # Pass-through (no TEE): what the Python wrapper alone costs.
+                "arca-none": [*ctrd.run_args(RUNTIME)],
                 "arca-sim": [*ctrd.run_args(RUNTIME), "--annotation", "io.arca.tee=sim"],
             }
             times: dict[str, list[float]] = {k: [] for k in variants}
@@ -80,7 +83,7 @@ def main() -> int:
                 for name in variants:
                     one(name)
             for i in range(opts.runs):
-                order = list(variants) if i % 2 == 0 else list(reversed(variants))
+                order = list(variants)[i % 3:] + list(variants)[:i % 3]
                 for name in order:
                     times[name].append(one(name))
     finally:
@@ -90,7 +93,7 @@ def main() -> int:
           f"(after {opts.warmup} warm-up)")
     for name, xs in times.items():
         med = statistics.median(xs)
-        print(f"  {name:9s} median {med * 1000:7.1f} ms   p90 {p90(xs) * 1000:7.1f} ms   "
+        print(f"  {name:10s} median {med * 1000:7.1f} ms   p90 {p90(xs) * 1000:7.1f} ms   "
               f"ratio {med / base:5.2f}")
     print(f"ratio arca-sim/runc (medians): {statistics.median(times['arca-sim']) / base:.2f} "
           "(goal <= 1.3)")

@@ -46,9 +46,14 @@ def rt(tmp_path_factory: pytest.TempPathFactory):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
     from arca.host.simtee import client
 
+    runtime = Runtime(tmp, rootfs)
     try:
-        yield Runtime(tmp, rootfs)
+        yield runtime
     finally:
+        # Whatever a failed test left behind: no container outlives the module.
+        if runtime.runc_root.is_dir():
+            for c in runtime.runc_root.iterdir():
+                runtime.run("delete", "--force", c.name, check=False)
         client.stop()
         mp.undo()
 
@@ -200,6 +205,50 @@ def test_kill_9_during_create_then_delete_force_leaves_nothing(rt: Runtime, dela
     proc.wait()
     rt.run("delete", "--force", cid)
     assert_clean(rt, cid)
+
+
+def test_parallel_creates_start_exactly_one_daemon(rt: Runtime) -> None:
+    from arca.host.simtee import client
+
+    client.stop()  # every create below races to start the platform
+    ids = [f"par{i}-{RUN}" for i in range(6)]
+    procs = []
+    try:
+        for cid in ids:
+            b = rt.bundle(cid, ["sleep", "30"])
+            procs.append(subprocess.Popen(rt.argv("create", "--bundle", str(b), cid),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        assert [p.wait(timeout=60) for p in procs] == [0] * len(ids)
+        # Losers of the start race may still be starting up; they must all give way to one.
+        deadline = time.monotonic() + 10
+        while True:
+            daemons = [p for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()
+                       and _is_our_daemon(p)]
+            if len(daemons) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(daemons) == 1
+        assert int(daemons[0].name) == client.read_pid()
+        assert sorted(t["td_id"] for t in client.list_tds()) == sorted(ids)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for cid in ids:
+            rt.run("delete", "--force", cid, check=False)
+    for cid in ids:
+        assert_clean(rt, cid)
+
+
+def _is_our_daemon(proc: pathlib.Path) -> bool:
+    try:
+        cmd = (proc / "cmdline").read_bytes()
+        env = (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"arca.host.simtee" in cmd and f"ARCA_RUN={os.environ['ARCA_RUN']}".encode() in env
 
 
 def _fd_count(pid: int) -> int:

@@ -204,3 +204,18 @@ def test_idle_daemon_exits_and_comes_back_on_demand(sim, monkeypatch) -> None:
     # The next registration starts it again.
     sock = pathlib.Path(sim.register("again", desc("/a").to_json(), None)["socket"])
     assert verifier().verify(get_report(sock)).values["td_id"] == "again"
+
+
+def test_long_container_ids_still_get_a_device_socket(sim) -> None:
+    from arca.host.simtee import locations
+
+    td = "k" * 64 + "-" + "8" * 63  # 128 chars: the longest id; path far over sun_path
+    resp = sim.register(td, desc("/l").to_json(), None)
+    assert len(resp["socket"]) > 108 and locations.device_socket(td).is_socket()
+    # Connect the way a TD does, through a short path to the bind-mounted directory.
+    dfd = os.open(locations.device_dir(td), os.O_PATH)
+    try:
+        ev = get_report(pathlib.Path(f"/proc/self/fd/{dfd}/sim.sock"))
+    finally:
+        os.close(dfd)
+    assert verifier().verify(ev).values["td_id"] == td

@@ -146,7 +146,17 @@ class Daemon:
         except FileNotFoundError:
             pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(str(path))
+        # Bind through a directory fd: ``<run>/td/<64-hex id>/sim.sock`` can exceed the 107
+        # bytes of ``sun_path``; ``/proc/self/fd/N/sim.sock`` never does.
+        dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            s.bind(f"/proc/self/fd/{dfd}/{path.name}")
+        except OSError as e:
+            s.close()
+            raise InvalidInput(f"cannot create the TD device socket {path}: {e.strerror}"
+                               ) from None
+        finally:
+            os.close(dfd)
         # Inside the TD the workload (after the agent dropped privileges) may ask for reports
         # too; outside, the run directory is root-only.
         os.chmod(path, 0o666)  # noqa: S103
@@ -226,7 +236,8 @@ class Daemon:
         except (ArcaError, ValueError, KeyError, TypeError, binascii.Error) as e:
             _send(conn, {"error": str(e) or type(e).__name__})
         except OSError as e:
-            log.warning("control connection failed: %s", e)
+            log.warning("control request failed: %s", e)
+            _send(conn, {"error": f"sim platform I/O error: {e}"})
         finally:
             conn.close()
 
