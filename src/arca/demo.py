@@ -261,7 +261,8 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
             policy_dir = workdir / "policy"
             demo.run("policy", "generate", images[0], "--tee", "sim", "--init-data",
                      str(init_data), "--resource", RESOURCE, "--out-dir", str(policy_dir))
-            demo.run(*admin, "set-resource-policy", "--file", str(policy_dir / "resource-policy.rego"))
+            demo.run(*admin, "set-resource-policy", "--file",
+                     str(policy_dir / "resource-policy.rego"))
             refs = json.loads((policy_dir / "reference-values.json").read_text())
             for name, values in refs.items():
                 demo.run(*admin, "set-reference-value", name, *values)

@@ -52,7 +52,11 @@ def build_busybox_image(
     shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
     for applet in APPLETS:
         (rootfs / "bin" / applet).symlink_to("busybox")
-    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n")
+    (rootfs / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "nobody:x:65534:65534::/:/bin/false\n"
+        "app:x:1000:1000::/home/app:/bin/sh\n"
+    )
     (rootfs / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\napp:x:1000:\n")
     run("umoci", "repack", "--image", ref, str(bundle))
     if files:

@@ -1,7 +1,8 @@
 """``arca verify``: verify one piece of TEE evidence and print its claims.
 
-Exit status: 0 valid and accepted, 1 invalid or rejected (the failed check is printed), 2 usage error or unreadable
-input. Argument handling only; the work is :func:`arca.verifier.registry.verify_evidence`.
+Exit status: 0 valid and accepted, 1 invalid or rejected (the failed check is printed),
+2 usage error or unreadable input. Argument handling only; the work is
+:func:`arca.verifier.registry.verify_evidence`.
 """
 
 from __future__ import annotations
