@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+
+# ``typing`` costs ~5 ms to import; annotations are strings here (``from __future__``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 VERSION = "0.1.0"
 

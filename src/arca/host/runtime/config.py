@@ -9,7 +9,11 @@ Plain class, JSON imported only when a file exists: every ``arca-runtime`` call 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+
+# ``collections.abc`` pulls in ``collections`` (~2 ms); the annotation is only for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_CONFIG_PATH = "/etc/arca/runtime.json"
 _KEYS = ("runc", "default_tee")

@@ -1,0 +1,167 @@
+/*
+ * arca-runtime front end: decide in microseconds whether a call is plain runc's business.
+ *
+ * containerd's shim runs the OCI runtime 4-5 times per container (create, start, state, kill,
+ * delete). A Python interpreter costs ~10-20 ms per start before Arca's code runs, so the calls
+ * that have nothing Arca-specific to do are answered here by execvp'ing runc with the exact
+ * argument vector (same stdio, fds, exit status); everything else is handed to the Python
+ * implementation (arca.host.runtime.cli:main), which makes the same decisions again with
+ * full validation. This file only ever *chooses the Python path* when in doubt, so it never
+ * weakens a decision the Python code would make:
+ *
+ *   - no command, or a runtime config file exists (JSON: Python parses it)   -> Python
+ *   - command not handled by Arca (start, state, kill, ps, features, ...)      -> runc
+ *   - delete/checkpoint/restore of an id without Arca state                    -> runc
+ *   - create/run whose config.json has no "io.arca" text and no \u escape,
+ *     with the default TEE "none" (ARCA_TEE unset/empty or "none")           -> runc
+ *   - anything else (TEE create/delete, exec, odd input)                      -> Python
+ *
+ * Mirrors cli.py (split_globals, _has_arca_state, _obviously_plain) and config.py
+ * (ARCA_RUNC, ARCA_TEE, ARCA_RUNTIME_CONFIG); tests/unit/host/test_runtime_frontend.py checks
+ * both agree. Built by scripts/setup.sh with the interpreter, source and site-packages paths
+ * compiled in (ARCA_PYTHON, ARCA_SRC, ARCA_SITE). The Python path runs with -I -S: no site,
+ * no .pth processing, no PYTHON* variables, no current directory on sys.path.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef ARCA_PYTHON
+#error "build with -DARCA_PYTHON=... -DARCA_SRC=... -DARCA_SITE=... (scripts/setup.sh)"
+#endif
+
+#define MAX_CONFIG_BYTES (4 * 1024 * 1024)
+
+static const char *const with_value[] = {"--root", "--log", "--log-format", "--criu",
+                                         "--rootless", NULL};
+static const char *const handled[] = {"create", "delete", "exec", "run", "checkpoint",
+                                      "restore", NULL};
+
+static int in(const char *s, const char *const *set) {
+    for (; *set; set++)
+        if (strcmp(s, *set) == 0) return 1;
+    return 0;
+}
+
+static void run_python(char **argv) {
+    static const char boot[] =
+        "import sys;sys.path[:0]=['" ARCA_SRC "','" ARCA_SITE "'];"
+        "from arca.host.runtime.cli import main;sys.exit(main())";
+    int argc = 0;
+    while (argv[argc]) argc++;
+    char **args = calloc((size_t)argc + 5, sizeof(char *));
+    if (!args) { perror("arca-runtime"); exit(1); }
+    args[0] = ARCA_PYTHON;
+    args[1] = "-I";
+    args[2] = "-S";
+    args[3] = "-c";
+    args[4] = (char *)boot;
+    for (int i = 1; i < argc; i++) args[4 + i] = argv[i];
+    execv(ARCA_PYTHON, args);
+    fprintf(stderr, "arca-runtime: error: cannot execute %s: %s\n", ARCA_PYTHON, strerror(errno));
+    exit(1);
+}
+
+static void run_runc(const char *runc, char **argv) {
+    argv[0] = (char *)runc;
+    execvp(runc, argv);
+    fprintf(stderr, "arca-runtime: error: cannot execute runc binary '%s': %s\n", runc,
+            strerror(errno));
+    exit(1);
+}
+
+/* Index of the command after runc's global options (cli.split_globals). */
+static int command_index(int argc, char **argv) {
+    int i = 1;
+    while (i < argc) {
+        const char *arg = argv[i];
+        if (arg[0] != '-' || strcmp(arg, "-") == 0) break;
+        char name[64];
+        size_t n = strcspn(arg, "=");
+        int has_eq = arg[n] == '=';
+        if (n >= sizeof(name) - 1) { i++; continue; }  /* not a known option either way */
+        if (arg[1] != '-' && n > 2) {  /* Go's single-dash spelling of a long option */
+            name[0] = '-';
+            memcpy(name + 1, arg, n);
+            name[n + 1] = '\0';
+        } else {
+            memcpy(name, arg, n);
+            name[n] = '\0';
+        }
+        if (in(name, with_value) && !has_eq) i++;
+        i++;
+    }
+    return i < argc ? i : argc;
+}
+
+/* cli._has_arca_state: is there Arca state for this container id? */
+static int has_arca_state(const char *id) {
+    if (!*id || strchr(id, '/') || strcmp(id, ".") == 0 || strcmp(id, "..") == 0) return 0;
+    const char *run = getenv("ARCA_RUN");
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/containers/%s/state.json", run ? run : "/run/arca-host",
+                 id) >= (int)sizeof(path))
+        return 1;  /* cannot tell: let Python decide */
+    return access(path, F_OK) == 0 || errno != ENOENT;
+}
+
+/* cli._obviously_plain, conservatively: no Arca annotation can hide in this config.json. */
+static int obviously_plain(int argc, char **argv, int first) {
+    const char *tee = getenv("ARCA_TEE");
+    if (tee && *tee && strcmp(tee, "none") != 0) return 0;
+    const char *bundle = ".";
+    for (int j = first; j < argc; j++) {
+        const char *a = argv[j];
+        if ((!strcmp(a, "--bundle") || !strcmp(a, "-bundle") || !strcmp(a, "-b")) && j + 1 < argc)
+            bundle = argv[j + 1];
+        else if (!strncmp(a, "--bundle=", 9)) bundle = a + 9;
+        else if (!strncmp(a, "-bundle=", 8)) bundle = a + 8;
+        else if (!strncmp(a, "-b=", 3)) bundle = a + 3;
+    }
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/config.json", bundle) >= (int)sizeof(path)) return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    char *buf = NULL;
+    int plain = 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        st.st_size <= MAX_CONFIG_BYTES && (buf = malloc((size_t)st.st_size + 1))) {
+        size_t len = 0;
+        ssize_t r;
+        while (len < (size_t)st.st_size &&
+               (r = read(fd, buf + len, (size_t)st.st_size - len)) > 0)
+            len += (size_t)r;
+        buf[len] = '\0';
+        plain = len == (size_t)st.st_size && memchr(buf, '\0', len) == NULL &&
+                strstr(buf, "io.arca") == NULL && strstr(buf, "\\u") == NULL;
+    }
+    free(buf);
+    close(fd);
+    return plain;
+}
+
+int main(int argc, char **argv) {
+    int i = command_index(argc, argv);
+    if (i >= argc) run_python(argv);  /* --version, --help, no command */
+    /* A config file may set runc and default_tee and must be valid JSON: Python reads it. */
+    const char *cfg = getenv("ARCA_RUNTIME_CONFIG");
+    if (!cfg) cfg = "/etc/arca/runtime.json";
+    if (*cfg && (access(cfg, F_OK) == 0 || errno != ENOENT)) run_python(argv);
+    const char *runc = getenv("ARCA_RUNC");
+    if (!runc || !*runc) runc = "runc";
+    const char *cmd = argv[i];
+    if (!in(cmd, handled)) run_runc(runc, argv);
+    if (!strcmp(cmd, "delete") || !strcmp(cmd, "checkpoint") || !strcmp(cmd, "restore")) {
+        if (!has_arca_state(argv[argc - 1])) run_runc(runc, argv);
+    } else if (!strcmp(cmd, "create") || !strcmp(cmd, "run")) {
+        if (obviously_plain(argc, argv, i + 1)) run_runc(runc, argv);
+    }
+    run_python(argv);
+    return 1;
+}
