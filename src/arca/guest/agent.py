@@ -27,7 +27,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 from arca.guest.evidence import ConfigfsTsm, EvidenceSource, SimDevice, evidence_document
 from arca.guest.policy import HostProcess, check_process
@@ -44,6 +43,12 @@ from arca.wire.errors import (
 )
 from arca.wire.initdata import ExecPolicy, InitData
 from arca.wire.simreport import INIT_DATA_HASH_SIZE, REPORT_DATA_SIZE, SimEvidence
+
+TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from arca.wire.record import dataclass
 
 #: A single backoff sleep never exceeds this, whatever init-data asks.
 MAX_BACKOFF_SECONDS = 30.0

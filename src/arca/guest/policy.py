@@ -16,12 +16,17 @@ policy (:class:`arca.wire.initdata.ExecPolicy`) says so:
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
-from typing import Any
 
 from arca.wire.descriptor import ProcessSpec, is_orchestrator_env
 from arca.wire.errors import PolicyDenied, WireFormatError
 from arca.wire.initdata import ExecPolicy
+
+TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+    from typing import Any
+else:
+    from arca.wire.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from typing import Any
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ConfigError, InvalidInput
 from arca.wire.initdata import InitData
+from arca.wire.record import replace as replace_record
 from arca.wire.simreport import INIT_DATA_HASH_SIZE
 
 #: The KBS accepts reference value names of this shape (``arca.kbs.service``).
@@ -102,7 +103,8 @@ def measurements(descriptor: LaunchDescriptor, init_data: bytes | None) -> list[
     policy = InitData.parse(init_data).policy if init_data is not None else None
     variants = [descriptor]
     for args in policy.allow_args if policy else ():
-        variants.append(replace(descriptor, process=replace(descriptor.process, args=args)))
+        variants.append(replace_record(descriptor, process=replace_record(descriptor.process,
+                                                                          args=args)))
     out: list[str] = []
     for d in variants:
         m = d.measurement_hex()

@@ -27,7 +27,6 @@ import os
 import pathlib
 import re
 import stat
-import tempfile
 
 from arca.host import paths
 
@@ -221,6 +220,8 @@ def rootfs_digest(rootfs: pathlib.Path, cache_dir: pathlib.Path | None = None) -
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only on a cache miss
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -12,11 +12,16 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any
 
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
+
+TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+if TYPE_CHECKING:
+    from dataclasses import dataclass, field
+    from typing import Any
+else:
+    from arca.wire.record import dataclass, field
 
 DESCRIPTOR_VERSION = 1
 

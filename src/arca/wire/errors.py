@@ -12,7 +12,10 @@ is at fault so callers (CLI exit codes, KBS HTTP status, agent retries) decide f
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+if TYPE_CHECKING:
+    from typing import Any
+
 
 
 class ArcaError(Exception):

@@ -16,10 +16,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
-from typing import Any
 
 from arca.wire.errors import WireFormatError
+
+TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+    from typing import Any
+else:
+    from arca.wire.record import dataclass
 
 REPORT_VERSION = 1
 REPORT_DATA_SIZE = 64

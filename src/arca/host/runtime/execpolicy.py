@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import fnmatch
 import pathlib
-from dataclasses import replace
 from typing import Any
 
 from arca.guest.policy import args_allowed
 from arca.wire.descriptor import ProcessSpec
 from arca.wire.errors import InvalidInput, PolicyDenied
 from arca.wire.initdata import ExecPolicy, InitData
+from arca.wire.record import replace as replace_record
 
 INIT_DATA_FILE = "init-data.toml"
 
@@ -53,7 +53,7 @@ def measured_process(spec: ProcessSpec, policy: ExecPolicy) -> ProcessSpec:
                 if not any(fnmatch.fnmatchcase(e.split("=", 1)[0], p) for p in policy.allow_env))
     if args == spec.args and env == spec.env:
         return spec
-    return replace(spec, args=args, env=env)
+    return replace_record(spec, args=args, env=env)
 
 
 def check_exec(container_id: str, td_dir: pathlib.Path, process: dict[str, Any]) -> None:

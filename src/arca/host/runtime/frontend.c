@@ -50,7 +50,7 @@ static int in(const char *s, const char *const *set) {
 
 static void run_python(char **argv) {
     static const char boot[] =
-        "import sys;sys.path[:0]=['" ARCA_SRC "','" ARCA_SITE "'];"
+        "import sys;sys.path+=['" ARCA_SRC "','" ARCA_SITE "'];"
         "from arca.host.runtime.cli import main;sys.exit(main())";
     int argc = 0;
     while (argv[argc]) argc++;

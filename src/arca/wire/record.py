@@ -1,0 +1,86 @@
+"""Frozen records at import-time cost zero: a stand-in for ``@dataclass(frozen=True)``.
+
+``dataclasses`` imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``): ~8 ms of every
+``arca-runtime create`` and of every agent start in a TD. Modules spell their records as
+dataclasses for mypy and use this at run time::
+
+    TYPE_CHECKING = False
+    if TYPE_CHECKING:
+        from dataclasses import dataclass, field
+    else:
+        from arca.wire.record import dataclass, field
+
+Supported: annotated fields in order, plain defaults and ``field(default_factory=...)``,
+positional or keyword construction, ``==``/``hash`` over the fields, ``repr``, frozen
+attributes. Not supported (not used here): inheritance of fields, ``__post_init__``,
+``ClassVar``, ``dataclasses.replace``/``fields`` (use :func:`replace`).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
+
+class _Factory:
+    __slots__ = ("make",)
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+
+def field(*, default_factory: Any) -> Any:
+    return _Factory(default_factory)
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """A copy of record ``obj`` with some fields changed (``dataclasses.replace``)."""
+    return type(obj)(**{**{n: getattr(obj, n) for n in obj.__record_fields__}, **changes})  # type: ignore[attr-defined]
+
+
+def dataclass(*, frozen: bool = True) -> Any:
+    assert frozen, "only frozen records"
+
+    def wrap(cls: Any) -> Any:
+        names = tuple(cls.__dict__.get("__annotations__", {}))
+        defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
+        name = cls.__name__
+
+        def __init__(self: Any, *args: Any, **kw: Any) -> None:
+            if len(args) > len(names):
+                raise TypeError(f"{name}() takes at most {len(names)} arguments")
+            values = dict(zip(names, args, strict=False))
+            for k, v in kw.items():
+                if k not in names or k in values:
+                    raise TypeError(f"{name}() got an unexpected or repeated argument {k!r}")
+                values[k] = v
+            for n in names:
+                if n not in values:
+                    if n not in defaults:
+                        raise TypeError(f"{name}() missing required argument {n!r}")
+                    d = defaults[n]
+                    values[n] = d.make() if isinstance(d, _Factory) else d
+                object.__setattr__(self, n, values[n])
+
+        def __setattr__(self: Any, key: str, value: Any = None) -> None:
+            raise AttributeError(f"cannot assign to field {key!r} of frozen {name}")
+
+        def astuple(self: Any) -> tuple[Any, ...]:
+            return tuple(getattr(self, n) for n in names)
+
+        for n, d in defaults.items():
+            if isinstance(d, _Factory):
+                delattr(cls, n)
+        cls.__record_fields__ = names
+        cls.__init__ = __init__
+        cls.__setattr__ = cls.__delattr__ = __setattr__
+        cls.__eq__ = lambda a, b: (astuple(a) == astuple(b) if type(a) is type(b)
+                                   else NotImplemented)
+        cls.__hash__ = lambda a: hash(astuple(a))
+        cls.__repr__ = lambda a: f"{name}({', '.join(f'{n}={getattr(a, n)!r}' for n in names)})"
+        return cls
+
+    return wrap
