@@ -145,3 +145,51 @@ def test_installed_front_end_agrees_with_python(env: dict[str, str],
         b = subprocess.run([*py, *argv], capture_output=True, text=True, env=env, timeout=30)
         got_b = calls.read_text() if calls.exists() else ""
         assert (a.returncode, got_a, a.stderr) == (b.returncode, got_b, b.stderr), argv
+
+
+def _tee_state(env: dict[str, str], cid: str, status: str = "created") -> pathlib.Path:
+    from arca.host.runtime.state import ContainerState
+
+    run = pathlib.Path(env["ARCA_RUN"])
+    (run / "containers" / cid).mkdir(parents=True)
+    (run / "containers" / cid / "state.json").write_text(
+        json.dumps(ContainerState(cid, "sim", "/b", status, "ab").to_json()))
+    (run / "containers" / cid / "config.orig.json").write_text("{}")
+    (run / "td" / cid).mkdir(parents=True)
+    (run / "td" / cid / "descriptor.json").write_text("{}")
+    (run / "simtee" / "tds").mkdir(parents=True)
+    (run / "simtee" / "tds" / f"{cid}.json").write_text("{}")
+    return run
+
+
+def test_tee_delete_without_python(no_python: str, env: dict[str, str],
+                                   tmp_path: pathlib.Path) -> None:
+    """runc delete, then the TD's registration (no daemon: its file) and Arca's files go."""
+    run_fe = _tee_state(env, "t1")
+    res = subprocess.run([no_python, "--root", str(tmp_path / "runc"), "delete", "--force",
+                          "t1"], capture_output=True, text=True, env=env, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "calls").read_text() == f"--root {tmp_path / 'runc'} delete --force t1\n"
+    assert not (run_fe / "containers" / "t1").exists() and not (run_fe / "td" / "t1").exists()
+    assert not (run_fe / "simtee" / "tds" / "t1.json").exists()
+
+
+def test_tee_delete_keeps_state_while_runc_keeps_the_container(
+        no_python: str, env: dict[str, str], tmp_path: pathlib.Path) -> None:
+    run = _tee_state(env, "t2")
+    (tmp_path / "fake-runc").write_text("#!/bin/sh\nexit 7\n")
+    (tmp_path / "runc" / "t2").mkdir(parents=True)
+    (tmp_path / "runc" / "t2" / "state.json").write_text("{}")
+    res = subprocess.run([no_python, "--root", str(tmp_path / "runc"), "delete", "t2"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert res.returncode == 7
+    assert (run / "containers" / "t2" / "state.json").exists() and (run / "td" / "t2").exists()
+
+
+@pytest.mark.parametrize("status", ["creating"])
+def test_half_created_tee_delete_goes_to_python(no_python: str, env: dict[str, str],
+                                                tmp_path: pathlib.Path, status: str) -> None:
+    _tee_state(env, "t3", status)
+    res = run(no_python, ["delete", "t3"], env)
+    assert res.returncode == 1 and "cannot execute /nonexistent/py" in res.stderr
+    assert not (tmp_path / "calls").exists()

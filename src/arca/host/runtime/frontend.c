@@ -12,6 +12,9 @@
  *   - no command, or a runtime config file exists (JSON: Python parses it)   -> Python
  *   - command not handled by Arca (start, state, kill, ps, features, ...)      -> runc
  *   - delete/checkpoint/restore of an id without Arca state                    -> runc
+ *   - delete [--force] of a TEE container whose create completed ("created"):
+ *     runc delete, then (as lifecycle.delete/_undo) unregister the TD from the sim
+ *     platform and remove Arca's files; half-created containers go to Python
  *   - create/run whose config.json has no "io.arca" text and no \u escape,
  *     with the default TEE "none" (ARCA_TEE unset/empty or "none")           -> runc
  *   - anything else (TEE create/delete, exec, odd input)                      -> Python
@@ -28,8 +31,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
+#include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #ifndef ARCA_PYTHON
 #error "build with -DARCA_PYTHON=... -DARCA_SRC=... -DARCA_SITE=... (scripts/setup.sh)"
@@ -75,8 +86,8 @@ static void run_runc(const char *runc, char **argv) {
     exit(1);
 }
 
-/* Index of the command after runc's global options (cli.split_globals). */
-static int command_index(int argc, char **argv) {
+/* Index of the command after runc's global options (cli.split_globals); *root gets --root. */
+static int command_index(int argc, char **argv, const char **root) {
     int i = 1;
     while (i < argc) {
         const char *arg = argv[i];
@@ -93,7 +104,11 @@ static int command_index(int argc, char **argv) {
             memcpy(name, arg, n);
             name[n] = '\0';
         }
-        if (in(name, with_value) && !has_eq) i++;
+        if (in(name, with_value)) {
+            const char *value = has_eq ? arg + n + 1 : i + 1 < argc ? argv[i + 1] : "";
+            if (!strcmp(name, "--root")) *root = value;
+            if (!has_eq) i++;
+        }
         i++;
     }
     return i < argc ? i : argc;
@@ -146,8 +161,96 @@ static int obviously_plain(int argc, char **argv, int first) {
     return plain;
 }
 
+/* state.validate_id: ids become path components and JSON strings. */
+static int valid_id(const char *id) {
+    size_t n = strlen(id);
+    if (n == 0 || n > 128 || !strcmp(id, ".") || !strcmp(id, "..")) return 0;
+    return strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-.") == n;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f) {
+    (void)sb; (void)flag; (void)f;
+    remove(p);
+    return 0;
+}
+
+/* simtee client.unregister: tell the daemon; without one, drop the registration file. */
+static int unregister(const char *run, const char *id) {
+    char path[4096], req[256], buf[4096];
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(path, sizeof(path), "%s/simtee/control.sock", run);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 10};
+    size_t len = 0;
+    int ok = fd >= 0 && strlen(path) < sizeof(sa.sun_path);
+    if (ok) {
+        strcpy(sa.sun_path, path);
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        int n = snprintf(req, sizeof(req), "{\"op\": \"unregister\", \"td_id\": \"%s\"}\n", id);
+        ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+             send(fd, req, (size_t)n, MSG_NOSIGNAL) == n;
+        ssize_t r;
+        while (ok && len < sizeof(buf) - 1 && (r = recv(fd, buf + len, sizeof(buf) - 1 - len, 0)) > 0)
+            len += (size_t)r;
+        buf[len] = '\0';
+        ok = ok && len > 0;
+    }
+    if (fd >= 0) close(fd);
+    if (!ok) {  /* no (answering) daemon */
+        snprintf(path, sizeof(path), "%s/simtee/tds/%s.json", run, id);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/td/%s/sim.sock", run, id);
+        unlink(path);
+        return 0;
+    }
+    if (strstr(buf, "\"error\"")) {
+        fprintf(stderr, "arca-runtime: error: sim platform refused to unregister %s: %s", id, buf);
+        return -1;
+    }
+    return 0;
+}
+
+/* lifecycle.delete for a fully created TEE container; returns only when it does not apply. */
+static void delete_tee(int argc, char **argv, int i, const char *runc, const char *root) {
+    const char *id = argv[argc - 1], *run = getenv("ARCA_RUN");
+    char path[4096], state[4096];
+    if (!run) run = "/run/arca-host";
+    for (int j = i + 1; j < argc - 1; j++)  /* only "delete [--force|-f] <id>" */
+        if (strcmp(argv[j], "--force") && strcmp(argv[j], "-force") && strcmp(argv[j], "-f"))
+            return;
+    if (i + 1 >= argc || !valid_id(id) || strlen(run) > 2048) return;
+    snprintf(path, sizeof(path), "%s/containers/%s/state.json", run, id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, state, sizeof(state) - 1);
+    close(fd);
+    /* json.dumps of our own ContainerState; in a JSON string value quotes are escaped, so
+     * this text can only be the status field itself. Anything else: Python (it waits for an
+     * in-flight create, reports corrupt state). */
+    if (n <= 0) return;
+    state[n] = '\0';
+    if (!strstr(state, "\"status\": \"created\"")) return;
+    pid_t pid;
+    argv[0] = (char *)runc;
+    if (posix_spawnp(&pid, runc, NULL, NULL, argv, environ) != 0) return;
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) exit(1);
+    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    snprintf(path, sizeof(path), "%s/%s/state.json", root && *root ? root : "/run/runc", id);
+    if (rc != 0 && access(path, F_OK) == 0) exit(rc);  /* runc still has it: keep ours */
+    if (unregister(run, id) != 0) exit(1);
+    snprintf(path, sizeof(path), "%s/td/%s", run, id);
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    snprintf(path, sizeof(path), "%s/containers/%s", run, id);
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    exit(0);
+}
+
 int main(int argc, char **argv) {
-    int i = command_index(argc, argv);
+    const char *root = NULL;
+    int i = command_index(argc, argv, &root);
     if (i >= argc) run_python(argv);  /* --version, --help, no command */
     /* A config file may set runc and default_tee and must be valid JSON: Python reads it. */
     const char *cfg = getenv("ARCA_RUNTIME_CONFIG");
@@ -159,6 +262,7 @@ int main(int argc, char **argv) {
     if (!in(cmd, handled)) run_runc(runc, argv);
     if (!strcmp(cmd, "delete") || !strcmp(cmd, "checkpoint") || !strcmp(cmd, "restore")) {
         if (!has_arca_state(argv[argc - 1])) run_runc(runc, argv);
+        if (!strcmp(cmd, "delete")) delete_tee(argc, argv, i, runc, root);
     } else if (!strcmp(cmd, "create") || !strcmp(cmd, "run")) {
         if (obviously_plain(argc, argv, i + 1)) run_runc(runc, argv);
     }
