@@ -33,15 +33,11 @@ def register(app: typer.Typer) -> None:
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML file."),
     ) -> None:
         """Run a container from an image, each in its own trust domain."""
+        from arca.cli._common import read_init_data
         from arca.host.containers.engine import Engine, RunOptions
         from arca.wire.errors import ConfigError
 
-        raw = None
-        if init_data is not None:
-            try:
-                raw = init_data.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"cannot read init-data {init_data}: {e.strerror}") from None
+        raw = read_init_data(init_data)
         if tee not in ("sim", "none"):
             raise ConfigError(f"--tee {tee!r}: arca run supports sim and none")
         opts = RunOptions(image=image, command=list(command or []), name=name, detach=detach,

@@ -24,15 +24,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Compute the launch measurement and its inputs for IMAGE."""
+        from arca.cli._common import read_init_data
         from arca.host.measure import measure as do_measure
         from arca.wire.errors import ConfigError
 
-        raw = None
-        if init_data is not None:
-            try:
-                raw = init_data.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"cannot read init-data {init_data}: {e.strerror}") from None
+        raw = read_init_data(init_data)
         if kbs is not None:
             from arca.host.containers.spec import generated_init_data
 

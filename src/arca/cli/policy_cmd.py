@@ -35,15 +35,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Release exactly the listed resources exactly to IMAGE's measurement."""
+        from arca.cli._common import read_init_data
         from arca.host.policygen import generate as do_generate
         from arca.wire.errors import ConfigError
 
-        raw = None
-        if init_data is not None:
-            try:
-                raw = init_data.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"cannot read init-data {init_data}: {e.strerror}") from None
+        raw = read_init_data(init_data)
         current = None
         if merge is not None:
             try:
