@@ -27,7 +27,7 @@ integration: setup
 	$(VENV)/bin/pytest -q tests/integration
 
 bench: setup
-	@for b in bench/*/run.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/*/run.py bench/startup/attested.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 tcb:
 	@$(PY) scripts/tcb_size.py

@@ -13,7 +13,8 @@ Layout (paths inside the TD)::
 What it does not do: patch ELF files, or ship anything the guest does not import. The stdlib
 subset is found by importing every ``arca.guest``/``arca.wire`` module and exercising the
 cryptography/TLS paths in a probe process, so guest modules must import what they use at
-module level (no lazy imports).
+module level, or the probe must import it (as it does ``tomllib`` and ``ssl``, which the agent
+and the KBS client import lazily to keep TD start-up short).
 
 Reproducibility: ``.pyc`` files are compiled with unchecked source hashes and the in-TD file
 name, so their bytes depend only on the source; the digest is :func:`tree_digest` of the

@@ -8,6 +8,11 @@ process received. Commands with nothing for Arca to do (``start``, ``state``, ``
 files and exit codes are runc's own. ``create``, ``delete``, ``exec``, ``run`` and
 ``checkpoint``/``restore`` are parsed with argparse and handled in :mod:`.lifecycle`.
 
+Installed as ``.venv/bin/arca-runtime`` this module sits behind a C front end
+(``frontend.c``, ADR 0003) that makes the same pass-through decisions (and the delete of a
+fully created TEE container) without starting Python, and runs this module with
+``python -I -S`` for the rest. The Python checks here stay complete on their own.
+
 Errors are one line, never a traceback: a JSON line ``{"level":"error","msg":...}`` in the
 ``--log`` file (what containerd's shim shows as ``OCI runtime create failed: <msg>``) and
 ``arca-runtime: error: <msg>`` on stderr; exit status 1.
