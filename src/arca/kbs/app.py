@@ -9,6 +9,11 @@ Protocol (Trustee KBS v0.4.0): ``POST /kbs/v0/auth``, ``POST /kbs/v0/attest``,
 
 Request bodies are bounded by a pure ASGI middleware (413 before the handler runs) and parsed
 by the service, so every malformed input gets one of the documented problem answers.
+
+The three steps of a guest's session (``auth``, ``attest`` and a resource ``GET`` without an
+``Authorization`` header) are served by :class:`ProtocolFastPath`, a pure ASGI layer in front
+of FastAPI: same service calls, same answers, without the routing and dependency machinery
+that cost about a fifth of a session's CPU time. Everything else goes through FastAPI.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import cookie_parser
 
 from arca.kbs.config import KbsConfig
 from arca.kbs.problems import KbsProblem
@@ -70,11 +76,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = _limit_for(scope["path"])
-        too_big = KbsProblem("PayloadTooLarge", f"request body exceeds {limit} bytes")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
-                    await _problem(too_big)(scope, receive, send)
+                    await _problem(_too_big(limit))(scope, receive, send)
                     return
         seen = 0
 
@@ -98,11 +103,100 @@ class BodyLimit:
             await self.app(scope, bounded, tracking_send)
         except _TooBig:
             if not started:
-                await _problem(too_big)(scope, receive, send)
+                await _problem(_too_big(limit))(scope, receive, send)
 
 
 class _TooBig(Exception):
     pass
+
+
+def _too_big(limit: int) -> KbsProblem:
+    return KbsProblem("PayloadTooLarge", f"request body exceeds {limit} bytes")
+
+
+class _Disconnected(Exception):
+    pass
+
+
+_RESOURCE_PREFIX = "/kbs/v0/resource/"
+
+
+class ProtocolFastPath:
+    """Serve ``auth``, ``attest`` and the guest's resource ``GET`` straight from the service.
+
+    Answers are those of the FastAPI routes below (same service calls, problem documents and
+    cookie attributes); requests it does not recognise, and any resource request carrying an
+    ``Authorization`` header (admin or Bearer token), pass through to FastAPI unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, svc: KbsService, cfg: KbsConfig) -> None:
+        self.app = app
+        self.svc = svc
+        self.cfg = cfg
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path in ("/kbs/v0/auth", "/kbs/v0/attest"):
+                await self._answer(scope, receive, send, path[8:])
+                return
+            if (method == "GET" and path.startswith(_RESOURCE_PREFIX)
+                    and not any(k == b"authorization" for k, _ in scope["headers"])):
+                await self._answer(scope, receive, send, "resource")
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, step: str) -> None:
+        try:
+            response = self._handle(scope, step, await _read_body(receive))
+        except _Disconnected:
+            return
+        except KbsProblem as p:
+            response = _problem(p)
+        except _TooBig:
+            raise  # BodyLimit answers 413
+        except Exception as exc:  # same answer as FastAPI's catch-all handler
+            log.exception("internal error")
+            response = _problem(KbsProblem("InternalError",
+                                           f"internal error: {type(exc).__name__}"))
+        await response(scope, receive, send)
+
+    def _handle(self, scope: Scope, step: str, body: bytes) -> Response:
+        svc = self.svc
+        if step == "auth":
+            challenge, cookie = svc.auth(body)
+            resp = JSONResponse(challenge.to_json())
+            resp.set_cookie(SESSION_COOKIE, cookie, max_age=self.cfg.session_timeout, path="/",
+                            httponly=True, secure=not self.cfg.insecure_http,
+                            samesite="strict")
+            return resp
+        cookie = _cookie(scope)
+        if step == "attest":
+            return JSONResponse({"token": svc.attest(cookie, body)})
+        raw = scope.get("raw_path", b"")
+        if b"%" in raw or b"\\" in raw:  # as _resource_tail
+            raise KbsProblem("InvalidRequestPath", "percent-encoded resource paths are refused")
+        return JSONResponse(svc.release(scope["path"][len(_RESOURCE_PREFIX):], None, cookie))
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _cookie(scope: Scope) -> str | None:
+    """The session cookie, parsed as Starlette's ``Request.cookies`` does."""
+    cookies: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            cookies.update(cookie_parser(value.decode("latin-1")))
+    return cookies.get(SESSION_COOKIE)
 
 
 def _bearer(request: Request) -> str | None:
@@ -266,5 +360,7 @@ def create_app(cfg: KbsConfig, service: KbsService | None = None) -> FastAPI:
         return PlainTextResponse(svc.metrics.render(),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # Added first, so it runs inside BodyLimit (the last added is the outermost).
+    app.add_middleware(ProtocolFastPath, svc=svc, cfg=cfg)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit)  # type: ignore[arg-type]
     return app

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass
 from importlib import resources as pkg_resources
@@ -31,6 +32,13 @@ TRUST_CLAIMS = {
 #: Largest policy accepted from the admin API.
 MAX_POLICY_BYTES = 256 * 1024
 _CACHE_SIZE = 16
+#: What regopy's in-memory input builder cannot carry faithfully: anything JSON escapes with a
+#: backslash (quotes, backslashes and control characters come back unescaped in its output; NUL
+#: even ends the C string), integers that may not fit int64 (19+ digits), floats (printed back
+#: with six digits), NaN/Infinity; numbers are recognised after ``:``, ``,`` or ``[``, where
+#: every JSON number starts. Such inputs go as a JSON term; a match inside a string only costs
+#: that slower path.
+_NOT_NATIVE = re.compile(r"\\|[:,\[]\s*-?(\d{19}|\d+[.eE])|NaN|Infinity")
 
 
 class PolicyError(ArcaError):
@@ -94,10 +102,12 @@ class PolicyEngine:
         c = self._compiled(text, data, q)
         with c.lock:
             try:
-                c.rego.set_input_term(json.dumps(inp))
+                _set_input(c.rego, inp)
                 out = c.rego.query_bundle(c.bundle)
             except regopy.RegoError as e:
                 raise PolicyError(f"policy evaluation failed: {str(e)[:300]}") from None
+            except ValueError as e:  # regopy cannot parse its own output (control characters)
+                raise PolicyError(f"policy result is not JSON: {str(e)[:200]}") from None
         raw = str(out)
         if raw == "undefined":
             return None
@@ -119,6 +129,22 @@ class PolicyEngine:
 
     def allow(self, text: str, data: dict[str, Any], inp: dict[str, Any]) -> bool:
         return self.query(text, data, inp, "data.policy.allow") is True
+
+
+def _set_input(rego: regopy.Interpreter, inp: dict[str, Any]) -> None:
+    """Hand ``inp`` to the interpreter: built in memory (half the cost of having Rego parse a
+    JSON term, which dominated a policy query) unless it holds something that path would alter,
+    then as a JSON term."""
+    text = json.dumps(inp, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # lone surrogates: let the JSON path escape and judge them
+        text = json.dumps(inp)
+    else:
+        if not _NOT_NATIVE.search(text):
+            rego.set_input(regopy.Input(inp))
+            return
+    rego.set_input_term(text)
 
 
 def ear_status(vector: dict[str, int]) -> str:

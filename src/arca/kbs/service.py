@@ -32,12 +32,9 @@ import secrets
 import time
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwcrypto import jwe as jwcrypto_jwe
-from jwcrypto import jwk as jwcrypto_jwk
-
 from arca import __version__
 from arca.kbs import evidence as ev
+from arca.kbs import jwe as kbs_jwe
 from arca.kbs.config import KbsConfig
 from arca.kbs.metrics import Metrics
 from arca.kbs.policy import PolicyEngine, PolicyError, check_policy, default_policy, ear_status
@@ -70,6 +67,8 @@ MAX_REFERENCE_VALUES = 1024
 _PURGE_EVERY = 30.0
 #: How long policies and reference values read from the database are reused.
 CACHE_SECONDS = 1.0
+#: Attested sessions remembered per process for the release that follows (see ``__init__``).
+ATTESTED_CACHE_SIZE = 4096
 
 
 def resource_path(path: str) -> str:
@@ -81,45 +80,20 @@ def resource_path(path: str) -> str:
     return path
 
 
-def _tee_key(jwk: dict[str, Any]) -> tuple[jwcrypto_jwk.JWK, str]:
+def _tee_key(jwk: Any) -> tuple[kbs_jwe.TeeKey, str]:
     """Step 2: the TEE's key and the key-management algorithm to encrypt to it."""
-    kty = jwk.get("kty")
     try:
-        if kty == "EC":
-            alg = jwk.get("alg", "ECDH-ES+A256KW")
-            if jwk.get("crv") != "P-256" or alg != "ECDH-ES+A256KW":
-                raise ValueError("EC tee-pubkey must be P-256 with alg ECDH-ES+A256KW")
-            fields = {k: jwk[k] for k in ("kty", "crv", "x", "y")}
-            x, y = (base64.urlsafe_b64decode(str(jwk[k]) + "==") for k in ("x", "y"))
-            if len(x) != 32 or len(y) != 32:
-                raise ValueError("EC coordinates must be 32 bytes")
-            # on-curve check (from_encoded_point refuses points off P-256)
-            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
-        elif kty == "RSA":
-            alg = jwk.get("alg", "RSA-OAEP-256")
-            if alg != "RSA-OAEP-256":
-                raise ValueError("RSA tee-pubkey must use alg RSA-OAEP-256")
-            fields = {k: jwk[k] for k in ("kty", "n", "e")}
-        else:
-            raise ValueError("tee-pubkey kty must be EC or RSA")
-        key = jwcrypto_jwk.JWK(**fields)
-        if kty == "RSA" and key.get_op_key("encrypt").key_size < 2048:
-            raise ValueError("RSA tee-pubkey must have at least 2048 bits")
-    except (ValueError, KeyError, TypeError, binascii.Error, jwcrypto_jwk.InvalidJWKValue) as e:
+        return kbs_jwe.tee_key(jwk)
+    except kbs_jwe.TeeKeyError as e:
         raise KbsProblem("SerdeError", f"tee-pubkey is not an acceptable JWK: {e}") from None
-    return key, alg
 
 
-def encrypt_to(jwk: dict[str, Any], plaintext: bytes) -> dict[str, str]:
-    """Flattened JWE of ``plaintext`` to the TEE key, ``A256GCM``, all headers protected."""
-    key, alg = _tee_key(jwk)
-    obj = jwcrypto_jwe.JWE(plaintext, protected=json.dumps({"alg": alg, "enc": "A256GCM"}))
-    obj.add_recipient(key)
-    # Compact form carries epk inside the protected header (Trustee's layout); its five parts
-    # are exactly the flattened JSON members, with AAD = ASCII(protected) either way.
-    parts = obj.serialize(compact=True).split(".")
-    return dict(zip(("protected", "encrypted_key", "iv", "ciphertext", "tag"), parts,
-                    strict=True))
+def encrypt_to(jwk: Any, plaintext: bytes) -> dict[str, str]:
+    """Flattened JWE of ``plaintext`` to the TEE key (see :mod:`arca.kbs.jwe`)."""
+    try:
+        return kbs_jwe.encrypt_to(jwk, plaintext)
+    except kbs_jwe.TeeKeyError as e:
+        raise KbsProblem("SerdeError", f"tee-pubkey is not an acceptable JWK: {e}") from None
 
 
 def _json(body: bytes, what: str) -> Any:
@@ -166,6 +140,11 @@ class KbsService:
         self.sessions = SessionCodec(cookie_key(self.store.kek))
         self._last_purge = 0.0
         self._cache: dict[str, tuple[float, Any]] = {}
+        # Sessions this process attested: id -> (row expiry, token claims). A release on the
+        # same keep-alive connection (hence the same worker) then needs neither the database
+        # nor a signature check: the row never changes after its insert and we signed the
+        # claims ourselves. Other workers and replicas take the database path.
+        self._attested: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def _cached(self, name: str, load: Any) -> Any:
         hit = self._cache.get(name)
@@ -229,7 +208,7 @@ class KbsService:
             raise KbsProblem("AttestationError", "runtime-data nonce is not this session's")
         try:
             _tee_key(att.runtime_data["tee-pubkey"])  # step 2
-            token = self._appraise(session, att)
+            token, claims = self._appraise(session, att)
         except KbsProblem:
             # A failed attempt spends the nonce too (a row without a token is "expired").
             self.store.record_attested(AttestedSession(session.sid, session.tee, session.nonce,
@@ -239,9 +218,14 @@ class KbsService:
         if not self.store.record_attested(AttestedSession(session.sid, session.tee,
                                                           session.nonce, expires, token)):
             raise KbsProblem("AttestationError", "session already attested: nonce replayed")
+        if len(self._attested) >= ATTESTED_CACHE_SIZE:
+            self._attested.pop(next(iter(self._attested)), None)
+        self._attested[session.sid] = (expires, claims)
         return token
 
-    def _appraise(self, session: Challenged, att: proto.Attestation) -> str:
+    def _appraise(self, session: Challenged, att: proto.Attestation
+                  ) -> tuple[str, dict[str, Any]]:
+        """Steps 3 to 6: the signed EAR token and its claims."""
         tee = session.tee
         verifier = self.verifiers.get(tee)
         if verifier is None:  # configuration changed between auth and attest
@@ -275,7 +259,7 @@ class KbsService:
         except PolicyError as e:
             raise KbsProblem("PolicyEngine", str(e)) from None
         now = int(time.time())
-        return self.signer.sign({  # step 6
+        claims = {  # step 6
             "eat_profile": EAT_PROFILE,
             "iat": now,
             "exp": now + self.cfg.token_lifetime,
@@ -289,7 +273,8 @@ class KbsService:
                 "ear.veraison.annotated-evidence": claim_doc,
             }},
             "tee-pubkey": att.runtime_data["tee-pubkey"],
-        })
+        }
+        return self.signer.sign(claims), claims
 
     @staticmethod
     def _recheck(values: dict[str, Any], name: str, want: bytes) -> None:
@@ -314,6 +299,11 @@ class KbsService:
         token = bearer
         if token is None and cookie:
             session = self.sessions.open(cookie)
+            hit = self._attested.get(session.sid) if session else None
+            if hit is not None:
+                now = time.time()
+                if hit[0] > now and hit[1]["exp"] > now:
+                    return hit[1]
             row = self.store.get_attested(session.sid) if session else None
             until = (row.expires_at if row.token else 0.0) if row else None
             if state_of(session, until) is not State.ATTESTED:

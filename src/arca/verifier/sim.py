@@ -22,9 +22,13 @@ What it does not do: judge the measurement, the SVN or the debug flag (policy do
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import pathlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -51,7 +55,38 @@ MAX_CHAIN_LENGTH = 4
 #: A PEM certificate of a P-384 key is under 1 KiB; bigger entries are refused before parsing.
 MAX_CERT_PEM_BYTES = 16 * 1024
 
+#: Verified chains remembered per verifier (a platform has one chain; a fleet has a few).
+CHAIN_CACHE_SIZE = 256
+
 RootInput = x509.Certificate | bytes | str
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A validity period still to check at each use of a cached chain, and what to say if
+    ``at`` falls outside it."""
+
+    not_before: dt.datetime
+    not_after: dt.datetime
+    index: int | None  # position in cert_chain; None for the issuing trusted root
+    subject: str
+
+
+@dataclass(frozen=True)
+class _VerifiedChain:
+    """What remains of a chain whose signatures, CA flags and root were verified once."""
+
+    windows: tuple[_Window, ...]
+    platform_key: ec.EllipticCurvePublicKey
+
+
+def _chain_digest(chain: Iterable[str]) -> bytes:
+    h = hashlib.sha256()
+    for pem in chain:  # length-prefixed, so entry boundaries are part of the digest
+        raw = pem.encode()
+        h.update(len(raw).to_bytes(8, "big"))
+        h.update(raw)
+    return h.digest()
 
 
 def _load_root(root: RootInput) -> x509.Certificate:
@@ -73,6 +108,12 @@ class SimVerifier:
         self.trusted_roots = tuple(_load_root(r) for r in trusted_roots)
         if not self.trusted_roots:
             raise ConfigError("the sim verifier needs at least one trusted sim root")
+        # Chain verification (parsing, CA flags, signatures up to a root) is the costly part
+        # of a verification and depends only on the chain's bytes and our fixed roots, so it is
+        # done once per distinct chain (keyed by its SHA-256); validity times are still checked
+        # at every use, and failed chains are never remembered.
+        self._chains: OrderedDict[bytes, _VerifiedChain] = OrderedDict()
+        self._chains_lock = threading.Lock()
 
     def verify(
         self,
@@ -93,14 +134,9 @@ class SimVerifier:
         if len(ev.cert_chain) > MAX_CHAIN_LENGTH:
             raise MalformedEvidence(f"certificate chain longer than {MAX_CHAIN_LENGTH}", tee=TEE,
                                     field="cert_chain")
-        chain = [self._parse_cert(pem, i) for i, pem in enumerate(ev.cert_chain)]
         # 2. Chain to a trusted root, validity at ``at``.
-        self._check_chain(chain, at)
+        key = self._verified_chain(ev.cert_chain, at)
         # 3. Signature over the exact report bytes.
-        key = chain[0].public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-            raise SignatureInvalid("platform key is not ECDSA P-384", tee=TEE,
-                                   field="cert_chain[0]")
         try:
             key.verify(ev.signature, ev.report_bytes, ec.ECDSA(hashes.SHA384()))
         except InvalidSignature:
@@ -110,6 +146,42 @@ class SimVerifier:
         _binding("report_data", expected.report_data, report.report_data, REPORT_DATA_SIZE)
         _binding("init_data", expected.init_data_hash, report.init_data_hash, INIT_DATA_HASH_SIZE)
         return claims_of(report)
+
+    def _verified_chain(self, pems: tuple[str, ...], at: dt.datetime
+                        ) -> ec.EllipticCurvePublicKey:
+        """The platform key of a chain that leads to a trusted root and is valid at ``at``."""
+        digest = _chain_digest(pems)
+        with self._chains_lock:
+            hit = self._chains.get(digest)
+            if hit is not None:
+                self._chains.move_to_end(digest)
+        if hit is None:
+            hit = self._verify_chain(pems, at)
+            with self._chains_lock:
+                self._chains[digest] = hit
+                while len(self._chains) > CHAIN_CACHE_SIZE:
+                    self._chains.popitem(last=False)
+        for w in hit.windows:
+            if not w.not_before <= at <= w.not_after:
+                if w.index is None:
+                    raise Expired("trusted sim root is not valid at " + at.isoformat(), tee=TEE)
+                raise Expired(f"cert_chain[{w.index}] ({w.subject}) is not valid at "
+                              f"{at.isoformat()}", tee=TEE, field=f"cert_chain[{w.index}]")
+        return hit.platform_key
+
+    def _verify_chain(self, pems: tuple[str, ...], at: dt.datetime) -> _VerifiedChain:
+        chain = [self._parse_cert(pem, i) for i, pem in enumerate(pems)]
+        issuing_root = self._check_chain(chain, at)
+        key = chain[0].public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+            raise SignatureInvalid("platform key is not ECDSA P-384", tee=TEE,
+                                   field="cert_chain[0]")
+        windows = [_Window(c.not_valid_before_utc, c.not_valid_after_utc, i,
+                           c.subject.rfc4514_string()) for i, c in enumerate(chain)]
+        if issuing_root is not None:
+            windows.append(_Window(issuing_root.not_valid_before_utc,
+                                   issuing_root.not_valid_after_utc, None, ""))
+        return _VerifiedChain(tuple(windows), key)
 
     @staticmethod
     def _parse_cert(pem: str, index: int) -> x509.Certificate:
@@ -128,7 +200,10 @@ class SimVerifier:
             raise MalformedEvidence(f"cert_chain[{index}] is not a valid certificate: {e}",
                                     tee=TEE, field=f"cert_chain[{index}]") from None
 
-    def _check_chain(self, chain: list[x509.Certificate], at: dt.datetime) -> None:
+    def _check_chain(self, chain: list[x509.Certificate], at: dt.datetime
+                     ) -> x509.Certificate | None:
+        """Check the chain; the trusted root that issued its last certificate, or ``None``
+        when that certificate is itself a trusted root."""
         for i, cert in enumerate(chain):
             if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
                 raise Expired(f"cert_chain[{i}] ({cert.subject.rfc4514_string()}) is not valid "
@@ -138,13 +213,13 @@ class SimVerifier:
         last = chain[-1]
         for root in self.trusted_roots:
             if last == root:
-                return
+                return None
         for root in self.trusted_roots:
             if last.issuer == root.subject:
                 if not root.not_valid_before_utc <= at <= root.not_valid_after_utc:
                     raise Expired("trusted sim root is not valid at " + at.isoformat(), tee=TEE)
                 _issued_by(last, root, f"cert_chain[{len(chain) - 1}]")
-                return
+                return root
         raise UntrustedRoot(
             f"certificate chain ends in {last.subject.rfc4514_string()}, not a trusted sim root",
             tee=TEE, field="cert_chain")

@@ -114,13 +114,18 @@ static int command_index(int argc, char **argv, const char **root) {
     return i < argc ? i : argc;
 }
 
+/* arca.host.paths.run_dir(): $ARCA_RUN ("" meaning the current directory, as in Python). */
+static const char *run_dir(void) {
+    const char *run = getenv("ARCA_RUN");
+    return !run ? "/run/arca-host" : *run ? run : ".";
+}
+
 /* cli._has_arca_state: is there Arca state for this container id? */
 static int has_arca_state(const char *id) {
     if (!*id || strchr(id, '/') || strcmp(id, ".") == 0 || strcmp(id, "..") == 0) return 0;
-    const char *run = getenv("ARCA_RUN");
     char path[4096];
-    if (snprintf(path, sizeof(path), "%s/containers/%s/state.json", run ? run : "/run/arca-host",
-                 id) >= (int)sizeof(path))
+    if (snprintf(path, sizeof(path), "%s/containers/%s/state.json", run_dir(), id) >=
+        (int)sizeof(path))
         return 1;  /* cannot tell: let Python decide */
     return access(path, F_OK) == 0 || errno != ENOENT;
 }
@@ -213,9 +218,8 @@ static int unregister(const char *run, const char *id) {
 
 /* lifecycle.delete for a fully created TEE container; returns only when it does not apply. */
 static void delete_tee(int argc, char **argv, int i, const char *runc, const char *root) {
-    const char *id = argv[argc - 1], *run = getenv("ARCA_RUN");
+    const char *id = argv[argc - 1], *run = run_dir();
     char path[4096], state[4096];
-    if (!run) run = "/run/arca-host";
     for (int j = i + 1; j < argc - 1; j++)  /* only "delete [--force|-f] <id>" */
         if (strcmp(argv[j], "--force") && strcmp(argv[j], "-force") && strcmp(argv[j], "-f"))
             return;

@@ -1,0 +1,118 @@
+"""JWE encryption of released resources to the TEE's key (RFC 7516/7518), on ``cryptography``.
+
+Two key-management algorithms, checked exactly: ``ECDH-ES+A256KW`` on P-256 (what Arca guests
+and Trustee's attestation agent use) and ``RSA-OAEP-256`` with RSA >= 2048 bits; the content
+cipher is always ``A256GCM`` and every header is protected. The output is the flattened JSON
+serialization with the ephemeral key inside the protected header (Trustee's layout), so AAD is
+ASCII(protected). Decryption is the guest's job (``arca.guest.jwe``).
+
+Built on the primitives directly rather than on jwcrypto: a release is on the hot path of every
+session and jwcrypto's object model cost about four times the cryptography itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import struct
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+EC_ALG = "ECDH-ES+A256KW"
+RSA_ALG = "RSA-OAEP-256"
+ENC = "A256GCM"
+MIN_RSA_BITS = 2048
+#: Largest RSA modulus accepted: bigger keys only cost the broker time.
+MAX_RSA_BITS = 8192
+
+TeeKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+class TeeKeyError(ValueError):
+    """A ``tee-pubkey`` JWK is not acceptable; the message says why."""
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64u_decode(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise TeeKeyError(f"{what} must be a base64url string")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise TeeKeyError(f"{what} is not base64url") from None
+
+
+def tee_key(jwk: Any) -> tuple[TeeKey, str]:
+    """The TEE's public key from its JWK and the key-management algorithm to encrypt to it."""
+    if not isinstance(jwk, dict):
+        raise TeeKeyError("tee-pubkey must be a JSON object")
+    kty = jwk.get("kty")
+    if kty == "EC":
+        alg = jwk.get("alg", EC_ALG)
+        if jwk.get("crv") != "P-256" or alg != EC_ALG:
+            raise TeeKeyError(f"EC tee-pubkey must be P-256 with alg {EC_ALG}")
+        x, y = _b64u_decode(jwk.get("x"), "x"), _b64u_decode(jwk.get("y"), "y")
+        if len(x) != 32 or len(y) != 32:
+            raise TeeKeyError("EC coordinates must be 32 bytes")
+        try:  # refuses points off P-256 (invalid-curve attacks)
+            return ec.EllipticCurvePublicKey.from_encoded_point(
+                ec.SECP256R1(), b"\x04" + x + y), alg
+        except ValueError:
+            raise TeeKeyError("EC tee-pubkey is not a point on P-256") from None
+    if kty == "RSA":
+        alg = jwk.get("alg", RSA_ALG)
+        if alg != RSA_ALG:
+            raise TeeKeyError(f"RSA tee-pubkey must use alg {RSA_ALG}")
+        n = int.from_bytes(_b64u_decode(jwk.get("n"), "n"), "big")
+        e = int.from_bytes(_b64u_decode(jwk.get("e"), "e"), "big")
+        if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
+            raise TeeKeyError(f"RSA tee-pubkey must have {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
+        try:
+            return rsa.RSAPublicNumbers(e, n).public_key(), alg
+        except ValueError as err:
+            raise TeeKeyError(f"RSA tee-pubkey is invalid: {err}") from None
+    raise TeeKeyError("tee-pubkey kty must be EC or RSA")
+
+
+def _lp(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _ecdh_kek(peer: ec.EllipticCurvePublicKey) -> tuple[bytes, dict[str, str]]:
+    """RFC 7518 section 4.6: fresh ephemeral key, ECDH, Concat KDF (empty apu/apv)."""
+    eph = ec.generate_private_key(ec.SECP256R1())
+    z = eph.exchange(ec.ECDH(), peer)
+    other = _lp(EC_ALG.encode()) + _lp(b"") + _lp(b"") + struct.pack(">I", 256)
+    kek = ConcatKDFHash(hashes.SHA256(), 32, other).derive(z)
+    nums = eph.public_key().public_numbers()
+    epk = {"kty": "EC", "crv": "P-256", "x": _b64u(nums.x.to_bytes(32, "big")),
+           "y": _b64u(nums.y.to_bytes(32, "big"))}
+    return kek, epk
+
+
+def encrypt_to(jwk: Any, plaintext: bytes) -> dict[str, str]:
+    """Flattened JWE of ``plaintext`` to the TEE key, ``A256GCM``, all headers protected."""
+    key, alg = tee_key(jwk)
+    cek = AESGCM.generate_key(256)
+    header: dict[str, Any] = {"alg": alg, "enc": ENC}
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        kek, header["epk"] = _ecdh_kek(key)
+        encrypted_key = aes_key_wrap(kek, cek)
+    else:
+        encrypted_key = key.encrypt(cek, padding.OAEP(
+            mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    protected = _b64u(json.dumps(header, separators=(",", ":")).encode())
+    iv = os.urandom(12)
+    sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode())
+    return {"protected": protected, "encrypted_key": _b64u(encrypted_key), "iv": _b64u(iv),
+            "ciphertext": _b64u(sealed[:-16]), "tag": _b64u(sealed[-16:])}
