@@ -4,7 +4,9 @@ The same busybox image (built with umoci, pushed to a local docker-registry, pul
 private containerd) is run with ``ctr run --rm`` under both runtimes, interleaved so drift in
 machine load hits both equally, after warm-up runs (guest runtime built, sim daemon started,
 rootfs digest cached). Prints medians, p90s and the median ratio; the goal is ≤ 1.3.
-A third variant runs ``arca-runtime`` without a TEE: the cost of the wrapper alone.
+A third variant runs ``arca-runtime`` without a TEE: the cost of the wrapper alone. A fourth,
+``arca-sim-py``, is the same front end built without a code stamp, so every TEE ``create``
+starts Python as before the daemon took it over (ADR 0003): the before/after in one run.
 
 Usage: ``run.py [--runs N] [--cmd "true"]`` (also ``BENCH_RUNS``). Needs root. Not a test.
 """
@@ -33,6 +35,21 @@ def p90(xs: list[float]) -> float:
     return sorted(xs)[max(0, int(round(0.9 * len(xs))) - 1)]
 
 
+def build_python_create_front_end(tmp: pathlib.Path) -> str:
+    """``frontend.c`` compiled as ``scripts/setup.sh`` does, minus the code stamp: TEE creates
+    then always run in a fresh Python (the path before the sim daemon served them)."""
+    import subprocess
+    import sysconfig
+
+    out = tmp / "py-create" / "arca-runtime"
+    out.parent.mkdir()
+    py = str(pathlib.Path(sys.executable).parent / "python3")
+    subprocess.run(["gcc", "-O2", f'-DARCA_PYTHON="{py}"', f'-DARCA_SRC="{REPO / "src"}"',
+                    f'-DARCA_SITE="{sysconfig.get_paths()["purelib"]}"', "-o", str(out),
+                    str(REPO / "src/arca/host/runtime/frontend.c")], check=True)
+    return str(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "30")))
@@ -59,11 +76,13 @@ def main() -> int:
                 run_containerd(tmp / "ctrd", env=arca_env) as ctrd:
             image = push(ref, reg.host, "bench/busybox:latest")
             ctrd.pull_plain_http(image)
+            py_runtime = build_python_create_front_end(tmp)
             variants = {
                 "runc": [*ctrd.run_args("runc")],
                 # Pass-through (no TEE): what the Python wrapper alone costs.
                 "arca-none": [*ctrd.run_args(RUNTIME)],
                 "arca-sim": [*ctrd.run_args(RUNTIME), "--annotation", "io.arca.tee=sim"],
+                "arca-sim-py": [*ctrd.run_args(py_runtime), "--annotation", "io.arca.tee=sim"],
             }
             times: dict[str, list[float]] = {k: [] for k in variants}
             n = 0
@@ -83,7 +102,8 @@ def main() -> int:
                 for name in variants:
                     one(name)
             for i in range(opts.runs):
-                order = list(variants)[i % 3:] + list(variants)[:i % 3]
+                k = i % len(variants)
+                order = list(variants)[k:] + list(variants)[:k]
                 for name in order:
                     times[name].append(one(name))
     finally:

@@ -164,9 +164,9 @@ class ProtocolFastPath:
     def _handle(self, scope: Scope, step: str, body: bytes) -> Response:
         svc = self.svc
         if step == "auth":
-            challenge, cookie = svc.auth(body)
+            challenge, issued = svc.auth(body)
             resp = JSONResponse(challenge.to_json())
-            resp.set_cookie(SESSION_COOKIE, cookie, max_age=self.cfg.session_timeout, path="/",
+            resp.set_cookie(SESSION_COOKIE, issued, max_age=self.cfg.session_timeout, path="/",
                             httponly=True, secure=not self.cfg.insecure_http,
                             samesite="strict")
             return resp

@@ -259,7 +259,7 @@ class KbsService:
         except PolicyError as e:
             raise KbsProblem("PolicyEngine", str(e)) from None
         now = int(time.time())
-        claims = {  # step 6
+        ear: dict[str, Any] = {  # step 6
             "eat_profile": EAT_PROFILE,
             "iat": now,
             "exp": now + self.cfg.token_lifetime,
@@ -274,7 +274,7 @@ class KbsService:
             }},
             "tee-pubkey": att.runtime_data["tee-pubkey"],
         }
-        return self.signer.sign(claims), claims
+        return self.signer.sign(ear), ear
 
     @staticmethod
     def _recheck(values: dict[str, Any], name: str, want: bytes) -> None:

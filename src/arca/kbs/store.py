@@ -126,7 +126,7 @@ class _Prepared:
         order = tuple(compiled.positiontup or ()) if compiled.positional else None
         return cls(str(compiled), order)
 
-    def run(self, c: sa.Connection, **params: Any) -> sa.CursorResult[Any]:
+    def run(self, c: sa.Connection, **params: Any) -> Any:
         args: Any = params if self.order is None else tuple(params[k] for k in self.order)
         return c.exec_driver_sql(self.sql, args)
 

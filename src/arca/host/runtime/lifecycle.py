@@ -180,6 +180,25 @@ def _safe_load(container_id: str) -> st.ContainerState | None:
 
 def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
            opts: Args, *, run: bool = False) -> int:
+    prepared = prepare(cfg, opts, run=run)
+    if prepared is None:
+        exec_runc(cfg.runc, argv)
+    cid, tee, bundle_path, descriptor = prepared
+    rc = _run_runc(cfg.runc, argv)
+    if rc != 0:
+        _undo(cid, bundle_path)
+        return rc
+    st.save(st.ContainerState(cid, tee, str(bundle_path), "created",
+                              descriptor.measurement_hex()))
+    return 0
+
+
+def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
+            platform: Any = None) -> tuple[str, str, pathlib.Path, LaunchDescriptor] | None:
+    """Arca's part of ``create``, everything before ``runc create`` (steps 1-5 above); undone
+    on failure. ``None`` when the bundle asks for no TEE (plain runc). ``platform`` registers
+    the TD (``register``/``unregister`` as in :mod:`arca.host.simtee.client`, the default):
+    the sim daemon passes itself when it runs this for the C front end (ADR 0003)."""
     from arca.host.runtime.bundle import (
         BundleError,
         decode_init_data,
@@ -192,7 +211,7 @@ def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
     bundle = read_bundle(pathlib.Path(opts.bundle).absolute())
     tee = select_tee(bundle, cfg.default_tee)
     if tee == "none":
-        exec_runc(cfg.runc, argv)
+        return None
     if run:
         raise InvalidInput("'run' is not supported for TEE containers: use create and start")
     cid = st.validate_id(opts.id)
@@ -213,22 +232,17 @@ def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
 
     st.save(st.ContainerState(cid, tee, str(bundle.path), "creating"))
     try:
-        descriptor = _prepare(cid, tee, bundle.path, bundle.config, rootfs, proc, spec, init_data)
+        descriptor = _prepare(cid, tee, bundle.path, bundle.config, rootfs, proc, spec, init_data,
+                              platform)
     except BaseException:
-        _undo(cid, bundle.path)
+        _undo(cid, bundle.path, platform)
         raise
-    rc = _run_runc(cfg.runc, argv)
-    if rc != 0:
-        _undo(cid, bundle.path)
-        return rc
-    st.save(st.ContainerState(cid, tee, str(bundle.path), "created",
-                              descriptor.measurement_hex()))
-    return 0
+    return cid, tee, bundle.path, descriptor
 
 
 def _prepare(cid: str, tee: str, bundle_path: pathlib.Path, config: dict[str, Any],
              rootfs: pathlib.Path, proc: dict[str, Any], spec: Any,
-             init_data: bytes | None) -> LaunchDescriptor:
+             init_data: bytes | None, platform: Any = None) -> LaunchDescriptor:
     from arca.host.guestruntime import ensure_guest_runtime
     from arca.host.runtime.bundle import rewrite_config
     from arca.host.simtee import client
@@ -245,7 +259,7 @@ def _prepare(cid: str, tee: str, bundle_path: pathlib.Path, config: dict[str, An
     st.write_atomic(td / "process.json", json.dumps(proc).encode(), 0o644)
     if init_data is not None:
         st.write_atomic(td / "init-data.toml", init_data, 0o644)
-    client.register(cid, descriptor.to_json(), init_data)
+    (platform or client).register(cid, descriptor.to_json(), init_data)
     cfg_path = bundle_path / "config.json"
     mode = cfg_path.stat().st_mode & 0o777
     st.write_atomic(st.state_path(cid).parent / ORIGINAL_CONFIG, json.dumps(config).encode())
@@ -273,11 +287,11 @@ def _run_runc(runc: str, argv: list[str]) -> int:
         status)
 
 
-def _undo(cid: str, bundle_path: pathlib.Path | None) -> None:
+def _undo(cid: str, bundle_path: pathlib.Path | None, platform: Any = None) -> None:
     """Undo every side effect of ``create`` (any prefix of it); idempotent."""
     from arca.host.simtee import client
 
-    client.unregister(cid)
+    (platform or client).unregister(cid)
     orig = st.state_path(cid).parent / ORIGINAL_CONFIG
     if bundle_path is not None and orig.exists() and bundle_path.is_dir():
         try:

@@ -4,7 +4,9 @@ Protocols (one JSON line each way per connection, then close):
 
 * control (``locations.control_socket()``, mode 0600, peer must be uid 0):
   ``{"op": "register", "td_id", "descriptor", "init_data"}`` (init-data base64 or null),
-  ``{"op": "unregister", "td_id"}``, ``{"op": "list"}``, ``{"op": "ping"}``, ``{"op": "stop"}``.
+  ``{"op": "unregister", "td_id"}``, ``{"op": "list"}``, ``{"op": "ping"}``, ``{"op": "stop"}``,
+  and ``{"op": "create"|"create-undo", ...}``: the runtime's create for the C front end
+  (:mod:`arca.host.runtime.fastcreate`).
 * device (``<run>/td/<id>/sim.sock``, contract §4): ``{"report_data": "<128 hex>"}`` →
   ``{"evidence": "<base64>"}`` or ``{"error": "..."}``. The socket a request arrives on decides
   which TD the report is about; nothing in the request can name another TD.
@@ -134,6 +136,12 @@ class Daemon:
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
         self.stopping = False
         self.control: socket.socket | None = None
+        # The runtime's create, served for the C front end (ADR 0003): import it all now, so
+        # the first create pays no imports either.
+        from arca.host import guestruntime, treedigest  # noqa: F401
+        from arca.host.runtime import bundle, execpolicy, fastcreate  # noqa: F401
+
+        self.code_stamp = fastcreate.code_stamp()
 
     # -- TD registrations -------------------------------------------------------------------
 
@@ -252,6 +260,10 @@ class Daemon:
                                 init)
             return {"ok": True, "socket": str(locations.device_socket(reg.td_id)),
                     "measurement": reg.descriptor.measurement_hex()}
+        if op in ("create", "create-undo"):
+            from arca.host.runtime import fastcreate
+
+            return fastcreate.handle(req, self, self.code_stamp)
         if op == "unregister":
             return {"ok": True, "was_registered": self.unregister(str(req["td_id"]))}
         if op == "list":

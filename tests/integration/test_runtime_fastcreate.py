@@ -1,0 +1,221 @@
+"""``create`` of a TEE container handed by the C front end to the running sim daemon
+(``arca.host.runtime.fastcreate``, ADR 0003): really taken (``runc create``'s parent is the
+front end, not Python), errors one line, runc failures undone, ``kill -9`` safe, the request's
+environment used, other sources or odd requests refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from arca.host.runtime.fastcreate import code_stamp
+from tests.integration.test_runtime_lifecycle import RUN, Runtime, assert_clean
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/runc")
+                       and not os.path.exists("/usr/bin/runc"), reason="needs root + runc"),
+]
+
+RUNTIME = pathlib.Path(sys.executable).parent / "arca-runtime"
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory: pytest.TempPathFactory):
+    if code_stamp().encode() not in RUNTIME.read_bytes():
+        pytest.skip("installed arca-runtime front end is older than the sources: "
+                    "run scripts/setup.sh")
+    tmp = tmp_path_factory.mktemp("fc")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCA_ROOT", str(tmp / "arca-root"))
+    mp.setenv("ARCA_RUN", str(tmp / "arca-run"))
+    mp.delenv("ARCA_TEE", raising=False)
+    mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
+    # runc through a wrapper that records who ran `create` (and can be told to fail or dawdle).
+    parents = tmp / "parents"
+    wrapper = tmp / "runc-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = create ] && {\n'
+        f'  readlink /proc/$PPID/exe >> {parents}\n'
+        '  [ -n "$FAIL_CREATE" ] && exit 7\n'
+        '  [ -n "$SLOW_CREATE" ] && sleep "$SLOW_CREATE"\n'
+        "}; done\n"
+        'exec runc "$@"\n')
+    wrapper.chmod(0o755)
+    mp.setenv("ARCA_RUNC", str(wrapper))
+    rootfs = tmp / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    import shutil
+
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "sleep", "true"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    for d in ("proc", "dev", "sys", "run/arca", ".arca", "tmp"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    from arca.host.simtee import client
+
+    runtime = Runtime(tmp, rootfs)
+    runtime.parents = parents  # type: ignore[attr-defined]
+    try:
+        client.ensure_running()
+        yield runtime
+    finally:
+        if runtime.runc_root.is_dir():
+            for c in runtime.runc_root.iterdir():
+                runtime.run("delete", "--force", c.name, check=False)
+        client.stop()
+        mp.undo()
+
+
+def _last_parent(rt: Runtime) -> str:
+    lines = rt.parents.read_text().splitlines()  # type: ignore[attr-defined]
+    return lines[-1]
+
+
+def _state(cid: str) -> dict[str, str]:
+    p = pathlib.Path(os.environ["ARCA_RUN"]) / "containers" / cid / "state.json"
+    return dict(json.loads(p.read_text()))
+
+
+def test_create_with_the_daemon_up_starts_no_python(rt: Runtime) -> None:
+    from arca.host.simtee import client
+
+    cid = f"fc-ok-{RUN}"
+    b = rt.bundle(cid, ["true"])
+    original = (b / "config.json").read_text()
+    rt.run("create", "--bundle", str(b), cid)
+    assert _last_parent(rt) == str(RUNTIME.resolve())  # runc's parent: the C front end
+    state = _state(cid)
+    assert state["status"] == "created" and state["tee"] == "sim"
+    assert len(state["measurement"]) == 96
+    assert [t for t in client.list_tds() if t["td_id"] == cid]
+    assert "io.arca" in (b / "config.json").read_text() and (b / "config.json").read_text() \
+        != original
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
+def test_without_a_daemon_create_takes_the_python_path(rt: Runtime) -> None:
+    from arca.host.simtee import client
+
+    client.stop()
+    cid = f"fc-py-{RUN}"
+    b = rt.bundle(cid, ["true"])
+    rt.run("create", "--bundle", str(b), cid)
+    assert "python" in _last_parent(rt)
+    assert _state(cid)["status"] == "created"
+    assert client.is_running()  # started by the Python path, for the next create
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
+def test_refusal_through_the_daemon_is_one_line(rt: Runtime) -> None:
+    cid = f"fc-err-{RUN}"
+    b = rt.bundle(cid, ["true"], tee='bö"gus')
+    before = rt.log.read_text() if rt.log.exists() else ""
+    res = rt.run("create", "--bundle", str(b), cid, check=False)
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("arca-runtime: error: ")
+    assert "unknown TEE 'bö\"gus'" in res.stderr
+    new = rt.log.read_text()[len(before):].splitlines()
+    assert len(new) == 1
+    entry = json.loads(new[0])
+    assert entry["level"] == "error" and "unknown TEE 'bö\"gus'" in entry["msg"]
+    assert res.stderr == f"arca-runtime: error: {entry['msg']}\n"
+    assert not (pathlib.Path(os.environ["ARCA_RUN"]) / "containers" / cid).exists()
+
+
+def test_odd_bundle_paths_relative_to_cwd_and_the_callers_umask(rt: Runtime) -> None:
+    """The request carries argv and cwd verbatim (JSON-escaped by the front end)."""
+    from arca.host.simtee import client
+
+    client.ensure_running()
+    cid = f"fc-odd-{RUN}"
+    b = rt.bundle(cid, ["true"])
+    odd = b.parent / 'we"ird \\ dir\tö'
+    b.rename(odd)
+    with open(rt.tmp / "stdout", "w") as o, open(rt.tmp / "stderr", "w") as e:
+        res = subprocess.run(["sh", "-c", 'umask 077 && exec "$@"', "sh",
+                              *rt.argv("create", "--bundle", odd.name, cid)],
+                             cwd=odd.parent, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, (rt.tmp / "stderr").read_text()
+    assert _last_parent(rt) == str(RUNTIME.resolve())
+    assert _state(cid)["bundle"] == str(odd)
+    td = pathlib.Path(os.environ["ARCA_RUN"]) / "td" / cid
+    assert (td / "descriptor.json").stat().st_mode & 0o777 == 0o600  # 0644 under umask 077
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
+def test_runc_create_failure_is_undone(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from arca.host.simtee import client
+
+    client.ensure_running()
+    cid = f"fc-fail-{RUN}"
+    b = rt.bundle(cid, ["true"])
+    original = (b / "config.json").read_text()
+    monkeypatch.setenv("FAIL_CREATE", "1")
+    res = rt.run("create", "--bundle", str(b), cid, check=False)
+    assert res.returncode == 7  # runc's status
+    assert _last_parent(rt) == str(RUNTIME.resolve())
+    assert (b / "config.json").read_text() == original
+    assert_clean(rt, cid)
+
+
+def test_the_requests_environment_is_used(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon was started without ARCA_TEE; the caller's default TEE decides."""
+    from arca.host.simtee import client
+
+    client.ensure_running()
+    cid = f"fc-env-{RUN}"
+    b = rt.bundle(cid, ["true"], tee=None)
+    monkeypatch.setenv("ARCA_TEE", "sim")
+    rt.run("create", "--bundle", str(b), cid)
+    assert _last_parent(rt) == str(RUNTIME.resolve())
+    assert _state(cid)["tee"] == "sim"
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01, 0.03, 0.1])
+def test_kill_9_of_the_front_end_then_delete_force_leaves_nothing(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+    from arca.host.simtee import client
+
+    client.ensure_running()
+    monkeypatch.setenv("SLOW_CREATE", "0.05")
+    cid = f"fc-k9-{int(delay * 1000)}-{RUN}"
+    b = rt.bundle(cid, ["sleep", "30"])
+    proc = subprocess.Popen(rt.argv("create", "--bundle", str(b), cid), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
+def test_other_sources_or_odd_requests_fall_back(rt: Runtime) -> None:
+    from arca.host.simtee import client
+
+    client.ensure_running()
+    base = {"op": "create", "stamp": code_stamp(), "argv": ["create", "x"], "cwd": "/",
+            "umask": 0o22, "env": {"ARCA_RUN": os.environ["ARCA_RUN"]}}
+    for change in ({"stamp": "0" * 64}, {"cwd": "relative"}, {"env": {"ARCA_RUN": "/elsewhere"}},
+                   {"env": {"ARCA_RUN": os.environ["ARCA_RUN"], "ARCA_ROOT": "rel"}},
+                   {"env": {"ARCA_RUN": os.environ["ARCA_RUN"], "PATH": "/bin"}},
+                   {"argv": ["run", "x"]}, {"argv": "create x"}, {"umask": "022"},
+                   {"umask": 0o1000}):
+        answer = client.request({**base, **change})
+        assert "fallback" in answer and "create" not in answer, change
+    # A well-formed request for a bundle that is not there: refused, in one line.
+    answer = client.request({**base, "argv": ["create", "--bundle", "/nonexistent", "x"]})
+    assert answer["create"] == "error" and "\n" not in answer["msg"]
