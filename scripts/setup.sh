@@ -42,10 +42,11 @@ site=$("$py" -I -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 case "$PWD$site" in *[\'\"\\]*) echo "setup: quotes in $PWD or $site" >&2; exit 1;; esac
 # The code stamp (arca.host.runtime.fastcreate.code_stamp) lets the front end hand a TEE create
 # to a sim daemon running the same sources only.
-stamp=$(cd src && cat $(ls arca/host/runtime/*.py arca/host/simtee/*.py arca/host/runtime/frontend.c \
+code_stamp=$(cd src && cat $(ls arca/host/runtime/*.py arca/host/simtee/*.py arca/host/runtime/frontend.c \
         | LC_ALL=C sort) | sha256sum | cut -d' ' -f1)
 gcc -O2 -Wall -Wextra -Werror -DARCA_PYTHON="\"$py\"" -DARCA_SRC="\"$PWD/src\"" \
-    -DARCA_SITE="\"$site\"" -DARCA_STAMP="\"$stamp\"" -o .venv/bin/.arca-runtime.new src/arca/host/runtime/frontend.c
+    -DARCA_SITE="\"$site\"" -DARCA_STAMP="\"$code_stamp\"" \
+    -o .venv/bin/.arca-runtime.new src/arca/host/runtime/frontend.c
 if cmp -s .venv/bin/.arca-runtime.new .venv/bin/arca-runtime; then
   rm -f .venv/bin/.arca-runtime.new
 else

@@ -22,8 +22,9 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 
 def test_code_stamp_is_what_setup_compiles_in() -> None:
     script = (REPO / "scripts/setup.sh").read_text()
-    line = next(ln for ln in script.splitlines() if ln.startswith("stamp=$("))
-    cmd = line.removeprefix("stamp=").rstrip("\\") + script.split(line, 1)[1].split("\n", 2)[1]
+    line = next(ln for ln in script.splitlines() if ln.startswith("code_stamp=$("))
+    cont = script.split(line, 1)[1].split("\n", 2)[1]  # the command's second line
+    cmd = line.removeprefix("code_stamp=").rstrip("\\") + cont
     shell = subprocess.run(["bash", "-c", f"echo {cmd}"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.strip()
     assert shell == fastcreate.code_stamp()

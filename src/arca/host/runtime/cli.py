@@ -10,8 +10,9 @@ files and exit codes are runc's own. ``create``, ``delete``, ``exec``, ``run`` a
 
 Installed as ``.venv/bin/arca-runtime`` this module sits behind a C front end
 (``frontend.c``, ADR 0003) that makes the same pass-through decisions (and the delete of a
-fully created TEE container) without starting Python, and runs this module with
-``python -I -S`` for the rest. The Python checks here stay complete on their own.
+fully created TEE container) without starting Python, hands Arca's part of a TEE ``create``
+to the running sim daemon (:mod:`.fastcreate`), and runs this module with ``python -I -S``
+for the rest. The Python checks here stay complete on their own.
 
 Errors are one line, never a traceback: a JSON line ``{"level":"error","msg":...}`` in the
 ``--log`` file (what containerd's shim shows as ``OCI runtime create failed: <msg>``) and

@@ -17,6 +17,9 @@
  *     platform and remove Arca's files; half-created containers go to Python
  *   - create/run whose config.json has no "io.arca" text and no \u escape,
  *     with the default TEE "none" (ARCA_TEE unset/empty or "none")           -> runc
+ *   - other creates, when the sim daemon answers and runs the same sources (code stamp):
+ *     the daemon does Arca's part (fastcreate.py), runc create runs as our child, then the
+ *     "created" state is renamed into place (or the daemon undoes on runc failure)
  *   - anything else (TEE create/delete, exec, odd input)                      -> Python
  *
  * Mirrors cli.py (split_globals, _has_arca_state, _obviously_plain) and config.py
@@ -237,7 +240,11 @@ static char *daemon_call(const char *run, const char *req, size_t n) {
 static size_t utf8(unsigned cp, char *out) {
     if (cp >= 0xd800 && cp < 0xe000) cp = 0xfffd;
     if (cp < 0x80) { out[0] = (char)cp; return 1; }
-    if (cp < 0x800) { out[0] = (char)(0xc0 | cp >> 6); out[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
     out[0] = (char)(0xe0 | cp >> 12);
     out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
     out[2] = (char)(0x80 | (cp & 0x3f));

@@ -12,6 +12,9 @@ prefix of it after a crash (even ``kill -9``):
 6. run ``runc create`` with the caller's exact arguments and inherited fds; on failure undo
    2-5 and return runc's status (runc already logged why).
 
+Steps 1-5 are :func:`prepare`, which the sim daemon also runs for the C front end
+(:mod:`.fastcreate`); the front end then does step 6 itself.
+
 ``delete`` runs ``runc delete`` and then removes the registration and all Arca state once runc
 no longer has the container. Everything here refuses in one line via ``ArcaError``.
 """
