@@ -5,15 +5,19 @@ other containers, not against this host). Detached containers (``-d``) keep runn
 CLI exits, watched by a per-container monitor. Containers use the host network. ``--kbs URL``
 starts the container with generated init-data holding only ``kbs_url = URL``; use
 ``--init-data FILE`` for anything more (resources, execution policy), never both.
+
+The command bodies are in :mod:`arca.cli.container_ops`; :mod:`arca.cli.fastpath` parses the
+common forms of these commands without typer and must accept exactly these options (a test
+compares them).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
+
+from arca.cli import container_ops as ops
 
 
 def register(app: typer.Typer) -> None:
@@ -33,21 +37,8 @@ def register(app: typer.Typer) -> None:
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML file."),
     ) -> None:
         """Run a container from an image, each in its own trust domain."""
-        from arca.cli._common import read_init_data
-        from arca.host.containers.engine import Engine, RunOptions
-        from arca.wire.errors import ConfigError
-
-        raw = read_init_data(init_data)
-        if tee not in ("sim", "none"):
-            raise ConfigError(f"--tee {tee!r}: arca run supports sim and none")
-        opts = RunOptions(image=image, command=list(command or []), name=name, detach=detach,
-                          auto_remove=rm, env=list(env or []), volumes=list(volume or []),
-                          tee=tee, kbs_url=kbs, init_data=raw)
-        rec, code = Engine().run(opts)
-        if detach:
-            typer.echo(rec.id)
-            return
-        raise typer.Exit(code or 0)
+        raise typer.Exit(ops.run(image, command, detach, name, rm, env, volume, tee, kbs,
+                                 init_data))
 
     @app.command("ps")
     def ps(
@@ -55,18 +46,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """List containers."""
-        from arca.host.containers.engine import Engine
-
-        recs = [r for r in Engine().store.list() if all_ or r.is_alive()]
-        if as_json:
-            typer.echo(json.dumps([{**r.to_json(), "state": r.display_status} for r in recs],
-                                  indent=2))
-            return
-        typer.echo(f"{'CONTAINER ID':<14} {'NAME':<20} {'TEE':<5} {'STATUS':<14} "
-                   f"{'IMAGE':<40} COMMAND")
-        for r in recs:
-            typer.echo(f"{r.id[:12]:<14} {r.name:<20} {r.tee:<5} {r.display_status:<14} "
-                       f"{r.image[:40]:<40} {' '.join(r.args)[:40]}")
+        raise typer.Exit(ops.ps(all_, as_json))
 
     @app.command("logs")
     def logs(
@@ -75,12 +55,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print a detached container's output (stdout and stderr, interleaved); a foreground
         container's output went to the terminal and is not kept."""
-        from arca.host.containers.engine import Engine
-
-        out = sys.stdout.buffer
-        for chunk in Engine().logs(container, follow=follow):
-            out.write(chunk)
-            out.flush()
+        raise typer.Exit(ops.logs(container, follow))
 
     @app.command("stop")
     def stop(
@@ -88,12 +63,7 @@ def register(app: typer.Typer) -> None:
         time_: float = typer.Option(10.0, "--time", "-t", help="Seconds before SIGKILL."),
     ) -> None:
         """Stop running containers (SIGTERM, then SIGKILL after --time)."""
-        from arca.host.containers.engine import Engine
-
-        eng = Engine()
-        for c in containers:
-            eng.stop(c, time_)
-            typer.echo(c)
+        raise typer.Exit(ops.stop(containers, time_))
 
     @app.command("rm")
     def rm(
@@ -101,12 +71,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", "-f", help="Kill it first if running."),
     ) -> None:
         """Remove containers (their TD state, rootfs changes and logs)."""
-        from arca.host.containers.engine import Engine
-
-        eng = Engine()
-        for c in containers:
-            eng.remove(c, force=force)
-            typer.echo(c)
+        raise typer.Exit(ops.rm(containers, force))
 
     @app.command("exec", context_settings={"allow_interspersed_args": False})
     def exec_(
@@ -115,13 +80,9 @@ def register(app: typer.Typer) -> None:
         env: list[str] = typer.Option(None, "--env", "-e", help="K=V environment variable."),
     ) -> None:
         """Run a command in a running container (subject to the TD's execution policy)."""
-        from arca.host.containers.engine import Engine
-
-        raise typer.Exit(Engine().exec(container, list(command), list(env or [])))
+        raise typer.Exit(ops.exec_(container, command, env))
 
     @app.command("inspect")
     def inspect(container: str = typer.Argument(..., help="Container name or id.")) -> None:
         """Show a container's record as JSON."""
-        from arca.host.containers.engine import Engine
-
-        typer.echo(json.dumps(Engine().inspect(container), indent=2))
+        raise typer.Exit(ops.inspect(container))

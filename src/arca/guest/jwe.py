@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from arca.wire.errors import WireFormatError
+from arca.wire.kbs_protocol import ALG as ALG  # re-exported
+from arca.wire.kbs_protocol import b64u as b64u
 
-ALG = "ECDH-ES+A256KW"
 ENC = "A256GCM"
 _FIELDS = {"protected", "encrypted_key", "iv", "ciphertext", "tag"}
 
@@ -33,10 +34,6 @@ def b64u_decode(text: Any, what: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise WireFormatError(f"JWE {what} is not base64url") from None
-
-
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _lp(data: bytes) -> bytes:

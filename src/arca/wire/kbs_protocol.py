@@ -8,6 +8,7 @@ sessions and crypto live elsewhere (``arca.guest.kbs_client``, ``arca.kbs``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
@@ -23,6 +24,8 @@ else:
 
 PROTOCOL_VERSION = "0.4.0"
 SESSION_COOKIE = "kbs-session-id"
+#: The key-agreement algorithm of the TEE's ``tee-pubkey`` (JWE resource responses).
+ALG = "ECDH-ES+A256KW"
 #: Size of the report data the guest asks its TEE to sign (TDX/SNP/SGX/sim all have 64 bytes).
 REPORT_DATA_SIZE = 64
 #: Hash names accepted in init-data's ``algorithm`` (IANA names and the short CoCo spellings).
@@ -152,6 +155,10 @@ def runtime_data_digest(runtime_data: dict[str, Any]) -> bytes:
         return hashlib.sha384(canonicalize(runtime_data)).digest()
     except (TypeError, ValueError) as e:
         raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def pad(digest: bytes, size: int) -> bytes:

@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -35,8 +36,9 @@ from arca.host import paths
 from arca.host.containers.spec import Volume, build_spec, generated_init_data
 from arca.host.containers.state import ContainerRecord, ContainerStore, now
 from arca.host.imageconfig import process_from_image
-from arca.host.images import ImageStore, resolve
+from arca.host.images.ingest import resolve  # its pull/archive imports are deferred: ~1 ms
 from arca.host.images.mount import mount_overlay, umount
+from arca.host.images.store import ImageStore
 from arca.wire.errors import ArcaError, InvalidInput, NotFound, StateError
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -118,8 +120,10 @@ class Engine:
             bundle = self._bundle(rec.id)
             bundle.mkdir(mode=0o711)
             with self.images.ingesting():
+                # --rm: the upper directory is deleted with the container, so it need not
+                # survive a host crash, and its unmount need not sync the host's filesystem.
                 mount_overlay(bundle / "rootfs", self.images.lowerdirs(record), d / "upper",
-                              d / "work")
+                              d / "work", volatile=opts.auto_remove)
             os.chmod(bundle / "rootfs", 0o755)  # noqa: S103 - the container's /
             proc = process_from_image(config, bundle / "rootfs", args=opts.command or None,
                                       env=opts.env)
@@ -136,9 +140,21 @@ class Engine:
         rec = self.prepare(opts)
         if not opts.detach:
             return rec, self.supervise(rec.id, foreground=True)
-        monitor = self._spawn_monitor(rec.id)
+        monitor, started = self._spawn_monitor(rec.id)
+        try:
+            return self._await_start(rec, monitor, started)
+        finally:
+            os.close(started)
+
+    def _await_start(self, rec: ContainerRecord, monitor: int, started: int
+                     ) -> tuple[ContainerRecord, None]:
+        """Wait until the monitor reports the container running (or failed). ``started`` is
+        the read end of a pipe the monitor writes to once the container runs, and which
+        closes when the monitor exits: it wakes us at once, instead of a polling interval
+        later. The record stays the authority; the pipe only says when to look."""
         deadline = time.monotonic() + START_TIMEOUT_S
         monitor_status: int | None = None
+        woken = False
         while time.monotonic() < deadline:
             # checked before loading the record, so a "created" seen below is not stale
             monitor_done = monitor_status is not None or (
@@ -156,31 +172,38 @@ class Engine:
             if monitor_done:
                 raise ContainerError(f"container {rec.name}: its monitor exited "
                                      f"(code {monitor_status}); see {self.log_path(rec.id)}")
-            time.sleep(0.01)
+            if woken:  # the monitor wrote or exited; its record or exit status is due
+                time.sleep(0.01)
+            else:
+                woken = bool(select.select([started], [], [], 0.25)[0])
         raise ContainerError(f"container {rec.name} did not start within {START_TIMEOUT_S}s")
 
-    def _spawn_monitor(self, cid: str) -> int:
+    def _spawn_monitor(self, cid: str) -> tuple[int, int]:
         """Fork the container's monitor: its own session, stdio on the container's log file.
 
         A fork, not a new interpreter: the monitor starts with everything already imported,
         which keeps ~0.1 s of interpreter start-up off every ``run -d``. The CLI is
-        single-threaded here, so forking is safe."""
+        single-threaded here, so forking is safe. Returns the monitor's pid and the read end
+        of its "started" pipe."""
         log = os.open(self.log_path(cid), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                       0o600)
         sys.stdout.flush()
         sys.stderr.flush()
+        started_r, started_w = os.pipe()  # not inheritable: only the monitor holds the end
         pid = os.fork()
         if pid:
             os.close(log)
-            return pid
+            os.close(started_w)
+            return pid, started_r
         code = 1
         try:
+            os.close(started_r)
             os.setsid()
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
-            self.supervise(cid, foreground=False)
+            self.supervise(cid, foreground=False, started_fd=started_w)
             code = 0
         except ArcaError as e:
             print(f"arca-monitor: error: {e}", file=sys.stderr)
@@ -194,9 +217,10 @@ class Engine:
                 sys.stderr.flush()
             os._exit(code)
 
-    def supervise(self, cid: str, *, foreground: bool) -> int:
+    def supervise(self, cid: str, *, foreground: bool, started_fd: int | None = None) -> int:
         """Create, start and wait for the container; returns its exit code (128+N on signal N).
-        Runs in the ``arca run`` process or in the monitor."""
+        Runs in the ``arca run`` process or in the monitor; the monitor passes ``started_fd``,
+        written to and closed once the container is recorded running."""
         _set_subreaper()
         rec = self.store.load(cid)
         d = self.store.dir(cid)
@@ -225,6 +249,9 @@ class Engine:
                 raise ContainerError(f"container {rec.name}: {msg}")
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
+            if started_fd is not None:
+                os.write(started_fd, b"1")
+                os.close(started_fd)
             code = _reap(pid)
         finally:
             for s, h in old.items():

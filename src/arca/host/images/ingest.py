@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,6 +109,8 @@ def pull(
 
         # Layers download in parallel; each is unpacked (bottom first) as soon as it and the
         # layers below it are in, overlapping with the downloads still running.
+        from concurrent.futures import ThreadPoolExecutor  # pull only, not `arca run oci:...`
+
         with ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS) as pool:
             futures = [pool.submit(download, d) if not store.has_blob(d.digest) else None
                        for d in manifest.layers]
@@ -233,6 +233,8 @@ def load_archive(store: ImageStore, archive: Path, *, tag: str | None = None,
 
 def _load_archive(store: ImageStore, archive: Path, tag: str | None,
                   name: str | None) -> ImageRecord:
+    import tarfile  # archives only, not layout directories
+
     tmp = Path(tempfile.mkdtemp(dir=store.tmp_dir(), prefix="oci-archive-"))
     try:
         try:

@@ -25,11 +25,15 @@ def _escape(p: Path) -> str:
     return str(p).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def mount_overlay(target: Path, lowers: list[Path], upper: Path, work: Path) -> None:
+def mount_overlay(target: Path, lowers: list[Path], upper: Path, work: Path, *,
+                  volatile: bool = False) -> None:
+    """Mount the overlay; ``volatile`` skips overlayfs' sync of the upper filesystem at
+    unmount (a whole-filesystem sync, ~30 ms), for an upper directory that is thrown away
+    afterwards anyway: after a host crash such a directory cannot be mounted again."""
     if not lowers:
         raise ImageError("an image without layers has no root filesystem")
     data = (f"lowerdir={':'.join(_escape(p) for p in lowers)},upperdir={_escape(upper)},"
-            f"workdir={_escape(work)}")
+            f"workdir={_escape(work)}{',volatile' if volatile else ''}")
     if len(data) > MAX_MOUNT_DATA:
         raise ImageError(f"overlay mount options are {len(data)} bytes (limit {MAX_MOUNT_DATA}):"
                          " too many layers or too long an ARCA_ROOT")

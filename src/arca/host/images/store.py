@@ -38,7 +38,6 @@ from arca.host.images.digest import Digest, VerifyingWriter
 from arca.host.images.errors import BadManifest, DigestMismatch, ImageInUse, ImageNotFound
 from arca.host.images.locks import locked, write_atomic
 from arca.host.images.manifest import LAYER_TYPES, ImageConfig, Manifest, parse_config
-from arca.host.images.unpack import unpack_layer
 
 #: Called with the number of bytes just transferred (progress bars).
 ProgressFn = Callable[[int], None]
@@ -214,6 +213,8 @@ class ImageStore:
         work = Path(tempfile.mkdtemp(dir=self.tmp_dir(), prefix=f"layer-{target.name[:16]}-"))
         try:
             os.chmod(work, 0o755)  # noqa: S103 - becomes the layer's root directory
+            from arca.host.images.unpack import unpack_layer  # tarfile, zstandard: not for run
+
             unpack_layer(self.blob_path(blob), compression, work, lowers, diff_id)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(work, target)

@@ -1,0 +1,134 @@
+"""A lean parser for the common forms of ``arca run|ps|logs|stop|rm|exec|inspect``.
+
+Importing typer (with rich and pydantic) and letting it coerce parameters costs ~0.2 s, several
+times what starting a container costs. :func:`dispatch` parses these commands itself and calls
+the same bodies (:mod:`arca.cli.container_ops`) as the typer commands. It handles only forms it
+understands exactly: ``--long VALUE``, ``--long=VALUE``, ``-s VALUE``, single short flags and
+positionals. Anything else (``--help``, an unknown option, a missing value or argument, ``--``,
+bundled short options, a bad number) returns None and goes to typer, so help texts and usage
+errors stay typer's own. The option tables below must match ``container_cmd`` (a test compares
+them with the typer commands, and their parse results on sample command lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+#: Set to "0" to send every command through typer (to compare both paths, or to debug).
+DISABLE_ENV = "ARCA_CLI_FASTPATH"
+
+
+# NamedTuples, not dataclasses: a frozen dataclass costs ~1 ms to define, on every start.
+class Opt(NamedTuple):
+    dest: str
+    flags: tuple[str, ...]
+    kind: str  # "flag" (bool, default False) | "value" (last one wins) | "multi" (repeatable)
+    default: Any = None
+    convert: Callable[[str], Any] = str
+
+
+class Arg(NamedTuple):
+    dest: str
+    many: bool = False  # takes all remaining positionals (click's nargs=-1)
+    required: bool = True
+
+
+class Command(NamedTuple):
+    func: str  # name in arca.cli.container_ops
+    args: tuple[Arg, ...]
+    opts: tuple[Opt, ...]
+    interspersed: bool = True  # False: everything after the first positional is positional
+
+
+_ENV = Opt("env", ("--env", "-e"), "multi")
+COMMANDS: dict[str, Command] = {
+    "run": Command("run", (Arg("image"), Arg("command", many=True, required=False)), (
+        Opt("detach", ("--detach", "-d"), "flag", False),
+        Opt("name", ("--name",), "value"),
+        Opt("rm", ("--rm",), "flag", False),
+        _ENV,
+        Opt("volume", ("--volume", "-v"), "multi"),
+        Opt("tee", ("--tee",), "value", "sim"),
+        Opt("kbs", ("--kbs",), "value"),
+        Opt("init_data", ("--init-data",), "value", None, Path),
+    ), interspersed=False),
+    "ps": Command("ps", (), (Opt("all_", ("--all", "-a"), "flag", False),
+                             Opt("as_json", ("--json",), "flag", False))),
+    "logs": Command("logs", (Arg("container"),),
+                    (Opt("follow", ("--follow", "-f"), "flag", False),)),
+    "stop": Command("stop", (Arg("containers", many=True),),
+                    (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
+    "rm": Command("rm", (Arg("containers", many=True),),
+                  (Opt("force", ("--force", "-f"), "flag", False),)),
+    "exec": Command("exec_", (Arg("container"), Arg("command", many=True)), (_ENV,),
+                    interspersed=False),
+    "inspect": Command("inspect", (Arg("container"),), ()),
+}
+
+
+def parse(cmd: Command, argv: list[str]) -> dict[str, Any] | None:
+    """The keyword arguments for ``cmd.func``, or None for anything left to typer."""
+    by_flag = {f: o for o in cmd.opts for f in o.flags}
+    values: dict[str, Any] = {o.dest: [] if o.kind == "multi" else o.default for o in cmd.opts}
+    pos: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if a == "--":
+            return None
+        if not a.startswith("-") or a == "-":
+            pos.append(a)
+            if not cmd.interspersed:
+                pos += argv[i:]
+                break
+            continue
+        name, eq, val = a.partition("=") if a.startswith("--") else (a, "", "")
+        opt = by_flag.get(name)
+        if opt is None:
+            return None
+        if opt.kind == "flag":
+            if eq:
+                return None
+            values[opt.dest] = True
+            continue
+        if not eq:
+            if i >= len(argv):
+                return None
+            val = argv[i]
+            i += 1
+        try:
+            v = opt.convert(val)
+        except ValueError:
+            return None
+        if opt.kind == "multi":
+            values[opt.dest].append(v)
+        else:
+            values[opt.dest] = v
+    for arg in cmd.args:
+        if arg.many:
+            if arg.required and not pos:
+                return None
+            values[arg.dest], pos = pos, []
+        elif pos:
+            values[arg.dest] = pos.pop(0)
+        else:
+            return None  # every single positional here is required
+    return None if pos else values
+
+
+def dispatch(argv: list[str]) -> int | None:
+    """Run ``argv`` (without the program name) if it is a form handled here: its exit code;
+    None when typer must handle it (nothing has happened yet then)."""
+    cmd = COMMANDS.get(argv[0]) if argv else None
+    if cmd is None:
+        return None
+    kwargs = parse(cmd, argv[1:])
+    if kwargs is None:
+        return None
+    from arca.cli import container_ops
+
+    func: Callable[..., int] = getattr(container_ops, cmd.func)
+    return func(**kwargs)
