@@ -234,7 +234,7 @@ def main(paths: Paths | None = None) -> int:
     except (PolicyDenied, EvidenceError) as e:
         print(f"arca-agent: error: {e}", file=sys.stderr)
         return 126
-    except (ArcaError, OSError, ValueError) as e:
+    except (ArcaError, OSError, ValueError, RecursionError) as e:  # deep JSON nesting
         print(f"arca-agent: error: {e}", file=sys.stderr)
         return 125
     return 0  # not reached: run() execs or raises

@@ -227,5 +227,5 @@ def _detail(body: bytes) -> str:
     try:
         problem = json.loads(body)
         return f"{problem.get('type', '').rsplit('/', 1)[-1]}: {problem.get('detail', '')}"
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # a hostile body
         return body[:200].decode(errors="replace")

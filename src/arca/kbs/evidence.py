@@ -50,7 +50,7 @@ class SampleVerifier:
             report_data = base64.b64decode(doc["report_data"], validate=True)
             init_data = base64.b64decode(doc.get("init_data", ""), validate=True)
             svn = doc["svn"]
-        except (ValueError, TypeError, binascii.Error) as e:
+        except (ValueError, TypeError, binascii.Error, RecursionError) as e:
             raise MalformedEvidence(f"sample evidence: {e}", tee="sample") from None
         if len(report_data) != 64:
             raise MalformedEvidence("sample evidence report_data must be 64 bytes", tee="sample")

@@ -99,7 +99,7 @@ def encrypt_to(jwk: Any, plaintext: bytes) -> dict[str, str]:
 def _json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: deeply nested JSON
         raise KbsProblem("SerdeError", f"{what} body is not JSON: {e}") from None
 
 

@@ -58,7 +58,7 @@ def split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
         raise TokenError("JWT must have three dot-separated parts")
     try:
         header, claims = json.loads(b64u_decode(parts[0])), json.loads(b64u_decode(parts[1]))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
         raise TokenError("JWT header or claims are not JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenError("JWT header and claims must be JSON objects")

@@ -91,7 +91,7 @@ class InitData:
 
         try:
             doc = tomllib.loads(raw.decode("utf-8"))
-        except ValueError as e:  # UnicodeDecodeError and TOMLDecodeError are ValueErrors
+        except (ValueError, RecursionError) as e:  # Unicode/TOMLDecodeError; deep nesting
             raise InitDataError(f"init-data is not UTF-8 TOML: {e}") from None
         _keys(doc, {"version", "algorithm", "data"}, "init-data")
         if doc.get("version") != INIT_DATA_VERSION:
@@ -152,7 +152,7 @@ def _embedded(text: str, what: str) -> dict[str, Any]:
                 raise ValueError("not an object")
             return doc
         return tomllib.loads(text)
-    except ValueError as e:  # TOMLDecodeError is one
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError is one; deep nesting
         raise InitDataError(f"init-data data.{what} is neither TOML nor a JSON object: "
                             f"{e}") from None
 

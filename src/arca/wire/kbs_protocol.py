@@ -53,7 +53,7 @@ def _str(value: Any, what: str) -> str:
 def parse_json(data: bytes, what: str) -> Any:
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:
         raise WireFormatError(f"{what} is not JSON: {e}") from None
 
 
@@ -182,7 +182,7 @@ def init_data_digest(body: str) -> bytes:
 
     try:
         doc = tomllib.loads(body)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, RecursionError) as e:  # deep nesting
         raise WireFormatError(f"init-data is not TOML: {e}") from None
     alg = INIT_DATA_HASHES.get(str(doc.get("algorithm", "sha384")).lower())
     if alg is None:

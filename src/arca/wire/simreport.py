@@ -96,7 +96,7 @@ class SimEvidence:
     def report(self) -> SimReport:
         try:
             obj = json.loads(self.report_bytes)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim report is not JSON: {e}") from None
         return SimReport.from_json(obj)
 
@@ -115,7 +115,7 @@ class SimEvidence:
             raise WireFormatError(f"sim evidence exceeds {MAX_EVIDENCE_BYTES} bytes")
         try:
             obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim evidence is not JSON: {e}") from None
         if not isinstance(obj, dict) or set(obj) != {"report", "signature", "cert_chain"}:
             raise WireFormatError("sim evidence must have exactly report, signature, cert_chain")

@@ -281,3 +281,14 @@ def test_corrupted_layers_fail_cleanly(tmp_path_factory: pytest.TempPathFactory,
         return
     # accepted only when the uncompressed content still hashes to the diff_id
     assert (base / "d" / "d" / "f").read_bytes() == b"hello" * 300
+
+
+# -- review: hostile numeric PAX fields --------------------------------------------------------
+@pytest.mark.parametrize("pax", [{"mtime": "1e30"}, {"mtime": "nan"},
+                                 {"uid": "99999999999999999999"},
+                                 {"gid": "99999999999999999999"}])
+def test_review_out_of_range_pax_numbers_are_unsafe_archive(tmp_path: Path,
+                                                            pax: dict[str, str]) -> None:
+    # Used to escape as OverflowError/ValueError (a traceback, not a refused layer).
+    with pytest.raises(UnsafeArchive):
+        unpack(tmp_path, [entry("f", data=b"x", pax=pax)])

@@ -176,11 +176,14 @@ def load_layout(
         oci_layout = json.loads((layout / "oci-layout").read_bytes())
     except FileNotFoundError as e:
         raise BadManifest(f"{layout} is not an OCI layout: {e.filename} is missing") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadManifest(f"{layout}/oci-layout is not JSON") from None
     if not isinstance(oci_layout, dict) or oci_layout.get("imageLayoutVersion") != "1.0.0":
         raise BadManifest(f"{layout}: unsupported imageLayoutVersion")
-    obj = json.loads(index_data) if len(index_data) <= MAX_INDEX_BYTES else None
+    try:
+        obj = json.loads(index_data) if len(index_data) <= MAX_INDEX_BYTES else None
+    except (ValueError, RecursionError):  # the layout may come from an untrusted archive
+        obj = None
     if not isinstance(obj, dict) or not isinstance(obj.get("manifests"), list):
         raise BadManifest(f"{layout}/index.json is not an image index")
     entries = [parse_descriptor(d, f"index.json manifests[{i}]")

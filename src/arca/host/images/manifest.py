@@ -116,7 +116,7 @@ def load_json(data: bytes, limit: int, what: str) -> dict[str, Any]:
         raise BadManifest(f"{what} is {len(data)} bytes, more than the limit of {limit}")
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: deep nesting
         raise BadManifest(f"{what} is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise BadManifest(f"{what} must be a JSON object")

@@ -220,6 +220,8 @@ class LayerUnpacker:
                 raise
             except OSError as e:
                 raise ImageError(f"layer entry {member.name!r}: {e.strerror or e}") from None
+            except (OverflowError, ValueError) as e:  # hostile PAX numbers (mtime, uid, ...)
+                raise UnsafeArchive(f"layer entry {member.name!r}: {e}") from None
 
     def _apply_one(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = entry_parts(m.name)

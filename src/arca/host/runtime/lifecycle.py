@@ -255,7 +255,7 @@ def _prepare(cid: str, tee: str, bundle_path: pathlib.Path, config: dict[str, An
     gr = ensure_guest_runtime()
     descriptor = LaunchDescriptor(tee, gr.digest, rootfs_digest(rootfs), spec)
     td = st.td_dir(cid)
-    st.ensure_private_dir(td.parent, 0o711)
+    st.ensure_private_dir(td.parent, 0o700)  # see simtee.daemon._listen
     td.mkdir(mode=0o755, exist_ok=True)
     os.chmod(td, 0o755)  # noqa: S103 - bind-mounted into the TD, read by its non-root user
     st.write_atomic(td / "descriptor.json", json.dumps(descriptor.to_json()).encode(), 0o644)

@@ -31,7 +31,7 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arca.host.runtime.state import validate_id, write_atomic
@@ -53,6 +53,8 @@ CONTROL_TIMEOUT_S = 5.0
 #: Concurrent device requests being served; more are closed at once (a TD flooding its own
 #: socket must not exhaust the daemon's threads and starve other TDs for long).
 MAX_CONCURRENT_REQUESTS = 64
+#: ... and per TD, so that one TD holding idle connections cannot take every slot.
+MAX_REQUESTS_PER_TD = 16
 #: With no TD registered for this long, the daemon exits (the runtime starts it again on the
 #: next create): a forgotten daemon — a test that never stopped it — does not live forever.
 #: ``ARCA_SIMTEE_IDLE_EXIT`` overrides it (seconds; 0 = never).
@@ -79,6 +81,8 @@ class Registration:
     descriptor: LaunchDescriptor
     init_data: bytes | None
     listener: socket.socket
+    slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_REQUESTS_PER_TD))
 
     def record(self) -> dict[str, Any]:
         return {
@@ -117,7 +121,7 @@ def parse_device_request(line: bytes) -> bytes:
     """Report data (64 bytes) from a device request line; ``InvalidInput`` otherwise."""
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise InvalidInput("request is not JSON") from None
     if not isinstance(obj, dict) or set(obj) != {"report_data"}:
         raise InvalidInput('request must be exactly {"report_data": "<128 hex chars>"}')
@@ -147,7 +151,9 @@ class Daemon:
 
     def _listen(self, td_id: str) -> socket.socket:
         d = locations.device_dir(td_id)
-        d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # <run>/td root-only: a host user reaching a TD's device could attest as that TD.
+        d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        d.mkdir(mode=0o755, exist_ok=True)
         path = locations.device_socket(td_id)
         try:
             path.unlink()
@@ -241,7 +247,7 @@ class Daemon:
             if not isinstance(req, dict):
                 raise InvalidInput("control request must be a JSON object")
             _send(conn, self._control(req))
-        except (ArcaError, ValueError, KeyError, TypeError, binascii.Error) as e:
+        except (ArcaError, ValueError, KeyError, TypeError, binascii.Error, RecursionError) as e:
             _send(conn, {"error": str(e) or type(e).__name__})
         except OSError as e:
             log.warning("control request failed: %s", e)
@@ -289,6 +295,7 @@ class Daemon:
             log.warning("device request of TD %s failed: %s", reg.td_id, e)
         finally:
             conn.close()
+            reg.slots.release()
             self.slots.release()
 
     # -- main loop --------------------------------------------------------------------------
@@ -338,7 +345,11 @@ class Daemon:
                         idle_since = time.monotonic()
                         continue
                     reg = self.tds.get(td_id)
-                    if reg is None or not self.slots.acquire(blocking=False):
+                    if reg is None or not reg.slots.acquire(blocking=False):
+                        conn.close()
+                        continue
+                    if not self.slots.acquire(blocking=False):
+                        reg.slots.release()
                         conn.close()
                         continue
                     threading.Thread(target=self.handle_device, args=(conn, reg),
