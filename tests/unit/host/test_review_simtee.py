@@ -84,3 +84,25 @@ def test_deeply_nested_control_request_does_not_stop_the_daemon(sim) -> None:  #
     s.close()
     assert b"error" in answer
     assert sim.is_running() and sim.list_tds() == []
+
+
+def test_a_td_directory_left_open_by_an_older_version_is_closed(monkeypatch) -> None:
+    # mkdir(mode=0o700, exist_ok=True) leaves an existing directory's mode alone: a host
+    # upgraded from a version that made <run>/td world-traversable must not stay open.
+    base = pathlib.Path(tempfile.mkdtemp(prefix="arca-review-"))
+    try:
+        base.chmod(0o755)
+        (base / "run" / "td").mkdir(parents=True)
+        (base / "run" / "td").chmod(0o755)
+        monkeypatch.setenv("ARCA_ROOT", str(base / "root"))
+        monkeypatch.setenv("ARCA_RUN", str(base / "run"))
+        from arca.host.simtee import client
+
+        client.ensure_running()
+        try:
+            client.register("old", desc("/o").to_json(), None)
+            assert (base / "run" / "td").stat().st_mode & 0o777 == 0o700
+        finally:
+            client.stop()
+    finally:
+        shutil.rmtree(base)

@@ -93,6 +93,8 @@ def write_atomic(path: pathlib.Path, data: bytes, mode: int = 0o600, *,
 
 def ensure_private_dir(path: pathlib.Path, mode: int = 0o700) -> None:
     path.mkdir(mode=mode, parents=True, exist_ok=True)
+    # mkdir keeps the mode of an existing directory (e.g. one made by an older version).
+    os.chmod(path, mode)
 
 
 def save(state: ContainerState) -> None:

@@ -153,6 +153,7 @@ class Daemon:
         d = locations.device_dir(td_id)
         # <run>/td root-only: a host user reaching a TD's device could attest as that TD.
         d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(d.parent, 0o700)  # mkdir keeps the mode of a directory an older version made
         d.mkdir(mode=0o755, exist_ok=True)
         path = locations.device_socket(td_id)
         try:
