@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from arca.host.runtime.fastcreate import code_stamp
-from tests.integration.test_runtime_lifecycle import RUN, Runtime, assert_clean
+from tests.integration.test_runtime_lifecycle import (
+    RUN,
+    Runtime,
+    assert_clean,
+    kill_create_then_force_delete,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -192,15 +195,7 @@ def test_kill_9_of_the_front_end_then_delete_force_leaves_nothing(
 
     client.ensure_running()
     monkeypatch.setenv("SLOW_CREATE", "0.05")
-    cid = f"fc-k9-{int(delay * 1000)}-{RUN}"
-    b = rt.bundle(cid, ["sleep", "30"])
-    proc = subprocess.Popen(rt.argv("create", "--bundle", str(b), cid), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    rt.run("delete", "--force", cid)
-    assert_clean(rt, cid)
+    kill_create_then_force_delete(rt, f"fc-k9-{int(delay * 1000)}-{RUN}", delay)
 
 
 def test_other_sources_or_odd_requests_fall_back(rt: Runtime) -> None:

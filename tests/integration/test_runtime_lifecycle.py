@@ -117,6 +117,20 @@ def leftovers(rt: Runtime, cid: str) -> dict[str, list[str]]:
     }
 
 
+def kill_create_then_force_delete(rt: Runtime, cid: str, delay: float) -> None:
+    """``kill -9`` the runtime ``delay`` seconds into ``create``; ``delete --force`` must
+    then leave nothing behind."""
+    b = rt.bundle(cid, ["sleep", "30"])
+    proc = subprocess.Popen(rt.argv("create", "--bundle", str(b), cid),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
 def assert_clean(rt: Runtime, cid: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while any((left := leftovers(rt, cid)).values()):
@@ -195,16 +209,7 @@ def test_exec_without_policy_is_refused_in_one_line(rt: Runtime) -> None:
 
 @pytest.mark.parametrize("delay", [0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3])
 def test_kill_9_during_create_then_delete_force_leaves_nothing(rt: Runtime, delay: float) -> None:
-    cid = f"k9-{int(delay * 1000)}-{RUN}"
-    b = rt.bundle(cid, ["sleep", "30"])
-    proc = subprocess.Popen(rt.argv("create", "--bundle", str(b), cid),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    rt.run("delete", "--force", cid)
-    assert_clean(rt, cid)
+    kill_create_then_force_delete(rt, f"k9-{int(delay * 1000)}-{RUN}", delay)
 
 
 def test_parallel_creates_start_exactly_one_daemon(rt: Runtime) -> None:
