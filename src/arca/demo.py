@@ -27,13 +27,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.panel import Panel
 
+from arca._internal.net import ServerDidNotStart, wait_until_serving
 from arca.wire.errors import ArcaError, ConfigError
 
 SECRET = "the launch code is 0000 (delivered only to a measured TD)"  # noqa: S105 - demo data
@@ -189,16 +189,11 @@ def _kbs(demo: Demo, admin_pub: pathlib.Path, sim_root: pathlib.Path) -> Iterato
     proc = subprocess.Popen([*demo.arca, *args], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise DemoFailed("the key broker did not start: " + (demo.work / "kbs.log")
-                                     .read_text(errors="replace")[-800:]) from None
-                time.sleep(0.1)
+        try:
+            wait_until_serving(proc, "127.0.0.1", port, what="the key broker", timeout=30,
+                               log=demo.work / "kbs.log", interval=0.1)
+        except ServerDidNotStart as e:
+            raise DemoFailed(str(e)) from None
         yield url
     finally:
         if proc.poll() is None:

@@ -297,7 +297,9 @@ def test_pull_with_bearer_token_auth(tmp_path: pathlib.Path, image_layout: str,
             ref = f"{reg.host}/team/bb:v1"
             with pytest.raises(RegistryError, match="access denied|credentials"):
                 pull(store, ref, insecure=True)  # anonymous token grants nothing
-            rec = pull(store, ref, insecure=True, credentials=Credentials("bob", "hunter2"))
+            # plain HTTP with credentials only when asked for by name (see test_images_creds)
+            rec = pull(store, f"http://{ref}", insecure=True,
+                       credentials=Credentials("bob", "hunter2"))
             with mounted_rootfs(store, rec) as rootfs:
                 assert tree_listing(rootfs) == umoci_tree
         assert any(r["user"] == "bob" and "repository:team/bb:pull" in r["scope"]

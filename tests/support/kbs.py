@@ -13,7 +13,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from arca._internal.net import ServerDidNotStart, wait_until_serving
 from arca.wire.jcs import canonicalize
 from arca.wire.simreport import SimEvidence, SimReport
 from tests.support.registry import free_port
@@ -117,19 +117,23 @@ def start_kbs(data_dir: pathlib.Path, *args: str, port: int | None = None,
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"{scheme}://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"KBS exited with {proc.returncode}: {log.read_text()[-2000:]}")
+    ctx = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+
+    def healthy() -> bool:
         try:
-            ctx = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-            if httpx.get(url + "/healthz", verify=ctx, timeout=1).status_code == 200:
-                return KbsProcess(url, proc, data_dir, log)
+            return httpx.get(url + "/healthz", verify=ctx, timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise RuntimeError(f"KBS did not become ready: {log.read_text()[-2000:]}")
+            return False
+
+    try:
+        wait_until_serving(proc, "127.0.0.1", port, what="KBS", timeout=ready_timeout, log=log,
+                           ready=healthy)
+    except ServerDidNotStart:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise
+    return KbsProcess(url, proc, data_dir, log)
 
 
 @contextlib.contextmanager

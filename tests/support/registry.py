@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from arca._internal.net import wait_until_serving
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -75,18 +77,8 @@ def run_registry(
     )
     reg = Registry(f"127.0.0.1:{port}", workdir, proc, tls=bool(tls_cert))
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "docker-registry did not start: "
-                        + (workdir / "registry.log").read_text(errors="replace")[-2000:]
-                    ) from None
-                time.sleep(0.05)
+        wait_until_serving(proc, "127.0.0.1", port, what="docker-registry", timeout=20,
+                           log=workdir / "registry.log")
         if not tls_cert and not htpasswd and not token_auth:
             urllib.request.urlopen(f"{reg.url}/v2/", timeout=5).read()  # noqa: S310
         yield reg

@@ -12,34 +12,63 @@ them with the typer commands, and their parse results on sample command lines).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, NamedTuple
-
 #: Set to "0" to send every command through typer (to compare both paths, or to debug).
 DISABLE_ENV = "ARCA_CLI_FASTPATH"
 
-
-# NamedTuples, not dataclasses: a frozen dataclass costs ~1 ms to define, on every start.
-class Opt(NamedTuple):
-    dest: str
-    flags: tuple[str, ...]
-    kind: str  # "flag" (bool, default False) | "value" (last one wins) | "multi" (repeatable)
-    default: Any = None
-    convert: Callable[[str], Any] = str
+# Every `arca run` imports this: no typing (NamedTuple), collections.abc or pathlib at run
+# time (~8 ms together).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
-class Arg(NamedTuple):
-    dest: str
-    many: bool = False  # takes all remaining positionals (click's nargs=-1)
-    required: bool = True
+def _path(value: str) -> Any:
+    from pathlib import Path
+
+    return Path(value)
 
 
-class Command(NamedTuple):
-    func: str  # name in arca.cli.container_ops
-    args: tuple[Arg, ...]
-    opts: tuple[Opt, ...]
-    interspersed: bool = True  # False: everything after the first positional is positional
+class Opt:
+    """An option: ``kind`` is "flag" (bool, default False), "value" (last one wins) or
+    "multi" (repeatable). ``convert`` is the type typer declares (``pathlib.Path`` is
+    imported only when asked for: a test compares it with the typer command)."""
+
+    __slots__ = ("dest", "flags", "kind", "default", "_convert")
+
+    def __init__(self, dest: str, flags: tuple[str, ...], kind: str, default: Any = None,
+                 convert: Callable[[str], Any] = str) -> None:
+        self.dest, self.flags, self.kind, self.default = dest, flags, kind, default
+        self._convert = convert
+
+    @property
+    def convert(self) -> Callable[[str], Any]:
+        if self._convert is _path:
+            from pathlib import Path
+
+            return Path
+        return self._convert
+
+
+class Arg:
+    __slots__ = ("dest", "many", "required")
+
+    def __init__(self, dest: str, many: bool = False, required: bool = True) -> None:
+        self.dest = dest
+        self.many = many  # takes all remaining positionals (click's nargs=-1)
+        self.required = required
+
+
+class Command:
+    __slots__ = ("func", "args", "opts", "interspersed")
+
+    def __init__(self, func: str, args: tuple[Arg, ...], opts: tuple[Opt, ...],
+                 interspersed: bool = True) -> None:
+        self.func = func  # name in arca.cli.container_ops
+        self.args = args
+        self.opts = opts
+        # False: everything after the first positional is positional
+        self.interspersed = interspersed
 
 
 _ENV = Opt("env", ("--env", "-e"), "multi")
@@ -52,7 +81,7 @@ COMMANDS: dict[str, Command] = {
         Opt("volume", ("--volume", "-v"), "multi"),
         Opt("tee", ("--tee",), "value", "sim"),
         Opt("kbs", ("--kbs",), "value"),
-        Opt("init_data", ("--init-data",), "value", None, Path),
+        Opt("init_data", ("--init-data",), "value", None, _path),
     ), interspersed=False),
     "ps": Command("ps", (), (Opt("all_", ("--all", "-a"), "flag", False),
                              Opt("as_json", ("--json",), "flag", False))),
@@ -100,7 +129,7 @@ def parse(cmd: Command, argv: list[str]) -> dict[str, Any] | None:
             val = argv[i]
             i += 1
         try:
-            v = opt.convert(val)
+            v = opt._convert(val)
         except ValueError:
             return None
         if opt.kind == "multi":

@@ -62,7 +62,9 @@ def register(app: typer.Typer) -> None:
                                   "(else $ARCA_REGISTRY_CREDS, else ~/.docker/config.json)."),
         insecure: bool = typer.Option(False, "--insecure", help="Allow plain HTTP if the "
                                       "registry has no TLS (content is still verified by "
-                                      "digest)."),
+                                      "digest; credentials are never sent after such a "
+                                      "fallback: name the registry http://HOST/... to allow "
+                                      "them)."),
         ca_cert: Path = typer.Option(None, "--ca-cert", help="PEM CA bundle to verify the "
                                      "registry's TLS certificate."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

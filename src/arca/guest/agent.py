@@ -1,32 +1,21 @@
 """The in-TD agent: PID 1 of every confidential container until it becomes the workload.
 
-Steps (contract §5), each failure printing one line ``arca-agent: error: <reason>``:
-
-1. read ``descriptor.json``, ``process.json`` (untrusted) and ``init-data.toml`` (optional);
-2. get evidence with 64 fresh random bytes of report data and check, in the report, the report
-   data (no replay), the measurement == SHA-384(JCS(descriptor)) (the host cannot swap the
-   descriptor) and the init-data hash (the host cannot swap init-data);
-3. check the host-supplied process against the descriptor + execution policy (:mod:`policy`);
-4. write ``/run/arca/evidence.json``;
-5. with a KBS in init-data: attest with a fresh key (bounded retries with exponential backoff
-   while the broker is unavailable), fetch every resource into ``/run/arca/secrets/<name>``
-   (tmpfs only, mode 0400, owned by the workload user) and/or the workload's environment;
-6. drop privileges to the descriptor's uid/gid, chdir, ``execve`` (same PID: the workload's
-   stdio, signals and exit code are the container's).
-
-What it does not do: verify the TEE's signature (the relying party does), or keep running.
-Exit codes: 126 refused by a policy or a failed evidence check, 125 any other failure, 127 the
-workload could not be executed.
+It checks the host-supplied process against the measured descriptor and execution policy,
+checks that its own fresh report binds that descriptor and init-data, attests to the KBS with
+that same report (checked before it leaves) and places the secrets, then drops privileges and
+``execve``s the workload (same PID). docs/guest.md has the steps, the ordering and why. It does
+not verify the TEE's signature (the relying party does) or keep running. Exit codes: 126 a
+policy refusal or failed evidence check, 125 any other failure, 127 the workload cannot run.
 """
 
 from __future__ import annotations
 
-import hmac
+import _signal  # type: ignore[import-not-found]  # ``signal`` sets up enums: ms per start
 import json
 import os
-import signal
 import sys
 import time
+from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 
 from arca.guest.evidence import ConfigfsTsm, EvidenceSource, SimDevice, evidence_document
 from arca.guest.policy import HostProcess, check_process
@@ -46,7 +35,9 @@ from arca.wire.simreport import INIT_DATA_HASH_SIZE, REPORT_DATA_SIZE, SimEviden
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from dataclasses import dataclass
+    from typing import Any
 else:
     from arca.wire.record import dataclass
 
@@ -96,9 +87,11 @@ def source_for(tee: str, paths: Paths) -> EvidenceSource:
     return ConfigfsTsm(tee)
 
 
-def check_evidence(inputs: Inputs, source: EvidenceSource) -> tuple[bytes, bytes]:
-    """Fresh evidence whose report binds our descriptor and init-data: (report data, evidence)."""
-    report_data = os.urandom(REPORT_DATA_SIZE)
+def check_evidence(inputs: Inputs, source: EvidenceSource,
+                   report_data: bytes | None = None) -> tuple[bytes, bytes]:
+    """Evidence for ``report_data`` (default: fresh random bytes) whose report binds our
+    descriptor and init-data: (report data, evidence)."""
+    report_data = report_data or os.urandom(REPORT_DATA_SIZE)
     evidence = source.get_evidence(report_data)
     if source.tee != "sim":
         raise EvidenceError(f"this agent cannot check {source.tee} reports yet")
@@ -112,15 +105,18 @@ def check_evidence(inputs: Inputs, source: EvidenceSource) -> tuple[bytes, bytes
         ("init-data hash (init-data.toml is not the bound init-data)", report.init_data_hash,
          expected_init),
     ):
-        if not hmac.compare_digest(got, want):
+        if not compare_digest(got, want):
             raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])
     return report_data, evidence
 
 
-def fetch_secrets(init: InitData, source: EvidenceSource) -> dict[str, bytes]:
-    """Attest and fetch every resource; retry the whole exchange while the KBS is down."""
-    # Imported here: urllib/ssl/cryptography cost ~30 ms of start-up a container without a KBS
-    # should not pay. (The guest runtime ships it anyway: its builder imports every module.)
+def fetch_secrets(init: InitData, source: EvidenceSource,
+                  evidence: Callable[[bytes], bytes] | None = None) -> tuple[dict[str, bytes], Any]:
+    """Attest with ``evidence`` (default: the source's, unchecked) and fetch every resource;
+    retry the whole exchange while the KBS is down. Returns the secrets and the runtime-data
+    the attested report binds."""
+    # Imported here: a container without a KBS should not pay for the client (the guest
+    # runtime ships it anyway: its builder imports every module).
     from arca.guest.kbs_client import KbsClient
 
     assert init.kbs_url is not None
@@ -129,11 +125,13 @@ def fetch_secrets(init: InitData, source: EvidenceSource) -> dict[str, bytes]:
         if attempt:
             time.sleep(min(opts.kbs_backoff * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
         try:
-            client = KbsClient(init.kbs_url, tee=source.tee, evidence=source.get_evidence,
+            client = KbsClient(init.kbs_url, tee=source.tee,
+                               evidence=evidence or source.get_evidence,
                                ca_pem=init.kbs_cert.encode() if init.kbs_cert else None,
                                init_data_toml=init.raw.decode(), timeout=opts.kbs_timeout)
             client.attest()
-            return {r.name: client.get_resource(r.path) for r in init.resources}
+            return ({r.name: client.get_resource(r.path) for r in init.resources},
+                    client.runtime_data)
         except BrokerUnavailable as e:
             last = e
     raise BrokerUnavailable(f"KBS {init.kbs_url} unavailable after {opts.kbs_retries + 1} "
@@ -201,23 +199,29 @@ def become_workload(spec: ProcessSpec) -> None:
         raise ConfigError(f"cannot become user {spec.uid}:{spec.gid} in {spec.cwd!r}: "
                           f"{e.strerror}") from None
     # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive execve.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
 
 
 def run(paths: Paths) -> None:
     inputs = read_inputs(paths)
     source = source_for(inputs.descriptor.tee, paths)
-    report_data, evidence = check_evidence(inputs, source)
-    policy = inputs.init_data.policy if inputs.init_data else ExecPolicy()
-    spec = check_process(inputs.host, inputs.descriptor.process, policy)
-    with open(os.path.join(paths.run_dir, "evidence.json"), "wb") as f:
-        f.write(evidence_document(source.tee, report_data, evidence))
-        os.fchmod(f.fileno(), 0o444)
-    extra_env: list[str] = []
     init = inputs.init_data
+    spec = check_process(inputs.host, inputs.descriptor.process,
+                         init.policy if init else ExecPolicy())
+    extra_env: list[str] = []
     if init is not None and init.kbs_url is not None:
-        extra_env = place_secrets(init, fetch_secrets(init, source), spec, paths.run_dir)
+        checked: list[tuple[bytes, bytes]] = []
+
+        def evidence(report_data: bytes) -> bytes:  # checked before it goes to the broker
+            checked.append(check_evidence(inputs, source, report_data))
+            return checked[-1][1]
+
+        secrets, runtime_data = fetch_secrets(init, source, evidence)
+        write_evidence(paths, evidence_document(source.tee, *checked[-1], runtime_data))
+        extra_env = place_secrets(init, secrets, spec, paths.run_dir)
+    else:
+        write_evidence(paths, evidence_document(source.tee, *check_evidence(inputs, source)))
     become_workload(spec)
     env = dict(e.partition("=")[::2] for e in (*spec.env, *extra_env))
     try:
@@ -226,6 +230,12 @@ def run(paths: Paths) -> None:
         print(f"arca-agent: error: cannot execute {spec.args[0]!r}: {e.strerror}",
               file=sys.stderr)
         sys.exit(127)
+
+
+def write_evidence(paths: Paths, document: bytes) -> None:
+    with open(os.path.join(paths.run_dir, "evidence.json"), "wb") as f:
+        f.write(document)
+        os.fchmod(f.fileno(), 0o444)
 
 
 def main(paths: Paths | None = None) -> int:

@@ -1,13 +1,7 @@
-"""Evidence sources inside a TD, and the ``arca-evidence`` command.
-
-An :class:`EvidenceSource` turns 64 bytes of report data into raw evidence from the TEE:
-:class:`SimDevice` asks the ``sim`` platform over the per-TD unix socket (one JSON line each
-way); :class:`ConfigfsTsm` uses the kernel's configfs-tsm report interface that TDX and SEV-SNP
-guests expose (``/sys/kernel/config/tsm/report``). Sources fetch; they do not verify (the agent
-checks the fields it relies on, the relying party verifies signatures).
-
-``/run/arca/evidence.json`` (written by the agent, printed by ``arca-evidence``) is
-``{"tee": ..., "report_data": "<hex>", "evidence": "<base64 of the raw evidence>"}``.
+"""Evidence sources inside a TD (:class:`SimDevice`: the per-TD ``sim`` socket, one JSON line
+each way; :class:`ConfigfsTsm`: the kernel's configfs-tsm interface of TDX/SNP guests), and
+the ``arca-evidence`` command. Sources fetch; they do not verify. ``/run/arca/evidence.json``
+is described in docs/guest.md.
 """
 
 from __future__ import annotations
@@ -126,9 +120,11 @@ def _read(entry: str, name: str) -> bytes:
         return f.read()
 
 
-def evidence_document(tee: str, report_data: bytes, evidence: bytes) -> bytes:
-    return json.dumps({"tee": tee, "report_data": report_data.hex(),
-                       "evidence": base64.b64encode(evidence).decode()}).encode() + b"\n"
+def evidence_document(tee: str, report_data: bytes, evidence: bytes,
+                      runtime_data: object = None) -> bytes:
+    doc = {"tee": tee, "report_data": report_data.hex(),
+           "evidence": base64.b64encode(evidence).decode(), "runtime_data": runtime_data}
+    return json.dumps({k: v for k, v in doc.items() if v is not None}).encode() + b"\n"
 
 
 def main(argv: list[str]) -> int:

@@ -1,12 +1,9 @@
 """Guest side of the KBS protocol (RCAR): attest with a fresh key, fetch JWE-wrapped secrets.
 
-HTTP/1.1 on a plain ``_socket`` (``socket`` + ``ssl`` with the broker's CA for https), one
-request per connection: ``urllib.request``/``http.client`` (``email`` parsing) cost ~15 ms and
-``socket``'s enum set-up ~2.5 ms of every attested TD start. ``cryptography`` for keys, imported
-once the ``auth`` request is sent (its ~6 ms import overlaps the broker's work; the AES parts
-load while the resource request is out). Secrets are returned to the caller and never written
-anywhere; the private key lives only in this object. Evidence comes from a caller-supplied
-function, so the client knows no TEE.
+HTTP/1.1, one request per connection, on ``_socket`` (``socket`` + ``ssl`` for https): the
+stdlib clients cost ~15 ms per TD start. Heavy imports happen while the broker works (docs/
+guest.md). Secrets are returned, never written; the private key lives only in this object;
+evidence comes from a caller-supplied function, so the client knows no TEE.
 """
 
 from __future__ import annotations
@@ -17,13 +14,7 @@ import json
 import re
 
 from arca.wire import kbs_protocol as proto
-from arca.wire.errors import (
-    ArcaError,
-    BrokerUnavailable,
-    NotFound,
-    PolicyDenied,
-    WireFormatError,
-)
+from arca.wire.errors import ArcaError, BrokerUnavailable, NotFound, PolicyDenied, WireFormatError
 
 TYPE_CHECKING = False  # typing and cryptography load after the auth request is sent
 if TYPE_CHECKING:
@@ -66,6 +57,8 @@ class KbsClient:
             self._ssl = ssl.create_default_context(cadata=ca_pem.decode() if ca_pem else None)
         self._key: ec.EllipticCurvePrivateKey | None = None
         self._token: str | None = None
+        #: ``{"nonce", "tee-pubkey"}`` of the last attestation: what its report data binds.
+        self.runtime_data: dict[str, Any] | None = None
 
     def _send(self, method: str, path: str, body: Any = None,
               headers: dict[str, str] | None = None) -> Any:
@@ -88,8 +81,10 @@ class KbsClient:
 
             sock = socket.create_connection(self._addr, timeout=self._timeout)
             return self._ssl.wrap_socket(sock, server_hostname=self._addr[0])
-        last = OSError(f"no address for {self._addr[0]}")
-        for af, kind, pr, _, addr in _socket.getaddrinfo(*self._addr, 0, _socket.SOCK_STREAM):
+        host, port = self._addr
+        last = OSError(f"no address for {host}")
+        for af, kind, pr, _, addr in _socket.getaddrinfo(
+                host.encode() if host.isascii() else host, port, 0, _socket.SOCK_STREAM):
             conn = _socket.socket(af, kind, pr)
             try:
                 conn.settimeout(self._timeout)
@@ -99,10 +94,6 @@ class KbsClient:
                 conn.close()
                 last = e
         raise last
-
-    def _call(self, method: str, path: str, body: Any = None,
-              headers: dict[str, str] | None = None) -> tuple[list[tuple[str, str]], bytes]:
-        return self._receive(self._send(method, path, body, headers), method, path)
 
     def _receive(self, conn: Any, method: str,
                  path: str) -> tuple[list[tuple[str, str]], bytes]:
@@ -142,6 +133,7 @@ class KbsClient:
         x, y = (proto.b64u(n.to_bytes(32, "big")) for n in (nums.x, nums.y))
         runtime_data = {"nonce": challenge.nonce, "tee-pubkey": {
             "kty": "EC", "crv": "P-256", "alg": proto.ALG, "x": x, "y": y}}
+        self.runtime_data = runtime_data
         raw = self._evidence(proto.report_data(runtime_data))
         try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary as a quote
             primary: Any = json.loads(raw)
@@ -149,8 +141,11 @@ class KbsClient:
             primary = {"quote": base64.b64encode(raw).decode()}
         init = None if self._init_data is None else proto.InitData("toml", self._init_data)
         att = proto.Attestation(runtime_data, primary, "", init)
-        _, body = self._call("POST", "/kbs/v0/attest", att.to_json(),
-                             {"Cookie": f"{proto.SESSION_COOKIE}={cookie}"})
+        sent = self._send("POST", "/kbs/v0/attest", att.to_json(),
+                          {"Cookie": f"{proto.SESSION_COOKIE}={cookie}"})
+        from arca.guest import jwe  # noqa: F401 - AES imports (~2 ms) while the broker verifies
+
+        _, body = self._receive(sent, "POST", "/kbs/v0/attest")
         reply = proto.parse_json(body, "KBS attest response")
         if not isinstance(reply, dict) or not isinstance(reply.get("token"), str):
             raise WireFormatError("KBS attest response must be {\"token\": <JWT>}")
@@ -168,7 +163,7 @@ class KbsClient:
             try:
                 sent = self._send("GET", f"/kbs/v0/resource/{path}",
                                   headers={"Authorization": f"Bearer {self._token}"})
-                from arca.guest import jwe  # AES imports (~2 ms) while the broker works
+                from arca.guest import jwe  # loaded during attest (or now, while the broker works)
 
                 _, body = self._receive(sent, "GET", f"/kbs/v0/resource/{path}")
             except PolicyDenied as e:  # an expired token earns one fresh attestation

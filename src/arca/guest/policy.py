@@ -1,16 +1,6 @@
-"""The execution policy: which process the agent may exec, given what the host asked for.
-
-The host-supplied OCI ``process`` (``process.json``) is untrusted. The agent execs the process
-of the measured launch descriptor; the host may deviate only where the measured init-data
-policy (:class:`arca.wire.initdata.ExecPolicy`) says so:
-
-* args: equal to the descriptor's, or matching an ``allow_args`` entry (fnmatch per argument,
-  a final ``"..."`` matches any further arguments);
-* env: the result is the descriptor's measured env, plus host variables that are
-  orchestrator-injected (``HOSTNAME``, ``KUBERNETES_*``...) or whose names match ``allow_env``
-  (these may also override a measured value); any other host variable, or a measured variable
-  with a different value, is refused by name;
-* cwd, uid and gid: equal to the descriptor's (no policy widens them).
+"""The execution policy: which process the agent may exec, given what the host asked for
+(``process.json``, untrusted): the measured descriptor's, deviating only where the measured
+init-data policy allows. The rules (args, env, cwd/uid/gid) are in docs/guest.md.
 """
 
 from __future__ import annotations

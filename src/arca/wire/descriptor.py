@@ -10,11 +10,11 @@ single definition of both.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
+from arca.wire.lean import digest
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -29,20 +29,9 @@ DESCRIPTOR_VERSION = 1
 #: behaviour (container hostname, Kubernetes service links, terminal type). They are left out of
 #: the measurement so the same image measures the same under ctr, Kubernetes and ``arca run``.
 ORCHESTRATOR_ENV_ALLOWLIST: tuple[str, ...] = (
-    "HOSTNAME",
-    "TERM",
-    "KUBERNETES_*",
-    "*_SERVICE_HOST",
-    "*_SERVICE_PORT",
-    "*_SERVICE_PORT_*",
-    "*_PORT",
-    "*_PORT_*_TCP",
-    "*_PORT_*_TCP_*",
-    "*_PORT_*_UDP",
-    "*_PORT_*_UDP_*",
-    "*_PORT_*_SCTP",
-    "*_PORT_*_SCTP_*",
-)
+    "HOSTNAME", "TERM", "KUBERNETES_*", "*_SERVICE_HOST", "*_SERVICE_PORT", "*_SERVICE_PORT_*",
+    "*_PORT", "*_PORT_*_TCP", "*_PORT_*_TCP_*", "*_PORT_*_UDP", "*_PORT_*_UDP_*",
+    "*_PORT_*_SCTP", "*_PORT_*_SCTP_*")
 
 
 def is_orchestrator_env(entry: str) -> bool:
@@ -65,12 +54,8 @@ class ProcessSpec:
     env: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "args": list(self.args),
-            "cwd": self.cwd,
-            "user": {"uid": self.uid, "gid": self.gid},
-            "env": list(self.env),
-        }
+        return {"args": list(self.args), "cwd": self.cwd,
+                "user": {"uid": self.uid, "gid": self.gid}, "env": list(self.env)}
 
     @classmethod
     def from_json(cls, obj: Any) -> ProcessSpec:
@@ -105,13 +90,10 @@ class LaunchDescriptor:
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        obj: dict[str, Any] = {
-            "version": self.version,
-            "tee": self.tee,
-            "guest_runtime_digest": self.guest_runtime_digest,
-            "rootfs_digest": self.rootfs_digest,
-            "process": self.process.to_json(),
-        }
+        obj: dict[str, Any] = {"version": self.version, "tee": self.tee,
+                               "guest_runtime_digest": self.guest_runtime_digest,
+                               "rootfs_digest": self.rootfs_digest,
+                               "process": self.process.to_json()}
         if self.extra:
             obj["extra"] = dict(self.extra)
         return obj
@@ -121,7 +103,7 @@ class LaunchDescriptor:
 
     def measurement(self) -> bytes:
         """SHA-384 of the canonical JSON: 48 bytes."""
-        return hashlib.sha384(self.canonical_bytes()).digest()
+        return digest("sha384", self.canonical_bytes())
 
     def measurement_hex(self) -> str:
         return self.measurement().hex()
@@ -129,28 +111,19 @@ class LaunchDescriptor:
     @classmethod
     def from_json(cls, obj: Any) -> LaunchDescriptor:
         try:
-            _only_keys(
-                obj,
-                {"version", "tee", "guest_runtime_digest", "rootfs_digest", "process", "extra"},
-                "launch descriptor",
-            )
+            _only_keys(obj, {"version", "tee", "guest_runtime_digest", "rootfs_digest", "process",
+                             "extra"}, "launch descriptor")
             if obj["version"] != DESCRIPTOR_VERSION:
                 raise WireFormatError(f"unsupported launch descriptor version {obj['version']!r}")
             for k in ("tee", "guest_runtime_digest", "rootfs_digest"):
                 if not isinstance(obj[k], str):
                     raise WireFormatError(f"launch descriptor field {k!r} must be a string")
             extra = obj.get("extra", {})
-            if not isinstance(extra, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
-            ):
+            if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in extra.items()):
                 raise WireFormatError("launch descriptor 'extra' must map strings to strings")
-            return cls(
-                tee=obj["tee"],
-                guest_runtime_digest=obj["guest_runtime_digest"],
-                rootfs_digest=obj["rootfs_digest"],
-                process=ProcessSpec.from_json(obj["process"]),
-                extra=dict(extra),
-            )
+            return cls(obj["tee"], obj["guest_runtime_digest"], obj["rootfs_digest"],
+                       ProcessSpec.from_json(obj["process"]), extra=dict(extra))
         except KeyError as e:
             raise WireFormatError(f"launch descriptor: missing field {e.args[0]!r}") from None
 

@@ -1,13 +1,8 @@
-"""The one error hierarchy of Arca, rooted in :class:`ArcaError`.
-
-It lives in ``arca.wire`` because the guest (TCB) must raise and understand the same errors as
-the host and the relying party, and may import nothing else of Arca. Errors are grouped by who
-is at fault so callers (CLI exit codes, KBS HTTP status, agent retries) decide from the class:
-
-* bad input from the other side: :class:`InvalidInput` (wire formats), :class:`EvidenceError`
-* temporary trouble worth a retry: :class:`CollateralError`, :class:`BrokerUnavailable`
-* configuration: :class:`ConfigError`
-* a refusal by policy: :class:`PolicyDenied`
+"""The one error hierarchy of Arca, rooted in :class:`ArcaError`, in ``arca.wire`` so the
+guest, host and relying party share it. Grouped by who is at fault, so callers (exit codes,
+HTTP status, retries) decide from the class: bad input (:class:`InvalidInput`,
+:class:`EvidenceError`), retry (:class:`CollateralError`, :class:`BrokerUnavailable`),
+configuration (:class:`ConfigError`), refusal (:class:`PolicyDenied`).
 """
 
 from __future__ import annotations
@@ -48,9 +43,6 @@ class EvidenceError(ArcaError):
 
     #: Short name of the check, used as ``"<check>: <detail>"`` in reports.
     check = "evidence"
-
-    def __init__(self, message: str, **fields: Any) -> None:
-        super().__init__(message, **fields)
 
     def describe(self) -> str:
         return f"{self.check}: {self.message}"

@@ -1,26 +1,16 @@
-"""Init-data: the CoCo TOML document a container is started with, and Arca's keys inside it.
-
-CoCo format: ``version = "0.1.0"``, ``algorithm`` (sha256|sha384|sha512, default sha384) and a
-``[data]`` map of strings. Arca's keys in ``data``: ``kbs_url``, ``kbs_cert`` (PEM),
-``resources`` (``[[resource]]`` tables with ``path`` repo/type/tag, ``name``, optional ``env``
-and ``file``), ``policy`` (``allow_args``: lists of per-argument ``fnmatch`` patterns, a final
-``"..."`` matching any further arguments; ``allow_env``: name patterns; ``allow_exec``) and
-``agent`` (``kbs_timeout``, ``kbs_retries``, ``kbs_backoff``); the last three are TOML (or JSON
-object) text. docs/guest.md has a full example. Unknown keys are refused by name. The digest is
-over the exact bytes (what the TEE binds: sim init-data hash, TDX MRCONFIGID, SNP HOST_DATA).
-This module parses; it does not fetch.
+"""Init-data: the CoCo TOML document a container is started with, and Arca's keys inside it
+(``kbs_url``, ``kbs_cert``, ``resources``, ``policy``, ``agent``: docs/guest.md). Unknown keys
+are refused by name. The digest is over the exact bytes (what the TEE binds). This module
+parses; it does not fetch.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import re
-import zlib
 
 from arca.wire.errors import InvalidInput
+from arca.wire.lean import digest, toml_loads
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -76,7 +66,7 @@ class InitData:
     agent: AgentOptions = field(default_factory=AgentOptions)
 
     def digest(self) -> bytes:
-        return hashlib.new(self.algorithm, self.raw).digest()
+        return digest(self.algorithm, self.raw)
 
     def padded_digest(self, size: int) -> bytes:
         """The digest as a TEE field of ``size`` bytes: zero-padded, or truncated (sha512 in a
@@ -87,10 +77,8 @@ class InitData:
     def parse(cls, raw: bytes) -> InitData:
         if len(raw) > MAX_INIT_DATA_BYTES:
             raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
-        import tomllib  # ~3 ms (re, datetime): paid only by TDs that have init-data
-
         try:
-            doc = tomllib.loads(raw.decode("utf-8"))
+            doc = toml_loads(raw.decode("utf-8"))
         except (ValueError, RecursionError) as e:  # Unicode/TOMLDecodeError; deep nesting
             raise InitDataError(f"init-data is not UTF-8 TOML: {e}") from None
         _keys(doc, {"version", "algorithm", "data"}, "init-data")
@@ -121,6 +109,10 @@ class InitData:
 
 def decode_annotation(value: str) -> bytes:
     """The ``io.arca.init-data`` annotation: base64 of the TOML, optionally gzip-compressed."""
+    import base64
+    import binascii
+    import zlib
+
     try:
         raw = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -143,15 +135,13 @@ def decode_annotation(value: str) -> bytes:
 def _embedded(text: str, what: str) -> dict[str, Any]:
     if not text.strip():
         return {}
-    import tomllib
-
     try:
         if text.lstrip().startswith("{"):
             doc = json.loads(text)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
             return doc
-        return tomllib.loads(text)
+        return toml_loads(text)
     except (ValueError, RecursionError) as e:  # TOMLDecodeError is one; deep nesting
         raise InitDataError(f"init-data data.{what} is neither TOML nor a JSON object: "
                             f"{e}") from None

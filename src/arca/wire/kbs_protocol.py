@@ -9,11 +9,11 @@ sessions and crypto live elsewhere (``arca.guest.kbs_client``, ``arca.kbs``).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
+from arca.wire.lean import digest
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -122,11 +122,9 @@ class Attestation:
     init_data: InitData | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "runtime-data": self.runtime_data,
-            "tee-evidence": {"primary_evidence": self.primary_evidence,
-                             "additional_evidence": self.additional_evidence},
-        }
+        out: dict[str, Any] = {"runtime-data": self.runtime_data, "tee-evidence": {
+            "primary_evidence": self.primary_evidence,
+            "additional_evidence": self.additional_evidence}}
         if self.init_data is not None:
             out["init-data"] = self.init_data.to_json()
         return out
@@ -152,7 +150,7 @@ class Attestation:
 def runtime_data_digest(runtime_data: dict[str, Any]) -> bytes:
     """SHA-384 of the canonical (RFC 8785) runtime-data: what the evidence must carry."""
     try:
-        return hashlib.sha384(canonicalize(runtime_data)).digest()
+        return digest("sha384", canonicalize(runtime_data))
     except (TypeError, ValueError) as e:
         raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
 
@@ -178,7 +176,7 @@ def init_data_digest(body: str) -> bytes:
     Like CoCo, the digest covers the exact document bytes the TEE was launched with; the
     default algorithm is sha384 (as in ``arca.wire.initdata``).
     """
-    import tomllib  # ~3 ms: the guest client never calls this, only the KBS
+    import tomllib  # ~6 ms: the guest client never calls this, only the KBS
 
     try:
         doc = tomllib.loads(body)
@@ -188,4 +186,4 @@ def init_data_digest(body: str) -> bytes:
     if alg is None:
         raise WireFormatError(
             f"init-data algorithm {doc.get('algorithm')!r} is not one of sha256/sha384/sha512")
-    return hashlib.new(alg, body.encode()).digest()
+    return digest(alg, body.encode())

@@ -1,19 +1,9 @@
-"""Frozen records at import-time cost zero: a stand-in for ``@dataclass(frozen=True)``.
-
-``dataclasses`` imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``): ~8 ms of every
-``arca-runtime create`` and of every agent start in a TD. Modules spell their records as
-dataclasses for mypy and use this at run time::
-
-    TYPE_CHECKING = False
-    if TYPE_CHECKING:
-        from dataclasses import dataclass, field
-    else:
-        from arca.wire.record import dataclass, field
-
-Supported: annotated fields in order, plain defaults and ``field(default_factory=...)``,
-positional or keyword construction, ``==``/``hash`` over the fields, ``repr``, frozen
-attributes. Not supported (not used here): inheritance of fields, ``__post_init__``,
-``ClassVar``, ``dataclasses.replace``/``fields`` (use :func:`replace`).
+"""Frozen records at import-time cost zero: a stand-in for ``@dataclass(frozen=True)``
+(``dataclasses`` imports ``inspect``: ~8 ms per ``arca-runtime create`` and per TD start).
+Modules import ``dataclasses`` under ``TYPE_CHECKING`` (for mypy) and this otherwise. Supported:
+fields in order, plain defaults and ``field(default_factory=...)``, positional/keyword
+construction, ``==``/``hash``/``repr``, frozen attributes; not inheritance of fields,
+``__post_init__``, ``ClassVar`` or ``dataclasses.replace`` (use :func:`replace`).
 """
 
 from __future__ import annotations

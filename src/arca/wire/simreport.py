@@ -47,17 +47,10 @@ class SimReport:
     tee: str = "sim"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "tee": self.tee,
-            "measurement": self.measurement.hex(),
-            "init_data_hash": self.init_data_hash.hex(),
-            "report_data": self.report_data.hex(),
-            "td_id": self.td_id,
-            "platform_id": self.platform_id,
-            "svn": self.svn,
-            "debug": self.debug,
-        }
+        return {"version": self.version, "tee": self.tee, "measurement": self.measurement.hex(),
+                "init_data_hash": self.init_data_hash.hex(),
+                "report_data": self.report_data.hex(), "td_id": self.td_id,
+                "platform_id": self.platform_id, "svn": self.svn, "debug": self.debug}
 
     @classmethod
     def from_json(cls, obj: Any) -> SimReport:
@@ -66,25 +59,18 @@ class SimReport:
         if not isinstance(obj, dict):
             raise WireFormatError("sim report must be a JSON object")
         if set(obj) != fields:
-            raise WireFormatError(
-                f"sim report fields differ: missing {sorted(fields - set(obj))}, "
-                f"unknown {sorted(set(obj) - fields)}"
-            )
+            raise WireFormatError(f"sim report fields differ: missing {sorted(fields - set(obj))}, "
+                                  f"unknown {sorted(set(obj) - fields)}")
         if obj["version"] != REPORT_VERSION or obj["tee"] != "sim":
             raise WireFormatError("sim report: unsupported version or tee")
         if type(obj["svn"]) is not int or type(obj["debug"]) is not bool:
             raise WireFormatError("sim report: svn must be an integer and debug a boolean")
         if not isinstance(obj["td_id"], str) or not isinstance(obj["platform_id"], str):
             raise WireFormatError("sim report: td_id and platform_id must be strings")
-        return cls(
-            measurement=_hex(obj, "measurement", MEASUREMENT_SIZE),
-            init_data_hash=_hex(obj, "init_data_hash", INIT_DATA_HASH_SIZE),
-            report_data=_hex(obj, "report_data", REPORT_DATA_SIZE),
-            td_id=obj["td_id"],
-            platform_id=obj["platform_id"],
-            svn=obj["svn"],
-            debug=obj["debug"],
-        )
+        return cls(_hex(obj, "measurement", MEASUREMENT_SIZE),
+                   _hex(obj, "init_data_hash", INIT_DATA_HASH_SIZE),
+                   _hex(obj, "report_data", REPORT_DATA_SIZE),
+                   obj["td_id"], obj["platform_id"], obj["svn"], obj["debug"])
 
 
 @dataclass(frozen=True)
@@ -101,13 +87,9 @@ class SimEvidence:
         return SimReport.from_json(obj)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "report": base64.b64encode(self.report_bytes).decode(),
-                "signature": base64.b64encode(self.signature).decode(),
-                "cert_chain": list(self.cert_chain),
-            }
-        ).encode()
+        return json.dumps({"report": base64.b64encode(self.report_bytes).decode(),
+                           "signature": base64.b64encode(self.signature).decode(),
+                           "cert_chain": list(self.cert_chain)}).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SimEvidence:
@@ -131,11 +113,8 @@ class SimEvidence:
 
 
 def _hex(obj: dict[str, Any], key: str, size: int) -> bytes:
+    """Exactly ``2 * size`` characters of ``[0-9a-f]`` (``bytes.fromhex`` alone skips blanks)."""
     value = obj[key]
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else None
-    except ValueError:
-        raw = None
-    if raw is None or len(raw) != size or value != value.lower():
+    if not isinstance(value, str) or len(value) != 2 * size or value.strip("0123456789abcdef"):
         raise WireFormatError(f"sim report: {key} must be {size} bytes of lowercase hex")
-    return raw
+    return bytes.fromhex(value)

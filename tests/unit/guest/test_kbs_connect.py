@@ -20,6 +20,10 @@ def _client(url: str) -> KbsClient:
     return KbsClient(url, tee="sim", evidence=lambda rd: rd, timeout=5)
 
 
+def _call(client: KbsClient, method: str, path: str, body: object = None):  # noqa: ANN201
+    return client._receive(client._send(method, path, body), method, path)
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[socket.socket, list[bytes]]]:
     """An HTTP/1.1 server on 127.0.0.1 answering every connection once; records requests."""
@@ -52,7 +56,7 @@ def test_http_by_name_sends_one_request_per_connection(
     port = server[0].getsockname()[1]
     client = _client(f"http://localhost:{port}/prefix")
     for _ in range(2):
-        headers, body = client._call("GET", "/kbs/v0/x")
+        headers, body = _call(client, "GET", "/kbs/v0/x")
         assert body == b"{}" and ("Content-Length", "2") in headers
     assert len(server[1]) == 2
     assert server[1][0].startswith(b"GET /prefix/kbs/v0/x HTTP/1.1\r\nHost: localhost:")
@@ -72,7 +76,7 @@ def test_falls_back_to_the_next_address(server: tuple[socket.socket, list[bytes]
         return [*first, *real("127.0.0.1", port, *args)]  # type: ignore[arg-type]
 
     monkeypatch.setattr(_socket, "getaddrinfo", two_addresses)
-    assert _client(f"http://kbs.test:{port}")._call("GET", "/")[1] == b"{}"
+    assert _call(_client(f"http://kbs.test:{port}"), "GET", "/")[1] == b"{}"
 
 
 def test_refused_is_broker_unavailable_naming_the_url() -> None:
@@ -80,7 +84,7 @@ def test_refused_is_broker_unavailable_naming_the_url() -> None:
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(BrokerUnavailable, match=f"KBS http://127.0.0.1:{port} unreachable"):
-        _client(f"http://127.0.0.1:{port}")._call("POST", "/kbs/v0/auth", {})
+        _call(_client(f"http://127.0.0.1:{port}"), "POST", "/kbs/v0/auth", {})
 
 
 def test_ipv6_literal() -> None:
@@ -99,7 +103,7 @@ def test_ipv6_literal() -> None:
     t = threading.Thread(target=answer, daemon=True)
     t.start()
     try:
-        assert _client(f"http://[::1]:{port}")._call("GET", "/")[1] == b"{}"
+        assert _call(_client(f"http://[::1]:{port}"), "GET", "/")[1] == b"{}"
     finally:
         t.join(5)
         srv.close()

@@ -292,3 +292,19 @@ def test_review_out_of_range_pax_numbers_are_unsafe_archive(tmp_path: Path,
     # Used to escape as OverflowError/ValueError (a traceback, not a refused layer).
     with pytest.raises(UnsafeArchive):
         unpack(tmp_path, [entry("f", data=b"x", pax=pax)])
+
+
+@pytest.mark.skipif(not ROOT, reason="opaque directories need root")
+def test_dir_replacing_a_file_replacing_a_lower_dir_is_opaque(tmp_path: Path) -> None:
+    # Found by the differential test: in a flat unpack the file removed the lower directory
+    # and its contents, so the directory that replaces the file must hide them.
+    low = unpack(tmp_path, [entry("a/", "dir", mode=0o755), entry("a/old", data=b"o")],
+                 name="low")
+    up = unpack(tmp_path, [entry("a", data=b"f"), entry("a/", "dir", mode=0o755)],
+                name="up", lowers=[low])
+    assert os.getxattr(up / "a", "trusted.overlay.opaque") == b"y"
+    # without a lower directory there is nothing to hide
+    up2 = unpack(tmp_path, [entry("n", data=b"f"), entry("n/", "dir", mode=0o755)],
+                 name="up2", lowers=[low])
+    with pytest.raises(OSError):
+        os.getxattr(up2 / "n", "trusted.overlay.opaque")

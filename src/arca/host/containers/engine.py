@@ -3,13 +3,15 @@
 No daemon. A container's lifecycle is owned by a *supervisor*: the ``arca run`` process itself
 in the foreground, or for ``-d`` a small per-container monitor process (like podman's conmon),
 forked from the CLI into its own session, that outlives the CLI. The supervisor makes itself a
-child subreaper, calls ``arca-runtime create`` (the container's stdio is the supervisor's: the
-terminal, or the container's log file), ``start``, waits for the container's init process
-(which becomes its child when the runtime exits), records the exit code, and calls
-``arca-runtime delete`` (which unregisters a TD). The container's root filesystem is an overlay
-of the store's shared layer directories with a private upper directory, mounted before
-``create`` and unmounted when the container exits (its changes stay in the upper directory
-until ``rm``).
+child subreaper, calls ``arca-runtime create`` and ``start`` (without a TEE: one
+``run --detach``; the container's stdio is the supervisor's: the terminal, or the container's
+log file), waits for the container's init process (which becomes its child when the runtime
+exits), records the exit code, and calls ``arca-runtime delete`` (which unregisters a TD). The
+container's root filesystem is an overlay of the store's shared layer directories with a
+private upper directory, mounted before ``create`` and unmounted when the container exits (its
+changes stay in the upper directory until ``rm``). What the image store answers for an image,
+command and environment is remembered (:mod:`.runplan`), so a repeated ``arca run`` neither
+asks the store again nor imports it.
 
 ``exec`` goes through ``arca-runtime exec``, so the TD's execution policy applies. Not here:
 terminals (``-t``), port mappings or a network namespace (containers use the host network).
@@ -17,29 +19,38 @@ terminals (``-t``), port mappings or a network namespace (containers use the hos
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
 import os
 import select
-import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from arca.host import paths
+from arca.host.containers import leanjson as json
+from arca.host.containers import runplan, spawn
 from arca.host.containers.spec import Volume, build_spec, generated_init_data
-from arca.host.containers.state import ContainerRecord, ContainerStore, now
-from arca.host.imageconfig import process_from_image
-from arca.host.images.ingest import resolve  # its pull/archive imports are deferred: ~1 ms
+from arca.host.containers.state import (
+    ContainerRecord,
+    ContainerStore,
+    FileLock,
+    now,
+    run_dir,
+)
 from arca.host.images.mount import mount_overlay, umount
-from arca.host.images.store import ImageStore
 from arca.wire.errors import ArcaError, InvalidInput, NotFound, StateError
+
+# Every ``arca run`` imports this module: no dataclasses, typing, pathlib, subprocess or the
+# image store's parsers at run time (~40 ms of imports, twice what ``runc run`` takes to run a
+# container). The store is imported when a run plan is missing (:mod:`.runplan`) and for
+# ``images_in_use``.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Iterator, Mapping
+    from typing import Any
+
+    from arca.host.images.store import ImageStore
+else:
+    import _signal as signal  # signal without its enums: see spawn.py
 
 PR_SET_CHILD_SUBREAPER = 36
 #: How long ``run -d`` waits for the monitor to report the container started.
@@ -52,30 +63,52 @@ class ContainerError(ArcaError):
     """The runtime failed to create, start or stop a container."""
 
 
-@dataclass(frozen=True)
 class RunOptions:
-    image: str
-    command: list[str] = field(default_factory=list)
-    name: str | None = None
-    detach: bool = False
-    auto_remove: bool = False
-    env: list[str] = field(default_factory=list)
-    volumes: list[str] = field(default_factory=list)
-    tee: str = "sim"
-    kbs_url: str | None = None
-    init_data: bytes | None = None
+    """What ``arca run`` was asked to do (a plain class: a frozen dataclass costs ~1 ms to
+    define and dataclasses ~5 ms to import, on every run)."""
+
+    __slots__ = ("image", "command", "name", "detach", "auto_remove", "env", "volumes", "tee",
+                 "kbs_url", "init_data")
+
+    def __init__(self, image: str, command: list[str] | None = None, name: str | None = None,
+                 detach: bool = False, auto_remove: bool = False, env: list[str] | None = None,
+                 volumes: list[str] | None = None, tee: str = "sim", kbs_url: str | None = None,
+                 init_data: bytes | None = None) -> None:
+        self.image = image
+        self.command = list(command or [])
+        self.name = name
+        self.detach = detach
+        self.auto_remove = auto_remove
+        self.env = list(env or [])
+        self.volumes = list(volumes or [])
+        self.tee = tee
+        self.kbs_url = kbs_url
+        self.init_data = init_data
 
 
 def runtime_argv() -> list[str]:
     """``arca-runtime`` with Arca's own runc state root (so ``arca ps`` sees only its own)."""
     exe = os.environ.get("ARCA_RUNTIME_BIN")
     if not exe:
-        sibling = Path(sys.executable).parent / "arca-runtime"
-        exe = str(sibling) if sibling.exists() else (shutil.which("arca-runtime") or "")
+        sibling = os.path.join(os.path.dirname(sys.executable), "arca-runtime")
+        if os.path.exists(sibling):
+            exe = sibling
+        else:
+            import shutil
+
+            exe = shutil.which("arca-runtime") or ""
     if not exe:
         raise ContainerError("arca-runtime is not installed (not next to the Python "
                              "interpreter and not on PATH)")
-    return [exe, "--root", str(paths.run_dir() / "runc")]
+    return [exe, "--root", os.path.join(run_dir(), "runc")]
+
+
+def runtime_env(tee: str) -> Mapping[str, str]:
+    """The runtime's environment: for ``--tee none`` ARCA_TEE=none, so an operator's default
+    TEE (runtime config, ARCA_TEE) cannot turn a container that asked for none into a TD; the
+    bundle then carries no Arca annotation and the runtime's C front end hands it to runc
+    without starting Python or asking the sim daemon."""
+    return {**os.environ, "ARCA_TEE": "none"} if tee == "none" else os.environ
 
 
 def _set_subreaper() -> None:
@@ -88,15 +121,29 @@ def _set_subreaper() -> None:
 class Engine:
     def __init__(self, images: ImageStore | None = None,
                  containers: ContainerStore | None = None) -> None:
-        self.images = images or ImageStore()
+        self._images = images
+        #: Run plans (:mod:`.runplan`) describe the default store only.
+        self._plans = images is None
         self.store = containers or ContainerStore()
 
-    # -- paths ---------------------------------------------------------------------------------
-    def _bundle(self, cid: str) -> Path:
-        return self.store.dir(cid) / "bundle"
+    @property
+    def images(self) -> ImageStore:
+        if self._images is None:
+            from arca.host.images.store import ImageStore
 
-    def log_path(self, cid: str) -> Path:
-        return self.store.dir(cid) / "container.log"
+            self._images = ImageStore()
+        return self._images
+
+    # -- paths ---------------------------------------------------------------------------------
+    def _dir(self, cid: str) -> str:
+        # absolute: the runtime gets these paths and runs in another working directory
+        return os.path.abspath(self.store.dir(cid))
+
+    def _bundle(self, cid: str) -> str:
+        return os.path.join(self._dir(cid), "bundle")
+
+    def log_path(self, cid: str) -> str:
+        return os.path.join(self._dir(cid), "container.log")
 
     # -- run -----------------------------------------------------------------------------------
     def prepare(self, opts: RunOptions) -> ContainerRecord:
@@ -110,27 +157,53 @@ class Engine:
         if init_data is not None and opts.tee == "none":
             raise InvalidInput("init-data needs a TEE (--tee sim)")
         volumes = [Volume.parse(v) for v in opts.volumes]
-        record = resolve(self.images, opts.image)
-        config = self.images.config_of(record)
-        rec = self.store.create(name=opts.name, image=record.name, image_digest=record.digest,
+        plan = runplan.lookup(opts.image, opts.command, opts.env) if self._plans else None
+        config = None
+        if plan is not None:
+            image_name, image_digest, lowers, proc = plan
+        else:
+            # The slow path: the store, its parsers and imageconfig (~20 ms of imports).
+            from arca.host.images.ingest import resolve
+
+            deps = runplan.dependencies(opts.image) if self._plans else None
+            sigs = runplan.signatures(deps) if deps is not None else None
+            record = resolve(self.images, opts.image)
+            config = self.images.config_of(record)
+            image_name, image_digest = record.name, record.digest
+            lowers = [os.fspath(p) for p in self.images.lowerdirs(record)]
+        rec = self.store.create(name=opts.name, image=image_name, image_digest=image_digest,
                                 tee=opts.tee, args=(), auto_remove=opts.auto_remove,
                                 detached=opts.detach)
         try:
-            d = self.store.dir(rec.id)
+            d = self._dir(rec.id)
             bundle = self._bundle(rec.id)
-            bundle.mkdir(mode=0o711)
-            with self.images.ingesting():
+            rootfs = os.path.join(bundle, "rootfs")
+            os.mkdir(bundle, 0o711)
+            # Held shared while mounting, as the store's own readers do: prune (exclusive)
+            # cannot remove these layer directories in between.
+            images_root = (os.fspath(self._images.root) if self._images is not None
+                           else runplan.images_root())
+            with FileLock(os.path.join(images_root, "gc.lock"), shared=True):
                 # --rm: the upper directory is deleted with the container, so it need not
                 # survive a host crash, and its unmount need not sync the host's filesystem.
-                mount_overlay(bundle / "rootfs", self.images.lowerdirs(record), d / "upper",
-                              d / "work", volatile=opts.auto_remove)
-            os.chmod(bundle / "rootfs", 0o755)  # noqa: S103 - the container's /
-            proc = process_from_image(config, bundle / "rootfs", args=opts.command or None,
-                                      env=opts.env)
+                mount_overlay(rootfs, lowers, os.path.join(d, "upper"), os.path.join(d, "work"),
+                              volatile=opts.auto_remove)
+            os.chmod(rootfs, 0o755)  # noqa: S103 - the container's /
+            if config is not None:
+                from pathlib import Path
+
+                from arca.host.imageconfig import process_from_image
+
+                proc = process_from_image(config, Path(rootfs), args=opts.command or None,
+                                          env=opts.env).to_oci()
+                if sigs is not None:
+                    runplan.remember(opts.image, sigs, image_name, image_digest, lowers,
+                                     opts.command, opts.env, proc)
             spec = build_spec(proc, container_id=rec.id, hostname=rec.id[:12], tee=opts.tee,
                               volumes=volumes, init_data=init_data)
-            (bundle / "config.json").write_text(json.dumps(spec, indent=1))
-            return self.store.update(rec.id, args=proc.args, process=proc.to_oci())
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                f.write(json.dumps(spec))
+            return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
         except BaseException:
             self._cleanup(rec.id)
             raise
@@ -212,9 +285,11 @@ class Engine:
 
             traceback.print_exc()
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 sys.stdout.flush()
                 sys.stderr.flush()
+            except Exception:  # noqa: BLE001,S110 - exiting anyway
+                pass
             os._exit(code)
 
     def supervise(self, cid: str, *, foreground: bool, started_fd: int | None = None) -> int:
@@ -223,28 +298,35 @@ class Engine:
         written to and closed once the container is recorded running."""
         _set_subreaper()
         rec = self.store.load(cid)
-        d = self.store.dir(cid)
+        d = self._dir(cid)
         rt = runtime_argv()
-        pidfile = d / "pid"
-        runtime_log = d / "runtime.log"
-        res = subprocess.run([*rt, "--log", str(runtime_log), "--log-format", "json", "create",
-                              "--bundle", str(self._bundle(cid)), "--pid-file", str(pidfile),
-                              cid], cwd=self._bundle(cid), close_fds=True)
-        if res.returncode != 0:
-            msg = _last_error(runtime_log) or f"arca-runtime create exited {res.returncode}"
+        env = runtime_env(rec.tee)
+        pidfile = os.path.join(d, "pid")
+        runtime_log = os.path.join(d, "runtime.log")
+        # Without a TEE, one `runc run --detach` does what `create` + `start` do, in one runc
+        # process instead of two (~5 ms). A TD is created and started in two steps (the
+        # runtime does not `run` TEE containers: ADR 0003).
+        step = "run" if rec.tee == "none" else "create"
+        code = spawn.run([*rt, "--log", runtime_log, "--log-format", "json", step,
+                          *(["--detach"] if step == "run" else []),
+                          "--bundle", self._bundle(cid), "--pid-file", pidfile, cid], env=env)
+        if code != 0:
+            msg = _last_error(runtime_log) or f"arca-runtime {step} exited {code}"
             self._failed(cid, msg, foreground)
             raise ContainerError(f"container {rec.name}: {msg}")
-        pid = int(pidfile.read_text().strip())
+        with open(pidfile, "rb") as f:
+            pid = int(f.read().strip())
         # Signals for the container arriving at the supervisor are passed on.
         forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
         old = {s: signal.signal(s, lambda s, _f: _kill(pid, s)) for s in forwarded}
         try:
-            start = subprocess.run([*rt, "start", cid], capture_output=True, text=True)
-            if start.returncode != 0:
+            start_code, err = (0, "") if step == "run" else spawn.run_capturing_stderr(
+                [*rt, "start", cid], env=env)
+            if start_code != 0:
                 _kill(pid, signal.SIGKILL)
                 _reap(pid)
-                self._delete_runtime(cid)
-                msg = start.stderr.strip() or f"arca-runtime start exited {start.returncode}"
+                self._delete_runtime(cid, env)
+                msg = err.strip() or f"arca-runtime start exited {start_code}"
                 self._failed(cid, msg, foreground)
                 raise ContainerError(f"container {rec.name}: {msg}")
             self.store.update(cid, status="running", pid=pid, started=now(),
@@ -260,12 +342,17 @@ class Engine:
             self.store.update(cid, status="exited", exit_code=code, finished=now())
         except NotFound:
             return code  # `arca rm -f` removed it meanwhile and cleaned up
-        self._delete_runtime(cid)
-        if rec.auto_remove:
-            self._cleanup(cid)
-        else:
-            # No restarts: the rootfs is not needed until `rm` (its changes stay in upper/).
-            umount(self._bundle(cid) / "rootfs", lazy=True)
+        # Arca's own cleanup overlaps the runtime's delete, which needs none of it (runc's
+        # state and the TD's files live in the run directory): ~2 ms off every --rm.
+        deleting = spawn.spawn([*rt, "delete", "--force", cid], env=env, quiet=True)
+        try:
+            if rec.auto_remove:
+                self._cleanup(cid)
+            else:
+                # No restarts: the rootfs is not needed until `rm` (its changes stay in upper/).
+                umount(os.path.join(self._bundle(cid), "rootfs"), lazy=True)
+        finally:
+            spawn.wait(deleting)
         return code
 
     def _failed(self, cid: str, msg: str, foreground: bool) -> None:
@@ -273,14 +360,14 @@ class Engine:
         if rec.auto_remove and foreground:
             self._cleanup(cid)
         else:
-            umount(self._bundle(cid) / "rootfs", lazy=True)  # kept for `inspect`, not mounted
+            # kept for `inspect`, not mounted
+            umount(os.path.join(self._bundle(cid), "rootfs"), lazy=True)
 
-    def _delete_runtime(self, cid: str) -> None:
-        subprocess.run([*runtime_argv(), "delete", "--force", cid], capture_output=True)
+    def _delete_runtime(self, cid: str, env: Mapping[str, str] | None = None) -> None:
+        spawn.run([*runtime_argv(), "delete", "--force", cid], env=env, quiet=True)
 
     def _cleanup(self, cid: str) -> None:
-        rootfs = self._bundle(cid) / "rootfs"
-        umount(rootfs, lazy=True)
+        umount(os.path.join(self._bundle(cid), "rootfs"), lazy=True)
         self.store.delete(cid)
 
     # -- other commands -------------------------------------------------------------------------
@@ -289,19 +376,19 @@ class Engine:
         if not rec.is_alive():
             return rec
         rt = runtime_argv()
-        subprocess.run([*rt, "kill", rec.id, "TERM"], capture_output=True)
+        spawn.run([*rt, "kill", rec.id, "TERM"], quiet=True)
         if not self._wait_exit(rec.id, timeout):
-            subprocess.run([*rt, "kill", rec.id, "KILL"], capture_output=True)
+            spawn.run([*rt, "kill", rec.id, "KILL"], quiet=True)
             if not self._wait_exit(rec.id, 10.0):
                 raise ContainerError(f"container {rec.name} did not stop after SIGKILL")
-        return self.store.load(rec.id) if self.store.dir(rec.id).exists() else rec
+        return self.store.load(rec.id) if os.path.exists(self.store.dir(rec.id)) else rec
 
     def _wait_exit(self, cid: str, timeout: float) -> bool:
         """True once the supervisor recorded the exit (or the container is gone, or its
         supervisor died so nobody will record it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.store.dir(cid).exists():
+            if not os.path.exists(self.store.dir(cid)):
                 return True  # a --rm container, already cleaned up
             rec = self.store.load(cid)
             if rec.status != "running":
@@ -316,9 +403,9 @@ class Engine:
         if rec.is_alive():
             if not force:
                 raise StateError(f"container {rec.name} is running (stop it first, or use -f)")
-            subprocess.run([*runtime_argv(), "kill", rec.id, "KILL"], capture_output=True)
+            spawn.run([*runtime_argv(), "kill", rec.id, "KILL"], quiet=True)
             self._wait_exit(rec.id, 10.0)
-        if not self.store.dir(rec.id).exists():
+        if not os.path.exists(self.store.dir(rec.id)):
             return rec
         self._delete_runtime(rec.id)
         self._cleanup(rec.id)
@@ -337,13 +424,17 @@ class Engine:
 
         proc["env"] = replace_or_append_env(base_env, list(env or []))
         proc["terminal"] = False
-        pf = self.store.dir(rec.id) / f"exec-{os.getpid()}.json"
-        pf.write_text(json.dumps(proc))
+        pf = os.path.join(self._dir(rec.id), f"exec-{os.getpid()}.json")
+        with open(pf, "w") as f:
+            f.write(json.dumps(proc))
         try:
-            res = subprocess.run([*runtime_argv(), "exec", "--process", str(pf), rec.id])
+            code = spawn.run([*runtime_argv(), "exec", "--process", pf, rec.id])
         finally:
-            pf.unlink(missing_ok=True)
-        return res.returncode
+            try:
+                os.unlink(pf)
+            except FileNotFoundError:
+                pass
+        return code
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[bytes]:
         rec = self.store.find(ref)
@@ -376,8 +467,8 @@ class Engine:
         rec = self.store.find(ref)
         obj = rec.to_json()
         obj["state"] = rec.display_status
-        obj["bundle"] = str(self._bundle(rec.id))
-        obj["log"] = str(self.log_path(rec.id))
+        obj["bundle"] = self._bundle(rec.id)
+        obj["log"] = self.log_path(rec.id)
         return obj
 
     def images_in_use(self, digest: str) -> list[str]:
@@ -424,9 +515,10 @@ def _reap(pid: int) -> int:
         return 128 - code if code < 0 else code
 
 
-def _last_error(log: Path) -> str | None:
+def _last_error(log: str) -> str | None:
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        with open(log, errors="replace") as f:
+            lines = f.read().splitlines()
     except OSError:
         return None
     for line in reversed(lines):

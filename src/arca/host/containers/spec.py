@@ -12,15 +12,17 @@ cannot see other containers' TD devices; the network is untrusted in Arca's mode
 
 from __future__ import annotations
 
-import base64
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from arca.host.imageconfig import ProcessConfig
 from arca.wire.constants import ANNOTATION_INIT_DATA, ANNOTATION_TEE, KNOWN_TEES
 from arca.wire.errors import InvalidInput
+
+# Imported by every ``arca run``: no dataclasses, typing or pathlib at run time (~10 ms).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from arca.host.imageconfig import ProcessConfig
 
 #: containerd's default capabilities (oci/spec.go defaultUnixCaps).
 DEFAULT_CAPS = [
@@ -35,11 +37,22 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 HOST_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
 
-@dataclass(frozen=True)
 class Volume:
-    source: Path
-    destination: str
-    readonly: bool = False
+    """A ``-v SRC:DST[:ro]`` bind mount; ``source`` is absolute with symlinks resolved."""
+
+    __slots__ = ("source", "destination", "readonly")
+
+    def __init__(self, source: str, destination: str, readonly: bool = False) -> None:
+        self.source = source
+        self.destination = destination
+        self.readonly = readonly
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Volume) and (self.source, self.destination, self.readonly) == (
+            other.source, other.destination, other.readonly)
+
+    def __repr__(self) -> str:
+        return f"Volume({self.source!r}, {self.destination!r}, {self.readonly!r})"
 
     @classmethod
     def parse(cls, spec: str) -> Volume:
@@ -52,8 +65,8 @@ class Volume:
             if parts[2] not in ("ro", "rw"):
                 raise InvalidInput(f"volume {spec!r}: mode must be 'ro' or 'rw'")
             ro = parts[2] == "ro"
-        src = Path(parts[0]).resolve()
-        if not src.exists():
+        src = os.path.realpath(parts[0])
+        if not os.path.exists(src):
             raise InvalidInput(f"volume {spec!r}: source {src} does not exist")
         dst = os.path.normpath(parts[1])
         if not dst.startswith("/") or dst == "/":
@@ -62,16 +75,18 @@ class Volume:
         return cls(src, dst, ro)
 
     def to_mount(self) -> dict[str, Any]:
-        return {"destination": self.destination, "type": "bind", "source": str(self.source),
+        return {"destination": self.destination, "type": "bind", "source": self.source,
                 "options": ["rbind", "ro" if self.readonly else "rw", "nosuid", "nodev"]}
 
 
 def encode_init_data(raw: bytes) -> str:
+    import base64
+
     return base64.b64encode(raw).decode()
 
 
 def build_spec(
-    process: ProcessConfig,
+    process: ProcessConfig | dict[str, Any],
     *,
     container_id: str,
     hostname: str,
@@ -100,14 +115,18 @@ def build_spec(
                 "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}
                for f in HOST_FILES if os.path.isfile(f)]
     mounts += [v.to_mount() for v in volumes]
-    proc = process.to_oci()
+    # The OCI process (args, env, cwd, user): a ProcessConfig or its to_oci() form.
+    proc = dict(process) if isinstance(process, dict) else process.to_oci()
     proc.update({
         "terminal": False,
         "capabilities": {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")},
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
         "noNewPrivileges": True,
     })
-    annotations = {ANNOTATION_TEE: tee}
+    # No annotation for "none": the runtime then passes the bundle straight to runc without
+    # starting Python or asking the sim daemon (``arca run`` sets ARCA_TEE=none for it, so a
+    # runtime default TEE cannot turn it into a TD).
+    annotations = {ANNOTATION_TEE: tee} if tee != "none" else {}
     if init_data is not None:
         annotations[ANNOTATION_INIT_DATA] = encode_init_data(init_data)
     return {

@@ -1,4 +1,4 @@
-"""Persistent records of ``arca run`` containers, under ``arca.host.paths.root_dir()/containers``.
+"""Persistent records of ``arca run`` containers, under ``ARCA_ROOT/containers``.
 
 One directory per container (``<id>/``: ``container.json``, ``bundle/``, ``upper/``, ``work/``,
 ``container.log``); ``names.json`` maps names to ids. Every change happens under the store's
@@ -7,36 +7,119 @@ per-container monitor never see half-written state.
 
 States: ``created`` (bundle ready) -> ``running`` -> ``exited``; ``error`` when the runtime
 refused to create or start it (the reason is kept in ``error``).
+
+Every ``arca run`` imports this module, so it uses nothing beyond ``os``, ``fcntl`` and
+:mod:`.leanjson`: no dataclasses, typing, pathlib, re, json, secrets or datetime (together
+~15 ms of imports, about what ``runc run`` takes to run a container). Paths are ``str``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import json
+import fcntl
 import os
-import re
-import secrets
-import shutil
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any
+import time
 
-from arca.host import paths
-from arca.host.images.locks import locked, write_atomic
+from arca.host.containers import leanjson as json
 from arca.wire.errors import InvalidInput, NotFound, StateError
 
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
-_ID = re.compile(r"[0-9a-f]{64}")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from os import PathLike
+    from typing import Any
+
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _NAME_FIRST | frozenset("_.-")
+_HEX = frozenset("0123456789abcdef")
+
+
+def root_dir() -> str:
+    """``arca.host.paths.root_dir()`` as a string (``paths`` imports pathlib: ~3 ms per run;
+    a test keeps the two equal)."""
+    return os.environ.get("ARCA_ROOT", "/var/lib/arca")
+
+
+def run_dir() -> str:
+    """``arca.host.paths.run_dir()`` as a string (see :func:`root_dir`)."""
+    return os.environ.get("ARCA_RUN", "/run/arca-host")
+
+
+def valid_name(name: str) -> bool:
+    """``[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}``, without importing ``re``."""
+    return 0 < len(name) <= 128 and name[0] in _NAME_FIRST and set(name) <= _NAME_CHARS
+
+
+def valid_id(cid: str) -> bool:
+    """64 lower-case hex digits (what :meth:`ContainerStore.create` makes)."""
+    return len(cid) == 64 and set(cid) <= _HEX
+
+
+def is_id_prefix(ref: str) -> bool:
+    return 0 < len(ref) <= 64 and set(ref) <= _HEX
 
 
 def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    """UTC now, as ``datetime.now(UTC).isoformat(timespec="milliseconds")`` writes it."""
+    ns = time.time_ns()
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac // 1_000_000:03d}+00:00"
 
 
-@dataclass(frozen=True)
+def write_atomic(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename; ``durable`` fsyncs first
+    (so a host crash leaves the old or the new content, never an empty file)."""
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class FileLock:
+    """``flock`` on a file, released on exit: the protocol of ``arca.host.images.locks``
+    (which imports pathlib and contextlib), so both interlock."""
+
+    __slots__ = ("path", "fd", "shared")
+
+    def __init__(self, path: str, *, shared: bool = False) -> None:
+        self.path = path
+        self.fd = -1
+        self.shared = shared
+
+    def __enter__(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock
+        self.fd = -1
+
+
+_REQ = object()  # marks a field without default
+#: The fields of a record, in order, with their defaults (``dict``: a new empty dict).
+_FIELDS: dict[str, Any] = {
+    "id": _REQ, "name": _REQ, "image": _REQ, "image_digest": _REQ, "tee": _REQ, "args": _REQ,
+    "created": _REQ, "status": "created", "pid": 0, "monitor_pid": 0, "exit_code": None,
+    "started": None, "finished": None, "auto_remove": False, "detached": False, "error": None,
+    "process": dict,
+}
+_REQUIRED = tuple(k for k, v in _FIELDS.items() if v is _REQ)
+
+
 class ContainerRecord:
+    """One container's record: immutable; :meth:`replace` makes a changed copy."""
+
+    __slots__ = tuple(_FIELDS)
     id: str
     name: str
     image: str
@@ -44,26 +127,48 @@ class ContainerRecord:
     tee: str
     args: tuple[str, ...]
     created: str
-    status: str = "created"
-    pid: int = 0
-    monitor_pid: int = 0
-    exit_code: int | None = None
-    started: str | None = None
-    finished: str | None = None
-    auto_remove: bool = False
-    detached: bool = False
-    error: str | None = None
-    process: dict[str, Any] = field(default_factory=dict)
+    status: str
+    pid: int
+    monitor_pid: int
+    exit_code: int | None
+    started: str | None
+    finished: str | None
+    auto_remove: bool
+    detached: bool
+    error: str | None
+    process: dict[str, Any]
+
+    def __init__(self, **fields: Any) -> None:
+        unknown = set(fields) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown container record field(s) {sorted(unknown)}")
+        missing = [k for k in _REQUIRED if k not in fields]
+        if missing:
+            raise TypeError(f"container record lacks {missing}")
+        for k, default in _FIELDS.items():
+            v = fields[k] if k in fields else default() if default is dict else default
+            object.__setattr__(self, k, tuple(v) if k == "args" else v)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ContainerRecord is immutable (use replace): {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ContainerRecord) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"ContainerRecord({self.to_json()!r})"
+
+    def replace(self, **changes: Any) -> ContainerRecord:
+        return ContainerRecord(**{**{k: getattr(self, k) for k in _FIELDS}, **changes})
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in _FIELDS}
         d["args"] = list(self.args)
+        d["process"] = json.loads(json.dumps(self.process))  # a deep copy, as asdict made
         return d
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ContainerRecord:
-        obj = dict(obj)
-        obj["args"] = tuple(obj.get("args", ()))
         return cls(**obj)
 
     def is_alive(self) -> bool:
@@ -87,74 +192,89 @@ class ContainerRecord:
 
 
 class ContainerStore:
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root or paths.root_dir() / "containers"
+    def __init__(self, root: str | PathLike[str] | None = None) -> None:
+        self.root = os.fspath(root) if root is not None else os.path.join(root_dir(),
+                                                                          "containers")
 
-    def dir(self, cid: str) -> Path:
-        if not _ID.fullmatch(cid):
+    def dir(self, cid: str) -> str:
+        if not valid_id(cid):
             raise InvalidInput(f"invalid container id {cid!r}")
-        return self.root / cid
+        return os.path.join(self.root, cid)
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        with locked(self.root / "lock"):
-            yield
+    def lock(self) -> FileLock:
+        return FileLock(os.path.join(self.root, "lock"))
 
     def _names(self) -> dict[str, str]:
         try:
-            obj = json.loads((self.root / "names.json").read_bytes())
-            return dict(obj) if isinstance(obj, dict) else {}
+            with open(os.path.join(self.root, "names.json"), "rb") as f:
+                obj = json.loads(f.read())
         except FileNotFoundError:
             return {}
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and all(isinstance(v, str) for v in obj.values()):
+            return obj
+        # Unreadable (written without fsync, then a host crash): the records say it too.
+        return {r.name: r.id for r in self.list()}
 
     def create(self, *, name: str | None, **fields: Any) -> ContainerRecord:
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         name = name or f"arca-{cid[:12]}"
-        if not _NAME.fullmatch(name):
+        if not valid_name(name):
             raise InvalidInput(f"invalid container name {name!r} (letters, digits, _ . -)")
         with self.lock():
             names = self._names()
-            if name in names and (self.root / names[name]).is_dir():
+            if name in names and os.path.isdir(os.path.join(self.root, names[name])):
                 raise StateError(f"container name {name!r} is already in use by "
                                  f"{names[name][:12]}")
             names[name] = cid
             rec = ContainerRecord(id=cid, name=name, created=now(), **fields)
-            d = self.dir(cid)
-            d.mkdir(parents=True, mode=0o700)
-            write_atomic(d / "container.json", json.dumps(rec.to_json()).encode(), 0o600)
-            write_atomic(self.root / "names.json", json.dumps(names).encode(), 0o600)
+            # The directory appears with its record in it (rename), never without.
+            new = os.path.join(self.root, f".new-{cid}")
+            os.mkdir(new, 0o700)
+            _write_record(os.path.join(new, "container.json"), rec)
+            os.rename(new, self.dir(cid))
+            write_atomic(os.path.join(self.root, "names.json"), json.dumps(names).encode(),
+                         0o600, durable=False)
         return rec
 
     def load(self, cid: str) -> ContainerRecord:
         try:
-            return ContainerRecord.from_json(
-                json.loads((self.dir(cid) / "container.json").read_bytes()))
+            with open(os.path.join(self.dir(cid), "container.json"), "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             raise NotFound(f"no such container: {cid}") from None
+        try:
+            return ContainerRecord.from_json(json.loads(data))
+        except (ValueError, TypeError, AttributeError):
+            return _unreadable(cid)
 
     def update(self, cid: str, **changes: Any) -> ContainerRecord:
         with self.lock():
-            rec = replace(self.load(cid), **changes)
-            write_atomic(self.dir(cid) / "container.json", json.dumps(rec.to_json()).encode(),
-                         0o600)
+            rec = self.load(cid).replace(**changes)
+            _write_record(os.path.join(self.dir(cid), "container.json"), rec)
         return rec
 
     def list(self) -> list[ContainerRecord]:
         out: list[ContainerRecord] = []
-        if not self.root.is_dir():
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
             return out
-        for d in self.root.iterdir():
-            if _ID.fullmatch(d.name):
-                with contextlib.suppress(NotFound, ValueError, TypeError, OSError):
-                    out.append(self.load(d.name))
+        for n in names:
+            if valid_id(n):
+                try:
+                    out.append(self.load(n))
+                except (NotFound, ValueError, TypeError, OSError):
+                    pass
         return sorted(out, key=lambda r: r.created)
 
     def find(self, ref: str) -> ContainerRecord:
         """By name, full id or unique id prefix."""
         names = self._names()
-        if ref in names and (self.root / names[ref]).is_dir():
+        if ref in names and os.path.isdir(os.path.join(self.root, names[ref])):
             return self.load(names[ref])
-        if re.fullmatch(r"[0-9a-f]{1,64}", ref):
+        if is_id_prefix(ref):
             hits = [r for r in self.list() if r.id.startswith(ref)]
             if len(hits) == 1:
                 return hits[0]
@@ -166,5 +286,51 @@ class ContainerStore:
         with self.lock():
             d = self.dir(cid)
             names = {k: v for k, v in self._names().items() if v != cid}
-            write_atomic(self.root / "names.json", json.dumps(names).encode(), 0o600)
-            shutil.rmtree(d, ignore_errors=True)
+            write_atomic(os.path.join(self.root, "names.json"), json.dumps(names).encode(),
+                         0o600, durable=False)
+            remove_tree(d)
+
+
+def _write_record(path: str, rec: ContainerRecord) -> None:
+    """Atomic, not durable: fsync costs 2-10 ms per write on this class of disk, a run
+    writes its record four times, and the record of a container is only worth as much as the
+    container, which a host crash ends anyway. What a crash can leave (on file systems that
+    do not order a rename after its data) is an unreadable record: :meth:`ContainerStore.load`
+    turns it into an ``error`` record that ``arca rm`` removes, and ``names.json`` is rebuilt
+    from the records."""
+    write_atomic(path, json.dumps(rec.to_json()).encode(), 0o600, durable=False)
+
+
+def _unreadable(cid: str) -> ContainerRecord:
+    return ContainerRecord(id=cid, name=f"arca-{cid[:12]}", image="?", image_digest="?",
+                           tee="none", args=(), created="", status="error",
+                           error="its record is unreadable (host crash?): remove it")
+
+
+def remove_tree(path: str) -> None:
+    """Remove ``path`` and everything below it, ignoring errors, never following symlinks
+    (what ``shutil.rmtree(path, ignore_errors=True)`` does; shutil costs ~2 ms of imports).
+    Called once the container's processes are gone, so nothing changes the tree meanwhile."""
+    try:
+        entries = os.scandir(path)
+    except NotADirectoryError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    except OSError:
+        return
+    with entries:
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    remove_tree(e.path)
+                else:
+                    os.unlink(e.path)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -7,9 +7,12 @@ pull/load machinery, and importing a submodule runs this file first."""
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# No typing at run time: ``arca run`` imports this package (for ``mount``) on every start.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from arca.host.images.ingest import load_archive, load_layout, pull, resolve
     from arca.host.images.store import ImageRecord, ImageStore, LayerRecord
 

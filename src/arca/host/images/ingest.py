@@ -67,8 +67,11 @@ def pull(
 
     ref = Reference.parse(reference)
     prog = progress or QuietProgress()
-    with store.ingesting(), RegistryClient(ref.api_host, credentials=credentials,
-                                           insecure=insecure, ca_file=ca_file) as client:
+    # http://HOST/... asks for plain HTTP (credentials included; needs insecure=True too);
+    # https://HOST/... forbids the plain-HTTP fallback even with insecure=True
+    with store.ingesting(), RegistryClient(
+            ref.api_host, credentials=credentials, insecure=insecure and ref.scheme != "https",
+            ca_file=ca_file, plain_http=ref.scheme == "http") as client:
         data, ctype = client.get_manifest(ref.repository, ref.ref)
         mdigest = Digest.of(data)
         if ref.digest:
@@ -86,6 +89,7 @@ def pull(
                 raise BadManifest("image index points to another index (nesting refused)")
         store.put_blob(mdigest, data, "manifest")
         manifest = doc
+        store.check_sizes(manifest)
         cfg_data = client.get_blob(ref.repository, manifest.config.digest, MAX_CONFIG_BYTES)
         _check_desc(manifest.config, cfg_data, "image config")
         store.put_blob(manifest.config.digest, cfg_data, "image config")
@@ -212,6 +216,7 @@ def load_layout(
             if not isinstance(doc, Manifest):
                 raise BadManifest("image index points to another index (nesting refused)")
         store.put_blob(desc.digest, data, "manifest")
+        store.check_sizes(doc)
         cfg = _read_layout_blob(layout, doc.config, MAX_CONFIG_BYTES, "image config")
         store.put_blob(doc.config.digest, cfg, "image config")
         config = parse_config(cfg)
@@ -228,8 +233,10 @@ def load_layout(
 
 def load_archive(store: ImageStore, archive: Path, *, tag: str | None = None,
                  name: str | None = None) -> ImageRecord:
-    """Load from an OCI archive (a tar of an OCI layout), extracted safely to a temp dir in
-    the store (on disk, not a tmpfs; prune waits for it)."""
+    """Load from an OCI archive (a tar of an OCI layout, possibly compressed), extracted safely
+    to a temp dir in the store (on disk, not a tmpfs; prune waits for it). The extraction is
+    bounded by ``store.limits`` (bytes and entries); then the layers go through the same
+    checks and limits as for a layout directory."""
     with store.ingesting():
         return _load_archive(store, archive, tag, name)
 
@@ -238,14 +245,35 @@ def _load_archive(store: ImageStore, archive: Path, tag: str | None,
                   name: str | None) -> ImageRecord:
     import tarfile  # archives only, not layout directories
 
+    from arca.host.images.limits import ImageLimits, human
+
+    lim = store.limits
     tmp = Path(tempfile.mkdtemp(dir=store.tmp_dir(), prefix="oci-archive-"))
     try:
         try:
-            with tarfile.open(archive) as tf:
+            from arca.host.images.unpack import BoundedTarInfo
+
+            with tarfile.open(archive, tarinfo=BoundedTarInfo) as tf:
+                entries = total = 0
                 for m in tf:
+                    entries += 1
+                    if entries > lim.archive_entries:
+                        raise UnsafeArchive(
+                            f"OCI archive {archive}: more than {lim.archive_entries} entries "
+                            f"(limit; raise {ImageLimits.env_name('archive_entries')} if the "
+                            "archive is legitimate)", limit=lim.archive_entries)
                     if not (m.isfile() or m.isdir()):
                         raise UnsafeArchive(f"OCI archive {archive}: entry {m.name!r} is not a "
                                             "file or directory")
+                    # checked at the header, before a byte of the entry is written (m.size is
+                    # the expanded size, sparse holes included)
+                    total += m.size
+                    if total > lim.archive_bytes:
+                        raise UnsafeArchive(
+                            f"OCI archive {archive}: entry {m.name!r} takes the extracted size "
+                            f"past the limit of {human(lim.archive_bytes)} (raise "
+                            f"{ImageLimits.env_name('archive_bytes')} if the archive is "
+                            "legitimate)", limit=lim.archive_bytes)
                     tf.extract(m, tmp, filter="data")
         except tarfile.FilterError as e:
             raise UnsafeArchive(f"OCI archive {archive}: {e}") from None

@@ -10,9 +10,24 @@ from __future__ import annotations
 
 import ctypes
 import os
-from pathlib import Path
 
-from arca.host.images.errors import ImageError
+# Every ``arca run`` imports this: paths may be str or Path, and pathlib (~3 ms) and the
+# error module are imported only when needed.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from os import PathLike
+
+    from arca.host.images.errors import ImageError
+
+    StrPath = str | PathLike[str]
+
+
+def _error(msg: str) -> ImageError:
+    from arca.host.images.errors import ImageError
+
+    return ImageError(msg)
+
 
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded: no ldconfig lookup
@@ -20,39 +35,39 @@ _libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded: no ldconfig
 MAX_MOUNT_DATA = 4095
 
 
-def _escape(p: Path) -> str:
+def _escape(p: StrPath) -> str:
     # overlayfs separates lowerdirs with ':' and options with ','.
-    return str(p).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+    return os.fspath(p).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def mount_overlay(target: Path, lowers: list[Path], upper: Path, work: Path, *,
+def mount_overlay(target: StrPath, lowers: Sequence[StrPath], upper: StrPath, work: StrPath, *,
                   volatile: bool = False) -> None:
     """Mount the overlay; ``volatile`` skips overlayfs' sync of the upper filesystem at
     unmount (a whole-filesystem sync, ~30 ms), for an upper directory that is thrown away
     afterwards anyway: after a host crash such a directory cannot be mounted again."""
     if not lowers:
-        raise ImageError("an image without layers has no root filesystem")
+        raise _error("an image without layers has no root filesystem")
     data = (f"lowerdir={':'.join(_escape(p) for p in lowers)},upperdir={_escape(upper)},"
             f"workdir={_escape(work)}{',volatile' if volatile else ''}")
     if len(data) > MAX_MOUNT_DATA:
-        raise ImageError(f"overlay mount options are {len(data)} bytes (limit {MAX_MOUNT_DATA}):"
-                         " too many layers or too long an ARCA_ROOT")
+        raise _error(f"overlay mount options are {len(data)} bytes (limit {MAX_MOUNT_DATA}):"
+                     " too many layers or too long an ARCA_ROOT")
     for d in (target, upper, work):
-        d.mkdir(parents=True, exist_ok=True)
+        os.makedirs(d, exist_ok=True)
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, data.encode()) != 0:
         err = ctypes.get_errno()
-        raise ImageError(f"overlay mount on {target} failed: {os.strerror(err)}")
+        raise _error(f"overlay mount on {os.fspath(target)} failed: {os.strerror(err)}")
 
 
-def umount(target: Path, *, lazy: bool = False) -> None:
+def umount(target: StrPath, *, lazy: bool = False) -> None:
     if _libc.umount2(os.fsencode(target), MNT_DETACH if lazy else 0) != 0:
         err = ctypes.get_errno()
         if err == 22:  # EINVAL: not a mount point (already unmounted)
             return
-        raise ImageError(f"unmount of {target} failed: {os.strerror(err)}")
+        raise _error(f"unmount of {os.fspath(target)} failed: {os.strerror(err)}")
 
 
-def is_mounted(target: Path) -> bool:
+def is_mounted(target: StrPath) -> bool:
     t = os.path.realpath(target)
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:

@@ -3,12 +3,16 @@
 A first component with a ``.`` or ``:`` (or ``localhost``) names the registry; otherwise the
 registry is Docker Hub and one-component names get the ``library/`` prefix. No tag and no
 digest means ``:latest``.
+
+A leading ``http://`` or ``https://`` is accepted and kept in :attr:`Reference.scheme`: it says
+how to reach the registry (``http://`` = plain HTTP on purpose, see :mod:`.registry`), not which
+image, so it is not part of the name and not compared.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from arca.host.images.digest import Digest
 from arca.host.images.errors import BadManifest, BadReference
@@ -26,11 +30,24 @@ class Reference:
     repository: str
     tag: str | None = None
     digest: Digest | None = None
+    #: "http" or "https" when the reference was written with that scheme, else None
+    scheme: str | None = field(default=None, compare=False)
 
     @classmethod
     def parse(cls, ref: str) -> Reference:
         if not ref or len(ref) > 512 or any(c.isspace() for c in ref):
             raise BadReference(f"invalid image reference {ref!r}")
+        for prefix in ("http://", "https://"):
+            if ref.lower().startswith(prefix):
+                rest = ref[len(prefix):]
+                if "://" in rest:
+                    raise BadReference(f"invalid image reference {ref!r}: two schemes")
+                parsed = cls.parse(rest)
+                if parsed.registry == DOCKER_HUB and not rest.startswith(DOCKER_HUB + "/"):
+                    raise BadReference(f"image reference {ref!r}: {prefix} needs a registry "
+                                       "host (http://HOST[:PORT]/REPOSITORY[:TAG])")
+                return cls(parsed.registry, parsed.repository, parsed.tag, parsed.digest,
+                           prefix[:-3])
         name, _, dig = ref.partition("@")
         digest = None
         if dig:

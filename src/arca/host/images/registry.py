@@ -3,8 +3,19 @@
 Authentication follows the registry's ``WWW-Authenticate`` challenge: ``Basic`` sends the
 credentials; ``Bearer`` fetches a token from the named realm (anonymously, or with the
 credentials) for the requested scope and retries. TLS is verified (against ``ca_file`` when
-given). ``insecure=True`` allows falling back to plain HTTP when the registry does not speak
-TLS, as for a local ``docker-registry``; it never disables certificate checks on HTTPS.
+given); nothing here ever disables certificate checks.
+
+Plain HTTP, and where credentials may go:
+
+- ``plain_http=True`` (the registry was named ``http://HOST/...`` and ``--insecure`` given):
+  plain HTTP from the start, credentials included; the user asked for exactly that.
+- ``insecure=True`` alone: HTTPS is tried first and *any* failure to connect over TLS falls
+  back to plain HTTP, as for a local ``docker-registry``. That failure may be an attacker on the
+  path breaking TLS on purpose, so after such a fallback no credentials are sent: a ``Basic``
+  challenge is refused, a ``Bearer`` token is fetched anonymously (enough for public images),
+  and the error says why and what to do. The content itself stays safe either way: every blob
+  is verified by digest.
+- Credentials go to a token realm only over HTTPS (or when plain HTTP was asked for).
 
 Everything received is untrusted: callers verify digests (:mod:`.store`) and parse documents
 (:mod:`.manifest`). Not here: retries of broken transfers (a broken transfer is an error; the
@@ -57,10 +68,19 @@ class Credentials:
 
 class RegistryClient:
     def __init__(self, host: str, *, credentials: Credentials | None = None,
-                 insecure: bool = False, ca_file: str | None = None) -> None:
+                 insecure: bool = False, ca_file: str | None = None,
+                 plain_http: bool = False) -> None:
+        if plain_http and not insecure:
+            raise RegistryError(f"registry http://{host}: plain HTTP was asked for; confirm "
+                                "with --insecure (transfers and credentials travel in clear)")
         self.host = host
         self.credentials = credentials
         self.insecure = insecure
+        self.plain_http = plain_http
+        #: why plain HTTP is in use without having been asked for (the TLS error), if it is
+        self._fallback_reason: str | None = None
+        #: why the credentials were not sent, for the error when access is then denied
+        self._withheld: str | None = None
         verify: ssl.SSLContext | bool = True
         if ca_file:
             verify = ssl.create_default_context(cafile=ca_file)
@@ -79,45 +99,75 @@ class RegistryClient:
 
     # -- transport ---------------------------------------------------------------------------
     def _base_url(self) -> str:
+        if self._base is None and self.plain_http:
+            log.warning("registry %s: plain HTTP as asked (http://, --insecure): transfers "
+                        "and credentials are not protected", self.host)
+            self._base = f"http://{self.host}"
         if self._base is None:
             try:
                 self._http.get(f"https://{self.host}/v2/")
                 self._base = f"https://{self.host}"
-            except httpx.ConnectError as e:
+            except httpx.ConnectError as e:  # includes every TLS handshake failure
                 if not self.insecure:
                     raise RegistryUnavailable(
                         f"registry {self.host}: cannot connect over HTTPS: {e} "
                         "(a plain-HTTP registry needs --insecure)") from None
-                log.warning("registry %s: plain HTTP (--insecure): transfers are not "
-                            "protected; content is still verified by digest", self.host)
+                log.warning("registry %s: HTTPS failed (%s), plain HTTP (--insecure): "
+                            "transfers are not protected, no credentials will be sent; "
+                            "content is still verified by digest", self.host, e)
+                self._fallback_reason = str(e) or type(e).__name__
                 self._base = f"http://{self.host}"
             except httpx.HTTPError as e:
                 raise RegistryUnavailable(f"registry {self.host}: {e}") from None
         return self._base
+
+    def _credentials_for(self, url: str) -> Credentials | None:
+        """The credentials if they may travel to ``url``, else None (reason in _withheld)."""
+        if self.credentials is None or self.plain_http:
+            return self.credentials
+        if self._fallback_reason is not None:
+            self._withheld = (
+                f"credentials were not sent: {self.host} answered only over plain HTTP after "
+                f"HTTPS failed ({self._fallback_reason}), which is what an attacker on the "
+                "path breaking TLS would cause. Fix the registry's TLS (or pass --ca-cert), "
+                f"or if plain HTTP is really intended, name it: http://{self.host}/REPOSITORY")
+            return None
+        if not url.lower().startswith("https://"):
+            self._withheld = (
+                f"credentials were not sent to the token service {url[:100]!r}: it is not "
+                f"HTTPS (name the registry as http://{self.host}/... with --insecure to allow "
+                "credentials over plain HTTP)")
+            return None
+        return self.credentials
 
     def _authenticate(self, resp: httpx.Response) -> None:
         challenge = resp.headers.get("www-authenticate", "")
         scheme, _, rest = challenge.partition(" ")
         params = dict(_PARAM.findall(rest))
         if scheme.lower() == "basic":
-            if not self.credentials:
+            creds = self._credentials_for(self._base or f"https://{self.host}")
+            if creds is None and self._withheld:
+                raise RegistryError(f"registry {self.host} requires credentials (Basic) and "
+                                    f"{self._withheld}")
+            if creds is None:
                 raise RegistryError(f"registry {self.host} requires credentials (--creds)")
-            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            raw = f"{creds.username}:{creds.password}".encode()
             self._auth = "Basic " + base64.b64encode(raw).decode()
             return
         if scheme.lower() != "bearer" or "realm" not in params:
             raise RegistryError(f"registry {self.host}: unsupported authentication "
                                 f"challenge {challenge[:100]!r}")
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
-        auth = (httpx.BasicAuth(self.credentials.username, self.credentials.password)
-                if self.credentials else None)
+        creds = self._credentials_for(params["realm"])
+        auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
         try:
             tr = self._http.get(params["realm"], params=query, auth=auth)
         except httpx.HTTPError as e:
             raise RegistryUnavailable(f"token service {params['realm']}: {e}") from None
         if tr.status_code != 200:
             raise RegistryError(f"registry {self.host}: token request refused "
-                                f"(HTTP {tr.status_code}): check the credentials")
+                                f"(HTTP {tr.status_code}): "
+                                f"{self._withheld or 'check the credentials'}")
         try:
             body = tr.json()
             token = body.get("token") or body.get("access_token")
@@ -142,7 +192,7 @@ class RegistryClient:
                         continue
                     if resp.status_code == 401:
                         raise RegistryError(f"registry {self.host}: access denied to {path} "
-                                            "(check the credentials)")
+                                            f"({self._withheld or 'check the credentials'})")
                     if resp.status_code == 404:
                         raise RegistryError(f"registry {self.host}: {path} not found")
                     if resp.status_code != 200:

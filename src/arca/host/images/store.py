@@ -11,7 +11,9 @@ Layout::
 Consistency: a blob or layer appears under its final name only by ``rename`` after it was
 verified (blob digest while streaming; layer diff_id while unpacking), and an image record is
 written only after all its blobs and layers are in place, so an interrupted or refused pull
-leaves at most unreferenced temporary files that ``prune`` removes. Concurrency: per-blob and
+leaves at most unreferenced temporary files that ``prune`` removes. What a layer may expand to
+is bounded by :class:`~.limits.ImageLimits` (decompression bombs are refused mid-unpack and their
+partial directory removed). Concurrency: per-blob and
 per-layer locks make concurrent pulls of the same image do each piece once; pulls hold
 ``gc.lock`` shared and ``prune``/``rm`` take it exclusively; ``images.json`` is updated under
 ``db.lock``.
@@ -31,13 +33,22 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arca.host import paths
 from arca.host.images.digest import Digest, VerifyingWriter
-from arca.host.images.errors import BadManifest, DigestMismatch, ImageInUse, ImageNotFound
+from arca.host.images.errors import (
+    BadManifest,
+    DigestMismatch,
+    ImageInUse,
+    ImageNotFound,
+    UnsafeArchive,
+)
 from arca.host.images.locks import locked, write_atomic
 from arca.host.images.manifest import LAYER_TYPES, ImageConfig, Manifest, parse_config
+
+if TYPE_CHECKING:  # imported where used: `arca run` needs the store, not the limits
+    from arca.host.images.limits import ImageBudget, ImageLimits
 
 #: Called with the number of bytes just transferred (progress bars).
 ProgressFn = Callable[[int], None]
@@ -98,8 +109,39 @@ class ImageRecord:
 
 
 class ImageStore:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, limits: ImageLimits | None = None) -> None:
         self.root = root or paths.root_dir() / "images"
+        self._limits = limits
+
+    @property
+    def limits(self) -> ImageLimits:
+        """The expansion limits (read from the environment on first use unless given)."""
+        if self._limits is None:
+            from arca.host.images.limits import ImageLimits
+
+            self._limits = ImageLimits.from_env()
+        return self._limits
+
+    def check_sizes(self, manifest: Manifest) -> None:
+        """Refuse, before any download, layers whose *compressed* size already exceeds the
+        limits (the uncompressed content can only be larger, short of a lying descriptor, which
+        the digest check catches)."""
+        from arca.host.images.limits import ImageLimits, human
+
+        lim = self.limits
+        for desc in manifest.layers:
+            if desc.size > lim.layer_bytes:
+                raise UnsafeArchive(
+                    f"layer {desc.digest}: {desc.size} bytes compressed, more than the "
+                    f"per-layer limit of {human(lim.layer_bytes)} (raise "
+                    f"{ImageLimits.env_name('layer_bytes')} if the image is legitimate)",
+                    limit=lim.layer_bytes)
+        total = sum(d.size for d in manifest.layers)
+        if total > lim.image_bytes:
+            raise UnsafeArchive(
+                f"image layers total {total} bytes compressed, more than the per-image limit "
+                f"of {human(lim.image_bytes)} (raise {ImageLimits.env_name('image_bytes')} "
+                "if the image is legitimate)", limit=lim.image_bytes)
 
     # -- locations -----------------------------------------------------------------------------
     def blob_path(self, d: Digest) -> Path:
@@ -192,6 +234,11 @@ class ImageStore:
                 f"image config lists {len(config.diff_ids)} layers (rootfs.diff_ids), the "
                 f"manifest {len(manifest.layers)}")
         chains = chain_ids(config.diff_ids)
+        # Only layers unpacked now are charged: a layer already in the store passed its own
+        # checks when it was unpacked, and costs this image no new disk space.
+        from arca.host.images.limits import ImageBudget
+
+        budget = ImageBudget(self.limits.image_bytes)
         records: list[LayerRecord] = []
         for i, (desc, diff_id, chain) in enumerate(
                 zip(manifest.layers, config.diff_ids, chains, strict=True)):
@@ -203,19 +250,22 @@ class ImageStore:
                     if not target.is_dir():
                         lowers = [self.layer_dir(c) for c in reversed(chains[:i])]
                         self._unpack_one(desc.digest, LAYER_TYPES[desc.media_type], diff_id,
-                                         target, lowers)
+                                         target, lowers, budget)
             records.append(LayerRecord(str(desc.digest), str(diff_id), str(chain),
                                        desc.media_type, desc.size))
         return tuple(records)
 
     def _unpack_one(self, blob: Digest, compression: str, diff_id: Digest, target: Path,
-                    lowers: list[Path]) -> None:
+                    lowers: list[Path], budget: ImageBudget) -> None:
         work = Path(tempfile.mkdtemp(dir=self.tmp_dir(), prefix=f"layer-{target.name[:16]}-"))
         try:
             os.chmod(work, 0o755)  # noqa: S103 - becomes the layer's root directory
+            from arca.host.images.limits import LayerMeter
             from arca.host.images.unpack import unpack_layer  # tarfile, zstandard: not for run
 
-            unpack_layer(self.blob_path(blob), compression, work, lowers, diff_id)
+            meter = LayerMeter(f"layer {blob}", self.limits.layer_bytes, budget)
+            unpack_layer(self.blob_path(blob), compression, work, lowers, diff_id,
+                         limits=self.limits, meter=meter)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(work, target)
         except BaseException:

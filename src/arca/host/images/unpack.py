@@ -15,6 +15,11 @@ to names outside the root or to missing files; device nodes when not running as 
 types a container filesystem has no use for. Absolute symlink targets are kept: they are
 resolved inside the container's root, never on the host.
 
+Decompression bombs: everything the unpack produces (the decompressed tar stream, sparse holes,
+hard-link copy-ups) is metered against :class:`~.limits.ImageLimits`; crossing a limit refuses
+the layer before the disk fills (a file too large for what is left is refused at its header,
+before any of it is written).
+
 Not done here: digests of the compressed blob (verified when the blob entered the store) and
 the atomic placement of the finished directory (the caller renames it into place).
 """
@@ -36,27 +41,60 @@ import zstandard
 
 from arca.host.images.digest import Digest
 from arca.host.images.errors import DigestMismatch, ImageError, UnsafeArchive
+from arca.host.images.limits import ImageLimits, LayerMeter
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-#: Upper bound on entries per layer: a tar of millions of empty files is a cheap way to exhaust
-#: inodes and time; real layers stay far below.
-MAX_ENTRIES = 2_000_000
+#: Upper bound on entries per layer (default of ImageLimits.layer_entries): a tar of millions of
+#: empty files is a cheap way to exhaust inodes and time; real layers stay far below.
+MAX_ENTRIES = ImageLimits.layer_entries
 #: Extended attributes copied from PAX headers; everything else is dropped (trusted.* refused).
 KEPT_XATTR_PREFIXES = ("security.capability", "user.")
 READ_CHUNK = 1 << 20
+#: PAX extended headers and GNU long names are read whole into memory: refuse larger ones. Go's
+#: archive/tar, which writes nearly every image layer, writes none larger (maxSpecialFileSize).
+MAX_META_BYTES = 1 << 20
+_META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+               tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """TarInfo that refuses headers whose processing would take unbounded memory: oversized
+    PAX/GNU long-name headers, and sparse files whose map is not itself bounded (old GNU
+    sparse, with its chain of extension blocks, and PAX sparse 1.0, map in the data). No image
+    builder writes sparse entries; PAX 0.x sparse (map inside the bounded PAX header) is kept
+    and its holes are metered. Hooks tarfile's private ``_proc_*`` methods (stable since 3.x).
+    """
+
+    def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _META_TYPES and self.size > MAX_META_BYTES:
+            raise UnsafeArchive(f"tar extended header of {self.size} bytes refused (more than "
+                                f"{MAX_META_BYTES})")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise UnsafeArchive(f"entry {self.name!r}: GNU sparse file refused (no image builder "
+                                "writes them; their maps are unbounded)")
+        return super()._proc_member(tf)  # type: ignore[misc,no-any-return]
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict[str, str],  # noqa: A002
+                           tf: tarfile.TarFile) -> None:
+        raise UnsafeArchive(f"entry {next.name!r}: PAX 1.0 sparse file refused (no image "
+                            "builder writes them; their maps are unbounded)")
 
 
 class _HashingReader:
-    """File-like reader that hashes everything read through it (the layer's diff_id)."""
+    """File-like reader that hashes everything read through it (the layer's diff_id) and
+    charges it to ``meter``, so a bomb is stopped while it decompresses."""
 
-    def __init__(self, raw: IO[bytes] | Any, algorithm: str) -> None:
+    def __init__(self, raw: IO[bytes] | Any, algorithm: str, meter: LayerMeter) -> None:
         self.raw = raw
         self.hash = hashlib.new(algorithm)
+        self.meter = meter
 
     def read(self, n: int = -1) -> bytes:
-        data: bytes = self.raw.read(n)
+        # never "read everything": that would decompress a bomb into memory before counting
+        data: bytes = self.raw.read(n if 0 <= n <= READ_CHUNK else READ_CHUNK)
+        self.meter.charge_stream(len(data))
         self.hash.update(data)
         return data
 
@@ -109,11 +147,16 @@ class LayerUnpacker:
     (top first) so implicit directories and cross-layer hard links resolve as in a flat unpack.
     """
 
-    def __init__(self, dest: Path, lowers: list[Path], *, privileged: bool | None = None) -> None:
+    def __init__(self, dest: Path, lowers: list[Path], *, privileged: bool | None = None,
+                 meter: LayerMeter | None = None, max_entries: int = MAX_ENTRIES) -> None:
         self.dest = dest
         self.lowers = lowers
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         self.entries = 0
+        self.max_entries = max_entries
+        # bytes written beyond the tar stream (sparse holes, copy-ups) are charged here; the
+        # stream itself is charged by the reader feeding the tar
+        self.meter = meter or LayerMeter("layer", ImageLimits.layer_bytes)
 
     # -- path helpers -------------------------------------------------------------------------
     def _path(self, parts: list[str]) -> str:
@@ -210,10 +253,16 @@ class LayerUnpacker:
 
     # -- entries ------------------------------------------------------------------------------
     def apply(self, tf: tarfile.TarFile) -> None:
-        for member in tf:
+        # tf.next(), not iteration: TarFile keeps every member it read in tf.members, which for
+        # millions of entries is gigabytes; nothing here needs the earlier ones
+        while (member := tf.next()) is not None:
+            tf.members.clear()  # type: ignore[attr-defined]
             self.entries += 1
-            if self.entries > MAX_ENTRIES:
-                raise UnsafeArchive(f"layer has more than {MAX_ENTRIES} entries")
+            if self.entries > self.max_entries:
+                raise UnsafeArchive(
+                    f"{self.meter.label}: more than {self.max_entries} entries (per-layer "
+                    f"limit; raise {ImageLimits.env_name('layer_entries')} if the image is "
+                    "legitimate)", limit=self.max_entries)
             try:
                 self._apply_one(tf, member)
             except (UnsafeArchive, ImageError):
@@ -236,11 +285,19 @@ class LayerUnpacker:
         p = self._path(parts)
         xattrs = self._xattrs(m)
         if m.isdir():
-            if self._clear_for_dir(p):
+            if self._clear_for_dir(p, parts):
                 pass
             else:
                 os.mkdir(p, 0o700)
         elif m.isreg():
+            # Refuse a file too large for what is left before writing a byte of it: what of it
+            # the reader has not charged yet is its end in the stream minus what was read. A
+            # sparse file's holes are not in the stream at all: charged here on top.
+            sparse: list[tuple[int, int]] | None = m.sparse  # type: ignore[assignment]
+            stored = sum(size for _, size in sparse) if sparse else m.size
+            if stored < m.size:
+                self.meter.charge(m.size - stored)
+            self.meter.check_ahead(max(0, m.offset_data + stored - self.meter.streamed))
             self._clear(p, keep_dir=False)
             src = tf.extractfile(m)
             assert src is not None
@@ -276,7 +333,7 @@ class LayerUnpacker:
             raise UnsafeArchive(f"layer entry {m.name!r}: unsupported tar entry type {m.type!r}")
         self._attrs(p, m, xattrs)
 
-    def _clear_for_dir(self, p: str) -> bool:
+    def _clear_for_dir(self, p: str, parts: list[str]) -> bool:
         """Prepare ``p`` for a directory entry; True when a directory is already there."""
         try:
             st = os.lstat(p)
@@ -289,6 +346,12 @@ class LayerUnpacker:
         os.mkdir(p, 0o700)
         if whiteout:
             self._set_opaque(p)  # the lower directory was deleted: hide its contents
+        else:
+            # A non-directory placed earlier in this layer replaced (in a flat unpack: removed)
+            # any lower directory here; the new directory must keep hiding its contents.
+            lower = self._lower_lstat(parts)
+            if lower is not None and stat.S_ISDIR(lower[1].st_mode):
+                self._set_opaque(p)
         return True
 
     def _attrs(self, p: str, m: tarfile.TarInfo, xattrs: dict[str, bytes]) -> None:
@@ -372,6 +435,9 @@ class LayerUnpacker:
         if lower is None or not stat.S_ISREG(lower[1].st_mode):
             raise UnsafeArchive(
                 f"layer entry {m.name!r}: hard link target {m.linkname!r} does not exist")
+        # a copy-up writes bytes the stream does not hold: a million links to one big lower
+        # file would otherwise be a bomb
+        self.meter.charge(lower[1].st_size)
         self._clear(p, keep_dir=False)
         shutil.copy2(lower[0], p, follow_symlinks=False)
         st = lower[1]
@@ -386,14 +452,25 @@ def unpack_layer(
     dest: Path,
     lowers: list[Path],
     diff_id: Digest | None,
+    *,
+    limits: ImageLimits | None = None,
+    meter: LayerMeter | None = None,
 ) -> None:
-    """Unpack ``blob`` into the empty directory ``dest`` and check its uncompressed digest."""
+    """Unpack ``blob`` into the empty directory ``dest`` and check its uncompressed digest.
+
+    ``meter`` counts what the layer produces (default: a fresh one at ``limits.layer_bytes``,
+    named after the blob); crossing a limit raises :class:`UnsafeArchive` and leaves a
+    partly written ``dest`` for the caller to remove."""
+    limits = limits or ImageLimits()
+    meter = meter or LayerMeter(f"layer {blob.name[:12]}", limits.layer_bytes)
     raw = open_decompressed(blob, compression)
     try:
-        reader = _HashingReader(raw, diff_id.algorithm if diff_id else "sha256")
+        reader = _HashingReader(raw, diff_id.algorithm if diff_id else "sha256", meter)
         try:
-            with tarfile.open(fileobj=reader, mode="r|", bufsize=READ_CHUNK) as tf:  # type: ignore[call-overload]
-                LayerUnpacker(dest, lowers).apply(tf)
+            with tarfile.open(fileobj=reader, mode="r|", bufsize=READ_CHUNK,  # type: ignore[call-overload]
+                              tarinfo=BoundedTarInfo) as tf:
+                LayerUnpacker(dest, lowers, meter=meter,
+                              max_entries=limits.layer_entries).apply(tf)
             reader.drain()  # the tar's trailing padding belongs to the diff_id too
         except tarfile.ReadError as e:
             raise UnsafeArchive(f"layer is not a valid tar archive: {e}") from None
