@@ -123,6 +123,13 @@ def recording_proxy(upstream: tuple[str, int]) -> Iterator[RecordingProxy]:
 MAX_SCAN_FILE = 256 * 1024 * 1024
 
 
+def _same_device(path: str, dev: int) -> bool:
+    try:
+        return os.lstat(path).st_dev == dev
+    except OSError:  # vanished while scanning (containerd removes snapshots concurrently)
+        return False
+
+
 def files_containing(needles: Iterable[bytes], roots: Iterable[pathlib.Path]) -> list[str]:
     """Regular files under ``roots`` (symlinks not followed, other mounts not entered
     except the roots themselves) whose content contains any of ``needles``."""
@@ -136,8 +143,7 @@ def files_containing(needles: Iterable[bytes], roots: Iterable[pathlib.Path]) ->
         for dirpath, dirnames, filenames in os.walk(root):
             # Mounted container root filesystems live under the roots; their content is the
             # image's, and a TD's tmpfs is never mounted in the host's namespace anyway.
-            dirnames[:] = [d for d in dirnames
-                           if os.lstat(os.path.join(dirpath, d)).st_dev == dev]
+            dirnames[:] = [d for d in dirnames if _same_device(os.path.join(dirpath, d), dev)]
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 try:

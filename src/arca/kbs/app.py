@@ -11,15 +11,18 @@ Request bodies are bounded by a pure ASGI middleware (413 before the handler run
 by the service, so every malformed input gets one of the documented problem answers.
 
 The three steps of a guest's session (``auth``, ``attest`` and a resource ``GET`` without an
-``Authorization`` header) are served by :class:`ProtocolFastPath`, a pure ASGI layer in front
-of FastAPI: same service calls, same answers, without the routing and dependency machinery
-that cost about a fifth of a session's CPU time. Everything else goes through FastAPI.
+``Authorization`` header) are served by :class:`ProtocolFastPath`, in front of the whole
+FastAPI stack (:class:`KbsApp`), and under uvicorn straight from the HTTP parser
+(:mod:`arca.kbs.httpproto`): same service calls, same answers, without the routing,
+middleware and ASGI machinery. Everything else goes through FastAPI.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -114,89 +117,159 @@ def _too_big(limit: int) -> KbsProblem:
     return KbsProblem("PayloadTooLarge", f"request body exceeds {limit} bytes")
 
 
-class _Disconnected(Exception):
-    pass
-
-
 _RESOURCE_PREFIX = "/kbs/v0/resource/"
+_STEP_LIMITS = {"auth": MAX_OTHER_BYTES, "attest": MAX_ATTEST_BYTES,
+                "resource": MAX_RESOURCE_BYTES}
+_COOKIE_PLACEHOLDER = "COOKIEVALUE"
+
+
+def _json_bytes(content: Any) -> bytes:
+    """The body Starlette's ``JSONResponse`` renders for ``content``, byte for byte."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A complete answer of the protocol fast path: status, content type, body, cookie."""
+
+    status: int
+    content_type: bytes
+    body: bytes
+    set_cookie: bytes | None = None
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers Starlette would send (``content-length``, ``content-type``, cookie)."""
+        out = [(b"content-length", b"%d" % len(self.body)), (b"content-type", self.content_type)]
+        if self.set_cookie is not None:
+            out.append((b"set-cookie", self.set_cookie))
+        return out
+
+
+def problem_reply(p: KbsProblem) -> Reply:
+    return Reply(p.status, b"application/problem+json", _json_bytes(p.body()))
 
 
 class ProtocolFastPath:
     """Serve ``auth``, ``attest`` and the guest's resource ``GET`` straight from the service.
 
-    Answers are those of the FastAPI routes below (same service calls, problem documents and
-    cookie attributes); requests it does not recognise, and any resource request carrying an
-    ``Authorization`` header (admin or Bearer token), pass through to FastAPI unchanged.
+    Answers are those of the FastAPI routes below (same service calls, problem documents, body
+    limits and cookie attributes); requests it does not recognise, and any resource request
+    carrying an ``Authorization`` header (admin or Bearer token), go to FastAPI unchanged. It
+    runs in front of the whole FastAPI stack (:class:`KbsApp`), and
+    :mod:`arca.kbs.httpproto` calls :meth:`reply` straight from the HTTP parser.
     """
 
-    def __init__(self, app: ASGIApp, svc: KbsService, cfg: KbsConfig) -> None:
-        self.app = app
+    def __init__(self, svc: KbsService, cfg: KbsConfig) -> None:
         self.svc = svc
         self.cfg = cfg
+        # The Set-Cookie value exactly as Starlette formats it, around the session id.
+        probe = Response()
+        probe.set_cookie(SESSION_COOKIE, _COOKIE_PLACEHOLDER, max_age=cfg.session_timeout,
+                         path="/", httponly=True, secure=not cfg.insecure_http,
+                         samesite="strict")
+        before, _, after = probe.headers["set-cookie"].partition(_COOKIE_PLACEHOLDER)
+        self._cookie_around = (before.encode("latin-1"), after.encode("latin-1"))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            if method == "POST" and path in ("/kbs/v0/auth", "/kbs/v0/attest"):
-                await self._answer(scope, receive, send, path[8:])
-                return
-            if (method == "GET" and path.startswith(_RESOURCE_PREFIX)
-                    and not any(k == b"authorization" for k, _ in scope["headers"])):
-                await self._answer(scope, receive, send, "resource")
-                return
-        await self.app(scope, receive, send)
+    @staticmethod
+    def step(method: str, path: str, has_authorization: bool) -> str | None:
+        """Which protocol step a request is (``auth``, ``attest``, ``resource``), if any."""
+        if method == "POST" and path in ("/kbs/v0/auth", "/kbs/v0/attest"):
+            return path[8:]
+        if method == "GET" and path.startswith(_RESOURCE_PREFIX) and not has_authorization:
+            return "resource"
+        return None
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, step: str) -> None:
+    @staticmethod
+    def limit(step: str) -> int:
+        return _STEP_LIMITS[step]
+
+    @staticmethod
+    def too_big(step: str) -> Reply:
+        return problem_reply(_too_big(_STEP_LIMITS[step]))
+
+    def reply(self, step: str, path: str, raw_path: bytes, cookie: str | None,
+              body: bytes) -> Reply:
+        """The answer to one protocol request; never raises."""
         try:
-            response = self._handle(scope, step, await _read_body(receive))
-        except _Disconnected:
-            return
+            return self._reply(step, path, raw_path, cookie, body)
         except KbsProblem as p:
-            response = _problem(p)
-        except _TooBig:
-            raise  # BodyLimit answers 413
+            return problem_reply(p)
         except Exception as exc:  # same answer as FastAPI's catch-all handler
             log.exception("internal error")
-            response = _problem(KbsProblem("InternalError",
-                                           f"internal error: {type(exc).__name__}"))
-        await response(scope, receive, send)
+            return problem_reply(KbsProblem("InternalError",
+                                            f"internal error: {type(exc).__name__}"))
 
-    def _handle(self, scope: Scope, step: str, body: bytes) -> Response:
+    def _reply(self, step: str, path: str, raw_path: bytes, cookie: str | None,
+               body: bytes) -> Reply:
         svc = self.svc
         if step == "auth":
             challenge, issued = svc.auth(body)
-            resp = JSONResponse(challenge.to_json())
-            resp.set_cookie(SESSION_COOKIE, issued, max_age=self.cfg.session_timeout, path="/",
-                            httponly=True, secure=not self.cfg.insecure_http,
-                            samesite="strict")
-            return resp
-        cookie = _cookie(scope)
+            before, after = self._cookie_around
+            return Reply(200, b"application/json", _json_bytes(challenge.to_json()),
+                         before + issued.encode("latin-1") + after)
         if step == "attest":
-            return JSONResponse({"token": svc.attest(cookie, body)})
-        raw = scope.get("raw_path", b"")
-        if b"%" in raw or b"\\" in raw:  # as _resource_tail
+            return Reply(200, b"application/json",
+                         _json_bytes({"token": svc.attest(cookie, body)}))
+        if b"%" in raw_path or b"\\" in raw_path:  # as _resource_tail
             raise KbsProblem("InvalidRequestPath", "percent-encoded resource paths are refused")
-        return JSONResponse(svc.release(scope["path"][len(_RESOURCE_PREFIX):], None, cookie))
+        return Reply(200, b"application/json",
+                     _json_bytes(svc.release(path[len(_RESOURCE_PREFIX):], None, cookie)))
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send, step: str) -> None:
+        """Serve ``step`` over ASGI (TestClient, h11 or a request the parser path declined)."""
+        limit = _STEP_LIMITS[step]
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await _send_reply(send, self.too_big(step))
+                return
+        chunks, seen = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                await _send_reply(send, self.too_big(step))
+                return
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        reply = self.reply(step, scope["path"], scope.get("raw_path", b""),
+                           cookie_of(scope["headers"]), b"".join(chunks))
+        await _send_reply(send, reply)
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise _Disconnected()
-        chunks.append(msg.get("body", b""))
-        if not msg.get("more_body", False):
-            return b"".join(chunks)
+async def _send_reply(send: Send, reply: Reply) -> None:
+    await send({"type": "http.response.start", "status": reply.status,
+                "headers": reply.headers()})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
-def _cookie(scope: Scope) -> str | None:
+def cookie_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The session cookie, parsed as Starlette's ``Request.cookies`` does."""
     cookies: dict[str, str] = {}
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"cookie":
             cookies.update(cookie_parser(value.decode("latin-1")))
     return cookies.get(SESSION_COOKIE)
+
+
+class KbsApp(FastAPI):
+    """FastAPI with the protocol fast path in front of its whole middleware stack."""
+
+    kbs_fast_path: ProtocolFastPath
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            step = self.kbs_fast_path.step(
+                scope["method"], scope["path"],
+                any(k == b"authorization" for k, _ in scope["headers"]))
+            if step is not None:
+                await self.kbs_fast_path.asgi(scope, receive, send, step)
+                return
+        await super().__call__(scope, receive, send)  # type: ignore[arg-type]
 
 
 def _bearer(request: Request) -> str | None:
@@ -242,12 +315,13 @@ _REF_DOC = _body_doc({"type": "object", "required": ["name", "values"], "propert
 _RAW_DOC = _body_doc({"type": "string", "format": "binary"}, "application/octet-stream")
 
 
-def create_app(cfg: KbsConfig, service: KbsService | None = None) -> FastAPI:
+def create_app(cfg: KbsConfig, service: KbsService | None = None) -> KbsApp:
     svc = service or KbsService(cfg)
     secure = not cfg.insecure_http
-    app = FastAPI(title="Arca KBS", version="0.4.0",
-                  description="Key broker service, wire-compatible with Trustee KBS v0.4.0")
+    app = KbsApp(title="Arca KBS", version="0.4.0",
+                 description="Key broker service, wire-compatible with Trustee KBS v0.4.0")
     app.state.service = svc
+    app.kbs_fast_path = ProtocolFastPath(svc, cfg)
 
     @app.exception_handler(KbsProblem)
     async def _on_problem(_: Request, exc: KbsProblem) -> Response:
@@ -360,7 +434,5 @@ def create_app(cfg: KbsConfig, service: KbsService | None = None) -> FastAPI:
         return PlainTextResponse(svc.metrics.render(),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # Added first, so it runs inside BodyLimit (the last added is the outermost).
-    app.add_middleware(ProtocolFastPath, svc=svc, cfg=cfg)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit)  # type: ignore[arg-type]
     return app

@@ -30,6 +30,8 @@ log = logging.getLogger("arca.kbs")
 DEFAULT_SESSION_TIMEOUT = 300
 #: Lifetime of an EAR token.
 DEFAULT_TOKEN_LIFETIME = 300
+#: Longest lifetime of an admin token (its ``exp`` at most this far in the future).
+DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = 3600
 #: Environment variable carrying the JSON config to uvicorn worker processes.
 CONFIG_ENV = "ARCA_KBS_CONFIG_JSON"
 
@@ -49,6 +51,7 @@ class KbsConfig:
     tls_key: str | None = None
     session_timeout: int = DEFAULT_SESSION_TIMEOUT
     token_lifetime: int = DEFAULT_TOKEN_LIFETIME
+    admin_token_max_lifetime: int = DEFAULT_ADMIN_TOKEN_MAX_LIFETIME
     workers: int = 1
     issuer: str = "arca-kbs"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -74,8 +77,9 @@ class KbsConfig:
         self.host_port()
         if not self.insecure_http and not (self.tls_cert and self.tls_key):
             raise ConfigError("HTTPS needs --tls-cert and --tls-key (or --insecure-http)")
-        if self.session_timeout <= 0 or self.token_lifetime <= 0:
-            raise ConfigError("session timeout and token lifetime must be positive")
+        if min(self.session_timeout, self.token_lifetime, self.admin_token_max_lifetime) <= 0:
+            raise ConfigError("session timeout, token lifetime and admin token max lifetime "
+                              "must be positive")
         for name in ("admin_public_key", "tls_cert", "tls_key", "collateral"):
             value = getattr(self, name)
             if value and not os.path.exists(value):

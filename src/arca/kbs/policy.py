@@ -5,12 +5,19 @@ Deny by default: a resource policy whose ``data.policy.allow`` is undefined or n
 ``true`` denies; a trust claim the attestation policy leaves undefined is 0 ("no claim"); a
 policy that fails to evaluate is an error, never an allow. Compiled interpreters are cached by
 (policy text, data) and used under a lock because an interpreter holds per-query input state.
+
+A policy sees only the parts of its input it names: every reference to ``input`` in its text is
+a chain ``input.a["b"]...`` whose longest literal prefix is found statically
+(:func:`input_paths`), and the policy is given just those subtrees (or the whole input if it uses
+``input`` any other way). Evaluation is deterministic unless the policy calls a builtin that is
+not (time, randomness, network): for the others, results are remembered per (policy, data,
+projected input), so a resource policy that looks only at ``ear.status`` is evaluated once per
+status rather than once per session.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import threading
@@ -32,6 +39,8 @@ TRUST_CLAIMS = {
 #: Largest policy accepted from the admin API.
 MAX_POLICY_BYTES = 256 * 1024
 _CACHE_SIZE = 16
+#: Policy results remembered per engine (keyed by policy, data and the projected input).
+RESULT_CACHE_SIZE = 1024
 #: What regopy's in-memory input builder cannot carry faithfully: anything JSON escapes with a
 #: backslash (quotes, backslashes and control characters come back unescaped in its output; NUL
 #: even ends the C string), integers that may not fit int64 (19+ digits), floats (printed back
@@ -69,6 +78,65 @@ class _Compiled:
     rego: regopy.Interpreter
     bundle: regopy.Bundle
     lock: threading.Lock
+    paths: tuple[tuple[str, ...], ...] | None  # what the policy reads of its input
+    deterministic: bool
+
+
+#: Literals and comments are skipped; ``input`` (not part of a longer name or a field access)
+#: starts a reference whose literal segments (``.name``, ``["text"]``) are collected.
+_TOKENS = re.compile(r'''"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*|(?<![\w.])input(?!\w)'''
+                     r'''((?:\.[A-Za-z_]\w*|\["(?:[^"\\\n]|\\.)*"\])*)''')
+_SEGMENT = re.compile(r'''\.([A-Za-z_]\w*)|\[("(?:[^"\\\n]|\\.)*")\]''')
+#: Builtins whose answer is not a function of (policy, data, input): results are not reused.
+_NONDETERMINISTIC = re.compile(r"(?<![\w.])(time\.now_ns|rand\.|uuid\.|http\.send|opa\.runtime|"
+                               r"net\.lookup|crypto\.x509\.parse_and_verify|io\.jwt\.decode_verify)")
+
+
+@functools.lru_cache(maxsize=64)
+def input_paths(text: str) -> tuple[tuple[str, ...], ...] | None:
+    """The input subtrees a policy can read, or ``None`` when it may read all of its input.
+
+    Each ``input`` reference counts with its longest prefix of literal segments: whatever the
+    policy does beyond it (a variable key, an index, a builtin) stays inside that subtree. A
+    bare ``input`` (passed to a function, iterated, imported whole) means all of it. Over-
+    approximation is always safe (a larger subtree); text in strings and comments is skipped.
+    """
+    paths: set[tuple[str, ...]] = set()
+    for m in _TOKENS.finditer(text):
+        chain = m.group(1)
+        if chain is None:  # a string literal or a comment
+            continue
+        if not chain:
+            return None
+        path = []
+        for seg in _SEGMENT.finditer(chain):
+            try:
+                path.append(seg.group(1) if seg.group(1) else json.loads(seg.group(2)))
+            except ValueError:  # an escape JSON does not know: stop at the known prefix
+                break
+        if not path:
+            return None
+        paths.add(tuple(path))
+    return tuple(sorted(paths))
+
+
+def project(inp: dict[str, Any], paths: tuple[tuple[str, ...], ...] | None) -> dict[str, Any]:
+    """``inp`` reduced to the subtrees at ``paths`` (each whole); all of it for ``None``."""
+    if paths is None:
+        return inp
+    out: dict[str, Any] = {}
+    for path in paths:
+        node: Any = inp
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            target = out
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = node
+    return out
 
 
 class PolicyEngine:
@@ -76,12 +144,12 @@ class PolicyEngine:
     faster per query than interpreting the module again."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, _Compiled] = {}
+        self._cache: dict[tuple[str, str, str], _Compiled] = {}
+        self._results: dict[tuple[str, str, str, str], str] = {}
         self._lock = threading.Lock()
 
-    def _compiled(self, text: str, data: dict[str, Any], q: str) -> _Compiled:
-        data_json = json.dumps(data, sort_keys=True)
-        key = hashlib.sha256(f"{q}\0{text}\0{data_json}".encode()).hexdigest()
+    def _compiled(self, text: str, data_json: str, q: str) -> _Compiled:
+        key = (q, text, data_json)
         with self._lock:
             hit = self._cache.get(key)
             if hit is None:
@@ -94,21 +162,34 @@ class PolicyEngine:
                     raise PolicyError(f"policy does not compile: {str(e)[:300]}") from None
                 if len(self._cache) >= _CACHE_SIZE:
                     self._cache.pop(next(iter(self._cache)))
-                hit = self._cache[key] = _Compiled(regopy.Interpreter(), bundle, threading.Lock())
+                hit = self._cache[key] = _Compiled(
+                    regopy.Interpreter(), bundle, threading.Lock(), input_paths(text),
+                    not _NONDETERMINISTIC.search(_code_only(text)))
             return hit
 
-    def query(self, text: str, data: dict[str, Any], inp: dict[str, Any], q: str) -> Any:
-        """Evaluate ``q``; ``None`` when undefined."""
-        c = self._compiled(text, data, q)
-        with c.lock:
-            try:
-                _set_input(c.rego, inp)
-                out = c.rego.query_bundle(c.bundle)
-            except regopy.RegoError as e:
-                raise PolicyError(f"policy evaluation failed: {str(e)[:300]}") from None
-            except ValueError as e:  # regopy cannot parse its own output (control characters)
-                raise PolicyError(f"policy result is not JSON: {str(e)[:200]}") from None
-        raw = str(out)
+    def query(self, text: str, data: dict[str, Any] | str, inp: dict[str, Any], q: str) -> Any:
+        """Evaluate ``q``; ``None`` when undefined. ``data`` may be given as its JSON text."""
+        data_json = data if isinstance(data, str) else json.dumps(data, sort_keys=True)
+        c = self._compiled(text, data_json, q)
+        inp = project(inp, c.paths)
+        inp_json = json.dumps(inp, ensure_ascii=False)
+        key = (q, text, data_json, inp_json)
+        raw = self._results.get(key) if c.deterministic else None
+        if raw is None:
+            with c.lock:
+                try:
+                    _set_input(c.rego, inp, inp_json)
+                    out = c.rego.query_bundle(c.bundle)
+                except regopy.RegoError as e:
+                    raise PolicyError(f"policy evaluation failed: {str(e)[:300]}") from None
+                except ValueError as e:  # regopy cannot parse its own output (control chars)
+                    raise PolicyError(f"policy result is not JSON: {str(e)[:200]}") from None
+            raw = str(out)
+            if c.deterministic:
+                with self._lock:
+                    if len(self._results) >= RESULT_CACHE_SIZE:
+                        self._results.pop(next(iter(self._results)))
+                    self._results[key] = raw
         if raw == "undefined":
             return None
         try:
@@ -116,7 +197,8 @@ class PolicyEngine:
         except (ValueError, AttributeError):
             raise PolicyError(f"policy result is not JSON: {raw[:200]}") from None
 
-    def trust_vector(self, text: str, data: dict[str, Any], inp: dict[str, Any]) -> dict[str, int]:
+    def trust_vector(self, text: str, data: dict[str, Any] | str, inp: dict[str, Any]
+                     ) -> dict[str, int]:
         result = self.query(text, data, inp, "data.policy")
         result = result if isinstance(result, dict) else {}
         vector = {}
@@ -127,15 +209,23 @@ class PolicyEngine:
             vector[ear_name] = value
         return vector
 
-    def allow(self, text: str, data: dict[str, Any], inp: dict[str, Any]) -> bool:
+    def allow(self, text: str, data: dict[str, Any] | str, inp: dict[str, Any]) -> bool:
         return self.query(text, data, inp, "data.policy.allow") is True
 
 
-def _set_input(rego: regopy.Interpreter, inp: dict[str, Any]) -> None:
+def _code_only(text: str) -> str:
+    """``text`` without its comments (string literals kept: a builtin is never inside one)."""
+    return _COMMENTS.sub(lambda m: m.group(0) if m.group(0)[0] in "\"`" else "", text)
+
+
+_COMMENTS = re.compile(r'''"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*''')
+
+
+def _set_input(rego: regopy.Interpreter, inp: dict[str, Any], text: str | None = None) -> None:
     """Hand ``inp`` to the interpreter: built in memory (half the cost of having Rego parse a
     JSON term, which dominated a policy query) unless it holds something that path would alter,
-    then as a JSON term."""
-    text = json.dumps(inp, ensure_ascii=False)
+    then as a JSON term. ``text`` is ``json.dumps(inp, ensure_ascii=False)`` if already made."""
+    text = json.dumps(inp, ensure_ascii=False) if text is None else text
     try:
         text.encode()
     except UnicodeEncodeError:  # lone surrogates: let the JSON path escape and judge them

@@ -31,12 +31,22 @@ def prepare(cfg: KbsConfig) -> None:
     store.close()
 
 
+#: uvicorn protocol class: httptools, with the KBS protocol steps answered from the parser.
+HTTP_PROTOCOL = "arca.kbs.httpproto:KbsHttpProtocol"
+#: Young-generation collection threshold: a session allocates a few thousand objects, nearly
+#: all freed by reference counting; collecting every 700 allocations only walks them again.
+GC_GEN0_THRESHOLD = 50_000
+
+
 def _settle() -> None:
     """Move everything allocated at start-up (modules, app, database engines) out of the
     collector's reach, so a full collection in a worker walks only what requests allocated
-    rather than stalling the event loop over the whole start-up heap."""
+    rather than stalling the event loop over the whole start-up heap; collect the young
+    generation less often."""
     gc.collect()
     gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def app_from_env() -> FastAPI:
@@ -52,6 +62,7 @@ def serve(cfg: KbsConfig) -> None:
     host, port = cfg.host_port()
     tls = {} if cfg.insecure_http else {"ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key}
     common = {"host": host, "port": port, "log_level": "warning", "access_log": False,
+              "http": HTTP_PROTOCOL,
               "timeout_keep_alive": 30, "timeout_graceful_shutdown": 3, **tls}
     if cfg.workers > 1:
         os.environ[CONFIG_ENV] = cfg.to_json()

@@ -186,17 +186,17 @@ class KbsService:
         session = self.sessions.open(cookie)
         tee = session.tee if session else "unknown"  # authentic, so one of ours
         try:
-            token = self._attest(cookie, body)
+            token = self._attest(cookie, session, body)
         except KbsProblem as p:
             self.metrics.attestation(tee, p.name, time.perf_counter() - started)
             raise
         self.metrics.attestation(tee, "ok", time.perf_counter() - started)
         return token
 
-    def _attest(self, cookie: str | None, body: bytes) -> str:
+    def _attest(self, cookie: str | None, session: Challenged | None, body: bytes) -> str:
+        """``session`` is ``self.sessions.open(cookie)``."""
         if not cookie:
             raise KbsProblem("AttestationError", f"no {proto.SESSION_COOKIE} cookie: call auth")
-        session = self.sessions.open(cookie)
         state = state_of(session, None)
         if session is None or state is not State.CHALLENGED:  # step 1
             raise KbsProblem("AttestationError", "session is unknown, forged or expired")
@@ -289,10 +289,12 @@ class KbsService:
             return default_policy(name), "arca-default"
         return text, "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
-    def _policy_data(self) -> dict[str, Any]:
-        return {"reference": self._cached("reference", self.store.reference_values),
-                "config": {"allow_sim": "sim" in self.verifiers,
-                           "allow_sample": self.cfg.insecure_allow_sample}}
+    def _policy_data(self) -> str:
+        """The policies' ``data`` document, as the JSON text the policy engine keys on."""
+        return self._cached("data", lambda: json.dumps(
+            {"reference": self.store.reference_values(),
+             "config": {"allow_sim": "sim" in self.verifiers,
+                        "allow_sample": self.cfg.insecure_allow_sample}}, sort_keys=True))
 
     def token_claims(self, bearer: str | None, cookie: str | None) -> dict[str, Any]:
         """Who is asking: the claims of a verified token from the header or the session."""
@@ -362,7 +364,8 @@ class KbsService:
         if not bearer:
             raise KbsProblem("AdminAuth", "admin token (Authorization: Bearer) missing")
         try:
-            verify_admin(bearer, self.admin_key)
+            verify_admin(bearer, self.admin_key,
+                         max_lifetime=self.cfg.admin_token_max_lifetime)
         except TokenError as e:
             raise KbsProblem("AdminAuth", str(e)) from None
 

@@ -9,7 +9,10 @@ Durability: every admin write is one committed transaction. SQLite runs in WAL m
 ``synchronous=FULL`` so a commit is on disk before the HTTP answer. Sessions are volatile by
 nature (a lost session only costs the guest a new handshake), so with SQLite they live in a
 separate ``sessions.db`` with ``synchronous=NORMAL``, and with PostgreSQL their transactions use
-``synchronous_commit=off``; either way the single-use nonce check stays an atomic UPDATE.
+``synchronous_commit=off``; either way the single-use nonce check stays an atomic insert.
+With SQLite the per-session statements (insert and read an attested session, read a resource)
+run on plain per-thread ``sqlite3`` connections in autocommit mode, the rest through
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import json
 import os
 import pathlib
 import secrets
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -104,13 +109,87 @@ def _engine(url: str, *, durable: bool) -> sa.Engine:
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={sync}")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+        _sqlite_pragmas(dbapi_conn, sync)
 
     return engine
+
+
+#: How often the session database's WAL is checkpointed, off the request path.
+CHECKPOINT_SECONDS = 1.0
+
+
+def _sqlite_pragmas(conn: Any, sync: str) -> None:
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA synchronous={sync}")
+    cur.execute("PRAGMA busy_timeout=30000")
+    if sync == "NORMAL":
+        # Session database: an automatic checkpoint would run inside whichever insert crossed
+        # the threshold, fsyncs included (milliseconds on the event loop, every few thousand
+        # sessions); a background thread checkpoints instead (see _Checkpointer).
+        cur.execute("PRAGMA wal_autocheckpoint=0")
+    cur.close()
+
+
+class _Checkpointer:
+    """Checkpoints a WAL database every :data:`CHECKPOINT_SECONDS` from its own thread and
+    connection (``PASSIVE``: never waits for, nor blocks, readers and writers; the fsyncs
+    happen here, with the GIL released)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kbs-wal-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            while not self._stop.wait(CHECKPOINT_SECONDS):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # busy or transient: the next round retries
+                    continue
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class _ThreadConnections:
+    """One plain ``sqlite3`` connection per thread, in autocommit mode, for the statements of
+    the session hot path: SQLAlchemy's pool checkout, transaction and result objects cost
+    several times the statement itself there. Each statement is its own transaction, so an
+    insert is committed (and a read sees every committed row) exactly as through the engine."""
+
+    def __init__(self, path: str, sync: str) -> None:
+        self.path = path
+        self.sync = sync
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            _sqlite_pragmas(conn, self.sync)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -126,9 +205,11 @@ class _Prepared:
         order = tuple(compiled.positiontup or ()) if compiled.positional else None
         return cls(str(compiled), order)
 
+    def args(self, params: dict[str, Any]) -> Any:
+        return params if self.order is None else tuple(params[k] for k in self.order)
+
     def run(self, c: sa.Connection, **params: Any) -> Any:
-        args: Any = params if self.order is None else tuple(params[k] for k in self.order)
-        return c.exec_driver_sql(self.sql, args)
+        return c.exec_driver_sql(self.sql, self.args(params))
 
 
 @dataclass(frozen=True)
@@ -151,6 +232,14 @@ class Store:
             self.session_engine = self.engine
         self._aead = AESGCM(kek)
         self.kek = kek
+        # SQLite: the hot-path statements go through plain per-thread connections.
+        self._hot: _ThreadConnections | None = None
+        self._hot_sessions: _ThreadConnections | None = None
+        if self.is_sqlite:
+            self._hot = _ThreadConnections(db_url[len("sqlite:///"):], "FULL")
+            self._hot_sessions = _ThreadConnections(
+                str(pathlib.Path(data_dir, "sessions.db")), "NORMAL")
+        self._checkpointer: _Checkpointer | None = None
         # The per-session statements are compiled once and run as driver SQL: SQLAlchemy's
         # per-call compilation and result machinery cost three times the query on this path.
         self._insert_session = _Prepared.of(self.session_engine, sessions.insert().values(
@@ -167,8 +256,16 @@ class Store:
             pass
         except sa.exc.OperationalError as e:
             raise ConfigError(f"database {db_url.split('@')[-1]}: {e.orig}") from None
+        if self._hot_sessions is not None:
+            self._checkpointer = _Checkpointer(self._hot_sessions.path)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        for hot in (self._hot, self._hot_sessions):
+            if hot is not None:
+                hot.close()
         self.engine.dispose()
         self.session_engine.dispose()
 
@@ -200,8 +297,13 @@ class Store:
         self._upsert(resources, path, "path", {"blob": self._seal("resource:" + path, data)})
 
     def get_resource(self, path: str) -> bytes | None:
-        with self.engine.connect() as c:
-            blob = self._get_resource.run(c, path=path).scalar()
+        if self._hot is not None:
+            row = self._hot.get().execute(self._get_resource.sql,
+                                          self._get_resource.args({"path": path})).fetchone()
+            blob = None if row is None else row[0]
+        else:
+            with self.engine.connect() as c:
+                blob = self._get_resource.run(c, path=path).scalar()
         return None if blob is None else self._open("resource:" + path, bytes(blob))
 
     def delete_resource(self, path: str) -> bool:
@@ -256,18 +358,30 @@ class Store:
 
     def record_attested(self, s: AttestedSession) -> bool:
         """Insert the attested session; ``False`` if that session id was attested before."""
+        params = {"id": s.id, "tee": s.tee, "nonce": s.nonce, "expires_at": s.expires_at,
+                  "token": s.token}
+        if self._hot_sessions is not None:
+            try:  # autocommit: the insert is its own committed transaction
+                self._hot_sessions.get().execute(self._insert_session.sql,
+                                                 self._insert_session.args(params))
+            except sqlite3.IntegrityError:
+                return False
+            return True
         try:
             with self.session_engine.begin() as c:
                 self._relax(c)
-                self._insert_session.run(c, id=s.id, tee=s.tee, nonce=s.nonce,
-                                         expires_at=s.expires_at, token=s.token)
+                self._insert_session.run(c, **params)
         except sa.exc.IntegrityError:
             return False
         return True
 
     def get_attested(self, sid: str) -> AttestedSession | None:
-        with self.session_engine.connect() as c:
-            row = self._get_session.run(c, id=sid).first()
+        if self._hot_sessions is not None:
+            row = self._hot_sessions.get().execute(self._get_session.sql,
+                                                   self._get_session.args({"id": sid})).fetchone()
+        else:
+            with self.session_engine.connect() as c:
+                row = self._get_session.run(c, id=sid).first()
         return None if row is None else AttestedSession(row[0], row[1], row[2], float(row[3]),
                                                         row[4])
 

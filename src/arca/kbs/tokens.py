@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 MAX_TOKEN_CHARS = 32 * 1024
 #: Tolerated clock skew for ``iat``/``nbf`` of admin tokens.
 CLOCK_SKEW = 60
+#: Default longest lifetime of an admin token: its ``exp`` may lie at most this far ahead, so
+#: a leaked token is worth an hour at most (``admin_token_max_lifetime`` in the config).
+DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = 3600
 
 
 class TokenError(Exception):
@@ -65,16 +69,27 @@ def split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
     return header, claims, f"{parts[0]}.{parts[1]}".encode(), b64u_decode(parts[2])
 
 
-def _check_times(claims: dict[str, Any], now: float) -> None:
+def _finite_time(value: Any) -> bool:
+    """A JSON number usable as a time: ``int`` or finite ``float`` (not bool, NaN, Infinity;
+    Python's ``json`` accepts ``NaN`` and ``Infinity``, which compare false to everything)."""
+    if type(value) is int:
+        return True
+    return type(value) is float and math.isfinite(value)
+
+
+def _check_times(claims: dict[str, Any], now: float, max_lifetime: float | None = None) -> None:
     exp = claims.get("exp")
-    if type(exp) not in (int, float):
-        raise TokenError("JWT has no numeric exp claim")
+    if not _finite_time(exp):
+        raise TokenError("JWT has no finite numeric exp claim")
     if exp <= now:
         raise TokenError("JWT has expired")
     for name in ("nbf", "iat"):
         value = claims.get(name)
-        if value is not None and (type(value) not in (int, float) or value > now + CLOCK_SKEW):
+        if value is not None and (not _finite_time(value) or value > now + CLOCK_SKEW):
             raise TokenError(f"JWT {name} is not a time in the past")
+    if max_lifetime is not None and exp > now + max_lifetime:
+        raise TokenError(f"JWT exp lies more than {max_lifetime:g} s in the future "
+                         "(longer than the longest accepted lifetime)")
 
 
 def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
@@ -104,13 +119,16 @@ class TokenSigner:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())
 
+    def __post_init__(self) -> None:
+        self._jwk = public_jwk(self.key.public_key())
+        self._header = _json_b64({"alg": "ES256", "typ": "JWT", "kid": self._jwk["kid"]})
+
     @property
     def jwk(self) -> dict[str, str]:
-        return public_jwk(self.key.public_key())
+        return dict(self._jwk)
 
     def sign(self, claims: dict[str, Any]) -> str:
-        header = {"alg": "ES256", "typ": "JWT", "kid": self.jwk["kid"]}
-        signing_input = f"{_json_b64(header)}.{_json_b64(claims)}"
+        signing_input = f"{self._header}.{_json_b64(claims)}"
         r, s = decode_dss_signature(self.key.sign(signing_input.encode(),
                                                   ec.ECDSA(hashes.SHA256())))
         return f"{signing_input}.{b64u(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
@@ -138,8 +156,11 @@ def load_admin_key(pem: bytes) -> ed25519.Ed25519PublicKey:
     return key
 
 
-def verify_admin(token: str, key: ed25519.Ed25519PublicKey, *,
-                 now: float | None = None) -> dict[str, Any]:
+def verify_admin(token: str, key: ed25519.Ed25519PublicKey, *, now: float | None = None,
+                 max_lifetime: float = DEFAULT_ADMIN_TOKEN_MAX_LIFETIME) -> dict[str, Any]:
+    """The claims of an admin token: EdDSA signature by ``key``, then ``exp`` finite, in the
+    future and at most ``max_lifetime`` ahead; ``iat``/``nbf`` (optional) finite and not in
+    the future beyond :data:`CLOCK_SKEW`."""
     header, claims, signing_input, sig = split(token)
     if header.get("alg") != "EdDSA":
         raise TokenError("admin token must be EdDSA")
@@ -147,7 +168,7 @@ def verify_admin(token: str, key: ed25519.Ed25519PublicKey, *,
         key.verify(sig, signing_input)
     except InvalidSignature:
         raise TokenError("admin token signature does not verify with the admin key") from None
-    _check_times(claims, time.time() if now is None else now)
+    _check_times(claims, time.time() if now is None else now, max_lifetime)
     return claims
 
 

@@ -1,0 +1,253 @@
+"""The parser-level protocol path (``arca.kbs.httpproto``) against a real ``arca kbs serve``.
+
+Raw sockets, so what goes over the wire is checked byte for byte: one answer per request in
+order (keep-alive, pipelining, mixed with requests FastAPI serves), the same status, headers
+and body as the ASGI path for the same requests, ``Connection: close`` honoured, body limits
+by ``Content-Length`` and while streaming (the connection stays usable), and the requests the
+parser path declines (query, percent-encoding, HTTP/1.0, ``Expect``) still answered right.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from arca.kbs.app import MAX_ATTEST_BYTES, MAX_OTHER_BYTES, create_app
+from arca.kbs.config import KbsConfig
+from arca.kbs.service import KbsService
+from arca.kbs.tokens import make_admin_token
+from arca.wire import kbs_protocol as proto
+from tests.support.kbs import SimAuthority, admin_keypair, running_kbs
+
+PROBLEM = "https://github.com/confidential-containers/kbs/errors/"
+AUTH = json.dumps(proto.Request("sim").to_json()).encode()
+
+
+@pytest.fixture(scope="module")
+def kbs(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("kbs-httpproto")
+    sim = SimAuthority()
+    (d / "root.pem").write_bytes(sim.root_pem)
+    key, pub = admin_keypair(d)
+    with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"),
+                     "--admin-public-key", str(pub)) as server:
+        yield server, d, key
+
+
+class Conn:
+    def __init__(self, url: str) -> None:
+        host, port = url.rsplit("/", 1)[1].split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self) -> tuple[int, dict[str, str], bytes]:
+        """One answer: status, headers (lower-case names), body (by Content-Length)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._more()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            assert name.lower() not in headers, f"duplicate header {name}"
+            headers[name.lower()] = value.strip()
+        if lines[0].split()[1] == "100":
+            return 100, headers, b""
+        n = int(headers["content-length"])
+        while len(self.buf) < n:
+            self._more()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return int(lines[0].split()[1]), headers, body
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def _more(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        self.buf += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def problem(answer: tuple[int, dict[str, str], bytes], status: int, name: str) -> None:
+    got_status, headers, body = answer
+    assert got_status == status, body
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["type"] == PROBLEM + name
+
+
+def test_keep_alive_and_pipelining_keep_the_order(kbs):
+    server, _, key = kbs
+    c = Conn(server.url)
+    try:
+        admin = f"Authorization: Bearer {make_admin_token(key)}\r\n"
+        # auth (parser path), healthz and an admin call (FastAPI), auth again: one write
+        c.send(post("/kbs/v0/auth", AUTH) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+               + f"GET /kbs/v0/resource-policy HTTP/1.1\r\nHost: x\r\n{admin}\r\n".encode()
+               + post("/kbs/v0/auth", AUTH) + post("/kbs/v0/auth", b"{"))
+        first, health, policy, second, bad = (c.read() for _ in range(5))
+        assert first[0] == 200 and set(json.loads(first[2])) == {"nonce", "extra-params"}
+        assert health[0] == 200 and json.loads(health[2]) == {"status": "ok"}
+        assert policy[0] == 200 and "policy" in json.loads(policy[2])
+        assert second[0] == 200 and json.loads(second[2])["nonce"] != json.loads(first[2])["nonce"]
+        problem(bad, 400, "SerdeError")
+        for status, headers, _ in (first, second):
+            assert headers["set-cookie"].startswith("kbs-session-id=")
+            assert "date" in headers and "server" in headers
+    finally:
+        c.close()
+
+
+def test_answers_equal_the_asgi_path(kbs, tmp_path: pathlib.Path):
+    """Same requests through TestClient (ASGI) and the running server (parser path)."""
+    server, d, _ = kbs
+    cfg = KbsConfig(data_dir=str(tmp_path), trust_sim_root=(str(d / "root.pem"),),
+                    insecure_http=True)
+    svc = KbsService(cfg)
+    try:
+        client = TestClient(create_app(cfg, svc), base_url="http://127.0.0.1")
+        c = Conn(server.url)
+        cases = [(post("/kbs/v0/auth", AUTH), ("POST", "/kbs/v0/auth", AUTH)),
+                 (post("/kbs/v0/auth", b"[]"), ("POST", "/kbs/v0/auth", b"[]")),
+                 (post("/kbs/v0/attest", b"{}"), ("POST", "/kbs/v0/attest", b"{}")),
+                 (b"GET /kbs/v0/resource/a/b/c HTTP/1.1\r\nHost: x\r\n\r\n",
+                  ("GET", "/kbs/v0/resource/a/b/c", None)),
+                 (b"GET /kbs/v0/resource/a/b HTTP/1.1\r\nHost: x\r\n\r\n",
+                  ("GET", "/kbs/v0/resource/a/b", None))]
+        for raw, (method, path, body) in cases:
+            c.send(raw)
+            status, headers, got = c.read()
+            client.cookies.clear()  # the raw connection sends none either
+            ref = client.request(method, path, content=body)
+            assert status == ref.status_code
+            assert headers["content-type"] == ref.headers["content-type"]
+            if "nonce" not in ref.text:
+                assert got == ref.content
+            else:
+                assert set(json.loads(got)) == set(ref.json())
+                ours = headers["set-cookie"].split(";", 1)[1]
+                assert ours == ref.headers["set-cookie"].split(";", 1)[1]
+        c.close()
+    finally:
+        svc.close()
+
+
+def test_connection_close_is_honoured(kbs):
+    c = Conn(kbs[0].url)
+    try:
+        c.send(post("/kbs/v0/auth", AUTH, "Connection: close\r\n"))
+        status, headers, _ = c.read()
+        assert status == 200 and headers["connection"] == "close"
+        assert c.closed()
+    finally:
+        c.close()
+
+
+def test_body_limits_by_length_and_while_streaming(kbs):
+    c = Conn(kbs[0].url)
+    try:
+        c.send(post("/kbs/v0/auth", b"x" * (MAX_OTHER_BYTES + 1)))
+        problem(c.read(), 413, "PayloadTooLarge")
+        chunk = b"y" * (256 * 1024)
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                           for _ in range(MAX_ATTEST_BYTES // len(chunk) + 1)) + b"0\r\n\r\n"
+        c.send(b"POST /kbs/v0/attest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + chunked)
+        problem(c.read(), 413, "PayloadTooLarge")
+        c.send(post("/kbs/v0/auth", AUTH))  # the connection is still in step
+        assert c.read()[0] == 200
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "name"), [
+    (b"GET /kbs/v0/resource/a/b/%63 HTTP/1.1\r\nHost: x\r\n\r\n", 404, "InvalidRequestPath"),
+    (b"GET /kbs/v0/resource/a/b/c?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", 401, "TokenNotFound"),
+    (b"GET /kbs/v0/resource/a/b/c HTTP/1.0\r\nHost: x\r\n\r\n", 401, "TokenNotFound"),
+    (post("/kbs/v0/auth", b"{}", "Expect: 100-continue\r\n"), 400, "SerdeError"),
+    (b"GET /kbs/v0/auth HTTP/1.1\r\nHost: x\r\n\r\n", 405, "MethodNotAllowed"),
+])
+def test_requests_the_parser_path_declines_are_still_answered(kbs, request_bytes, status,
+                                                              name):
+    c = Conn(kbs[0].url)
+    try:
+        c.send(request_bytes)
+        answer = c.read()
+        if answer[0] == 100:  # Expect: 100-continue
+            answer = c.read()
+        problem(answer, status, name)
+    finally:
+        c.close()
+
+
+def test_server_config_selects_the_parser_path(kbs, tmp_path: pathlib.Path):
+    """What ``serve`` hands uvicorn finds the app's fast path through uvicorn's wrappers."""
+    import uvicorn
+
+    from arca.kbs.httpproto import KbsHttpProtocol, find_fast_path
+    from arca.kbs.server import HTTP_PROTOCOL
+
+    cfg = KbsConfig(data_dir=str(tmp_path), insecure_http=True)
+    app = create_app(cfg)
+    try:
+        config = uvicorn.Config(app, http=HTTP_PROTOCOL, proxy_headers=True)
+        config.load()
+        assert config.http_protocol_class is KbsHttpProtocol
+        assert config.loaded_app is not app  # wrapped (proxy headers)
+        assert find_fast_path(config.loaded_app) is app.kbs_fast_path
+        assert find_fast_path(object()) is None
+    finally:
+        app.state.service.close()
+
+
+_KINDS = {  # request -> the status it always gets on its own
+    "auth": (post("/kbs/v0/auth", AUTH), 200),
+    "auth-bad": (post("/kbs/v0/auth", b"{"), 400),
+    "attest-no-session": (post("/kbs/v0/attest", b"{}"), 401),
+    "resource-no-session": (b"GET /kbs/v0/resource/a/b/c HTTP/1.1\r\nHost: x\r\n\r\n", 401),
+    "resource-bad-path": (b"GET /kbs/v0/resource/a/../c HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    "healthz": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    "wrong-method": (b"GET /kbs/v0/auth HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "too-big": (post("/kbs/v0/auth", b" " * (MAX_OTHER_BYTES + 1)), 413),
+    "chunked-auth": (b"POST /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(AUTH), AUTH), 200),
+}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(sorted(_KINDS)), min_size=1, max_size=8),
+       cuts=st.lists(st.integers(1, 4000), max_size=6))
+def test_any_pipelined_mix_split_anywhere_gets_its_answers_in_order(kbs, kinds, cuts):
+    data = b"".join(_KINDS[k][0] for k in kinds)
+    c = Conn(kbs[0].url)
+    try:
+        at = 0
+        for n in cuts:  # the same bytes, cut into arbitrary segments
+            c.send(data[at:at + n])
+            at += n
+        c.send(data[at:])
+        got = [c.read()[0] for _ in kinds]
+        assert got == [_KINDS[k][1] for k in kinds]
+    finally:
+        c.close()
