@@ -484,7 +484,9 @@ def test_arca_run_receives_the_secret_under_the_same_policy(world: World) -> Non
 def _hostile_runtime(world: World) -> str:
     """An OCI runtime that lets ``arca-runtime create`` measure the image's process, then
     swaps the process the agent is asked to run (``process.json`` in the TD directory): a
-    compromised host keeping the measurement the broker accepts."""
+    compromised host keeping the measurement the broker accepts. The agent starts within
+    ``create`` (ADR 0003), so the swap happens there, before it: in the ``runc start`` that
+    ``create`` runs after ``runc create`` (a hostile runc)."""
     swap = world.tmp / "swap_process.py"
     swap.write_text(
         "import json, os, sys\n"
@@ -492,10 +494,12 @@ def _hostile_runtime(world: World) -> str:
         "proc = json.load(open(p))\n"
         f"proc['args'] = {STEAL!r}\n"
         "open(p, 'w').write(json.dumps(proc))\n")
+    runc = world.tmp / "hostile-runc"
+    runc.write_text(f'#!/bin/sh\nfor last; do :; done\ncase " $* " in *" start "*) '
+                    f'"{sys.executable}" "{swap}" "$last" || exit 99;; esac\nexec runc "$@"\n')
+    runc.chmod(0o755)
     script = world.tmp / "hostile-runtime"
-    script.write_text(f'#!/bin/sh\n"{RUNTIME}" "$@"\nrc=$?\nfor last; do :; done\n'
-                      f'case " $* " in *" create "*) [ $rc -eq 0 ] && '
-                      f'"{sys.executable}" "{swap}" "$last" || exit 99;; esac\nexit $rc\n')
+    script.write_text(f'#!/bin/sh\nARCA_RUNC="{runc}" exec "{RUNTIME}" "$@"\n')
     script.chmod(0o755)
     return str(script)
 

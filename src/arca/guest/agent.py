@@ -2,10 +2,10 @@
 
 It checks the host-supplied process against the measured descriptor and execution policy,
 checks that its own fresh report binds that descriptor and init-data, attests to the KBS with
-that same report (checked before it leaves) and places the secrets, then drops privileges and
-``execve``s the workload (same PID). docs/guest.md has the steps, the ordering and why. It does
-not verify the TEE's signature (the relying party does) or keep running. Exit codes: 126 a
-policy refusal or failed evidence check, 125 any other failure, 127 the workload cannot run.
+that same report (checked before it leaves) and places the secrets, waits for the host's
+``start`` (the ``go`` FIFO), then drops privileges and ``execve``s the workload (same PID).
+docs/guest.md has the steps and why; the TEE's signature is the relying party's to verify.
+Exit codes: 126 policy refusal or failed evidence check, 125 other failure, 127 cannot exec.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.rec
 if TYPE_CHECKING:
     from collections.abc import Callable
     from dataclasses import dataclass
-    from typing import Any
+    from typing import Any, NoReturn
 else:
     from arca.wire.record import dataclass
 
@@ -203,25 +203,33 @@ def become_workload(spec: ProcessSpec) -> None:
         _signal.signal(sig, _signal.SIG_DFL)
 
 
-def run(paths: Paths) -> None:
-    inputs = read_inputs(paths)
-    source = source_for(inputs.descriptor.tee, paths)
-    init = inputs.init_data
-    spec = check_process(inputs.host, inputs.descriptor.process,
-                         init.policy if init else ExecPolicy())
-    extra_env: list[str] = []
-    if init is not None and init.kbs_url is not None:
-        checked: list[tuple[bytes, bytes]] = []
+def run(paths: Paths) -> NoReturn:
+    # Started by the host's ``create``: work now, run the workload only once ``start`` writes
+    # to ``go`` (docs/guest.md). As PID 1 we would ignore SIGTERM meanwhile; ``kill`` must work.
+    _signal.signal(_signal.SIGTERM, lambda sig, _f: os._exit(128 + sig))
+    go = os.open(paths.input("go"), os.O_RDWR) if os.path.exists(paths.input("go")) else None
+    try:
+        inputs = read_inputs(paths)
+        source = source_for(inputs.descriptor.tee, paths)
+        init = inputs.init_data
+        spec = check_process(inputs.host, inputs.descriptor.process,
+                             init.policy if init else ExecPolicy())
+        extra_env: list[str] = []
+        if init is not None and init.kbs_url is not None:
+            checked: list[tuple[bytes, bytes]] = []
 
-        def evidence(report_data: bytes) -> bytes:  # checked before it goes to the broker
-            checked.append(check_evidence(inputs, source, report_data))
-            return checked[-1][1]
+            def evidence(report_data: bytes) -> bytes:  # checked before it goes to the broker
+                checked.append(check_evidence(inputs, source, report_data))
+                return checked[-1][1]
 
-        secrets, runtime_data = fetch_secrets(init, source, evidence)
-        write_evidence(paths, evidence_document(source.tee, *checked[-1], runtime_data))
-        extra_env = place_secrets(init, secrets, spec, paths.run_dir)
-    else:
-        write_evidence(paths, evidence_document(source.tee, *check_evidence(inputs, source)))
+            secrets, runtime_data = fetch_secrets(init, source, evidence)
+            write_evidence(paths, evidence_document(source.tee, *checked[-1], runtime_data))
+            extra_env = place_secrets(init, secrets, spec, paths.run_dir)
+        else:
+            write_evidence(paths, evidence_document(source.tee, *check_evidence(inputs, source)))
+    finally:  # failures too are reported only once released (the same line, the same code)
+        if go is not None:
+            os.read(go, 1)
     become_workload(spec)
     env = dict(e.partition("=")[::2] for e in (*spec.env, *extra_env))
     try:
@@ -241,13 +249,9 @@ def write_evidence(paths: Paths, document: bytes) -> None:
 def main(paths: Paths | None = None) -> int:
     try:
         run(paths or Paths())
-    except (PolicyDenied, EvidenceError) as e:
-        print(f"arca-agent: error: {e}", file=sys.stderr)
-        return 126
     except (ArcaError, OSError, ValueError, RecursionError) as e:  # deep JSON nesting
         print(f"arca-agent: error: {e}", file=sys.stderr)
-        return 125
-    return 0  # not reached: run() execs or raises
+        return 126 if isinstance(e, (PolicyDenied, EvidenceError)) else 125
 
 
 if __name__ == "__main__":

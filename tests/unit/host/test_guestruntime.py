@@ -36,7 +36,8 @@ def test_layout_and_agent_command(built) -> None:
         assert (gr.path / rel).exists(), rel
     assert gr.agent_args() == [f"/.arca/lib/{gr.loader}", "--library-path", "/.arca/lib",
                                "/.arca/bin/python3", "-I", "-S", "-B", "-c",
-                               "import sys; from arca.guest.agent import main; sys.exit(main())"]
+                               "import gc; gc.disable(); import sys; "
+                               "from arca.guest.agent import main; sys.exit(main())"]
     # Trimmed: nothing the guest does not import.
     for absent in ("tkinter", "test", "unittest", "sqlite3", "asyncio", "pydoc_data", "idlelib",
                    "site-packages", "arca/host", "arca/kbs", "arca/verifier", "arca/cli"):

@@ -2,11 +2,12 @@
 
 Global options (``--root --log --log-format [--systemd-cgroup] [--debug]``) are runc's and are
 passed through unchanged: the real ``runc`` always receives the exact argument vector this
-process received. Commands with nothing for Arca to do (``start``, ``state``, ``kill``, ``ps``,
-``pause``, ``resume``, ``features``, ``update``, ...) replace this process with ``runc``
+process received. Commands with nothing for Arca to do (``kill``, ``ps``, ``pause``, ``resume``,
+``features``, ``update``, ``start``/``state`` without a TEE, ...) replace this process with runc
 (``os.execvp``) before anything heavier than ``os`` is imported, so stdio, console sockets, pid
-files and exit codes are runc's own. ``create``, ``delete``, ``exec``, ``run`` and
-``checkpoint``/``restore`` are parsed with argparse and handled in :mod:`.lifecycle`.
+files and exit codes are runc's own. ``create``, ``delete``, ``exec``, ``run``,
+``checkpoint``/``restore`` and ``start``/``state`` of TEE containers are handled in
+:mod:`.lifecycle`.
 
 Installed as ``.venv/bin/arca-runtime`` this module sits behind a C front end
 (``frontend.c``, ADR 0003) that makes the same pass-through decisions (and the delete of a
@@ -35,7 +36,7 @@ VERSION = "0.1.0"
 _GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
 _GLOBAL_FLAGS = {"--debug", "--systemd-cgroup", "--help", "-h", "--version", "-v"}
 #: Commands Arca handles itself; everything else goes straight to runc.
-_HANDLED = {"create", "delete", "exec", "run", "checkpoint", "restore"}
+_HANDLED = {"create", "delete", "exec", "run", "checkpoint", "restore", "start", "state"}
 
 
 def split_globals(argv: list[str]) -> tuple[dict[str, str | bool], int]:
@@ -125,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             return _version()
         if command not in _HANDLED:
             exec_runc(runc_binary(), argv)
-        if command == "delete" and not _has_arca_state(argv[-1]):
-            # The hot path of every plain container's delete: no argparse, no JSON.
+        if command in ("delete", "start", "state") and not _has_arca_state(argv[-1]):
+            # The hot path of every plain container: no argparse, no JSON.
             exec_runc(runc_binary(), argv)
         if command == "create" and _obviously_plain(argv[i + 1 :]):
             # Same for create of a container without TEE (pods' sandboxes, plain workloads).

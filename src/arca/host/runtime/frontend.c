@@ -18,8 +18,15 @@
  *   - create/run whose config.json has no "io.arca" text and no \u escape,
  *     with the default TEE "none" (ARCA_TEE unset/empty or "none")           -> runc
  *   - other creates, when the sim daemon answers and runs the same sources (code stamp):
- *     the daemon does Arca's part (fastcreate.py), runc create runs as our child, then the
- *     "created" state is renamed into place (or the daemon undoes on runc failure)
+ *     the daemon does Arca's part (fastcreate.py), runc create runs as our child, then runc
+ *     start (the agent works until start releases it through the TD's "go" FIFO), then the
+ *     "created" state is renamed into place (or runc delete --force + the daemon's undo)
+ *   - start/state of an id without Arca state                                 -> runc
+ *   - start of a created TEE container not yet released: write one byte to "go" once the
+ *     agent holds it open, record "released" (a second start is runc's: already running)
+ *   - state of one not yet released: runc's answer with "running" read as "created"
+ *   - delete without --force of one not yet released: runc delete --force (runc kills a
+ *     created container on delete too)
  *   - anything else (TEE create/delete, exec, odd input)                      -> Python
  *
  * Mirrors cli.py (split_globals, _has_arca_state, _obviously_plain) and config.py
@@ -51,6 +58,9 @@ extern char **environ;
 #endif
 
 #define MAX_CONFIG_BYTES (4 * 1024 * 1024)
+/* lifecycle.AGENT_READY_TIMEOUT_S */
+#define AGENT_READY_TIMEOUT_S 10
+#define AGENT_READY_TIMEOUT "10"
 /* sha256 of the sources the daemon's create runs (fastcreate.code_stamp); "" disables it. */
 #ifndef ARCA_STAMP
 #define ARCA_STAMP ""
@@ -59,7 +69,7 @@ extern char **environ;
 static const char *const with_value[] = {"--root", "--log", "--log-format", "--criu",
                                          "--rootless", NULL};
 static const char *const handled[] = {"create", "delete", "exec", "run", "checkpoint",
-                                      "restore", NULL};
+                                      "restore", "start", "state", NULL};
 
 static int in(const char *s, const char *const *set) {
     for (; *set; set++)
@@ -303,9 +313,35 @@ static void report_error(const char *lit) {
 
 static int valid_id(const char *id);
 
+/* runc with argv[1..i-1] (runc's global options) and then tail: a fresh vector. */
+static char **with_globals(const char *runc, char **argv, int i, const char *const *tail) {
+    int n = 0;
+    while (tail[n]) n++;
+    char **args = calloc((size_t)(i + n + 1), sizeof(char *));
+    if (!args) { perror("arca-runtime"); exit(1); }
+    args[0] = (char *)runc;
+    for (int j = 1; j < i; j++) args[j] = argv[j];
+    for (int j = 0; j < n; j++) args[i + j] = (char *)tail[j];
+    return args;
+}
+
+/* lifecycle._run_runc: runc as a child, every fd inherited; its exit status. */
+static int spawn_wait(const char *runc, char **args) {
+    pid_t pid;
+    int status;
+    if (posix_spawnp(&pid, runc, NULL, NULL, args, environ) != 0) {
+        fprintf(stderr, "arca-runtime: error: cannot execute runc binary '%s': %s\n", runc,
+                strerror(errno));
+        return 1;
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) exit(1);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 /* lifecycle.create with Arca's part done in the sim daemon; returns only to fall back to
  * Python (no daemon, other sources, anything unusual: Python decides again). */
-static void fast_create(int argc, char **argv, const char *runc) {
+static void fast_create(int argc, char **argv, int i, const char *runc) {
     static const char *const keys[] = {"ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG",
                                        "ARCA_RUNC", "ARCA_TEE", NULL};
     const char *run = run_dir();
@@ -353,18 +389,13 @@ static void fast_create(int argc, char **argv, const char *runc) {
     memcpy(id, idp + 7, n);
     id[n] = '\0';
     if (!valid_id(id)) return;
-    /* lifecycle._run_runc: runc as a child, every fd inherited, same cwd and arguments. */
-    pid_t pid;
-    int status, rc;
+    /* runc create as a child (same cwd and arguments), then the prestart (lifecycle.create). */
     argv[0] = (char *)runc;
-    if (posix_spawnp(&pid, runc, NULL, NULL, argv, environ) != 0) {
-        fprintf(stderr, "arca-runtime: error: cannot execute runc binary '%s': %s\n", runc,
-                strerror(errno));
-        rc = 1;
-    } else {
-        while (waitpid(pid, &status, 0) < 0)
-            if (errno != EINTR) exit(1);
-        rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    int rc = spawn_wait(runc, argv);
+    if (rc == 0) {
+        const char *start[] = {"start", id, NULL}, *undo_run[] = {"delete", "--force", id, NULL};
+        rc = spawn_wait(runc, with_globals(runc, argv, i, start));
+        if (rc != 0) spawn_wait(runc, with_globals(runc, argv, i, undo_run));
     }
     if (rc == 0) {
         char from[4096], to[4096];
@@ -432,32 +463,49 @@ static int unregister(const char *run, const char *id) {
     return 0;
 }
 
-/* lifecycle.delete for a fully created TEE container; returns only when it does not apply. */
-static void delete_tee(int argc, char **argv, int i, const char *runc, const char *root) {
-    const char *id = argv[argc - 1], *run = run_dir();
+/* Is the Arca state of id "created" (runc create and the prestart done)? */
+static int created(const char *run, const char *id) {
     char path[4096], state[4096];
-    for (int j = i + 1; j < argc - 1; j++)  /* only "delete [--force|-f] <id>" */
-        if (strcmp(argv[j], "--force") && strcmp(argv[j], "-force") && strcmp(argv[j], "-f"))
-            return;
-    if (i + 1 >= argc || !valid_id(id) || strlen(run) > 2048) return;
+    if (!valid_id(id) || strlen(run) > 2048) return 0;
     snprintf(path, sizeof(path), "%s/containers/%s/state.json", run, id);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) return 0;
     ssize_t n = read(fd, state, sizeof(state) - 1);
     close(fd);
     /* json.dumps of our own ContainerState; in a JSON string value quotes are escaped, so
      * this text can only be the status field itself. Anything else: Python (it waits for an
      * in-flight create, reports corrupt state). */
-    if (n <= 0) return;
+    if (n <= 0) return 0;
     state[n] = '\0';
-    if (!strstr(state, "\"status\": \"created\"")) return;
-    pid_t pid;
+    return strstr(state, "\"status\": \"created\"") != NULL;
+}
+
+/* state.unreleased: the agent was prestarted ("go" exists) and start has not come yet. */
+static int unreleased(const char *run, const char *id) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/td/%s/go", run, id);
+    if (access(path, F_OK) != 0) return 0;
+    snprintf(path, sizeof(path), "%s/containers/%s/released", run, id);
+    return access(path, F_OK) != 0 && errno == ENOENT;
+}
+
+/* lifecycle.delete for a fully created TEE container; returns only when it does not apply. */
+static void delete_tee(int argc, char **argv, int i, const char *runc, const char *root) {
+    const char *id = argv[argc - 1], *run = run_dir();
+    char path[4096];
+    int force = 0;
+    for (int j = i + 1; j < argc - 1; j++) {  /* only "delete [--force|-f] <id>" */
+        if (strcmp(argv[j], "--force") && strcmp(argv[j], "-force") && strcmp(argv[j], "-f"))
+            return;
+        force = 1;
+    }
+    if (i + 1 >= argc || !created(run, id)) return;
     argv[0] = (char *)runc;
-    if (posix_spawnp(&pid, runc, NULL, NULL, argv, environ) != 0) return;
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) exit(1);
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const char *forced[] = {"delete", "--force", id, NULL};
+    /* Never started: runc sees it running and would refuse; kill it, as runc does a created
+     * container on delete. */
+    int rc = spawn_wait(runc, !force && unreleased(run, id) ? with_globals(runc, argv, i, forced)
+                                                            : argv);
     snprintf(path, sizeof(path), "%s/%s/state.json", root && *root ? root : "/run/runc", id);
     if (rc != 0 && access(path, F_OK) == 0) exit(rc);  /* runc still has it: keep ours */
     if (unregister(run, id) != 0) exit(1);
@@ -466,6 +514,109 @@ static void delete_tee(int argc, char **argv, int i, const char *runc, const cha
     snprintf(path, sizeof(path), "%s/containers/%s", run, id);
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     exit(0);
+}
+
+/* One line as cli.report_error, exit 1. */
+static void fail(const char *fmt, const char *id, const char *detail) {
+    char msg[1024];
+    struct buf lit = {0};
+    snprintf(msg, sizeof(msg), fmt, id, detail);
+    put_json(&lit, msg);
+    report_error(lit.p);
+    exit(1);
+}
+
+/* runc's init_process_pid of the container (the agent), 0 when unknown. */
+static pid_t init_pid(const char *root, const char *id) {
+    char path[4096], buf[4096];
+    snprintf(path, sizeof(path), "%s/%s/state.json", root && *root ? root : "/run/runc", id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\"init_process_pid\":");
+    return p ? (pid_t)atoi(p + strlen("\"init_process_pid\":")) : 0;
+}
+
+/* lifecycle._alive: running, not a zombie; unknown pids count as alive (timeout bounds). */
+static int alive(pid_t pid) {
+    char path[64], buf[512];
+    if (pid <= 0) return 1;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* lifecycle.start: release a prestarted agent; returns only to fall back to Python. */
+static void start_tee(int argc, char **argv, int i, const char *runc, const char *root) {
+    const char *id = argv[argc - 1], *run = run_dir();
+    char go[4096], rel[4096];
+    if (i + 2 != argc || !created(run, id)) return;  /* Python: odd arguments, half-created */
+    if (!unreleased(run, id)) run_runc(runc, argv);  /* started before (or not prestarted) */
+    snprintf(go, sizeof(go), "%s/td/%s/go", run, id);
+    snprintf(rel, sizeof(rel), "%s/containers/%s/released", run, id);
+    int m = open(rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (m < 0 && errno == EEXIST) run_runc(runc, argv);  /* a concurrent start won */
+    if (m < 0) return;
+    close(m);
+    pid_t pid = init_pid(root, id);
+    struct timespec t0, now, ms = {.tv_nsec = 1000000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {  /* the agent opens "go" read-write: a non-blocking open succeeds once it does */
+        int fd = open(go, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t w = write(fd, "1", 1);
+            close(fd);
+            if (w == 1) exit(0);
+            fail("cannot start container %s: cannot write to the agent: %s", id, strerror(errno));
+        }
+        if (errno != ENXIO) fail("cannot start container %s: %s", id, strerror(errno));
+        if (!alive(pid))
+            fail("cannot start a container that has stopped: the agent of TEE container %s "
+                 "exited before start%s", id, "");
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > AGENT_READY_TIMEOUT_S)
+            fail("cannot start container %s: its agent did not wait for start within %ss", id,
+                 AGENT_READY_TIMEOUT);
+        nanosleep(&ms, NULL);
+    }
+}
+
+/* lifecycle.state: runc's answer, "created" for a prestarted agent not yet released. */
+static void state_tee(int argc, char **argv, int i, const char *runc) {
+    const char *id = argv[argc - 1], *run = run_dir();
+    if (i + 2 != argc || !created(run, id) || !unreleased(run, id)) run_runc(runc, argv);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    pid_t pid;
+    argv[0] = (char *)runc;
+    if (posix_spawnp(&pid, runc, &fa, NULL, argv, environ) != 0) return;
+    close(p[1]);
+    struct buf out = {0};
+    char chunk[4096];
+    ssize_t n;
+    while ((n = read(p[0], chunk, sizeof(chunk))) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) put(&out, chunk, (size_t)n);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) exit(1);
+    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    char *s = out.p ? strstr(out.p, "\"status\": \"running\"") : NULL;
+    if (rc == 0 && s && unreleased(run, id))  /* again: start may have come meanwhile */
+        memcpy(s + strlen("\"status\": \""), "created", 7);
+    if (out.len && write(1, out.p, out.len) < 0) rc = rc ? rc : 1;
+    exit(rc);
 }
 
 int main(int argc, char **argv) {
@@ -485,7 +636,11 @@ int main(int argc, char **argv) {
         if (!strcmp(cmd, "delete")) delete_tee(argc, argv, i, runc, root);
     } else if (!strcmp(cmd, "create") || !strcmp(cmd, "run")) {
         if (obviously_plain(argc, argv, i + 1)) run_runc(runc, argv);
-        if (!strcmp(cmd, "create")) fast_create(argc, argv, runc);
+        if (!strcmp(cmd, "create")) fast_create(argc, argv, i, runc);
+    } else if (!strcmp(cmd, "start") || !strcmp(cmd, "state")) {
+        if (!has_arca_state(argv[argc - 1])) run_runc(runc, argv);
+        if (!strcmp(cmd, "start")) start_tee(argc, argv, i, runc, root);
+        else state_tee(argc, argv, i, runc);
     }
     run_python(argv);
     return 1;

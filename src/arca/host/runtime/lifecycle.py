@@ -10,10 +10,18 @@ prefix of it after a crash (even ``kill -9``):
 4. register the TD with the sim platform (which creates ``sim.sock`` in the TD directory);
 5. rewrite ``config.json`` atomically (the original is kept beside Arca's state);
 6. run ``runc create`` with the caller's exact arguments and inherited fds; on failure undo
-   2-5 and return runc's status (runc already logged why).
+   2-5 and return runc's status (runc already logged why);
+7. prestart: ``runc start`` at once, so the agent does its work (evidence, KBS, secrets) while
+   the orchestrator goes from ``create`` to ``start``; it then waits on the ``go`` FIFO that
+   step 3 made in the TD directory. On failure ``runc delete --force`` and undo 2-5.
+
+``start`` of such a container writes one byte to ``go`` (the agent then execs the workload)
+and records ``released``; before that, ``state`` says ``created`` (runc would say running),
+``delete`` without ``--force`` kills it (as runc does with created containers) and ``kill``
+reaches the agent. A second ``start`` is runc's (it refuses a running container).
 
 Steps 1-5 are :func:`prepare`, which the sim daemon also runs for the C front end
-(:mod:`.fastcreate`); the front end then does step 6 itself.
+(:mod:`.fastcreate`); the front end then does steps 6-7 itself, and ``start``/``state`` too.
 
 ``delete`` runs ``runc delete`` and then removes the registration and all Arca state once runc
 no longer has the container. Everything here refuses in one line via ``ArcaError``.
@@ -161,6 +169,8 @@ def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
         return delete(cfg, globals_, argv, parse_delete(args))
     if command == "exec":
         return exec_(cfg, argv, parse_exec(args))
+    if command in ("start", "state"):
+        return (start if command == "start" else state)(cfg, globals_, argv, args)
     # checkpoint/restore: the container id is the last argument.
     cid = args[-1] if args else ""
     if _safe_load(cid) is not None:
@@ -188,6 +198,11 @@ def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
         exec_runc(cfg.runc, argv)
     cid, tee, bundle_path, descriptor = prepared
     rc = _run_runc(cfg.runc, argv)
+    if rc == 0:
+        g = argv[:_command_index(argv)]
+        rc = _run_runc(cfg.runc, [*g, "start", cid])  # the agent works until ``start``
+        if rc != 0:
+            _run_runc(cfg.runc, [*g, "delete", "--force", cid])
     if rc != 0:
         _undo(cid, bundle_path)
         return rc
@@ -262,6 +277,9 @@ def _prepare(cid: str, tee: str, bundle_path: pathlib.Path, config: dict[str, An
     st.write_atomic(td / "process.json", json.dumps(proc).encode(), 0o644)
     if init_data is not None:
         st.write_atomic(td / "init-data.toml", init_data, 0o644)
+    go = td / st.GO_FIFO
+    go.unlink(missing_ok=True)
+    os.mkfifo(go, 0o600)  # root-only: the agent (root until it execs) reads, the host writes
     (platform or client).register(cid, descriptor.to_json(), init_data)
     cfg_path = bundle_path / "config.json"
     mode = cfg_path.stat().st_mode & 0o777
@@ -270,6 +288,12 @@ def _prepare(cid: str, tee: str, bundle_path: pathlib.Path, config: dict[str, An
                          agent_args=list(gr.agent_args()), agent_env=list(gr.agent_env()))
     st.write_atomic(cfg_path, json.dumps(new).encode(), mode)
     return descriptor
+
+
+def _command_index(argv: list[str]) -> int:
+    from arca.host.runtime.cli import split_globals
+
+    return split_globals(argv)[1]
 
 
 def _run_runc(runc: str, argv: list[str]) -> int:
@@ -353,6 +377,11 @@ def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
         # A create that crashed (or was killed) may have left its ``runc create`` child
         # running; deleting under it would let it finish a container nobody knows about.
         wait_for_inflight_create(cid)
+    if not opts.force and st.unreleased(cid):
+        # Prestarted (or maybe, when create was killed half-way), never started: runc sees a
+        # running container and would refuse; runc itself kills a created one on delete.
+        i = _command_index(argv)
+        argv = [*argv[:i + 1], "--force", *argv[i + 1:]]
     rc = _run_runc(cfg.runc, argv)
     if rc == 0 or not runc_has(globals_, cid):
         # runc no longer has the container (deleted now, or a create that never reached it):
@@ -360,6 +389,101 @@ def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
         _undo(cid, None)
         return 0
     return rc
+
+
+# -- start and state --------------------------------------------------------------------------
+
+#: How long ``start`` waits for a live agent to open ``go`` (it does so right after its
+#: interpreter started; this only bounds a wedged one).
+AGENT_READY_TIMEOUT_S = 10.0
+
+
+def _prestarted(cid: str) -> bool:
+    saved = _safe_load(cid)
+    return saved is not None and saved.status == "created" and st.unreleased(cid)
+
+
+def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
+          args: list[str]) -> int:
+    """Release the prestarted agent of a TEE container; anything else is runc's ``start``."""
+    if len(args) != 1 or not _prestarted(args[0]):
+        exec_runc(cfg.runc, argv)  # also odd arguments: runc's own message
+    cid = args[0]
+    try:  # at most one start releases; a second one gets runc's answer (already running)
+        os.close(os.open(st.released_path(cid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        exec_runc(cfg.runc, argv)
+    release(globals_, cid)
+    return 0
+
+
+def release(globals_: dict[str, str | bool], cid: str,
+            timeout: float = AGENT_READY_TIMEOUT_S) -> None:
+    """Write the byte to ``go`` once the agent holds it open (it opens it ``O_RDWR``, so a
+    non-blocking open for writing succeeds exactly when it is there)."""
+    import errno
+    import time
+
+    go, pid = st.go_path(cid), _init_pid(globals_, cid)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(go, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise StateError(f"cannot start container {cid}: {go}: {e.strerror}") from None
+        if not _alive(pid):
+            raise StateError(f"cannot start a container that has stopped: the agent of TEE "
+                             f"container {cid} exited before start")
+        if time.monotonic() > deadline:
+            raise StateError(f"cannot start container {cid}: its agent did not wait for start "
+                             f"within {timeout:.0f}s")
+        time.sleep(0.001)
+    try:
+        os.write(fd, b"1")
+    finally:
+        os.close(fd)
+
+
+def _init_pid(globals_: dict[str, str | bool], cid: str) -> int:
+    """The container's init (the agent) from runc's state, 0 when unknown."""
+    root = globals_.get("root")
+    root = root if isinstance(root, str) and root else DEFAULT_RUNC_ROOT
+    try:
+        with open(os.path.join(root, cid, "state.json"), "rb") as f:
+            return int(json.load(f).get("init_process_pid") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie); unknown pids count as alive (the timeout bounds the wait)."""
+    if pid <= 0:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def state(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
+          args: list[str]) -> int:
+    """runc's ``state``, but ``created`` for a prestarted TEE container not yet started."""
+    if len(args) != 1 or not _prestarted(args[0]):
+        exec_runc(cfg.runc, argv)
+    cid = args[0]
+    import subprocess
+    import sys
+
+    res = subprocess.run([cfg.runc, *argv], stdout=subprocess.PIPE, check=False)
+    out = res.stdout
+    if res.returncode == 0 and _prestarted(cid):  # again: ``start`` may have come meanwhile
+        out = out.replace(b'"status": "running"', b'"status": "created"', 1)
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return res.returncode
 
 
 # -- exec -------------------------------------------------------------------------------------

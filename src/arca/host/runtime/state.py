@@ -51,9 +51,30 @@ def state_path(container_id: str) -> pathlib.Path:
     return containers_dir() / validate_id(container_id) / "state.json"
 
 
+#: The FIFO in the TD directory the agent waits on after its work (ADR 0003, docs/guest.md):
+#: ``create`` starts the agent at once, ``start`` writes one byte to it.
+GO_FIFO = "go"
+#: Beside ``state.json``: ``start`` has released the agent (created with O_EXCL by ``start``).
+RELEASED = "released"
+
+
+def go_path(container_id: str) -> pathlib.Path:
+    return td_dir(container_id) / GO_FIFO
+
+
+def released_path(container_id: str) -> pathlib.Path:
+    return state_path(container_id).parent / RELEASED
+
+
+def unreleased(container_id: str) -> bool:
+    """Prestarted (the agent runs, waiting on ``go``) and not yet released by ``start``."""
+    return go_path(container_id).exists() and not released_path(container_id).exists()
+
+
 class ContainerState:
     """What Arca did for one TEE container. ``status`` is ``creating`` until ``runc create``
-    succeeded, then ``created``; ``delete`` handles both."""
+    (and the agent's prestart) succeeded, then ``created`` — also once running: runc keeps
+    that part; ``released`` beside it says ``start`` came. ``delete`` handles both."""
 
     __slots__ = ("id", "tee", "bundle", "status", "measurement")
     FIELDS = ("id", "tee", "bundle", "status", "measurement")

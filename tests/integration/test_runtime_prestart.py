@@ -1,0 +1,234 @@
+"""The agent is started at ``create`` and released at ``start`` (ADR 0003, docs/guest.md), with
+real runc, through the C front end and through the Python path (a runtime config file sends
+every call to Python): the agent does its work (evidence) before ``start`` while the workload
+does not run, ``state`` says ``created``, ``start`` releases it once, failures are reported
+after ``start``, ``delete``/``kill`` before ``start`` work, and ``kill -9`` at the new points
+of ``create`` followed by ``delete --force`` leaves nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from arca.host.runtime.fastcreate import code_stamp
+from tests.integration.test_runtime_lifecycle import (
+    RUN,
+    Runtime,
+    assert_clean,
+    kill_create_then_force_delete,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/runc")
+                       and not os.path.exists("/usr/bin/runc"), reason="needs root + runc"),
+]
+
+RUNTIME = pathlib.Path(sys.executable).parent / "arca-runtime"
+
+
+@pytest.fixture(scope="module", params=["front-end", "python"])
+def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    if code_stamp().encode() not in RUNTIME.read_bytes():
+        pytest.skip("installed arca-runtime front end is older than the sources: "
+                    "run scripts/setup.sh")
+    tmp = tmp_path_factory.mktemp(f"prestart-{request.param}")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCA_ROOT", str(tmp / "arca-root"))
+    mp.setenv("ARCA_RUN", str(tmp / "arca-run"))
+    mp.delenv("ARCA_TEE", raising=False)
+    if request.param == "python":
+        (tmp / "runtime.json").write_text("{}")
+        mp.setenv("ARCA_RUNTIME_CONFIG", str(tmp / "runtime.json"))
+    else:
+        mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
+    # runc through a wrapper that records which program ran `start` (and can dawdle there).
+    calls = tmp / "calls"
+    wrapper = tmp / "runc-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = start ] && {\n'
+        f'  echo "start $(readlink /proc/$PPID/exe) $(cat /proc/$PPID/cmdline | tr "\\0" " ")"'
+        f" >> {calls}\n"
+        '  [ -n "$SLOW_START" ] && sleep "$SLOW_START"\n'
+        "}; done\n"
+        'exec runc "$@"\n')
+    wrapper.chmod(0o755)
+    mp.setenv("ARCA_RUNC", str(wrapper))
+    rootfs = tmp / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    import shutil
+
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "sleep", "true", "cat"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    for d in ("proc", "dev", "sys", "run/arca", ".arca", "tmp"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    from arca.host.simtee import client
+
+    runtime = Runtime(tmp, rootfs)
+    runtime.calls = calls  # type: ignore[attr-defined]
+    runtime.path = request.param  # type: ignore[attr-defined]
+    try:
+        client.ensure_running()
+        yield runtime
+    finally:
+        if runtime.runc_root.is_dir():
+            for c in runtime.runc_root.iterdir():
+                runtime.run("delete", "--force", c.name, check=False)
+        client.stop()
+        mp.undo()
+
+
+class Created:
+    """A TEE container created with its stdio in files and its agent waiting for start."""
+
+    def __init__(self, rt: Runtime, cid: str, args: list[str],
+                 annotations: dict[str, str] | None = None) -> None:
+        self.rt, self.cid = rt, cid
+        b = rt.bundle(cid, args, annotations=annotations)
+        self.out, self.err = rt.tmp / f"{cid}.out", rt.tmp / f"{cid}.err"
+        pid_file = rt.tmp / f"{cid}.pid"
+        with open(self.out, "wb") as o, open(self.err, "wb") as e:
+            res = subprocess.run(rt.argv("create", "--bundle", str(b), "--pid-file",
+                                         str(pid_file), cid),
+                                 stdout=o, stderr=e, stdin=subprocess.DEVNULL, timeout=60)
+        assert res.returncode == 0, self.err.read_text()
+        self.pid = int(pid_file.read_text())
+
+    def wait_until_agent_waits(self, timeout: float = 30) -> None:
+        """Until the agent blocks reading ``go`` (done with everything before ``start``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                wchan = pathlib.Path(f"/proc/{self.pid}/wchan").read_text()
+            except OSError:
+                pytest.fail(f"agent of {self.cid} exited before start: {self.err.read_text()}")
+            if wchan in ("pipe_read", "anon_pipe_read"):  # the name depends on the kernel
+                return
+            time.sleep(0.01)
+        pytest.fail(f"agent of {self.cid} never waited for start")
+
+    def wait_exit(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while os.path.exists(f"/proc/{self.pid}") and time.monotonic() < deadline:
+            stat = pathlib.Path(f"/proc/{self.pid}/stat").read_text(errors="replace")
+            if stat.rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+
+    def status(self) -> str:
+        return str(json.loads(self.rt.run("state", self.cid).stdout)["status"])
+
+
+def _reports_for(cid: str) -> int:
+    from arca.host.simtee import locations
+
+    log = locations.log_file()
+    return log.read_text().count(f"report for TD {cid} ") if log.exists() else 0
+
+
+def test_agent_works_at_create_and_the_workload_waits_for_start(rt: Runtime) -> None:
+    cid = f"ps-run-{rt.path}-{RUN}"  # type: ignore[attr-defined]
+    c = Created(rt, cid, ["sh", "-c", "echo workload-ran"])
+    c.wait_until_agent_waits()
+    assert _reports_for(cid) == 1  # the agent already asked its TEE for evidence ...
+    time.sleep(0.2)
+    assert c.out.read_text() == "" and c.err.read_text() == ""  # ... the workload did not run
+    assert c.status() == "created"
+    state = json.loads(rt.run("state", cid).stdout)
+    assert state["pid"] == c.pid and state["id"] == cid
+    # The prestart ran `runc start` from the runtime's create: the C front end or Python.
+    start = rt.calls.read_text().splitlines()[-1]  # type: ignore[attr-defined]
+    assert " create " in start and cid in start
+    if rt.path == "front-end":  # type: ignore[attr-defined]
+        assert start.split()[1] == str(RUNTIME.resolve())
+    else:
+        assert "python" in start.split()[1]
+    rt.run("start", cid)
+    c.wait_exit()
+    assert c.out.read_text() == "workload-ran\n"
+    assert c.status() == "stopped"
+    again = rt.run("start", cid, check=False)  # runc's answer, as for any started container
+    assert again.returncode != 0 and "cannot start" in again.stderr
+    rt.run("delete", cid)
+    assert_clean(rt, cid)
+
+
+def test_second_start_of_a_running_container_is_refused_like_runc(rt: Runtime) -> None:
+    cid = f"ps-twice-{rt.path}-{RUN}"  # type: ignore[attr-defined]
+    c = Created(rt, cid, ["sleep", "30"])
+    rt.run("start", cid)
+    assert c.status() == "running"
+    again = rt.run("start", cid, check=False)
+    assert again.returncode != 0 and "already running" in again.stderr
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def test_a_failing_agent_reports_only_after_start(rt: Runtime) -> None:
+    cid = f"ps-fail-{rt.path}-{RUN}"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{_closed_port()}"
+    init = (f'version = "0.1.0"\n[data]\nkbs_url = "{url}"\n'
+            "agent = 'kbs_retries = 0'\n").encode()
+    c = Created(rt, cid, ["sh", "-c", "echo workload-ran"],
+                {"io.arca.init-data": base64.b64encode(init).decode()})
+    c.wait_until_agent_waits()  # it already failed: the KBS is down
+    time.sleep(0.1)
+    assert c.err.read_text() == "" and c.status() == "created"
+    rt.run("start", cid)
+    c.wait_exit()
+    err = c.err.read_text()
+    assert err.count("\n") == 1 and err.startswith("arca-agent: error: ") and url in err, err
+    assert c.out.read_text() == ""
+    rt.run("delete", cid)
+    assert_clean(rt, cid)
+
+
+def test_delete_before_start_kills_the_waiting_agent(rt: Runtime) -> None:
+    cid = f"ps-del-{rt.path}-{RUN}"  # type: ignore[attr-defined]
+    c = Created(rt, cid, ["sh", "-c", "echo workload-ran"])
+    c.wait_until_agent_waits()
+    rt.run("delete", cid)  # no --force: runc would refuse a running container
+    assert c.out.read_text() == ""
+    assert_clean(rt, cid)
+
+
+def test_kill_before_start_ends_the_agent_and_start_then_fails(rt: Runtime) -> None:
+    cid = f"ps-kill-{rt.path}-{RUN}"  # type: ignore[attr-defined]
+    c = Created(rt, cid, ["sh", "-c", "echo workload-ran"])
+    c.wait_until_agent_waits()
+    rt.run("kill", cid)  # SIGTERM, runc's default: the agent (PID 1) has a handler
+    c.wait_exit()
+    assert c.status() == "stopped"
+    res = rt.run("start", cid, check=False)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "has stopped" in res.stderr and cid in res.stderr
+    assert c.out.read_text() == ""
+    rt.run("delete", cid)
+    assert_clean(rt, cid)
+
+
+@pytest.mark.parametrize("delay", [0.03, 0.06, 0.1, 0.15, 0.25])
+def test_kill_9_during_the_prestart_then_delete_force_leaves_nothing(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+    # `runc start` of the prestart dawdles 0.2 s: the kill lands before, in or after it.
+    monkeypatch.setenv("SLOW_START", "0.2")
+    kill_create_then_force_delete(
+        rt, f"ps-k9-{rt.path[0]}-{int(delay * 1000)}-{RUN}", delay)  # type: ignore[attr-defined]
