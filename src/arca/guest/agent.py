@@ -11,7 +11,6 @@ Exit codes: 126 policy refusal or failed evidence check, 125 other failure, 127 
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # ``signal`` sets up enums: ms per start
-import json
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ from arca.wire.errors import (
     WireFormatError,
 )
 from arca.wire.initdata import ExecPolicy, InitData
+from arca.wire.lean import json_loads
 from arca.wire.simreport import INIT_DATA_HASH_SIZE, REPORT_DATA_SIZE, SimEvidence
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
@@ -68,7 +68,7 @@ def read_inputs(paths: Paths) -> Inputs:
         descriptor = LaunchDescriptor.from_bytes(f.read())
     with open(paths.input("process.json"), "rb") as f:
         try:
-            host = HostProcess.from_oci(json.loads(f.read()))
+            host = HostProcess.from_oci(json_loads(f.read()))
         except (ValueError, UnicodeDecodeError) as e:
             raise WireFormatError(f"process.json is not JSON: {e}") from None
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from typing import Any
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from arca.wire.errors import WireFormatError
 from arca.wire.kbs_protocol import ALG as ALG  # re-exported
 from arca.wire.kbs_protocol import b64u as b64u
+from arca.wire.lean import json_loads
 
 ENC = "A256GCM"
 _FIELDS = {"protected", "encrypted_key", "iv", "ciphertext", "tag"}
@@ -64,7 +64,7 @@ def decrypt(jwe: Any, key: ec.EllipticCurvePrivateKey) -> bytes:
         raise WireFormatError(f"JWE must have exactly {sorted(_FIELDS)} (and optionally aad)")
     protected_b64 = jwe["protected"]
     try:
-        header = json.loads(b64u_decode(protected_b64, "protected"))
+        header = json_loads(b64u_decode(protected_b64, "protected"))
     except ValueError:
         raise WireFormatError("JWE protected header is not JSON") from None
     if not isinstance(header, dict) or header.get("alg") != ALG or header.get("enc") != ENC:

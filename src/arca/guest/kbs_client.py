@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import _socket
 import base64
-import json
 import re
 
 from arca.wire import kbs_protocol as proto
 from arca.wire.errors import ArcaError, BrokerUnavailable, NotFound, PolicyDenied, WireFormatError
+from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False  # typing and cryptography load after the auth request is sent
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class KbsClient:
     def _send(self, method: str, path: str, body: Any = None,
               headers: dict[str, str] | None = None) -> Any:
         """Send one request; the caller may work while the broker does, then ``_receive``."""
-        data = b"" if body is None else json.dumps(body).encode()
+        data = b"" if body is None else json_dumps(body).encode()
         hdrs = {"Host": self._netloc, "Content-Type": "application/json",
                 "Content-Length": str(len(data)), "Connection": "close", **(headers or {})}
         req = f"{method} {self._prefix}{path} HTTP/1.1\r\n" + "".join(
@@ -136,7 +136,7 @@ class KbsClient:
         self.runtime_data = runtime_data
         raw = self._evidence(proto.report_data(runtime_data))
         try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary as a quote
-            primary: Any = json.loads(raw)
+            primary: Any = json_loads(raw)
         except ValueError:
             primary = {"quote": base64.b64encode(raw).decode()}
         init = None if self._init_data is None else proto.InitData("toml", self._init_data)
@@ -220,7 +220,7 @@ def _session_cookie(headers: list[tuple[str, str]]) -> str:
 
 def _detail(body: bytes) -> str:
     try:
-        problem = json.loads(body)
+        problem = json_loads(body)
         return f"{problem.get('type', '').rsplit('/', 1)[-1]}: {problem.get('detail', '')}"
     except (ValueError, AttributeError, RecursionError):  # a hostile body
         return body[:200].decode(errors="replace")

@@ -5,11 +5,10 @@ init-data policy allows. The rules (args, env, cwd/uid/gid) are in docs/guest.md
 
 from __future__ import annotations
 
-import fnmatch
-
 from arca.wire.descriptor import ProcessSpec, is_orchestrator_env
 from arca.wire.errors import PolicyDenied, WireFormatError
 from arca.wire.initdata import ExecPolicy
+from arca.wire.lean import fnmatchcase
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -51,9 +50,9 @@ def args_allowed(args: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
     if patterns and patterns[-1] == "...":
         fixed = patterns[:-1]
         return len(args) >= len(fixed) and all(
-            fnmatch.fnmatchcase(a, p) for a, p in zip(args, fixed, strict=False))
+            fnmatchcase(a, p) for a, p in zip(args, fixed, strict=False))
     return len(args) == len(patterns) and all(
-        fnmatch.fnmatchcase(a, p) for a, p in zip(args, patterns, strict=True))
+        fnmatchcase(a, p) for a, p in zip(args, patterns, strict=True))
 
 
 def check_process(host: HostProcess, measured: ProcessSpec, policy: ExecPolicy) -> ProcessSpec:
@@ -76,7 +75,7 @@ def check_process(host: HostProcess, measured: ProcessSpec, policy: ExecPolicy) 
         name = entry.split("=", 1)[0]
         if env.get(name) == entry:
             continue
-        if is_orchestrator_env(entry) or any(fnmatch.fnmatchcase(name, p)
+        if is_orchestrator_env(entry) or any(fnmatchcase(name, p)
                                              for p in policy.allow_env):
             env[name] = entry
             continue

@@ -32,7 +32,9 @@ for zone in ("wire", "guest"):
     for f in sorted((src / "arca" / zone).glob("*.py")):
         importlib.import_module(f"arca.{zone}" + ("" if f.stem == "__init__" else "." + f.stem))
 # Exercise the paths the agent takes at run time whose imports happen lazily in the stdlib.
+# (json, re, fnmatch: the fallbacks of arca.wire.lean, which the fast paths never import.)
 import runpy, ssl, urllib.request, http.client, encodings.idna, tomllib, gzip, base64, socket
+import json, re, fnmatch
 ssl.create_default_context()
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -48,7 +48,7 @@ else:
 AGENT_MAIN = ("import gc; gc.disable(); import sys; from arca.guest.agent import main; "
               "sys.exit(main())")
 #: Bump when the layout or the probe changes, so an old build is never reused.
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 
 @dataclass(frozen=True)
 class GuestRuntime:

@@ -39,6 +39,7 @@ from arca.kbs.config import KbsConfig
 from arca.kbs.metrics import Metrics
 from arca.kbs.policy import PolicyEngine, PolicyError, check_policy, default_policy, ear_status
 from arca.kbs.problems import KbsProblem, from_error
+from arca.kbs.protocol import init_data_digest, parse_attestation, parse_request
 from arca.kbs.sessions import Challenged, SessionCodec, State, cookie_key, state_of
 from arca.kbs.store import AttestedSession, Store, load_kek
 from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
@@ -163,7 +164,7 @@ class KbsService:
     def auth(self, body: bytes) -> tuple[proto.Challenge, str]:
         """Start a session: the challenge and the ``kbs-session-id`` cookie value."""
         try:
-            req = proto.Request.from_json(_json(body, "auth"))
+            req = parse_request(_json(body, "auth"))
         except WireFormatError as e:
             raise KbsProblem("SerdeError", f"auth: {e}") from None
         if not _VERSION.fullmatch(req.version):
@@ -201,10 +202,10 @@ class KbsService:
         if session is None or state is not State.CHALLENGED:  # step 1
             raise KbsProblem("AttestationError", "session is unknown, forged or expired")
         try:
-            att = proto.Attestation.from_json(_json(body, "attest"))
+            att = parse_attestation(_json(body, "attest"))
         except WireFormatError as e:
             raise KbsProblem("SerdeError", f"attest: {e}") from None
-        if not hmac.compare_digest(att.nonce().encode(), session.nonce.encode()):
+        if not hmac.compare_digest(str(att.runtime_data["nonce"]).encode(), session.nonce.encode()):
             raise KbsProblem("AttestationError", "runtime-data nonce is not this session's")
         try:
             _tee_key(att.runtime_data["tee-pubkey"])  # step 2
@@ -235,7 +236,7 @@ class KbsService:
                                     ev.REPORT_DATA_FIELD[tee])
             init_hash = None
             if att.init_data is not None:
-                digest = att.init_data.digest()
+                digest = init_data_digest(att.init_data.body)
                 size = ev.INIT_DATA_FIELD[tee]
                 init_hash = digest[:size].ljust(size, b"\0")  # rule of arca.wire.initdata
             raw = ev.evidence_bytes(tee, att.primary_evidence)

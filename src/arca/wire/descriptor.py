@@ -9,12 +9,9 @@ single definition of both.
 
 from __future__ import annotations
 
-import fnmatch
-import json
-
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
-from arca.wire.lean import digest
+from arca.wire.lean import digest, fnmatchcase, json_loads
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -37,7 +34,7 @@ ORCHESTRATOR_ENV_ALLOWLIST: tuple[str, ...] = (
 def is_orchestrator_env(entry: str) -> bool:
     """True when ``NAME=value`` is one of the orchestrator-injected variables."""
     name = entry.split("=", 1)[0]
-    return any(fnmatch.fnmatchcase(name, pat) for pat in ORCHESTRATOR_ENV_ALLOWLIST)
+    return any(fnmatchcase(name, pat) for pat in ORCHESTRATOR_ENV_ALLOWLIST)
 
 
 def measured_env(env: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -130,7 +127,7 @@ class LaunchDescriptor:
     @classmethod
     def from_bytes(cls, data: bytes) -> LaunchDescriptor:
         try:
-            obj = json.loads(data)
+            obj = json_loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise WireFormatError(f"launch descriptor is not JSON: {e}") from None
         return cls.from_json(obj)

@@ -6,11 +6,8 @@ parses; it does not fetch.
 
 from __future__ import annotations
 
-import json
-import re
-
 from arca.wire.errors import InvalidInput
-from arca.wire.lean import digest, toml_loads
+from arca.wire.lean import digest, json_loads, toml_loads
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -24,9 +21,9 @@ MAX_INIT_DATA_BYTES = 256 * 1024
 ALGORITHMS = ("sha256", "sha384", "sha512")
 INIT_DATA_VERSION = "0.1.0"
 #: repo/type/tag; components never "." or ".." (no traversal at the KBS).
-_RESOURCE_PATH = re.compile(r"(?:(?!\.\.?/)[A-Za-z0-9_.-]+/){2}(?!\.\.?$)[A-Za-z0-9_.-]+")
-_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESOURCE_PATH = r"(?:(?!\.\.?/)[A-Za-z0-9_.-]+/){2}(?!\.\.?$)[A-Za-z0-9_.-]+"
+_FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 class InitDataError(InvalidInput):
@@ -137,7 +134,7 @@ def _embedded(text: str, what: str) -> dict[str, Any]:
         return {}
     try:
         if text.lstrip().startswith("{"):
-            doc = json.loads(text)
+            doc = json_loads(text)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
             return doc
@@ -169,13 +166,14 @@ def _resources(doc: dict[str, Any]) -> tuple[Resource, ...]:
     out: list[Resource] = []
     for i, r in enumerate(items):
         what = f"init-data resource #{i + 1}"
+        import re  # only now: its imports cost ~5 ms of every TD start (re caches patterns)
         _keys(r, {"path", "name", "env", "file"}, what)
         path, name, env, file = r.get("path"), r.get("name"), r.get("env"), r.get("file", True)
-        if not isinstance(path, str) or not _RESOURCE_PATH.fullmatch(path):
+        if not isinstance(path, str) or not re.fullmatch(_RESOURCE_PATH, path):
             raise InitDataError(f"{what}: path must be 'repo/type/tag', got {path!r}")
-        if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+        if not isinstance(name, str) or not re.fullmatch(_FILE_NAME, name):
             raise InitDataError(f"{what}: name must be a plain file name, got {name!r}")
-        if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
+        if env is not None and (not isinstance(env, str) or not re.fullmatch(_ENV_NAME, env)):
             raise InitDataError(f"{what}: env must be a variable name, got {env!r}")
         if not isinstance(file, bool):
             raise InitDataError(f"{what}: file must be a boolean")

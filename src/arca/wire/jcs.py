@@ -6,8 +6,8 @@ depend on third-party packages; tests cross-check this against the ``rfc8785`` p
 
 from __future__ import annotations
 
-import json
 import math
+from _json import encode_basestring  # json.dumps(str, ensure_ascii=False), without json
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _encode(value: Any, out: list[str]) -> None:
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(encode_basestring(value))
     elif isinstance(value, (int, float)):
         out.append(_number(value))
     elif isinstance(value, (list, tuple)):
@@ -83,7 +83,7 @@ def _encode(value: Any, out: list[str]) -> None:
         for i, key in enumerate(keys):
             if i:
                 out.append(",")
-            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(encode_basestring(key))
             out.append(":")
             _encode(value[key], out)
         out.append("}")

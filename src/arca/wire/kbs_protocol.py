@@ -1,19 +1,18 @@
 """Messages of the KBS protocol v0.4.0 (CoCo/Trustee RCAR), shared by the guest and the broker.
 
-Typed models with explicit, strict parsing: unknown top-level fields are refused because the
-other side is not trusted. Also the two bindings both sides must compute identically: report
-data (SHA-384 of the RFC 8785 form of ``runtime-data``) and the init-data digest. Transport,
-sessions and crypto live elsewhere (``arca.guest.kbs_client``, ``arca.kbs``).
+Typed models; the guest strictly parses what it receives (unknown top-level fields refused: the
+other side is not trusted), the broker what it receives (``arca.kbs.protocol``, with the
+init-data digest). Also the binding both sides compute identically: report data (SHA-384 of the
+RFC 8785 form of ``runtime-data``). Transport, sessions and crypto live elsewhere.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
-from arca.wire.lean import digest
+from arca.wire.lean import digest, json_loads
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -28,9 +27,6 @@ SESSION_COOKIE = "kbs-session-id"
 ALG = "ECDH-ES+A256KW"
 #: Size of the report data the guest asks its TEE to sign (TDX/SNP/SGX/sim all have 64 bytes).
 REPORT_DATA_SIZE = 64
-#: Hash names accepted in init-data's ``algorithm`` (IANA names and the short CoCo spellings).
-INIT_DATA_HASHES = {"sha256": "sha256", "sha-256": "sha256", "sha384": "sha384",
-                    "sha-384": "sha384", "sha512": "sha512", "sha-512": "sha512"}
 
 
 def _obj(value: Any, what: str, required: set[str],
@@ -52,7 +48,7 @@ def _str(value: Any, what: str) -> str:
 
 def parse_json(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data)
+        return json_loads(data)
     except (ValueError, RecursionError) as e:
         raise WireFormatError(f"{what} is not JSON: {e}") from None
 
@@ -67,14 +63,6 @@ class Request:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "tee": self.tee, "extra-params": self.extra_params}
-
-    @classmethod
-    def from_json(cls, value: Any) -> Request:
-        obj = _obj(value, "request", {"version", "tee"}, ("extra-params",))
-        extra = obj.get("extra-params", {})
-        if not isinstance(extra, (dict, str)):  # older clients send "" here
-            raise WireFormatError("request extra-params must be an object or a string")
-        return cls(_str(obj["tee"], "request tee"), _str(obj["version"], "request version"), extra)
 
 
 @dataclass(frozen=True)
@@ -101,16 +89,6 @@ class InitData:
     def to_json(self) -> dict[str, Any]:
         return {"format": self.format, "body": self.body}
 
-    @classmethod
-    def from_json(cls, value: Any) -> InitData:
-        obj = _obj(value, "init-data", {"format", "body"})
-        if obj["format"] != "toml":
-            raise WireFormatError(f"init-data format {obj['format']!r} is not supported (toml)")
-        return cls("toml", _str(obj["body"], "init-data body"))
-
-    def digest(self) -> bytes:
-        return init_data_digest(self.body)
-
 
 @dataclass(frozen=True)
 class Attestation:
@@ -128,23 +106,6 @@ class Attestation:
         if self.init_data is not None:
             out["init-data"] = self.init_data.to_json()
         return out
-
-    @classmethod
-    def from_json(cls, value: Any) -> Attestation:
-        obj = _obj(value, "attestation", {"runtime-data", "tee-evidence"}, ("init-data",))
-        rd = _obj(obj["runtime-data"], "runtime-data", {"nonce", "tee-pubkey"})
-        _str(rd["nonce"], "runtime-data nonce")
-        if not isinstance(rd["tee-pubkey"], dict):
-            raise WireFormatError("runtime-data tee-pubkey must be a JWK object")
-        ev = _obj(obj["tee-evidence"], "tee-evidence", {"primary_evidence"},
-                  ("additional_evidence",))
-        init = obj.get("init-data")
-        return cls(rd, ev["primary_evidence"],
-                   _str(ev.get("additional_evidence", ""), "additional_evidence"),
-                   None if init is None else InitData.from_json(init))
-
-    def nonce(self) -> str:
-        return str(self.runtime_data["nonce"])
 
 
 def runtime_data_digest(runtime_data: dict[str, Any]) -> bytes:
@@ -168,22 +129,3 @@ def pad(digest: bytes, size: int) -> bytes:
 
 def report_data(runtime_data: dict[str, Any]) -> bytes:
     return pad(runtime_data_digest(runtime_data), REPORT_DATA_SIZE)
-
-
-def init_data_digest(body: str) -> bytes:
-    """Digest of a TOML init-data document, with the hash its ``algorithm`` names.
-
-    Like CoCo, the digest covers the exact document bytes the TEE was launched with; the
-    default algorithm is sha384 (as in ``arca.wire.initdata``).
-    """
-    import tomllib  # ~6 ms: the guest client never calls this, only the KBS
-
-    try:
-        doc = tomllib.loads(body)
-    except (tomllib.TOMLDecodeError, RecursionError) as e:  # deep nesting
-        raise WireFormatError(f"init-data is not TOML: {e}") from None
-    alg = INIT_DATA_HASHES.get(str(doc.get("algorithm", "sha384")).lower())
-    if alg is None:
-        raise WireFormatError(
-            f"init-data algorithm {doc.get('algorithm')!r} is not one of sha256/sha384/sha512")
-    return digest(alg, body.encode())

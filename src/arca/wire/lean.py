@@ -1,7 +1,9 @@
-"""Stand-in for ``hashlib``: it loads OpenSSL (~2 ms of every TD start); the builtin SHA-2
-modules give the same digests."""
+"""Stand-ins, with the same results and errors, for ``hashlib`` (it loads OpenSSL: ~2 ms of
+every TD start), ``tomllib``, ``json`` and ``fnmatch`` (~5 ms each: ``re``, ``enum``...)."""
 
 from __future__ import annotations
+
+from _json import encode_basestring, encode_basestring_ascii, make_encoder, make_scanner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,3 +92,68 @@ def _scalar(text: str) -> Any:
             whole == "0" or whole[0] != "0") and (not dot or frac.isascii() and frac.isdigit()):
         return float(text) if dot else int(text)
     raise _Unsupported
+
+
+class _Decoding:
+    """What ``_json.make_scanner`` reads: ``json.JSONDecoder()``'s defaults."""
+
+    strict, object_hook, object_pairs_hook, parse_float, parse_int = True, None, None, float, int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"),
+                      "-Infinity": float("-inf")}.__getitem__
+
+
+_scan = make_scanner(_Decoding())  # type: ignore[arg-type]  # it reads the attributes
+
+
+def json_loads(data: str | bytes) -> Any:
+    """``json.loads`` without ``json``'s ~5 ms of imports (``re``, ``enum``...): the same C
+    scanner. Whatever it refuses goes to json, for its exact error (a ValueError) or result; a
+    document json would not read as UTF-8 starts with a BOM or NUL, which the scanner refuses."""
+    try:
+        text = data if isinstance(data, str) else data.decode("utf-8", "surrogatepass")
+        value, end = _scan(text, len(text) - len(text.lstrip(" \t\n\r")))
+        if not text[end:].strip(" \t\n\r"):
+            return value
+    except Exception:  # noqa: BLE001, S110 (RecursionError too): json raises it again
+        pass
+    import json
+
+    return json.loads(data)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError  # json.dumps says what is wrong
+
+
+def json_dumps(value: Any, ensure_ascii: bool = True) -> str:
+    """``json.dumps(value, ensure_ascii=...)`` (default separators): the same C encoder; what
+    it refuses (non-JSON types, cycles, deep nesting) goes to json for its exact error."""
+    try:
+        return "".join(make_encoder({}, _refuse, encode_basestring_ascii if ensure_ascii else
+                                    encode_basestring, None, ": ", ", ", False, False, True)(
+            value, 0))
+    except Exception:  # noqa: BLE001
+        import json
+
+        return json.dumps(value, ensure_ascii=ensure_ascii)
+
+
+def fnmatchcase(name: str, pattern: str) -> bool:
+    """``fnmatch.fnmatchcase`` without ``re`` for patterns whose only wildcard is ``*`` (the
+    orchestrator env names, most policies); others go to fnmatch."""
+    if "?" in pattern or "[" in pattern:
+        import fnmatch
+
+        return fnmatch.fnmatchcase(name, pattern)
+    if "*" not in pattern:
+        return name == pattern
+    head, *middle, tail = pattern.split("*")
+    pos, end = len(head), len(name) - len(tail)
+    if pos > end or not name.startswith(head) or not name.endswith(tail):
+        return False
+    for part in middle:  # leftmost matches leave the most room for the rest
+        pos = name.find(part, pos, end)
+        if pos < 0:
+            return False
+        pos += len(part)
+    return True

@@ -13,11 +13,10 @@ The signature covers the exact report bytes, so the verifier never re-serializes
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 
 from arca.wire.errors import WireFormatError
+from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -81,14 +80,14 @@ class SimEvidence:
 
     def report(self) -> SimReport:
         try:
-            obj = json.loads(self.report_bytes)
+            obj = json_loads(self.report_bytes)
         except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim report is not JSON: {e}") from None
         return SimReport.from_json(obj)
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"report": base64.b64encode(self.report_bytes).decode(),
-                           "signature": base64.b64encode(self.signature).decode(),
+        return json_dumps({"report": binascii.b2a_base64(self.report_bytes, newline=False).decode(),
+                           "signature": binascii.b2a_base64(self.signature, newline=False).decode(),
                            "cert_chain": list(self.cert_chain)}).encode()
 
     @classmethod
@@ -96,7 +95,7 @@ class SimEvidence:
         if len(data) > MAX_EVIDENCE_BYTES:
             raise WireFormatError(f"sim evidence exceeds {MAX_EVIDENCE_BYTES} bytes")
         try:
-            obj = json.loads(data)
+            obj = json_loads(data)
         except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim evidence is not JSON: {e}") from None
         if not isinstance(obj, dict) or set(obj) != {"report", "signature", "cert_chain"}:
@@ -105,8 +104,8 @@ class SimEvidence:
         if not isinstance(chain, list) or not chain or not all(isinstance(c, str) for c in chain):
             raise WireFormatError("sim evidence cert_chain must be a non-empty list of PEM strings")
         try:
-            report = base64.b64decode(obj["report"], validate=True)
-            sig = base64.b64decode(obj["signature"], validate=True)
+            report = binascii.a2b_base64(obj["report"], strict_mode=True)
+            sig = binascii.a2b_base64(obj["signature"], strict_mode=True)
         except (binascii.Error, TypeError, ValueError):
             raise WireFormatError("sim evidence report/signature must be base64") from None
         return cls(report, sig, tuple(chain))

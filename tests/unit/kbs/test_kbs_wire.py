@@ -17,6 +17,7 @@ from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk
 
 from arca.guest import jwe
+from arca.kbs import protocol as kproto
 from arca.kbs.service import encrypt_to
 from arca.wire import kbs_protocol as proto
 from arca.wire.errors import WireFormatError
@@ -32,8 +33,8 @@ JSON = st.recursive(
 def test_request_roundtrip_and_shape():
     req = proto.Request("sim")
     assert req.to_json() == {"version": "0.4.0", "tee": "sim", "extra-params": {}}
-    assert proto.Request.from_json(req.to_json()) == req
-    assert proto.Request.from_json({"version": "0.4.0", "tee": "tdx", "extra-params": ""}).tee
+    assert kproto.parse_request(req.to_json()) == req
+    assert kproto.parse_request({"version": "0.4.0", "tee": "tdx", "extra-params": ""}).tee
 
 
 @pytest.mark.parametrize("value", [
@@ -42,7 +43,7 @@ def test_request_roundtrip_and_shape():
                                                  "extra-params": 3}, [], "s", None])
 def test_request_refusals(value):
     with pytest.raises(WireFormatError):
-        proto.Request.from_json(value)
+        kproto.parse_request(value)
 
 
 def test_attestation_roundtrip():
@@ -51,18 +52,18 @@ def test_attestation_roundtrip():
     doc = att.to_json()
     assert set(doc) == {"runtime-data", "tee-evidence", "init-data"}
     assert doc["tee-evidence"] == {"primary_evidence": {"a": 1}, "additional_evidence": ""}
-    assert proto.Attestation.from_json(doc) == att
+    assert kproto.parse_attestation(doc) == att
     with pytest.raises(WireFormatError, match="unknown"):
-        proto.Attestation.from_json({**doc, "runtime-data": {**doc["runtime-data"], "x": 1}})
+        kproto.parse_attestation({**doc, "runtime-data": {**doc["runtime-data"], "x": 1}})
     with pytest.raises(WireFormatError, match="format"):
-        proto.Attestation.from_json({**doc, "init-data": {"format": "json", "body": "{}"}})
+        kproto.parse_attestation({**doc, "init-data": {"format": "json", "body": "{}"}})
 
 
 @settings(max_examples=300, deadline=None)
 @given(JSON)
 def test_parsers_never_crash(value):
-    for parse in (proto.Request.from_json, proto.Challenge.from_json,
-                  proto.Attestation.from_json, proto.InitData.from_json):
+    for parse in (kproto.parse_request, proto.Challenge.from_json,
+                  kproto.parse_attestation, kproto.parse_init_data):
         try:
             parse(value)
         except WireFormatError:
@@ -90,18 +91,18 @@ def test_report_data_matches_rfc8785(extra, nonce):
                                     ("sha512", hashlib.sha512), (None, hashlib.sha384)])
 def test_init_data_digest(alg, fn):
     body = (f'algorithm = "{alg}"\n' if alg else "") + 'version = "0.1.0"\n'
-    assert proto.init_data_digest(body) == fn(body.encode()).digest()
+    assert kproto.init_data_digest(body) == fn(body.encode()).digest()
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=80))
 def test_init_data_digest_never_crashes(text):
     try:
-        proto.init_data_digest(text)
+        kproto.init_data_digest(text)
     except WireFormatError:
         pass
     with pytest.raises(WireFormatError):
-        proto.init_data_digest('algorithm = "md5"\n')
+        kproto.init_data_digest('algorithm = "md5"\n')
 
 
 def test_pad():

@@ -30,10 +30,11 @@ def test_unknown_algorithm_is_refused() -> None:
         lean.digest("md5", b"")
 
 
-def test_agent_start_loads_neither_openssl_hashlib_nor_tomllib() -> None:
+def test_agent_start_loads_neither_openssl_hashlib_nor_tomllib_json_or_re() -> None:
     code = ("import sys; from arca.guest import agent; from arca.wire.initdata import InitData; "
             "i = InitData.parse(b'version = \"0.1.0\"\\n[data]\\n'); i.digest(); "
-            "print(sorted({'_hashlib', 'hashlib', 'hmac', 'signal', 'tomllib'} "
+            "print(sorted({'_hashlib', 'hashlib', 'hmac', 'signal', 'tomllib', 'json', 're', "
+            "'enum', 'typing', 'fnmatch', 'base64'} "
             "& set(sys.modules)))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c",
                           f"import sys; sys.path[:0] = {sys.path!r}; {code}"],

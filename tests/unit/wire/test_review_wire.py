@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from arca.wire import kbs_protocol as proto
+from arca.kbs.protocol import init_data_digest
 from arca.wire.errors import WireFormatError
 from arca.wire.initdata import InitData, InitDataError
 
@@ -14,7 +14,7 @@ DEEP = "a = " + "[" * 100_000
 
 def test_kbs_init_data_digest_refuses_deep_nesting() -> None:
     with pytest.raises(WireFormatError, match="not TOML"):
-        proto.InitData("toml", DEEP).digest()
+        init_data_digest(DEEP)
 
 
 @pytest.mark.parametrize("doc", [

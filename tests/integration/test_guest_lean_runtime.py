@@ -1,0 +1,78 @@
+"""A sim TD without a KBS, in the shipped guest runtime (trimmed stdlib): the agent checks its
+policy (orchestrator env and ``*`` policy patterns), gets and checks its report and writes
+evidence.json without importing ``json``, ``re``, ``enum``, ``typing``, ``fnmatch`` or
+``base64`` (~5 ms each of every start); and the stand-ins' fallbacks (json's errors, fnmatch's
+``?``/``[]`` patterns) still work there, i.e. the runtime ships what they import lazily."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+
+import pytest
+
+from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+from arca.wire.initdata import InitData
+from tests.support.guest_simdevice import SimDeviceServer
+
+pytestmark = [pytest.mark.integration]
+
+HEAVY = ("json", "re", "enum", "typing", "fnmatch", "base64", "hashlib", "tomllib")
+SPEC = ProcessSpec(("/bin/true",), "/", 0, 0, ("PATH=/usr/bin:/bin",))
+DESCRIPTOR = LaunchDescriptor("sim", "sha256:" + "5" * 64, "sha256:" + "6" * 64, SPEC)
+#: The policy as a JSON object: TOML arrays are outside lean's TOML subset (tomllib: ~5 ms).
+INIT = b'version = "0.1.0"\n[data]\npolicy = \'{"allow_env": ["APP_*"]}\'\n'
+
+
+def run_in_runtime(root: pathlib.Path, code: str) -> subprocess.CompletedProcess[str]:
+    from arca.host.guestruntime import ensure_guest_runtime
+
+    gr = ensure_guest_runtime(root)
+    lib = gr.path / "lib"
+    return subprocess.run([str(lib / gr.loader), "--library-path", str(lib),
+                           str(gr.path / "bin" / "python3"), "-I", "-S", "-B", "-c", code],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_td_without_kbs_starts_without_json_or_re(tmp_path: pathlib.Path) -> None:
+    dev, run = tmp_path / "tee", tmp_path / "run"
+    dev.mkdir()
+    run.mkdir()
+    (dev / "descriptor.json").write_text(json.dumps(DESCRIPTOR.to_json()))
+    (dev / "process.json").write_text(json.dumps({
+        "args": ["/bin/true"], "cwd": "/",
+        "env": ["PATH=/usr/bin:/bin", "HOSTNAME=td", "DB_SERVICE_PORT=5432", "APP_MODE=x"]}))
+    (dev / "init-data.toml").write_bytes(INIT)
+    device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
+                             InitData.parse(INIT).padded_digest(48))
+    try:
+        # The workload's exec is where the agent's start ends: report the modules there.
+        code = ("import os, sys; from arca.guest.agent import main, Paths; "
+                "os.execvpe = lambda f, a, env: (print(sorted(set(sys.modules) & "
+                f"{set(HEAVY)!r}), sorted(env)), sys.stdout.flush(), os._exit(0)); "
+                f"main(Paths({str(dev)!r}, {str(run)!r}))")
+        res = run_in_runtime(tmp_path / "root", code)
+    finally:
+        device.close()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("] ", 1) == [
+        "[", "['APP_MODE', 'DB_SERVICE_PORT', 'HOSTNAME', 'PATH']\n"]
+    assert len(device.requests) == 1
+    doc = json.loads((run / "evidence.json").read_text())
+    assert doc["tee"] == "sim" and bytes.fromhex(doc["report_data"]) == device.requests[0]
+
+
+def test_the_fallbacks_work_in_the_shipped_runtime(tmp_path: pathlib.Path) -> None:
+    code = ("from arca.wire import lean\n"
+            "for bad in ('[1,', '\\ufeff1', '1 2'):\n"
+            "    try:\n        lean.json_loads(bad)\n"
+            "    except ValueError as e:\n        print(type(e).__name__)\n"
+            "print(lean.fnmatchcase('a1', 'a[0-9]'), lean.fnmatchcase('ab', 'a?'),\n"
+            "      lean.json_dumps({'x': 1j}) if False else lean.json_loads(b'[NaN]'))\n"
+            "try:\n    lean.json_dumps(1j)\nexcept TypeError as e:\n    print(e)\n")
+    res = run_in_runtime(tmp_path / "root", code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "JSONDecodeError", "JSONDecodeError", "JSONDecodeError", "True True [nan]",
+        "Object of type complex is not JSON serializable"]

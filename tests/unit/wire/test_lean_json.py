@@ -1,0 +1,116 @@
+"""``arca.wire.lean``'s json and fnmatch stand-ins against the stdlib: the same value or the
+same error (type and message) as ``json.loads``/``json.dumps``/``fnmatch.fnmatchcase``, on
+generated values, on valid documents, on documents built from the pieces that trip parsers
+(brackets, quotes, escapes, NaN/Infinity, control characters, BOMs, UTF-16/32, trailing data)
+and on deep nesting."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arca.wire import lean
+
+SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+           | st.text(max_size=12))
+VALUES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+    st.text(max_size=6), kids, max_size=4), max_leaves=15)
+PIECES = st.sampled_from([
+    "{", "}", "[", "]", ",", ":", '"', '"a"', "\\", "\\u00e9", "\\ud800", "\\x", "1", "-", "0",
+    "1.5", "1e400", "-0", ".5", "01", "NaN", "Infinity", "-Infinity", "nan", "true", "false",
+    "null", "tru", " ", "\n", "\t", "\r", "\x0b", "\x00", "\x1f", "\ufeff", "é", "\ud800", "//",
+])
+
+
+def outcome(fn: Any, *args: Any, **kw: Any) -> tuple[str, str]:
+    try:
+        return "ok", repr(fn(*args, **kw))  # repr: nan == nan, -0.0 != 0.0
+    except Exception as e:  # noqa: BLE001 - the error itself is compared
+        return type(e).__name__, str(e)
+
+
+@settings(max_examples=400, deadline=None)
+@given(VALUES, st.booleans())
+def test_dumps_and_loads_equal_json_on_values(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert lean.json_dumps(value, ensure_ascii=ascii_only) == text
+    assert outcome(lean.json_loads, text) == outcome(json.loads, text)
+    assert outcome(lean.json_loads, text.encode()) == outcome(json.loads, text.encode())
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(PIECES, max_size=12).map("".join))
+def test_loads_equals_json_on_hostile_text(doc: str) -> None:
+    assert outcome(lean.json_loads, doc) == outcome(json.loads, doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, max_size=10).map("".join),
+       st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                        "utf-32-le", "utf-32-be"]))
+def test_loads_equals_json_on_bytes_in_any_encoding(doc: str, encoding: str) -> None:
+    data = doc.encode(encoding, "surrogatepass")
+    assert outcome(lean.json_loads, data) == outcome(json.loads, data)
+    assert outcome(lean.json_loads, bytearray(data)) == outcome(json.loads, bytearray(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40))
+def test_loads_equals_json_on_arbitrary_bytes(data: bytes) -> None:
+    assert outcome(lean.json_loads, data) == outcome(json.loads, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES, st.integers(0, 200), st.sampled_from(["", "x", "]", "}", ",", " 1", "\x00"]))
+def test_a_cut_or_extended_document_gets_the_same_answer(value: Any, cut: int,
+                                                         tail: str) -> None:
+    doc = json.dumps(value)
+    for bad in (doc[:cut], doc[:cut] + tail + doc[cut:], doc + tail):
+        assert outcome(lean.json_loads, bad) == outcome(json.loads, bad)
+
+
+def test_errors_are_json_s_own() -> None:
+    for bad in ("", "[1,", "{} {}", "\ufeff{}", '"\x01"', "[" * 100_000, "1" * 5000):
+        want = outcome(json.loads, bad)
+        assert want[0] != "ok" and outcome(lean.json_loads, bad) == want
+    for bad in (b"\xff", 3, None):
+        assert outcome(lean.json_loads, bad) == outcome(json.loads, bad)
+    assert outcome(lean.json_loads, "[" * 100_000)[0] == "RecursionError"
+    assert outcome(lean.json_loads, "1 2")[0] == "JSONDecodeError"  # a ValueError
+    nan = lean.json_loads('[NaN, Infinity, -Infinity]')
+    assert math.isnan(nan[0]) and nan[1:] == [math.inf, -math.inf]
+
+
+def test_dumps_refuses_as_json_does() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    for bad in (1j, {1j: 1}, {(1,): 2}, [b"x"], {1}, cycle, deep, object()):
+        want = outcome(json.dumps, bad)
+        assert want[0] != "ok" and outcome(lean.json_dumps, bad) == want
+    odd = {1: 1, 2.5: 2, False: 3, None: 4, "é\u2028": [math.nan, -math.inf, 1e300, -0.0]}
+    assert lean.json_dumps(odd) == json.dumps(odd)
+    assert lean.json_dumps(odd, ensure_ascii=False) == json.dumps(odd, ensure_ascii=False)
+
+
+GLOB = st.text(alphabet="ab_*?[]!-", max_size=8)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet="ab_-*?[]!", max_size=10), GLOB)
+def test_fnmatchcase_equals_fnmatch(name: str, pattern: str) -> None:
+    assert lean.fnmatchcase(name, pattern) == fnmatch.fnmatchcase(name, pattern)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet="AB_", max_size=3), min_size=1, max_size=5).map("*".join),
+       st.text(alphabet="AB_", max_size=12))
+def test_star_only_patterns_match_as_fnmatch_does(pattern: str, name: str) -> None:
+    assert lean.fnmatchcase(name, pattern) == fnmatch.fnmatchcase(name, pattern)
