@@ -16,6 +16,7 @@ import sys
 import sysconfig
 import tempfile
 
+from arca._internal.fsutil import write_atomic
 from arca.host.guestruntime import site_packages
 from arca.host.treedigest import tree_digest
 from arca.wire.constants import GUEST_RUNTIME_MOUNT
@@ -59,7 +60,7 @@ def publish(base: pathlib.Path, key: str) -> tuple[str, str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_atomic(base / f"{key}.json", json.dumps({"digest": digest, "loader": loader}).encode())
+    write_atomic(base / f"{key}.json", json.dumps({"digest": digest, "loader": loader}).encode())
     return digest, loader
 
 
@@ -215,10 +216,3 @@ def _copy(src: pathlib.Path, dst: pathlib.Path, mode: int) -> None:
     os.chmod(dst, mode)
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -28,6 +28,7 @@ import pathlib
 import re
 import stat
 
+from arca._internal.fsutil import write_atomic
 from arca.host import paths
 
 #: Read size for content hashing: large reads keep syscalls negligible on big layers.
@@ -219,16 +220,4 @@ def rootfs_digest(rootfs: pathlib.Path, cache_dir: pathlib.Path | None = None) -
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile  # only on a cache miss
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, data, 0o600, make_parents=True)

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -43,6 +42,7 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
+from arca._internal.fsutil import write_atomic
 from arca.wire.errors import CollateralError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
@@ -177,15 +177,9 @@ class CachingCollateral:
         return data
 
     def _write(self, file: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, file)
+            write_atomic(file, data, 0o600)
         except OSError as e:
-            Path(tmp).unlink(missing_ok=True)
             raise CollateralError(f"cache write {file}: {e.strerror}") from e
 
 

@@ -19,6 +19,7 @@ import fcntl
 import os
 import time
 
+from arca._internal.fsutil import write_atomic
 from arca.host.containers import leanjson as json
 from arca.wire.errors import InvalidInput, NotFound, StateError
 
@@ -64,21 +65,6 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac // 1_000_000:03d}+00:00"
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename; ``durable`` fsyncs first
-    (so a host crash leaves the old or the new content, never an empty file)."""
-    head, name = os.path.split(path)
-    tmp = os.path.join(head, f".{name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class FileLock:

@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 
+from arca._internal.fsutil import write_atomic as _write_atomic
 from arca.host import paths
 from arca.wire.errors import InvalidInput, StateError
 
@@ -101,15 +102,7 @@ def write_atomic(path: pathlib.Path, data: bytes, mode: int = 0o600, *,
     ``durable`` adds an fsync. Run-directory state lives on tmpfs and dies with the host, so
     it skips the fsync (several per container on the hot path); persistent state wants it.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    _write_atomic(path, data, mode, durable=durable)
 
 
 def ensure_private_dir(path: pathlib.Path, mode: int = 0o700) -> None:

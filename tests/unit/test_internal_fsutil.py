@@ -1,0 +1,89 @@
+"""arca._internal.fsutil.write_atomic: whole content or old content, no temporary left."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import stat
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arca._internal.fsutil import write_atomic
+
+
+def test_writes_mode_and_replaces(tmp_path: pathlib.Path) -> None:
+    p = tmp_path / "f"
+    write_atomic(p, b"one", 0o600)
+    assert p.read_bytes() == b"one"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    write_atomic(str(p), b"two", durable=False)
+    assert p.read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_make_parents(tmp_path: pathlib.Path) -> None:
+    p = tmp_path / "a" / "b" / "f"
+    with pytest.raises(FileNotFoundError):
+        write_atomic(p, b"x")
+    write_atomic(p, b"x", make_parents=True)
+    assert p.read_bytes() == b"x"
+
+
+def test_failed_rename_keeps_old_content_and_leaves_no_temporary(tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "d"
+    target.mkdir()
+    (target / "keep").write_text("x")  # a non-empty directory cannot be replaced by a file
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+    assert (target / "keep").read_text() == "x"
+
+
+def test_bad_data_leaves_no_temporary(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(TypeError):
+        write_atomic(tmp_path / "f", "not bytes")  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []
+
+
+def test_concurrent_writers_never_tear(tmp_path: pathlib.Path) -> None:
+    p = tmp_path / "f"
+    payloads = [bytes([i]) * 200_000 for i in range(8)]
+    seen: set[bytes] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(p.read_bytes())
+            except FileNotFoundError:
+                pass
+
+    def writer(data: bytes) -> None:
+        for _ in range(20):
+            write_atomic(p, data, durable=False)
+
+    r = threading.Thread(target=reader)
+    r.start()
+    ws = [threading.Thread(target=writer, args=(d,)) for d in payloads]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    stop.set()
+    r.join()
+    assert seen <= set(payloads)
+    assert os.listdir(tmp_path) == ["f"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=70_000))
+def test_round_trip(data: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = pathlib.Path(d) / "f"
+        write_atomic(p, data)
+        assert p.read_bytes() == data
