@@ -41,16 +41,17 @@ def rt(tmp_path_factory: pytest.TempPathFactory):
     mp.setenv("ARCA_RUN", str(tmp / "arca-run"))
     mp.delenv("ARCA_TEE", raising=False)
     mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
-    # runc through a wrapper that records who ran `create` (and can be told to fail or dawdle).
+    # runc through a wrapper that records who ran runc's create — `create`, or `run --detach`
+    # for a TEE container (create + prestart) — and can be told to fail or dawdle there.
     parents = tmp / "parents"
     wrapper = tmp / "runc-wrapper"
     wrapper.write_text(
         "#!/bin/sh\n"
-        'for a in "$@"; do [ "$a" = create ] && {\n'
+        'for a in "$@"; do case "$a" in create|--detach)\n'
         f'  readlink /proc/$PPID/exe >> {parents}\n'
         '  [ -n "$FAIL_CREATE" ] && exit 7\n'
-        '  [ -n "$SLOW_CREATE" ] && sleep "$SLOW_CREATE"\n'
-        "}; done\n"
+        '  [ -n "$SLOW_CREATE" ] && sleep "$SLOW_CREATE";;\n'
+        "esac; done\n"
         'exec runc "$@"\n')
     wrapper.chmod(0o755)
     mp.setenv("ARCA_RUNC", str(wrapper))

@@ -50,13 +50,14 @@ def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         mp.setenv("ARCA_RUNTIME_CONFIG", str(tmp / "runtime.json"))
     else:
         mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
-    # runc through a wrapper that records which program ran `start` (and can dawdle there).
+    # runc through a wrapper that records which program ran the prestart's `runc run --detach`
+    # (and can dawdle there).
     calls = tmp / "calls"
     wrapper = tmp / "runc-wrapper"
     wrapper.write_text(
         "#!/bin/sh\n"
-        'for a in "$@"; do [ "$a" = start ] && {\n'
-        f'  echo "start $(readlink /proc/$PPID/exe) $(cat /proc/$PPID/cmdline | tr "\\0" " ")"'
+        'for a in "$@"; do [ "$a" = --detach ] && {\n'
+        f'  echo "run $(readlink /proc/$PPID/exe) $(cat /proc/$PPID/cmdline | tr "\\0" " ")"'
         f" >> {calls}\n"
         '  [ -n "$SLOW_START" ] && sleep "$SLOW_START"\n'
         "}; done\n"
@@ -146,7 +147,7 @@ def test_agent_works_at_create_and_the_workload_waits_for_start(rt: Runtime) -> 
     assert c.status() == "created"
     state = json.loads(rt.run("state", cid).stdout)
     assert state["pid"] == c.pid and state["id"] == cid
-    # The prestart ran `runc start` from the runtime's create: the C front end or Python.
+    # The prestart ran `runc run --detach` from the runtime's create: the C front end or Python.
     start = rt.calls.read_text().splitlines()[-1]  # type: ignore[attr-defined]
     assert " create " in start and cid in start
     if rt.path == "front-end":  # type: ignore[attr-defined]
@@ -228,7 +229,7 @@ def test_kill_before_start_ends_the_agent_and_start_then_fails(rt: Runtime) -> N
 @pytest.mark.parametrize("delay", [0.03, 0.06, 0.1, 0.15, 0.25])
 def test_kill_9_during_the_prestart_then_delete_force_leaves_nothing(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
-    # `runc start` of the prestart dawdles 0.2 s: the kill lands before, in or after it.
+    # The prestart's `runc run --detach` dawdles 0.2 s: the kill lands before, in or after it.
     monkeypatch.setenv("SLOW_START", "0.2")
     kill_create_then_force_delete(
         rt, f"ps-k9-{rt.path[0]}-{int(delay * 1000)}-{RUN}", delay)  # type: ignore[attr-defined]

@@ -485,8 +485,8 @@ def _hostile_runtime(world: World) -> str:
     """An OCI runtime that lets ``arca-runtime create`` measure the image's process, then
     swaps the process the agent is asked to run (``process.json`` in the TD directory): a
     compromised host keeping the measurement the broker accepts. The agent starts within
-    ``create`` (ADR 0003), so the swap happens there, before it: in the ``runc start`` that
-    ``create`` runs after ``runc create`` (a hostile runc)."""
+    ``create`` (ADR 0003), so the swap happens there, before it: in the ``runc run --detach``
+    that ``create`` runs (a hostile runc)."""
     swap = world.tmp / "swap_process.py"
     swap.write_text(
         "import json, os, sys\n"
@@ -495,7 +495,7 @@ def _hostile_runtime(world: World) -> str:
         f"proc['args'] = {STEAL!r}\n"
         "open(p, 'w').write(json.dumps(proc))\n")
     runc = world.tmp / "hostile-runc"
-    runc.write_text(f'#!/bin/sh\nfor last; do :; done\ncase " $* " in *" start "*) '
+    runc.write_text(f'#!/bin/sh\nfor last; do :; done\ncase " $* " in *" --detach "*) '
                     f'"{sys.executable}" "{swap}" "$last" || exit 99;; esac\nexec runc "$@"\n')
     runc.chmod(0o755)
     script = world.tmp / "hostile-runtime"

@@ -389,14 +389,17 @@ static void fast_create(int argc, char **argv, int i, const char *runc) {
     memcpy(id, idp + 7, n);
     id[n] = '\0';
     if (!valid_id(id)) return;
-    /* runc create as a child (same cwd and arguments), then the prestart (lifecycle.create). */
-    argv[0] = (char *)runc;
-    int rc = spawn_wait(runc, argv);
-    if (rc == 0) {
-        const char *start[] = {"start", id, NULL}, *undo_run[] = {"delete", "--force", id, NULL};
-        rc = spawn_wait(runc, with_globals(runc, argv, i, start));
-        if (rc != 0) spawn_wait(runc, with_globals(runc, argv, i, undo_run));
-    }
+    /* create + prestart in one runc process (lifecycle.create): `runc run --detach` with the
+     * caller's create options, same cwd; runc destroys what it made if it fails. */
+    char **run_args = calloc((size_t)argc + 2, sizeof(char *));
+    if (!run_args) { perror("arca-runtime"); exit(1); }
+    int k = 0;
+    run_args[k++] = (char *)runc;
+    for (int j = 1; j < i; j++) run_args[k++] = argv[j];
+    run_args[k++] = "run";
+    run_args[k++] = "--detach";
+    for (int j = i + 1; j < argc; j++) run_args[k++] = argv[j];
+    int rc = spawn_wait(runc, run_args);
     if (rc == 0) {
         char from[4096], to[4096];
         snprintf(from, sizeof(from), "%s/containers/%s/state.created.json", run, id);
