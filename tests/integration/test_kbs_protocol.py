@@ -326,6 +326,17 @@ def test_expired_session(tmp_path):
         problem(client.get("/kbs/v0/resource/default/key/app"), 401, "TokenNotFound")
 
 
+def test_admin_token_max_lifetime_from_the_command_line(tmp_path):
+    key, pub = admin_keypair(tmp_path)
+    with running_kbs(tmp_path / "data", "--admin-public-key", str(pub),
+                     "--admin-token-max-lifetime", "60") as kbs:
+        url = kbs.url + "/kbs/v0/resource-policy"
+        long_lived = {"Authorization": f"Bearer {make_admin_token(key, lifetime=600)}"}
+        problem(httpx.get(url, headers=long_lived), 401, "AdminAuth")
+        short = {"Authorization": f"Bearer {make_admin_token(key, lifetime=30)}"}
+        assert httpx.get(url, headers=short).status_code == 200
+
+
 def test_policy_deny(env):
     # sample evidence is enabled but has no reference values: not affirming, denied
     _, r, _, _ = rcar(env, tee="sample")

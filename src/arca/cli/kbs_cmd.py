@@ -54,6 +54,9 @@ def serve(
     workers: int | None = typer.Option(None, "--workers", help="uvicorn worker processes."),
     session_timeout: int | None = typer.Option(None, "--session-timeout",
                                                help="Session lifetime in seconds (300)."),
+    admin_token_max_lifetime: int | None = typer.Option(
+        None, "--admin-token-max-lifetime",
+        help="Refuse admin tokens whose exp lies further ahead, in seconds (3600)."),
 ) -> None:
     """Run the KBS."""
     from arca.kbs import config as kbs_config
@@ -64,7 +67,7 @@ def serve(
         "kek_file": kek_file, "trust_sim_root": tuple(trust_sim_root), "collateral": collateral,
         "insecure_allow_sample": insecure_allow_sample, "insecure_http": insecure_http,
         "tls_cert": tls_cert, "tls_key": tls_key, "workers": workers,
-        "session_timeout": session_timeout})
+        "session_timeout": session_timeout, "admin_token_max_lifetime": admin_token_max_lifetime})
     run(cfg)
 
 
