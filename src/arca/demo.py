@@ -216,6 +216,9 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="arca-demo-"))
     demo = Demo(console, workdir)
     images = ("arca-demo:v1", "arca-demo:tampered")
+    # The sim platform plays hardware and may serve other containers: stop it at the end only
+    # if the demo is what started it.
+    sim_was_running = demo.run("simtee", "status", expect_ok=False, show=False).returncode == 0
     try:
         demo.step("Build the demo image",
                   "A busybox image whose workload prints /run/arca/secrets/greeting.")
@@ -287,8 +290,11 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
                 raise DemoFailed("the tampered container was not refused")
             console.print("  [bold green]✔ tampered image refused, secret not released[/]")
     finally:
-        demo.step("Clean up", "Remove the demo images and the broker's data.")
+        demo.step("Clean up", "Remove the demo images and the broker's data"
+                  + ("." if sim_was_running else "; stop the sim platform the demo started."))
         demo.run("image", "rm", *images, expect_ok=False)
+        if not sim_was_running:
+            demo.run("simtee", "stop", expect_ok=False)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     console.print()
