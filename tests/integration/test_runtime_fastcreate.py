@@ -13,12 +13,13 @@ import sys
 
 import pytest
 
-from arca.host.runtime.fastcreate import code_stamp
+from arca.host.runtime.fastcreate import ENV_KEYS, code_stamp
 from tests.integration.test_runtime_lifecycle import (
     RUN,
     Runtime,
     assert_clean,
     kill_create_then_force_delete,
+    leftovers,
 )
 
 pytestmark = [
@@ -197,6 +198,32 @@ def test_kill_9_of_the_front_end_then_delete_force_leaves_nothing(
     client.ensure_running()
     monkeypatch.setenv("SLOW_CREATE", "0.05")
     kill_create_then_force_delete(rt, f"fc-k9-{int(delay * 1000)}-{RUN}", delay)
+
+
+def test_a_create_whose_front_end_died_before_the_answer_is_undone(rt: Runtime) -> None:
+    """The daemon finishes a create whose caller was killed while it worked (so a `delete
+    --force` may already have run): it cannot deliver the answer, so it undoes the create."""
+    import socket
+
+    from arca.host.simtee import client, locations
+
+    client.ensure_running()
+    cid = f"fc-gone-{RUN}"
+    b = rt.bundle(cid, ["true"])
+    req = {"op": "create", "stamp": code_stamp(),
+           "argv": rt.argv("create", "--bundle", str(b), cid)[1:], "cwd": "/", "umask": 0o22,
+           "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ}}
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(locations.control_socket()))
+    s.sendall(json.dumps(req).encode() + b"\n")
+    s.close()  # gone before the answer, as after kill -9
+    assert_clean(rt, cid)
+    # The same request from a caller that stays creates the container's Arca state.
+    answer = client.request(req)
+    assert answer == {"create": "ok", "id": cid}
+    assert leftovers(rt, cid)["state"] == [cid]
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
 
 
 def test_other_sources_or_odd_requests_fall_back(rt: Runtime) -> None:

@@ -104,11 +104,13 @@ def _read_line(conn: socket.socket, limit: int) -> bytes:
     return bytes(buf.split(b"\n", 1)[0])
 
 
-def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
+def _send(conn: socket.socket, obj: dict[str, Any]) -> bool:
+    """Whether ``obj`` reached the peer's socket."""
     try:
         conn.sendall(json.dumps(obj).encode() + b"\n")
     except OSError:
-        pass  # the peer went away; nothing to tell it
+        return False  # the peer went away; nothing to tell it
+    return True
 
 
 def _peer(conn: socket.socket) -> tuple[int, int, int]:
@@ -247,7 +249,14 @@ class Daemon:
             req = json.loads(_read_line(conn, MAX_CONTROL_BYTES))
             if not isinstance(req, dict):
                 raise InvalidInput("control request must be a JSON object")
-            _send(conn, self._control(req))
+            answer = self._control(req)
+            if not _send(conn, answer) and req.get("op") == "create" and \
+                    answer.get("create") == "ok":
+                # The front end died (kill -9) before it heard the answer: nobody will run runc
+                # or undo this create, and its `delete --force` may already have come and gone.
+                from arca.host.runtime import fastcreate
+
+                fastcreate.handle({**req, "op": "create-undo"}, self, self.code_stamp)
         except (ArcaError, ValueError, KeyError, TypeError, binascii.Error, RecursionError) as e:
             _send(conn, {"error": str(e) or type(e).__name__})
         except OSError as e:
