@@ -4,6 +4,7 @@ safety (``kill -9`` in the middle of ``create``) and leak-freedom over many cycl
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import pathlib
@@ -13,15 +14,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.containerd import cgroups_named, mounts_mentioning
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root + runc"),
-]
+#: Shared with the other runtime test modules.
+NEEDS_ROOT_AND_RUNC = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"),
+                                         reason="needs root + runc")
+pytestmark = [pytest.mark.integration, NEEDS_ROOT_AND_RUNC]
 
 RUNTIME = str(pathlib.Path(sys.executable).parent / "arca-runtime")
 CYCLES = int(os.environ.get("ARCA_TEST_CYCLES", "200"))
@@ -29,13 +31,17 @@ CYCLES = int(os.environ.get("ARCA_TEST_CYCLES", "200"))
 RUN = uuid.uuid4().hex[:6]
 
 
-@pytest.fixture(scope="module")
-def rt(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("rt")
+def isolated_env(tmp: pathlib.Path) -> pytest.MonkeyPatch:
+    """``ARCA_ROOT``/``ARCA_RUN`` under ``tmp`` and no ``ARCA_TEE``; ``undo`` restores."""
     mp = pytest.MonkeyPatch()
     mp.setenv("ARCA_ROOT", str(tmp / "arca-root"))
     mp.setenv("ARCA_RUN", str(tmp / "arca-run"))
     mp.delenv("ARCA_TEE", raising=False)
+    return mp
+
+
+def busybox_rootfs(tmp: pathlib.Path) -> pathlib.Path:
+    """A busybox rootfs, shared read-only by every bundle of a module."""
     rootfs = tmp / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
@@ -44,10 +50,20 @@ def rt(tmp_path_factory: pytest.TempPathFactory):
     # Mount points runc would otherwise create in the (shared) rootfs on first use.
     for d in ("proc", "dev", "sys", "run/arca", ".arca", "tmp"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
+    return rootfs
+
+
+@contextlib.contextmanager
+def runtime_session(tmp: pathlib.Path, mp: pytest.MonkeyPatch, *,
+                    start_platform: bool = False) -> Iterator[Runtime]:
+    """A :class:`Runtime` over a busybox rootfs; afterwards no container outlives the module,
+    the sim platform is stopped and ``mp`` undone."""
     from arca.host.simtee import client
 
-    runtime = Runtime(tmp, rootfs)
+    runtime = Runtime(tmp, busybox_rootfs(tmp))
     try:
+        if start_platform:
+            client.ensure_running()
         yield runtime
     finally:
         # Whatever a failed test left behind: no container outlives the module.
@@ -56,6 +72,22 @@ def rt(tmp_path_factory: pytest.TempPathFactory):
                 runtime.run("delete", "--force", c.name, check=False)
         client.stop()
         mp.undo()
+
+
+def require_current_front_end() -> None:
+    """Skip unless the installed C front end was built from these sources."""
+    from arca.host.runtime.fastcreate import code_stamp
+
+    if code_stamp().encode() not in pathlib.Path(RUNTIME).read_bytes():
+        pytest.skip("installed arca-runtime front end is older than the sources: "
+                    "run scripts/setup.sh")
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("rt")
+    with runtime_session(tmp, isolated_env(tmp)) as runtime:
+        yield runtime
 
 
 class Runtime:

@@ -18,33 +18,27 @@ import time
 
 import pytest
 
-from arca.host.runtime.fastcreate import code_stamp
 from tests.integration.test_runtime_lifecycle import (
+    NEEDS_ROOT_AND_RUNC,
     RUN,
     Runtime,
     assert_clean,
+    isolated_env,
     kill_create_then_force_delete,
+    require_current_front_end,
+    runtime_session,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/runc")
-                       and not os.path.exists("/usr/bin/runc"), reason="needs root + runc"),
-]
+pytestmark = [pytest.mark.integration, NEEDS_ROOT_AND_RUNC]
 
 RUNTIME = pathlib.Path(sys.executable).parent / "arca-runtime"
 
 
 @pytest.fixture(scope="module", params=["front-end", "python"])
 def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    if code_stamp().encode() not in RUNTIME.read_bytes():
-        pytest.skip("installed arca-runtime front end is older than the sources: "
-                    "run scripts/setup.sh")
+    require_current_front_end()
     tmp = tmp_path_factory.mktemp(f"prestart-{request.param}")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ARCA_ROOT", str(tmp / "arca-root"))
-    mp.setenv("ARCA_RUN", str(tmp / "arca-run"))
-    mp.delenv("ARCA_TEE", raising=False)
+    mp = isolated_env(tmp)
     if request.param == "python":
         (tmp / "runtime.json").write_text("{}")
         mp.setenv("ARCA_RUNTIME_CONFIG", str(tmp / "runtime.json"))
@@ -64,29 +58,10 @@ def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         'exec runc "$@"\n')
     wrapper.chmod(0o755)
     mp.setenv("ARCA_RUNC", str(wrapper))
-    rootfs = tmp / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    import shutil
-
-    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-    for applet in ("sh", "sleep", "true", "cat"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    for d in ("proc", "dev", "sys", "run/arca", ".arca", "tmp"):
-        (rootfs / d).mkdir(parents=True, exist_ok=True)
-    from arca.host.simtee import client
-
-    runtime = Runtime(tmp, rootfs)
-    runtime.calls = calls  # type: ignore[attr-defined]
-    runtime.path = request.param  # type: ignore[attr-defined]
-    try:
-        client.ensure_running()
+    with runtime_session(tmp, mp, start_platform=True) as runtime:
+        runtime.calls = calls  # type: ignore[attr-defined]
+        runtime.path = request.param  # type: ignore[attr-defined]
         yield runtime
-    finally:
-        if runtime.runc_root.is_dir():
-            for c in runtime.runc_root.iterdir():
-                runtime.run("delete", "--force", c.name, check=False)
-        client.stop()
-        mp.undo()
 
 
 class Created:
