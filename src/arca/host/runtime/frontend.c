@@ -466,21 +466,32 @@ static int unregister(const char *run, const char *id) {
     return 0;
 }
 
+/* The first size-1 bytes of a small file, NUL-terminated; 0 when absent, empty or unreadable. */
+static int read_small(const char *path, char *buf, size_t size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    return 1;
+}
+
+/* runc's state file of id under its --root. */
+static void runc_state_path(char *path, size_t size, const char *root, const char *id) {
+    snprintf(path, size, "%s/%s/state.json", root && *root ? root : "/run/runc", id);
+}
+
 /* Is the Arca state of id "created" (runc create and the prestart done)? */
 static int created(const char *run, const char *id) {
     char path[4096], state[4096];
     if (!valid_id(id) || strlen(run) > 2048) return 0;
     snprintf(path, sizeof(path), "%s/containers/%s/state.json", run, id);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, state, sizeof(state) - 1);
-    close(fd);
     /* json.dumps of our own ContainerState; in a JSON string value quotes are escaped, so
      * this text can only be the status field itself. Anything else: Python (it waits for an
      * in-flight create, reports corrupt state). */
-    if (n <= 0) return 0;
-    state[n] = '\0';
-    return strstr(state, "\"status\": \"created\"") != NULL;
+    return read_small(path, state, sizeof(state)) &&
+           strstr(state, "\"status\": \"created\"") != NULL;
 }
 
 /* state.unreleased: the agent was prestarted ("go" exists) and start has not come yet. */
@@ -509,7 +520,7 @@ static void delete_tee(int argc, char **argv, int i, const char *runc, const cha
      * container on delete. */
     int rc = spawn_wait(runc, !force && unreleased(run, id) ? with_globals(runc, argv, i, forced)
                                                             : argv);
-    snprintf(path, sizeof(path), "%s/%s/state.json", root && *root ? root : "/run/runc", id);
+    runc_state_path(path, sizeof(path), root, id);
     if (rc != 0 && access(path, F_OK) == 0) exit(rc);  /* runc still has it: keep ours */
     if (unregister(run, id) != 0) exit(1);
     snprintf(path, sizeof(path), "%s/td/%s", run, id);
@@ -532,13 +543,8 @@ static void fail(const char *fmt, const char *id, const char *detail) {
 /* runc's init_process_pid of the container (the agent), 0 when unknown. */
 static pid_t init_pid(const char *root, const char *id) {
     char path[4096], buf[4096];
-    snprintf(path, sizeof(path), "%s/%s/state.json", root && *root ? root : "/run/runc", id);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = '\0';
+    runc_state_path(path, sizeof(path), root, id);
+    if (!read_small(path, buf, sizeof(buf))) return 0;
     const char *p = strstr(buf, "\"init_process_pid\":");
     return p ? (pid_t)atoi(p + strlen("\"init_process_pid\":")) : 0;
 }
@@ -548,12 +554,7 @@ static int alive(pid_t pid) {
     char path[64], buf[512];
     if (pid <= 0) return 1;
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = '\0';
+    if (!read_small(path, buf, sizeof(buf))) return 0;
     const char *p = strrchr(buf, ')');
     return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
