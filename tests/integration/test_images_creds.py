@@ -10,10 +10,8 @@ import base64
 import contextlib
 import os
 import pathlib
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +20,7 @@ from arca.host.images import ImageStore, pull
 from arca.host.images.errors import RegistryError, RegistryUnavailable
 from arca.host.images.registry import Credentials
 from tests.support.images import build_busybox_image, push
+from tests.support.kbs_td import RecordingProxy, recording_proxy
 from tests.support.registry import (
     TokenServer,
     make_tls_cert,
@@ -40,56 +39,17 @@ ALICE = Credentials("alice", "s3cret")
 ALICE_B64 = base64.b64encode(b"alice:s3cret")
 
 
-class Relay:
-    """A man in the middle: relays TCP to ``target`` and records what the client sent."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sent = bytearray()
-        self._lock = threading.Lock()
-        self._srv = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self._srv.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._srv.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False),
-                             daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                if record:
-                    with self._lock:
-                        self.sent += data
-                dst.sendall(data)
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._srv.close()
-
-    def saw_secret(self) -> bool:
-        with self._lock:
-            data = bytes(self.sent)
-        return ALICE_B64 in data or b"s3cret" in data or b"Bearer " in data
+def saw_secret(relay: RecordingProxy) -> bool:
+    data = relay.sent()
+    return ALICE_B64 in data or b"s3cret" in data or b"Bearer " in data
 
 
 @contextlib.contextmanager
-def relay_to(host: str) -> Iterator[Relay]:
+def relay_to(host: str) -> Iterator[RecordingProxy]:
+    """A man in the middle: relays TCP to ``host`` and records what the client sent."""
     addr, port = host.rsplit(":", 1)
-    r = Relay((addr, int(port)))
-    try:
-        yield r
-    finally:
-        r.close()
+    with recording_proxy((addr, int(port))) as relay:
+        yield relay
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +80,14 @@ def test_basic_credentials_never_cross_a_tls_fallback(basic_registry, store: Ima
                                                 r"over plain HTTP after HTTPS failed .*"
                                                 rf"http://{mitm.host}/REPOSITORY"):
             pull(store, f"{mitm.host}/private/bb:v1", insecure=True, credentials=ALICE)
-        assert mitm.sent, "the relay saw the client's traffic"
-        assert not mitm.saw_secret()
+        assert mitm.sent(), "the relay saw the client's traffic"
+        assert not saw_secret(mitm)
         assert store.list() == []
         # named as plain HTTP, the same pull sends them (and the relay sees them: the check
         # above is able to fail)
         rec = pull(store, f"http://{mitm.host}/private/bb:v1", insecure=True, credentials=ALICE)
         assert rec.name == f"{mitm.host}/private/bb:v1"
-        assert mitm.saw_secret()
+        assert saw_secret(mitm)
 
 
 def test_plain_http_by_name_still_needs_insecure(basic_registry, store: ImageStore) -> None:  # type: ignore[no-untyped-def]
@@ -148,7 +108,7 @@ def test_cli_refusal_says_why_and_what_to_do(basic_registry, tmp_path: pathlib.P
         res = subprocess.run([arca, "image", "pull", "--insecure", "-q", "--creds",
                               "alice:s3cret", f"{mitm.host}/private/bb:v1"], env=env,
                              capture_output=True, text=True, timeout=120)
-        assert not mitm.saw_secret()
+        assert not saw_secret(mitm)
     assert res.returncode != 0
     assert "credentials were not sent" in res.stderr and "--ca-cert" in res.stderr
     assert "Traceback" not in res.stderr
@@ -167,7 +127,7 @@ def test_bearer_tokens_bought_with_credentials_never_cross_a_tls_fallback(
                 # the token was asked for anonymously (it grants nothing), so no token bought
                 # with alice's password crossed the relay, and the password did not either
                 assert tokens.requests and all(r["user"] is None for r in tokens.requests)
-                assert ALICE_B64 not in mitm.sent and b"s3cret" not in mitm.sent
+                assert ALICE_B64 not in mitm.sent() and b"s3cret" not in mitm.sent()
                 rec = pull(store, f"http://{mitm.host}/team/bb:v1", insecure=True,
                            credentials=ALICE)
                 assert rec.layers

@@ -1,6 +1,6 @@
-"""Support for end-to-end secret delivery tests: a recording TCP proxy in front of a KBS (to
-capture what a TD sends and receives, for replay attacks and wire checks), and a scan of host
-directories for plaintext secrets.
+"""Support for end-to-end secret delivery tests: a recording TCP proxy in front of a KBS (or any
+TCP service: to capture what a client sends and receives, for replay attacks and wire checks),
+and a scan of host directories for plaintext secrets.
 
 Start the KBS itself with :func:`tests.support.kbs.start_kbs` (``--trust-sim-root`` the sim
 root of the test's ``ARCA_ROOT``, ``--admin-public-key`` from
@@ -84,6 +84,15 @@ class RecordingProxy:
         ex.closed = time.monotonic()
         client.close()
         upstream.close()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def sent(self) -> bytes:
+        """Everything clients sent through the proxy."""
+        with self._lock:
+            return b"".join(bytes(e.request) for e in self.exchanges)
 
     def captured(self) -> bytes:
         with self._lock:
