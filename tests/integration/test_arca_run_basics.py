@@ -4,49 +4,24 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
 
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
 from tests.support.images import build_busybox_image
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (shutil.which("runc") and shutil.which("umoci"))
-                       or os.geteuid() != 0, reason="needs root, runc and umoci"),
-]
-
-ARCA = str(pathlib.Path(sys.executable).parent / "arca")
+pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("run")
-    short_run = tempfile.mkdtemp(prefix="arr-", dir="/tmp")  # unix socket paths stay short
-    env = {**os.environ, "ARCA_ROOT": str(tmp / "root"), "ARCA_RUN": short_run}
     layout = tmp / "layout"
     build_busybox_image(layout, "v1", env=["GREETING=hello"])
-    image = f"oci:{layout}:v1"
-    try:
-        yield image, env, tmp
-    finally:
-        for c in json.loads(arca(env, "ps", "-a", "--json").stdout or "[]"):
-            arca(env, "rm", "-f", c["id"])
-        subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
-                        "client.stop()"], env=env, capture_output=True)
-        shutil.rmtree(short_run, ignore_errors=True)
-
-
-def arca(env: dict[str, str], *args: str, timeout: float = 120
-         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ARCA, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    with arca_env(tmp, "arr-") as env:
+        yield f"oci:{layout}:v1", env, tmp
 
 
 def mounts_under(path: str) -> list[str]:

@@ -5,25 +5,15 @@ with."""
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
 from tests.support.images import build_busybox_image
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (shutil.which("runc") and shutil.which("umoci"))
-                       or os.geteuid() != 0, reason="needs root, runc and umoci"),
-]
-
-ARCA = str(pathlib.Path(sys.executable).parent / "arca")
+pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 #: What the slow path needs and the warm path must not import (each costs milliseconds).
 HEAVY = ("dataclasses", "typing", "pathlib", "subprocess", "shutil", "datetime", "hashlib",
          "arca.host.images.store", "arca.host.images.ingest", "arca.host.imageconfig",
@@ -33,23 +23,11 @@ HEAVY = ("dataclasses", "typing", "pathlib", "subprocess", "shutil", "datetime",
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("warm")
-    short_run = tempfile.mkdtemp(prefix="arw-", dir="/tmp")
-    env = {**os.environ, "ARCA_ROOT": str(tmp / "root"), "ARCA_RUN": short_run}
-    env.pop("ARCA_TEE", None)
     layout = tmp / "layout"
     build_busybox_image(layout, "v1", env=["V=one"])
-    try:
+    with arca_env(tmp, "arw-") as env:
+        env.pop("ARCA_TEE", None)
         yield layout, env, tmp
-    finally:
-        for c in json.loads(arca(env, "ps", "-a", "--json").stdout or "[]"):
-            arca(env, "rm", "-f", c["id"])
-        subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
-                        "client.stop()"], env=env, capture_output=True)
-        shutil.rmtree(short_run, ignore_errors=True)
-
-
-def arca(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ARCA, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_warm_run_imports_nothing_heavy(world) -> None:  # type: ignore[no-untyped-def]

@@ -5,46 +5,28 @@ behaviour in depth (through the lean parser, which the common forms take)."""
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import shutil
 import subprocess
-import sys
-import tempfile
 
 import pytest
 
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca_env
+from tests.support.arca_run import arca as run_arca
 from tests.support.images import build_busybox_image
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (shutil.which("runc") and shutil.which("umoci"))
-                       or os.geteuid() != 0, reason="needs root, runc and umoci"),
-]
-
-ARCA = str(pathlib.Path(sys.executable).parent / "arca")
+pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("fastpath")
-    short_run = tempfile.mkdtemp(prefix="afp-", dir="/tmp")
-    env = {**os.environ, "ARCA_ROOT": str(tmp / "root"), "ARCA_RUN": short_run}
     layout = tmp / "layout"
     build_busybox_image(layout, "v1", env=["GREETING=hello"])
-    try:
+    with arca_env(tmp, "afp-") as env:
         yield f"oci:{layout}:v1", env, tmp
-    finally:
-        for c in json.loads(arca(env, "1", "ps", "-a", "--json").stdout or "[]"):
-            arca(env, "1", "rm", "-f", c["id"])
-        subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
-                        "client.stop()"], env=env, capture_output=True)
-        shutil.rmtree(short_run, ignore_errors=True)
 
 
 def arca(env: dict[str, str], fast: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ARCA, *args], env={**env, "ARCA_CLI_FASTPATH": fast},
-                          capture_output=True, text=True, timeout=120)
+    return run_arca({**env, "ARCA_CLI_FASTPATH": fast}, *args)
 
 
 @pytest.mark.parametrize("tee", ["none", "sim"])

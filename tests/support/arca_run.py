@@ -1,0 +1,45 @@
+"""Support for tests that drive the ``arca`` CLI's container commands (``run``/``ps``/``rm``…)
+as a user would: an isolated data directory, and everything it started gone afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+ARCA = str(pathlib.Path(sys.executable).parent / "arca")
+
+NEEDS_ROOT_RUNC_UMOCI = pytest.mark.skipif(
+    not (shutil.which("runc") and shutil.which("umoci")) or os.geteuid() != 0,
+    reason="needs root, runc and umoci")
+
+
+def arca(env: dict[str, str], *args: str, timeout: float = 120
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ARCA, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@contextlib.contextmanager
+def arca_env(tmp: pathlib.Path, prefix: str) -> Iterator[dict[str, str]]:
+    """The environment for ``arca`` with ``ARCA_ROOT`` under ``tmp`` and a short ``ARCA_RUN``
+    (unix socket paths stay short); afterwards every container is removed and the sim
+    platform stopped."""
+    short_run = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    env = {**os.environ, "ARCA_ROOT": str(tmp / "root"), "ARCA_RUN": short_run}
+    try:
+        yield env
+    finally:
+        for c in json.loads(arca(env, "ps", "-a", "--json").stdout or "[]"):
+            arca(env, "rm", "-f", c["id"])
+        subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
+                        "client.stop()"], env=env, capture_output=True)
+        shutil.rmtree(short_run, ignore_errors=True)
