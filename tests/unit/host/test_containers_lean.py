@@ -312,7 +312,7 @@ def test_spawn_exit_codes_stderr_and_fds(tmp_path: Path) -> None:
     assert spawn.run(["true"], quiet=True) == 0
 
 
-# -- leanjson ------------------------------------------------------------------------------------
+# -- json stand-ins (arca.wire.lean) on the arca run path ------------------------------------------------------------------------------------
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -323,40 +323,40 @@ JSON_VALUES = st.recursive(
 @settings(max_examples=300)
 @given(JSON_VALUES)
 def test_leanjson_writes_and_reads_what_json_does(value: object) -> None:
-    from arca.host.containers import leanjson
+    from arca.wire import lean
 
-    text = leanjson.dumps(value)
+    text = lean.json_dumps(value)
     assert text == json.dumps(value)
-    assert repr(leanjson.loads(text)) == repr(json.loads(text))  # repr: NaN != NaN
-    assert repr(leanjson.loads(text.encode())) == repr(json.loads(text))
+    assert repr(lean.json_loads(text)) == repr(json.loads(text))  # repr: NaN != NaN
+    assert repr(lean.json_loads(text.encode())) == repr(json.loads(text))
 
 
 @settings(max_examples=300)
 @given(st.text(alphabet=' \t\n{}[]",:0123456789.eE+-truefalsnNaIinfy\\u', max_size=30))
 def test_leanjson_parses_or_refuses_as_json_does(text: str) -> None:
-    from arca.host.containers import leanjson
+    from arca.wire import lean
 
     try:
         expected: object = repr(json.loads(text))
     except ValueError:
         expected = ValueError
     try:
-        got: object = repr(leanjson.loads(text))
+        got: object = repr(lean.json_loads(text))
     except ValueError:
         got = ValueError
     assert got == expected
 
 
 def test_leanjson_refuses_what_json_refuses() -> None:
-    from arca.host.containers import leanjson
+    from arca.wire import lean
 
     for bad in ("", " ", "{", '{"a": 1} x', "[1,]", "\ufeff{}", b"\xff"):
         with pytest.raises(ValueError):
-            leanjson.loads(bad)
+            lean.json_loads(bad)
     loop: list[object] = []
     loop.append(loop)
     with pytest.raises(ValueError, match="Circular"):
-        leanjson.dumps(loop)
+        lean.json_dumps(loop)
     with pytest.raises(TypeError, match="not JSON serializable"):
-        leanjson.dumps({"a": object()})
-    assert leanjson.dumps([1]) == "[1]"  # the encoder is fresh after an error
+        lean.json_dumps({"a": object()})
+    assert lean.json_dumps([1]) == "[1]"  # the encoder is fresh after an error

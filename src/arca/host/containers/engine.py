@@ -25,7 +25,6 @@ import select
 import sys
 import time
 
-from arca.host.containers import leanjson as json
 from arca.host.containers import runplan, spawn
 from arca.host.containers.spec import Volume, build_spec, generated_init_data
 from arca.host.containers.state import (
@@ -37,6 +36,7 @@ from arca.host.containers.state import (
 )
 from arca.host.images.mount import mount_overlay, umount
 from arca.wire.errors import ArcaError, InvalidInput, NotFound, StateError
+from arca.wire.lean import json_dumps, json_loads
 
 # Every ``arca run`` imports this module: no dataclasses, typing, pathlib, subprocess or the
 # image store's parsers at run time (~40 ms of imports, twice what ``runc run`` takes to run a
@@ -202,7 +202,7 @@ class Engine:
             spec = build_spec(proc, container_id=rec.id, hostname=rec.id[:12], tee=opts.tee,
                               volumes=volumes, init_data=init_data)
             with open(os.path.join(bundle, "config.json"), "w") as f:
-                f.write(json.dumps(spec))
+                f.write(json_dumps(spec))
             return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
         except BaseException:
             self._cleanup(rec.id)
@@ -426,7 +426,7 @@ class Engine:
         proc["terminal"] = False
         pf = os.path.join(self._dir(rec.id), f"exec-{os.getpid()}.json")
         with open(pf, "w") as f:
-            f.write(json.dumps(proc))
+            f.write(json_dumps(proc))
         try:
             code = spawn.run([*runtime_argv(), "exec", "--process", pf, rec.id])
         finally:
@@ -523,7 +523,7 @@ def _last_error(log: str) -> str | None:
         return None
     for line in reversed(lines):
         try:
-            obj = json.loads(line)
+            obj = json_loads(line)
         except ValueError:
             continue
         if isinstance(obj, dict) and obj.get("level") == "error":

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import os
 
-from arca.host.containers import leanjson as json
 from arca.host.containers.state import root_dir, write_atomic
+from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def plan_key(image: str) -> str:
 
 
 def proc_key(command: list[str], env: list[str]) -> str:
-    return json.dumps([command, env])
+    return json_dumps([command, env])
 
 
 def _sig(path: str) -> list[int] | None:
@@ -118,7 +118,7 @@ def signatures(deps: list[str]) -> list[list[Any]]:
 def _load() -> dict[str, Any]:
     try:
         with open(cache_path(), "rb") as f:
-            obj = json.loads(f.read())
+            obj = json_loads(f.read())
     except (OSError, ValueError):
         return {}
     if not isinstance(obj, dict) or obj.get("version") != VERSION:
@@ -200,7 +200,7 @@ def remember(image: str, sigs: list[list[Any]], name: str, digest: str, lowerdir
     path = cache_path()
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        write_atomic(path, json.dumps({"version": VERSION, "plans": plans}).encode(), 0o600,
+        write_atomic(path, json_dumps({"version": VERSION, "plans": plans}).encode(), 0o600,
                      durable=False)
     except OSError:
         pass

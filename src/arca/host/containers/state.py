@@ -9,7 +9,7 @@ States: ``created`` (bundle ready) -> ``running`` -> ``exited``; ``error`` when 
 refused to create or start it (the reason is kept in ``error``).
 
 Every ``arca run`` imports this module, so it uses nothing beyond ``os``, ``fcntl`` and
-:mod:`.leanjson`: no dataclasses, typing, pathlib, re, json, secrets or datetime (together
+:mod:`arca.wire.lean`'s json: no dataclasses, typing, pathlib, re, json, secrets or datetime (together
 ~15 ms of imports, about what ``runc run`` takes to run a container). Paths are ``str``.
 """
 
@@ -20,8 +20,8 @@ import os
 import time
 
 from arca._internal.fsutil import write_atomic
-from arca.host.containers import leanjson as json
 from arca.wire.errors import InvalidInput, NotFound, StateError
+from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class ContainerRecord:
     def to_json(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in _FIELDS}
         d["args"] = list(self.args)
-        d["process"] = json.loads(json.dumps(self.process))  # a deep copy, as asdict made
+        d["process"] = json_loads(json_dumps(self.process))  # a deep copy, as asdict made
         return d
 
     @classmethod
@@ -193,7 +193,7 @@ class ContainerStore:
     def _names(self) -> dict[str, str]:
         try:
             with open(os.path.join(self.root, "names.json"), "rb") as f:
-                obj = json.loads(f.read())
+                obj = json_loads(f.read())
         except FileNotFoundError:
             return {}
         except ValueError:
@@ -220,7 +220,7 @@ class ContainerStore:
             os.mkdir(new, 0o700)
             _write_record(os.path.join(new, "container.json"), rec)
             os.rename(new, self.dir(cid))
-            write_atomic(os.path.join(self.root, "names.json"), json.dumps(names).encode(),
+            write_atomic(os.path.join(self.root, "names.json"), json_dumps(names).encode(),
                          0o600, durable=False)
         return rec
 
@@ -231,7 +231,7 @@ class ContainerStore:
         except FileNotFoundError:
             raise NotFound(f"no such container: {cid}") from None
         try:
-            return ContainerRecord.from_json(json.loads(data))
+            return ContainerRecord.from_json(json_loads(data))
         except (ValueError, TypeError, AttributeError):
             return _unreadable(cid)
 
@@ -272,7 +272,7 @@ class ContainerStore:
         with self.lock():
             d = self.dir(cid)
             names = {k: v for k, v in self._names().items() if v != cid}
-            write_atomic(os.path.join(self.root, "names.json"), json.dumps(names).encode(),
+            write_atomic(os.path.join(self.root, "names.json"), json_dumps(names).encode(),
                          0o600, durable=False)
             remove_tree(d)
 
@@ -284,7 +284,7 @@ def _write_record(path: str, rec: ContainerRecord) -> None:
     do not order a rename after its data) is an unreadable record: :meth:`ContainerStore.load`
     turns it into an ``error`` record that ``arca rm`` removes, and ``names.json`` is rebuilt
     from the records."""
-    write_atomic(path, json.dumps(rec.to_json()).encode(), 0o600, durable=False)
+    write_atomic(path, json_dumps(rec.to_json()).encode(), 0o600, durable=False)
 
 
 def _unreadable(cid: str) -> ContainerRecord:
