@@ -312,7 +312,7 @@ def test_spawn_exit_codes_stderr_and_fds(tmp_path: Path) -> None:
     assert spawn.run(["true"], quiet=True) == 0
 
 
-# -- json stand-ins (arca.wire.lean) on the arca run path ------------------------------------------------------------------------------------
+# -- json stand-ins (arca.wire.lean) on the arca run path -----------------------------------------
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

@@ -8,9 +8,10 @@ per-container monitor never see half-written state.
 States: ``created`` (bundle ready) -> ``running`` -> ``exited``; ``error`` when the runtime
 refused to create or start it (the reason is kept in ``error``).
 
-Every ``arca run`` imports this module, so it uses nothing beyond ``os``, ``fcntl`` and
-:mod:`arca.wire.lean`'s json: no dataclasses, typing, pathlib, re, json, secrets or datetime (together
-~15 ms of imports, about what ``runc run`` takes to run a container). Paths are ``str``.
+Every ``arca run`` imports this module, so it uses nothing beyond ``os``, ``fcntl`` and the
+json stand-ins of :mod:`arca.wire.lean`: no dataclasses, typing, pathlib, re, json, secrets
+or datetime (together ~15 ms of imports, about what ``runc run`` takes to run a container).
+Paths are ``str``.
 """
 
 from __future__ import annotations
