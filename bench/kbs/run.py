@@ -142,11 +142,8 @@ def session(conn: RawConnection, sim: LeanSim) -> None:
     challenge = json.loads(body)
     at = head.lower().index(b"\r\nset-cookie: ") + 14
     cookie = head[at:head.index(b";", at)]
-    key = ec.generate_private_key(ec.SECP256R1())
-    n = key.public_key().public_numbers()
-    rd = {"nonce": challenge["nonce"], "tee-pubkey": {
-        "kty": "EC", "crv": "P-256", "alg": jwe.ALG,
-        "x": jwe.b64u(n.x.to_bytes(32, "big")), "y": jwe.b64u(n.y.to_bytes(32, "big"))}}
+    key = jwe.generate_key()  # as an Arca guest does (X25519)
+    rd = {"nonce": challenge["nonce"], "tee-pubkey": jwe.public_jwk(key)}
     att = sim.attest_body(rd)
     status, _, body = conn.call(
         b"POST /kbs/v0/attest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 
 import pytest
 
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.initdata import InitData
 from tests.support.guest_simdevice import SimDeviceServer
+from tests.support.guest_td import run_in_guest_runtime as run_in_runtime
 
 pytestmark = [pytest.mark.integration]
 
@@ -23,16 +23,6 @@ SPEC = ProcessSpec(("/bin/true",), "/", 0, 0, ("PATH=/usr/bin:/bin",))
 DESCRIPTOR = LaunchDescriptor("sim", "sha256:" + "5" * 64, "sha256:" + "6" * 64, SPEC)
 #: The policy as a JSON object: TOML arrays are outside lean's TOML subset (tomllib: ~5 ms).
 INIT = b'version = "0.1.0"\n[data]\npolicy = \'{"allow_env": ["APP_*"]}\'\n'
-
-
-def run_in_runtime(root: pathlib.Path, code: str) -> subprocess.CompletedProcess[str]:
-    from arca.host.guestruntime import ensure_guest_runtime
-
-    gr = ensure_guest_runtime(root)
-    lib = gr.path / "lib"
-    return subprocess.run([str(lib / gr.loader), "--library-path", str(lib),
-                           str(gr.path / "bin" / "python3"), "-I", "-S", "-B", "-c", code],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_a_td_without_kbs_starts_without_json_or_re(tmp_path: pathlib.Path) -> None:

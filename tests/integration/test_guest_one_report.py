@@ -20,6 +20,7 @@ from arca.wire.initdata import InitData
 from arca.wire.kbs_protocol import report_data
 from arca.wire.simreport import SimEvidence
 from tests.support.guest_simdevice import SimDeviceServer, authority
+from tests.support.guest_td import run_in_guest_runtime
 from tests.support.kbs_td import RecordingProxy
 
 pytestmark = [pytest.mark.integration]
@@ -138,17 +139,66 @@ def test_the_guest_runtime_starts_the_agent_without_openssl_hashlib_or_tomllib(
         tmp_path: pathlib.Path) -> None:
     """In the shipped runtime (trimmed stdlib), not just in the venv: the builtin SHA-2 modules
     and the TOML fast path are what the agent uses."""
-    from arca.host.guestruntime import ensure_guest_runtime
-
-    gr = ensure_guest_runtime(tmp_path / "root")
     init = init_data("http://127.0.0.1:1")
     code = ("import sys; from arca.guest import agent; from arca.wire import lean; "
             "from arca.wire.initdata import InitData; "
             f"i = InitData.parse({init!r}); i.digest(); "
             "print(lean.sha384.__module__, i.kbs_url, "
             "sorted({'_hashlib', 'hashlib', 'tomllib', 'signal'} & set(sys.modules)))")
-    lib = gr.path / "lib"
-    out = subprocess.run([str(lib / gr.loader), "--library-path", str(lib),
-                          str(gr.path / "bin" / "python3"), "-I", "-S", "-B", "-c", code],
-                         capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["_sha512", "http://127.0.0.1:1", "[]"]
+    res = run_in_guest_runtime(tmp_path / "root", code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["_sha512", "http://127.0.0.1:1", "[]"]
+
+
+#: What an attested start must not import (each costs ms per TD start): the stdlib modules
+#: the lean stand-ins replace, and cryptography's Python layer (``typing``, ``re``, ``enum``).
+HEAVY = ("json", "re", "enum", "typing", "fnmatch", "base64", "hashlib", "tomllib",
+         "cryptography.hazmat.primitives", "cryptography.exceptions")
+
+
+def test_an_attested_start_in_the_guest_runtime_stays_lean(td, kbs, tmp_path) -> None:
+    """The whole attested path (auth, key, report, attest, resource, JWE, tmpfs secret) in the
+    shipped runtime: the secret arrives, and none of ``HEAVY`` was imported on the way."""
+    dev, run, device = td
+    code = ("import os, sys; from arca.guest.agent import main, Paths; "
+            "os.execvpe = lambda f, a, env: (print(sorted(m for m in sys.modules if m in "
+            f"{HEAVY!r} or m.startswith('cryptography.hazmat.primitives.'))), "
+            "sys.stdout.flush(), os._exit(0)); "
+            f"main(Paths({str(dev)!r}, {str(run)!r}))")
+    res = run_in_guest_runtime(tmp_path / "root", code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "[]\n"
+    assert (run / "secrets" / "k").read_bytes() == SECRET
+    doc = json.loads((run / "evidence.json").read_text())
+    assert doc["runtime_data"]["tee-pubkey"]["crv"] == "X25519"
+
+
+def test_a_p256_key_for_trustee_brokers_gets_the_secret_too(tmp_path, kbs) -> None:
+    """``agent.tee_key = "P-256"``: the key Trustee's KBS accepts (it knows no X25519); the
+    broker encrypts to it and the agent decrypts, through cryptography's Python layer."""
+    dev, run = tmp_path / "tee", tmp_path / "run"
+    dev.mkdir()
+    run.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(run)], check=True)
+    init = init_data(kbs.url).replace(b"agent = 'kbs_retries = 0'",
+                                      b"agent = '{\"kbs_retries\": 0, \"tee_key\": \"P-256\"}'")
+    assert b"P-256" in init
+    (dev / "descriptor.json").write_text(json.dumps(DESCRIPTOR.to_json()))
+    (dev / "process.json").write_text(json.dumps(
+        {"args": list(SPEC.args), "env": list(SPEC.env), "cwd": "/"}))
+    (dev / "init-data.toml").write_bytes(init)
+    device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
+                             InitData.parse(init).padded_digest(48))
+    kbs.exchanges.clear()
+    try:
+        res = run_agent(dev, run)
+        assert res.returncode == 0, res.stderr
+        assert (run / "secrets" / "k").read_bytes() == SECRET
+        key = json.loads((run / "evidence.json").read_text())["runtime_data"]["tee-pubkey"]
+        assert (key["kty"], key["crv"]) == ("EC", "P-256") and {"x", "y"} <= set(key)
+        attest = next(e for e in kbs.exchanges if "/attest" in e.request_line)
+        body = json.loads(bytes(attest.request).partition(b"\r\n\r\n")[2])
+        assert body["runtime-data"]["tee-pubkey"] == key
+    finally:
+        device.close()
+        subprocess.run(["umount", "-l", str(run)], check=False)

@@ -110,3 +110,15 @@ class Td:
         subprocess.run(["runc", "--root", str(self.state), "delete", "--force", self.id],
                        capture_output=True)
         self.device.close()
+
+
+def run_in_guest_runtime(root: pathlib.Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with the shipped guest runtime (its loader, interpreter and trimmed stdlib:
+    what a TD has), built under ``root`` if needed."""
+    from arca.host.guestruntime import ensure_guest_runtime
+
+    gr = ensure_guest_runtime(root)
+    lib = gr.path / "lib"
+    return subprocess.run([str(lib / gr.loader), "--library-path", str(lib),
+                           str(gr.path / "bin" / "python3"), "-I", "-S", "-B", "-c", code],
+                          capture_output=True, text=True, timeout=60)

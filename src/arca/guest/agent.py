@@ -128,7 +128,8 @@ def fetch_secrets(init: InitData, source: EvidenceSource,
             client = KbsClient(init.kbs_url, tee=source.tee,
                                evidence=evidence or source.get_evidence,
                                ca_pem=init.kbs_cert.encode() if init.kbs_cert else None,
-                               init_data_toml=init.raw.decode(), timeout=opts.kbs_timeout)
+                               init_data_toml=init.raw.decode(), timeout=opts.kbs_timeout,
+                               tee_key=opts.tee_key)
             client.attest()
             return ({r.name: client.get_resource(r.path) for r in init.resources},
                     client.runtime_data)

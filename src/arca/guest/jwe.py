@@ -1,64 +1,96 @@
-"""Decrypt KBS resource responses: flattened JWE, ``ECDH-ES+A256KW`` / ``A256GCM`` (RFC 7516/8).
-
-Only what the guest needs: one key-agreement algorithm on P-256 and one content cipher, both
-checked exactly; anything else is refused. Encryption is the broker's job (``arca.kbs``).
-"""
+"""The guest's fresh key, X25519 (RFC 8037) or P-256, and decryption of KBS resource responses to
+it: flattened JWE, ``ECDH-ES+A256KW`` / ``A256GCM`` only, checked exactly (RFC 7516/8)."""
 
 from __future__ import annotations
 
-import base64
 import binascii
-import struct
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from arca.wire.errors import WireFormatError
 from arca.wire.kbs_protocol import ALG as ALG  # re-exported
 from arca.wire.kbs_protocol import b64u as b64u
-from arca.wire.lean import json_loads
+from arca.wire.lean import digest, json_loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey as P256
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    Key = X25519PrivateKey | P256
+try:  # cryptography's compiled core: its Python layer imports typing, re and enum, ~10 ms of
+    # every attested start (docs/guest.md). Same objects, same checks, same OpenSSL calls.
+    from cryptography.hazmat.bindings._rust import openssl as _ossl
+
+    _x25519, _public = _ossl.x25519.generate_key, _ossl.x25519.from_public_bytes
+    AESGCM, aes_key_unwrap = _ossl.aead.AESGCM, _ossl.keywrap.aes_key_unwrap
+except (ImportError, AttributeError):  # another cryptography layout: the public API
+    from cryptography.hazmat.primitives.asymmetric import x25519
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+    _x25519 = x25519.X25519PrivateKey.generate
+    _public = x25519.X25519PublicKey.from_public_bytes
 
 ENC = "A256GCM"
 _FIELDS = {"protected", "encrypted_key", "iv", "ciphertext", "tag"}
 
 
-def b64u_decode(text: Any, what: str) -> bytes:
-    if not isinstance(text, str):
+def generate_key(curve: str = "X25519") -> Key:
+    if curve == "X25519":
+        return _x25519()
+    if curve != "P-256":
+        raise ValueError(f"tee key curve {curve!r} is neither X25519 nor P-256")
+    from cryptography.hazmat.primitives.asymmetric import ec  # P-256: the slow, Python layer
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def public_jwk(key: Key) -> dict[str, str]:
+    pub = key.public_key()
+    if hasattr(pub, "public_numbers"):
+        n = pub.public_numbers()
+        return {"kty": "EC", "crv": "P-256", "alg": ALG, "x": b64u(n.x.to_bytes(32, "big")),
+                "y": b64u(n.y.to_bytes(32, "big"))}
+    return {"kty": "OKP", "crv": "X25519", "alg": ALG, "x": b64u(pub.public_bytes_raw())}
+
+
+def b64u_decode(text: Any, what: str) -> bytes:  # strict, RFC 7515 section 2
+    if not isinstance(text, str) or not text.isascii() or "+" in text or "/" in text:
         raise WireFormatError(f"JWE {what} must be a base64url string")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
+        std = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
+        return binascii.a2b_base64(std, strict_mode=True)
+    except binascii.Error:
         raise WireFormatError(f"JWE {what} is not base64url") from None
 
 
-def _lp(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-def _kek(key: ec.EllipticCurvePrivateKey, header: dict[str, Any]) -> bytes:
-    """RFC 7518 section 4.6.2: ECDH-ES shared secret, then Concat KDF for a 256-bit KEK."""
-    epk = header.get("epk")
-    if not isinstance(epk, dict) or epk.get("kty") != "EC" or epk.get("crv") != "P-256":
-        raise WireFormatError("JWE epk must be an EC P-256 public key")
-    x, y = b64u_decode(epk.get("x"), "epk.x"), b64u_decode(epk.get("y"), "epk.y")
+def _kek(key: Key, header: dict[str, Any]) -> bytes:
+    """RFC 7518 section 4.6.2: ECDH-ES shared secret, then Concat KDF (one SHA-256 round)."""
+    epk, ours = header.get("epk"), public_jwk(key)
+    if not isinstance(epk, dict) or (epk.get("kty"), epk.get("crv")) != (ours["kty"], ours["crv"]):
+        raise WireFormatError(f"JWE epk must be a {ours['kty']} {ours['crv']} public key")
+    x = b64u_decode(epk.get("x"), "epk.x")
+    y = b64u_decode(epk.get("y"), "epk.y") if ours["kty"] == "EC" else x
     if len(x) != 32 or len(y) != 32:
         raise WireFormatError("JWE epk coordinates must be 32 bytes")
-    try:  # the point is checked to lie on the curve, blocking invalid-curve attacks
-        peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
+    try:  # off-curve points (invalid-curve attacks) and low-order X25519 points are refused
+        if ours["kty"] == "OKP":
+            z = key.exchange(_public(x))  # type: ignore[arg-type,call-arg]
+        else:
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\4" + x + y)
+            z = key.exchange(ec.ECDH(), peer)  # type: ignore[arg-type,call-arg]
     except ValueError:
-        raise WireFormatError("JWE epk is not a point on P-256") from None
-    z = key.exchange(ec.ECDH(), peer)
-    other = (_lp(ALG.encode()) + _lp(b64u_decode(header.get("apu", ""), "apu"))
-             + _lp(b64u_decode(header.get("apv", ""), "apv")) + struct.pack(">I", 256))
-    return ConcatKDFHash(hashes.SHA256(), 32, other).derive(z)
+        raise WireFormatError(f"JWE epk is not a valid {ours['crv']} public key") from None
+    other = b"".join(len(f).to_bytes(4, "big") + f for f in (
+        ALG.encode(), b64u_decode(header.get("apu", ""), "apu"),
+        b64u_decode(header.get("apv", ""), "apv")))
+    return digest("sha256", b"\0\0\0\1" + z + other + (256).to_bytes(4, "big"))
 
 
-def decrypt(jwe: Any, key: ec.EllipticCurvePrivateKey) -> bytes:
+def decrypt(jwe: Any, key: Key) -> bytes:
     """Decrypt a flattened JWE (parsed JSON object) addressed to ``key``."""
     if not isinstance(jwe, dict) or not _FIELDS <= set(jwe) or set(jwe) - _FIELDS - {"aad"}:
         raise WireFormatError(f"JWE must have exactly {sorted(_FIELDS)} (and optionally aad)")
@@ -77,10 +109,11 @@ def decrypt(jwe: Any, key: ec.EllipticCurvePrivateKey) -> bytes:
     iv, tag = b64u_decode(jwe["iv"], "iv"), b64u_decode(jwe["tag"], "tag")
     if len(iv) != 12 or len(tag) != 16:
         raise WireFormatError("JWE iv must be 12 bytes and tag 16 bytes for A256GCM")
+    kek, wrapped = _kek(key, header), b64u_decode(jwe["encrypted_key"], "key")
+    if len(wrapped) != 40:  # RFC 3394: a wrapped 256-bit key
+        raise WireFormatError("JWE content key must be 256 bits")
+    ct = b64u_decode(jwe["ciphertext"], "ciphertext")
     try:
-        cek = aes_key_unwrap(_kek(key, header), b64u_decode(jwe["encrypted_key"], "key"))
-        if len(cek) != 32:
-            raise WireFormatError("JWE content key must be 256 bits")
-        return AESGCM(cek).decrypt(iv, b64u_decode(jwe["ciphertext"], "ciphertext") + tag, aad)
-    except (InvalidUnwrap, InvalidTag):
+        return AESGCM(aes_key_unwrap(kek, wrapped)).decrypt(iv, ct + tag, aad)
+    except Exception:  # noqa: BLE001 - InvalidUnwrap/InvalidTag: naming them loads Python code
         raise WireFormatError("JWE does not decrypt with this key (tampered or not ours)") from None

@@ -1,19 +1,16 @@
 """Guest side of the KBS protocol (RCAR): attest with a fresh key, fetch JWE-wrapped secrets.
-
-HTTP/1.1, one request per connection, on ``_socket`` (``socket`` + ``ssl`` for https): the
-stdlib clients cost ~15 ms per TD start. Heavy imports happen while the broker works (docs/
-guest.md). Secrets are returned, never written; the private key lives only in this object;
-evidence comes from a caller-supplied function, so the client knows no TEE.
-"""
+HTTP/1.1, one request per connection, on ``_socket`` (+ ``ssl`` for https): the stdlib clients
+cost ~15 ms per TD start. Secrets are returned, never written; the key lives only in this object;
+evidence comes from a caller-supplied function, so the client knows no TEE (docs/guest.md)."""
 
 from __future__ import annotations
 
 import _socket
-import base64
-import re
+import binascii
 
 from arca.wire import kbs_protocol as proto
 from arca.wire.errors import ArcaError, BrokerUnavailable, NotFound, PolicyDenied, WireFormatError
+from arca.wire.initdata import NAME_CHARS, is_resource_path
 from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False  # typing and cryptography load after the auth request is sent
@@ -21,26 +18,25 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from arca.guest.jwe import Key
 
 #: Largest response body accepted; secrets are small and a hostile broker must not exhaust
 #: memory. Status line and headers get ``MAX_HEAD_BYTES`` on top.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
-_PATH = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 class KbsClient:
     def __init__(self, url: str, *, tee: str, evidence: Callable[[bytes], bytes],
                  ca_pem: bytes | None = None, init_data_toml: str | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, tee_key: str = "X25519") -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"KBS URL {url!r} must be http:// or https://")
         self.url = url.rstrip("/")
         self.tee = tee
         self._evidence = evidence
         self._init_data = init_data_toml
-        self._timeout = timeout
+        self._timeout, self._curve = timeout, tee_key
         scheme, _, rest = self.url.partition("://")
         self._netloc, _, prefix = rest.partition("/")
         self._prefix = "/" + prefix if prefix else ""
@@ -55,7 +51,7 @@ class KbsClient:
             import ssl  # only for https brokers
 
             self._ssl = ssl.create_default_context(cadata=ca_pem.decode() if ca_pem else None)
-        self._key: ec.EllipticCurvePrivateKey | None = None
+        self._key: Key | None = None
         self._token: str | None = None
         #: ``{"nonce", "tee-pubkey"}`` of the last attestation: what its report data binds.
         self.runtime_data: dict[str, Any] | None = None
@@ -121,30 +117,25 @@ class KbsClient:
         raise ArcaError(msg, status=status)
 
     def attest(self) -> str:
-        """Run auth + attest with a fresh EC P-256 key; return the attestation token."""
+        """Run auth + attest with a fresh X25519 key; return the attestation token."""
         auth = self._send("POST", "/kbs/v0/auth", proto.Request(self.tee).to_json())
-        from cryptography.hazmat.primitives.asymmetric import ec
+        from arca.guest import jwe  # cryptography's core loads while the broker answers
 
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = jwe.generate_key(self._curve)
         headers, body = self._receive(auth, "POST", "/kbs/v0/auth")
         challenge = proto.Challenge.from_json(proto.parse_json(body, "KBS challenge"))
         cookie = _session_cookie(headers)
-        nums = key.public_key().public_numbers()
-        x, y = (proto.b64u(n.to_bytes(32, "big")) for n in (nums.x, nums.y))
-        runtime_data = {"nonce": challenge.nonce, "tee-pubkey": {
-            "kty": "EC", "crv": "P-256", "alg": proto.ALG, "x": x, "y": y}}
+        runtime_data = {"nonce": challenge.nonce, "tee-pubkey": jwe.public_jwk(key)}
         self.runtime_data = runtime_data
         raw = self._evidence(proto.report_data(runtime_data))
         try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary as a quote
             primary: Any = json_loads(raw)
         except ValueError:
-            primary = {"quote": base64.b64encode(raw).decode()}
+            primary = {"quote": binascii.b2a_base64(raw, newline=False).decode()}
         init = None if self._init_data is None else proto.InitData("toml", self._init_data)
         att = proto.Attestation(runtime_data, primary, "", init)
         sent = self._send("POST", "/kbs/v0/attest", att.to_json(),
                           {"Cookie": f"{proto.SESSION_COOKIE}={cookie}"})
-        from arca.guest import jwe  # noqa: F401 - AES imports (~2 ms) while the broker verifies
-
         _, body = self._receive(sent, "POST", "/kbs/v0/attest")
         reply = proto.parse_json(body, "KBS attest response")
         if not isinstance(reply, dict) or not isinstance(reply.get("token"), str):
@@ -154,7 +145,7 @@ class KbsClient:
 
     def get_resource(self, path: str) -> bytes:
         """Fetch ``repo/type/tag``; return its decrypted plaintext (attesting first if needed)."""
-        if not _PATH.fullmatch(path) or ".." in path.split("/"):
+        if not is_resource_path(path):
             raise ValueError(f"resource path {path!r} is not repo/type/tag")
         for attempt in (0, 1):
             if self._token is None or self._key is None:
@@ -163,7 +154,7 @@ class KbsClient:
             try:
                 sent = self._send("GET", f"/kbs/v0/resource/{path}",
                                   headers={"Authorization": f"Bearer {self._token}"})
-                from arca.guest import jwe  # loaded during attest (or now, while the broker works)
+                from arca.guest import jwe  # loaded by attest
 
                 _, body = self._receive(sent, "GET", f"/kbs/v0/resource/{path}")
             except PolicyDenied as e:  # an expired token earns one fresh attestation
@@ -212,9 +203,9 @@ def parse_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
 def _session_cookie(headers: list[tuple[str, str]]) -> str:
     for name, value in headers:
         if name.lower() == "set-cookie":
-            m = re.match(rf"\s*{proto.SESSION_COOKIE}=([A-Za-z0-9_.-]+)", value)
-            if m:
-                return m.group(1)
+            name, _, token = value.partition(";")[0].strip().partition("=")
+            if name == proto.SESSION_COOKIE and token and set(token) <= NAME_CHARS:
+                return token
     raise WireFormatError(f"KBS auth response has no {proto.SESSION_COOKIE} cookie")
 
 

@@ -5,7 +5,7 @@ path for ``attest``, in order:
 
 1. the session cookie is authentic and ``challenged`` (unexpired), and ``runtime-data``
    echoes its nonce (Trustee protocol, "Challenge");
-2. ``tee-pubkey`` is an acceptable JWK (EC P-256 ``ECDH-ES+A256KW`` or RSA >= 2048
+2. ``tee-pubkey`` is an acceptable JWK (X25519 or EC P-256 ``ECDH-ES+A256KW``, or RSA >= 2048
    ``RSA-OAEP-256``);
 3. expected report data = SHA-384(RFC 8785(runtime-data)) zero-padded to the TEE's field;
    expected init data = init-data digest padded to the TEE's field (when init-data is sent);

@@ -13,8 +13,6 @@ ANNOTATION_CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 GUEST_RUNTIME_MOUNT = "/.arca"
 #: tmpfs inside the TD holding Arca's per-TD state; never backed by host disk.
 TD_RUN_DIR = "/run/arca"
-#: Per-TD secrets, mode 0400, owned by the workload user.
-SECRETS_DIR = "/run/arca/secrets"
 #: The report the agent obtained at start, for inspection by the workload.
 EVIDENCE_PATH = "/run/arca/evidence.json"
 #: Directory (bind-mounted, per TD) holding the TEE device socket for the ``sim`` backend.

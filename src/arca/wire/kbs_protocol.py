@@ -8,7 +8,7 @@ RFC 8785 form of ``runtime-data``). Transport, sessions and crypto live elsewher
 
 from __future__ import annotations
 
-import base64
+import binascii
 
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
@@ -116,8 +116,11 @@ def runtime_data_digest(runtime_data: dict[str, Any]) -> bytes:
         raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
 
 
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def b64u(data: bytes) -> str:  # binascii: base64 imports re, ms of every TD start
+    return binascii.b2a_base64(data, newline=False).decode().translate(_URLSAFE).rstrip("=")
+
+
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 def pad(digest: bytes, size: int) -> bytes:

@@ -75,3 +75,54 @@ def test_url_parts(url: str, addr: tuple[str, int], prefix: str) -> None:
     c = _client(url)
     assert (c._addr, c._prefix) == (addr, prefix)
     assert (c._ssl is not None) == url.startswith("https")
+
+
+@pytest.mark.parametrize(("headers", "cookie"), [
+    ([("Set-Cookie", "kbs-session-id=abc; Path=/")], "abc"),
+    ([("set-cookie", " kbs-session-id=A-1_b.c ")], "A-1_b.c"),
+    ([("Set-Cookie", "other=x"), ("Set-Cookie", "kbs-session-id=z; HttpOnly")], "z"),
+    ([("Set-Cookie", "kbs-session-id=")], None),
+    ([("Set-Cookie", "kbs-session-id=a b")], None),
+    ([("Set-Cookie", "kbs-session-id=a\"b")], None),  # would break the Cookie header we send
+    ([("Set-Cookie", "xkbs-session-id=abc")], None),
+    ([("X-Set-Cookie", "kbs-session-id=abc")], None),
+    ([], None),
+])
+def test_session_cookie(headers: list[tuple[str, str]], cookie: str | None) -> None:
+    from arca.guest.kbs_client import _session_cookie
+    from arca.wire.errors import WireFormatError
+
+    if cookie is None:
+        with pytest.raises(WireFormatError, match="kbs-session-id"):
+            _session_cookie(headers)
+    else:
+        assert _session_cookie(headers) == cookie
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_session_cookie_is_a_token_or_refused(value: str) -> None:
+    """Whatever the broker sends, what goes back in our ``Cookie`` header is a plain token."""
+    from arca.guest.kbs_client import _session_cookie
+    from arca.wire.errors import WireFormatError
+    from arca.wire.initdata import NAME_CHARS
+
+    try:
+        got = _session_cookie([("Set-Cookie", "kbs-session-id=" + value)])
+    except WireFormatError:
+        return
+    assert got and set(got) <= NAME_CHARS and value.strip().startswith(got)
+
+
+@pytest.mark.parametrize(("path", "ok"), [
+    ("default/key/k", True), ("a-b/c.d/e_f", True), ("a/b", False), ("a/b/c/d", False),
+    ("a/../c", False), ("./b/c", False), ("a/b/..", False), ("a/b/c?x=1", False),
+    ("a/b/%2e%2e", False), ("a/b/c d", False), ("", False)])
+def test_resource_paths_are_checked_before_any_request(path: str, ok: bool) -> None:
+    client = _client("http://127.0.0.1:1")  # nothing listens: a request would fail differently
+    if ok:
+        with pytest.raises(Exception, match="unreachable"):
+            client.get_resource(path)
+    else:
+        with pytest.raises(ValueError, match="repo/type/tag"):
+            client.get_resource(path)

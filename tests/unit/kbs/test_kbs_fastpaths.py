@@ -14,6 +14,7 @@ import json
 import pathlib
 import re
 import time
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -42,7 +43,14 @@ def _b64u_int(n: int, size: int) -> str:
     return jwe.b64u(n.to_bytes(size, "big"))
 
 
+def _guest_pair() -> tuple[Any, dict[str, str]]:
+    """The key a guest makes (X25519)."""
+    priv = jwe.generate_key()
+    return priv, jwe.public_jwk(priv)
+
+
 def _ec_pair() -> tuple[ec.EllipticCurvePrivateKey, dict[str, str]]:
+    """The key Trustee's attestation agent makes (P-256)."""
     priv = ec.generate_private_key(ec.SECP256R1())
     n = priv.public_key().public_numbers()
     return priv, {"kty": "EC", "crv": "P-256", "alg": jwe.ALG,
@@ -58,12 +66,21 @@ def _jwcrypto_decrypt(doc: dict[str, str], priv: object) -> bytes:
 
 
 @pytest.mark.parametrize("plaintext", [b"", b"s", b"x" * 5000])
-def test_ec_jwe_decrypts_with_jwcrypto_and_guest(plaintext):
-    priv, pub = _ec_pair()
+def test_x25519_jwe_decrypts_with_jwcrypto_and_guest(plaintext):
+    priv, pub = _guest_pair()
     doc = encrypt_to(pub, plaintext)
+    assert json.loads(jwe.b64u_decode(doc["protected"], "h"))["epk"]["crv"] == "X25519"
     if plaintext:  # jwcrypto refuses an empty payload outright
         assert _jwcrypto_decrypt(doc, priv) == plaintext
     assert jwe.decrypt(doc, priv) == plaintext
+
+
+@pytest.mark.parametrize("plaintext", [b"s", b"x" * 5000])
+def test_ec_jwe_decrypts_with_jwcrypto(plaintext):
+    priv, pub = _ec_pair()
+    doc = encrypt_to(pub, plaintext)
+    assert json.loads(jwe.b64u_decode(doc["protected"], "h"))["epk"]["crv"] == "P-256"
+    assert _jwcrypto_decrypt(doc, priv) == plaintext
 
 
 def test_rsa_jwe_decrypts_with_jwcrypto_and_small_keys_refused():
@@ -142,9 +159,9 @@ def _attest_body(sim: SimAuthority, nonce: str, pub: dict[str, str]) -> bytes:
     return json.dumps(att.to_json()).encode()
 
 
-def _session(svc: KbsService, sim: SimAuthority) -> tuple[str, ec.EllipticCurvePrivateKey]:
+def _session(svc: KbsService, sim: SimAuthority) -> tuple[str, Any]:
     challenge, cookie = svc.auth(json.dumps(proto.Request("sim").to_json()).encode())
-    priv, pub = _ec_pair()
+    priv, pub = _guest_pair()
     svc.attest(cookie, _attest_body(sim, challenge.nonce, pub))
     return cookie, priv
 
@@ -176,7 +193,7 @@ def test_asgi_fast_path_answers_like_the_routes(kbs):
     for attr in ("HttpOnly", "Max-Age=300", "Path=/", "SameSite=strict"):
         assert attr in set_cookie
     assert "Secure" not in set_cookie  # insecure_http; HTTPS sets it (route and fast path alike)
-    priv, pub = _ec_pair()
+    priv, pub = _guest_pair()
     r2 = client.post("/kbs/v0/attest", content=_attest_body(sim, r.json()["nonce"], pub))
     assert r2.status_code == 200 and r2.json()["token"].count(".") == 2
     r3 = client.get("/kbs/v0/resource/r/k/one")

@@ -9,8 +9,6 @@ import json
 
 import pytest
 import rfc8785
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jwcrypto import jwe as jwcrypto_jwe
@@ -112,23 +110,25 @@ def test_pad():
 
 
 # -- JWE -----------------------------------------------------------------------------------
-def _keys():
-    priv = ec.generate_private_key(ec.SECP256R1())
-    pub = jwk.JWK.from_pem(priv.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    doc = json.loads(pub.export_public())
-    return priv, {"kty": "EC", "crv": "P-256", "x": doc["x"], "y": doc["y"]}
+@pytest.fixture(params=["X25519", "P-256"])
+def curve(request):
+    return request.param
 
 
-def test_decrypt_kbs_jwe():
-    priv, pub = _keys()
+def _keys(curve="X25519"):
+    priv = jwe.generate_key(curve)
+    return priv, jwe.public_jwk(priv)
+
+
+def test_decrypt_kbs_jwe(curve):
+    priv, pub = _keys(curve)
     assert jwe.decrypt(encrypt_to(pub, b"secret"), priv) == b"secret"
     assert jwe.decrypt(encrypt_to(pub, b""), priv) == b""
 
 
-def test_decrypt_jwcrypto_flattened_with_protected_epk():
+def test_decrypt_jwcrypto_flattened_with_protected_epk(curve):
     """An independent producer: jwcrypto's own compact form converted to flattened JSON."""
-    priv, pub = _keys()
+    priv, pub = _keys(curve)
     obj = jwcrypto_jwe.JWE(b"x" * 1000, protected=json.dumps(
         {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "apu": "QWxpY2U", "apv": "Qm9i"}))
     obj.add_recipient(jwk.JWK(**pub))
@@ -144,40 +144,130 @@ def _flip(text):
 
 
 @pytest.mark.parametrize("field", ["ciphertext", "tag", "iv", "encrypted_key", "protected"])
-def test_decrypt_tampered(field):
-    priv, pub = _keys()
+def test_decrypt_tampered(field, curve):
+    priv, pub = _keys(curve)
     doc = encrypt_to(pub, b"secret")
     doc[field] = _flip(doc[field])
     with pytest.raises(WireFormatError):
         jwe.decrypt(doc, priv)
 
 
-def test_decrypt_refusals():
-    priv, pub = _keys()
-    other, _ = _keys()
+def test_decrypt_refusals(curve):
+    priv, pub = _keys(curve)
+    other, _ = _keys(curve)
     doc = encrypt_to(pub, b"secret")
     with pytest.raises(WireFormatError, match="not ours"):
         jwe.decrypt(doc, other)
+    with pytest.raises(WireFormatError, match="epk must be"):  # the other curve's key
+        jwe.decrypt(doc, _keys("P-256" if curve == "X25519" else "X25519")[0])
     with pytest.raises(WireFormatError):
         jwe.decrypt({**doc, "extra": "1"}, priv)
     header = json.loads(base64.urlsafe_b64decode(doc["protected"] + "=="))
+    epk = header["epk"]
+    bad_points = ([{**epk, "x": jwe.b64u(bytes(32))},  # low order (RFC 7748 section 6.1)
+                   {**epk, "x": jwe.b64u((1).to_bytes(32, "little"))}] if curve == "X25519"
+                  else [{**epk, "x": epk["y"]}, {**epk, "y": jwe.b64u(bytes(32))}])  # off curve
     for change in ({"alg": "ECDH-ES"}, {"enc": "A128GCM"}, {"zip": "DEF"},
-                   {"epk": {**header["epk"], "x": header["epk"]["y"]}},  # off the curve
-                   {"epk": {**header["epk"], "crv": "P-384"}}):
+                   *({"epk": e} for e in bad_points),
+                   {"epk": {**epk, "x": jwe.b64u(bytes(31))}},
+                   {"epk": {**epk, "crv": "X448" if curve == "X25519" else "P-384"}}):
         bad = jwe.b64u(json.dumps({**header, **change}).encode())
         with pytest.raises(WireFormatError):
             jwe.decrypt({**doc, "protected": bad}, priv)
+    with pytest.raises(ValueError, match="neither"):
+        jwe.generate_key("P-384")
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["protected", "encrypted_key", "iv", "ciphertext", "tag",
                                         "aad", "x"]), st.text(max_size=40) | JSON, max_size=7))
 def test_decrypt_never_crashes(doc):
-    priv, _ = KEYS
+    for priv, _ in KEYS:
+        try:
+            jwe.decrypt(doc, priv)
+        except WireFormatError:
+            pass
+
+
+KEYS = (_keys("X25519"), _keys("P-256"))
+
+
+# -- X25519 key, base64url ------------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=100))
+def test_b64u_matches_base64_and_round_trips(data):
+    assert jwe.b64u(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    assert jwe.b64u_decode(jwe.b64u(data), "x") == data
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ABCxyz019-_+/=. \n\u00e9", max_size=24))
+def test_b64u_decode_is_strict_base64url(text):
+    """Whatever it accepts, base64's own decoder reads the same; it never accepts the standard
+    alphabet's ``+``/``/``, whitespace or other characters (base64 would silently skip them)."""
     try:
-        jwe.decrypt(doc, priv)
+        got = jwe.b64u_decode(text, "x")
     except WireFormatError:
-        pass
+        return
+    assert set(text) <= set("ABCxyz019-_=")
+    assert got == base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-KEYS = _keys()
+def test_the_guest_key_is_x25519_and_its_jwk_says_so():
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    priv = jwe.generate_key()
+    pub = jwe.public_jwk(priv)
+    assert set(pub) == {"kty", "crv", "alg", "x"} and pub["kty"] == "OKP"
+    assert pub["crv"] == "X25519" and pub["alg"] == "ECDH-ES+A256KW"
+    assert x25519.X25519PublicKey.from_public_bytes(jwe.b64u_decode(pub["x"], "x")) \
+        == priv.public_key()
+    assert jwe.public_jwk(jwe.generate_key())["x"] != pub["x"]  # fresh per call
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"x": jwe.b64u(bytes(32))}, "low-order"),  # RFC 7748 section 6.1: all-zero secret
+    ({"x": jwe.b64u((1).to_bytes(32, "little"))}, "low-order"),
+    ({"x": jwe.b64u(bytes(31))}, "32 bytes"),
+    ({"x": 7}, "base64url"),
+    ({"crv": "X448"}, "X25519"),
+    ({"alg": "ECDH-ES"}, "X25519 with alg"),
+])
+def test_the_broker_refuses_bad_x25519_keys(change, reason):
+    from arca.kbs.jwe import TeeKeyError, tee_key
+
+    pub = {**jwe.public_jwk(jwe.generate_key()), **change}
+    with pytest.raises(TeeKeyError, match=reason):
+        tee_key(pub)
+    from arca.kbs.problems import KbsProblem
+
+    with pytest.raises(KbsProblem, match=reason):  # at release too (no trial there)
+        encrypt_to(pub, b"secret")
+
+
+_MOVED_LAYOUT = """
+import sys, types
+import cryptography.hazmat.bindings._rust as rust
+real = rust.openssl
+class Moved(types.ModuleType):  # a cryptography whose compiled core is laid out differently
+    def __getattr__(self, name):
+        rust.openssl = real  # only the guest's fast path sees the other layout
+        raise AttributeError(name)
+rust.openssl = Moved("openssl")
+from arca.guest import jwe
+from arca.kbs.jwe import encrypt_to
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+assert jwe._x25519 == X25519PrivateKey.generate, jwe._x25519
+key = jwe.generate_key()
+print(jwe.decrypt(encrypt_to(jwe.public_jwk(key), b"fallback"), key).decode())
+"""
+
+
+def test_the_public_api_serves_when_the_compiled_core_moves():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _MOVED_LAYOUT], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "fallback\n"

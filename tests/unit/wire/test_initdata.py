@@ -128,6 +128,8 @@ BAD = {
     "allow_exec not bool": (doc("policy = 'allow_exec = 1'\n"), "allow_exec"),
     "negative retries": (doc("agent = 'kbs_retries = -1'\n"), "kbs_retries"),
     "timeout not a number": (doc("agent = 'kbs_timeout = \"5\"'\n"), "kbs_timeout"),
+    "unknown tee key curve": (doc("agent = 'tee_key = \"P-384\"'\n"), "tee_key"),
+    "tee key not a string": (doc("agent = 'tee_key = 1'\n"), "tee_key"),
     "not toml": (b"version = ", "TOML"),
     "not utf-8": (b'version = "\xff"', "UTF-8"),
     "embedded not toml": (doc("policy = '[[['\n"), "policy"),
@@ -202,3 +204,53 @@ def test_fuzz_annotation(value: str) -> None:
         decode_annotation(value)
     except InitDataError:
         pass
+
+
+# -- names checked without ``re``: the same answers as the patterns they replaced -----------
+_RESOURCE_PATH = r"(?:(?!\.\.?/)[A-Za-z0-9_.-]+/){2}(?!\.\.?$)[A-Za-z0-9_.-]+"
+_FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_NAMEISH = st.text(alphabet="aZ09_.-/ \n\u00e9\u0661", max_size=12) | st.sampled_from(
+    ["a/b/c", "./b/c", "a/../c", "a/b/..", "a/b/.", "..a/b/c", "a/b/c/", "a//c", "_x", "9x",
+     "x" * 255, "x" * 256, ".a", "-", "A_1"])
+
+
+def _resource_doc(**fields: object) -> bytes:
+    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items())
+    return (f'version = "0.1.0"\n[data]\nkbs_url = "http://kbs"\n'
+            f"resources = '''\n[[resource]]\n{body}'''\n").encode()
+
+
+@settings(max_examples=400, deadline=None)
+@given(_NAMEISH)
+def test_resource_path_check_equals_the_pattern(text: str) -> None:
+    import re
+
+    from arca.wire.initdata import is_resource_path
+
+    assert is_resource_path(text) == bool(re.fullmatch(_RESOURCE_PATH, text, re.ASCII))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_NAMEISH, st.sampled_from(["name", "env"]))
+def test_file_and_env_name_checks_equal_the_patterns(text: str, which: str) -> None:
+    import re
+
+    fields = {"path": "r/t/k", "name": text} if which == "name" else \
+        {"path": "r/t/k", "name": "n", "env": text}
+    pattern = _FILE_NAME if which == "name" else _ENV_NAME
+    try:
+        InitData.parse(_resource_doc(**fields))
+        accepted = True
+    except InvalidInput as e:
+        assert which in str(e)
+        accepted = False
+    assert accepted == bool(re.fullmatch(pattern, text, re.ASCII))
+
+
+@pytest.mark.parametrize(("agent", "curve"), [
+    ("", "X25519"), ("agent = 'tee_key = \"X25519\"'\n", "X25519"),
+    ("agent = 'tee_key = \"P-256\"'\n", "P-256"),
+    ("agent = '{\"tee_key\": \"P-256\", \"kbs_retries\": 1}'\n", "P-256")])
+def test_tee_key_curve(agent: str, curve: str) -> None:
+    assert InitData.parse(doc(agent)).agent.tee_key == curve

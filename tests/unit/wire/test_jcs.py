@@ -13,7 +13,6 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda children: st.lists(children, max_size=5)
     | st.dictionaries(st.text(max_size=8), children, max_size=5),
@@ -30,10 +29,7 @@ def test_matches_reference_implementation(value: object) -> None:
     "value,expected",
     [
         ({"b": 1, "a": [True, None]}, b'{"a":[true,null],"b":1}'),
-        (1e21, b"1e+21"),
-        (1e-7, b"1e-7"),
-        (0.000001, b"0.000001"),
-        (-0.0, b"0"),
+        (-(2**53) + 1, b"-9007199254740991"),
         ({"\u20ac": 1, "\r": 2, "\U0001f600": 3, "\ufb33": 4}, None),
     ],
 )
@@ -41,7 +37,16 @@ def test_known_forms(value: object, expected: bytes | None) -> None:
     assert canonicalize(value) == (expected or rfc8785.dumps(value))
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, 2**60, {1: 2}, object()])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 2**60, {1: 2}, object(), 1.5, 0.0, 1e21,
+                                 [1, 2.0], {"a": -0.0}])
 def test_rejects_what_has_no_canonical_form(bad: object) -> None:
     with pytest.raises((ValueError, TypeError)):
         canonicalize(bad)
+
+
+@given(st.floats())
+def test_floats_are_refused_not_misformatted(value: float) -> None:
+    """No canonical document of Arca's has a float; one showing up is an error, never a
+    silently different encoding from another implementation's."""
+    with pytest.raises(TypeError, match="float"):
+        canonicalize({"x": [value]})
