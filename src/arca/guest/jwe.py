@@ -3,11 +3,10 @@ it: flattened JWE, ``ECDH-ES+A256KW`` / ``A256GCM`` only, checked exactly (RFC 7
 
 from __future__ import annotations
 
-import binascii
-
 from arca.wire.errors import WireFormatError
 from arca.wire.kbs_protocol import ALG as ALG  # re-exported
 from arca.wire.kbs_protocol import b64u as b64u
+from arca.wire.kbs_protocol import b64u_decode as b64u_decode
 from arca.wire.lean import digest, json_loads
 
 TYPE_CHECKING = False
@@ -55,23 +54,13 @@ def public_jwk(key: Key) -> dict[str, str]:
     return {"kty": "OKP", "crv": "X25519", "alg": ALG, "x": b64u(pub.public_bytes_raw())}
 
 
-def b64u_decode(text: Any, what: str) -> bytes:  # strict, RFC 7515 section 2
-    if not isinstance(text, str) or not text.isascii() or "+" in text or "/" in text:
-        raise WireFormatError(f"JWE {what} must be a base64url string")
-    try:
-        std = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
-        return binascii.a2b_base64(std, strict_mode=True)
-    except binascii.Error:
-        raise WireFormatError(f"JWE {what} is not base64url") from None
-
-
 def _kek(key: Key, header: dict[str, Any]) -> bytes:
     """RFC 7518 section 4.6.2: ECDH-ES shared secret, then Concat KDF (one SHA-256 round)."""
     epk, ours = header.get("epk"), public_jwk(key)
     if not isinstance(epk, dict) or (epk.get("kty"), epk.get("crv")) != (ours["kty"], ours["crv"]):
         raise WireFormatError(f"JWE epk must be a {ours['kty']} {ours['crv']} public key")
-    x = b64u_decode(epk.get("x"), "epk.x")
-    y = b64u_decode(epk.get("y"), "epk.y") if ours["kty"] == "EC" else x
+    x = b64u_decode(epk.get("x"), "JWE epk.x")
+    y = b64u_decode(epk.get("y"), "JWE epk.y") if ours["kty"] == "EC" else x
     if len(x) != 32 or len(y) != 32:
         raise WireFormatError("JWE epk coordinates must be 32 bytes")
     try:  # off-curve points (invalid-curve attacks) and low-order X25519 points are refused
@@ -85,8 +74,8 @@ def _kek(key: Key, header: dict[str, Any]) -> bytes:
     except ValueError:
         raise WireFormatError(f"JWE epk is not a valid {ours['crv']} public key") from None
     other = b"".join(len(f).to_bytes(4, "big") + f for f in (
-        ALG.encode(), b64u_decode(header.get("apu", ""), "apu"),
-        b64u_decode(header.get("apv", ""), "apv")))
+        ALG.encode(), b64u_decode(header.get("apu", ""), "JWE apu"),
+        b64u_decode(header.get("apv", ""), "JWE apv")))
     return digest("sha256", b"\0\0\0\1" + z + other + (256).to_bytes(4, "big"))
 
 
@@ -96,7 +85,7 @@ def decrypt(jwe: Any, key: Key) -> bytes:
         raise WireFormatError(f"JWE must have exactly {sorted(_FIELDS)} (and optionally aad)")
     protected_b64 = jwe["protected"]
     try:
-        header = json_loads(b64u_decode(protected_b64, "protected"))
+        header = json_loads(b64u_decode(protected_b64, "JWE protected"))
     except ValueError:
         raise WireFormatError("JWE protected header is not JSON") from None
     if not isinstance(header, dict) or header.get("alg") != ALG or header.get("enc") != ENC:
@@ -106,13 +95,13 @@ def decrypt(jwe: Any, key: Key) -> bytes:
     aad = protected_b64.encode()
     if "aad" in jwe:
         aad += b"." + str(jwe["aad"]).encode()
-    iv, tag = b64u_decode(jwe["iv"], "iv"), b64u_decode(jwe["tag"], "tag")
+    iv, tag = b64u_decode(jwe["iv"], "JWE iv"), b64u_decode(jwe["tag"], "JWE tag")
     if len(iv) != 12 or len(tag) != 16:
         raise WireFormatError("JWE iv must be 12 bytes and tag 16 bytes for A256GCM")
-    kek, wrapped = _kek(key, header), b64u_decode(jwe["encrypted_key"], "key")
+    kek, wrapped = _kek(key, header), b64u_decode(jwe["encrypted_key"], "JWE key")
     if len(wrapped) != 40:  # RFC 3394: a wrapped 256-bit key
         raise WireFormatError("JWE content key must be 256 bits")
-    ct = b64u_decode(jwe["ciphertext"], "ciphertext")
+    ct = b64u_decode(jwe["ciphertext"], "JWE ciphertext")
     try:
         return AESGCM(aes_key_unwrap(kek, wrapped)).decrypt(iv, ct + tag, aad)
     except Exception:  # noqa: BLE001 - InvalidUnwrap/InvalidTag: naming them loads Python code

@@ -13,8 +13,6 @@ session and jwcrypto's object model cost about four times the cryptography itsel
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import struct
@@ -25,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from arca.wire.errors import WireFormatError
+from arca.wire.kbs_protocol import b64u, b64u_decode
 
 EC_ALG = "ECDH-ES+A256KW"
 RSA_ALG = "RSA-OAEP-256"
@@ -40,17 +41,11 @@ class TeeKeyError(ValueError):
     """A ``tee-pubkey`` JWK is not acceptable; the message says why."""
 
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def _b64u_decode(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise TeeKeyError(f"{what} must be a base64url string")
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        raise TeeKeyError(f"{what} is not base64url") from None
+        return b64u_decode(value, what)
+    except WireFormatError as e:
+        raise TeeKeyError(str(e)) from None
 
 
 #: For the low-order check of X25519 keys at ``attest``; a fixed key costs no key generation.
@@ -119,13 +114,13 @@ def _ecdh_kek(peer: ec.EllipticCurvePublicKey | x25519.X25519PublicKey
     if isinstance(peer, x25519.X25519PublicKey):
         eph_x = x25519.X25519PrivateKey.generate()
         z = _exchange_x25519(eph_x, peer)
-        epk = {"kty": "OKP", "crv": "X25519", "x": _b64u(eph_x.public_key().public_bytes_raw())}
+        epk = {"kty": "OKP", "crv": "X25519", "x": b64u(eph_x.public_key().public_bytes_raw())}
     else:
         eph = ec.generate_private_key(ec.SECP256R1())
         z = eph.exchange(ec.ECDH(), peer)
         nums = eph.public_key().public_numbers()
-        epk = {"kty": "EC", "crv": "P-256", "x": _b64u(nums.x.to_bytes(32, "big")),
-               "y": _b64u(nums.y.to_bytes(32, "big"))}
+        epk = {"kty": "EC", "crv": "P-256", "x": b64u(nums.x.to_bytes(32, "big")),
+               "y": b64u(nums.y.to_bytes(32, "big"))}
     other = _lp(EC_ALG.encode()) + _lp(b"") + _lp(b"") + struct.pack(">I", 256)
     return ConcatKDFHash(hashes.SHA256(), 32, other).derive(z), epk
 
@@ -141,8 +136,8 @@ def encrypt_to(jwk: Any, plaintext: bytes) -> dict[str, str]:
     else:
         encrypted_key = key.encrypt(cek, padding.OAEP(
             mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
-    protected = _b64u(json.dumps(header, separators=(",", ":")).encode())
+    protected = b64u(json.dumps(header, separators=(",", ":")).encode())
     iv = os.urandom(12)
     sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode())
-    return {"protected": protected, "encrypted_key": _b64u(encrypted_key), "iv": _b64u(iv),
-            "ciphertext": _b64u(sealed[:-16]), "tag": _b64u(sealed[-16:])}
+    return {"protected": protected, "encrypted_key": b64u(encrypted_key), "iv": b64u(iv),
+            "ciphertext": b64u(sealed[:-16]), "tag": b64u(sealed[-16:])}

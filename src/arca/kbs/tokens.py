@@ -8,8 +8,6 @@ checked before any claim is read, ``exp`` mandatory.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
@@ -25,6 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from arca.wire import kbs_protocol
+from arca.wire.errors import WireFormatError
+from arca.wire.kbs_protocol import b64u as b64u  # re-exported
+
 #: Largest JWT accepted in a header: a token carries claims, not payloads.
 MAX_TOKEN_CHARS = 32 * 1024
 #: Tolerated clock skew for ``iat``/``nbf`` of admin tokens.
@@ -38,15 +40,11 @@ class TokenError(Exception):
     """A JWT failed verification; the message says which check."""
 
 
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def b64u_decode(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenError("JWT segment is not base64url") from None
+        return kbs_protocol.b64u_decode(text, "JWT segment")
+    except WireFormatError as e:
+        raise TokenError(str(e)) from None
 
 
 def _json_b64(obj: Any) -> str:

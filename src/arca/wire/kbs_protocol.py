@@ -123,6 +123,17 @@ def b64u(data: bytes) -> str:  # binascii: base64 imports re, ms of every TD sta
 _URLSAFE = str.maketrans("+/", "-_")
 
 
+def b64u_decode(text: Any, what: str) -> bytes:
+    """Strict base64url, padding optional (RFC 7515 section 2); ``base64`` would skip junk."""
+    if not isinstance(text, str) or not text.isascii() or "+" in text or "/" in text:
+        raise WireFormatError(f"{what} must be a base64url string")
+    try:
+        std = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
+        return binascii.a2b_base64(std, strict_mode=True)
+    except binascii.Error:
+        raise WireFormatError(f"{what} is not base64url") from None
+
+
 def pad(digest: bytes, size: int) -> bytes:
     """Zero-pad a digest to a TEE field size; a digest longer than the field is an error."""
     if len(digest) > size:
