@@ -22,9 +22,9 @@ Breakdown, measured from outside (no instrumentation inside the TD):
 * verification: the KBS's own attest latency (``arca_kbs_attest_seconds`` from ``/metrics``:
   sim evidence verification + Rego attestation policy + token signing);
 * attested extra: ``arca-sim+kbs`` minus ``arca-sim``. The round trips overlap the agent's own
-  work (it sends ``auth`` first and imports ``cryptography`` and makes its key while the broker
-  answers, loads the JWE code while ``attest`` is out), so the two do not add up; the CPU line
-  above says how much of the extra is the agent's work.
+  work (it sends ``auth`` first and loads ``cryptography``'s compiled core and makes its X25519
+  key while the broker answers), so the two do not add up; the CPU line above says how much of
+  the extra is the agent's work.
 
 CPU inside the container (noise-robust, as other work shares the machine): every timed run is
 placed in a cgroup under one parent per variant (``ctr run --cgroup``); the parent's
