@@ -7,6 +7,7 @@ tie the report to the nonce and key it carries."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import pathlib
@@ -61,13 +62,14 @@ def init_data(url: str) -> bytes:
             "agent = 'kbs_retries = 0'\n").encode()
 
 
-@pytest.fixture()
-def td(tmp_path: pathlib.Path, kbs: RecordingProxy):
+@contextlib.contextmanager
+def make_td(tmp_path: pathlib.Path, kbs: RecordingProxy, init: bytes):
+    """A TD's device directory (descriptor, host process, init-data, sim device) and its
+    tmpfs run directory."""
     dev, run = tmp_path / "tee", tmp_path / "run"
     dev.mkdir()
     run.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(run)], check=True)
-    init = init_data(kbs.url)
     (dev / "descriptor.json").write_text(json.dumps(DESCRIPTOR.to_json()))
     (dev / "process.json").write_text(json.dumps(
         {"args": list(SPEC.args), "env": list(SPEC.env), "cwd": "/"}))
@@ -75,9 +77,17 @@ def td(tmp_path: pathlib.Path, kbs: RecordingProxy):
     device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
                              InitData.parse(init).padded_digest(48))
     kbs.exchanges.clear()
-    yield dev, run, device
-    device.close()
-    subprocess.run(["umount", "-l", str(run)], check=False)
+    try:
+        yield dev, run, device
+    finally:
+        device.close()
+        subprocess.run(["umount", "-l", str(run)], check=False)
+
+
+@pytest.fixture()
+def td(tmp_path: pathlib.Path, kbs: RecordingProxy):
+    with make_td(tmp_path, kbs, init_data(kbs.url)) as t:
+        yield t
 
 
 def run_agent(dev: pathlib.Path, run: pathlib.Path) -> subprocess.CompletedProcess[str]:
@@ -176,21 +186,10 @@ def test_an_attested_start_in_the_guest_runtime_stays_lean(td, kbs, tmp_path) ->
 def test_a_p256_key_for_trustee_brokers_gets_the_secret_too(tmp_path, kbs) -> None:
     """``agent.tee_key = "P-256"``: the key Trustee's KBS accepts (it knows no X25519); the
     broker encrypts to it and the agent decrypts, through cryptography's Python layer."""
-    dev, run = tmp_path / "tee", tmp_path / "run"
-    dev.mkdir()
-    run.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(run)], check=True)
     init = init_data(kbs.url).replace(b"agent = 'kbs_retries = 0'",
                                       b"agent = '{\"kbs_retries\": 0, \"tee_key\": \"P-256\"}'")
     assert b"P-256" in init
-    (dev / "descriptor.json").write_text(json.dumps(DESCRIPTOR.to_json()))
-    (dev / "process.json").write_text(json.dumps(
-        {"args": list(SPEC.args), "env": list(SPEC.env), "cwd": "/"}))
-    (dev / "init-data.toml").write_bytes(init)
-    device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
-                             InitData.parse(init).padded_digest(48))
-    kbs.exchanges.clear()
-    try:
+    with make_td(tmp_path, kbs, init) as (dev, run, _):
         res = run_agent(dev, run)
         assert res.returncode == 0, res.stderr
         assert (run / "secrets" / "k").read_bytes() == SECRET
@@ -199,6 +198,3 @@ def test_a_p256_key_for_trustee_brokers_gets_the_secret_too(tmp_path, kbs) -> No
         attest = next(e for e in kbs.exchanges if "/attest" in e.request_line)
         body = json.loads(bytes(attest.request).partition(b"\r\n\r\n")[2])
         assert body["runtime-data"]["tee-pubkey"] == key
-    finally:
-        device.close()
-        subprocess.run(["umount", "-l", str(run)], check=False)
