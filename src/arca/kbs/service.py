@@ -292,10 +292,11 @@ class KbsService:
 
     def _policy_data(self) -> str:
         """The policies' ``data`` document, as the JSON text the policy engine keys on."""
-        return self._cached("data", lambda: json.dumps(
+        data: str = self._cached("data", lambda: json.dumps(
             {"reference": self.store.reference_values(),
              "config": {"allow_sim": "sim" in self.verifiers,
                         "allow_sample": self.cfg.insecure_allow_sample}}, sort_keys=True))
+        return data
 
     def token_claims(self, bearer: str | None, cookie: str | None) -> dict[str, Any]:
         """Who is asking: the claims of a verified token from the header or the session."""

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -67,7 +67,7 @@ def split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
     return header, claims, f"{parts[0]}.{parts[1]}".encode(), b64u_decode(parts[2])
 
 
-def _finite_time(value: Any) -> bool:
+def _finite_time(value: Any) -> TypeGuard[float]:
     """A JSON number usable as a time: ``int`` or finite ``float`` (not bool, NaN, Infinity;
     Python's ``json`` accepts ``NaN`` and ``Infinity``, which compare false to everything)."""
     if type(value) is int:
