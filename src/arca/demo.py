@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
@@ -91,8 +92,9 @@ def _busybox() -> bytes:
 
 def build_demo_layout(layout: pathlib.Path, tag: str, workload: str) -> None:
     """Write (or extend) an OCI image layout with a two-layer busybox image under ``tag``."""
-    base = [_dir("bin"), _dir("etc"), _dir("app"), _dir("tmp", 0o1777), _dir("proc"),
-            _dir("sys"), _dir("dev"), _dir("run")]
+    base: list[tuple[tarfile.TarInfo, bytes | None]] = [
+        _dir("bin"), _dir("etc"), _dir("app"), _dir("tmp", 0o1777), _dir("proc"), _dir("sys"),
+        _dir("dev"), _dir("run")]
     base.append(_file("bin/busybox", _busybox(), 0o755))
     base += [_link(f"bin/{a}", "busybox") for a in APPLETS]
     base.append(_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"))
@@ -126,8 +128,8 @@ def build_demo_layout(layout: pathlib.Path, tag: str, workload: str) -> None:
     }, sort_keys=True).encode()
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     index_path = layout / "index.json"
-    index = (json.loads(index_path.read_text()) if index_path.exists()
-             else {"schemaVersion": 2, "manifests": []})
+    index: dict[str, Any] = (json.loads(index_path.read_text()) if index_path.exists()
+                             else {"schemaVersion": 2, "manifests": []})
     index["manifests"] = [m for m in index["manifests"]
                           if m.get("annotations", {}).get("org.opencontainers.image.ref.name")
                           != tag]

@@ -170,7 +170,8 @@ def rewrite_config(
     terminal, rlimits, capabilities and LSM settings of the original process are kept: they
     are runc's business and the agent inherits them.
     """
-    new = json.loads(json.dumps(config))  # a deep copy (it came from JSON) without ``copy``
+    # A deep copy (it came from JSON) without ``copy``.
+    new: dict[str, Any] = json.loads(json.dumps(config))
     mounts = new.get("mounts") or []
     if not isinstance(mounts, list):
         raise BundleError("config.json: mounts must be a list")

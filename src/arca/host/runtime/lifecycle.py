@@ -74,6 +74,13 @@ class Args:
     def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
 
+    # As typeshed's Namespace: attributes are dynamic, typed Any.
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+
 
 #: ``create``/``run`` options (runc 1.1): spelling -> (attribute, default). A ``bool`` default
 #: marks a flag, anything else an option with a value. ``--detach``/``--keep``: ``run`` only.
@@ -104,10 +111,11 @@ def _parse(command: str, args: list[str], spec: dict[str, tuple[str, Any]]) -> A
             values[spec[name][0]] = True
         else:
             if not eq:
-                value = next(rest, None)  # type: ignore[arg-type]
-                if value is None:
+                following = next(rest, None)
+                if following is None:
                     raise InvalidInput(f"arca-runtime {command}: argument {name}: expected "
                                        "one argument")
+                value = following
             values[spec[name][0]] = value
     if len(ids) != 1:
         raise InvalidInput(f"arca-runtime {command}: expected one container id, got {ids}")
