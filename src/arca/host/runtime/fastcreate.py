@@ -24,9 +24,10 @@ registering the TD in-process. Answers (one JSON line):
 
 Falls back on: a code stamp other than the daemon's (a daemon left running from other
 sources), relative paths in the environment or cwd, a run directory other than the daemon's,
-``run`` rather than ``create``. Creates are served one at a time (the control socket is
-handled in the daemon's main loop), which also makes swapping ``os.environ`` for the length
-of a request safe: nothing else in the daemon reads it meanwhile.
+``run`` rather than ``create``. Creates are served one at a time (the daemon's one control
+thread serves control requests in order), which also makes swapping ``os.environ`` for the
+length of a request safe: nothing else in the daemon reads it meanwhile (its device threads
+never do).
 """
 
 from __future__ import annotations

@@ -11,9 +11,29 @@ Protocols (one JSON line each way per connection, then close):
   ``{"evidence": "<base64>"}`` or ``{"error": "..."}``. The socket a request arrives on decides
   which TD the report is about; nothing in the request can name another TD.
 
+Serving model — no TD, and no slow control request, can make another TD wait for its report:
+
+* The **main thread** owns the selector. It accepts device connections and reads their one
+  request line without blocking, so an idle connection costs a file descriptor and a slot but
+  never a thread; it must deliver that line within ``REQUEST_LINE_TIMEOUT_S`` of being
+  accepted. A complete line goes to a short-lived report thread (sign, answer, close). Only the
+  main thread changes the selector: registrations queue their listener changes and wake it.
+* One **control thread** serves control requests, one at a time and in order: a long
+  ``create`` (hashing a big rootfs on first use) delays later control requests, never a device
+  request. Serving creates one at a time is also what keeps
+  :func:`arca.host.runtime.fastcreate.handle`'s swap of ``os.environ`` safe: nothing else in the
+  daemon reads the environment (a TD's socket path is fixed when it is registered).
+* **Slots** (:class:`Slots`): every registered TD has ``RESERVED_REQUESTS_PER_TD`` concurrent
+  connections no other TD can take (what its agent and ``arca-evidence`` need); beyond those it
+  draws on a shared pool of ``MAX_CONCURRENT_REQUESTS``, up to ``MAX_REQUESTS_PER_TD`` in all.
+  A connection over the limit is closed at once; refusals are logged once per TD per burst
+  (until that TD's requests in flight drained to zero). So TDs holding idle connections, even
+  many compromised ones, can take the shared pool but never an honest TD's reserved slots.
+
 Only one daemon runs per run directory (``fcntl.flock`` on the lock file, held for life).
 Registrations are persisted, so a restarted daemon serves already-running TDs again.
-What it does not do: decide anything about policy, or protect TDs from the host.
+What it does not do: decide anything about policy, or protect TDs from the host; bound the
+number of TDs (root registers them; each costs a listener and up to its reserved slots).
 """
 
 from __future__ import annotations
@@ -24,6 +44,8 @@ import fcntl
 import json
 import logging
 import os
+import pathlib
+import resource
 import selectors
 import signal
 import socket
@@ -47,14 +69,23 @@ log = logging.getLogger("arca.simtee")
 MAX_REQUEST_BYTES = 4096
 #: Control requests carry a launch descriptor and init-data (bounded by the runtime's limits).
 MAX_CONTROL_BYTES = 1024 * 1024
-#: A TD that connects and then says nothing must not hold a thread for long.
+#: A device client sends its one small line right after connecting (the agent does); a
+#: connection that says nothing for this long gives its slot back.
+REQUEST_LINE_TIMEOUT_S = 2.0
+#: Sending the answer to a client that does not read (evidence is a few KiB: it normally fits
+#: the socket buffer at once).
 DEVICE_TIMEOUT_S = 5.0
 CONTROL_TIMEOUT_S = 5.0
-#: Concurrent device requests being served; more are closed at once (a TD flooding its own
-#: socket must not exhaust the daemon's threads and starve other TDs for long).
+#: Device connections each TD may hold whatever the other TDs do: an agent plus an
+#: ``arca-evidence`` in the workload.
+RESERVED_REQUESTS_PER_TD = 2
+#: The pool TDs share for connections beyond their reserved ones; more are closed at once (a
+#: TD flooding its own socket must not exhaust the daemon's descriptors and threads).
 MAX_CONCURRENT_REQUESTS = 64
-#: ... and per TD, so that one TD holding idle connections cannot take every slot.
+#: ... and all of one TD's connections, reserved and shared, so one TD cannot take the pool.
 MAX_REQUESTS_PER_TD = 16
+#: At shutdown, how long to wait for the control request being served (a create) to finish.
+CONTROL_JOIN_S = 30.0
 #: With no TD registered for this long, the daemon exits (the runtime starts it again on the
 #: next create): a forgotten daemon — a test that never stopped it — does not live forever.
 #: ``ARCA_SIMTEE_IDLE_EXIT`` overrides it (seconds; 0 = never).
@@ -75,14 +106,17 @@ class AlreadyRunning(ArcaError):
     pass
 
 
-@dataclass
+@dataclass(eq=False)
 class Registration:
     td_id: str
     descriptor: LaunchDescriptor
     init_data: bytes | None
     listener: socket.socket
-    slots: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(MAX_REQUESTS_PER_TD))
+    path: pathlib.Path
+    #: Device connections accepted and not yet closed; refusals in the current burst. Both
+    #: only change under the :class:`Slots` lock.
+    in_flight: int = 0
+    refused: int = 0
 
     def record(self) -> dict[str, Any]:
         return {
@@ -90,6 +124,55 @@ class Registration:
             "descriptor": self.descriptor.to_json(),
             "init_data": base64.b64encode(self.init_data).decode() if self.init_data else None,
         }
+
+
+class Slots:
+    """Admission of device connections: each TD has ``reserved`` connections of its own; beyond
+    them it draws on a pool of ``shared``, up to ``per_td`` in all. So a TD with fewer than
+    ``reserved`` connections in flight is always admitted, whatever the other TDs hold.
+    Thread-safe (the main thread acquires, report threads release)."""
+
+    def __init__(self, shared: int, reserved: int, per_td: int) -> None:
+        if not (shared >= 0 and 0 <= reserved <= per_td):
+            raise ValueError(f"bad slot limits: shared {shared}, reserved {reserved}, "
+                             f"per TD {per_td}")
+        self.shared, self.reserved, self.per_td = shared, reserved, per_td
+        self.shared_in_use = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, reg: Registration) -> tuple[bool, int]:
+        """(admitted, refusals of ``reg`` in the current burst, this one included)."""
+        with self._lock:
+            n = reg.in_flight
+            if n >= self.reserved:
+                if n >= self.per_td or self.shared_in_use >= self.shared:
+                    reg.refused += 1
+                    return False, reg.refused
+                self.shared_in_use += 1
+            reg.in_flight = n + 1
+            return True, reg.refused
+
+    def release(self, reg: Registration) -> int:
+        """Give one of ``reg``'s slots back; the refusals of a burst that ended with it (when
+        ``reg`` has nothing in flight any more), else 0."""
+        with self._lock:
+            reg.in_flight -= 1
+            if reg.in_flight >= self.reserved:  # that connection held a shared slot
+                self.shared_in_use -= 1
+            if reg.in_flight or not reg.refused:
+                return 0
+            ended, reg.refused = reg.refused, 0
+            return ended
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A device connection whose request line has not fully arrived (main thread only)."""
+
+    conn: socket.socket
+    reg: Registration
+    deadline: float
+    buf: bytearray = field(default_factory=bytearray)
 
 
 def _read_line(conn: socket.socket, limit: int) -> bytes:
@@ -109,7 +192,7 @@ def _send(conn: socket.socket, obj: dict[str, Any]) -> bool:
     try:
         conn.sendall(json.dumps(obj).encode() + b"\n")
     except OSError:
-        return False  # the peer went away; nothing to tell it
+        return False  # the peer went away (or, non-blocking, does not read); nothing to tell it
     return True
 
 
@@ -117,6 +200,14 @@ def _peer(conn: socket.socket) -> tuple[int, int, int]:
     pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                         struct.calcsize("3i")))
     return pid, uid, gid
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:  # BlockingIOError: drained
+        pass
 
 
 def parse_device_request(line: bytes) -> bytes:
@@ -137,11 +228,23 @@ def parse_device_request(line: bytes) -> bytes:
 class Daemon:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
+        #: Changed only by the main thread once :meth:`run` started (see module docstring).
         self.sel = selectors.DefaultSelector()
         self.tds: dict[str, Registration] = {}
-        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
+        self.slots = Slots(MAX_CONCURRENT_REQUESTS, RESERVED_REQUESTS_PER_TD,
+                           MAX_REQUESTS_PER_TD)
         self.stopping = False
         self.control: socket.socket | None = None
+        #: Short critical sections only: ``tds``, queued listener changes, control activity.
+        self.lock = threading.Lock()
+        #: Held for a whole register/unregister (socket bind, files), so two of them for the
+        #: same TD can never interleave, whoever calls them.
+        self._registry_lock = threading.Lock()
+        self._listener_changes: list[tuple[bool, Registration]] = []
+        self._pending: set[_Pending] = set()  # main thread only
+        self._wake_w: socket.socket | None = None
+        self._control_busy = False
+        self._control_done = time.monotonic()
         # The runtime's create, served for the C front end (ADR 0003): import it all now, so
         # the first create pays no imports either.
         from arca.host import guestruntime, treedigest  # noqa: F401
@@ -149,9 +252,9 @@ class Daemon:
 
         self.code_stamp = fastcreate.code_stamp()
 
-    # -- TD registrations -------------------------------------------------------------------
+    # -- TD registrations (control thread; before run() also the main thread) -----------------
 
-    def _listen(self, td_id: str) -> socket.socket:
+    def _listen(self, td_id: str) -> tuple[socket.socket, pathlib.Path]:
         d = locations.device_dir(td_id)
         # <run>/td root-only: a host user reaching a TD's device could attest as that TD.
         d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -179,44 +282,42 @@ class Daemon:
         os.chmod(path, 0o666)  # noqa: S103
         s.listen(16)
         s.setblocking(False)
-        self.sel.register(s, selectors.EVENT_READ, ("td", td_id))
-        return s
+        return s, path
 
     def register(self, td_id: str, descriptor: LaunchDescriptor, init_data: bytes | None,
                  *, persist: bool = True) -> Registration:
         validate_id(td_id)
-        if td_id in self.tds:
-            raise InvalidInput(f"TD {td_id} is already registered")
-        init_data_hash(init_data)  # refuse bad init-data now, not at the first report
-        reg = Registration(td_id, descriptor, init_data, self._listen(td_id))
-        self.tds[td_id] = reg
-        if persist:
-            locations.registrations_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_atomic(locations.registrations_dir() / f"{td_id}.json",
-                         json.dumps(reg.record()).encode())
+        with self._registry_lock:
+            if td_id in self.tds:
+                raise InvalidInput(f"TD {td_id} is already registered")
+            init_data_hash(init_data)  # refuse bad init-data now, not at the first report
+            reg = Registration(td_id, descriptor, init_data, *self._listen(td_id))
+            with self.lock:
+                self.tds[td_id] = reg
+                self._listener_changes.append((True, reg))
+            self._wake()
+            if persist:
+                locations.registrations_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+                write_atomic(locations.registrations_dir() / f"{td_id}.json",
+                             json.dumps(reg.record()).encode())
         log.info("registered TD %s measurement %s", td_id, descriptor.measurement_hex())
         return reg
 
-    def _close(self, reg: Registration) -> None:
-        try:
-            self.sel.unregister(reg.listener)
-        except (KeyError, ValueError):
-            pass
-        reg.listener.close()
-        try:
-            locations.device_socket(reg.td_id).unlink()
-        except FileNotFoundError:
-            pass
-
     def unregister(self, td_id: str) -> bool:
         validate_id(td_id)
-        reg = self.tds.pop(td_id, None)
-        if reg is not None:
-            self._close(reg)
-        try:
-            (locations.registrations_dir() / f"{td_id}.json").unlink()
-        except FileNotFoundError:
-            pass
+        with self._registry_lock:
+            with self.lock:
+                reg = self.tds.pop(td_id, None)
+                if reg is not None:
+                    self._listener_changes.append((False, reg))
+            if reg is not None:
+                # Unlinked now: nobody connects to it any more. The main thread closes it.
+                reg.path.unlink(missing_ok=True)
+                self._wake()
+            try:
+                (locations.registrations_dir() / f"{td_id}.json").unlink()
+            except FileNotFoundError:
+                pass
         log.info("unregistered TD %s (was registered: %s)", td_id, reg is not None)
         return reg is not None
 
@@ -238,7 +339,15 @@ class Daemon:
                 log.error("dropping unreadable registration %s: %s", f.name, e)
                 f.unlink(missing_ok=True)
 
-    # -- requests ---------------------------------------------------------------------------
+    def _wake(self) -> None:
+        w = self._wake_w
+        if w is not None:
+            try:
+                w.send(b"\0")
+            except OSError:  # BlockingIOError: a wake-up is pending already
+                pass
+
+    # -- control requests (control thread) --------------------------------------------------
 
     def handle_control(self, conn: socket.socket) -> None:
         conn.settimeout(CONTROL_TIMEOUT_S)
@@ -274,7 +383,7 @@ class Daemon:
             init = base64.b64decode(raw, validate=True) if raw is not None else None
             reg = self.register(str(req["td_id"]), LaunchDescriptor.from_json(req["descriptor"]),
                                 init)
-            return {"ok": True, "socket": str(locations.device_socket(reg.td_id)),
+            return {"ok": True, "socket": str(reg.path),
                     "measurement": reg.descriptor.measurement_hex()}
         if op in ("create", "create-undo"):
             from arca.host.runtime import fastcreate
@@ -283,19 +392,143 @@ class Daemon:
         if op == "unregister":
             return {"ok": True, "was_registered": self.unregister(str(req["td_id"]))}
         if op == "list":
+            with self.lock:
+                regs = list(self.tds.values())
             return {"ok": True, "tds": [
-                {"td_id": r.td_id, "measurement": r.descriptor.measurement_hex()}
-                for r in self.tds.values()]}
+                {"td_id": r.td_id, "measurement": r.descriptor.measurement_hex()} for r in regs]}
         if op == "stop":
-            self.stopping = True
+            self.stopping = True  # the control loop wakes the main thread once this is answered
             return {"ok": True}
         raise InvalidInput(f"unknown control op {op!r}")
 
-    def handle_device(self, conn: socket.socket, reg: Registration) -> None:
+    def _control_loop(self, ctl: socket.socket, wake: socket.socket) -> None:
+        """Accept and serve control requests one at a time until the daemon stops."""
+        sel = selectors.DefaultSelector()
+        sel.register(ctl, selectors.EVENT_READ)
+        sel.register(wake, selectors.EVENT_READ)
+        try:
+            while not self.stopping:  # set by "stop" (answered by now) or the main thread
+                ready = {key.fileobj for key, _ in sel.select()}
+                if wake in ready:
+                    _drain(wake)
+                with self.lock:
+                    # Checked under the lock the main thread decides an idle exit under: a
+                    # request is either seen as activity or not accepted at all.
+                    if self.stopping:
+                        return
+                    if ctl not in ready:
+                        continue
+                    self._control_busy = True
+                try:
+                    conn, _ = ctl.accept()
+                    self.handle_control(conn)
+                except BlockingIOError:
+                    pass
+                except OSError as e:  # accept failed (handle_control catches its own)
+                    log.warning("cannot accept a control connection: %s", e)
+                    time.sleep(0.1)  # e.g. out of descriptors: do not spin on it
+                except Exception:  # noqa: BLE001 - one request's failure must not end control
+                    log.exception("control request failed")
+                finally:
+                    with self.lock:
+                        self._control_busy = False
+                        self._control_done = time.monotonic()
+        finally:
+            sel.close()
+            # Whatever ended this loop ("stop", or a failure of the loop itself) ends the
+            # daemon: a daemon that serves devices but no control would never be replaced.
+            self.stopping = True
+            self._wake()
+
+    # -- device requests (main thread; report threads) ------------------------------------
+
+    def _apply_listener_changes(self) -> None:
+        with self.lock:
+            changes, self._listener_changes = self._listener_changes, []
+        for add, reg in changes:
+            if add:
+                self.sel.register(reg.listener, selectors.EVENT_READ, ("td", reg))
+            else:
+                self._close_listener(reg)
+
+    def _close_listener(self, reg: Registration) -> None:
+        try:
+            self.sel.unregister(reg.listener)
+        except (KeyError, ValueError):
+            pass
+        reg.listener.close()
+
+    def _accept(self, listener: socket.socket, reg: Registration, now: float) -> None:
+        # One connection per listener and round: TDs with connections waiting take turns.
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # none waiting any more
+            return
+        with self.lock:
+            current = self.tds.get(reg.td_id) is reg
+        if not current:  # unregistered since this round's select
+            conn.close()
+            return
+        admitted, refused = self.slots.acquire(reg)
+        if not admitted:
+            conn.close()
+            if refused == 1:
+                log.warning("TD %s has %d device connections open: refusing more until they "
+                            "are done (logged once per burst)", reg.td_id, reg.in_flight)
+            return
+        conn.setblocking(False)
+        p = _Pending(conn, reg, now + REQUEST_LINE_TIMEOUT_S)
+        self._pending.add(p)
+        self.sel.register(conn, selectors.EVENT_READ, ("request", p))
+
+    def _read_request(self, p: _Pending) -> None:
+        try:
+            chunk = p.conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(p)
+            return
+        p.buf += chunk
+        if chunk and b"\n" not in chunk and len(p.buf) <= MAX_REQUEST_BYTES:
+            return  # more to come
+        self._pending.discard(p)
+        self.sel.unregister(p.conn)
+        line = bytes(p.buf.split(b"\n", 1)[0])
+        try:
+            threading.Thread(target=self.handle_device, args=(p.conn, p.reg, line),
+                             daemon=True).start()
+        except RuntimeError:  # no thread to be had: the client may ask again
+            self._release(p.reg)
+            p.conn.close()
+
+    def _expire(self, now: float) -> None:
+        for p in [p for p in self._pending if p.deadline <= now]:
+            _send(p.conn, {"error": f"no request within {REQUEST_LINE_TIMEOUT_S:g}s"})
+            self._drop(p)
+
+    def _drop(self, p: _Pending) -> None:
+        self._pending.discard(p)
+        try:
+            self.sel.unregister(p.conn)
+        except (KeyError, ValueError):
+            pass
+        self._release(p.reg)
+        p.conn.close()
+
+    def _release(self, reg: Registration) -> None:
+        refused = self.slots.release(reg)
+        if refused:
+            log.warning("TD %s: %d device connections were refused in that burst", reg.td_id,
+                        refused)
+
+    def handle_device(self, conn: socket.socket, reg: Registration, line: bytes) -> None:
         try:
             conn.settimeout(DEVICE_TIMEOUT_S)
             pid, uid, _ = _peer(conn)
-            report_data = parse_device_request(_read_line(conn, MAX_REQUEST_BYTES))
+            if len(line) > MAX_REQUEST_BYTES:
+                raise InvalidInput(f"request exceeds {MAX_REQUEST_BYTES} bytes")
+            report_data = parse_device_request(line)
             ev = self.platform.sign_report(reg.descriptor, reg.init_data, report_data, reg.td_id)
             _send(conn, {"evidence": base64.b64encode(ev.to_bytes()).decode()})
             log.info("report for TD %s to pid %d uid %d", reg.td_id, pid, uid)
@@ -304,9 +537,16 @@ class Daemon:
         except OSError as e:
             log.warning("device request of TD %s failed: %s", reg.td_id, e)
         finally:
+            # The slot first: a client that saw the close and asks again must find it free.
+            self._release(reg)
             conn.close()
-            reg.slots.release()
-            self.slots.release()
+
+    def _select_timeout(self, now: float, idle_exit: float) -> float | None:
+        timeout = min(idle_exit, 60.0) if idle_exit else None
+        if self._pending:
+            first = max(0.0, min(p.deadline for p in self._pending) - now)
+            timeout = first if timeout is None else min(timeout, first)
+        return timeout
 
     # -- main loop --------------------------------------------------------------------------
 
@@ -322,57 +562,78 @@ class Daemon:
         ctl.listen(64)
         ctl.setblocking(False)
         self.control = ctl
-        self.sel.register(ctl, selectors.EVENT_READ, ("control", ""))
         wake_r, wake_w = socket.socketpair()
-        wake_r.setblocking(False)
-        wake_w.setblocking(False)
+        ctl_wake_r, ctl_wake_w = socket.socketpair()
+        for s in (wake_r, wake_w, ctl_wake_r, ctl_wake_w):
+            s.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno())
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        self.sel.register(wake_r, selectors.EVENT_READ, ("wake", ""))
+        self.sel.register(wake_r, selectors.EVENT_READ, ("wake", None))
+        self._wake_w = wake_w
+        control = threading.Thread(target=self._control_loop, args=(ctl, ctl_wake_r),
+                                   name="simtee-control", daemon=True)
+        control.start()
         log.info("sim platform %s serving (pid %d)", self.platform.platform_id, os.getpid())
         idle_exit = idle_exit_seconds()
         idle_since = time.monotonic()
         try:
             while not self.stopping:
-                events = self.sel.select(timeout=min(idle_exit, 60.0) if idle_exit else None)
-                if self.tds:
-                    idle_since = time.monotonic()
-                elif idle_exit and not events and time.monotonic() - idle_since >= idle_exit:
-                    log.info("no TD registered for %.0fs: exiting", idle_exit)
-                    break
+                self._apply_listener_changes()
+                events = self.sel.select(self._select_timeout(time.monotonic(), idle_exit))
+                now = time.monotonic()
                 for key, _ in events:
-                    kind, td_id = key.data
+                    kind, obj = key.data
                     if kind == "wake":
-                        wake_r.recv(512)
-                        continue
-                    try:
-                        conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
-                    except OSError:  # also: listener closed earlier in this same round
-                        continue
-                    if kind == "control":
-                        self.handle_control(conn)
-                        idle_since = time.monotonic()
-                        continue
-                    reg = self.tds.get(td_id)
-                    if reg is None or not reg.slots.acquire(blocking=False):
-                        conn.close()
-                        continue
-                    if not self.slots.acquire(blocking=False):
-                        reg.slots.release()
-                        conn.close()
-                        continue
-                    threading.Thread(target=self.handle_device, args=(conn, reg),
-                                     daemon=True).start()
+                        _drain(wake_r)
+                    elif kind == "td":
+                        self._accept(key.fileobj, obj, now)  # type: ignore[arg-type]
+                    else:
+                        self._read_request(obj)
+                self._expire(now)
+                with self.lock:
+                    if self.tds or self._control_busy:
+                        idle_since = now
+                    idle_since = max(idle_since, self._control_done)
+                    if idle_exit and not self._pending and now - idle_since >= idle_exit:
+                        log.info("no TD registered for %.0fs: exiting", idle_exit)
+                        self.stopping = True
         finally:
-            for reg in list(self.tds.values()):
-                self._close(reg)
+            self.stopping = True
+            try:
+                ctl_wake_w.send(b"\0")
+            except OSError:
+                pass
+            control.join(CONTROL_JOIN_S)
+            self._apply_listener_changes()
+            for p in list(self._pending):
+                self._drop(p)
+            with self.lock:
+                regs = list(self.tds.values())
+            for reg in regs:
+                self._close_listener(reg)
+                reg.path.unlink(missing_ok=True)
+            signal.set_wakeup_fd(-1)
+            self._wake_w = None
+            for s in (wake_r, wake_w, ctl_wake_r, ctl_wake_w):
+                s.close()
             ctl.close()
             path.unlink(missing_ok=True)
             log.info("sim platform stopped")
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
+
+
+def _raise_fd_limit() -> None:
+    """Each TD costs a listener plus its reserved connections: lift the soft descriptor limit
+    (1024 by default) to the hard one, so the number of TDs is not capped at a few hundred."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the file descriptor limit to %d: %s", hard, e)
 
 
 def serve() -> int:
@@ -388,6 +649,7 @@ def serve() -> int:
         return 0
     try:
         write_atomic(locations.pid_file(), f"{os.getpid()}\n".encode(), 0o644)
+        _raise_fd_limit()
         daemon = Daemon(load_platform())
         daemon.restore()
         daemon.run()
