@@ -124,14 +124,17 @@ _URLSAFE = str.maketrans("+/", "-_")
 
 
 def b64u_decode(text: Any, what: str) -> bytes:
-    """Strict base64url, padding optional (RFC 7515 section 2); ``base64`` would skip junk."""
-    if not isinstance(text, str) or not text.isascii() or "+" in text or "/" in text:
+    """Strict base64url, one spelling per value: no ``=`` (RFC 7515 section 2), no junk."""
+    if not isinstance(text, str) or not text.isascii() or not set(text).isdisjoint("+/="):
         raise WireFormatError(f"{what} must be a base64url string")
     try:
         std = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
-        return binascii.a2b_base64(std, strict_mode=True)
+        data = binascii.a2b_base64(std, strict_mode=True)
     except binascii.Error:
         raise WireFormatError(f"{what} is not base64url") from None
+    if b64u(data) != text:  # non-zero pad bits (RFC 4648 section 3.5): a respelling
+        raise WireFormatError(f"{what} is not canonical base64url (pad bits set)")
+    return data
 
 
 def pad(digest: bytes, size: int) -> bytes:
