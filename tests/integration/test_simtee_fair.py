@@ -289,3 +289,53 @@ def test_compromised_tds_flooding_real_requests_do_not_starve_an_honest_td(sim) 
         stop.set()
         for t in threads:
             t.join(10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning_then_recovers(sim) -> None:
+    """A TD whose connections make the daemon's ``accept`` fail (EMFILE) must not make it spin
+    on the still-readable listener; with descriptors back, reports flow again."""
+    import resource
+
+    td = sim.register("td", desc("/t").to_json(), None)
+    pid = sim.read_pid()
+    assert pid is not None
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 2, old[1]))
+    conns = []
+    try:
+        for _ in range(12):  # more than the daemon can accept; the rest wait in its backlog
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            try:
+                s.connect(td["socket"])
+            except BlockingIOError:
+                s.close()
+                break
+            conns.append(s)
+        time.sleep(0.3)  # the daemon now fails to accept what waits in its backlog
+        before, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(1.0)
+        used = (_cpu_seconds(pid) - before) / (time.monotonic() - t0)
+        assert used < 0.3, f"the daemon used {used:.0%} of a CPU while out of descriptors"
+    finally:
+        for s in conns:
+            s.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            _reports(td["socket"], "td", desc("/t").measurement_hex(), 2)
+            break
+        except (AssertionError, OSError):
+            assert time.monotonic() < deadline, "no report after the descriptors came back"
+            time.sleep(0.2)
+    from arca.host.simtee import locations
+
+    assert "cannot accept device connections" in locations.log_file().read_text()

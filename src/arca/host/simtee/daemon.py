@@ -84,6 +84,9 @@ RESERVED_REQUESTS_PER_TD = 2
 MAX_CONCURRENT_REQUESTS = 64
 #: ... and all of one TD's connections, reserved and shared, so one TD cannot take the pool.
 MAX_REQUESTS_PER_TD = 16
+#: After a device ``accept`` failed for want of descriptors or memory, the main loop pauses
+#: this long rather than spin on the still-readable listener.
+ACCEPT_ERROR_PAUSE_S = 0.05
 #: At shutdown, how long to wait for the control request being served (a create) to finish.
 CONTROL_JOIN_S = 30.0
 #: With no TD registered for this long, the daemon exits (the runtime starts it again on the
@@ -242,6 +245,8 @@ class Daemon:
         self._registry_lock = threading.Lock()
         self._listener_changes: list[tuple[bool, Registration]] = []
         self._pending: set[_Pending] = set()  # main thread only
+        self._accept_error: OSError | None = None  # main thread only
+        self._accept_error_logged = -1e9
         self._wake_w: socket.socket | None = None
         self._control_busy = False
         self._control_done = time.monotonic()
@@ -266,22 +271,24 @@ class Daemon:
         except FileNotFoundError:
             pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Bind through a directory fd: ``<run>/td/<64-hex id>/sim.sock`` can exceed the 107
-        # bytes of ``sun_path``; ``/proc/self/fd/N/sim.sock`` never does.
-        dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            s.bind(f"/proc/self/fd/{dfd}/{path.name}")
-        except OSError as e:
+            # Bind through a directory fd: ``<run>/td/<64-hex id>/sim.sock`` can exceed the 107
+            # bytes of ``sun_path``; ``/proc/self/fd/N/sim.sock`` never does.
+            dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                s.bind(f"/proc/self/fd/{dfd}/{path.name}")
+            finally:
+                os.close(dfd)
+            # Inside the TD the workload (after the agent dropped privileges) may ask for
+            # reports too; outside, the run directory is root-only.
+            os.chmod(path, 0o666)  # noqa: S103
+            s.listen(16)
+            s.setblocking(False)
+        except OSError as e:  # nothing of a half-made socket stays behind
             s.close()
+            path.unlink(missing_ok=True)
             raise InvalidInput(f"cannot create the TD device socket {path}: {e.strerror}"
                                ) from None
-        finally:
-            os.close(dfd)
-        # Inside the TD the workload (after the agent dropped privileges) may ask for reports
-        # too; outside, the run directory is root-only.
-        os.chmod(path, 0o666)  # noqa: S103
-        s.listen(16)
-        s.setblocking(False)
         return s, path
 
     def register(self, td_id: str, descriptor: LaunchDescriptor, init_data: bytes | None,
@@ -462,7 +469,10 @@ class Daemon:
         # One connection per listener and round: TDs with connections waiting take turns.
         try:
             conn, _ = listener.accept()
-        except OSError:  # none waiting any more
+        except BlockingIOError:  # none waiting any more
+            return
+        except OSError as e:  # out of descriptors or memory: the listener stays readable
+            self._accept_error = e
             return
         with self.lock:
             current = self.tds.get(reg.td_id) is reg
@@ -591,6 +601,14 @@ class Daemon:
                     else:
                         self._read_request(obj)
                 self._expire(now)
+                if self._accept_error is not None:
+                    # The failing listeners are readable again at once: pause instead of
+                    # spinning on them (pending requests are served meanwhile by their threads).
+                    if now - self._accept_error_logged > 10:
+                        log.warning("cannot accept device connections: %s", self._accept_error)
+                        self._accept_error_logged = now
+                    self._accept_error = None
+                    time.sleep(ACCEPT_ERROR_PAUSE_S)
                 with self.lock:
                     if self.tds or self._control_busy:
                         idle_since = now
