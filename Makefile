@@ -15,7 +15,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench
 
 typecheck: setup
-	$(VENV)/bin/mypy src/arca/guest src/arca/wire src/arca/kbs src/arca/verifier src/arca/_internal
+	$(VENV)/bin/mypy src/arca
 
 test: setup lint typecheck
 	$(VENV)/bin/pytest -q tests

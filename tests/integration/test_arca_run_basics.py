@@ -106,7 +106,8 @@ def test_detached_rm_cleans_up_itself(world) -> None:  # type: ignore[no-untyped
 
 def test_missing_image_and_bad_tee(world) -> None:  # type: ignore[no-untyped-def]
     _, env, _ = world
-    res = arca(env, "run", "--rm", "example.com/none:v1", "true")
+    # (--pull never: by default arca run would try to pull it; test_arca_run_pull covers that)
+    res = arca(env, "run", "--rm", "--pull", "never", "example.com/none:v1", "true")
     assert res.returncode == 1
     assert res.stderr.startswith("arca: error: image 'example.com/none:v1' is not in the store")
     res = arca(env, "run", "--tee", "tdx", "example.com/none:v1")

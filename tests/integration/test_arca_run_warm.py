@@ -64,7 +64,8 @@ def test_warm_run_sees_a_retagged_layout_and_a_removed_image(world) -> None:  # 
     for _ in range(2):
         assert arca(env, "run", "--rm", "--tee", "none", "local/warm:v1", "true").returncode == 0
     assert arca(env, "image", "rm", "local/warm:v1").returncode == 0
-    res = arca(env, "run", "--rm", "--tee", "none", "local/warm:v1", "true")
+    # --pull never: the remembered lookup must not resurrect it, and no registry is asked.
+    res = arca(env, "run", "--rm", "--pull", "never", "--tee", "none", "local/warm:v1", "true")
     assert res.returncode == 1 and "is not in the store" in res.stderr
 
 

@@ -6,6 +6,10 @@ from pathlib import Path
 
 from arca.wire.errors import ConfigError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from arca.host.images.registry import Credentials
+
 
 def read_init_data(path: Path | None) -> bytes | None:
     """The bytes of an ``--init-data`` file, or None; an unreadable file is a ConfigError."""
@@ -15,3 +19,35 @@ def read_init_data(path: Path | None) -> bytes | None:
         return path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read init-data {path}: {e.strerror}") from None
+
+
+def registry_credentials(creds: str | None, reference: str) -> Credentials | None:
+    """--creds, else $ARCA_REGISTRY_CREDS, else the registry's entry in Docker's
+    config.json (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``)."""
+    import base64
+    import binascii
+    import json
+    import os
+
+    from arca.host.images.reference import Reference
+    from arca.host.images.registry import Credentials  # noqa: F811 - TYPE_CHECKING above
+
+    if creds:
+        return Credentials.parse(creds)
+    if os.environ.get("ARCA_REGISTRY_CREDS"):
+        return Credentials.parse(os.environ["ARCA_REGISTRY_CREDS"])
+    cfg = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    try:
+        auths = json.loads(cfg.read_bytes()).get("auths", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    registry = Reference.parse(reference).registry
+    keys = [registry] + (["https://index.docker.io/v1/"] if registry == "docker.io" else [])
+    for key in keys:
+        entry = auths.get(key) if isinstance(auths, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
+            try:
+                return Credentials.parse(base64.b64decode(entry["auth"]).decode())
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+    return None

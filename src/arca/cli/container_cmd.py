@@ -4,7 +4,9 @@ Each container runs in its own trust domain (``--tee sim`` by default; ``sim`` p
 other containers, not against this host). Detached containers (``-d``) keep running after the
 CLI exits, watched by a per-container monitor. Containers use the host network. ``--kbs URL``
 starts the container with generated init-data holding only ``kbs_url = URL``; use
-``--init-data FILE`` for anything more (resources, execution policy), never both.
+``--init-data FILE`` for anything more (resources, execution policy), never both. An image not
+in the store is pulled first (``--pull missing``, with ``arca image pull``'s options); ``-t``
+gives the workload a terminal, ``-i`` its stdin.
 
 The command bodies are in :mod:`arca.cli.container_ops`; :mod:`arca.cli.fastpath` parses the
 common forms of these commands without typer and must accept exactly these options (a test
@@ -35,10 +37,33 @@ def register(app: typer.Typer) -> None:
                                 "none (plain runc)."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL (generates init-data)."),
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML file."),
+        pull: str = typer.Option("missing", "--pull", help="missing (pull IMAGE if no image "
+                                 "in the store matches it) | always (ask the registry every "
+                                 "time; an unchanged image downloads nothing) | never. Not "
+                                 "for oci:PATH."),
+        creds: str = typer.Option(None, "--creds", help="USER:PASSWORD for a pull (else "
+                                  "$ARCA_REGISTRY_CREDS, else ~/.docker/config.json)."),
+        insecure: bool = typer.Option(False, "--insecure", help="A pull may use plain HTTP "
+                                      "if the registry has no TLS (as arca image pull "
+                                      "--insecure: content still verified by digest, no "
+                                      "credentials after such a fallback)."),
+        ca_cert: Path = typer.Option(None, "--ca-cert", help="PEM CA bundle to verify the "
+                                     "registry's TLS certificate in a pull."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull progress bars "
+                                   "(there are none anyway when stderr is not a terminal)."),
+        tty: bool = typer.Option(False, "--tty", "-t", help="Give the process a pseudo-"
+                                 "terminal (its window size follows yours; with -d, arca logs "
+                                 "shows its output)."),
+        interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open "
+                                         "for the process (else it reads /dev/null); with -t "
+                                         "on a terminal, yours goes raw until it exits. Not "
+                                         "with -d."),
     ) -> None:
-        """Run a container from an image, each in its own trust domain."""
+        """Run a container from an image, each in its own trust domain. An image not in the
+        store is pulled first (--pull); pull progress goes to stderr."""
         raise typer.Exit(ops.run(image, command, detach, name, rm, env, volume, tee, kbs,
-                                 init_data))
+                                 init_data, pull, creds, insecure, ca_cert, quiet, tty,
+                                 interactive))
 
     @app.command("ps")
     def ps(

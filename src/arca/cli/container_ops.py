@@ -15,6 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from arca.host.images.registry import Credentials
+
 
 def _echo(text: str) -> None:
     print(text, flush=True)
@@ -22,8 +24,10 @@ def _echo(text: str) -> None:
 
 def run(image: str, command: list[str] | None, detach: bool, name: str | None, rm: bool,
         env: list[str] | None, volume: list[str] | None, tee: str, kbs: str | None,
-        init_data: Path | None) -> int:
-    from arca.host.containers.engine import Engine, RunOptions
+        init_data: Path | None, pull: str = "missing", creds: str | None = None,
+        insecure: bool = False, ca_cert: Path | None = None, quiet: bool = False,
+        tty: bool = False, interactive: bool = False) -> int:
+    from arca.host.containers.engine import Engine, PullSettings, RunOptions
     from arca.wire.errors import ConfigError
 
     raw = None
@@ -33,14 +37,25 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
         raw = read_init_data(init_data)
     if tee not in ("sim", "none"):
         raise ConfigError(f"--tee {tee!r}: arca run supports sim and none")
+    settings = PullSettings(pull, insecure=insecure,
+                            ca_file=str(ca_cert) if ca_cert is not None else None,
+                            credentials=lambda ref: _credentials(creds, ref), quiet=quiet)
     opts = RunOptions(image=image, command=list(command or []), name=name, detach=detach,
                       auto_remove=rm, env=list(env or []), volumes=list(volume or []),
-                      tee=tee, kbs_url=kbs, init_data=raw)
+                      tee=tee, kbs_url=kbs, init_data=raw, pull=settings, tty=tty,
+                      interactive=interactive)
     rec, code = Engine().run(opts)
     if detach:
         _echo(rec.id)
         return 0
     return code or 0
+
+
+def _credentials(creds: str | None, reference: str) -> Credentials | None:
+    """Asked only when a run pulls: ``arca image pull``'s lookup, imported then."""
+    from arca.cli._common import registry_credentials
+
+    return registry_credentials(creds, reference)
 
 
 def ps(all_: bool, as_json: bool) -> int:

@@ -7,40 +7,11 @@ inside the commands so ``arca`` starts fast for every other command.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
 
-
-def _creds(creds: str | None, reference: str) -> object:
-    """--creds, else $ARCA_REGISTRY_CREDS, else the registry's entry in Docker's
-    config.json (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``)."""
-    import base64
-    import binascii
-
-    from arca.host.images.reference import Reference
-    from arca.host.images.registry import Credentials
-
-    if creds:
-        return Credentials.parse(creds)
-    if os.environ.get("ARCA_REGISTRY_CREDS"):
-        return Credentials.parse(os.environ["ARCA_REGISTRY_CREDS"])
-    cfg = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-    try:
-        auths = json.loads(cfg.read_bytes()).get("auths", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    registry = Reference.parse(reference).registry
-    keys = [registry] + (["https://index.docker.io/v1/"] if registry == "docker.io" else [])
-    for key in keys:
-        entry = auths.get(key) if isinstance(auths, dict) else None
-        if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
-            try:
-                return Credentials.parse(base64.b64decode(entry["auth"]).decode())
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                return None
-    return None
+from arca.cli._common import registry_credentials
 
 
 def _size(n: int) -> str:
@@ -75,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from arca.host.images.progress import for_terminal
 
         bars = None if quiet else for_terminal()
-        kwargs = dict(credentials=_creds(creds, reference), insecure=insecure,
+        kwargs = dict(credentials=registry_credentials(creds, reference), insecure=insecure,
                       ca_file=str(ca_cert) if ca_cert else None)
         if bars:
             with bars:

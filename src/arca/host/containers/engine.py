@@ -11,10 +11,16 @@ container's root filesystem is an overlay of the store's shared layer directorie
 private upper directory, mounted before ``create`` and unmounted when the container exits (its
 changes stay in the upper directory until ``rm``). What the image store answers for an image,
 command and environment is remembered (:mod:`.runplan`), so a repeated ``arca run`` neither
-asks the store again nor imports it.
+asks the store again nor imports it. An image not in the store is pulled first
+(``--pull``, :mod:`.imagepull`), only after the run plan and the store missed.
+
+With ``-t`` the supervisor receives the container's terminal from runc and copies it
+(:mod:`.terminal`): to the user's terminal in the foreground, into the log with ``-d``. Without
+``-i`` a foreground container's stdin is /dev/null.
 
 ``exec`` goes through ``arca-runtime exec``, so the TD's execution policy applies. Not here:
-terminals (``-t``), port mappings or a network namespace (containers use the host network).
+``exec -t``, ``attach``, port mappings or a network namespace (containers use the host
+network).
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ from arca.wire.lean import json_dumps, json_loads
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import Any
 
+    from arca.host.images.registry import Credentials
     from arca.host.images.store import ImageStore
 else:
     import _signal as signal  # signal without its enums: see spawn.py
@@ -63,17 +70,41 @@ class ContainerError(ArcaError):
     """The runtime failed to create, start or stop a container."""
 
 
+#: ``--pull``: when ``arca run`` pulls the image (:mod:`.imagepull`).
+PULL_POLICIES = ("missing", "always", "never")
+
+
+class PullSettings:
+    """How ``arca run`` may pull: the policy and ``arca image pull``'s options. ``credentials``
+    maps the reference to its credentials (or None) and is called only for a pull."""
+
+    __slots__ = ("policy", "insecure", "ca_file", "credentials", "quiet")
+
+    def __init__(self, policy: str = "missing", *, insecure: bool = False,
+                 ca_file: str | None = None,
+                 credentials: Callable[[str], Credentials | None] | None = None,
+                 quiet: bool = False) -> None:
+        if policy not in PULL_POLICIES:
+            raise InvalidInput(f"--pull {policy!r}: must be one of {', '.join(PULL_POLICIES)}")
+        self.policy = policy
+        self.insecure = insecure
+        self.ca_file = ca_file
+        self.credentials = credentials
+        self.quiet = quiet
+
+
 class RunOptions:
     """What ``arca run`` was asked to do (a plain class: a frozen dataclass costs ~1 ms to
     define and dataclasses ~5 ms to import, on every run)."""
 
     __slots__ = ("image", "command", "name", "detach", "auto_remove", "env", "volumes", "tee",
-                 "kbs_url", "init_data")
+                 "kbs_url", "init_data", "pull", "tty", "interactive")
 
     def __init__(self, image: str, command: list[str] | None = None, name: str | None = None,
                  detach: bool = False, auto_remove: bool = False, env: list[str] | None = None,
                  volumes: list[str] | None = None, tee: str = "sim", kbs_url: str | None = None,
-                 init_data: bytes | None = None) -> None:
+                 init_data: bytes | None = None, pull: PullSettings | None = None,
+                 tty: bool = False, interactive: bool = False) -> None:
         self.image = image
         self.command = list(command or [])
         self.name = name
@@ -84,6 +115,10 @@ class RunOptions:
         self.tee = tee
         self.kbs_url = kbs_url
         self.init_data = init_data
+        #: when the image may be pulled (default: ``--pull missing`` without credentials)
+        self.pull = pull or PullSettings()
+        self.tty = tty  # -t: a pseudo-terminal for the process
+        self.interactive = interactive  # -i: the process reads arca run's stdin
 
 
 def runtime_argv() -> list[str]:
@@ -156,24 +191,46 @@ class Engine:
             init_data = generated_init_data(opts.kbs_url)
         if init_data is not None and opts.tee == "none":
             raise InvalidInput("init-data needs a TEE (--tee sim)")
+        if opts.detach and opts.interactive:
+            raise InvalidInput("-i needs the foreground: a detached container's stdin cannot "
+                               "be attached later (-d -t gives it a terminal that stays open)")
         volumes = [Volume.parse(v) for v in opts.volumes]
+        may_pull = opts.pull.policy != "never" and not opts.image.startswith("oci:")
+        if may_pull and opts.pull.policy == "always":
+            from arca.host.containers import imagepull
+
+            # asks the registry first; an unchanged image leaves images.json (and so the run
+            # plan) as it was
+            imagepull.refresh(self.images, opts.image, opts.pull)
         plan = runplan.lookup(opts.image, opts.command, opts.env) if self._plans else None
         config = None
         if plan is not None:
             image_name, image_digest, lowers, proc = plan
         else:
             # The slow path: the store, its parsers and imageconfig (~20 ms of imports).
+            from arca.host.images.errors import ImageNotFound
             from arca.host.images.ingest import resolve
 
             deps = runplan.dependencies(opts.image) if self._plans else None
             sigs = runplan.signatures(deps) if deps is not None else None
-            record = resolve(self.images, opts.image)
+            try:
+                record = resolve(self.images, opts.image)
+            except ImageNotFound:
+                if not may_pull:
+                    raise
+                from arca.host.containers import imagepull
+
+                imagepull.pull_missing(self.images, opts.image, opts.pull)
+                # signatures of what the store holds now, before reading it (see runplan)
+                sigs = runplan.signatures(deps) if deps is not None else None
+                record = resolve(self.images, opts.image)
             config = self.images.config_of(record)
             image_name, image_digest = record.name, record.digest
             lowers = [os.fspath(p) for p in self.images.lowerdirs(record)]
         rec = self.store.create(name=opts.name, image=image_name, image_digest=image_digest,
                                 tee=opts.tee, args=(), auto_remove=opts.auto_remove,
-                                detached=opts.detach)
+                                detached=opts.detach, tty=opts.tty,
+                                interactive=opts.interactive)
         try:
             d = self._dir(rec.id)
             bundle = self._bundle(rec.id)
@@ -199,8 +256,15 @@ class Engine:
                 if sigs is not None:
                     runplan.remember(opts.image, sigs, image_name, image_digest, lowers,
                                      opts.command, opts.env, proc)
+            size = None
+            if opts.tty:
+                from arca.host.containers import terminal
+
+                local = None if opts.detach else terminal.local_terminal()
+                size = (local is not None and terminal.window_size(local)
+                        or terminal.DEFAULT_SIZE)
             spec = build_spec(proc, container_id=rec.id, hostname=rec.id[:12], tee=opts.tee,
-                              volumes=volumes, init_data=init_data)
+                              volumes=volumes, init_data=init_data, terminal=size)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json_dumps(spec))
             return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
@@ -307,9 +371,25 @@ class Engine:
         # process instead of two (~5 ms). A TD is created and started in two steps (the
         # runtime does not `run` TEE containers: ADR 0003).
         step = "run" if rec.tee == "none" else "create"
-        code = spawn.run([*rt, "--log", runtime_log, "--log-format", "json", step,
-                          *(["--detach"] if step == "run" else []),
-                          "--bundle", self._bundle(cid), "--pid-file", pidfile, cid], env=env)
+        # -t: runc sends the terminal's master side over this socket during the step
+        console = self._console_socket(cid) if rec.tty else None
+        reads_stdin = foreground and rec.interactive
+        master = -1
+        try:
+            code = spawn.run([*rt, "--log", runtime_log, "--log-format", "json", step,
+                              *(["--detach"] if step == "run" else []),
+                              *(["--console-socket", console.path] if console else []),
+                              "--bundle", self._bundle(cid), "--pid-file", pidfile, cid],
+                             env=env, no_stdin=not reads_stdin)
+            no_terminal = ""
+            if code == 0 and console is not None:
+                try:
+                    master = console.receive()
+                except OSError as e:
+                    no_terminal = f"the runtime sent no terminal: {e}"
+        finally:
+            if console is not None:
+                console.close()
         if code != 0:
             msg = _last_error(runtime_log) or f"arca-runtime {step} exited {code}"
             self._failed(cid, msg, foreground)
@@ -319,14 +399,17 @@ class Engine:
         # Signals for the container arriving at the supervisor are passed on.
         forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
         old = {s: signal.signal(s, lambda s, _f: _kill(pid, s)) for s in forwarded}
+        raw = None
         try:
+            if master >= 0 and foreground:
+                raw = self._attach_terminal(master, rec.interactive, old)
             start_code, err = (0, "") if step == "run" else spawn.run_capturing_stderr(
                 [*rt, "start", cid], env=env)
-            if start_code != 0:
+            if no_terminal or start_code != 0:
                 _kill(pid, signal.SIGKILL)
                 _reap(pid)
                 self._delete_runtime(cid, env)
-                msg = err.strip() or f"arca-runtime start exited {start_code}"
+                msg = no_terminal or err.strip() or f"arca-runtime start exited {start_code}"
                 self._failed(cid, msg, foreground)
                 raise ContainerError(f"container {rec.name}: {msg}")
             self.store.update(cid, status="running", pid=pid, started=now(),
@@ -334,10 +417,19 @@ class Engine:
             if started_fd is not None:
                 os.write(started_fd, b"1")
                 os.close(started_fd)
+            if master >= 0:
+                from arca.host.containers import terminal
+
+                # the monitor's stdout is the container's log
+                terminal.pump(master, pid, out_fd=1, in_fd=0 if reads_stdin else None)
             code = _reap(pid)
         finally:
+            if raw is not None:
+                raw.__exit__(None, None, None)
             for s, h in old.items():
                 signal.signal(s, h)
+            if master >= 0:
+                os.close(master)
         try:
             self.store.update(cid, status="exited", exit_code=code, finished=now())
         except NotFound:
@@ -354,6 +446,36 @@ class Engine:
         finally:
             spawn.wait(deleting)
         return code
+
+    def _console_socket(self, cid: str) -> Any:
+        from arca.host.containers import terminal
+
+        # in the run directory: unix socket paths are limited to 107 bytes
+        os.makedirs(run_dir(), mode=0o700, exist_ok=True)
+        return terminal.ConsoleSocket(os.path.join(run_dir(), f"console-{cid[:16]}.sock"))
+
+    def _attach_terminal(self, master: int, interactive: bool,
+                         old_handlers: dict[Any, Any]) -> Any:
+        """The user's terminal on the container's: window size now and on SIGWINCH (its old
+        handler goes into ``old_handlers`` to be put back), raw mode with ``-i``. Returns the
+        entered raw mode, to be left when the container exits."""
+        from arca.host.containers import terminal
+
+        local = terminal.local_terminal()
+        if local is not None:
+            def follow(_s: int, _f: object) -> None:
+                size = terminal.window_size(local)
+                if size is not None:
+                    try:
+                        terminal.set_window_size(master, size)
+                    except OSError:
+                        pass  # the container's terminal is gone: it is exiting
+
+            follow(0, None)
+            old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, follow)
+        raw = terminal.RawMode(0 if interactive else None)
+        raw.__enter__()
+        return raw
 
     def _failed(self, cid: str, msg: str, foreground: bool) -> None:
         rec = self.store.update(cid, status="error", error=msg, finished=now())

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import os
 
-from arca.host.containers.state import root_dir, write_atomic
+from arca._internal.fsutil import write_atomic
+from arca.host.containers.state import root_dir
 from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False

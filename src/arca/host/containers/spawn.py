@@ -36,11 +36,13 @@ def _seal_inherited_fds() -> None:
 
 
 def spawn(argv: list[str], *, env: Mapping[str, str] | None = None, quiet: bool = False,
-          stderr_fd: int | None = None) -> int:
+          stderr_fd: int | None = None, no_stdin: bool = False) -> int:
     """Start ``argv``; its pid. ``quiet``: stdout and stderr to /dev/null; ``stderr_fd``:
-    stderr to that descriptor (stdout to /dev/null)."""
+    stderr to that descriptor (stdout to /dev/null); ``no_stdin``: stdin from /dev/null."""
     _seal_inherited_fds()
     actions: list[tuple[object, ...]] = []
+    if no_stdin:
+        actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
     if quiet or stderr_fd is not None:
         actions.append((os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0))
         if stderr_fd is None:
@@ -61,8 +63,9 @@ def wait(pid: int) -> int:
         return os.waitstatus_to_exitcode(status)
 
 
-def run(argv: list[str], *, env: Mapping[str, str] | None = None, quiet: bool = False) -> int:
-    return wait(spawn(argv, env=env, quiet=quiet))
+def run(argv: list[str], *, env: Mapping[str, str] | None = None, quiet: bool = False,
+        no_stdin: bool = False) -> int:
+    return wait(spawn(argv, env=env, quiet=quiet, no_stdin=no_stdin))
 
 
 def run_capturing_stderr(argv: list[str], *, env: Mapping[str, str] | None = None

@@ -93,6 +93,7 @@ def build_spec(
     tee: str,
     volumes: list[Volume] = (),  # type: ignore[assignment]
     init_data: bytes | None = None,
+    terminal: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     if tee not in KNOWN_TEES:
         raise InvalidInput(f"unknown tee {tee!r} (one of {', '.join(KNOWN_TEES)})")
@@ -118,11 +119,16 @@ def build_spec(
     # The OCI process (args, env, cwd, user): a ProcessConfig or its to_oci() form.
     proc = dict(process) if isinstance(process, dict) else process.to_oci()
     proc.update({
-        "terminal": False,
+        # ``terminal``: (rows, columns) of a pseudo-terminal for the process (``-t``). Not
+        # part of the measured process (arguments, environment, directory, user): the same
+        # image and command measure the same with or without a terminal.
+        "terminal": terminal is not None,
         "capabilities": {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")},
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
         "noNewPrivileges": True,
     })
+    if terminal is not None:
+        proc["consoleSize"] = {"height": terminal[0], "width": terminal[1]}
     # No annotation for "none": the runtime then passes the bundle straight to runc without
     # starting Python or asking the sim daemon (``arca run`` sets ARCA_TEE=none for it, so a
     # runtime default TEE cannot turn it into a TD).

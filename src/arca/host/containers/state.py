@@ -98,7 +98,7 @@ _FIELDS: dict[str, Any] = {
     "id": _REQ, "name": _REQ, "image": _REQ, "image_digest": _REQ, "tee": _REQ, "args": _REQ,
     "created": _REQ, "status": "created", "pid": 0, "monitor_pid": 0, "exit_code": None,
     "started": None, "finished": None, "auto_remove": False, "detached": False, "error": None,
-    "process": dict,
+    "process": dict, "tty": False, "interactive": False,
 }
 _REQUIRED = tuple(k for k, v in _FIELDS.items() if v is _REQ)
 
@@ -124,6 +124,8 @@ class ContainerRecord:
     detached: bool
     error: str | None
     process: dict[str, Any]
+    tty: bool  # the process has a pseudo-terminal (-t)
+    interactive: bool  # the foreground process reads arca run's stdin (-i)
 
     def __init__(self, **fields: Any) -> None:
         unknown = set(fields) - set(_FIELDS)

@@ -1,0 +1,219 @@
+"""``arca run -t`` / ``-i``: a pseudo-terminal for the workload (runc's console socket), the
+user's terminal raw while it runs and restored after, the window size passed on and followed on
+SIGWINCH, for ``--tee none`` and a sim TD (whose agent execs the workload on the same
+terminal); ``-d -t`` with the terminal's output in ``arca logs``; stdin only with ``-i``.
+
+The user's terminal is a ``pty.openpty()`` pair: ``arca`` gets the slave side as its controlling
+terminal and stdio, the test types into and reads from the master side."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pathlib
+import pty
+import select
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
+from tests.support.images import build_busybox_image
+
+pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp("tty")
+    layout = tmp / "layout"
+    build_busybox_image(layout, "v1")
+    with arca_env(tmp, "att-") as env:
+        yield f"oci:{layout}:v1", env
+
+
+def set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class UserTerminal:
+    """``arca`` started on a fresh pseudo-terminal, as from a user's shell."""
+
+    def __init__(self, env: dict[str, str], *args: str, rows: int = 33, cols: int = 101
+                 ) -> None:
+        self.master, self.slave = pty.openpty()
+        set_size(self.slave, rows, cols)
+        self.cooked = termios.tcgetattr(self.slave)
+        self.out = b""
+
+        def controlling_terminal() -> None:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(  # noqa: PLW1509 - the preexec_fn only sets the ctty
+            [ARCA, *args], stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
+            start_new_session=True, preexec_fn=controlling_terminal)
+
+    def read_until(self, want: bytes, timeout: float = 30) -> bytes:
+        deadline = time.monotonic() + timeout
+        while want not in self.out:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{want!r} not seen; got {self.out!r}"
+            if select.select([self.master], [], [], min(left, 0.2))[0]:
+                try:
+                    self.out += os.read(self.master, 65536)
+                except OSError:
+                    break
+        assert want in self.out, f"{want!r} not seen; got {self.out!r}"
+        return self.out
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
+
+    def finish(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout)
+        while select.select([self.master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.out += chunk
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def terminal() -> Iterator[list[UserTerminal]]:
+    opened: list[UserTerminal] = []
+    yield opened
+    for t in opened:
+        t.close()
+
+
+@pytest.mark.parametrize("tee", ["none", "sim"])
+def test_tty_interactive_on_a_terminal(world: tuple[str, dict[str, str]], tee: str,
+                                       terminal: list[UserTerminal]) -> None:
+    image, env = world
+    script = ("tty; stty size; read x; echo got:$x; read y; stty size; "
+              "stty -a | grep -q -- ' icanon' && echo canonical; exit 5")
+    t = UserTerminal(env, "run", "--rm", "-t", "-i", "--tee", tee, image, "sh", "-c", script)
+    terminal.append(t)
+    t.read_until(b"33 101\r\n")
+    assert t.out.startswith(b"/dev/pts/"), t.out
+    # while it runs, the user's terminal is raw (no echo, no line editing of its own)
+    raw = termios.tcgetattr(t.slave)
+    assert not raw[3] & (termios.ECHO | termios.ICANON)
+    t.type(b"hello\r")
+    t.read_until(b"got:hello\r\n")
+    set_size(t.slave, 40, 120)  # the kernel sends SIGWINCH to arca, which passes the size on
+    time.sleep(0.5)
+    t.type(b"\r")
+    t.read_until(b"40 120\r\n")
+    assert t.finish() == 5
+    # the container's terminal was a normal one (its own line discipline did the echo)
+    assert b"hello\r\n" in t.out and b"canonical" in t.out
+    assert termios.tcgetattr(t.slave) == t.cooked, "the user's terminal is restored"
+    assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
+
+
+def test_terminal_restored_when_the_container_is_killed(world: tuple[str, dict[str, str]],
+                                                        terminal: list[UserTerminal]) -> None:
+    image, env = world
+    # (the container's init ignores signals it has no handler for, as any PID 1)
+    t = UserTerminal(env, "run", "--rm", "-t", "-i", "--tee", "none", image, "sh", "-c",
+                     'trap "exit 3" TERM; echo up; while true; do sleep 0.1; done')
+    terminal.append(t)
+    t.read_until(b"up\r\n")
+    assert termios.tcgetattr(t.slave) != t.cooked
+    t.proc.terminate()  # passed on to the container as SIGTERM
+    assert t.finish() == 3
+    assert termios.tcgetattr(t.slave) == t.cooked
+
+
+def test_tty_without_interactive_leaves_the_terminal_alone(
+        world: tuple[str, dict[str, str]], terminal: list[UserTerminal]) -> None:
+    image, env = world
+    t = UserTerminal(env, "run", "--rm", "-t", "--tee", "none", image,
+                     "sh", "-c", "trap 'exit 3' TERM; tty; "
+                     "stty -a | grep -q -- ' icanon' && echo canonical; stty size; "
+                     "read x || echo no-input")
+    terminal.append(t)
+    t.read_until(b"33 101\r")  # "\r\r\n": the user's terminal is not raw, so it adds a \r
+    assert termios.tcgetattr(t.slave) == t.cooked  # not raw: no -i
+    # nothing typed reaches it; it keeps waiting for input that never comes until stopped
+    t.type(b"ignored\n")
+    time.sleep(0.3)
+    assert b"no-input" not in t.out
+    t.proc.terminate()
+    assert t.finish() == 3
+    assert t.out.startswith(b"/dev/pts/") and b"canonical" in t.out
+
+
+@pytest.mark.parametrize("tee", ["none", "sim"])
+def test_detached_tty_output_in_logs(world: tuple[str, dict[str, str]], tee: str) -> None:
+    image, env = world
+    res = arca(env, "run", "-d", "-t", "--tee", tee, "--name", f"dt-{tee}", image,
+               "sh", "-c", "tty; stty size; echo hi; sleep 60")
+    assert res.returncode == 0, res.stderr
+    deadline = time.monotonic() + 20
+    while b"hi" not in (logs := subprocess.run([ARCA, "logs", f"dt-{tee}"], env=env,
+                                               capture_output=True, timeout=30).stdout):
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.1)
+    lines = logs.split(b"\r\n")
+    assert lines[0].startswith(b"/dev/pts/") and lines[1:3] == [b"24 80", b"hi"], logs
+    assert arca(env, "rm", "-f", f"dt-{tee}").returncode == 0
+    assert not [p for p in os.listdir(env["ARCA_RUN"]) if p.startswith("console-")]
+
+
+def test_stdin_only_with_interactive(world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    for flags, want in (([], ""), (["-i"], "typed\n")):
+        res = subprocess.run([ARCA, "run", "--rm", "--tee", "none", *flags, image, "cat"],
+                             input="typed\n", env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert (res.returncode, res.stdout) == (0, want), res.stderr
+    # -t -i without a terminal: the input goes through the container's terminal (echoed by
+    # it, as by any terminal) and end of input ends the workload's read
+    res = subprocess.run([ARCA, "run", "--rm", "--tee", "none", "-t", "-i", image, "sh", "-c",
+                          "while read x; do echo got:$x; done; echo eof"], input=b"a\nb\n",
+                         env=env, capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.replace(b"\r\n", b"\n").split(b"\n")[-3:] == [b"got:b", b"eof", b""]
+    assert b"got:a" in res.stdout
+
+
+def test_detached_interactive_is_refused(world: tuple[str, dict[str, str]],
+                                         tmp_path: pathlib.Path) -> None:
+    image, env = world
+    res = arca(env, "run", "-d", "-i", image, "true")
+    assert res.returncode == 2 and "-i needs the foreground" in res.stderr
+    assert res.stderr.count("\n") == 1
+    assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
+
+
+def test_a_terminal_does_not_change_the_measurement(world: tuple[str, dict[str, str]]) -> None:
+    """``terminal``/``consoleSize`` are not part of the measured process: the TD of a ``-t``
+    container has the same launch descriptor as without."""
+    image, env = world
+    descriptors = []
+    for flags in (["-t"], []):
+        res = arca(env, "run", "-d", "--tee", "sim", *flags, image, "sleep", "30")
+        assert res.returncode == 0, res.stderr
+        cid = res.stdout.strip()
+        path = pathlib.Path(env["ARCA_RUN"]) / "td" / cid / "descriptor.json"
+        descriptors.append(json.loads(path.read_text()))
+        assert arca(env, "rm", "-f", cid).returncode == 0
+    assert descriptors[0] == descriptors[1]
