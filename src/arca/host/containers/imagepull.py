@@ -109,29 +109,20 @@ def _pull(store: ImageStore, image: str, settings: PullSettings, context: str = 
         raise _failed(name, e, context) from None
 
 
-#: What a registry's refusal means, by words of the image store's messages.
-_CAUSES = (
-    ("cannot connect", "registry unreachable"),
-    ("connection refused", "registry unreachable"),
-    ("requires credentials", "unauthorized"),
-    ("access denied", "unauthorized"),
-    ("token request refused", "unauthorized"),
-    ("credentials were not sent", "unauthorized"),
-)
-
-
 def _failed(name: str, err: ArcaError, context: str = "") -> ArcaError:
     """``err`` (same class, so the exit code stays the store's) as one line naming the
-    reference and, where recognized, the kind of cause."""
-    from arca.host.images.errors import RegistryUnavailable
+    reference and, where the store's error type says it, the kind of cause."""
+    from arca.host.images.errors import (
+        RegistryNotFound,
+        RegistryUnauthorized,
+        RegistryUnavailable,
+    )
 
     detail = " ".join(str(err).split())
-    low = detail.lower()
-    cause = next((c for words, c in _CAUSES if words in low), None)
-    if cause is None and "/manifests/" in detail and low.endswith("not found"):
-        cause = "manifest unknown"
-    if cause is None and isinstance(err, RegistryUnavailable):
-        cause = "registry unreachable"
+    cause = ("registry unreachable" if isinstance(err, RegistryUnavailable)
+             else "unauthorized" if isinstance(err, RegistryUnauthorized)
+             else "manifest unknown" if isinstance(err, RegistryNotFound)
+             and "/manifests/" in detail else None)
     msg = f"{context}cannot pull image {name}: {cause + ': ' if cause else ''}{detail}"
     try:
         return type(err)(msg)

@@ -35,6 +35,14 @@ class RegistryError(ImageError):
     """The registry answered, but not with what we asked for (auth, 404, protocol)."""
 
 
+class RegistryUnauthorized(RegistryError):
+    """The registry (or its token service) wants credentials it was not given or refused."""
+
+
+class RegistryNotFound(RegistryError):
+    """The registry has no such repository, manifest or blob (HTTP 404)."""
+
+
 class RegistryUnavailable(ImageError):
     """The registry could not be reached or the transfer broke off; worth a retry."""
 

@@ -35,7 +35,13 @@ from dataclasses import dataclass
 import httpx
 
 from arca.host.images.digest import Digest
-from arca.host.images.errors import BadManifest, RegistryError, RegistryUnavailable
+from arca.host.images.errors import (
+    BadManifest,
+    RegistryError,
+    RegistryNotFound,
+    RegistryUnauthorized,
+    RegistryUnavailable,
+)
 from arca.host.images.manifest import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -147,10 +153,10 @@ class RegistryClient:
         if scheme.lower() == "basic":
             creds = self._credentials_for(self._base or f"https://{self.host}")
             if creds is None and self._withheld:
-                raise RegistryError(f"registry {self.host} requires credentials (Basic) and "
+                raise RegistryUnauthorized(f"registry {self.host} requires credentials (Basic) and "
                                     f"{self._withheld}")
             if creds is None:
-                raise RegistryError(f"registry {self.host} requires credentials (--creds)")
+                raise RegistryUnauthorized(f"registry {self.host} requires credentials (--creds)")
             raw = f"{creds.username}:{creds.password}".encode()
             self._auth = "Basic " + base64.b64encode(raw).decode()
             return
@@ -165,7 +171,7 @@ class RegistryClient:
         except httpx.HTTPError as e:
             raise RegistryUnavailable(f"token service {params['realm']}: {e}") from None
         if tr.status_code != 200:
-            raise RegistryError(f"registry {self.host}: token request refused "
+            raise RegistryUnauthorized(f"registry {self.host}: token request refused "
                                 f"(HTTP {tr.status_code}): "
                                 f"{self._withheld or 'check the credentials'}")
         try:
@@ -191,10 +197,10 @@ class RegistryClient:
                         self._authenticate(resp)
                         continue
                     if resp.status_code == 401:
-                        raise RegistryError(f"registry {self.host}: access denied to {path} "
+                        raise RegistryUnauthorized(f"registry {self.host}: access denied to {path} "
                                             f"({self._withheld or 'check the credentials'})")
                     if resp.status_code == 404:
-                        raise RegistryError(f"registry {self.host}: {path} not found")
+                        raise RegistryNotFound(f"registry {self.host}: {path} not found")
                     if resp.status_code != 200:
                         raise RegistryError(
                             f"registry {self.host}: GET {path}: HTTP {resp.status_code}")
@@ -202,7 +208,7 @@ class RegistryClient:
                     return
             except httpx.HTTPError as e:
                 raise RegistryUnavailable(f"registry {self.host}: GET {path}: {e}") from None
-        raise RegistryError(f"registry {self.host}: authentication failed for {path}")
+        raise RegistryUnauthorized(f"registry {self.host}: authentication failed for {path}")
 
     # -- API -----------------------------------------------------------------------------------
     def get_manifest(self, repository: str, ref: str) -> tuple[bytes, str]:
