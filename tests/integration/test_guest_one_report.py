@@ -70,17 +70,19 @@ def make_td(tmp_path: pathlib.Path, kbs: RecordingProxy, init: bytes):
     dev.mkdir()
     run.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(run)], check=True)
-    (dev / "descriptor.json").write_text(json.dumps(DESCRIPTOR.to_json()))
-    (dev / "process.json").write_text(json.dumps(
-        {"args": list(SPEC.args), "env": list(SPEC.env), "cwd": "/"}))
-    (dev / "init-data.toml").write_bytes(init)
-    device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
-                             InitData.parse(init).padded_digest(48))
-    kbs.exchanges.clear()
-    try:
+    device = None
+    try:  # from the mount on: a failing set-up must not leave the tmpfs mounted
+        (dev / "descriptor.json").write_text(json.dumps(DESCRIPTOR.to_json()))
+        (dev / "process.json").write_text(json.dumps(
+            {"args": list(SPEC.args), "env": list(SPEC.env), "cwd": "/"}))
+        (dev / "init-data.toml").write_bytes(init)
+        device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
+                                 InitData.parse(init).padded_digest(48))
+        kbs.exchanges.clear()
         yield dev, run, device
     finally:
-        device.close()
+        if device is not None:
+            device.close()
         subprocess.run(["umount", "-l", str(run)], check=False)
 
 
