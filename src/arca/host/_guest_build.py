@@ -89,11 +89,13 @@ def build(dest: pathlib.Path) -> str:
             _copy(f, pylib / rel, 0o755 if f.suffix == ".so" else 0o644)
             if f.suffix == ".so":
                 elves.append(f)
+        elif f.is_relative_to(src):
+            continue  # Arca's own: copied below (also when Arca is installed in ``site``)
         elif f.is_relative_to(site):
             if name.split(".")[0] not in PACKAGES:
                 raise ConfigError(f"guest runtime: module {name} ({f}) is not in the shipped "
                                   f"packages {PACKAGES}")
-        elif not f.is_relative_to(src):
+        else:
             raise ConfigError(f"guest runtime: module {name} comes from {f}, outside the "
                               f"stdlib {stdlib} and the package directory {site}")
     # Codecs are looked up by name at run time: ship the whole (small) encodings package.
