@@ -12,7 +12,7 @@ FIFOs) lives under the given directory. Two things containerd 1.6 hard-codes can
 the shims' abstract-ish sockets under ``/run/containerd/s/<hash>`` (hashed with our own gRPC
 address, so they never collide) and the runc shim's default ``--root`` ``/run/containerd/runc/<ns>``
 (pass ``--runc-root`` to ``ctr run`` to move it too; :meth:`Containerd.run_args` does).
-The CRI plugin is disabled: tests talk to containerd with ``ctr`` only.
+The CRI plugin is disabled unless ``enable_cri=True``: tests talk to containerd with ``ctr``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 CTR_TIMEOUT = 120
@@ -82,12 +82,13 @@ class Containerd:
         return (self.root / "containerd.log").read_text(errors="replace")[-n:]
 
 
-def _config(root: pathlib.Path) -> str:
+def _config(root: pathlib.Path, *, enable_cri: bool = False) -> str:
     sock = root / "sock"
+    disabled = "[]" if enable_cri else '["io.containerd.grpc.v1.cri"]'
     return f"""version = 2
 root = "{root / 'root'}"
 state = "{root / 'state'}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = {disabled}
 
 [grpc]
   address = "{sock / 'containerd.sock'}"
@@ -109,12 +110,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 @contextlib.contextmanager
 def run_containerd(
-    workdir: pathlib.Path, *, env: dict[str, str] | None = None, start_timeout: float = 30
+    workdir: pathlib.Path, *, env: dict[str, str] | None = None, start_timeout: float = 30,
+    enable_cri: bool = False, before_start: Callable[[pathlib.Path], None] | None = None,
 ) -> Iterator[Containerd]:
     """Start containerd with its own config under ``workdir``; kill it and its tasks on exit.
 
     ``env`` is added to containerd's environment, which its shims and the OCI runtime they
     call inherit (e.g. ``ARCA_ROOT``/``ARCA_RUN`` to isolate ``arca-runtime``'s state).
+    ``enable_cri`` keeps the CRI plugin; ``before_start`` gets ``workdir/config.toml`` after it
+    is written and may edit it (e.g. merge a drop-in) before containerd starts.
 
     On exit, running tasks of the instance's namespace are killed and deleted first (so no
     shim or container survives the test), then containerd is stopped and ``workdir`` removed.
@@ -123,7 +127,9 @@ def run_containerd(
     for d in ("root", "state", "sock", "opt", "fifo", "runc"):
         (workdir / d).mkdir(exist_ok=True)
     conf = workdir / "config.toml"
-    conf.write_text(_config(workdir))
+    conf.write_text(_config(workdir, enable_cri=enable_cri))
+    if before_start is not None:
+        before_start(conf)
     log = open(workdir / "containerd.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         ["containerd", "--config", str(conf)], stdout=log, stderr=subprocess.STDOUT,
