@@ -21,7 +21,7 @@ import pytest
 from arca.host.simtee import daemon
 from arca.verifier.base import Expected
 from arca.verifier.sim import SimVerifier
-from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+from tests.support.simtee import desc, running_sim
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="the sim daemon's control is root-only")]
@@ -31,21 +31,9 @@ HOSTILE = 8
 BOUND_S = 1.0
 
 
-def desc(arg: str) -> LaunchDescriptor:
-    return LaunchDescriptor("sim", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
-                            ProcessSpec((arg,)))
-
-
 @pytest.fixture
 def sim(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
-    from arca.host.simtee import client
-
-    client.ensure_running()
-    yield client
-    client.stop()
-    assert not client.is_running()
+    yield from running_sim(tmp_path, monkeypatch)
 
 
 def _verifier() -> SimVerifier:

@@ -17,28 +17,16 @@ from hypothesis import strategies as st
 
 from arca.verifier.base import Expected
 from arca.verifier.sim import SimVerifier
-from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import InvalidInput
+from tests.support.simtee import desc, running_sim
 
 RD = bytes(range(64))
 INIT = b'version = "0.1.0"\nalgorithm = "sha512"\n'
 
 
-def desc(arg: str) -> LaunchDescriptor:
-    return LaunchDescriptor("sim", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
-                            ProcessSpec((arg,)))
-
-
 @pytest.fixture
 def sim(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
-    from arca.host.simtee import client
-
-    client.ensure_running()
-    yield client
-    client.stop()
-    assert not client.is_running()
+    yield from running_sim(tmp_path, monkeypatch)
 
 
 def ask(path: pathlib.Path, payload: bytes) -> dict:
