@@ -194,3 +194,32 @@ def test_two_workers_share_sessions(tmp_path):
                                       headers={"Connection": "close"}).text.splitlines()
                 if line.startswith("arca_kbs_attestations_total{")}
         assert pids  # metrics come per worker
+
+
+def test_replicas_create_the_schema_one_at_a_time(pg_url, tmp_path):
+    """KBS replicas of a Deployment start together on an empty database. SQLAlchemy's
+    create_all checks, then creates; two replicas interleaving that failed the second CREATE
+    TABLE with DuplicateTable and the replica exited (seen in CI). Schema creation now holds a
+    PostgreSQL advisory lock: a replica waits while another holds it, then comes up."""
+    from arca.kbs.store import SCHEMA_LOCK_KEY, Store
+
+    reset_kbs_schema(pg_url)
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def replica() -> None:
+        try:
+            Store(pg_url, str(tmp_path), bytes(32)).close()
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+        done.set()
+
+    with engine.begin() as other:  # another replica, in the middle of creating the schema
+        other.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        t = threading.Thread(target=replica)
+        t.start()
+        assert not done.wait(1.0), "a replica created the schema while another one was at it"
+    t.join(30)
+    engine.dispose()
+    assert done.is_set() and not errors, errors

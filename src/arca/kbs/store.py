@@ -221,6 +221,10 @@ class AttestedSession:
     token: str
 
 
+#: PostgreSQL advisory lock held while a KBS creates its tables (an arbitrary, fixed number).
+SCHEMA_LOCK_KEY = 0x4152_4341_4B42_53  # "ARCAKBS"
+
+
 class Store:
     def __init__(self, db_url: str, data_dir: str, kek: bytes) -> None:
         self.is_sqlite = db_url.startswith("sqlite")
@@ -250,10 +254,14 @@ class Store:
         self._get_resource = _Prepared.of(self.engine, sa.select(resources.c.blob).where(
             resources.c.path == sa.bindparam("path")))
         try:
-            meta.create_all(self.engine)
-            session_meta.create_all(self.session_engine)
-        except sa.exc.IntegrityError:  # a replica created the tables concurrently
-            pass
+            for engine, md in ((self.engine, meta), (self.session_engine, session_meta)):
+                with engine.begin() as conn:
+                    if engine.dialect.name == "postgresql":
+                        # Replicas starting together take turns: create_all checks, then
+                        # creates, and two doing so at once fail on the second CREATE TABLE.
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                     {"key": SCHEMA_LOCK_KEY})
+                    md.create_all(conn)
         except sa.exc.OperationalError as e:
             raise ConfigError(f"database {db_url.split('@')[-1]}: {e.orig}") from None
         if self._hot_sessions is not None:
