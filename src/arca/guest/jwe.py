@@ -86,7 +86,7 @@ def decrypt(jwe: Any, key: Key) -> bytes:
     protected_b64 = jwe["protected"]
     try:
         header = json_loads(b64u_decode(protected_b64, "JWE protected"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise WireFormatError("JWE protected header is not JSON") from None
     if not isinstance(header, dict) or header.get("alg") != ALG or header.get("enc") != ENC:
         raise WireFormatError(f"JWE must use alg {ALG} and enc {ENC}")

@@ -271,3 +271,11 @@ def test_the_public_api_serves_when_the_compiled_core_moves():
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "fallback\n"
+
+
+def test_a_deeply_nested_jwe_header_is_a_clean_jwe_error():
+    priv, pub = _keys()
+    doc = encrypt_to(pub, b"secret")
+    deep = jwe.b64u(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(WireFormatError, match="JWE protected header is not JSON"):
+        jwe.decrypt({**doc, "protected": deep}, priv)
