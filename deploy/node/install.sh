@@ -114,8 +114,8 @@ if [ ! -x "$PREFIX/venv/bin/python3" ]; then
 fi
 if [ "$(cat "$PREFIX/venv/.arca-source" 2>/dev/null)" != "$stamp" ]; then
   # A private copy of the sources in PREFIX/source, installed editable into the venv: the
-  # layout `make setup` uses (the guest runtime builder takes arca.guest/arca.wire from the
-  # package directory and refuses them inside site-packages), and the checkout may go away.
+  # layout `make setup` uses (the C front end below is built against this source directory
+  # and its code stamp), and the checkout may go away.
   rm -rf "$PREFIX/source.new"
   mkdir -p "$PREFIX/source.new"
   cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/src" "$PREFIX/source.new/"
