@@ -6,7 +6,7 @@ CLI exits, watched by a per-container monitor. Containers use the host network. 
 starts the container with generated init-data holding only ``kbs_url = URL``; use
 ``--init-data FILE`` for anything more (resources, execution policy), never both. An image not
 in the store is pulled first (``--pull missing``, with ``arca image pull``'s options); ``-t``
-gives the workload a terminal, ``-i`` its stdin.
+gives the workload (or an ``exec``'d command) a terminal, ``-i`` its stdin.
 
 The command bodies are in :mod:`arca.cli.container_ops`; :mod:`arca.cli.fastpath` parses the
 common forms of these commands without typer and must accept exactly these options (a test
@@ -103,9 +103,15 @@ def register(app: typer.Typer) -> None:
         container: str = typer.Argument(..., help="Container name or id."),
         command: list[str] = typer.Argument(..., help="Command and arguments."),
         env: list[str] = typer.Option(None, "--env", "-e", help="K=V environment variable."),
+        tty: bool = typer.Option(False, "--tty", "-t", help="Give the command a pseudo-"
+                                 "terminal (its window size follows yours)."),
+        interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open "
+                                         "for the command (else it reads /dev/null); with -t "
+                                         "on a terminal, yours goes raw until it exits."),
     ) -> None:
-        """Run a command in a running container (subject to the TD's execution policy)."""
-        raise typer.Exit(ops.exec_(container, command, env))
+        """Run a command in a running container (subject to the TD's execution policy: a TD
+        refuses it unless its init-data sets allow_exec). Exits with the command's code."""
+        raise typer.Exit(ops.exec_(container, command, env, tty, interactive))
 
     @app.command("inspect")
     def inspect(container: str = typer.Argument(..., help="Container name or id.")) -> None:

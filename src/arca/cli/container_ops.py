@@ -104,10 +104,12 @@ def rm(containers: list[str], force: bool) -> int:
     return 0
 
 
-def exec_(container: str, command: list[str], env: list[str] | None) -> int:
+def exec_(container: str, command: list[str], env: list[str] | None, tty: bool = False,
+          interactive: bool = False) -> int:
     from arca.host.containers.engine import Engine
 
-    return Engine().exec(container, list(command), list(env or []))
+    return Engine().exec(container, list(command), list(env or []), tty=tty,
+                         interactive=interactive)
 
 
 def inspect(container: str) -> int:

@@ -98,8 +98,11 @@ COMMANDS: dict[str, Command] = {
                     (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
     "rm": Command("rm", (Arg("containers", many=True),),
                   (Opt("force", ("--force", "-f"), "flag", False),)),
-    "exec": Command("exec_", (Arg("container"), Arg("command", many=True)), (_ENV,),
-                    interspersed=False),
+    "exec": Command("exec_", (Arg("container"), Arg("command", many=True)), (
+        _ENV,
+        Opt("tty", ("--tty", "-t"), "flag", False),
+        Opt("interactive", ("--interactive", "-i"), "flag", False),
+    ), interspersed=False),
     "inspect": Command("inspect", (Arg("container"),), ()),
 }
 

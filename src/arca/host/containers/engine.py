@@ -18,9 +18,10 @@ With ``-t`` the supervisor receives the container's terminal from runc and copie
 (:mod:`.terminal`): to the user's terminal in the foreground, into the log with ``-d``. Without
 ``-i`` a foreground container's stdin is /dev/null.
 
-``exec`` goes through ``arca-runtime exec``, so the TD's execution policy applies. Not here:
-``exec -t``, ``attach``, port mappings or a network namespace (containers use the host
-network).
+``exec`` goes through ``arca-runtime exec``, so the TD's execution policy applies; ``exec -t``
+gets its own terminal the same way as ``run -t`` (``exec --detach`` with a console socket, the
+process inherited as subreaper), ``-i`` gives it stdin (else /dev/null). Not here: ``attach``,
+port mappings or a network namespace (containers use the host network).
 """
 
 from __future__ import annotations
@@ -533,7 +534,12 @@ class Engine:
         self._cleanup(rec.id)
         return rec
 
-    def exec(self, ref: str, command: list[str], env: list[str] | None = None) -> int:
+    def exec(self, ref: str, command: list[str], env: list[str] | None = None, *,
+             tty: bool = False, interactive: bool = False) -> int:
+        """Run ``command`` in the running container; its exit code (128+N on signal N).
+        ``tty``: on a pseudo-terminal of its own (:meth:`_exec_tty`); ``interactive``: it
+        reads our stdin (else /dev/null). Through ``arca-runtime exec`` either way, so a TD's
+        execution policy decides first (its refusal is the runtime's message and exit code)."""
         rec = self.store.find(ref)
         if not rec.is_alive():
             raise StateError(f"container {rec.name} is not running")
@@ -545,18 +551,82 @@ class Engine:
         from arca.host.imageconfig import replace_or_append_env
 
         proc["env"] = replace_or_append_env(base_env, list(env or []))
-        proc["terminal"] = False
+        proc["terminal"] = tty
+        proc.pop("consoleSize", None)  # the container's own (run -t), not this process's
+        if tty:
+            from arca.host.containers import terminal
+
+            local = terminal.local_terminal()
+            rows, cols = (local is not None and terminal.window_size(local)
+                          or terminal.DEFAULT_SIZE)
+            proc["consoleSize"] = {"height": rows, "width": cols}
         pf = os.path.join(self._dir(rec.id), f"exec-{os.getpid()}.json")
         with open(pf, "w") as f:
             f.write(json_dumps(proc))
         try:
-            code = spawn.run([*runtime_argv(), "exec", "--process", pf, rec.id])
+            if tty:
+                return self._exec_tty(rec, pf, interactive)
+            return spawn.run([*runtime_argv(), "exec", "--process", pf, rec.id],
+                             no_stdin=not interactive)
         finally:
             try:
                 os.unlink(pf)
             except FileNotFoundError:
                 pass
-        return code
+
+    def _exec_tty(self, rec: ContainerRecord, process_file: str, interactive: bool) -> int:
+        """``exec -t``: ``arca-runtime exec --detach`` with a console socket, as ``run -t``.
+        runc sends the process's terminal here and returns once it runs; as a child subreaper
+        we inherit the process, copy its terminal to ours (ours raw with ``-i``, window size
+        followed) and reap it."""
+        from arca.host.containers import terminal
+
+        _set_subreaper()
+        os.makedirs(run_dir(), mode=0o700, exist_ok=True)
+        # per exec, not per container: several execs may start at once; short for sun_path
+        tag = f"exec-{os.getpid()}"
+        console = terminal.ConsoleSocket(os.path.join(run_dir(), f"console-{tag}.sock"))
+        pidfile = os.path.join(self._dir(rec.id), f"{tag}.pid")
+        master = -1
+        try:
+            code = spawn.run([*runtime_argv(), "exec", "--detach", "--console-socket",
+                              console.path, "--pid-file", pidfile, "--process", process_file,
+                              rec.id], no_stdin=True)
+            if code != 0:
+                return code  # the runtime said why on stderr (a policy refusal included)
+            with open(pidfile, "rb") as f:
+                pid = int(f.read().strip())
+            try:
+                master = console.receive()
+            except OSError as e:
+                _kill(pid, signal.SIGKILL)
+                _reap(pid)
+                raise ContainerError(f"exec in container {rec.name}: the runtime sent no "
+                                     f"terminal: {e}") from None
+        finally:
+            console.close()
+            try:
+                os.unlink(pidfile)
+            except FileNotFoundError:
+                pass
+        forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+        old = {s: signal.signal(s, lambda s, _f: _kill(pid, s)) for s in forwarded}
+        raw = None
+        try:
+            raw = self._attach_terminal(master, interactive, old)
+            terminal.pump(master, pid, out_fd=1, in_fd=0 if interactive else None)
+            return _reap(pid)
+        except BaseException:
+            # nobody would copy its terminal or reap it any more
+            _kill(pid, signal.SIGKILL)
+            _reap(pid)
+            raise
+        finally:
+            if raw is not None:
+                raw.__exit__(None, None, None)
+            for s, h in old.items():
+                signal.signal(s, h)
+            os.close(master)
 
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[bytes]:
         rec = self.store.find(ref)
