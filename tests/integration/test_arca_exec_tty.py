@@ -20,7 +20,12 @@ import pytest
 
 from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
 from tests.support.images import build_busybox_image
-from tests.support.user_terminal import UserTerminal, set_size
+from tests.support.user_terminal import (
+    INTERACTIVE_SCRIPT,
+    UserTerminal,
+    check_interactive_session,
+    opened_terminals,
+)
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
@@ -47,10 +52,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[
 
 @pytest.fixture
 def terminal() -> Iterator[list[UserTerminal]]:
-    opened: list[UserTerminal] = []
-    yield opened
-    for t in opened:
-        t.close()
+    yield from opened_terminals()
 
 
 def leftovers(env: dict[str, str]) -> list[str]:
@@ -66,24 +68,9 @@ def leftovers(env: dict[str, str]) -> list[str]:
 def test_exec_tty_interactive_on_a_terminal(world: tuple[str, dict[str, str]], tee: str,
                                             terminal: list[UserTerminal]) -> None:
     _, env = world
-    script = ("tty; stty size; read x; echo got:$x; read y; stty size; "
-              "stty -a | grep -q -- ' icanon' && echo canonical; exit 5")
-    t = UserTerminal(env, "exec", "-t", "-i", f"c-{tee}", "sh", "-c", script)
+    t = UserTerminal(env, "exec", "-t", "-i", f"c-{tee}", "sh", "-c", INTERACTIVE_SCRIPT)
     terminal.append(t)
-    t.read_until(b"33 101\r\n")
-    assert t.out.startswith(b"/dev/pts/"), t.out
-    # while it runs, the user's terminal is raw (no echo, no line editing of its own)
-    raw = termios.tcgetattr(t.slave)
-    assert not raw[3] & (termios.ECHO | termios.ICANON)
-    t.type(b"hello\r")
-    t.read_until(b"got:hello\r\n")
-    set_size(t.slave, 40, 120)  # the kernel sends SIGWINCH to arca, which passes the size on
-    time.sleep(0.5)
-    t.type(b"\r")
-    t.read_until(b"40 120\r\n")
-    assert t.finish() == 5
-    assert b"hello\r\n" in t.out and b"canonical" in t.out  # the exec'd terminal's own echo
-    assert termios.tcgetattr(t.slave) == t.cooked, "the user's terminal is restored"
+    check_interactive_session(t)
     assert leftovers(env) == []
     # the container itself is untouched by the exec's end
     assert arca(env, "exec", f"c-{tee}", "true").returncode == 0

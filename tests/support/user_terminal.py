@@ -12,6 +12,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Iterator
 
 from tests.support.arca_run import ARCA
 
@@ -71,3 +72,37 @@ class UserTerminal:
             self.proc.wait()
         os.close(self.master)
         os.close(self.slave)
+
+
+def opened_terminals() -> Iterator[list[UserTerminal]]:
+    """Body of a ``terminal`` fixture: the test appends what it opens; all closed after."""
+    opened: list[UserTerminal] = []
+    yield opened
+    for t in opened:
+        t.close()
+
+
+#: A session that shows the terminal's name and size, reads two lines (the size in between
+#: changes), reports whether its own terminal is canonical, and exits 5.
+INTERACTIVE_SCRIPT = ("tty; stty size; read x; echo got:$x; read y; stty size; "
+                      "stty -a | grep -q -- ' icanon' && echo canonical; exit 5")
+
+
+def check_interactive_session(t: UserTerminal) -> None:
+    """Drive ``INTERACTIVE_SCRIPT`` started with ``-t -i`` on ``t`` (33x101): a pts, the user's
+    terminal raw while it runs, typed input arriving, a resize followed, exit 5, the process's
+    own terminal canonical, and the user's terminal restored after."""
+    t.read_until(b"33 101\r\n")
+    assert t.out.startswith(b"/dev/pts/"), t.out
+    raw = termios.tcgetattr(t.slave)  # no echo, no line editing of its own
+    assert not raw[3] & (termios.ECHO | termios.ICANON)
+    t.type(b"hello\r")
+    t.read_until(b"got:hello\r\n")
+    set_size(t.slave, 40, 120)  # the kernel sends SIGWINCH to arca, which passes the size on
+    time.sleep(0.5)
+    t.type(b"\r")
+    t.read_until(b"40 120\r\n")
+    assert t.finish() == 5
+    # the process's terminal was a normal one (its own line discipline did the echo)
+    assert b"hello\r\n" in t.out and b"canonical" in t.out
+    assert termios.tcgetattr(t.slave) == t.cooked, "the user's terminal is restored"
