@@ -696,15 +696,12 @@ def _kill(pid: int, sig: int) -> None:
 
 
 def _reap(pid: int) -> int:
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 255  # not our child after all (lost): unknown exit status
-        code = os.waitstatus_to_exitcode(status)
-        return 128 - code if code < 0 else code
+    """Exit code of child ``pid`` as a shell reports it (128+N when killed by signal N)."""
+    try:
+        code = spawn.wait(pid)
+    except ChildProcessError:
+        return 255  # not our child after all (lost): unknown exit status
+    return 128 - code if code < 0 else code
 
 
 def _last_error(log: str) -> str | None:
