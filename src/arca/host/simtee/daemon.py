@@ -392,7 +392,7 @@ class Daemon:
                                 init)
             return {"ok": True, "socket": str(reg.path),
                     "measurement": reg.descriptor.measurement_hex()}
-        if op in ("create", "create-undo"):
+        if op in ("create", "create-undo", "delete-undo"):
             from arca.host.runtime import fastcreate
 
             return fastcreate.handle(req, self, self.code_stamp)
