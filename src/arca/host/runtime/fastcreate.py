@@ -178,5 +178,5 @@ def _delete_undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
         return {"delete": "undone"}  # a concurrent delete came first
     if saved.status != sm.CREATED:
         return {"fallback": f"container {cid} is {saved.status}"}
-    lifecycle._undo(cid, None, _InProcess(daemon))
+    lifecycle._undo(cid, None, backend=lifecycle._backend(saved, _InProcess(daemon)))
     return {"delete": "undone"}
