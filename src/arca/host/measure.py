@@ -8,8 +8,10 @@ process containerd's ``ctr run`` / ``arca run`` derive from the image config
 never drift. The rootfs digest lands in the same cache the runtime reads, so measuring an
 image also makes its first container start faster.
 
-Only ``sim`` has a measurement Arca can compute alone; TDX/SNP/SGX add firmware and kernel
-measurements from their launch tooling (not yet here).
+For ``tdx`` and ``snp`` the hardware measures the VM's launch instead: the same descriptor's
+digest goes on the kernel command line, and the backend computes the reference values over the
+firmware, kernel, initramfs and that command line (``HardwareReference``; settings from the
+runtime configuration, overridden by ``arca measure`` options). SGX is not measurable here.
 """
 
 from __future__ import annotations
@@ -31,7 +33,52 @@ from arca.wire.errors import ConfigError
 from arca.wire.initdata import InitData
 from arca.wire.simreport import INIT_DATA_HASH_SIZE
 
-MEASURABLE_TEES = ("sim",)
+MEASURABLE_TEES = ("sim", "tdx", "snp")
+HARDWARE_TEES = ("tdx", "snp")
+
+
+@dataclass(frozen=True)
+class HardwareReference:
+    """The reference values of a confidential VM launch (see the tdx/snp backends)."""
+
+    tee: str
+    cmdline: str
+    values: dict[str, str]  # every computed claim value (hex; "*" = not pinned)
+    claims: dict[str, str]  # what a release policy pins, in grant order
+    inputs: dict[str, Any]  # the files and VM shape they were computed over
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cmdline": self.cmdline, "values": self.values, "claims": self.claims,
+                "inputs": self.inputs}
+
+
+def hardware_backend(tee: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The ``tdx``/``snp`` backend with the runtime configuration and ``overrides``."""
+    if tee == "tdx":
+        from arca.host.backends.tdx import TdxBackend
+
+        return TdxBackend.from_config(overrides)
+    if tee == "snp":
+        from arca.host.backends.snp import SnpBackend
+
+        return SnpBackend.from_config(overrides)
+    raise ConfigError(f"tee {tee!r} has no hardware launch measurement")
+
+
+def hardware_reference(tee: str, descriptor: LaunchDescriptor, init_data: bytes | None,
+                       overrides: dict[str, Any] | None = None,
+                       rootfs_root: str | None = None) -> HardwareReference:
+    """What a TD/SNP guest launched for ``descriptor`` reports (pure: files only)."""
+    from dataclasses import asdict
+
+    from arca.host.backends._confidential import measured_cmdline
+
+    backend = hardware_backend(tee, overrides)
+    s = backend.settings
+    cmdline = measured_cmdline(s.cmdline, descriptor.measurement_hex(), rootfs_root)
+    ref = backend.reference(cmdline, init_data)
+    inputs = {k: v for k, v in asdict(s).items() if k not in ("qemu", "cmdline")}
+    return HardwareReference(tee, cmdline, dict(ref.values), backend.claims(ref), inputs)
 
 
 @dataclass(frozen=True)
@@ -41,6 +88,7 @@ class MeasureResult:
     descriptor: LaunchDescriptor
     process: ProcessConfig
     init_data_hash: str  # hex, 48 bytes as in the sim report; all zeros without init-data
+    hardware: HardwareReference | None = None
 
     @property
     def measurement(self) -> str:
@@ -57,6 +105,7 @@ class MeasureResult:
             "rootfs_digest": self.descriptor.rootfs_digest,
             "process": self.descriptor.process.to_json(),
             "descriptor": self.descriptor.to_json(),
+            **({"hardware": self.hardware.to_json()} if self.hardware else {}),
         }
 
 
@@ -87,7 +136,8 @@ def init_data_hash(init_data: bytes | None) -> bytes:
 
 def measure(image: str, tee: str = "sim", init_data: bytes | None = None, *,
             store: ImageStore | None = None, args: list[str] | None = None,
-            env: list[str] | None = None) -> MeasureResult:
+            env: list[str] | None = None,
+            hardware: dict[str, Any] | None = None) -> MeasureResult:
     """Reference values for a container of ``image`` (optionally with ``args``/``env`` as
     given to ``arca run``)."""
     if tee not in MEASURABLE_TEES:
@@ -100,6 +150,8 @@ def measure(image: str, tee: str = "sim", init_data: bytes | None = None, *,
 
     store = store or ImageStore()
     idh = init_data_hash(init_data)  # refuses malformed init-data before any work
+    if tee in HARDWARE_TEES:
+        hardware_backend(tee, hardware)  # refuses bad settings before any work
     record = resolve(store, image)
     config = store.config_of(record)
     with mounted_rootfs(store, record) as rootfs:
@@ -109,4 +161,6 @@ def measure(image: str, tee: str = "sim", init_data: bytes | None = None, *,
     # The runtime's rule: what the measured execution policy lets vary is not measured.
     spec = measured_process(process_spec(proc.to_oci()), policy_of(init_data))
     descriptor = LaunchDescriptor(tee, gr.digest, digest, spec)
-    return MeasureResult(record.name, record.digest, descriptor, proc, idh.hex())
+    hw = (hardware_reference(tee, descriptor, init_data, hardware)
+          if tee in HARDWARE_TEES else None)
+    return MeasureResult(record.name, record.digest, descriptor, proc, idh.hex(), hw)

@@ -9,8 +9,8 @@ QEMU version, KVM parameter, VM type); no TEE is named here.
   first (``/dev/kvm``, the KVM VM type and module parameter, QEMU's version and object,
   firmware, kernel, initramfs). ``check_host`` raises the first; ``arca doctor`` lists all.
 * :func:`qemu_command`: ``q35`` + KVM + the firmware as ``-bios`` + direct kernel boot +
-  the confidential-guest object, with ``kernel_irqchip=split`` (required by TDX, set by Kata
-  for every confidential guest). Devices (console, channel, disks) are the launcher's.
+  the confidential-guest object, with KVM's ``kernel-irqchip=split`` (required by TDX, set by
+  Kata for every confidential guest). Devices (console, channel, disks) are the launcher's.
 
 What it does not do: start anything.
 """
@@ -50,6 +50,8 @@ class CvmSettings:
     initrd: str = ""
     vcpus: int = 1
     memory_mib: int = 512
+    #: The kernel command line before Arca's measured parameters (see measured_cmdline).
+    cmdline: str = "console=ttyS0 panic=-1 quiet"
     #: The backend's own keys (e.g. the SNP policy, the TDX quote generation socket).
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -70,7 +72,7 @@ def settings_from_config(section: object, defaults: CvmSettings, *, origin: str,
         if want is None:
             raise ConfigError(f"{origin}: unknown key {key!r} (known: "
                               f"{', '.join(sorted([*common, *extra_types]))})")
-        if type(value) is not want or (want is str and not value):
+        if type(value) is not want or (want is str and not value and key != "cmdline"):
             raise ConfigError(f"{origin}: {key!r} must be a "
                               f"{'non-empty string' if want is str else 'integer'}")
         (values if key in common else extra)[key] = value
@@ -80,6 +82,38 @@ def settings_from_config(section: object, defaults: CvmSettings, *, origin: str,
     if not 128 <= out.memory_mib <= 4 * 1024 * 1024:
         raise ConfigError(f"{origin}: memory_mib must be 128..4194304, got {out.memory_mib}")
     return out
+
+
+def load_settings(name: str, defaults: CvmSettings, extra_types: Mapping[str, type],
+                  overrides: Mapping[str, Any] | None = None,
+                  section: object = None) -> CvmSettings:
+    """The backend's settings: defaults, then the runtime configuration's ``name`` object
+    (read when ``section`` is None), then ``overrides`` (command-line options)."""
+    section = runtime_section(name) if section is None else section
+    settings = settings_from_config(section, defaults, origin=f"runtime config {name!r}",
+                                    extra_types=extra_types)
+    if overrides:
+        settings = settings_from_config(dict(overrides), settings, origin="options",
+                                        extra_types=extra_types)
+    return settings
+
+
+def runtime_section(name: str, environ: Mapping[str, str] | None = None) -> object:
+    """The ``name`` object of the runtime configuration file (``$ARCA_RUNTIME_CONFIG`` or
+    ``/etc/arca/runtime.json``; the file as a whole is validated by
+    :func:`arca.host.runtime.config.load_config`), or None."""
+    from arca.host.runtime.config import DEFAULT_CONFIG_PATH
+
+    path = (os.environ if environ is None else environ).get("ARCA_RUNTIME_CONFIG",
+                                                             DEFAULT_CONFIG_PATH)
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read runtime config {path}: {e}") from None
+    return obj.get(name) if isinstance(obj, dict) else None
 
 
 # -- host checks ------------------------------------------------------------------------------
@@ -229,9 +263,9 @@ def qemu_command(settings: CvmSettings, *, cpu: str, tee_object: str | dict[str,
     """QEMU's arguments for a confidential direct-boot VM (no devices). ``tee_object`` is the
     ``-object`` value (key=value form, or a dict for QEMU's JSON form, needed for
     structured properties such as a socket address); its ``id`` must be ``tee0``."""
-    machine = "q35,kernel-irqchip=split,confidential-guest-support=tee0"
-    argv = [settings.qemu, "-nodefaults", "-no-user-config", "-nographic", "-accel", "kvm",
-            "-machine", machine, "-cpu", cpu,
+    machine = "q35,confidential-guest-support=tee0"
+    argv = [settings.qemu, "-nodefaults", "-no-user-config", "-nographic",
+            "-accel", "kvm,kernel-irqchip=split", "-machine", machine, "-cpu", cpu,
             "-smp", str(settings.vcpus), "-m", f"{settings.memory_mib}M"]
     if memory_backend is not None:
         argv[argv.index(machine)] = machine + ",memory-backend=mem0"
@@ -260,12 +294,18 @@ def object_properties(argv: list[str]) -> dict[str, set[str]]:
     return out
 
 
-def measured_cmdline(base: str, descriptor_digest: str, rootfs_root_hash: str | None) -> str:
-    """The kernel command line the hardware measures: the base line, the launch descriptor's
-    digest and the rootfs root hash (what makes the measurement cover workload and image)."""
-    for what, value in (("descriptor digest", descriptor_digest),
-                        ("rootfs root hash", rootfs_root_hash or "0")):
-        if not re.fullmatch(r"[0-9a-f]+", value):
-            raise ValueError(f"{what} must be lowercase hex, got {value!r}")
-    line = f"{base} arca.descriptor={descriptor_digest}".strip()
-    return f"{line} arca.rootfs={rootfs_root_hash}" if rootfs_root_hash else line
+def measured_cmdline(base: str, descriptor_digest: str, rootfs_root: str | None) -> str:
+    """The kernel command line the hardware measures: the base line, the rootfs dm-verity
+    root (``<root hash>:<hash offset>``) and the launch descriptor's digest, in the ``vm``
+    launcher's spelling (``arca.root=``, ``arca.desc=``), so the measurement covers the image
+    and the process."""
+    if not re.fullmatch(r"[0-9a-f]{64,128}", descriptor_digest):
+        raise ValueError(f"descriptor digest must be lowercase hex, got {descriptor_digest!r}")
+    if rootfs_root is not None and not re.fullmatch(r"[0-9a-f]{64}(:[0-9]{1,20})?",
+                                                    rootfs_root):
+        raise ValueError(f"rootfs root must be HASH[:OFFSET], got {rootfs_root!r}")
+    parts = [base.strip()] if base.strip() else []
+    if rootfs_root:
+        parts.append(f"arca.root={rootfs_root}")
+    parts.append(f"arca.desc={descriptor_digest}")
+    return " ".join(parts)

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from arca.host.backends import _confidential as cvm
 from arca.host.backends.snp import measure
@@ -68,9 +69,10 @@ class SnpBackend:
         self.policy = policy
 
     @classmethod
-    def from_config(cls, section: object) -> SnpBackend:
-        return cls(cvm.settings_from_config(section, DEFAULTS, origin="runtime config 'snp'",
-                                            extra_types=EXTRA_TYPES))
+    def from_config(cls, overrides: Mapping[str, Any] | None = None,
+                    section: object = None) -> SnpBackend:
+        """Settings from the runtime configuration's ``snp`` object, then ``overrides``."""
+        return cls(cvm.load_settings(NAME, DEFAULTS, EXTRA_TYPES, overrides, section))
 
     def host_problems(self) -> list[str]:
         problems = (cvm.kvm_problems(FACTS) + cvm.qemu_problems(FACTS, self.settings.qemu)

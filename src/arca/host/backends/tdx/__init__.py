@@ -38,6 +38,8 @@ DEFAULTS = cvm.CvmSettings(
 EXTRA_TYPES: Mapping[str, type] = {"qgs_socket": str, "rtmr0": str}
 #: The claims a release policy pins, in grant order (see arca.host.policygen).
 PINNED_CLAIMS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "init_data")
+#: Claims a grant may leave open ("*"): RTMR0 unless the operator pins it (docs/adr/0035).
+OPTIONAL_CLAIMS = ("rtmr0",)
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ class TdxBackend:
         self.settings = settings
 
     @classmethod
-    def from_config(cls, section: object) -> TdxBackend:
-        return cls(cvm.settings_from_config(section, DEFAULTS, origin="runtime config 'tdx'",
-                                            extra_types=EXTRA_TYPES))
+    def from_config(cls, overrides: Mapping[str, Any] | None = None,
+                    section: object = None) -> TdxBackend:
+        """Settings from the runtime configuration's ``tdx`` object, then ``overrides``."""
+        return cls(cvm.load_settings(NAME, DEFAULTS, EXTRA_TYPES, overrides, section))
 
     def host_problems(self) -> list[str]:
         """Every reason this host cannot run a TD, most fundamental first."""
