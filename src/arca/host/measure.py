@@ -1,17 +1,14 @@
 """``arca measure``: the launch measurement of an image, computed from the image alone.
 
-The descriptor is built from exactly the inputs ``arca-runtime create`` uses for a container of
-the image (contract §3): the guest runtime digest, the tree digest of the image's root
-filesystem (the overlay of its layers, as a container sees it before it starts), and the
-process containerd's ``ctr run`` / ``arca run`` derive from the image config
-(:mod:`arca.host.imageconfig`), converted by the runtime's own ``process_spec`` so the two can
-never drift. The rootfs digest lands in the same cache the runtime reads, so measuring an
-image also makes its first container start faster.
+The reference values come from the TEE's backend (:mod:`arca.host.backends`), from exactly
+the inputs ``arca-runtime create`` hands the same backend for a container of the image
+(contract §3): the guest runtime, the image's root filesystem (the overlay of its layers, as a
+container sees it before it starts), and the process containerd's ``ctr run`` / ``arca run``
+derive from the image config (:mod:`arca.host.imageconfig`), converted by the runtime's own
+``process_spec`` so the two can never drift. Caches the backend fills (the rootfs digest) are
+the ones the runtime reads, so measuring an image also makes its first container start faster.
 
-For ``tdx`` and ``snp`` the hardware measures the VM's launch instead: the same descriptor's
-digest goes on the kernel command line, and the backend computes the reference values over the
-firmware, kernel, initramfs and that command line (``HardwareReference``; settings from the
-runtime configuration, overridden by ``arca measure`` options). SGX is not measurable here.
+TEEs without a backend in this build are refused by name.
 """
 
 from __future__ import annotations
@@ -25,76 +22,36 @@ from pathlib import Path
 from typing import Any
 
 from arca.host import paths
+from arca.host.backends.base import Backend, BackendUnavailable, LaunchInputs, Reference
 from arca.host.imageconfig import ProcessConfig, process_from_image
 from arca.host.images import ImageRecord, ImageStore, resolve
 from arca.host.images.mount import mount_overlay, umount
 from arca.wire.descriptor import LaunchDescriptor
-from arca.wire.errors import ConfigError
-from arca.wire.initdata import InitData
-from arca.wire.simreport import INIT_DATA_HASH_SIZE
-
-MEASURABLE_TEES = ("sim", "tdx", "snp")
-HARDWARE_TEES = ("tdx", "snp")
-
-
-@dataclass(frozen=True)
-class HardwareReference:
-    """The reference values of a confidential VM launch (see the tdx/snp backends)."""
-
-    tee: str
-    cmdline: str
-    values: dict[str, str]  # every computed claim value (hex; "*" = not pinned)
-    claims: dict[str, str]  # what a release policy pins, in grant order
-    inputs: dict[str, Any]  # the files and VM shape they were computed over
-
-    def to_json(self) -> dict[str, Any]:
-        return {"cmdline": self.cmdline, "values": self.values, "claims": self.claims,
-                "inputs": self.inputs}
-
-
-def hardware_backend(tee: str, overrides: dict[str, Any] | None = None) -> Any:
-    """The ``tdx``/``snp`` backend with the runtime configuration and ``overrides``."""
-    if tee == "tdx":
-        from arca.host.backends.tdx import TdxBackend
-
-        return TdxBackend.from_config(overrides)
-    if tee == "snp":
-        from arca.host.backends.snp import SnpBackend
-
-        return SnpBackend.from_config(overrides)
-    raise ConfigError(f"tee {tee!r} has no hardware launch measurement")
-
-
-def hardware_reference(tee: str, descriptor: LaunchDescriptor, init_data: bytes | None,
-                       overrides: dict[str, Any] | None = None,
-                       rootfs_root: str | None = None) -> HardwareReference:
-    """What a TD/SNP guest launched for ``descriptor`` reports (pure: files only)."""
-    from dataclasses import asdict
-
-    from arca.host.backends._confidential import measured_cmdline
-
-    backend = hardware_backend(tee, overrides)
-    s = backend.settings
-    cmdline = measured_cmdline(s.cmdline, descriptor.measurement_hex(), rootfs_root)
-    ref = backend.reference(cmdline, init_data)
-    inputs = {k: v for k, v in asdict(s).items() if k not in ("qemu", "cmdline")}
-    return HardwareReference(tee, cmdline, dict(ref.values), backend.claims(ref), inputs)
+from arca.wire.errors import ConfigError, InvalidInput
 
 
 @dataclass(frozen=True)
 class MeasureResult:
     image: str
     image_digest: str
-    descriptor: LaunchDescriptor
+    reference: Reference
     process: ProcessConfig
-    init_data_hash: str  # hex, 48 bytes as in the sim report; all zeros without init-data
-    hardware: HardwareReference | None = None
+
+    @property
+    def descriptor(self) -> LaunchDescriptor:
+        return self.reference.descriptor
+
+    @property
+    def init_data_hash(self) -> str:
+        """Hex of the TEE's init-data field; all zeros without init-data."""
+        return self.reference.init_data_hash
 
     @property
     def measurement(self) -> str:
-        return self.descriptor.measurement_hex()
+        return self.reference.measurement
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"launch": dict(self.reference.extra)} if self.reference.extra else {}
         return {
             "image": self.image,
             "image_digest": self.image_digest,
@@ -105,7 +62,7 @@ class MeasureResult:
             "rootfs_digest": self.descriptor.rootfs_digest,
             "process": self.descriptor.process.to_json(),
             "descriptor": self.descriptor.to_json(),
-            **({"hardware": self.hardware.to_json()} if self.hardware else {}),
+            **extra,
         }
 
 
@@ -128,39 +85,39 @@ def mounted_rootfs(store: ImageStore, record: ImageRecord) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def init_data_hash(init_data: bytes | None) -> bytes:
-    if init_data is None:
-        return bytes(INIT_DATA_HASH_SIZE)
-    return InitData.parse(init_data).padded_digest(INIT_DATA_HASH_SIZE)
+def backend_for(tee: str, command: str = "arca measure") -> Backend:
+    """The backend ``arca measure``/``policy generate`` use: the runtime's, by name."""
+    from arca.host import backends
+
+    try:
+        return backends.get(tee)
+    except (InvalidInput, BackendUnavailable):
+        raise ConfigError(f"{command}: tee {tee!r} is not supported (supported: "
+                          f"{', '.join(backends.names())})") from None
 
 
-def measure(image: str, tee: str = "sim", init_data: bytes | None = None, *,
+def measure(image: str, tee: str | None = None, init_data: bytes | None = None, *,
             store: ImageStore | None = None, args: list[str] | None = None,
             env: list[str] | None = None,
-            hardware: dict[str, Any] | None = None) -> MeasureResult:
+            options: dict[str, Any] | None = None) -> MeasureResult:
     """Reference values for a container of ``image`` (optionally with ``args``/``env`` as
-    given to ``arca run``)."""
-    if tee not in MEASURABLE_TEES:
-        raise ConfigError(f"arca measure: tee {tee!r} is not supported (supported: "
-                          f"{', '.join(MEASURABLE_TEES)})")
+    given to ``arca run``) under ``tee`` (default: the registry's default backend), with the
+    backend's launch ``options`` (a confidential VM's firmware, kernel, vCPUs...) over its
+    runtime configuration."""
+    from arca.host import backends
     from arca.host.guestruntime import ensure_guest_runtime
     from arca.host.runtime.bundle import process_spec
     from arca.host.runtime.execpolicy import measured_process, policy_of
-    from arca.host.treedigest import rootfs_digest
 
+    backend = backend_for(tee or backends.DEFAULT).configure(options or {})
     store = store or ImageStore()
-    idh = init_data_hash(init_data)  # refuses malformed init-data before any work
-    if tee in HARDWARE_TEES:
-        hardware_backend(tee, hardware)  # refuses bad settings before any work
+    backend.init_data_hash(init_data)  # refuses malformed init-data before any work
     record = resolve(store, image)
     config = store.config_of(record)
+    gr = ensure_guest_runtime()
     with mounted_rootfs(store, record) as rootfs:
         proc = process_from_image(config, rootfs, args=args, env=env)
-        digest = rootfs_digest(rootfs)
-    gr = ensure_guest_runtime()
-    # The runtime's rule: what the measured execution policy lets vary is not measured.
-    spec = measured_process(process_spec(proc.to_oci()), policy_of(init_data))
-    descriptor = LaunchDescriptor(tee, gr.digest, digest, spec)
-    hw = (hardware_reference(tee, descriptor, init_data, hardware)
-          if tee in HARDWARE_TEES else None)
-    return MeasureResult(record.name, record.digest, descriptor, proc, idh.hex(), hw)
+        # The runtime's rule: what the measured execution policy lets vary is not measured.
+        spec = measured_process(process_spec(proc.to_oci()), policy_of(init_data))
+        ref = backend.reference(LaunchInputs(rootfs, spec, init_data, gr))
+    return MeasureResult(record.name, record.digest, ref, proc)

@@ -18,16 +18,16 @@ grant requires a TD started *without* init-data (all-zero hash), because init-da
 execution policy and letting the host choose it would let the host widen what runs next to the
 secret.
 
-Hardware TEEs (``tdx``, ``snp``): a grant pins the claims of the backend's ``PINNED_CLAIMS``
-(SNP: launch digest, HOST_DATA = init-data hash, guest policy; TDX: MRTD, RTMR0 or ``*``, RTMR1,
-RTMR2, MRCONFIGID = init-data hash), one grant per launch the execution policy allows (each
-has its own descriptor digest on the measured command line). The EAR ``hardware`` claim is
-affirming only for a TCB the verifier reports up to date (TDX); an SNP report has no TCB
-status, so ``min_tcb`` pins the lowest acceptable REPORTED_TCB components
-(``min_tcb:<tee>``).
+Every measurement comes from the TEE's backend (:mod:`arca.host.backends`), the object the
+runtime launches with, and a grant pins that backend's ``pinned`` claims in order:
+``sim``: measurement, init-data hash; ``snp``: launch digest, HOST_DATA (init-data hash),
+guest policy; ``tdx``: MRTD, RTMR0 (or ``*``: pinned per platform, docs/adr/0035), RTMR1,
+RTMR2, MRCONFIGID (init-data hash). The EAR ``hardware`` claim is affirming only for a TCB
+the verifier reports up to date (TDX); an SNP report carries no TCB status, so ``min_tcb``
+pins the lowest acceptable REPORTED_TCB components (reference value ``min_tcb:<tee>``).
 
 What it does not do: talk to the KBS (the printed ``arca kbs admin`` commands do), or support
-SGX.
+TEEs without a backend in this build.
 """
 
 from __future__ import annotations
@@ -35,16 +35,19 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from arca.host.backends import DEFAULT
+from arca.host.backends.base import Reference
+from arca.host.measure import backend_for
+from arca.wire import tees
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ConfigError, InvalidInput
 from arca.wire.initdata import InitData
 from arca.wire.record import replace as replace_record
-from arca.wire.simreport import INIT_DATA_HASH_SIZE
 
 #: The KBS accepts reference value names of this shape (``arca.kbs.service``).
 _REF_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -53,29 +56,24 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 GRANT_PREFIX = "release"
 POLICY_FILE = "resource-policy.rego"
 VALUES_FILE = "reference-values.json"
-SUPPORTED_TEES = ("sim", "tdx", "snp")
-#: ``min_tcb`` components of an SNP TCB (the verifier's ``reported_tcb`` claim).
-_TCB_ENTRY = re.compile(r"(bootloader|tee|snp|microcode|fmc)=(\d{1,3})")
-_HEX = re.compile(r"[0-9a-f]{2,256}")
 
-#: The claims a grant pins, per TEE, in grant order; ``sim`` here, the hardware TEEs from their
-#: backend modules (``PINNED_CLAIMS``). Claims in ``OPTIONAL`` may be granted as ``*`` (TDX
-#: RTMR0: pinned per platform when the operator gives it, docs/adr/0035).
-SIM_PINNED = ("measurement", "init_data")
+def _pinned() -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    """Per TEE of this build: the claims its grants pin, in order, and those that may be
+    ``*`` (the backends' ``pinned``/``optional``)."""
+    from arca.host import backends
 
-
-def _pinned() -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
-    from arca.host.backends import snp, tdx
-
-    return ({"sim": SIM_PINNED, snp.NAME: snp.PINNED_CLAIMS, tdx.NAME: tdx.PINNED_CLAIMS},
-            tdx.OPTIONAL_CLAIMS)
+    table = {name: backends.get(name) for name in backends.names()}
+    return ({n: b.pinned for n, b in table.items()},
+            {k for b in table.values() for k in b.optional})
 
 
 def resource_policy() -> str:
+    """The resource policy text (the same for every image of this build)."""
     pinned, optional = _pinned()
-    table = json.dumps({k: list(v) for k, v in pinned.items()})
-    return _RESOURCE_POLICY.replace("@PINNED@", table).replace(
-        "@OPTIONAL@", json.dumps(sorted(optional)).replace("[", "{").replace("]", "}"))
+    return (_RESOURCE_POLICY.replace("@PINNED@", json.dumps({k: list(v) for k, v in
+                                                              pinned.items()}))
+            .replace("@OPTIONAL@", "{" + ", ".join(json.dumps(k) for k in sorted(optional))
+                     + "}" if optional else "set()"))
 
 
 _RESOURCE_POLICY = """\
@@ -155,34 +153,37 @@ def grant_value(tee: str, measurement_hex: str, init_data_hash_hex: str) -> str:
     return f"{tee}/{measurement_hex}/{init_data_hash_hex}"
 
 
-def init_data_hash_hex(init_data: bytes | None) -> str:
-    if init_data is None:
-        return bytes(INIT_DATA_HASH_SIZE).hex()
-    return InitData.parse(init_data).padded_digest(INIT_DATA_HASH_SIZE).hex()
+def init_data_hash_hex(init_data: bytes | None, tee: str = DEFAULT) -> str:
+    """Hex of ``tee``'s init-data field for ``init_data`` (the table's rule)."""
+    digest = InitData.parse(init_data).digest() if init_data is not None else None
+    return tees.get(tee).init_data_hash(digest).hex()
 
 
-def descriptor_variants(descriptor: LaunchDescriptor,
-                        init_data: bytes | None) -> list[LaunchDescriptor]:
-    """Every descriptor a TD of this image may be launched with under the init-data's
-    execution policy: its own, then one per ``allow_args`` entry (deduplicated, in order)."""
+def variants(ref: Reference, init_data: bytes | None) -> list[Reference]:
+    """The reference of every launch a TD of ``ref``'s image may have under the init-data's
+    execution policy: ``ref`` itself, then one per ``allow_args`` entry (deduplicated, in
+    order), each computed by the TEE's backend with ``ref``'s other launch facts."""
+    backend = backend_for(ref.tee, "arca policy generate")
     policy = InitData.parse(init_data).policy if init_data is not None else None
-    variants = [descriptor]
+    out, seen = [ref], {ref.descriptor.measurement_hex()}
+    extra = {k: v for k, v in ref.extra.items() if k == "rootfs_root"}
     for args in policy.allow_args if policy else ():
-        variants.append(replace_record(descriptor, process=replace_record(descriptor.process,
-                                                                          args=args)))
-    seen: set[str] = set()
-    out = []
-    for d in variants:
+        d = replace_record(ref.descriptor, process=replace_record(ref.descriptor.process,
+                                                                  args=args))
         if d.measurement_hex() not in seen:
             seen.add(d.measurement_hex())
-            out.append(d)
+            out.append(backend.reference_for(d, init_data, extra))
     return out
 
 
-def measurements(descriptor: LaunchDescriptor, init_data: bytes | None) -> list[str]:
+def measurements(descriptor: LaunchDescriptor, init_data: bytes | None,
+                 extra: dict[str, str] | None = None) -> list[str]:
     """Every measurement a TD of this descriptor may report under the init-data's execution
-    policy: the descriptor's own, then one per ``allow_args`` entry (deduplicated, in order)."""
-    return [d.measurement_hex() for d in descriptor_variants(descriptor, init_data)]
+    policy: the descriptor's own, then one per ``allow_args`` entry (deduplicated, in order),
+    each computed by the TEE's backend (``extra``: its other launch facts)."""
+    backend = backend_for(descriptor.tee, "arca policy generate")
+    ref = backend.reference_for(descriptor, init_data, extra or {})
+    return list(dict.fromkeys(r.measurement for r in variants(ref, init_data)))
 
 
 def resources_of(init_data: bytes | None, resources: Iterable[str]) -> tuple[str, ...]:
@@ -209,10 +210,10 @@ class GeneratedPolicy:
     policy_text: str = RESOURCE_POLICY
     #: Grants already in force (e.g. ``arca kbs admin get-reference-values``) to keep.
     merged: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    #: Hardware TEEs: the pinned claim values of each grant (order: the backend's
-    #: ``PINNED_CLAIMS``); ``sim`` grants are (measurement, init-data hash).
+    #: The pinned claim values of each grant (the backend's ``pinned`` order); empty: the
+    #: (measurement, init-data hash) pairs.
     pins: tuple[tuple[str, ...], ...] = ()
-    #: Hardware TEEs: the minimum TCB (``component=number``) as reference value ``min_tcb:<tee>``.
+    #: The lowest acceptable TCB (``component=number``), as reference value ``min_tcb:<tee>``.
     min_tcb: tuple[str, ...] = ()
 
     @property
@@ -249,8 +250,7 @@ class GeneratedPolicy:
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "image_digest": self.image_digest, "tee": self.tee,
                 "resources": list(self.resources), "measurements": list(self.measurements),
-                "init_data_hash": self.init_data_hash,
-                **({"grants": list(self.grants)} if self.pins else {}),
+                "init_data_hash": self.init_data_hash, "grants": list(self.grants),
                 "reference_values": self.reference_values()}
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
@@ -271,33 +271,48 @@ class GeneratedPolicy:
 
 def from_descriptor(image: str, image_digest: str, descriptor: LaunchDescriptor,
                     init_data: bytes | None, resources: Iterable[str]) -> GeneratedPolicy:
-    """The policy for a measured ``sim`` descriptor (pure: no image store, no guest runtime)."""
-    if descriptor.tee != "sim":
-        raise ConfigError(f"arca policy generate: tee {descriptor.tee!r} is not supported "
-                          "from a descriptor alone: its grants pin the hardware's launch "
-                          "measurement (generate(), from_values())")
-    return GeneratedPolicy(image, image_digest, descriptor.tee,
-                           resources_of(init_data, resources),
-                           tuple(measurements(descriptor, init_data)),
-                           init_data_hash_hex(init_data))
+    """The policy for a measured descriptor (pure: no image store, no guest runtime)."""
+    backend = backend_for(descriptor.tee, "arca policy generate")
+    return from_reference(image, image_digest, backend.reference_for(descriptor, init_data, {}),
+                          init_data, resources)
 
 
-def from_values(tee: str, claims: Iterable[dict[str, str]], resources: Iterable[str], *,
+def from_reference(image: str, image_digest: str, ref: Reference, init_data: bytes | None,
+                   resources: Iterable[str], min_tcb: Iterable[str] = ()) -> GeneratedPolicy:
+    """The policy granting ``resources`` to TDs launched as ``ref`` (and the allowed variants
+    of its process); the pinned values are the backend's claims."""
+    backend = backend_for(ref.tee, "arca policy generate")
+    refs = variants(ref, init_data)
+    claims = [backend.claims(r) for r in refs]
+    return from_values(ref.tee, [{k: c[k] for k in backend.pinned} for c in claims],
+                       resources_of(init_data, resources), image=image,
+                       image_digest=image_digest, measured=[r.measurement for r in refs],
+                       min_tcb=min_tcb)
+
+
+#: ``min_tcb`` entries: components of the verifier's ``reported_tcb`` claim.
+_TCB_ENTRY = re.compile(r"(bootloader|tee|snp|microcode|fmc)=(\d{1,3})")
+_VALUE = re.compile(r"(0x)?[0-9a-f]{2,256}")
+
+
+def from_values(tee: str, claims: Iterable[Mapping[str, str]], resources: Iterable[str], *,
                 image: str = "", image_digest: str = "", measured: Iterable[str] = (),
                 min_tcb: Iterable[str] = ()) -> GeneratedPolicy:
-    """A hardware TEE's policy from reference values: one grant per ``claims`` mapping, each
-    with exactly the backend's pinned claims (hex; ``*`` only where the policy allows it)."""
+    """A policy from reference values: one grant per ``claims`` mapping, each holding exactly
+    the backend's pinned claims (lowercase hex; ``*`` only where the backend allows it), e.g.
+    values a tenant took from a reference TD instead of from an image."""
     pinned, optional = _pinned()
-    if tee not in pinned or tee == "sim":
-        raise ConfigError(f"tee {tee!r} has no hardware reference values "
-                          f"(hardware TEEs: {', '.join(t for t in pinned if t != 'sim')})")
+    if tee not in pinned:
+        raise ConfigError(f"arca policy generate: tee {tee!r} is not supported (supported: "
+                          f"{', '.join(pinned)})")
     pins = []
     for values in claims:
+        values = {k: v for k, v in values.items() if k != "tee"}
         if set(values) != set(pinned[tee]):
             raise InvalidInput(f"{tee} reference values must be exactly "
                                f"{', '.join(pinned[tee])}; got {', '.join(sorted(values))}")
         for k, v in values.items():
-            if not (_HEX.fullmatch(v.removeprefix("0x")) or (v == "*" and k in optional)):
+            if not (_VALUE.fullmatch(v) or (v == "*" and k in optional)):
                 raise InvalidInput(f"{tee} reference value {k}={v!r} is not lowercase hex")
         pins.append(tuple(values[k] for k in pinned[tee]))
     if not pins:
@@ -307,28 +322,22 @@ def from_values(tee: str, claims: Iterable[dict[str, str]], resources: Iterable[
         if not _TCB_ENTRY.fullmatch(entry):
             raise InvalidInput(f"minimum TCB entry {entry!r} is not COMPONENT=NUMBER "
                                "(bootloader, tee, snp, microcode, fmc)")
-    init_hash = dict(zip(pinned[tee], pins[0], strict=True)).get("init_data", "")
-    return GeneratedPolicy(image, image_digest, tee, resources_of(None, resources),
-                           tuple(measured), init_hash, pins=tuple(pins), min_tcb=tcb)
+    first = dict(zip(pinned[tee], pins[0], strict=True))
+    measured = tuple(measured) or tuple(dict.fromkeys(p[0] for p in pins))
+    return GeneratedPolicy(image, image_digest, tee, resources_of(None, resources), measured,
+                           first.get("init_data", ""), pins=tuple(pins), min_tcb=tcb)
 
 
-def generate(image: str, *, tee: str = "sim", init_data: bytes | None = None,
-             resources: Iterable[str] = (), hardware: dict[str, Any] | None = None,
+def generate(image: str, *, tee: str = DEFAULT, init_data: bytes | None = None,
+             resources: Iterable[str] = (), options: dict[str, Any] | None = None,
              min_tcb: Iterable[str] = ()) -> GeneratedPolicy:
-    """Measure ``image`` (``arca measure``'s computation) and build its policy. For
-    ``tdx``/``snp``: one grant per launch the execution policy allows, over the firmware,
-    kernel, initramfs and VM shape of the runtime configuration and ``hardware`` overrides."""
-    from arca.host.measure import HARDWARE_TEES, hardware_reference, measure
+    """Measure ``image`` (``arca measure``'s computation, with the backend's launch
+    ``options``) and build its policy."""
+    from arca.host.measure import measure
 
     resources = tuple(resources)
-    resources = resources_of(init_data, resources)  # refuse bad input before measuring
-    result = measure(image, tee, init_data, hardware=hardware)
-    if tee not in HARDWARE_TEES:
-        return from_descriptor(result.image, result.image_digest, result.descriptor,
-                               init_data, resources)
-    variants = descriptor_variants(result.descriptor, init_data)
-    refs = [result.hardware] + [hardware_reference(tee, d, init_data, hardware)
-                                for d in variants[1:]]
-    return from_values(tee, [r.claims for r in refs if r is not None], resources,
-                       image=result.image, image_digest=result.image_digest,
-                       measured=[d.measurement_hex() for d in variants], min_tcb=min_tcb)
+    resources_of(init_data, resources)  # refuse bad input before measuring
+    backend_for(tee, "arca policy generate").configure(options or {})
+    result = measure(image, tee, init_data, options=options)
+    return from_reference(result.image, result.image_digest, result.reference, init_data,
+                          resources, min_tcb)

@@ -1,6 +1,12 @@
-"""What the ``tdx`` and ``snp`` backends share: their settings, the host checks, and the q35
-command line of a confidential VM. Each backend passes its own facts (QEMU object, minimum
-QEMU version, KVM parameter, VM type); no TEE is named here.
+"""What the ``tdx`` and ``snp`` backends share: their base class, settings, the host checks,
+and the q35 command line of a confidential VM. Each backend passes its own facts (QEMU object,
+minimum QEMU version, KVM parameter, VM type); no TEE is named here.
+
+* :class:`ConfidentialVmBackend`: the :class:`~arca.host.backends.base.Backend` both extend.
+  ``reference_for`` puts the descriptor's digest (and the rootfs root, ``extra["rootfs_root"]``)
+  on the measured kernel command line and asks the subclass for the hardware's launch values
+  over firmware, kernel, initramfs and that line (``launch_values``); ``claims`` are what a
+  release policy pins (``pinned``, in grant order; ``optional`` may be granted as ``*``).
 
 * :class:`CvmSettings`: QEMU binary, firmware, kernel, initramfs, vCPUs, memory and the
   backend's own keys, from the ``tdx``/``snp`` object of the runtime configuration
@@ -28,6 +34,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from arca.host.backends.base import Backend, BackendUnavailable, Launch, LaunchInputs, Reference
+from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ConfigError
 
 #: ``KVM_CHECK_EXTENSION`` (``_IO(KVMIO, 0x03)``) and the capabilities asked (linux/kvm.h).
@@ -294,6 +302,20 @@ def object_properties(argv: list[str]) -> dict[str, set[str]]:
     return out
 
 
+def read_input(tee: str, what: str, path: str, package: str) -> bytes:
+    """A launch input file for reference values; missing or unreadable is a configuration
+    error naming the file and how to provide it."""
+    prefix = f"{tee} reference values are not supported with this configuration:"
+    if not path:
+        raise ConfigError(f"{prefix} no {what} configured (runtime config {tee!r} or --{what})")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        hint = f" (install {package})" if package else ""
+        raise ConfigError(f"{prefix} {what} {path}: {e.strerror}{hint}") from None
+
+
 def measured_cmdline(base: str, descriptor_digest: str, rootfs_root: str | None) -> str:
     """The kernel command line the hardware measures: the base line, the rootfs dm-verity
     root (``<root hash>:<hash offset>``) and the launch descriptor's digest, in the ``vm``
@@ -309,3 +331,92 @@ def measured_cmdline(base: str, descriptor_digest: str, rootfs_root: str | None)
         parts.append(f"arca.root={rootfs_root}")
     parts.append(f"arca.desc={descriptor_digest}")
     return " ".join(parts)
+
+
+# -- the base class ---------------------------------------------------------------------------
+
+class ConfidentialVmBackend(Backend):
+    """A confidential VM per container; see the module docstring. Subclasses set the class
+    attributes and implement ``launch_values`` and ``qemu_command``."""
+
+    host_facts: HostFacts
+    defaults: CvmSettings
+    extra_types: Mapping[str, type] = {}
+    #: The claim ``Reference.measurement`` shows.
+    measurement_claim = ""
+
+    def __init__(self, platform: Any = None, settings: CvmSettings | None = None) -> None:
+        super().__init__(platform)
+        self._settings = settings
+
+    @property
+    def settings(self) -> CvmSettings:
+        """Defaults, then the runtime configuration's object of this backend's name."""
+        if self._settings is None:
+            self._settings = load_settings(self.name, self.defaults, self.extra_types)
+        return self._settings
+
+    def configure(self, options: Mapping[str, Any]) -> ConfidentialVmBackend:
+        """This backend with ``options`` (e.g. ``arca measure --vcpus``) over its settings."""
+        settings = settings_from_config(dict(options), self.settings, origin="options",
+                                        extra_types=self.extra_types)
+        return type(self)(self.platform, settings)
+
+    def host_problems(self, *, first_only: bool = False) -> list[str]:
+        """Every reason this host cannot launch the TEE, most fundamental first (or just the
+        first: ``create`` needs no more)."""
+        s = self.settings
+        problems = kvm_problems(self.host_facts)
+        if problems and first_only:
+            return problems
+        problems += qemu_problems(self.host_facts, s.qemu)
+        if problems and first_only:
+            return problems
+        return problems + file_problems(s, self.host_facts, self.check_firmware)
+
+    def check_host(self) -> None:
+        problems = self.host_problems(first_only=True)
+        if problems:
+            raise BackendUnavailable(f"TEE {self.name!r} is not available on this host: "
+                                     f"{problems[0]}",
+                                     tee=self.name, problems=problems)
+
+    def check_firmware(self, firmware: bytes) -> None:
+        raise NotImplementedError
+
+    def launch_values(self, cmdline: str, init_data: bytes | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def qemu_command(self, cmdline: str, init_data: bytes | None) -> list[str]:
+        raise NotImplementedError
+
+    def reference(self, inputs: LaunchInputs) -> Reference:
+        from arca.host.treedigest import rootfs_digest
+
+        descriptor = LaunchDescriptor(self.name, inputs.guest_runtime.digest,
+                                      rootfs_digest(inputs.rootfs), inputs.process)
+        return self.reference_for(descriptor, inputs.init_data, {})
+
+    def reference_for(self, descriptor: LaunchDescriptor, init_data: bytes | None,
+                      extra: Mapping[str, str]) -> Reference:
+        cmdline = measured_cmdline(self.settings.cmdline, descriptor.measurement_hex(),
+                                   extra.get("rootfs_root"))
+        values = self.launch_values(cmdline, init_data)
+        return Reference(self.name, values[self.measurement_claim],
+                         self.init_data_hash(init_data).hex(), descriptor,
+                         {**extra, **values, "cmdline": cmdline})
+
+    def claims(self, ref: Reference) -> dict[str, str]:
+        values = {**ref.extra, "init_data": ref.init_data_hash}
+        return {"tee": ref.tee, **{k: values[k] for k in self.pinned}}
+
+    def prepare(self, launch: Launch, inputs: LaunchInputs, ref: Reference,
+                config: dict[str, Any]) -> dict[str, Any]:
+        # The runtime calls check_host first, which refuses on a host without the hardware.
+        # Starting the VM is the vm backend's launch with qemu_command's arguments; until
+        # that path is in this build, a capable host is refused here, before any state.
+        raise BackendUnavailable(f"{self.name}: the confidential VM launch is not in this "
+                                 "build yet (reference values, policies and host checks are)")
+
+    def undo(self, cid: str) -> None:
+        """``prepare`` leaves nothing behind, so there is nothing to undo."""

@@ -22,6 +22,11 @@ registering the TD in-process. Answers (one JSON line):
 * anything else (``{"fallback": why}``, an older daemon's unknown-op error, no answer): the
   front end runs the Python path, which decides everything again.
 
+``{"op": "delete-undo", ...}`` (same fields, ``argv`` a ``delete``): the front end's ``runc
+delete`` of a created TEE container succeeded; the daemon runs Arca's part of ``delete`` (the
+backend's ``undo``, Arca's files) and answers ``{"delete": "undone"}``. Otherwise the front end
+does it without Python (the platform's registration file, Arca's files: a daemon-less host).
+
 Falls back on: a code stamp other than the daemon's (a daemon left running from other
 sources), relative paths in the environment or cwd, a run directory other than the daemon's,
 ``run`` rather than ``create``. Creates are served one at a time (the daemon's one control
@@ -40,6 +45,7 @@ from typing import Any
 
 from arca.host import paths
 from arca.host.runtime import lifecycle
+from arca.host.runtime import machine as sm
 from arca.host.runtime import state as st
 from arca.host.runtime.cli import split_globals
 from arca.host.runtime.config import load_config
@@ -55,12 +61,12 @@ _SRC = pathlib.Path(__file__).resolve().parents[3]
 
 
 def code_stamp(src: pathlib.Path = _SRC) -> str:
-    """sha256 of the sources the fast path runs (runtime, sim platform, front end), in path
-    order: ``scripts/setup.sh`` compiles the same value into the front end, so a daemon
+    """sha256 of the sources the fast path runs (runtime, sim platform, backends, front end),
+    in path order: ``scripts/setup.sh`` compiles the same value into the front end, so a daemon
     started from other sources than the front end's is never asked to create."""
     h = hashlib.sha256()
     files = [*(src / "arca/host/runtime").glob("*.py"), *(src / "arca/host/simtee").glob("*.py"),
-             src / "arca/host/runtime/frontend.c"]
+             *(src / "arca/host/backends").glob("*.py"), src / "arca/host/runtime/frontend.c"]
     for f in sorted(files, key=lambda p: str(p.relative_to(src)).encode()):
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -93,6 +99,8 @@ def handle(req: dict[str, Any], daemon: Any, stamp: str) -> dict[str, Any]:
             os.environ.update(req["env"])
             if req["op"] == "create-undo":
                 return _undo(req, daemon)
+            if req["op"] == "delete-undo":
+                return _delete_undo(req, daemon)
             return _create(req, daemon)
         finally:
             os.umask(old_umask)
@@ -125,8 +133,9 @@ def _unusual(req: dict[str, Any], stamp: str) -> str:
     if os.path.realpath(env.get("ARCA_RUN") or "/run/arca-host") != ours:
         return "run directory is not the daemon's"
     _, i = split_globals(argv)
-    if i >= len(argv) or argv[i] != "create":
-        return "not a create"
+    want = "delete" if req.get("op") == "delete-undo" else "create"
+    if i >= len(argv) or argv[i] != want:
+        return f"not a {want}"
     return ""
 
 
@@ -138,8 +147,8 @@ def _create(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     prepared = lifecycle.prepare(load_config(), opts, platform=_InProcess(daemon))
     if prepared is None:
         return {"create": "runc"}
-    cid, tee, bundle_path, descriptor = prepared
-    final = st.ContainerState(cid, tee, str(bundle_path), "created", descriptor.measurement_hex())
+    cid, tee, bundle_path, ref = prepared
+    final = st.ContainerState(cid, tee, str(bundle_path), sm.CREATED, ref.measurement)
     try:
         st.write_atomic(st.state_path(cid).parent / CREATED_STATE,
                         json.dumps(final.to_json()).encode())
@@ -155,6 +164,19 @@ def _undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     _, i = split_globals(argv)
     cid = lifecycle.parse_create(argv[i + 1:]).id
     saved = st.load(st.validate_id(cid))
-    if saved is not None and saved.status == "creating":
+    if saved is not None and saved.status == sm.CREATING:
         lifecycle._undo(cid, pathlib.Path(saved.bundle), _InProcess(daemon))
     return {"create": "undone"}
+
+
+def _delete_undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
+    """The front end's ``runc delete`` of a created TEE container succeeded (runc no longer
+    has it): the backend's undo and Arca's files, exactly as ``lifecycle.delete`` does."""
+    cid = st.validate_id(req["argv"][-1])
+    saved = st.load(cid)
+    if saved is None:
+        return {"delete": "undone"}  # a concurrent delete came first
+    if saved.status != sm.CREATED:
+        return {"fallback": f"container {cid} is {saved.status}"}
+    lifecycle._undo(cid, None, _InProcess(daemon))
+    return {"delete": "undone"}

@@ -23,9 +23,9 @@ import pytest
 
 from arca.host.backends import _confidential as cvm
 from arca.host.backends.snp import DEFAULTS as SNP_DEFAULTS
-from arca.host.backends.snp import SnpBackend, host_data
+from arca.host.backends.snp import SnpBackend
 from arca.host.backends.tdx import DEFAULTS as TDX_DEFAULTS
-from arca.host.backends.tdx import TdxBackend, mrconfigid
+from arca.host.backends.tdx import TdxBackend
 from arca.kbs.evidence import INIT_DATA_FIELD
 from arca.kbs.protocol import init_data_digest
 from arca.wire.errors import ConfigError
@@ -36,6 +36,14 @@ TDX_QAPI = {"attributes", "sept-ve-disable", "mrconfigid", "mrowner", "mrownerco
             "quote-generation-socket"}
 #: Properties QEMU 10.0.2 accepts on sev-snp-guest but leaves out of `-object ...,help`.
 SNP_UNLISTED = {"cbitpos", "reduced-phys-bits"}
+
+
+def host_data(init_data):
+    return SnpBackend(None, SNP_DEFAULTS).init_data_hash(init_data)
+
+
+def mrconfigid(init_data):
+    return TdxBackend(None, TDX_DEFAULTS).init_data_hash(init_data)
 
 
 def settings(defaults, **kw):
@@ -64,12 +72,12 @@ def create_objects(qemu: str, argv: list[str]) -> subprocess.CompletedProcess[st
 
 
 def snp_argv() -> list[str]:
-    backend = SnpBackend(settings(SNP_DEFAULTS, cbitpos=51))
+    backend = SnpBackend(None, settings(SNP_DEFAULTS, cbitpos=51))
     return backend.qemu_command("console=ttyS0 arca.descriptor=ab", INIT_DATA)
 
 
 def tdx_argv() -> list[str]:
-    return TdxBackend(settings(TDX_DEFAULTS)).qemu_command("console=ttyS0 arca.descriptor=ab",
+    return TdxBackend(None, settings(TDX_DEFAULTS)).qemu_command("console=ttyS0 arca.descriptor=ab",
                                                            INIT_DATA)
 
 
@@ -157,8 +165,8 @@ def test_init_data_binding_is_the_brokers_rule():
 
 def test_snp_debug_policy_is_refused():
     with pytest.raises(ConfigError, match="DEBUG"):
-        SnpBackend(cvm.settings_from_config({"policy": 0xB0000}, SNP_DEFAULTS, origin="t",
-                                            extra_types={"policy": int}))
+        SnpBackend(None, cvm.settings_from_config({"policy": 0xB0000}, SNP_DEFAULTS,
+                                                  origin="t", extra_types={"policy": int}))
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -171,7 +179,7 @@ def test_snp_debug_policy_is_refused():
 ])
 def test_bad_runtime_config_is_one_line(section, message):
     with pytest.raises(ConfigError, match=message) as e:
-        SnpBackend.from_config(section=section)
+        cvm.load_settings("snp", SNP_DEFAULTS, SnpBackend.extra_types, section=section)
     assert "\n" not in str(e.value)
 
 
@@ -183,7 +191,7 @@ def test_runtime_config_file_sections(tmp_path, monkeypatch):
                                "tdx": {"memory_mib": 1024, "qgs_socket": "/run/qgs.sock"}}))
     monkeypatch.setenv("ARCA_RUNTIME_CONFIG", str(cfg))
     assert load_config().default_tee == "snp"  # the runtime accepts the sections
-    assert SnpBackend.from_config().settings.vcpus == 2
-    tdx = TdxBackend.from_config({"vcpus": 4})
+    assert SnpBackend().settings.vcpus == 2
+    tdx = TdxBackend().configure({"vcpus": 4})
     assert (tdx.settings.memory_mib, tdx.settings.vcpus) == (1024, 4)
     assert tdx.settings.extra["qgs_socket"] == "/run/qgs.sock"
