@@ -52,3 +52,6 @@ if cmp -s .venv/bin/.arca-runtime.new .venv/bin/arca-runtime; then
 else
   mv -f .venv/bin/.arca-runtime.new .venv/bin/arca-runtime
 fi
+# TEE firmware and published known-answer data for the tdx/snp tests (Debian packages, cached;
+# the tests skip when it is absent, e.g. offline).
+bash scripts/tee-fixtures.sh || echo "setup: TEE fixtures unavailable; tdx/snp known-answer tests will skip" >&2

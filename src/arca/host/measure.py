@@ -98,15 +98,18 @@ def backend_for(tee: str, command: str = "arca measure") -> Backend:
 
 def measure(image: str, tee: str | None = None, init_data: bytes | None = None, *,
             store: ImageStore | None = None, args: list[str] | None = None,
-            env: list[str] | None = None) -> MeasureResult:
+            env: list[str] | None = None,
+            options: dict[str, Any] | None = None) -> MeasureResult:
     """Reference values for a container of ``image`` (optionally with ``args``/``env`` as
-    given to ``arca run``) under ``tee`` (default: the registry's default backend)."""
+    given to ``arca run``) under ``tee`` (default: the registry's default backend), with the
+    backend's launch ``options`` (a confidential VM's firmware, kernel, vCPUs...) over its
+    runtime configuration."""
     from arca.host import backends
     from arca.host.guestruntime import ensure_guest_runtime
     from arca.host.runtime.bundle import process_spec
     from arca.host.runtime.execpolicy import measured_process, policy_of
 
-    backend = backend_for(tee or backends.DEFAULT)
+    backend = backend_for(tee or backends.DEFAULT).configure(options or {})
     store = store or ImageStore()
     backend.init_data_hash(init_data)  # refuses malformed init-data before any work
     record = resolve(store, image)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 #: Backend name -> module defining ``BACKEND`` (its :class:`~.base.Backend` subclass).
 _MODULES = {
     "sim": "arca.host.backends.sim",
+    "tdx": "arca.host.backends.tdx",
+    "snp": "arca.host.backends.snp",
 }
 #: The TEE ``arca run``, ``arca measure`` and ``arca policy generate`` use without ``--tee``.
 DEFAULT = "sim"

@@ -134,6 +134,10 @@ class Backend:
 
     #: The TEE's name: a key of :data:`arca.wire.tees.TEES`.
     name = ""
+    #: The claims of :meth:`claims` a release policy pins, in grant order (after ``tee``), and
+    #: those it may leave open as ``*`` (arca.host.policygen).
+    pinned: tuple[str, ...] = ("measurement", "init_data")
+    optional: tuple[str, ...] = ()
 
     def __init__(self, platform: Any = None) -> None:
         self.platform = platform
@@ -144,6 +148,14 @@ class Backend:
 
     def check_host(self) -> None:
         raise NotImplementedError
+
+    def configure(self, options: Mapping[str, Any]) -> Backend:
+        """This backend with launch options (``arca measure --vcpus`` ...) over its settings;
+        a backend without any refuses them."""
+        if options:
+            raise ConfigError(f"tee {self.name!r} takes no launch options "
+                              f"(got {', '.join(sorted(options))})")
+        return self
 
     def init_data_hash(self, init_data: bytes | None) -> bytes:
         """The init-data field this TEE reports for ``init_data`` (parsed: refuses bad input)."""

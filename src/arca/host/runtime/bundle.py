@@ -101,6 +101,9 @@ def select_tee(bundle: Bundle, default_tee: str) -> str:
             f"TEE {tee!r} from {origin} is not available in this runtime "
             f"(available: {', '.join(backends.names())}, none)"
         )
+    # Can this host launch it? The backend's own check, before anything is written or started
+    # (BackendUnavailable names what the host lacks; no-op for sim).
+    backends.get(tee).check_host()
     return tee
 
 

@@ -62,10 +62,16 @@ def load_config(environ: Mapping[str, str] | None = None) -> RuntimeConfig:
             raise _error(f"runtime config {path} is not valid JSON: {e}") from None
         if not isinstance(obj, dict):
             raise _error(f"runtime config {path} must be a JSON object")
-        unknown = set(obj) - set(_KEYS)
+        from arca.host.backends import available
+
+        # An object named after a backend configures it (validated by that backend).
+        sections = {k for k, v in obj.items() if isinstance(v, dict) and available(k)}
+        unknown = set(obj) - set(_KEYS) - sections
         if unknown:
             raise _error(f"runtime config {path}: unknown key(s) {sorted(unknown)}")
         for k, v in obj.items():
+            if k in sections:
+                continue
             if not isinstance(v, str) or not v:
                 raise _error(f"runtime config {path}: {k!r} must be a non-empty string")
             values[k] = v

@@ -240,8 +240,7 @@ def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
         return None
     if run:
         raise InvalidInput("'run' is not supported for TEE containers: use create and start")
-    backend = backends.get(tee, platform=platform)
-    backend.check_host()
+    backend = backends.get(tee, platform=platform)  # select_tee ran its check_host
     cid = st.validate_id(opts.id)
     if st.load(cid) is not None:
         raise StateError(f"container {cid} already exists")
