@@ -87,3 +87,22 @@ def test_round_trip(data: bytes) -> None:
         p = pathlib.Path(d) / "f"
         write_atomic(p, data)
         assert p.read_bytes() == data
+
+
+def test_secure_state_dirs_tightens_arca_dirs_but_not_a_shared_sticky_one(
+        tmp_path: pathlib.Path) -> None:
+    from arca._internal.fsutil import secure_state_dirs
+
+    root, run = tmp_path / "root", tmp_path / "run"
+    (root / "images").mkdir(parents=True, mode=0o755)
+    os.chmod(root, 0o755)  # noqa: S103 - what an older version left
+    secure_state_dirs(root, run)
+    for d in (root, root / "images", root / "containers", run):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    secure_state_dirs(root, run)  # idempotent
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # noqa: S103 - like /tmp
+    secure_state_dirs(shared, run)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "images").stat().st_mode) == 0o700

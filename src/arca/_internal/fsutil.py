@@ -1,4 +1,5 @@
-"""Atomic file replacement: readers see the old or the new content, never a torn file.
+"""Atomic file replacement (readers see the old or the new content, never a torn file), and
+root-only state directories.
 
 Only ``os`` is imported, so the lean ``arca run`` path and the runtime's hot path can use it.
 """
@@ -39,3 +40,42 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *
         except OSError:
             pass
         raise
+
+
+def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> None:
+    """Make ``path`` a directory that only its owner (root) may enter: created with ``mode``
+    when absent (missing parents too), tightened when it exists with group or other bits (an
+    older version made it 0755). Idempotent; one ``stat`` when there is nothing to do."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        head = os.path.dirname(path)
+        if head and not os.path.isdir(head):
+            os.makedirs(head, mode, exist_ok=True)
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass  # made meanwhile by another process: checked below like any existing one
+        st = os.stat(path)
+    if st.st_mode & 0o7777 != mode:
+        os.chmod(path, mode)
+
+
+def secure_state_dirs(root: str | os.PathLike[str], run: str | os.PathLike[str]) -> None:
+    """Arca's persistent (``ARCA_ROOT``) and volatile (``ARCA_RUN``) state directories, and
+    those below them holding unpacked image layers and container root filesystems, are
+    root-only, as podman's storage directories are: layers keep the setuid-root files and
+    device nodes of their images, which a local user reaching them could use to become root.
+    A state directory that is world-writable with the sticky bit (``ARCA_ROOT=/tmp``: shared,
+    not Arca's) or owned by someone else is left alone; the directories below it are still
+    made private."""
+    for top, below in ((os.fspath(root), ("images", "containers")), (os.fspath(run), ())):
+        try:
+            st = os.stat(top)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_uid == os.geteuid() and not st.st_mode & 0o1000):
+            private_dir(top)
+        for name in below:
+            private_dir(os.path.join(top, name))

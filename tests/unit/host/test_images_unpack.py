@@ -308,3 +308,64 @@ def test_dir_replacing_a_file_replacing_a_lower_dir_is_opaque(tmp_path: Path) ->
                  name="up2", lowers=[low])
     with pytest.raises(OSError):
         os.getxattr(up2 / "n", "trusted.overlay.opaque")
+
+
+# -- hard links are what they name (issue 13, item 13) -------------------------------------------
+# Each case: a hard link that, before, placed something a direct entry of the same type at the
+# same name is refused for: an escaping symlink, or a file a whiteout/opaque directory deleted.
+HARDLINK_BYPASSES = {
+    "link to an escaping-from-here symlink": (
+        [], [entry("a/b/", "dir"), entry("a/b/s", "sym", link="../../etc/shadow"),
+             entry("evil", "link", link="a/b/s")]),
+    "link to a link to such a symlink": (
+        [], [entry("a/b/", "dir"), entry("a/b/s", "sym", link="../../x"),
+             entry("a/b/h", "link", link="a/b/s"), entry("evil", "link", link="a/b/h")]),
+    "link across layers to such a symlink": (
+        [entry("a/b/", "dir"), entry("a/b/s", "sym", link="../../x")],
+        [entry("evil", "link", link="a/b/s")]),
+    "link into a directory whited out in this layer": (
+        [entry("d/", "dir"), entry("d/secret", data=b"deleted")],
+        [entry(".wh.d"), entry("evil", "link", link="d/secret")]),
+    "link into a directory made opaque in this layer": (
+        [entry("d/", "dir"), entry("d/secret", data=b"deleted")],
+        [entry("d/", "dir"), entry("d/.wh..wh..opq"), entry("evil", "link", link="d/secret")]),
+    "link to a file whited out in this layer": (
+        [entry("secret", data=b"deleted")],
+        [entry(".wh.secret"), entry("evil", "link", link="secret")]),
+    "link through a directory whited out in a middle layer": (
+        [entry("d/", "dir"), entry("d/secret", data=b"deleted")],
+        [entry(".wh.d")],
+        [entry("evil", "link", link="d/secret")]),
+}
+
+
+@pytest.mark.skipif(not ROOT, reason="whiteouts and opaque directories need root")
+@pytest.mark.parametrize("case", sorted(HARDLINK_BYPASSES))
+def test_hard_links_cannot_bypass_the_entry_rules(tmp_path: Path, case: str) -> None:
+    *lower_layers, top = HARDLINK_BYPASSES[case]
+    lowers: list[Path] = []
+    for i, layer in enumerate(lower_layers):
+        lowers.insert(0, unpack(tmp_path, layer, name=f"low{i}", lowers=list(lowers)))
+    before = {p: sorted(os.listdir(p)) for p in lowers}
+    with pytest.raises(UnsafeArchive, match="escapes the root|does not exist"):
+        unpack(tmp_path, top, name="up", lowers=lowers)
+    assert {p: sorted(os.listdir(p)) for p in lowers} == before
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root")
+def test_hard_links_resolve_to_what_they_name_across_layers(tmp_path: Path) -> None:
+    """Links to symlinks, fifos and links in a lower layer are copied up as what they name;
+    a link to a symlink that stays inside the root from its own name is kept."""
+    low = unpack(tmp_path, [entry("bin/", "dir"), entry("bin/tool", data=b"T", mode=0o755),
+                            entry("bin/sh", "sym", link="tool"), entry("bin/l", "link",
+                                                                       link="bin/tool"),
+                            entry("p", "fifo", mode=0o640)], name="low")
+    up = unpack(tmp_path, [entry("bin/sh2", "link", link="bin/sh"),
+                           entry("bin/l2", "link", link="bin/l"),
+                           entry("p2", "link", link="p"),
+                           entry("bin/sh3", "link", link="bin/sh2")], name="up", lowers=[low])
+    assert os.readlink(up / "bin/sh2") == "tool" and os.readlink(up / "bin/sh3") == "tool"
+    assert os.lstat(up / "bin/sh3").st_ino == os.lstat(up / "bin/sh2").st_ino
+    assert (up / "bin/l2").read_bytes() == b"T"
+    st_ = os.lstat(up / "p2")
+    assert stat.S_ISFIFO(st_.st_mode) and stat.S_IMODE(st_.st_mode) == 0o640

@@ -32,6 +32,7 @@ import select
 import sys
 import time
 
+from arca._internal.fsutil import secure_state_dirs
 from arca.host.backends import DEFAULT as DEFAULT_TEE
 from arca.host.containers import runplan, spawn
 from arca.host.containers.spec import Volume, build_spec, generated_init_data
@@ -40,6 +41,7 @@ from arca.host.containers.state import (
     ContainerStore,
     FileLock,
     now,
+    root_dir,
     run_dir,
 )
 from arca.host.images.mount import mount_overlay, umount
@@ -186,6 +188,8 @@ class Engine:
     # -- run -----------------------------------------------------------------------------------
     def prepare(self, opts: RunOptions) -> ContainerRecord:
         """Create the container record, mount its rootfs and write its bundle."""
+        # Root-only state (issue 13, item 12); also tightens what an older version left open.
+        secure_state_dirs(root_dir(), run_dir())
         if opts.init_data is not None and opts.kbs_url:
             raise InvalidInput("--kbs and --init-data exclude each other: put kbs_url into the "
                                "init-data file (it is measured as given)")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arca._internal.fsutil import private_dir
 from arca.host import paths
 from arca.host.images.digest import Digest, VerifyingWriter
 from arca.host.images.errors import (
@@ -154,12 +155,20 @@ class ImageStore:
     def tmp_dir(self) -> Path:
         """Scratch space on the store's file system; emptied by ``prune``."""
         p = self.root / "tmp"
-        p.mkdir(parents=True, exist_ok=True)
+        if not p.is_dir() or p.stat().st_mode & 0o077:
+            self.secure()
         return p
+
+    def secure(self) -> None:
+        """The store and its layer directories are root-only (issue 13, item 12): layers keep
+        their images' setuid-root files and device nodes. Tightens an older store too."""
+        for d in (self.root, self.root / "layers", self.root / "blobs", self.root / "tmp"):
+            private_dir(d)
 
     @contextlib.contextmanager
     def ingesting(self) -> Iterator[None]:
         """Held (shared) by every operation that adds content, so prune cannot race it."""
+        self.secure()
         with locked(self.root / "gc.lock", shared=True):
             yield
 

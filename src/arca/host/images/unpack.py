@@ -11,6 +11,8 @@ Refused (:class:`UnsafeArchive`), because the layer comes from an untrusted regi
 absolute entry names and ``..`` components; entries reached through a symlink (nothing is
 ever followed while unpacking); relative symlinks whose target climbs above the root; hard links
 to names outside the root or to missing files; device nodes when not running as root;
+hard links that would bypass any of these (a hard link is the entry it names, held to that
+entry's rules at the link's own name: a link to a symlink is a symlink there, ``_hardlink``);
 ``trusted.*`` extended attributes (they could forge overlayfs whiteouts or redirects); entry
 types a container filesystem has no use for. Absolute symlink targets are kept: they are
 resolved inside the container's root, never on the host.
@@ -403,47 +405,112 @@ class LayerUnpacker:
         if stat.S_ISDIR(st.st_mode):
             self._set_opaque(p)
 
+    def _merged_lstat(self, parts: list[str], name: str
+                      ) -> tuple[str, os.stat_result, bool] | None:
+        """What the merged view of this layer over the lower ones shows at ``parts``, looked
+        up as overlayfs does, component by component and without following anything: the
+        topmost entry wins; a whiteout (in any layer, this one included) hides everything
+        below it; a non-directory stops the merge of the layers below; an opaque directory
+        hides the lower layers' contents. Returns (path, lstat, in this layer) or None when
+        nothing is there. A symlink where a directory is needed is refused
+        (:class:`UnsafeArchive`): nothing is ever followed while unpacking."""
+        # (layer index, where the directory looked up so far is in that layer); 0 is this one
+        dirs = [(j, str(d)) for j, d in enumerate([self.dest, *self.lowers])]
+        for i, comp in enumerate(parts):
+            last = i == len(parts) - 1
+            top: tuple[str, os.stat_result, bool] | None = None
+            below: list[tuple[int, str]] = []  # where this directory continues, top first
+            for j, d in dirs:
+                cur = os.path.join(d, comp)
+                try:
+                    st = os.lstat(cur)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    break  # whited out: nothing below shows
+                if top is None:
+                    top = (cur, st, j == 0)
+                    if last:
+                        return top
+                    if stat.S_ISLNK(st.st_mode):
+                        raise UnsafeArchive(
+                            f"layer entry {name!r}: hard link target goes through symlink "
+                            f"{'/'.join(parts[:i + 1])!r}, refused")
+                    if not stat.S_ISDIR(st.st_mode):
+                        return None  # a file here hides everything below it
+                elif not stat.S_ISDIR(st.st_mode):
+                    break  # a lower non-directory under a directory: the merge stops
+                below.append((j, cur))
+                with contextlib.suppress(OSError):
+                    if os.getxattr(cur, OPAQUE_XATTR, follow_symlinks=False) == b"y":
+                        break  # opaque: the lower layers' contents are hidden
+            if top is None:
+                return None
+            dirs = below
+        return None
+
     def _hardlink(self, parts: list[str], m: tarfile.TarInfo) -> None:
+        """A hard link is what it names: the entry the merged view (this layer over the lower
+        ones) shows at its target, placed at the link's own name and held to the rules an
+        entry of that type at that name is held to. So a link to a symlink (or to a link to
+        one, in any layer) is a symlink at the link's name, refused when its target climbs
+        above the root from there; a link to something deleted or hidden (a whiteout, an
+        opaque directory, in this layer or below) is a link to nothing; a link to a device
+        needs the privileges a device entry needs. In this layer the link shares the inode;
+        a lower layer's entry is copied up (a layer directory cannot link across layers)."""
         tparts = entry_parts(m.linkname)
         if not tparts:
             raise UnsafeArchive(f"layer entry {m.name!r}: hard link to the root refused")
         p = self._path(parts)
-        target = self._path(tparts)
-        try:
-            self._ensure_parents(tparts, m.name)
-            tst = os.lstat(target)
-        except FileNotFoundError:
-            tst = None
-        except UnsafeArchive:
-            raise UnsafeArchive(
-                f"layer entry {m.name!r}: hard link target {m.linkname!r} goes through a "
-                "symlink, refused") from None
-        if tst is not None:
-            if stat.S_ISDIR(tst.st_mode):
-                raise UnsafeArchive(f"layer entry {m.name!r}: hard link to a directory")
-            if stat.S_ISCHR(tst.st_mode) and tst.st_rdev == 0:
-                raise UnsafeArchive(
-                    f"layer entry {m.name!r}: hard link to deleted {m.linkname!r}")
-            if target == p:
-                return
-            self._clear(p, keep_dir=False)
-            os.link(target, p, follow_symlinks=False)
-            return
-        # The target lives in a lower layer: a layer directory cannot link across layers, so
-        # copy it up (same content, mode and owner; only the link count differs).
-        lower = self._lower_lstat(tparts)
-        if lower is None or not stat.S_ISREG(lower[1].st_mode):
+        found = self._merged_lstat(tparts, m.name)
+        if found is None:
             raise UnsafeArchive(
                 f"layer entry {m.name!r}: hard link target {m.linkname!r} does not exist")
-        # a copy-up writes bytes the stream does not hold: a million links to one big lower
-        # file would otherwise be a bomb
-        self.meter.charge(lower[1].st_size)
-        self._clear(p, keep_dir=False)
-        shutil.copy2(lower[0], p, follow_symlinks=False)
-        st = lower[1]
+        src, tst, here = found
+        kind = stat.S_IFMT(tst.st_mode)
+        if kind == stat.S_IFDIR:
+            raise UnsafeArchive(f"layer entry {m.name!r}: hard link to a directory")
+        if tparts[:len(parts)] == parts and tparts != parts:
+            raise UnsafeArchive(f"layer entry {m.name!r}: hard link would replace the "
+                                f"directory holding its target {m.linkname!r}")
+        if kind == stat.S_IFLNK:
+            target = os.readlink(src)
+            if symlink_escapes(parts, target):
+                raise UnsafeArchive(
+                    f"layer entry {m.name!r}: hard link to symlink {m.linkname!r}, whose "
+                    f"target {target!r} escapes the root from {m.name!r}")
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK) and not self.privileged:
+            raise UnsafeArchive(
+                f"layer entry {m.name!r}: device file refused when unprivileged")
+        elif kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK):
+            raise UnsafeArchive(f"layer entry {m.name!r}: hard link to an unsupported file "
+                                "type")
+        if here:
+            if src == p:
+                return
+            self._clear(p, keep_dir=False)
+            os.link(src, p, follow_symlinks=False)
+            return
+        # The target lives in a lower layer: copy it up (same content, type, mode and owner;
+        # only the link count differs).
+        if kind == stat.S_IFREG:
+            # a copy-up writes bytes the stream does not hold: a million links to one big
+            # lower file would otherwise be a bomb
+            self.meter.charge(tst.st_size)
+            self._clear(p, keep_dir=False)
+            shutil.copy2(src, p, follow_symlinks=False)
+        else:
+            self._clear(p, keep_dir=False)
+            if kind == stat.S_IFLNK:
+                os.symlink(os.readlink(src), p)
+            elif kind == stat.S_IFIFO:
+                os.mkfifo(p, 0o600)
+            else:
+                os.mknod(p, kind | 0o600, tst.st_rdev)
         if self.privileged:
-            os.chown(p, st.st_uid, st.st_gid, follow_symlinks=False)
-        os.chmod(p, stat.S_IMODE(st.st_mode))
+            os.chown(p, tst.st_uid, tst.st_gid, follow_symlinks=False)
+        if kind != stat.S_IFLNK:
+            os.chmod(p, stat.S_IMODE(tst.st_mode))
 
 
 def unpack_layer(

@@ -659,6 +659,10 @@ def _raise_fd_limit() -> None:
 
 def serve() -> int:
     """Run the daemon in the foreground until stopped. Returns 0, also when one already runs."""
+    from arca._internal.fsutil import secure_state_dirs
+    from arca.host import paths
+
+    secure_state_dirs(paths.root_dir(), paths.run_dir())  # root-only state (issue 13, item 12)
     d = locations.state_dir()
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
