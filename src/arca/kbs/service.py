@@ -70,6 +70,9 @@ _PURGE_EVERY = 30.0
 CACHE_SECONDS = 1.0
 #: Attested sessions remembered per process for the release that follows (see ``__init__``).
 ATTESTED_CACHE_SIZE = 4096
+#: A JSON escape of a UTF-16 surrogate (``\ud800``-``\udfff``); pairs decode to one
+#: character, lone ones are refused (see ``_json``).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def resource_path(path: str) -> str:
@@ -98,10 +101,29 @@ def encrypt_to(jwk: Any, plaintext: bytes) -> dict[str, str]:
 
 
 def _json(body: bytes, what: str) -> Any:
+    """Parse a request body; anything that is not well-formed I-JSON (RFC 7493) is SerdeError.
+
+    Invalid UTF-8 (overlong forms, stray continuation bytes, encoded surrogates) fails a
+    strict decoding. A ``\\uD800``-style escape of a lone UTF-16 surrogate is valid JSON syntax, but
+    not a Unicode string (RFC 8259 section 8.2, RFC 7493 section 2.1): Python would carry it
+    as a ``str`` that no encoder accepts, so every later ``encode()`` (nonce comparison,
+    canonical JSON, TOML, policy input) would fail. Such bodies are refused here, once, for
+    every field.
+    """
     try:
-        return json.loads(body)
+        # Strict UTF-8 first: json.loads(bytes) would decode with "surrogatepass" (and guess
+        # UTF-16/32), letting encoded surrogates through; RFC 8259 section 8.1 says UTF-8.
+        text = body.decode("utf-8")
+        obj = json.loads(text)
     except (ValueError, RecursionError) as e:  # RecursionError: deeply nested JSON
-        raise KbsProblem("SerdeError", f"{what} body is not JSON: {e}") from None
+        raise KbsProblem("SerdeError", f"{what} body is not JSON in UTF-8: {e}") from None
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk the document
+        try:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise KbsProblem("SerdeError", f"{what} body holds a lone UTF-16 surrogate escape "
+                             "(not a Unicode string: RFC 8259 section 8.2)") from None
+    return obj
 
 
 def _b64_policy(obj: Any, what: str) -> str:
