@@ -45,6 +45,23 @@ def serve(
                                              help="Trusted Arca sim root certificate (PEM)."),
     collateral: str | None = typer.Option(None, "--collateral",
                                           help="Collateral directory for sgx/tdx/snp."),
+    collateral_online: bool | None = typer.Option(
+        None, "--collateral-online",
+        help="Fetch sgx/tdx collateral from Intel PCS and snp CRLs from AMD KDS (cached)."),
+    pcs_url: str | None = typer.Option(None, "--pcs-url",
+                                       help="Intel PCS (or mirror) base URL; implies online."),
+    kds_url: str | None = typer.Option(None, "--kds-url",
+                                       help="AMD KDS (or mirror) base URL; implies online."),
+    snp_min_tcb: list[str] = typer.Option(  # noqa: B006
+        [], "--snp-min-tcb",
+        help="Minimum SNP TCB, e.g. Milan:bootloader=4,tee=0,snp=22,microcode=213 "
+             "(required to accept snp; repeatable per product)."),
+    insecure_dcap_root: list[str] = typer.Option(  # noqa: B006
+        [], "--insecure-dcap-root",
+        help="Trust SGX/TDX quotes under this root instead of Intel's (testing only)."),
+    insecure_amd_ark: list[str] = typer.Option(  # noqa: B006
+        [], "--insecure-amd-ark",
+        help="Trust SNP reports under this ARK instead of AMD's (testing only)."),
     insecure_allow_sample: bool | None = typer.Option(
         None, "--insecure-allow-sample", help="Accept unsigned 'sample' evidence (testing)."),
     insecure_http: bool | None = typer.Option(None, "--insecure-http",
@@ -65,6 +82,9 @@ def serve(
     cfg = kbs_config.load(str(config) if config else None, {
         "listen": listen, "db": db, "data_dir": data_dir, "admin_public_key": admin_public_key,
         "kek_file": kek_file, "trust_sim_root": tuple(trust_sim_root), "collateral": collateral,
+        "collateral_online": collateral_online, "pcs_url": pcs_url, "kds_url": kds_url,
+        "snp_min_tcb": snp_min_tcb or None, "insecure_dcap_root": tuple(insecure_dcap_root),
+        "insecure_amd_ark": tuple(insecure_amd_ark),
         "insecure_allow_sample": insecure_allow_sample, "insecure_http": insecure_http,
         "tls_cert": tls_cert, "tls_key": tls_key, "workers": workers,
         "session_timeout": session_timeout, "admin_token_max_lifetime": admin_token_max_lifetime})

@@ -34,6 +34,8 @@ DEFAULT_TOKEN_LIFETIME = 300
 DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = 3600
 #: Environment variable carrying the JSON config to uvicorn worker processes.
 CONFIG_ENV = "ARCA_KBS_CONFIG_JSON"
+#: Settings holding a list of files (a single string in the file is one file).
+_PATH_LISTS = ("trust_sim_root", "insecure_dcap_root", "insecure_amd_ark")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,16 @@ class KbsConfig:
     kek_file: str | None = None  # default: data_dir/kek.bin, created on first start
     trust_sim_root: tuple[str, ...] = ()
     collateral: str | None = None
+    # Hardware collateral fetched by the KBS (arca.kbs.collateral): Intel PCS / AMD KDS at
+    # their public URLs, or at these (mirrors); cached in DATA_DIR/collateral-cache.
+    collateral_online: bool = False
+    pcs_url: str | None = None
+    kds_url: str | None = None
+    #: SNP minimum TCB: {"Milan": {"bootloader": 3, ...}} or ["Milan:bootloader=3,..."].
+    snp_min_tcb: Any = None
+    #: Roots pinned instead of Intel's / AMD's (test PKIs, pre-production parts): insecure.
+    insecure_dcap_root: tuple[str, ...] = ()
+    insecure_amd_ark: tuple[str, ...] = ()
     insecure_allow_sample: bool = False
     insecure_http: bool = False
     tls_cert: str | None = None
@@ -84,9 +96,10 @@ class KbsConfig:
             value = getattr(self, name)
             if value and not os.path.exists(value):
                 raise ConfigError(f"{name.replace('_', '-')} {value} does not exist")
-        for root in self.trust_sim_root:
-            if not os.path.isfile(root):
-                raise ConfigError(f"trust-sim-root {root} does not exist")
+        for name in _PATH_LISTS:
+            for root in getattr(self, name):
+                if not os.path.isfile(root):
+                    raise ConfigError(f"{name.replace('_', '-')} {root} does not exist")
         if self.insecure_allow_sample:
             log.warning("--insecure-allow-sample: unsigned 'sample' evidence can be accepted")
         if self.insecure_http:
@@ -98,7 +111,8 @@ class KbsConfig:
     @classmethod
     def from_json(cls, text: str) -> KbsConfig:
         obj = json.loads(text)
-        obj["trust_sim_root"] = tuple(obj.get("trust_sim_root", ()))
+        for name in _PATH_LISTS:
+            obj[name] = tuple(obj.get(name, ()))
         return cls(**obj)
 
 
@@ -115,9 +129,10 @@ def load(file: str | None, overrides: dict[str, Any]) -> KbsConfig:
     if unknown:
         raise ConfigError(f"config file {file}: unknown settings {sorted(unknown)}")
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
-    if isinstance(values.get("trust_sim_root"), str):
-        values["trust_sim_root"] = (values["trust_sim_root"],)
-    values["trust_sim_root"] = tuple(values.get("trust_sim_root", ()))
+    for name in _PATH_LISTS:
+        if isinstance(values.get(name), str):
+            values[name] = (values[name],)
+        values[name] = tuple(values.get(name, ()))
     if "data_dir" not in values:
         raise ConfigError("a data directory is required (--data-dir)")
     return KbsConfig(**values)

@@ -3,7 +3,7 @@
 * ``sample``: CoCo's unsigned test evidence ``{"svn", "report_data"}`` (verified here; it proves
   nothing, so it is enabled only by ``--insecure-allow-sample``).
 * ``sim``: Arca's signed simulated evidence, enabled only with ``--trust-sim-root``.
-* ``sgx``/``tdx``/``snp``: through ``arca.verifier.registry`` with the collateral directory.
+* ``sgx``/``tdx``/``snp``: only when every collateral check can run (:mod:`arca.kbs.collateral`).
 
 ``primary_evidence`` is a JSON value: for ``sim``/``sample`` the evidence document itself; for
 the hardware TEEs ``{"quote": "<base64 of the raw quote/report>"}``.
@@ -21,10 +21,11 @@ import logging
 import pathlib
 from typing import Any
 
+from arca.kbs.collateral import hardware_verifiers
 from arca.kbs.config import KbsConfig
-from arca.verifier.base import Claims, Expected, Verifier, VerifierOptions
+from arca.verifier.base import Claims, Expected, Verifier
 from arca.wire import tees
-from arca.wire.errors import ArcaError, BindingMismatch, ConfigError, MalformedEvidence
+from arca.wire.errors import BindingMismatch, ConfigError, MalformedEvidence
 
 log = logging.getLogger("arca.kbs")
 
@@ -84,17 +85,9 @@ def build_verifiers(cfg: KbsConfig) -> dict[str, Verifier]:
         out["sample"] = SampleVerifier()
     if cfg.trust_sim_root:
         out["sim"] = _sim_verifier(cfg.trust_sim_root)
-    try:
-        registry = importlib.import_module("arca.verifier.registry")
-    except ImportError:
-        log.warning("arca.verifier.registry unavailable: sgx/tdx/snp evidence is refused")
-        return out
-    options = VerifierOptions(collateral_dir=cfg.collateral)
-    for tee in HARDWARE_TEES:
-        try:
-            out[tee] = registry.get_verifier(tee, options)
-        except (ArcaError, ValueError, KeyError) as e:
-            log.warning("verifier for %s unavailable: %s", tee, e)
+    # Only with current collateral for every check (arca.kbs.collateral says why not).
+    hardware, _ = hardware_verifiers(cfg)
+    out.update(hardware)
     return out
 
 

@@ -23,7 +23,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from arca.kbs.app import ProtocolFastPath, Reply, cookie_of
+from arca.kbs.app import ProtocolFastPath, Reply, cookie_of, problem_reply
+from arca.kbs.problems import KbsProblem
 
 #: Request targets the parser path leaves to ASGI (encoded, odd or with a query).
 _UNUSUAL = (b"%", b"?", b"#", b"\\")
@@ -90,6 +91,13 @@ class KbsHttpProtocol(HttpToolsProtocol):
             self._body.clear()
             self._answer(self._fast.reply(step, self._target, self._target.encode(),
                                           cookie_of(self.headers), body))
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses (a byte HTTP/1.1 forbids in the request line or a
+        header, a broken chunk...) is malformed input like any other: the same RFC 7807
+        ``SerdeError`` document, then close (the byte stream cannot be resynchronised)."""
+        self._keep = False
+        self._answer(problem_reply(KbsProblem("SerdeError", f"malformed HTTP request: {msg}")))
 
     # -- helpers ------------------------------------------------------------------------------
     def _fast_step(self) -> str | None:

@@ -11,8 +11,10 @@ path for ``attest``, in order:
    expected init data = init-data digest padded to the TEE's field (when init-data is sent);
 4. the TEE's verifier checks signature, chain and both bindings; the KBS re-checks the bound
    values in the returned claims at exact length (defence in depth);
-5. the attestation policy maps claims and reference values to an EAR trust vector;
-6. an EAR token is signed; recording the session as ``attested`` is an atomic insert, so a
+5. the init-data body is checked against the verified evidence's init-data claim and only then
+   parsed (:mod:`arca.kbs.initdata`): policies get that document or ``null``, never raw text;
+6. the attestation policy maps claims, init-data and reference values to an EAR trust vector;
+7. an EAR token is signed; recording the session as ``attested`` is an atomic insert, so a
    nonce is usable exactly once, across workers and replicas (see ``arca.kbs.sessions``).
 
 Policies and reference values are cached for :data:`CACHE_SECONDS`: an admin change is
@@ -34,12 +36,13 @@ from typing import Any
 
 from arca import __version__
 from arca.kbs import evidence as ev
+from arca.kbs import initdata
 from arca.kbs import jwe as kbs_jwe
 from arca.kbs.config import KbsConfig
 from arca.kbs.metrics import Metrics
 from arca.kbs.policy import PolicyEngine, PolicyError, check_policy, default_policy, ear_status
 from arca.kbs.problems import KbsProblem, from_error
-from arca.kbs.protocol import init_data_digest, parse_attestation, parse_request
+from arca.kbs.protocol import parse_attestation, parse_request
 from arca.kbs.sessions import Challenged, SessionCodec, State, cookie_key, state_of
 from arca.kbs.store import AttestedSession, Store, load_kek
 from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
@@ -70,6 +73,9 @@ _PURGE_EVERY = 30.0
 CACHE_SECONDS = 1.0
 #: Attested sessions remembered per process for the release that follows (see ``__init__``).
 ATTESTED_CACHE_SIZE = 4096
+#: A JSON escape of a UTF-16 surrogate (``\ud800``-``\udfff``); pairs decode to one
+#: character, lone ones are refused (see ``_json``).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def resource_path(path: str) -> str:
@@ -98,10 +104,29 @@ def encrypt_to(jwk: Any, plaintext: bytes) -> dict[str, str]:
 
 
 def _json(body: bytes, what: str) -> Any:
+    """Parse a request body; anything that is not well-formed I-JSON (RFC 7493) is SerdeError.
+
+    Invalid UTF-8 (overlong forms, stray continuation bytes, encoded surrogates) fails a
+    strict decoding. A ``\\uD800``-style escape of a lone UTF-16 surrogate is valid JSON syntax, but
+    not a Unicode string (RFC 8259 section 8.2, RFC 7493 section 2.1): Python would carry it
+    as a ``str`` that no encoder accepts, so every later ``encode()`` (nonce comparison,
+    canonical JSON, TOML, policy input) would fail. Such bodies are refused here, once, for
+    every field.
+    """
     try:
-        return json.loads(body)
+        # Strict UTF-8 first: json.loads(bytes) would decode with "surrogatepass" (and guess
+        # UTF-16/32), letting encoded surrogates through; RFC 8259 section 8.1 says UTF-8.
+        text = body.decode("utf-8")
+        obj = json.loads(text)
     except (ValueError, RecursionError) as e:  # RecursionError: deeply nested JSON
-        raise KbsProblem("SerdeError", f"{what} body is not JSON: {e}") from None
+        raise KbsProblem("SerdeError", f"{what} body is not JSON in UTF-8: {e}") from None
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk the document
+        try:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise KbsProblem("SerdeError", f"{what} body holds a lone UTF-16 surrogate escape "
+                             "(not a Unicode string: RFC 8259 section 8.2)") from None
+    return obj
 
 
 def _b64_policy(obj: Any, what: str) -> str:
@@ -226,7 +251,7 @@ class KbsService:
 
     def _appraise(self, session: Challenged, att: proto.Attestation
                   ) -> tuple[str, dict[str, Any]]:
-        """Steps 3 to 6: the signed EAR token and its claims."""
+        """Steps 3 to 7: the signed EAR token and its claims."""
         tee = session.tee
         verifier = self.verifiers.get(tee)
         if verifier is None:  # configuration changed between auth and attest
@@ -236,15 +261,14 @@ class KbsService:
                                     ev.REPORT_DATA_FIELD[tee])
             init_hash = None
             if att.init_data is not None:
-                digest = init_data_digest(att.init_data.body)
-                size = ev.INIT_DATA_FIELD[tee]
-                init_hash = digest[:size].ljust(size, b"\0")  # rule of arca.wire.initdata
+                init_hash = initdata.expected_hash(att.init_data.body, ev.INIT_DATA_FIELD[tee])
             raw = ev.evidence_bytes(tee, att.primary_evidence)
             claims = verifier.verify(  # step 4
                 raw, expected=Expected(report_data=report_data, init_data_hash=init_hash))
             self._recheck(claims.values, "report_data", report_data)
-            if init_hash is not None:
-                self._recheck(claims.values, "init_data", init_hash)
+            init_doc = None  # step 5: the policy sees init-data only once it is bound
+            if att.init_data is not None and init_hash is not None:
+                init_doc = initdata.bound_document(att.init_data.body, init_hash, claims.values)
         except WireFormatError as e:
             raise KbsProblem("AttestationError", f"{tee} evidence is malformed: {e}") from None
         except ArcaError as e:
@@ -253,14 +277,13 @@ class KbsService:
             raise KbsProblem("AttestationError", f"{tee} evidence rejected: {e}") from None
         claim_doc = claims.to_dict()
         policy_text, policy_id = self._policy("attestation")
-        try:  # step 5
+        try:  # step 6
             vector = self.policies.trust_vector(policy_text, self._policy_data(), {
-                "tee": tee, "claims": claim_doc,
-                "init_data": None if att.init_data is None else att.init_data.body})
+                "tee": tee, "claims": claim_doc, "init_data": init_doc})
         except PolicyError as e:
             raise KbsProblem("PolicyEngine", str(e)) from None
         now = int(time.time())
-        ear: dict[str, Any] = {  # step 6
+        ear: dict[str, Any] = {  # step 7
             "eat_profile": EAT_PROFILE,
             "iat": now,
             "exp": now + self.cfg.token_lifetime,

@@ -6,6 +6,9 @@
 # hardware:    2 (affirming) for a real TEE, not in debug mode, TCB up to date;
 #              32 (warning) when the TCB is not up to date; 97 (contraindicated) otherwise.
 #              sim/sample count as real only when the KBS configuration allows them.
+#              Hardware evidence is up to date only with tcb_status "UpToDate", which a
+#              verifier reports only after checking current collateral (revocation, QE and
+#              TDX module identity, TCB level; SNP: CRL and minimum TCB): no status, no trust.
 # executables: 2 when reference values exist for this TEE and every "<tee>.<claim>" list
 #              contains the claim's value; 33 (unrecognized) otherwise. No reference values
 #              means no affirmation: deny by default.
@@ -13,7 +16,9 @@ package policy
 
 import rego.v1
 
-tee_allowed if input.tee in {"tdx", "snp", "sgx"}
+hardware_tee if input.tee in {"tdx", "snp", "sgx"}
+
+tee_allowed if hardware_tee
 
 tee_allowed if {
 	input.tee == "sim"
@@ -25,7 +30,10 @@ tee_allowed if {
 	data.config.allow_sample == true
 }
 
-tcb_ok if input.claims.tcb_status == null
+tcb_ok if {
+	not hardware_tee
+	input.claims.tcb_status == null
+}
 
 tcb_ok if input.claims.tcb_status == "UpToDate"
 

@@ -14,10 +14,11 @@ Steps (numbers appear in the code; spec: Intel SGX/TDX DCAP quote verification, 
    "genuine but not acceptable now".
 6. Time: every PCK chain certificate current at ``at``.
 7. Caller bindings: report data and init-data (exact length, zero padding, constant time).
-8. Collateral (when a source is configured): Intel Root CA CRL and PCK CRL (optional; revoked
-   certificate -> :class:`Revoked`), TCB Info and QE Identity (required) signed through the TCB
-   signing chain to the pinned root and current; TCB Info id/FMSPC/PCE-ID match the quote and
-   PCK certificate; QE Identity matches the QE report; TDX module identity matches MRSIGNERSEAM.
+8. Collateral (when a source is configured): Intel Root CA CRL and PCK CRL (optional, required
+   with ``require_revocation`` as the KBS sets it; revoked certificate -> :class:`Revoked`),
+   TCB Info and QE Identity (required) signed through the TCB signing chain to the pinned root
+   and current; TCB Info id/FMSPC/PCE-ID match the quote and PCK certificate; QE Identity
+   matches the QE report; TDX module identity matches MRSIGNERSEAM.
 9. TCB level matching (:mod:`.tcb`); ``TcbNotSupported`` and ``Revoked`` reject the quote,
    any other status is reported as a claim for policy to judge.
 
@@ -103,8 +104,11 @@ class DcapVerifier:
 
     def __init__(self, collateral: CollateralSource | None = None, *,
                  trusted_root_spki_sha256: Iterable[bytes] = (INTEL_SGX_ROOT_CA_SPKI_SHA256,),
-                 ) -> None:
+                 require_revocation: bool = False) -> None:
         self.collateral = collateral
+        # A relying party that releases secrets (the KBS) needs both CRLs: a PCK or CA
+        # certificate Intel revoked must never pass because its CRL was not at hand.
+        self.require_revocation = require_revocation
         self.chains = ChainVerifier(trusted_root_spki_sha256)
         self.signed = SignedCollateral(self.chains)
         # Deterministic checks already passed, keyed by digest of everything they depend on.
@@ -225,12 +229,13 @@ class DcapVerifier:
         ctx = {"tee": self.tee, "fmspc": pck.fmspc.hex(),
                "pck_ca": "processor" if "processor" in ca_cn else "platform"}
         root_revoked: frozenset[int] = frozenset()
-        root_crl = self._item("root_ca_crl.der", ctx)
+        get = self._required if self.require_revocation else self._item
+        root_crl = get("root_ca_crl.der", ctx)
         if root_crl is not None:
             root_revoked = self.chains.crl_revoked(root_crl, chain, -1, at, "root_ca_crl")
             for cert in chain.certs[1:-1]:
                 check_not_revoked(cert, root_revoked, "pck_chain")
-        pck_crl = self._item("pck_crl.der", ctx)
+        pck_crl = get("pck_crl.der", ctx)
         if pck_crl is not None:
             revoked = self.chains.crl_revoked(pck_crl, chain, 1, at, "pck_crl")
             check_not_revoked(chain.certs[0], revoked, "pck_certificate")

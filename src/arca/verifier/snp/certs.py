@@ -297,6 +297,8 @@ class VerifiedChain:
     leaf_key: ec.EllipticCurvePublicKey
     leaf: AmdCert
     validity: tuple[tuple[str, dt.datetime, dt.datetime], ...]  # (name, not_before, not_after)
+    ark: AmdCert | None = None  # kept for the CRL check (arca.verifier.snp.tcbpolicy)
+    intermediate: AmdCert | None = None  # the ASK or ASVK
 
     def check_validity(self, at: dt.datetime) -> None:
         for name, nb, na in self.validity:
@@ -378,4 +380,4 @@ class ChainVerifier:
             (n, c.not_before, c.not_after)
             for n, c in ((leaf_name, leaf), (inter_name, ask), ("ark", ark))
         )
-        return VerifiedChain(product, leaf_kind, key, leaf, validity)
+        return VerifiedChain(product, leaf_kind, key, leaf, validity, ark, ask)

@@ -1,7 +1,7 @@
 """Client of AMD's Key Distribution Service (KDS), used only when a verifier is configured with it.
 
-What it does: fetches a VCEK certificate by product, chip id and reported TCB, and the
-ASK/ASVK + ARK chain by product, over HTTP(S) (VCEK Certificate and KDS Interface
+What it does: fetches a VCEK certificate by product, chip id and reported TCB, the
+ASK/ASVK + ARK chain and the ARK's CRL by product, over HTTP(S) (VCEK Certificate and KDS Interface
 Specification, pub. 57230, §4: ``GET /vcek/v1/{product}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..
 &ucodeSPL=..`` (Turin adds ``fmcSPL`` and uses the first 8 bytes of the chip id), and
 ``GET /{vcek|vlek}/v1/{product}/cert_chain`` returning the ASK/ASVK then the ARK as PEM).
@@ -46,10 +46,10 @@ class KdsClient:
         self._not_found: dict[str, float] = {}  # url → monotonic expiry
         self._lock = threading.Lock()
 
-    def _get(self, path: str) -> bytes:
+    def _get(self, path: str, *, remember: bool = True) -> bytes:
         url = self.base_url + path
         with self._lock:
-            if url in self._cache:
+            if remember and url in self._cache:
                 return self._cache[url]
             if self._not_found.get(url, 0.0) > time.monotonic():
                 raise CollateralError(f"AMD KDS answered 404 for {url}", tee="snp", url=url,
@@ -72,8 +72,9 @@ class KdsClient:
         except httpx.HTTPError as e:
             raise CollateralError(f"AMD KDS request {url} failed: {e}", tee="snp",
                                   url=url) from None
-        with self._lock:
-            self._cache[url] = body
+        if remember:
+            with self._lock:
+                self._cache[url] = body
         return body
 
     def vcek(self, product: str, chip_id: bytes, tcb: Mapping[str, int]) -> bytes:
@@ -100,6 +101,13 @@ class KdsClient:
                                   f"certificates", tee="snp")
         return blocks[0], blocks[1]
 
+    def crl(self, product: str, leaf_kind: str = "VCEK") -> bytes:
+        """The DER CRL AMD's ARK issues for ``product`` (pub. 57230 §4: ``GET /{vcek|vlek}/v1/
+        {product}/crl``): the revoked ASKs (or ASVKs). Not remembered here: a CRL expires, so
+        freshness is the caller's cache's job (``CachingCollateral``)."""
+        kind = "vlek" if leaf_kind == "VLEK" else "vcek"
+        return self._get(f"/{kind}/v1/{product}/crl", remember=False)
+
     def get(self, name: str, context: Mapping[str, str] | None = None) -> bytes | None:
         """Collateral-source view. ``context``: ``product``, ``signing_key`` (``VCEK``/``VLEK``)
         and, for ``vcek.pem``, ``chip_id`` (hex) and the REPORTED_TCB components
@@ -114,6 +122,8 @@ class KdsClient:
                 comps = ("fmc", "bootloader", "tee", "snp", "microcode")
                 tcb = {c: int(ctx[c]) for c in comps if c in ctx}
                 return self.vcek(product, bytes.fromhex(ctx.get("chip_id", "")), tcb)
+            if name in ("vcek_crl.der", "vlek_crl.der"):
+                return self.crl(product, "VLEK" if name == "vlek_crl.der" else "VCEK")
             if name in ("ask.pem", "asvk.pem", "ark.pem"):
                 kind = "VLEK" if name == "asvk.pem" else ctx.get("signing_key", "VCEK")
                 ca, ark = self.cert_chain(product, kind)

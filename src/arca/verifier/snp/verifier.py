@@ -18,10 +18,18 @@ subclass naming its check):
 7. VCEK ``hwID`` equals CHIP_ID unless MASK_CHIP_ID zeroed it (pub. 57230 Table 8);
 8. the leaf's ``blSPL``/``teeSPL``/``snpSPL``/``ucodeSPL`` (Turin: ``fmcSPL``) equal
    REPORTED_TCB, decoded with the product's TCB_VERSION layout;
-9. REPORT_DATA and HOST_DATA equal the expected values when given.
+9. REPORT_DATA and HOST_DATA equal the expected values when given;
+10. revocation: the ARK's CRL (``vcek_crl.der``/``vlek_crl.der`` from the collateral source,
+    else KDS) is authentic, current and does not list the ASK/ASVK; required with
+    ``require_revocation`` (as the KBS sets it), else checked when the collateral source
+    holds it (:mod:`.tcbpolicy`);
+11. with a :class:`~.tcbpolicy.MinimumTcb`, ``tcb_status`` is ``UpToDate`` when REPORTED_TCB
+    meets the product's minimum, ``OutOfDate`` when not; a product without a minimum is
+    rejected (``TcbNotSupported``).
 
 What it does not do: appraise. A debug policy, VMPL, or an old TCB is reported as claims; the
-broker's policy decides. SNP has no TCB status service, so ``tcb_status`` is ``None``.
+broker's policy decides. SNP has no TCB status service: without a minimum TCB,
+``tcb_status`` is ``None`` (``arca verify``); the KBS always configures one.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from arca.verifier.collateral import CollateralSource
 from arca.verifier.snp.certs import (
     AMD_ARK_SPKI_SHA256,
     ChainVerifier,
+    VerifiedChain,
     leaf_extensions,
     load_amd_cert,
 )
@@ -51,6 +60,7 @@ from arca.verifier.snp.report import (
     SnpReport,
     platform_info_claims,
 )
+from arca.verifier.snp.tcbpolicy import CRL_NAMES, MinimumTcb, check_crl
 from arca.wire.errors import (
     BindingMismatch,
     ChainInvalid,
@@ -75,6 +85,8 @@ class SnpVerifier:
         *,
         pinned_arks: Mapping[str, str] = AMD_ARK_SPKI_SHA256,
         kds: CollateralSource | None = None,
+        min_tcb: MinimumTcb | None = None,
+        require_revocation: bool = False,
     ) -> None:
         unknown = set(pinned_arks.values()) - set(PRODUCTS)
         if unknown:
@@ -82,6 +94,8 @@ class SnpVerifier:
         self._collateral = collateral
         self._kds = kds
         self._chains = ChainVerifier(pinned_arks)
+        self._min_tcb = min_tcb
+        self._require_revocation = require_revocation
 
     # -- step 2 -----------------------------------------------------------------------------
 
@@ -212,13 +226,33 @@ class SnpVerifier:
         # 9. Bindings.
         _check_binding("report_data", report.report_data, expected.report_data)
         _check_binding("init_data", report.host_data, expected.init_data_hash)
+        # 10. Revocation: the ARK's CRL does not list the ASK/ASVK (required when configured).
+        crl = self._crl(report, chain)
+        if crl is not None:
+            check_crl(crl, chain, at)
+        # 11. Minimum TCB, when configured: the tcb_status claim (SNP has no TCB Info).
+        status = None
+        if self._min_tcb is not None:
+            status = self._min_tcb.status(product, reported)
         return Claims(
             tee="snp",
             values=_claims(report, product, kind),
             debug=report.policy.debug_allowed,
-            tcb_status=None,
+            tcb_status=status,
             format_version=report.version,
         )
+
+    def _crl(self, report: SnpReport, chain: VerifiedChain) -> bytes | None:
+        name = CRL_NAMES[chain.leaf_kind]
+        ctx = {"tee": "snp", "signing_key": chain.leaf_kind, "product": chain.product,
+               "chip_id": report.chip_id.hex()}
+        crl = self._collateral.get(name, ctx) if self._collateral is not None else None
+        if crl is None and self._kds is not None and self._require_revocation:
+            crl = self._kds.get(name, ctx)  # only asked when required: KDS rate-limits
+        if crl is None and self._require_revocation:
+            raise CollateralError(f"SNP collateral missing: {name} (the {chain.product} ARK's "
+                                  "CRL)", tee="snp", missing=[name])
+        return crl
 
 
 def _check_binding(name: str, actual: bytes, expected: bytes | None) -> None:
