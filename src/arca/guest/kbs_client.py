@@ -127,7 +127,7 @@ class KbsClient:
         cookie = _session_cookie(headers)
         runtime_data = {"nonce": challenge.nonce, "tee-pubkey": jwe.public_jwk(key)}
         self.runtime_data = runtime_data
-        raw = self._evidence(proto.report_data(runtime_data))
+        raw = self._evidence(proto.report_data(runtime_data, self.tee))
         try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary as a quote
             primary: Any = json_loads(raw)
         except ValueError:

@@ -6,7 +6,9 @@
 * ``sgx``/``tdx``/``snp``: through ``arca.verifier.registry`` with the collateral directory.
 
 ``primary_evidence`` is a JSON value: for ``sim``/``sample`` the evidence document itself; for
-the hardware TEEs ``{"quote": "<base64 of the raw quote/report>"}``.
+the hardware TEEs ``{"quote": "<base64 of the raw quote/report>"}`` or Trustee's structured
+forms (``tdx`` ``{"quote", "cc_eventlog"}``, ``snp`` ``{"attestation_report", "cert_chain"}``;
+:mod:`arca.kbs.evidence_formats`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import pathlib
 from typing import Any
 
+from arca.kbs import evidence_formats as formats
 from arca.kbs.config import KbsConfig
 from arca.verifier.base import Claims, Expected, Verifier, VerifierOptions
 from arca.wire.errors import ArcaError, BindingMismatch, ConfigError, MalformedEvidence
@@ -32,6 +35,9 @@ REPORT_DATA_FIELD = {"sim": 64, "sample": 64, "tdx": 64, "snp": 64, "sgx": 64}
 #: Init-data field size per TEE: TDX MRCONFIGID 48, SNP HOST_DATA 32, SGX CONFIGID 64.
 INIT_DATA_FIELD = {"sim": 48, "sample": 48, "tdx": 48, "snp": 32, "sgx": 64}
 HARDWARE_TEES = ("sgx", "tdx", "snp")
+#: Sizes of ``sample`` report data: the raw SHA-384 (guest-components
+#: ``attester/src/sample/mod.rs``) or zero-padded to 64 (Arca's sample evidence).
+SAMPLE_REPORT_DATA_SIZES = (48, 64)
 #: Evidence larger than this is refused before decoding (a TDX quote with chain is ~10 KiB).
 MAX_EVIDENCE_BYTES = 256 * 1024
 
@@ -52,8 +58,10 @@ class SampleVerifier:
             svn = doc["svn"]
         except (ValueError, TypeError, binascii.Error, RecursionError) as e:
             raise MalformedEvidence(f"sample evidence: {e}", tee="sample") from None
-        if len(report_data) != 64:
-            raise MalformedEvidence("sample evidence report_data must be 64 bytes", tee="sample")
+        # CoCo's sample attester puts the raw SHA-384 (48 bytes); Arca's padded it to 64.
+        if len(report_data) not in SAMPLE_REPORT_DATA_SIZES:
+            raise MalformedEvidence("sample evidence report_data must be 48 bytes (SHA-384) "
+                                    "or 64 bytes", tee="sample")
         init_data = init_data or bytes(INIT_DATA_FIELD["sample"])
         for name, want, got in (("report_data", expected.report_data, report_data),
                                 ("init_data", expected.init_data_hash, init_data)):
@@ -99,6 +107,11 @@ def build_verifiers(cfg: KbsConfig) -> dict[str, Verifier]:
 def evidence_bytes(tee: str, primary: Any) -> bytes:
     """The raw evidence a verifier takes, from ``tee-evidence.primary_evidence``."""
     if tee in HARDWARE_TEES:
+        # Trustee's structured forms (arca.kbs.evidence_formats), then Arca's {"quote"}.
+        if tee == "snp" and isinstance(primary, dict) and "attestation_report" in primary:
+            return formats.snp_evidence_bytes(primary)
+        if isinstance(primary, dict) and set(primary) != {"quote"}:
+            return formats.quote_bytes(tee, primary, MAX_EVIDENCE_BYTES * 4 // 3 + 4)
         quote = primary.get("quote") if isinstance(primary, dict) else primary
         if not isinstance(quote, str) or len(quote) > MAX_EVIDENCE_BYTES * 4 // 3 + 4:
             raise MalformedEvidence(f"{tee} evidence must be {{\"quote\": <base64>}}", tee=tee)

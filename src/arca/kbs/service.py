@@ -7,7 +7,9 @@ path for ``attest``, in order:
    echoes its nonce (Trustee protocol, "Challenge");
 2. ``tee-pubkey`` is an acceptable JWK (X25519 or EC P-256 ``ECDH-ES+A256KW``, or RSA >= 2048
    ``RSA-OAEP-256``);
-3. expected report data = SHA-384(RFC 8785(runtime-data)) zero-padded to the TEE's field;
+3. expected report data = SHA-384 of the RFC 8785 runtime-data as Trustee and CoCo guests
+   bind it (with ``additional-evidence``; the older form without it while that is empty),
+   zero-padded to the TEE's field or exact, per TEE (``arca.kbs.evidence_formats``);
    expected init data = init-data digest padded to the TEE's field (when init-data is sent);
 4. the TEE's verifier checks signature, chain and both bindings; the KBS re-checks the bound
    values in the returned claims at exact length (defence in depth);
@@ -34,6 +36,7 @@ from typing import Any
 
 from arca import __version__
 from arca.kbs import evidence as ev
+from arca.kbs import evidence_formats as formats
 from arca.kbs import jwe as kbs_jwe
 from arca.kbs.config import KbsConfig
 from arca.kbs.metrics import Metrics
@@ -43,7 +46,7 @@ from arca.kbs.protocol import init_data_digest, parse_attestation, parse_request
 from arca.kbs.sessions import Challenged, SessionCodec, State, cookie_key, state_of
 from arca.kbs.store import AttestedSession, Store, load_kek
 from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
-from arca.verifier.base import Expected, Verifier
+from arca.verifier.base import Claims, Expected, Verifier
 from arca.wire import kbs_protocol as proto
 from arca.wire.errors import (
     ArcaError,
@@ -232,16 +235,18 @@ class KbsService:
         if verifier is None:  # configuration changed between auth and attest
             raise KbsProblem("AttestationError", f"tee {tee} is not accepted by this KBS")
         try:  # step 3
-            report_data = proto.pad(proto.runtime_data_digest(att.runtime_data),
-                                    ev.REPORT_DATA_FIELD[tee])
+            try:
+                candidates = formats.report_data_candidates(
+                    tee, att.runtime_data, att.additional_evidence, legacy_first=tee == "sim")
+            except (TypeError, ValueError) as e:
+                raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
             init_hash = None
             if att.init_data is not None:
                 digest = init_data_digest(att.init_data.body)
                 size = ev.INIT_DATA_FIELD[tee]
                 init_hash = digest[:size].ljust(size, b"\0")  # rule of arca.wire.initdata
             raw = ev.evidence_bytes(tee, att.primary_evidence)
-            claims = verifier.verify(  # step 4
-                raw, expected=Expected(report_data=report_data, init_data_hash=init_hash))
+            claims, report_data = self._verify_bound(verifier, raw, candidates, init_hash)
             self._recheck(claims.values, "report_data", report_data)
             if init_hash is not None:
                 self._recheck(claims.values, "init_data", init_hash)
@@ -276,6 +281,21 @@ class KbsService:
             "tee-pubkey": att.runtime_data["tee-pubkey"],
         }
         return self.signer.sign(ear), ear
+
+    @staticmethod
+    def _verify_bound(verifier: Verifier, raw: bytes, candidates: list[bytes],
+                      init_hash: bytes | None) -> tuple[Claims, bytes]:
+        """Step 4: full verification against each accepted report-data value in turn (see
+        :func:`arca.kbs.evidence_formats.report_data_candidates`); only a report-data
+        mismatch moves on to the next value, any other refusal is final."""
+        for i, report_data in enumerate(candidates):
+            try:
+                return verifier.verify(raw, expected=Expected(
+                    report_data=report_data, init_data_hash=init_hash)), report_data
+            except BindingMismatch as e:
+                if e.fields.get("field") != "report_data" or i == len(candidates) - 1:
+                    raise
+        raise AssertionError("no report-data candidates")
 
     @staticmethod
     def _recheck(values: dict[str, Any], name: str, want: bytes) -> None:
