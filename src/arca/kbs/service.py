@@ -380,16 +380,34 @@ class KbsService:
         except TokenError:
             return False
 
-    def check_admin(self, bearer: str | None) -> None:
+    def check_admin(self, bearer: str | None, path: str | None = None) -> None:
+        """An admin token signed by the admin key, within its lifetime bound; then, when
+        configured (Trustee config file), its ``iss``, ``aud`` and the ``role`` ACL for
+        ``path`` (Trustee ``kbs/src/admin/authentication/bearer_jwt.rs``,
+        ``kbs/src/admin/authorization/regex_acl.rs``)."""
         if self.admin_key is None:
             raise KbsProblem("AdminAuth", "admin API disabled: no admin public key configured")
         if not bearer:
             raise KbsProblem("AdminAuth", "admin token (Authorization: Bearer) missing")
         try:
-            verify_admin(bearer, self.admin_key,
-                         max_lifetime=self.cfg.admin_token_max_lifetime)
+            claims = verify_admin(bearer, self.admin_key,
+                                  max_lifetime=self.cfg.admin_token_max_lifetime)
         except TokenError as e:
             raise KbsProblem("AdminAuth", str(e)) from None
+        cfg = self.cfg
+        if cfg.admin_token_issuer is not None and claims.get("iss") != cfg.admin_token_issuer:
+            raise KbsProblem("AdminAuth", "admin token issuer is not the configured one")
+        if cfg.admin_token_audience is not None:
+            aud = claims.get("aud")
+            auds = aud if isinstance(aud, list) else [aud]
+            if cfg.admin_token_audience not in auds:
+                raise KbsProblem("AdminAuth", "admin token audience is not the configured one")
+        if cfg.admin_acls:
+            role = claims.get("role")
+            if not any(role == r and path is not None and re.search(rx, path)
+                       for r, rx in cfg.admin_acls):
+                raise KbsProblem("AdminAuth", f"admin token role {str(role)[:64]!r} may not "
+                                 f"call {str(path)[:200]}")
 
     def admin_get_resource(self, path: str) -> bytes:
         data = self.store.get_resource(resource_path(path))
@@ -433,6 +451,44 @@ class KbsService:
                              f"{MAX_REFERENCE_VALUES} strings")
         self.store.put_reference_value(name, values)
         self._invalidate()
+
+    def admin_register_reference_value(self, body: bytes) -> None:
+        """Trustee's RVPS registration message ``{"version", "type", "payload"}`` with the
+        ``sample`` extractor: ``payload`` = base64 of ``{"<name>": <value or list>}``
+        (Trustee ``rvps/src/extractors/sample/mod.rs``; what ``kbs-client config
+        set-sample-reference-value`` sends, ``tools/kbs-client/src/lib.rs`` ``set_sample_rv``).
+        Values must be strings: Arca's claims are strings (hex, decimal)."""
+        obj = _json(body, "reference-value")
+        if not isinstance(obj, dict) or set(obj) != {"version", "type", "payload"}:
+            raise KbsProblem("SerdeError", "reference-value body must be {\"version\", "
+                             "\"type\", \"payload\"} (Trustee RVPS message)")
+        if obj["version"] != "0.1.0":
+            raise KbsProblem("SerdeError", f"RVPS message version {str(obj['version'])[:32]!r}"
+                             " is not 0.1.0")
+        if obj["type"] != "sample":
+            raise KbsProblem("SerdeError", f"RVPS provenance type {str(obj['type'])[:32]!r} "
+                             "is not supported (only sample)")
+        try:
+            payload = json.loads(base64.b64decode(str(obj["payload"]), validate=True))
+        except (binascii.Error, ValueError, RecursionError):
+            raise KbsProblem("SerdeError", "RVPS payload is not base64 of a JSON object"
+                             ) from None
+        if not isinstance(payload, dict) or not payload:
+            raise KbsProblem("SerdeError", "RVPS payload must be a non-empty JSON object")
+        for name, value in payload.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) for v in values):
+                raise KbsProblem("SerdeError", f"reference value {name[:128]!r} must be a "
+                                 "string or a list of strings (Arca's claims are strings)")
+            self.admin_set_reference_value(json.dumps({"name": name, "values": values}
+                                                      ).encode())
+
+    def admin_get_reference_value(self, name: str) -> list[str]:
+        """``GET /kbs/v0/reference-value/<name>`` (Trustee ``kbs/src/api_server.rs``)."""
+        values = self.store.reference_values().get(name)
+        if values is None:
+            raise KbsProblem("ResourceNotFound", f"no reference value {name[:128]}")
+        return list(values)
 
     def admin_delete_reference_value(self, name: str) -> None:
         deleted = self.store.delete_reference_value(name)
