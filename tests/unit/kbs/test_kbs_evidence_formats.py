@@ -107,6 +107,9 @@ def test_snp_structured_evidence_verifies_with_carried_chain(vector):
     claims = SnpVerifier().verify(evidence, at=at)
     assert claims.values["measurement"] == expected["measurement"]
     assert claims.values["report_data"] == expected["report_data"]
+    # the table in another order (ARK first, as some hosts write it) verifies the same
+    flipped = {**primary, "cert_chain": list(reversed(primary["cert_chain"]))}
+    assert SnpVerifier().verify(evidence_bytes("snp", flipped), at=at).values == claims.values
     # without cert_chain (null, as guest-components sends when the host has none): collateral
     bare = evidence_bytes("snp", {"attestation_report": primary["attestation_report"],
                                   "cert_chain": None})
