@@ -178,3 +178,50 @@ def test_coco_tdx_evidence_reaches_the_verifier(tmp_path):
         assert status == 401, body
         detail = json.loads(body)["detail"]
         assert "malformed" not in detail and "cc_eventlog" not in detail, detail
+
+
+@pytest.mark.parametrize("tee", ["tdx", "sample"])
+def test_arca_guest_requests_follow_trustees_rules(tmp_path, tee):
+    """What Arca's guest client sends for tdx/sample is what Trustee's KBS checks:
+    report data = hash of ``{"tee-pubkey","nonce","additional-evidence"}``
+    (``kbs/src/attestation/backend.rs``), regularized to 64 bytes for TDX
+    (``deps/verifier/src/tdx/mod.rs``), exact for sample (``deps/verifier/src/sample/mod.rs``);
+    TDX evidence deserializes as Trustee's ``TdxEvidence`` (``quote``, optional
+    ``cc_eventlog``); the auth request is kbs-types' ``Request``."""
+    from arca.guest.kbs_client import KbsClient
+    from arca.wire.errors import ArcaError
+    from tests.support.kbs_td import RecordingProxy
+
+    asked: list[bytes] = []
+
+    def evidence(report_data: bytes) -> bytes:
+        asked.append(report_data)
+        if tee == "sample":
+            return json.dumps({"svn": "1",
+                               "report_data": base64.b64encode(report_data).decode()}).encode()
+        return b"\x04\x00\x02\x00" + bytes(60)  # not a real quote: Arca's KBS refuses it
+
+    with running_kbs(tmp_path / "data", "--insecure-allow-sample") as kbs:
+        proxy = RecordingProxy(("127.0.0.1", int(kbs.url.rsplit(":", 1)[1])))
+        try:
+            client = KbsClient(proxy.url, tee=tee, evidence=evidence, tee_key="P-256")
+            try:
+                client.attest()
+            except ArcaError:
+                assert tee == "tdx"  # the fake quote, refused after parsing the request
+            sent = proxy.sent()
+        finally:
+            proxy.close()
+    bodies = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"POST ", 1)[0])
+              for part in sent.split(b"POST /kbs/v0/")[1:]]
+    auth, attest = bodies[0], bodies[1]
+    assert set(auth) == {"version", "tee", "extra-params"} and auth["tee"] == tee
+    rd = attest["runtime-data"]
+    digest = hashlib.sha384(canonicalize({**rd, "additional-evidence": ""})).digest()
+    assert asked == [digest if tee == "sample" else digest + bytes(16)]
+    primary = attest["tee-evidence"]["primary_evidence"]
+    if tee == "tdx":
+        assert set(primary) <= {"quote", "cc_eventlog"} and "quote" in primary
+    else:
+        assert set(primary) == {"svn", "report_data"}
+    assert attest["tee-evidence"]["additional_evidence"] == ""
