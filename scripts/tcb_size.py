@@ -5,7 +5,9 @@ from __future__ import annotations
 import pathlib
 import sys
 
-BUDGET = 1500
+# 1,550 since the agent speaks Trustee's SEV-SNP evidence format (arca.wire.snpjson, ~45
+# lines: a Trustee KBS must be able to read an Arca TD's report); was 1,500.
+BUDGET = 1550
 
 
 def count(root: pathlib.Path) -> dict[str, int]:

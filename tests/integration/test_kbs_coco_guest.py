@@ -180,7 +180,8 @@ def test_coco_tdx_evidence_reaches_the_verifier(tmp_path):
         assert "malformed" not in detail and "cc_eventlog" not in detail, detail
 
 
-@pytest.mark.parametrize("tee", ["tdx", "sample"])
+@pytest.mark.parametrize("tee", ["tdx", "sample", pytest.param("snp", marks=pytest.mark.skipif(
+    not (SNP / "report.bin").exists(), reason="shared vectors absent"))])
 def test_arca_guest_requests_follow_trustees_rules(tmp_path, tee):
     """What Arca's guest client sends for tdx/sample is what Trustee's KBS checks:
     report data = hash of ``{"tee-pubkey","nonce","additional-evidence"}``
@@ -199,16 +200,26 @@ def test_arca_guest_requests_follow_trustees_rules(tmp_path, tee):
         if tee == "sample":
             return json.dumps({"svn": "1",
                                "report_data": base64.b64encode(report_data).decode()}).encode()
+        if tee == "snp":  # a real report, recorded elsewhere: refused at the binding
+            return (SNP / "report.bin").read_bytes()
         return b"\x04\x00\x02\x00" + bytes(60)  # not a real quote: Arca's KBS refuses it
 
-    with running_kbs(tmp_path / "data", "--insecure-allow-sample") as kbs:
+    col = tmp_path / "collateral"
+    col.mkdir()
+    for name in ("vcek.pem", "ask.pem", "ark.pem"):
+        if (SNP / name).exists():
+            (col / name).write_bytes((SNP / name).read_bytes())
+    with running_kbs(tmp_path / "data", "--insecure-allow-sample", "--collateral",
+                     str(col)) as kbs:
         proxy = RecordingProxy(("127.0.0.1", int(kbs.url.rsplit(":", 1)[1])))
         try:
             client = KbsClient(proxy.url, tee=tee, evidence=evidence, tee_key="P-256")
             try:
                 client.attest()
-            except ArcaError:
-                assert tee == "tdx"  # the fake quote, refused after parsing the request
+            except ArcaError as e:
+                assert tee in ("tdx", "snp"), e  # refused after parsing the request
+                if tee == "snp":  # parsed, chain and signature verified: only the binding
+                    assert "report_data" in str(e), e
             sent = proxy.sent()
         finally:
             proxy.close()
@@ -222,6 +233,10 @@ def test_arca_guest_requests_follow_trustees_rules(tmp_path, tee):
     primary = attest["tee-evidence"]["primary_evidence"]
     if tee == "tdx":
         assert set(primary) <= {"quote", "cc_eventlog"} and "quote" in primary
+    elif tee == "snp":  # guest-components' SnpEvidence; sev crate field order
+        assert set(primary) == {"attestation_report", "cert_chain"}
+        assert list(primary["attestation_report"])[:3] == ["version", "guest_svn", "policy"]
+        assert primary["cert_chain"] is None
     else:
         assert set(primary) == {"svn", "report_data"}
     assert attest["tee-evidence"]["additional_evidence"] == ""

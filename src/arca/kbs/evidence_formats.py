@@ -38,7 +38,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from arca.verifier.snp.certtable import MAX_ENTRIES, MAX_TABLE_BYTES, join_evidence
-from arca.verifier.snp.report import REPORT_SIZE, product_from_cpuid
+from arca.verifier.snp.report import REPORT_SIZE
+from arca.wire import snpjson
 from arca.wire.errors import MalformedEvidence
 from arca.wire.jcs import canonicalize
 from arca.wire.lean import digest
@@ -109,27 +110,12 @@ def quote_bytes(tee: str, primary: Any, limit: int) -> bytes:
     return quote
 
 
-# The sev crate's AttestationReport, in serde field order: (name, offset, kind). Kinds: "uN"
-# little-endian integer of N bits; "aN" N-byte array; "tcb" TCB_VERSION; "ver" 3-byte
-# version; "oN" integer present from the report version in SNP_OPTIONAL. Offsets: AMD SEV-SNP
-# ABI specification (pub. 56860) Table 23; the gaps are reserved bytes, zero.
-SNP_FIELDS: tuple[tuple[str, int, str], ...] = (
-    ("version", 0x000, "u32"), ("guest_svn", 0x004, "u32"), ("policy", 0x008, "u64"),
-    ("family_id", 0x010, "a16"), ("image_id", 0x020, "a16"), ("vmpl", 0x030, "u32"),
-    ("sig_algo", 0x034, "u32"), ("current_tcb", 0x038, "tcb"), ("plat_info", 0x040, "u64"),
-    ("key_info", 0x048, "u32"), ("report_data", 0x050, "a64"), ("measurement", 0x090, "a48"),
-    ("host_data", 0x0C0, "a32"), ("id_key_digest", 0x0E0, "a48"),
-    ("author_key_digest", 0x110, "a48"), ("report_id", 0x140, "a32"),
-    ("report_id_ma", 0x160, "a32"), ("reported_tcb", 0x180, "tcb"),
-    ("cpuid_fam_id", 0x188, "o8"), ("cpuid_mod_id", 0x189, "o8"), ("cpuid_step", 0x18A, "o8"),
-    ("chip_id", 0x1A0, "a64"), ("committed_tcb", 0x1E0, "tcb"), ("current", 0x1E8, "ver"),
-    ("committed", 0x1EC, "ver"), ("launch_tcb", 0x1F0, "tcb"),
-    ("launch_mit_vector", 0x1F8, "o64"), ("current_mit_vector", 0x200, "o64"),
-    ("signature", 0x2A0, "sig"),
-)
+#: The sev crate's AttestationReport fields, in serde order (one table with the guest's
+#: encoder, :mod:`arca.wire.snpjson`).
+SNP_FIELDS = snpjson.FIELDS
 #: Report version from which each optional field is present (CPUID: 3, mitigation vectors: 5).
-SNP_OPTIONAL = {"cpuid_fam_id": 3, "cpuid_mod_id": 3, "cpuid_step": 3,
-                "launch_mit_vector": 5, "current_mit_vector": 5}
+SNP_OPTIONAL = {name: int(str(kind).split("@")[1]) for name, _, kind in SNP_FIELDS
+                if str(kind)[0] == "o"}
 #: Report versions whose layout is known (2; 3 and 4 share a layout; 5).
 SNP_VERSIONS = (2, 3, 4, 5)
 _TCB_KEYS = ("fmc", "bootloader", "tee", "snp", "microcode")
@@ -150,21 +136,6 @@ def _array(value: Any, size: int, name: str) -> bytes:
     return bytes(_int(v, 8, name) for v in value)
 
 
-def _turin(version: int, raw: bytes) -> bool:
-    """Whether TCB_VERSIONs use the Turin layout (FMC first), decided as the sev crate does:
-    from CPUID for version 3+, from the CHIP_ID shape (64 bits used) for version 2."""
-    if version >= 3:
-        return product_from_cpuid(raw[0x188], raw[0x189]) == "Turin"
-    chip = raw[0x1A0:0x1E0]
-    return any(chip) and not any(chip[8:])
-
-
-def _tcb_to_json(b: bytes, turin: bool) -> dict[str, Any]:
-    if turin:
-        return {"fmc": b[0], "bootloader": b[1], "tee": b[2], "snp": b[3], "microcode": b[7]}
-    return {"fmc": None, "bootloader": b[0], "tee": b[1], "snp": b[6], "microcode": b[7]}
-
-
 def _tcb_from_json(value: Any, name: str) -> bytes:
     obj = _fields("snp", value, set(_TCB_KEYS) - {"fmc"}, {"fmc"})
     bl, tee, snp, uc = (_int(obj[k], 8, f"{name}.{k}") for k in _TCB_KEYS[1:])
@@ -180,24 +151,7 @@ def snp_report_to_json(raw: bytes) -> dict[str, Any]:
     version = struct.unpack_from("<I", raw)[0]
     if version not in SNP_VERSIONS:
         raise _bad("snp", f"report version {version} is not one of {list(SNP_VERSIONS)}")
-    turin = _turin(version, raw)
-    out: dict[str, Any] = {}
-    for name, off, kind in SNP_FIELDS:
-        if kind in ("u32", "u64"):
-            out[name] = int.from_bytes(raw[off:off + int(kind[1:]) // 8], "little")
-        elif kind[0] == "a":
-            out[name] = list(raw[off:off + int(kind[1:])])
-        elif kind == "tcb":
-            out[name] = _tcb_to_json(raw[off:off + 8], turin)
-        elif kind == "ver":
-            out[name] = {"major": raw[off + 2], "minor": raw[off + 1], "build": raw[off]}
-        elif kind[0] == "o":
-            size = int(kind[1:]) // 8
-            present = version >= SNP_OPTIONAL[name]
-            out[name] = int.from_bytes(raw[off:off + size], "little") if present else None
-        else:
-            out[name] = {"r": list(raw[off:off + 72]), "s": list(raw[off + 72:off + 144])}
-    return out
+    return snpjson.to_json(raw)
 
 
 def snp_report_from_json(value: Any) -> bytes:
@@ -211,9 +165,8 @@ def snp_report_from_json(value: Any) -> bytes:
     raw = bytearray(REPORT_SIZE)
     for name, off, kind in SNP_FIELDS:
         v = obj.get(name)
-        if kind in ("u32", "u64"):
-            size = int(kind[1:]) // 8
-            raw[off:off + size] = _int(v, size * 8, name).to_bytes(size, "little")
+        if isinstance(kind, int):
+            raw[off:off + kind] = _int(v, kind * 8, name).to_bytes(kind, "little")
         elif kind[0] == "a":
             raw[off:off + int(kind[1:])] = _array(v, int(kind[1:]), name)
         elif kind == "tcb":
@@ -228,7 +181,7 @@ def snp_report_from_json(value: Any) -> bytes:
                 raise _bad("snp", f"{name} must be {'present' if present else 'null'} in a "
                                   f"version {version} report")
             if present:
-                size = int(kind[1:]) // 8
+                size = int(kind[1:].split("@")[0])
                 raw[off:off + size] = _int(v, size * 8, name).to_bytes(size, "little")
         else:
             sig = _fields("snp", v, {"r", "s"}, set())
@@ -236,7 +189,7 @@ def snp_report_from_json(value: Any) -> bytes:
             raw[off + 72:off + 144] = _array(sig["s"], 72, "signature.s")
     # The TCB layout the JSON used must be the one the report's identity implies, or the
     # rebuilt bytes would differ from the signed ones in a way a reader cannot see.
-    turin = _turin(version, bytes(raw))
+    turin = snpjson.turin(bytes(raw))
     for name, _, kind in SNP_FIELDS:
         if kind == "tcb" and (obj[name].get("fmc") is not None) != turin:
             raise _bad("snp", f"{name}.fmc must be {'set' if turin else 'null'} for this "
