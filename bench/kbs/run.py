@@ -307,6 +307,8 @@ def main() -> int:
                     help="one TCP connection per session, as a guest opens (default: each "
                          "client connection stays open across sessions)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each level")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra 'arca kbs serve' argument (repeatable), e.g. --no-access-log")
     args = ap.parse_args()
     sim = SimAuthority()
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,7 +319,8 @@ def main() -> int:
         print(f"baseline (one process): sim verification {verify_ms:.3f} ms, "
               f"attestation policy {policy_ms:.3f} ms per session")
         with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"),
-                         "--admin-public-key", str(pub), "--workers", str(args.workers)) as kbs:
+                         "--admin-public-key", str(pub), "--workers", str(args.workers),
+                         *args.server_arg) as kbs:
             import httpx
 
             h = {"Authorization": f"Bearer {make_admin_token(key)}"}

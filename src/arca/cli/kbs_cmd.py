@@ -33,10 +33,14 @@ def _read(path: pathlib.Path, what: str) -> bytes:
 
 @kbs_app.command("serve")
 def serve(
-    config: pathlib.Path | None = typer.Option(None, "--config", help="TOML config file."),
+    config: pathlib.Path | None = typer.Option(
+        None, "--config", help="TOML config file: Arca's keys or a Trustee kbs-config.toml "
+        "(mapping in docs/kbs.md)."),
     listen: str | None = typer.Option(None, "--listen", help="HOST:PORT (default 127.0.0.1:8080)."),
     db: str | None = typer.Option(None, "--db", help="sqlite:///FILE or postgresql://... URL."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="State directory."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="State directory (default: the directory of a sqlite:///FILE "
+        "--db, else ~/.local/state/arca-kbs, /var/lib/arca-kbs as root)."),
     admin_public_key: str | None = typer.Option(None, "--admin-public-key",
                                                 help="Ed25519 public key (PEM) of the admin."),
     kek_file: str | None = typer.Option(None, "--kek-file",
@@ -66,16 +70,24 @@ def serve(
         None, "--insecure-allow-sample", help="Accept unsigned 'sample' evidence (testing)."),
     insecure_http: bool | None = typer.Option(None, "--insecure-http",
                                               help="Serve plain HTTP instead of HTTPS."),
-    tls_cert: str | None = typer.Option(None, "--tls-cert", help="TLS certificate (PEM)."),
-    tls_key: str | None = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
+    tls_cert: str | None = typer.Option(
+        None, "--tls-cert", help="TLS certificate (PEM). Required unless --insecure-http."),
+    tls_key: str | None = typer.Option(
+        None, "--tls-key", help="TLS private key (PEM). Required unless --insecure-http."),
     workers: int | None = typer.Option(None, "--workers", help="uvicorn worker processes."),
     session_timeout: int | None = typer.Option(None, "--session-timeout",
                                                help="Session lifetime in seconds (300)."),
     admin_token_max_lifetime: int | None = typer.Option(
         None, "--admin-token-max-lifetime",
-        help="Refuse admin tokens whose exp lies further ahead, in seconds (3600)."),
+        help="Refuse admin tokens whose exp lies further ahead, in seconds (7200, what "
+        "Trustee's kbs-client mints)."),
+    no_access_log: bool = typer.Option(False, "--no-access-log",
+                                       help="Do not log one line per request."),
 ) -> None:
-    """Run the KBS."""
+    """Run the KBS. Nothing is required: HTTPS needs --tls-cert and --tls-key (or
+    --insecure-http); without --admin-public-key the admin API is off; without
+    --trust-sim-root, --insecure-allow-sample or --collateral only the TEEs whose verifiers
+    need nothing more are accepted (the start-up line lists them)."""
     from arca.kbs import config as kbs_config
     from arca.kbs.server import serve as run
 
@@ -87,7 +99,8 @@ def serve(
         "insecure_amd_ark": tuple(insecure_amd_ark),
         "insecure_allow_sample": insecure_allow_sample, "insecure_http": insecure_http,
         "tls_cert": tls_cert, "tls_key": tls_key, "workers": workers,
-        "session_timeout": session_timeout, "admin_token_max_lifetime": admin_token_max_lifetime})
+        "session_timeout": session_timeout, "admin_token_max_lifetime": admin_token_max_lifetime,
+        "access_log": False if no_access_log else None}, data_dir_default=True)
     run(cfg)
 
 

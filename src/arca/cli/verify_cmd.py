@@ -45,6 +45,51 @@ def _instant(value: str | None) -> dt.datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
+#: Keys of ``/run/arca/evidence.json`` as the agent writes it
+#: (``arca.guest.evidence.evidence_document``).
+EVIDENCE_DOCUMENT_KEYS = frozenset({"tee", "report_data", "evidence", "runtime_data"})
+
+
+def evidence_document(data: bytes) -> dict[str, Any] | None:
+    """The agent's evidence document, if ``data`` is one (else ``None``: raw evidence)."""
+    if not data.lstrip().startswith(b"{"):
+        return None
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not {"tee", "evidence"} <= set(doc) \
+            or not set(doc) <= EVIDENCE_DOCUMENT_KEYS:
+        return None
+    return doc
+
+
+def _unpack(doc: dict[str, Any], tee: str) -> tuple[bytes, str, bytes | None]:
+    """(raw evidence, tee, report data the document says the evidence carries)."""
+    import base64
+    import binascii
+
+    if not isinstance(doc["tee"], str) or tee not in ("auto", doc["tee"]):
+        raise ConfigError(f"evidence document is for tee {str(doc['tee'])[:16]!r}, not {tee}")
+    try:
+        raw = base64.b64decode(doc["evidence"], validate=True)
+        said = bytes.fromhex(doc["report_data"]) if "report_data" in doc else None
+    except (binascii.Error, ValueError, TypeError):
+        raise ConfigError("evidence document: evidence must be base64 and report_data hex"
+                          ) from None
+    return raw, doc["tee"], said
+
+
+def _human(value: Any) -> str:
+    if value is None:
+        return "not reported"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value) if value else "none"
+    return str(value)
+
+
 def _emit(as_json: bool, result: dict[str, Any]) -> None:
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -54,7 +99,9 @@ def _emit(as_json: bool, result: dict[str, Any]) -> None:
         if result["error"]:
             print(f"rejected: {result['error']}")
         for key, value in sorted(result["claims"].items()):
-            print(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+            print(f"  {key}: {_human(value)}")
+        for note in result.get("notes", ()):
+            print(f"note: {note}")
     else:
         print(f"invalid: {result['error']}")
 
@@ -62,7 +109,9 @@ def _emit(as_json: bool, result: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify(
-        evidence: pathlib.Path = typer.Argument(..., help="Evidence file (quote, report, sim)."),
+        evidence: pathlib.Path = typer.Argument(
+            ..., help="Evidence file: a quote, a report, sim evidence, or the agent's "
+            "/run/arca/evidence.json."),
         tee: str = typer.Option("auto", "--tee", help="auto, sgx, tdx, snp or sim."),
         collateral: pathlib.Path | None = typer.Option(
             None, "--collateral", help="Directory of certificates/collateral (for SNP: "
@@ -91,6 +140,16 @@ def register(app: typer.Typer) -> None:
             data = evidence.read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read evidence {evidence}: {e}") from None
+        notes: list[str] = []
+        doc = evidence_document(data)
+        if doc is not None:
+            data, tee, said = _unpack(doc, tee)
+            if expected.report_data is None and said is not None:
+                # Checks the document against its own evidence; binding to a value of the
+                # caller's own needs --report-data.
+                expected = Expected(report_data=said, init_data_hash=expected.init_data_hash)
+                notes.append("report data checked against the value the evidence document "
+                             "states (pass --report-data to require your own)")
         extra: dict[str, Any] = {}
         if sim_root is not None:
             extra["sim_root"] = str(sim_root)
@@ -125,6 +184,8 @@ def register(app: typer.Typer) -> None:
         else:
             claims_dict = claims.to_dict()
             result.update(valid=True, claims=claims_dict, tcb_status=claims.tcb_status)
+        if notes and not as_json:
+            result["notes"] = notes
         _emit(as_json, result)
         if not result["valid"] or result["error"]:
             raise typer.Exit(1)

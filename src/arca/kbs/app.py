@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import cookie_parser
 
+from arca.kbs import accesslog
 from arca.kbs.config import KbsConfig
 from arca.kbs.problems import KbsProblem
 from arca.kbs.service import KbsService
@@ -262,6 +263,12 @@ class KbsApp(FastAPI):
     kbs_fast_path: ProtocolFastPath
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and accesslog.enabled():
+            await accesslog.asgi(scope, lambda s: self._serve(scope, receive, s), send)
+        else:
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             step = self.kbs_fast_path.step(
                 scope["method"], scope["path"],
@@ -361,14 +368,14 @@ def create_app(cfg: KbsConfig, service: KbsService | None = None) -> KbsApp:
         tail = _resource_tail(request, path)
         bearer = _bearer(request)
         if svc.is_admin_token(bearer):
-            svc.check_admin(bearer)
+            svc.check_admin(bearer, request.url.path)
             data = await run_in_threadpool(svc.admin_get_resource, tail)
             return Response(data, media_type="application/octet-stream")
         return JSONResponse(svc.release(tail, bearer, request.cookies.get(SESSION_COOKIE)))
 
     # -- administration ----------------------------------------------------------------------
     async def admin(request: Request) -> None:
-        svc.check_admin(_bearer(request))
+        svc.check_admin(_bearer(request), request.url.path)
 
     @app.post("/kbs/v0/resource/{path:path}", openapi_extra=_RAW_DOC, tags=["admin"])
     async def set_resource(request: Request, path: str) -> Response:
@@ -412,6 +419,18 @@ def create_app(cfg: KbsConfig, service: KbsService | None = None) -> KbsApp:
     async def get_reference_values(request: Request) -> Response:
         await admin(request)
         return JSONResponse(await run_in_threadpool(svc.store.reference_values))
+
+    # Trustee's RVPS calls (kbs/src/api_server.rs "reference-value").
+    @app.post("/kbs/v0/reference-value", tags=["admin"])
+    async def register_reference_value(request: Request) -> Response:
+        await admin(request)
+        await run_in_threadpool(svc.admin_register_reference_value, await request.body())
+        return Response(status_code=200)
+
+    @app.get("/kbs/v0/reference-value/{name}", tags=["admin"])
+    async def get_reference_value(request: Request, name: str) -> Response:
+        await admin(request)
+        return JSONResponse(await run_in_threadpool(svc.admin_get_reference_value, name))
 
     @app.delete("/kbs/v0/reference-values/{name}", tags=["admin"])
     async def delete_reference_value(request: Request, name: str) -> Response:

@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from arca.kbs import tokens, trustee_config
 from arca.wire.errors import ConfigError
 
 log = logging.getLogger("arca.kbs")
@@ -31,7 +32,7 @@ DEFAULT_SESSION_TIMEOUT = 300
 #: Lifetime of an EAR token.
 DEFAULT_TOKEN_LIFETIME = 300
 #: Longest lifetime of an admin token (its ``exp`` at most this far in the future).
-DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = 3600
+DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = tokens.DEFAULT_ADMIN_TOKEN_MAX_LIFETIME
 #: Environment variable carrying the JSON config to uvicorn worker processes.
 CONFIG_ENV = "ARCA_KBS_CONFIG_JSON"
 #: Settings holding a list of files (a single string in the file is one file).
@@ -65,7 +66,15 @@ class KbsConfig:
     token_lifetime: int = DEFAULT_TOKEN_LIFETIME
     admin_token_max_lifetime: int = DEFAULT_ADMIN_TOKEN_MAX_LIFETIME
     workers: int = 1
+    access_log: bool = True
     issuer: str = "arca-kbs"
+    #: Admin tokens must carry this ``iss`` / have this among ``aud`` (Trustee's
+    #: ``identity_providers`` ``issuer``/``audience``); ``None``: not checked.
+    admin_token_issuer: str | None = None
+    admin_token_audience: str | None = None
+    #: (role, endpoint regex) pairs (Trustee's ``regex_acl``): when set, an admin token's
+    #: ``role`` must be one whose regex matches the request path.
+    admin_acls: tuple[tuple[str, str], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,17 +122,23 @@ class KbsConfig:
         obj = json.loads(text)
         for name in _PATH_LISTS:
             obj[name] = tuple(obj.get(name, ()))
+        obj["admin_acls"] = tuple(tuple(a) for a in obj.get("admin_acls", ()))
         return cls(**obj)
 
 
-def load(file: str | None, overrides: dict[str, Any]) -> KbsConfig:
-    """File values, then the CLI ``overrides`` that are not ``None``."""
+def load(file: str | None, overrides: dict[str, Any], *,
+         data_dir_default: bool = False) -> KbsConfig:
+    """File values, then the CLI ``overrides`` that are not ``None``. Without a data
+    directory: the directory of a ``sqlite:///FILE`` database, else (``data_dir_default``,
+    what ``arca kbs serve`` asks for) :func:`default_data_dir`, else an error."""
     values: dict[str, Any] = {}
     if file:
         try:
             values = tomllib.loads(pathlib.Path(file).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"config file {file}: {e}") from None
+    if trustee_config.is_trustee(values):
+        values = trustee_config.settings(values, str(file))
     names = {f.name for f in dataclasses.fields(KbsConfig)}
     unknown = set(values) - names
     if unknown:
@@ -134,5 +149,20 @@ def load(file: str | None, overrides: dict[str, Any]) -> KbsConfig:
             values[name] = (values[name],)
         values[name] = tuple(values.get(name, ()))
     if "data_dir" not in values:
-        raise ConfigError("a data directory is required (--data-dir)")
+        db = values.get("db")
+        if not data_dir_default and not (isinstance(db, str) and db.startswith("sqlite:///")):
+            raise ConfigError("a data directory is required (--data-dir)")
+        values["data_dir"] = default_data_dir(db)
     return KbsConfig(**values)
+
+
+def default_data_dir(db: str | None) -> str:
+    """Without ``--data-dir``: the directory of a ``sqlite:///FILE`` database, else
+    ``$XDG_STATE_HOME/arca-kbs`` (``~/.local/state/arca-kbs``), or ``/var/lib/arca-kbs`` for
+    root."""
+    if db and db.startswith("sqlite:///"):
+        return str(pathlib.Path(db.removeprefix("sqlite:///")).parent)
+    if os.geteuid() == 0:
+        return "/var/lib/arca-kbs"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return str(pathlib.Path(state, "arca-kbs"))

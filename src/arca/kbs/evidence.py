@@ -6,7 +6,9 @@
 * ``sgx``/``tdx``/``snp``: only when every collateral check can run (:mod:`arca.kbs.collateral`).
 
 ``primary_evidence`` is a JSON value: for ``sim``/``sample`` the evidence document itself; for
-the hardware TEEs ``{"quote": "<base64 of the raw quote/report>"}``.
+the hardware TEEs ``{"quote": "<base64 of the raw quote/report>"}`` or Trustee's structured
+forms (``tdx`` ``{"quote", "cc_eventlog"}``, ``snp`` ``{"attestation_report", "cert_chain"}``;
+:mod:`arca.kbs.evidence_formats`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import pathlib
 from typing import Any
 
+from arca.kbs import evidence_formats as formats
 from arca.kbs.collateral import hardware_verifiers
 from arca.kbs.config import KbsConfig
 from arca.verifier.base import Claims, Expected, Verifier
@@ -35,6 +38,9 @@ REPORT_DATA_FIELD = {n: t.report_data_size for n, t in tees.TEES.items()}
 #: Init-data field size per TEE: TDX MRCONFIGID 48, SNP HOST_DATA 32, SGX CONFIGID 64, ...
 INIT_DATA_FIELD = {n: t.init_data_size for n, t in tees.TEES.items()}
 HARDWARE_TEES = tees.HARDWARE_TEES
+#: Sizes of ``sample`` report data: the raw SHA-384 (guest-components
+#: ``attester/src/sample/mod.rs``) or zero-padded to 64 (Arca's sample evidence).
+SAMPLE_REPORT_DATA_SIZES = (48, 64)
 #: Evidence larger than this is refused before decoding (a TDX quote with chain is ~10 KiB).
 MAX_EVIDENCE_BYTES = 256 * 1024
 
@@ -55,8 +61,10 @@ class SampleVerifier:
             svn = doc["svn"]
         except (ValueError, TypeError, binascii.Error, RecursionError) as e:
             raise MalformedEvidence(f"sample evidence: {e}", tee="sample") from None
-        if len(report_data) != 64:
-            raise MalformedEvidence("sample evidence report_data must be 64 bytes", tee="sample")
+        # CoCo's sample attester puts the raw SHA-384 (48 bytes); Arca's padded it to 64.
+        if len(report_data) not in SAMPLE_REPORT_DATA_SIZES:
+            raise MalformedEvidence("sample evidence report_data must be 48 bytes (SHA-384) "
+                                    "or 64 bytes", tee="sample")
         init_data = init_data or bytes(INIT_DATA_FIELD["sample"])
         for name, want, got in (("report_data", expected.report_data, report_data),
                                 ("init_data", expected.init_data_hash, init_data)):
@@ -96,6 +104,11 @@ def evidence_bytes(tee: str, primary: Any) -> bytes:
     envelope is the table's: a quote in base64, or the evidence document itself)."""
     facts = tees.TEES.get(tee)
     if facts is not None and facts.envelope == tees.QUOTE:
+        # Trustee's structured forms (arca.kbs.evidence_formats), then Arca's {"quote"}.
+        if tee == "snp" and isinstance(primary, dict) and "attestation_report" in primary:
+            return formats.snp_evidence_bytes(primary)
+        if isinstance(primary, dict) and set(primary) != {"quote"}:
+            return formats.quote_bytes(tee, primary, MAX_EVIDENCE_BYTES * 4 // 3 + 4)
         quote = primary.get("quote") if isinstance(primary, dict) else primary
         if not isinstance(quote, str) or len(quote) > MAX_EVIDENCE_BYTES * 4 // 3 + 4:
             raise MalformedEvidence(f"{tee} evidence must be {{\"quote\": <base64>}}", tee=tee)

@@ -11,18 +11,21 @@ Everything else takes uvicorn's normal path unchanged: any other route, a reques
 ASGI response is still in progress on the connection (so pipelined answers keep their order),
 ``Expect: 100-continue``, upgrades, HTTP/1.0, a target with a query, ``%``, ``\\`` or ``#``
 (the ASGI fast path answers those), and all of it when the app is not a :class:`KbsApp`.
-Access logging does not cover the steps answered here (the KBS runs with it off).
+The steps answered here are written to Arca's access log (:mod:`arca.kbs.accesslog`) like
+every other request (uvicorn's own access log is off).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from arca.kbs import accesslog
 from arca.kbs.app import ProtocolFastPath, Reply, cookie_of, problem_reply
 from arca.kbs.problems import KbsProblem
 
@@ -54,6 +57,7 @@ class KbsHttpProtocol(HttpToolsProtocol):
         self._target = ""
         self._body = bytearray()
         self._keep = True
+        self._started = 0.0
 
     # -- parser callbacks ---------------------------------------------------------------------
     def on_headers_complete(self) -> None:
@@ -67,6 +71,7 @@ class KbsHttpProtocol(HttpToolsProtocol):
             return
         self._body.clear()
         self._keep = self.parser.should_keep_alive()
+        self._started = time.perf_counter()
         limit = ProtocolFastPath.limit(step)
         for name, value in self.headers:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
@@ -136,6 +141,9 @@ class KbsHttpProtocol(HttpToolsProtocol):
         content += [b"\r\n", reply.body]
         self.transport.write(b"".join(content))
         self.server_state.total_requests += 1
+        if accesslog.enabled():
+            accesslog.record(self.client, self.parser.get_method().decode("ascii"),
+                             self._target, "1.1", reply.status, self._started)
         if not self._keep:
             self.transport.close()
         else:

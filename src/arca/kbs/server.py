@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from arca.kbs.app import create_app
 from arca.kbs.config import CONFIG_ENV, KbsConfig
+from arca.kbs.evidence import build_verifiers
 from arca.kbs.store import Store, load_kek
 from arca.wire.errors import ConfigError
 
@@ -49,26 +50,52 @@ def _settle() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+def _logging(cfg: KbsConfig) -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("arca.kbs.access").setLevel(
+        logging.INFO if cfg.access_log else logging.WARNING)
+
+
+def startup_line(cfg: KbsConfig, tees: list[str]) -> str:
+    """Where the KBS listens, which TEEs it accepts, whether collateral is configured."""
+    host, port = cfg.host_port()
+    scheme = "http" if cfg.insecure_http else "https"
+    hw = sorted(set(tees) & {"sgx", "tdx", "snp"})
+    collateral = (f"collateral {cfg.collateral}" if cfg.collateral else
+                  "collateral not configured" + (f" ({'/'.join(hw)} evidence needs it)"
+                                                 if hw else ""))
+    return (f"arca kbs listening on {scheme}://{host}:{port}, data {cfg.data_dir}, "
+            f"TEEs accepted: {', '.join(sorted(tees)) or 'none'}; {collateral}; "
+            f"admin API {'on' if cfg.admin_public_key else 'off (no admin public key)'}; "
+            f"{cfg.workers} worker(s)")
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: the config comes from the environment."""
-    app = create_app(KbsConfig.from_json(os.environ[CONFIG_ENV]))
+    cfg = KbsConfig.from_json(os.environ[CONFIG_ENV])
+    _logging(cfg)
+    app = create_app(cfg)
     _settle()
     return app
 
 
 def serve(cfg: KbsConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _logging(cfg)
     prepare(cfg)
     host, port = cfg.host_port()
     tls = {} if cfg.insecure_http else {"ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key}
     common = {"host": host, "port": port, "log_level": "warning", "access_log": False,
               "http": HTTP_PROTOCOL,
               "timeout_keep_alive": 30, "timeout_graceful_shutdown": 3, **tls}
+    log = logging.getLogger("arca.kbs")
     if cfg.workers > 1:
+        log.info("%s", startup_line(cfg, list(build_verifiers(cfg))))
         os.environ[CONFIG_ENV] = cfg.to_json()
         uvicorn.run("arca.kbs.server:app_from_env", factory=True, workers=cfg.workers,
                     **common)  # type: ignore[arg-type]
     else:
         app = create_app(cfg)
+        log.info("%s", startup_line(cfg, list(app.kbs_fast_path.svc.verifiers)))
         _settle()
         uvicorn.run(app, **common)  # type: ignore[arg-type]

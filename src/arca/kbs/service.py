@@ -7,7 +7,9 @@ path for ``attest``, in order:
    echoes its nonce (Trustee protocol, "Challenge");
 2. ``tee-pubkey`` is an acceptable JWK (X25519 or EC P-256 ``ECDH-ES+A256KW``, or RSA >= 2048
    ``RSA-OAEP-256``);
-3. expected report data = SHA-384(RFC 8785(runtime-data)) zero-padded to the TEE's field;
+3. expected report data = SHA-384 of the RFC 8785 runtime-data as Trustee and CoCo guests
+   bind it (with ``additional-evidence``; the older form without it while that is empty),
+   zero-padded to the TEE's field or exact, per TEE (``arca.kbs.evidence_formats``);
    expected init data = init-data digest padded to the TEE's field (when init-data is sent);
 4. the TEE's verifier checks signature, chain and both bindings; the KBS re-checks the bound
    values in the returned claims at exact length (defence in depth);
@@ -36,6 +38,7 @@ from typing import Any
 
 from arca import __version__
 from arca.kbs import evidence as ev
+from arca.kbs import evidence_formats as formats
 from arca.kbs import initdata
 from arca.kbs import jwe as kbs_jwe
 from arca.kbs.config import KbsConfig
@@ -46,7 +49,7 @@ from arca.kbs.protocol import parse_attestation, parse_request
 from arca.kbs.sessions import Challenged, SessionCodec, State, cookie_key, state_of
 from arca.kbs.store import AttestedSession, Store, load_kek
 from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
-from arca.verifier.base import Expected, Verifier
+from arca.verifier.base import Claims, Expected, Verifier
 from arca.wire import kbs_protocol as proto
 from arca.wire.errors import (
     ArcaError,
@@ -257,14 +260,16 @@ class KbsService:
         if verifier is None:  # configuration changed between auth and attest
             raise KbsProblem("AttestationError", f"tee {tee} is not accepted by this KBS")
         try:  # step 3
-            report_data = proto.pad(proto.runtime_data_digest(att.runtime_data),
-                                    ev.REPORT_DATA_FIELD[tee])
+            try:
+                candidates = formats.report_data_candidates(
+                    tee, att.runtime_data, att.additional_evidence, legacy_first=tee == "sim")
+            except (TypeError, ValueError) as e:
+                raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
             init_hash = None
             if att.init_data is not None:
                 init_hash = initdata.expected_hash(att.init_data.body, ev.INIT_DATA_FIELD[tee])
             raw = ev.evidence_bytes(tee, att.primary_evidence)
-            claims = verifier.verify(  # step 4
-                raw, expected=Expected(report_data=report_data, init_data_hash=init_hash))
+            claims, report_data = self._verify_bound(verifier, raw, candidates, init_hash)
             self._recheck(claims.values, "report_data", report_data)
             init_doc = None  # step 5: the policy sees init-data only once it is bound
             if att.init_data is not None and init_hash is not None:
@@ -299,6 +304,21 @@ class KbsService:
             "tee-pubkey": att.runtime_data["tee-pubkey"],
         }
         return self.signer.sign(ear), ear
+
+    @staticmethod
+    def _verify_bound(verifier: Verifier, raw: bytes, candidates: list[bytes],
+                      init_hash: bytes | None) -> tuple[Claims, bytes]:
+        """Step 4: full verification against each accepted report-data value in turn (see
+        :func:`arca.kbs.evidence_formats.report_data_candidates`); only a report-data
+        mismatch moves on to the next value, any other refusal is final."""
+        for i, report_data in enumerate(candidates):
+            try:
+                return verifier.verify(raw, expected=Expected(
+                    report_data=report_data, init_data_hash=init_hash)), report_data
+            except BindingMismatch as e:
+                if e.fields.get("field") != "report_data" or i == len(candidates) - 1:
+                    raise
+        raise AssertionError("no report-data candidates")
 
     @staticmethod
     def _recheck(values: dict[str, Any], name: str, want: bytes) -> None:
@@ -383,16 +403,34 @@ class KbsService:
         except TokenError:
             return False
 
-    def check_admin(self, bearer: str | None) -> None:
+    def check_admin(self, bearer: str | None, path: str | None = None) -> None:
+        """An admin token signed by the admin key, within its lifetime bound; then, when
+        configured (Trustee config file), its ``iss``, ``aud`` and the ``role`` ACL for
+        ``path`` (Trustee ``kbs/src/admin/authentication/bearer_jwt.rs``,
+        ``kbs/src/admin/authorization/regex_acl.rs``)."""
         if self.admin_key is None:
             raise KbsProblem("AdminAuth", "admin API disabled: no admin public key configured")
         if not bearer:
             raise KbsProblem("AdminAuth", "admin token (Authorization: Bearer) missing")
         try:
-            verify_admin(bearer, self.admin_key,
-                         max_lifetime=self.cfg.admin_token_max_lifetime)
+            claims = verify_admin(bearer, self.admin_key,
+                                  max_lifetime=self.cfg.admin_token_max_lifetime)
         except TokenError as e:
             raise KbsProblem("AdminAuth", str(e)) from None
+        cfg = self.cfg
+        if cfg.admin_token_issuer is not None and claims.get("iss") != cfg.admin_token_issuer:
+            raise KbsProblem("AdminAuth", "admin token issuer is not the configured one")
+        if cfg.admin_token_audience is not None:
+            aud = claims.get("aud")
+            auds = aud if isinstance(aud, list) else [aud]
+            if cfg.admin_token_audience not in auds:
+                raise KbsProblem("AdminAuth", "admin token audience is not the configured one")
+        if cfg.admin_acls:
+            role = claims.get("role")
+            if not any(role == r and path is not None and re.search(rx, path)
+                       for r, rx in cfg.admin_acls):
+                raise KbsProblem("AdminAuth", f"admin token role {str(role)[:64]!r} may not "
+                                 f"call {str(path)[:200]}")
 
     def admin_get_resource(self, path: str) -> bytes:
         data = self.store.get_resource(resource_path(path))
@@ -436,6 +474,44 @@ class KbsService:
                              f"{MAX_REFERENCE_VALUES} strings")
         self.store.put_reference_value(name, values)
         self._invalidate()
+
+    def admin_register_reference_value(self, body: bytes) -> None:
+        """Trustee's RVPS registration message ``{"version", "type", "payload"}`` with the
+        ``sample`` extractor: ``payload`` = base64 of ``{"<name>": <value or list>}``
+        (Trustee ``rvps/src/extractors/sample/mod.rs``; what ``kbs-client config
+        set-sample-reference-value`` sends, ``tools/kbs-client/src/lib.rs`` ``set_sample_rv``).
+        Values must be strings: Arca's claims are strings (hex, decimal)."""
+        obj = _json(body, "reference-value")
+        if not isinstance(obj, dict) or set(obj) != {"version", "type", "payload"}:
+            raise KbsProblem("SerdeError", "reference-value body must be {\"version\", "
+                             "\"type\", \"payload\"} (Trustee RVPS message)")
+        if obj["version"] != "0.1.0":
+            raise KbsProblem("SerdeError", f"RVPS message version {str(obj['version'])[:32]!r}"
+                             " is not 0.1.0")
+        if obj["type"] != "sample":
+            raise KbsProblem("SerdeError", f"RVPS provenance type {str(obj['type'])[:32]!r} "
+                             "is not supported (only sample)")
+        try:
+            payload = json.loads(base64.b64decode(str(obj["payload"]), validate=True))
+        except (binascii.Error, ValueError, RecursionError):
+            raise KbsProblem("SerdeError", "RVPS payload is not base64 of a JSON object"
+                             ) from None
+        if not isinstance(payload, dict) or not payload:
+            raise KbsProblem("SerdeError", "RVPS payload must be a non-empty JSON object")
+        for name, value in payload.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) for v in values):
+                raise KbsProblem("SerdeError", f"reference value {name[:128]!r} must be a "
+                                 "string or a list of strings (Arca's claims are strings)")
+            self.admin_set_reference_value(json.dumps({"name": name, "values": values}
+                                                      ).encode())
+
+    def admin_get_reference_value(self, name: str) -> list[str]:
+        """``GET /kbs/v0/reference-value/<name>`` (Trustee ``kbs/src/api_server.rs``)."""
+        values = self.store.reference_values().get(name)
+        if values is None:
+            raise KbsProblem("ResourceNotFound", f"no reference value {name[:128]}")
+        return list(values)
 
     def admin_delete_reference_value(self, name: str) -> None:
         deleted = self.store.delete_reference_value(name)

@@ -32,8 +32,11 @@ MAX_TOKEN_CHARS = 32 * 1024
 #: Tolerated clock skew for ``iat``/``nbf`` of admin tokens.
 CLOCK_SKEW = 60
 #: Default longest lifetime of an admin token: its ``exp`` may lie at most this far ahead, so
-#: a leaked token is worth an hour at most (``admin_token_max_lifetime`` in the config).
-DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = 3600
+#: a leaked token is worth two hours at most (``admin_token_max_lifetime`` in the config). Two
+#: hours is what Trustee's ``kbs-client`` minted (``ADMIN_TOKEN_EXPIRY_SECS`` in
+#: ``tools/kbs-client/src/lib.rs``) and what Trustee's integration tests still mint
+#: (``integration-tests/src/common.rs``), so their tokens work with the defaults.
+DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = 7200
 
 
 class TokenError(Exception):

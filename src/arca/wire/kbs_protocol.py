@@ -144,5 +144,9 @@ def pad(digest: bytes, size: int) -> bytes:
     return digest + bytes(size - len(digest))
 
 
-def report_data(runtime_data: dict[str, Any]) -> bytes:
-    return pad(runtime_data_digest(runtime_data), REPORT_DATA_SIZE)
+def report_data(runtime_data: dict[str, Any], tee: str = "sim") -> bytes:
+    # sim: Arca's binding; else Trustee's (kbs/src/attestation/backend.rs), sample unpadded
+    if tee == "sim":
+        return pad(runtime_data_digest(runtime_data), REPORT_DATA_SIZE)
+    rd = runtime_data_digest({**runtime_data, "additional-evidence": ""})
+    return rd if tee == "sample" else pad(rd, REPORT_DATA_SIZE)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from arca.verifier.dcap.chainorder import order_chain
 from arca.verifier.dcap.pck import (
     ChainVerifier,
     LruCache,
@@ -353,8 +354,9 @@ class SignedCollateral:
         if cached is not None:
             return cached
         inner, signed, sig = signed_span(raw, key, item)
-        chain = self.chains.verify(load_pem_chain(chain_pem, f"{item}_issuer_chain",
-                                                  CollateralError), f"{item}_issuer_chain")
+        name = f"{item}_issuer_chain"
+        chain = self.chains.verify(order_chain(load_pem_chain(chain_pem, name, CollateralError),
+                                               name, CollateralError), name)
         if not verify_p256(chain.leaf_key, sig, signed):
             raise SignatureInvalid(f"{item}: signature does not verify with {chain.names[0]}",
                                    tee="dcap", field=item)

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from arca.verifier.base import Claims, Expected
 from arca.verifier.collateral import CollateralSource
 from arca.verifier.dcap import tcb as tcbmod
+from arca.verifier.dcap.chainorder import order_chain
 from arca.verifier.dcap.pck import (
     INTEL_SGX_ROOT_CA_SPKI_SHA256,
     ChainVerifier,
@@ -177,7 +178,8 @@ class DcapVerifier:
         key = hashlib.sha256(cert_data).digest()
         hit = self._pck.get(key)
         if hit is None:
-            chain = self.chains.verify(load_pem_chain(cert_data, "pck_chain"), "pck_chain")
+            chain = self.chains.verify(order_chain(load_pem_chain(cert_data, "pck_chain"),
+                                                   "pck_chain"), "pck_chain")
             hit = (chain, parse_sgx_extension(chain.certs[0]))
             self._pck.put(key, hit)
         return hit
