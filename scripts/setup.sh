@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc containerd docker-registry skopeo umoci busybox-static postgresql
-              iproute2 procps psmisc util-linux ca-certificates openssl gcc libc6-dev)
+              iproute2 procps psmisc util-linux ca-certificates openssl gcc libc6-dev
+              passt)  # passt: pasta, the private network of `arca run` containers (ADR 0026)
 PYTHON=${PYTHON:-python3}
 
 missing=()

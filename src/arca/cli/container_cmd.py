@@ -2,7 +2,8 @@
 
 Each container runs in its own trust domain (``--tee sim`` by default; ``sim`` protects against
 other containers, not against this host). Detached containers (``-d``) keep running after the
-CLI exits, watched by a per-container monitor. Containers use the host network. ``--kbs URL``
+CLI exits, watched by a per-container monitor. Each container has its own network
+namespace (``--network``, ``-p``). ``--kbs URL``
 starts the container with generated init-data holding only ``kbs_url = URL``; use
 ``--init-data FILE`` for anything more (resources, execution policy), never both. An image not
 in the store is pulled first (``--pull missing``, with ``arca image pull``'s options); ``-t``
@@ -59,12 +60,18 @@ def register(app: typer.Typer) -> None:
                                          "for the process (else it reads /dev/null); with -t "
                                          "on a terminal, yours goes raw until it exits. Not "
                                          "with -d."),
+        network: str = typer.Option("private", "--network", help="private (its own network "
+                                    "namespace: outbound access, ports only with -p) | host "
+                                    "(the host's network) | none (loopback only)."),
+        publish: list[str] = typer.Option(None, "--publish", "-p", help="[IP:]HOST_PORT:"
+                                          "CONTAINER_PORT[/tcp|udp]: publish a port of the "
+                                          "container on the host."),
     ) -> None:
         """Run a container from an image, each in its own trust domain. An image not in the
         store is pulled first (--pull); pull progress goes to stderr."""
         raise typer.Exit(ops.run(image, command, detach, name, rm, env, volume, tee, kbs,
                                  init_data, pull, creds, insecure, ca_cert, quiet, tty,
-                                 interactive))
+                                 interactive, network, publish))
 
     @app.command("ps")
     def ps(

@@ -26,7 +26,8 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
         env: list[str] | None, volume: list[str] | None, tee: str, kbs: str | None,
         init_data: Path | None, pull: str = "missing", creds: str | None = None,
         insecure: bool = False, ca_cert: Path | None = None, quiet: bool = False,
-        tty: bool = False, interactive: bool = False) -> int:
+        tty: bool = False, interactive: bool = False, network: str = "private",
+        publish: list[str] | None = None) -> int:
     from arca.host.containers.engine import Engine, PullSettings, RunOptions
     from arca.wire.errors import ConfigError
 
@@ -46,7 +47,8 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
     opts = RunOptions(image=image, command=list(command or []), name=name, detach=detach,
                       auto_remove=rm, env=list(env or []), volumes=list(volume or []),
                       tee=tee, kbs_url=kbs, init_data=raw, pull=settings, tty=tty,
-                      interactive=interactive)
+                      interactive=interactive, network=network,
+                      publish=list(publish or []))
     rec, code = Engine().run(opts)
     if detach:
         _echo(rec.id)

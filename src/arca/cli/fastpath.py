@@ -91,6 +91,8 @@ COMMANDS: dict[str, Command] = {
         Opt("quiet", ("--quiet", "-q"), "flag", False),
         Opt("tty", ("--tty", "-t"), "flag", False),
         Opt("interactive", ("--interactive", "-i"), "flag", False),
+        Opt("network", ("--network",), "value", "private"),
+        Opt("publish", ("--publish", "-p"), "multi"),
     ), interspersed=False),
     "ps": Command("ps", (), (Opt("all_", ("--all", "-a"), "flag", False),
                              Opt("as_json", ("--json",), "flag", False))),

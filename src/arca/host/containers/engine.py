@@ -20,8 +20,11 @@ With ``-t`` the supervisor receives the container's terminal from runc and copie
 
 ``exec`` goes through ``arca-runtime exec``, so the TD's execution policy applies; ``exec -t``
 gets its own terminal the same way as ``run -t`` (``exec --detach`` with a console socket, the
-process inherited as subreaper), ``-i`` gives it stdin (else /dev/null). Not here: ``attach``,
-port mappings or a network namespace (containers use the host network).
+process inherited as subreaper), ``-i`` gives it stdin (else /dev/null). Not here: ``attach``.
+
+Each container has a private network namespace connected by pasta, ``-p`` publishing its
+ports (:mod:`.network`), unless ``--network host`` or ``none``; the supervisor sets it up right
+before the runtime's step and removes it when the container exits.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import time
 
 from arca._internal.fsutil import secure_state_dirs
 from arca.host.backends import DEFAULT as DEFAULT_TEE
-from arca.host.containers import runplan, spawn
+from arca.host.containers import network, runplan, spawn
 from arca.host.containers.spec import Volume, build_spec, generated_init_data
 from arca.host.containers.state import (
     ContainerRecord,
@@ -102,14 +105,15 @@ class RunOptions:
     define and dataclasses ~5 ms to import, on every run)."""
 
     __slots__ = ("image", "command", "name", "detach", "auto_remove", "env", "volumes", "tee",
-                 "kbs_url", "init_data", "pull", "tty", "interactive")
+                 "kbs_url", "init_data", "pull", "tty", "interactive", "network", "publish")
 
     def __init__(self, image: str, command: list[str] | None = None, name: str | None = None,
                  detach: bool = False, auto_remove: bool = False, env: list[str] | None = None,
                  volumes: list[str] | None = None, tee: str = DEFAULT_TEE,
                  kbs_url: str | None = None,
                  init_data: bytes | None = None, pull: PullSettings | None = None,
-                 tty: bool = False, interactive: bool = False) -> None:
+                 tty: bool = False, interactive: bool = False, network: str = "private",
+                 publish: list[str] | None = None) -> None:
         self.image = image
         self.command = list(command or [])
         self.name = name
@@ -124,6 +128,8 @@ class RunOptions:
         self.pull = pull or PullSettings()
         self.tty = tty  # -t: a pseudo-terminal for the process
         self.interactive = interactive  # -i: the process reads arca run's stdin
+        self.network = network  # --network private|host|none (:mod:`.network`)
+        self.publish = list(publish or [])  # -p [IP:]HOST:CONTAINER[/proto]
 
 
 def runtime_argv() -> list[str]:
@@ -202,6 +208,7 @@ class Engine:
             raise InvalidInput("-i needs the foreground: a detached container's stdin cannot "
                                "be attached later (-d -t gives it a terminal that stays open)")
         volumes = [Volume.parse(v) for v in opts.volumes]
+        net = network.NetworkPlan.parse(opts.network, opts.publish, init_data)
         may_pull = opts.pull.policy != "never" and not opts.image.startswith("oci:")
         if may_pull and opts.pull.policy == "always":
             from arca.host.containers import imagepull
@@ -270,8 +277,16 @@ class Engine:
                 local = None if opts.detach else terminal.local_terminal()
                 size = (local is not None and terminal.window_size(local)
                         or terminal.DEFAULT_SIZE)
+            if net.mode != "host":
+                net.save(d)
+            resolv = os.path.join(d, "resolv.conf")
+            if net.mode == "private":
+                with open(resolv, "w") as f:
+                    f.write(network.resolv_conf_text())
             spec = build_spec(proc, container_id=rec.id, hostname=rec.id[:12], tee=opts.tee,
-                              volumes=volumes, init_data=init_data, terminal=size)
+                              volumes=volumes, init_data=init_data, terminal=size,
+                              network=network.spec_network(
+                                  net, network.netns_path(run_dir(), rec.id), resolv))
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json_dumps(spec))
             return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
@@ -374,10 +389,20 @@ class Engine:
         env = runtime_env(rec.tee)
         pidfile = os.path.join(d, "pid")
         runtime_log = os.path.join(d, "runtime.log")
+        # A private network: its namespace now, pasta connecting it meanwhile (:mod:`.network`).
+        try:
+            net = network.start(network.NetworkPlan.load(d), run_dir(), cid)
+            if rec.tee != "none":
+                network.wait_ready(net)  # a TD's agent starts at create: it may need the KBS
+                net = None
+        except ArcaError as e:
+            self._failed(cid, str(e), foreground)
+            raise ContainerError(f"container {rec.name}: {e}") from None
         # Without a TEE, one `runc run --detach` does what `create` + `start` do, in one runc
-        # process instead of two (~5 ms). A TD is created and started in two steps (the
-        # runtime does not `run` TEE containers: ADR 0003).
-        step = "run" if rec.tee == "none" else "create"
+        # process instead of two (~5 ms), unless pasta is still connecting the network: then
+        # `create` runs meanwhile and `start` waits for it. A TD is created and started in two
+        # steps (the runtime does not `run` TEE containers: ADR 0003).
+        step = "run" if rec.tee == "none" and net is None else "create"
         # -t: runc sends the terminal's master side over this socket during the step
         console = self._console_socket(cid) if rec.tty else None
         reads_stdin = foreground and rec.interactive
@@ -398,6 +423,7 @@ class Engine:
             if console is not None:
                 console.close()
         if code != 0:
+            network.abandon(net)
             msg = _last_error(runtime_log) or f"arca-runtime {step} exited {code}"
             self._failed(cid, msg, foreground)
             raise ContainerError(f"container {rec.name}: {msg}")
@@ -410,8 +436,12 @@ class Engine:
         try:
             if master >= 0 and foreground:
                 raw = self._attach_terminal(master, rec.interactive, old)
-            start_code, err = (0, "") if step == "run" else spawn.run_capturing_stderr(
-                [*rt, "start", cid], env=env)
+            try:
+                network.wait_ready(net)
+            except ArcaError as e:
+                no_terminal = str(e)  # not started: handled as a failed start below
+            start_code, err = (0, "") if step == "run" or no_terminal else \
+                spawn.run_capturing_stderr([*rt, "start", cid], env=env)
             if no_terminal or start_code != 0:
                 _kill(pid, signal.SIGKILL)
                 _reap(pid)
@@ -445,6 +475,7 @@ class Engine:
         # state and the TD's files live in the run directory): ~2 ms off every --rm.
         deleting = spawn.spawn([*rt, "delete", "--force", cid], env=env, quiet=True)
         try:
+            network.teardown(run_dir(), cid)
             if rec.auto_remove:
                 self._cleanup(cid)
             else:
@@ -485,6 +516,7 @@ class Engine:
         return raw
 
     def _failed(self, cid: str, msg: str, foreground: bool) -> None:
+        network.teardown(run_dir(), cid)
         rec = self.store.update(cid, status="error", error=msg, finished=now())
         if rec.auto_remove and foreground:
             self._cleanup(cid)
@@ -496,6 +528,7 @@ class Engine:
         spawn.run([*runtime_argv(), "delete", "--force", cid], env=env, quiet=True)
 
     def _cleanup(self, cid: str) -> None:
+        network.teardown(run_dir(), cid)
         umount(os.path.join(self._bundle(cid), "rootfs"), lazy=True)
         self.store.delete(cid)
 

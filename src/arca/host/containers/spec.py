@@ -5,9 +5,12 @@ Starts from runc's default spec (``runc spec``: namespaces, /proc, /dev, /dev/pt
 capability set (what ``ctr run`` grants, so the agent can drop to the image user), then adds the
 image's process (:mod:`arca.host.imageconfig`), ``-v`` bind mounts and Arca's annotations.
 
-Networking: the container shares the host's network namespace (no network namespace; the
-host's /etc/resolv.conf and /etc/hosts are bind-mounted read-only). A TEE container still
-cannot see other containers' TD devices; the network is untrusted in Arca's model anyway.
+Networking (:mod:`.network`): ``network`` is the namespace entry and network-dependent mounts
+of a private (default for ``arca run``) or empty network namespace; without it the container
+shares the host's network namespace (the host's /sys, /etc/resolv.conf and /etc/hosts
+read-only). The host's /etc/hosts is bind-mounted read-only either way. Capabilities are
+podman's default set: no ``CAP_NET_RAW`` (with it a container on the host's network could read
+every other container's loopback traffic), ``CAP_MKNOD`` or ``CAP_AUDIT_WRITE``.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ if TYPE_CHECKING:
 
     from arca.host.imageconfig import ProcessConfig
 
-#: containerd's default capabilities (oci/spec.go defaultUnixCaps).
+#: podman's default capabilities (containers.conf ``default_capabilities`` since podman 4.0):
+#: containerd's set without ``CAP_NET_RAW``, ``CAP_MKNOD`` and ``CAP_AUDIT_WRITE``.
 DEFAULT_CAPS = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID",
+    "CAP_SYS_CHROOT",
 ]
 MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -95,6 +99,7 @@ def build_spec(
     volumes: list[Volume] = (),  # type: ignore[assignment]
     init_data: bytes | None = None,
     terminal: tuple[int, int] | None = None,
+    network: tuple[dict[str, Any] | None, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     if tee not in KNOWN_TEES:
         raise InvalidInput(f"unknown tee {tee!r} (one of {', '.join(KNOWN_TEES)})")
@@ -109,13 +114,17 @@ def build_spec(
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
-        # host network: sysfs of the host's netns, read-only, like podman --net=host
-        {"destination": "/sys", "type": "bind", "source": "/sys",
-         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
     ]
+    netns, net_mounts = network if network is not None else (None, [])
+    if netns is None:
+        # host network: sysfs of the host's netns, read-only, like podman --net=host
+        net_mounts = [{"destination": "/sys", "type": "bind", "source": "/sys",
+                       "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
+    mounts += net_mounts
     mounts += [{"destination": f, "type": "bind", "source": f,
                 "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}
-               for f in HOST_FILES if os.path.isfile(f)]
+               for f in HOST_FILES if os.path.isfile(f)
+               and not any(m["destination"] == f for m in net_mounts)]
     mounts += [v.to_mount() for v in volumes]
     # The OCI process (args, env, cwd, user): a ProcessConfig or its to_oci() form.
     proc = dict(process) if isinstance(process, dict) else process.to_oci()
@@ -146,7 +155,8 @@ def build_spec(
         "linux": {
             "cgroupsPath": f"/arca/{container_id}",
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+            + ([netns] if netns is not None else []),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
