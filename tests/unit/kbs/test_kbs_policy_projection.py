@@ -236,7 +236,7 @@ _TEMPLATE_ESCAPE = ("package policy\nimport rego.v1\ndefault allow := false\n"
                     'allow if {\n\tnot $"{input.a}" == "1"\n}\n')
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @example(text=_TEMPLATE_ESCAPE, inputs=[{"a": 1}, {"a": "q"}])
 @given(text=_policy(), inputs=st.lists(RICH_INPUTS, min_size=1, max_size=4))
 def test_generated_policies_equal_plain_evaluation(text, inputs):
