@@ -63,7 +63,7 @@ ODD_JSON = [b'"a\\u0000b"', b'"\xc3\xa9\xf0\x9f\x98\x80"', b'"\\ufeff\\u202e"', 
 #: Header values (raw bytes): non-ASCII, invalid UTF-8, overlong, lone-surrogate text.
 HOSTILE_HEADER = [b"\xc3\xa9", b"\xc0\xaf", b"\xed\xa0\x80", b"\xff", b"\\ud800", b"\xe2\x82",
                   b"kbs-session-id=\xc0\xaf", b"Bearer \xed\xa0\x80.e30.AA", b"Bearer \xff",
-                  b"a\x80b"]
+                  b"a\x80b", b"%ED%A0%80", b"%C0%AF", b"%00"]
 _HOLE = b"@@HOLE@@"
 
 
@@ -211,11 +211,11 @@ def test_hostile_unicode_in_every_body_field_is_a_4xx_problem(unicode_kbs, data)
     _is_problem(answer, (path, slot, value))
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=80, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 @given(value=st.sampled_from(HOSTILE_HEADER),
        where=st.sampled_from(["cookie", "authorization", "content-type", "path", "x-extra"]),
-       request=st.sampled_from(["auth", "attest", "resource", "admin"]))
+       request=st.sampled_from(["auth", "attest", "resource", "admin", "delete"]))
 def test_hostile_bytes_in_headers_and_path_are_a_4xx_problem(unicode_kbs, value, where,
                                                              request):
     kbs, _ = unicode_kbs
@@ -223,7 +223,8 @@ def test_hostile_bytes_in_headers_and_path_are_a_4xx_problem(unicode_kbs, value,
         "auth": ("POST", b"/kbs/v0/auth", b'{"version": "0.4.0", "tee": "sim"}'),
         "attest": ("POST", b"/kbs/v0/attest", b"{}"),
         "resource": ("GET", b"/kbs/v0/resource/default/key/one", None),
-        "admin": ("GET", b"/kbs/v0/resource-policy", None)}[request]
+        "admin": ("GET", b"/kbs/v0/resource-policy", None),
+        "delete": ("DELETE", b"/kbs/v0/reference-values/sim.measurement", None)}[request]
     headers = []
     if where == "path":
         target = target.rsplit(b"/", 1)[0] + b"/" + value.replace(b" ", b"")

@@ -8,11 +8,12 @@ policy that fails to evaluate is an error, never an allow. Compiled interpreters
 
 A policy sees only the parts of its input it names: every reference to ``input`` in its text is
 a chain ``input.a["b"]...`` whose longest literal prefix is found statically
-(:func:`input_paths`), and the policy is given just those subtrees (or the whole input if it uses
-``input`` any other way). Evaluation is deterministic unless the policy calls a builtin that is
-not (time, randomness, network): for the others, results are remembered per (policy, data,
-projected input), so a resource policy that looks only at ``ear.status`` is evaluated once per
-status rather than once per session.
+(:func:`arca.kbs.policy_input.input_paths`, a lexer that answers "all of the input" whenever it
+cannot prove less: template strings, ``with``, a bare or computed ``input``, anything it does not
+know), and the policy is given just those subtrees. Evaluation is deterministic unless the
+policy names a builtin that is not (time, randomness, network): for the others, results are
+remembered per (policy, data, projected input), so a resource policy that looks only at
+``ear.status`` is evaluated once per status rather than once per session.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import regopy
 
+from arca.kbs.policy_input import deterministic, input_paths
 from arca.wire.errors import ArcaError, InvalidInput
 
 #: AR4SI trustworthiness claims, in Rego-friendly spelling -> EAR spelling.
@@ -82,44 +84,6 @@ class _Compiled:
     deterministic: bool
 
 
-#: Literals and comments are skipped; ``input`` (not part of a longer name or a field access)
-#: starts a reference whose literal segments (``.name``, ``["text"]``) are collected.
-_TOKENS = re.compile(r'''"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*|(?<![\w.])input(?!\w)'''
-                     r'''((?:\.[A-Za-z_]\w*|\["(?:[^"\\\n]|\\.)*"\])*)''')
-_SEGMENT = re.compile(r'''\.([A-Za-z_]\w*)|\[("(?:[^"\\\n]|\\.)*")\]''')
-#: Builtins whose answer is not a function of (policy, data, input): results are not reused.
-_NONDETERMINISTIC = re.compile(r"(?<![\w.])(time\.now_ns|rand\.|uuid\.|http\.send|opa\.runtime|"
-                               r"net\.lookup|crypto\.x509\.parse_and_verify|io\.jwt\.decode_verify)")
-
-
-@functools.lru_cache(maxsize=64)
-def input_paths(text: str) -> tuple[tuple[str, ...], ...] | None:
-    """The input subtrees a policy can read, or ``None`` when it may read all of its input.
-
-    Each ``input`` reference counts with its longest prefix of literal segments: whatever the
-    policy does beyond it (a variable key, an index, a builtin) stays inside that subtree. A
-    bare ``input`` (passed to a function, iterated, imported whole) means all of it. Over-
-    approximation is always safe (a larger subtree); text in strings and comments is skipped.
-    """
-    paths: set[tuple[str, ...]] = set()
-    for m in _TOKENS.finditer(text):
-        chain = m.group(1)
-        if chain is None:  # a string literal or a comment
-            continue
-        if not chain:
-            return None
-        path = []
-        for seg in _SEGMENT.finditer(chain):
-            try:
-                path.append(seg.group(1) if seg.group(1) else json.loads(seg.group(2)))
-            except ValueError:  # an escape JSON does not know: stop at the known prefix
-                break
-        if not path:
-            return None
-        paths.add(tuple(path))
-    return tuple(sorted(paths))
-
-
 def project(inp: dict[str, Any], paths: tuple[tuple[str, ...], ...] | None) -> dict[str, Any]:
     """``inp`` reduced to the subtrees at ``paths`` (each whole); all of it for ``None``."""
     if paths is None:
@@ -164,7 +128,7 @@ class PolicyEngine:
                     self._cache.pop(next(iter(self._cache)))
                 hit = self._cache[key] = _Compiled(
                     regopy.Interpreter(), bundle, threading.Lock(), input_paths(text),
-                    not _NONDETERMINISTIC.search(_code_only(text)))
+                    deterministic(text))
             return hit
 
     def query(self, text: str, data: dict[str, Any] | str, inp: dict[str, Any], q: str) -> Any:
@@ -211,14 +175,6 @@ class PolicyEngine:
 
     def allow(self, text: str, data: dict[str, Any] | str, inp: dict[str, Any]) -> bool:
         return self.query(text, data, inp, "data.policy.allow") is True
-
-
-def _code_only(text: str) -> str:
-    """``text`` without its comments (string literals kept: a builtin is never inside one)."""
-    return _COMMENTS.sub(lambda m: m.group(0) if m.group(0)[0] in "\"`" else "", text)
-
-
-_COMMENTS = re.compile(r'''"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*''')
 
 
 def _set_input(rego: regopy.Interpreter, inp: dict[str, Any], text: str | None = None) -> None:

@@ -13,7 +13,7 @@ import json
 
 import pytest
 import regopy
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from arca.kbs.policy import PolicyEngine, default_policy, input_paths, project
@@ -103,3 +103,191 @@ def test_results_are_keyed_on_data_and_not_reused_for_time_dependent_policies():
                                 "data.policy.allow").deterministic
     assert engine._compiled(text, json.dumps(DATA, sort_keys=True),
                             "data.policy.allow").deterministic
+
+
+# -- generated policies (issue 13, item 10) -----------------------------------------------------
+#
+# The projection must be sound for every construct of the language: a policy may reach its input
+# through template strings, walk, object.get, computed keys, with, comprehensions, every,
+# negation, raw strings... Generated policies combine such literals (negated or not) over
+# generated paths; the engine (projection + result cache) must answer exactly as a plain
+# evaluation of the whole input, for several inputs, first and cached calls alike.
+
+SEGS = ["a", "b", "c", 'x"y']
+#: Literal kinds; the ones that reach input in ways a text scan can miss come more often.
+KINDS = (["eq", "walk", "objget", "objget_path", "computed", "computed_concat", "with",
+          "with_whole", "comprehension", "object_comprehension", "every", "bare_count", "raw",
+          "string_and_comment", "import_like", "some_in"] + ["template"] * 4)
+CONSTS = ["1", '"q"', "true", "null", '"evil"', "2"]
+#: What constants look like inside a template string.
+SHOWN = ["1", "q", "true", "null", "evil"]
+
+
+def _ref(draw: st.DrawFn) -> str:
+    depth = draw(st.sampled_from([1, 1, 1, 2, 3]))
+    segs = [draw(st.sampled_from(SEGS)) for _ in range(depth)]
+    out = "input"
+    for s in segs:
+        if s.isidentifier() and draw(st.booleans()):
+            out += "." + s
+        else:
+            out += "[" + json.dumps(s) + "]"
+    return out
+
+
+@st.composite
+def _literal(draw: st.DrawFn, helpers: list[str]) -> str:
+    ref, c = _ref(draw), draw(st.sampled_from(CONSTS))
+    seg = json.dumps(draw(st.sampled_from(SEGS)))
+    n = len(helpers)
+    kind = draw(st.sampled_from(KINDS))
+    if kind == "eq":
+        lit = f"{ref} == {c}"
+    elif kind == "template":
+        lit = f'$"{{{ref}}}" == "{draw(st.sampled_from(SHOWN))}"'
+    elif kind == "walk":
+        helpers.append(f"h{n} if {{ walk(input, [_, v]); v == {c} }}")
+        lit = f"h{n}"
+    elif kind == "objget":
+        lit = f"object.get(input, {seg}, {c}) == {c}"
+    elif kind == "objget_path":
+        path = json.dumps(draw(st.lists(st.sampled_from(SEGS), min_size=1, max_size=3)))
+        lit = f"object.get(input, {path}, 0) == {c}"
+    elif kind == "computed":
+        lit = f"some k in [{seg}]; input[k] == {c}"
+    elif kind == "computed_concat":
+        lit = f'input[concat("", [{seg}])] == {c}'
+    elif kind == "with":
+        helpers.append(f"h{n} if {ref} == {c}")
+        lit = f"h{n} with {_ref(draw)} as {draw(st.sampled_from(CONSTS))}"
+    elif kind == "with_whole":
+        helpers.append(f"h{n} if input.a == {c}")
+        lit = f'h{n} with input as {{"a": {draw(st.sampled_from(CONSTS))}}}'
+    elif kind == "comprehension":
+        lit = f"count([x | some x in {ref}; x == {c}]) > 0"
+    elif kind == "object_comprehension":
+        lit = f"count({{k: v | some k, v in input; v == {c}}}) > 0"
+    elif kind == "every":
+        lit = f"every x in {ref} {{ x != {c} }}"
+    elif kind == "bare_count":
+        lit = f"count(input) == {draw(st.integers(0, 3))}"
+    elif kind == "raw":
+        lit = f"input[`{draw(st.sampled_from(SEGS[:3]))}`] == {c}"
+    elif kind == "string_and_comment":
+        lit = f'"input.a" != {ref} # input.b'
+    elif kind == "import_like":
+        helpers.append(f"h{n} := {ref}")
+        lit = f"h{n} == {c}"
+    else:  # some_in
+        lit = f"some v in {ref}; v == {c}"
+    if draw(st.booleans()):
+        if ";" in lit or " # " in lit or kind == "every":
+            helpers.append(f"g{n} if {{ {lit} }}" if " # " not in lit
+                           else f"g{n} if {{\n\t{lit}\n}}")
+            lit = f"g{n}"
+        lit = "not " + lit
+    return lit
+
+
+@st.composite
+def _policy(draw: st.DrawFn) -> str:
+    helpers: list[str] = []
+    rules = []
+    for _ in range(draw(st.integers(1, 2))):
+        lits = [draw(_literal(helpers)) for _ in range(draw(st.sampled_from([1, 1, 2, 3])))]
+        rules.append("allow if {\n" + "".join(f"\t{lit}\n" for lit in lits) + "}")
+    return ("package policy\nimport rego.v1\ndefault allow := false\n"
+            + "\n".join(helpers + rules) + "\n")
+
+
+def _plain_or_error(text: str, inp: dict[str, object]) -> object:
+    try:
+        return _plain(text, inp)
+    except (regopy.RegoError, ValueError):
+        return "error"
+
+
+def _engine_or_error(engine: PolicyEngine, text: str, inp: dict[str, object]) -> object:
+    from arca.kbs.policy import PolicyError
+
+    try:
+        return engine.query(text, DATA, inp, "data.policy.allow")
+    except PolicyError:
+        return "error"
+
+
+_LEAF = st.sampled_from([1, "q", True, None, "evil", 2])
+_TREE = st.recursive(_LEAF, lambda inner: st.dictionaries(st.sampled_from(SEGS), inner,
+                                                          min_size=1, max_size=4)
+                     | st.lists(inner, max_size=2), max_leaves=16)
+
+
+def _saturated(depth: int, leaf: object) -> dict[str, object]:
+    """Every path of ``depth`` names leads to ``leaf``: whatever a policy refers to exists."""
+    return {s: leaf if depth == 1 else _saturated(depth - 1, leaf) for s in SEGS}
+
+
+#: Inputs over the same names and constants as the policies, so references hit: random trees,
+#: and trees where every path of some depth holds the same constant.
+RICH_INPUTS = st.builds(_saturated, st.sampled_from([1, 1, 2, 3]), _LEAF) | st.dictionaries(
+    st.sampled_from(SEGS), _TREE, max_size=4)
+#: The reported escape, always among the examples.
+_TEMPLATE_ESCAPE = ("package policy\nimport rego.v1\ndefault allow := false\n"
+                    'allow if {\n\tnot $"{input.a}" == "1"\n}\n')
+
+
+@settings(max_examples=200, deadline=None)
+@example(text=_TEMPLATE_ESCAPE, inputs=[{"a": 1}, {"a": "q"}])
+@given(text=_policy(), inputs=st.lists(RICH_INPUTS, min_size=1, max_size=4))
+def test_generated_policies_equal_plain_evaluation(text, inputs):
+    engine = PolicyEngine()
+    for inp in inputs + inputs:  # the second round is served from the result cache
+        assert _engine_or_error(engine, text, inp) == _plain_or_error(text, inp), text
+
+
+@pytest.mark.parametrize("construct", [
+    '$"{input.banned}" == "true"',                      # template string
+    'input[concat("", ["ban", "ned"])] == true',        # computed key
+    'object.get(input, "banned", false) == true',       # object.get on the whole input
+    'walk(input, [["banned"], true])',                  # walk
+    'some k, v in input; k == "banned"; v == true',     # iteration over the whole input
+])
+def test_negated_checks_through_hidden_references_fail_closed(construct):
+    """The reported escape: a negated check on input the projection did not see (a template
+    string) was evaluated on a projection without it, so ``not ...`` held: allow."""
+    text = ("package policy\nimport rego.v1\ndefault allow := false\n"
+            f"banned_by_construct if {{ {construct} }}\n"
+            "allow if {\n\tinput.submods.ok == true\n\tnot banned_by_construct\n}\n")
+    inp = {"submods": {"ok": True}, "banned": True}
+    assert _plain(text, inp) is False
+    assert PolicyEngine().allow(text, DATA, inp) is False
+
+
+@pytest.mark.parametrize(("text", "paths"), [
+    ('package policy\nallow if $"{input.a}" == "1"\n', None),            # template string
+    ("package policy\nallow if $`{input.a}` == `1`\n", None),            # raw template
+    ("package policy\nallow if h with input.a as 1\nh if input.b\n", None),  # with
+    ('package policy\nallow if input[concat("", ["a"])]\n', None),       # computed key
+    ("package policy\nallow if walk(input, [_, 1])\n", None),            # walk
+    ("package policy\nallow if input.a @ 1\n", None),                     # unknown character
+    ('package policy\nallow if input.a == "unterminated\n', None),       # broken string
+    ("package policy\nallow if input.a# comment\n", (("a",),)),
+    ('package policy\nallow if input["a"]["\\u0062"].c\n', (("a", "b", "c"),)),
+    ("package policy\nallow if x.input.a\nallow if input.d\n", (("d",),)),  # a field "input"
+])
+def test_input_paths_fall_back_to_everything_when_unsure(text, paths):
+    assert input_paths(text) == paths
+
+
+@pytest.mark.parametrize(("text", "cached"), [
+    ("package policy\nallow if input.a\n", True),
+    ("package policy\nallow if time.now_ns() > 0\n", False),
+    ('package policy\nallow if time["now_ns"]() > 0\n', False),
+    ("package policy\nallow if rand.intn(\"x\", 2) == 1\n", False),
+    ("package policy\n# time.now_ns() in a comment\nallow if input.a\n", True),
+    ('package policy\nallow if $"{time.now_ns()}" != ""\n', False),  # cannot scan: no reuse
+])
+def test_results_are_reused_only_for_deterministic_policies(text, cached):
+    from arca.kbs.policy_input import deterministic
+
+    assert deterministic(text) is cached

@@ -227,7 +227,7 @@ class SnpVerifier:
         _check_binding("report_data", report.report_data, expected.report_data)
         _check_binding("init_data", report.host_data, expected.init_data_hash)
         # 10. Revocation: the ARK's CRL does not list the ASK/ASVK (required when configured).
-        crl = self._crl(report, chain)
+        crl = self._crl(chain)
         if crl is not None:
             check_crl(crl, chain, at)
         # 11. Minimum TCB, when configured: the tcb_status claim (SNP has no TCB Info).
@@ -242,10 +242,11 @@ class SnpVerifier:
             format_version=report.version,
         )
 
-    def _crl(self, report: SnpReport, chain: VerifiedChain) -> bytes | None:
+    def _crl(self, chain: VerifiedChain) -> bytes | None:
         name = CRL_NAMES[chain.leaf_kind]
-        ctx = {"tee": "snp", "signing_key": chain.leaf_kind, "product": chain.product,
-               "chip_id": report.chip_id.hex()}
+        # One CRL per product and key kind: no chip in the context, so a cache in front of
+        # KDS keeps one copy rather than one per chip.
+        ctx = {"tee": "snp", "signing_key": chain.leaf_kind, "product": chain.product}
         crl = self._collateral.get(name, ctx) if self._collateral is not None else None
         if crl is None and self._kds is not None and self._require_revocation:
             crl = self._kds.get(name, ctx)  # only asked when required: KDS rate-limits
