@@ -221,3 +221,46 @@ def test_trustee_config_unsupported_key_is_one_clear_line(tmp_path, text, key):
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and key in lines[0] and "Traceback" not in out.stderr, out.stderr
+
+
+def _release(url: str, key: ed25519.Ed25519PrivateKey, tok: str, policy: bytes,
+             svn_reference: bool) -> int:
+    """Set ``policy`` as kbs-client does, then a CoCo sample guest asks for the resource."""
+    from tests.integration.test_kbs_coco_guest import CocoGuest
+
+    assert call(url, "POST", "/kbs/v0/resource-policy", tok,
+                _json({"policy": base64.urlsafe_b64encode(policy).decode().rstrip("=")}),
+                "application/json")[0] == 200
+    values = ["1"] if svn_reference else ["2"]
+    assert call(url, "POST", "/kbs/v0/reference-values", tok,
+                _json({"name": "sample.svn", "values": values}), "application/json")[0] == 200
+    guest = CocoGuest(url, "sample")
+    nonce = str(guest.auth()["nonce"])
+    digest = guest.runtime_data_digest(nonce)
+    status, _ = guest.attest(nonce, {"svn": "1",
+                                     "report_data": base64.b64encode(digest).decode()})
+    assert status == 200  # one worker: the admin change is in force at once (CACHE_SECONDS)
+    return guest.request("GET", "/kbs/v0/resource/alice/key/x")[0]
+
+
+def test_kbs_client_builtin_resource_policies(tmp_path):
+    """``kbs-client config set-resource-policy --allow-all / --deny-all / --affirming``
+    (``tools/kbs-client/src/main.rs``) send Trustee's ``kbs/sample_policies/*.rego``; policies
+    of the same meaning (our own text) decide the same on Arca: allow-all tests
+    ``data.plugin == "resource"``, affirming tests every ``input.submods`` status."""
+    key, pub = admin_keypair(tmp_path)
+    allow_all = (b'package policy\n\ndefault allow = false\n\nallow if {\n'
+                 b'\tdata.plugin == "resource"\n}\n')
+    deny_all = b"package policy\n\ndefault allow = false\n"
+    affirming = (b"package policy\nimport rego.v1\n\ndefault allow = false\n\n"
+                 b"allow if {\n    count(input.submods) > 0\n"
+                 b"    every _, m in input.submods { m[\"ear.status\"] == \"affirming\" }\n}\n")
+    with running_kbs(tmp_path / "data", "--admin-public-key", str(pub),
+                     "--insecure-allow-sample") as kbs:
+        tok = kbs_client_token(key)
+        assert call(kbs.url, "POST", "/kbs/v0/resource/alice/key/x", tok, b"v",
+                    "application/octet-stream")[0] == 200
+        assert _release(kbs.url, key, tok, allow_all, svn_reference=False) == 200
+        assert _release(kbs.url, key, tok, deny_all, svn_reference=True) == 403
+        assert _release(kbs.url, key, tok, affirming, svn_reference=True) == 200
+        assert _release(kbs.url, key, tok, affirming, svn_reference=False) == 403

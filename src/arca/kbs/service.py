@@ -335,8 +335,10 @@ class KbsService:
 
     def _policy_data(self) -> str:
         """The policies' ``data`` document, as the JSON text the policy engine keys on."""
+        # "plugin": Trustee's resource policies test data.plugin == "resource"
+        # (kbs/sample_policies/allow_all.rego); Arca's only plugin is the resource store.
         data: str = self._cached("data", lambda: json.dumps(
-            {"reference": self.store.reference_values(),
+            {"reference": self.store.reference_values(), "plugin": "resource",
              "config": {"allow_sim": "sim" in self.verifiers,
                         "allow_sample": self.cfg.insecure_allow_sample}}, sort_keys=True))
         return data
