@@ -138,6 +138,9 @@ class Backend:
     #: those it may leave open as ``*`` (arca.host.policygen).
     pinned: tuple[str, ...] = ("measurement", "init_data")
     optional: tuple[str, ...] = ()
+    #: Components of the ``reported_tcb`` claim a policy may require minimums of, for a TEE
+    #: whose verifier reports no TCB status (SNP); empty: the verifier's status decides.
+    tcb_components: tuple[str, ...] = ()
 
     def __init__(self, platform: Any = None) -> None:
         self.platform = platform
