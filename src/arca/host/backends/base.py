@@ -152,6 +152,15 @@ class Backend:
     def check_host(self) -> None:
         raise NotImplementedError
 
+    def host_problems(self) -> list[str]:
+        """Every reason this host cannot launch the TEE (``arca doctor``); by default the one
+        :meth:`check_host` gives, so both always agree."""
+        try:
+            self.check_host()
+        except ConfigError as e:
+            return [str(e)]
+        return []
+
     def configure(self, options: Mapping[str, Any]) -> Backend:
         """This backend with launch options (``arca measure --vcpus`` ...) over its settings;
         a backend without any refuses them."""
