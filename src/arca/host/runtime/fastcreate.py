@@ -61,12 +61,13 @@ _SRC = pathlib.Path(__file__).resolve().parents[3]
 
 
 def code_stamp(src: pathlib.Path = _SRC) -> str:
-    """sha256 of the sources the fast path runs (runtime, sim platform, backends, front end),
-    in path order: ``scripts/setup.sh`` compiles the same value into the front end, so a daemon
-    started from other sources than the front end's is never asked to create."""
+    """sha256 of the sources the fast path runs (runtime, sim platform, every backend module
+    and package, front end), in path order: ``scripts/setup.sh`` compiles the same value into
+    the front end, so a daemon started from other sources than the front end's is never asked
+    to create."""
     h = hashlib.sha256()
     files = [*(src / "arca/host/runtime").glob("*.py"), *(src / "arca/host/simtee").glob("*.py"),
-             *(src / "arca/host/backends").glob("*.py"), src / "arca/host/runtime/frontend.c"]
+             *(src / "arca/host/backends").rglob("*.py"), src / "arca/host/runtime/frontend.c"]
     for f in sorted(files, key=lambda p: str(p.relative_to(src)).encode()):
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -178,5 +179,5 @@ def _delete_undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
         return {"delete": "undone"}  # a concurrent delete came first
     if saved.status != sm.CREATED:
         return {"fallback": f"container {cid} is {saved.status}"}
-    lifecycle._undo(cid, None, _InProcess(daemon))
+    lifecycle._undo(cid, None, backend=lifecycle._backend(saved, _InProcess(daemon)))
     return {"delete": "undone"}

@@ -401,7 +401,7 @@ def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
     if rc == 0 or not runc_has(globals_, cid):
         # runc no longer has the container (deleted now, or a create that never reached it):
         # nothing can use the TD any more, so its registration and files go.
-        _undo(cid, None)
+        _undo(cid, None, backend=_backend(saved))
         return 0
     return rc
 
@@ -418,10 +418,9 @@ def _prestarted(cid: str) -> bool:
 
 
 def _state_of(cid: str) -> str:
-    try:
-        return sm.current(cid)
-    except InvalidInput:  # not an id Arca could have state for: runc's business
-        return sm.ABSENT
+    """The container's lifecycle state (:mod:`.machine`) as the caller sees it: an id Arca
+    could not have state for is runc's business (ABSENT)."""
+    return sm.of(_safe_load(cid))
 
 
 def arca_handles(command: str, args: list[str]) -> bool:
@@ -509,7 +508,7 @@ def check_exec_allowed(state: st.ContainerState, process: dict[str, Any]) -> Non
 def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
     saved = _safe_load(opts.id)
     if saved is not None:
-        sm.require(saved.id, sm.current(saved.id), "exec")
+        sm.require(saved.id, sm.of(saved), "exec")
         process: dict[str, Any] = {}
         if opts.process:
             try:
