@@ -51,3 +51,28 @@ def registry_credentials(creds: str | None, reference: str) -> Credentials | Non
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 return None
     return None
+
+
+def launch_options(*, firmware: Path | None = None, kernel: Path | None = None,
+                   initrd: Path | None = None, vcpus: int | None = None,
+                   memory: int | None = None, cpu: str | None = None,
+                   guest_features: str | None = None, snp_policy: str | None = None,
+                   rtmr0: str | None = None, cmdline: str | None = None) -> dict[str, object]:
+    """A confidential VM backend's launch options from ``arca measure``/``policy generate``
+    flags (only those given; the backend refuses options it does not take)."""
+    out: dict[str, object] = {}
+    for key, value in (("firmware", firmware), ("kernel", kernel), ("initrd", initrd)):
+        if value is not None:
+            out[key] = str(value.absolute())
+    for key, number in (("guest_features", guest_features), ("policy", snp_policy)):
+        if number is not None:
+            try:
+                out[key] = int(number, 0)
+            except ValueError:
+                raise ConfigError(f"--{key.replace('_', '-')} {number!r} is not a number "
+                                  "(decimal or 0x hex)") from None
+    for key, other in (("vcpus", vcpus), ("memory_mib", memory), ("cpu", cpu),
+                       ("rtmr0", rtmr0), ("cmdline", cmdline)):
+        if other is not None:
+            out[key] = other
+    return out

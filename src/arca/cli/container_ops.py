@@ -41,6 +41,15 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
     if tee != "none" and not backends.available(tee):
         raise ConfigError(f"--tee {tee!r}: arca run supports "
                           f"{', '.join(backends.names())} and none")
+    if tee != "none":
+        # The backend's own host check (the one arca-runtime create runs), before any pull,
+        # container or state: one line naming what this host lacks.
+        try:
+            backends.get(tee).check_host()
+        except ConfigError as e:
+            runnable = [n for n in backends.names() if not backends.get(n).host_problems()]
+            raise ConfigError(f"--tee {tee!r}: arca run supports {', '.join(runnable)} and "
+                              f"none on this host ({e})") from None
     settings = PullSettings(pull, insecure=insecure,
                             ca_file=str(ca_cert) if ca_cert is not None else None,
                             credentials=lambda ref: _credentials(creds, ref), quiet=quiet)

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "arca.cli.measure_cmd",
     "arca.cli.policy_cmd",
     "arca.cli.demo_cmd",
+    "arca.cli.doctor_cmd",
 )
 
 

@@ -1,7 +1,10 @@
-"""``arca measure IMAGE --tee sim [--init-data FILE | --kbs URL] [--json]``: reference values.
+"""``arca measure IMAGE [--tee T] [--init-data FILE | --kbs URL] [launch options] [--json]``:
+reference values.
 
 The measurement a correct TD of this image reports, computed from the image alone (see
-:mod:`arca.host.measure`), so a tenant can write policy before anything runs.
+:mod:`arca.host.measure`), so a tenant can write policy before anything runs. For ``tdx`` and
+``snp`` the launch options (firmware, kernel, initramfs, VM shape) override the runtime
+configuration, so the values match the launcher's exact inputs.
 """
 
 from __future__ import annotations
@@ -25,9 +28,24 @@ def register(app: typer.Typer) -> None:
         kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "
                                 "generates."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        firmware: Path = typer.Option(None, "--firmware", help="tdx/snp: TEE firmware "
+                                      "(TDVF / AmdSev OVMF) the VM boots."),
+        kernel: Path = typer.Option(None, "--kernel", help="tdx/snp: guest kernel (bzImage)."),
+        initrd: Path = typer.Option(None, "--initrd", help="tdx/snp: guest initramfs."),
+        vcpus: int = typer.Option(None, "--vcpus", help="tdx/snp: vCPU count."),
+        memory: int = typer.Option(None, "--memory", help="tdx/snp: guest memory (MiB)."),
+        cpu: str = typer.Option(None, "--cpu", help="snp: vCPU model (EPYC-v4, EPYC-Milan...)."),
+        guest_features: str = typer.Option(None, "--guest-features", help="snp: VMSA SEV "
+                                           "features (default 0x1)."),
+        snp_policy: str = typer.Option(None, "--snp-policy", help="snp: guest policy "
+                                       "(default 0x30000)."),
+        rtmr0: str = typer.Option(None, "--rtmr0", help="tdx: RTMR0 of a reference TD of this "
+                                  "platform and VM shape (else not pinned; ADR 0035)."),
+        cmdline: str = typer.Option(None, "--cmdline", help="tdx/snp: kernel command line "
+                                    "before Arca's measured parameters."),
     ) -> None:
         """Compute the launch measurement and its inputs for IMAGE."""
-        from arca.cli._common import read_init_data
+        from arca.cli._common import launch_options, read_init_data
         from arca.host.measure import measure as do_measure
         from arca.wire.errors import ConfigError
 
@@ -38,7 +56,10 @@ def register(app: typer.Typer) -> None:
             if raw is not None:
                 raise ConfigError("--kbs and --init-data exclude each other")
             raw = generated_init_data(kbs)
-        res = do_measure(image, tee, raw)
+        options = launch_options(firmware=firmware, kernel=kernel, initrd=initrd, vcpus=vcpus,
+                                 memory=memory, cpu=cpu, guest_features=guest_features,
+                                 snp_policy=snp_policy, rtmr0=rtmr0, cmdline=cmdline)
+        res = do_measure(image, tee, raw, options=options)
         if as_json:
             typer.echo(json.dumps(res.to_json(), indent=2))
             return
@@ -53,3 +74,5 @@ def register(app: typer.Typer) -> None:
                    f"uid={p.uid} gid={p.gid}")
         for e in p.env:
             typer.echo(f"  env {e}")
+        for key, value in res.reference.extra.items():
+            typer.echo(f"{key + ':':22}{value}")

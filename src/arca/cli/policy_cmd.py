@@ -1,6 +1,6 @@
-"""``arca policy generate IMAGE [--tee sim] [--init-data FILE] [--resource PATH ...]
-[--out-dir DIR] [--merge FILE] [--json]``: a KBS resource policy and reference values for
-IMAGE.
+"""``arca policy generate IMAGE [--tee T] [--init-data FILE] [--resource PATH ...]
+[--out-dir DIR] [--merge FILE] [--min-tcb C=N ...] [launch options] [--json]``: a KBS resource
+policy and reference values for IMAGE (launch options: see ``arca measure``).
 
 Writes ``resource-policy.rego`` and ``reference-values.json`` into DIR and prints the
 ``arca kbs admin`` commands that install them (see :mod:`arca.host.policygen`).
@@ -36,9 +36,27 @@ def register(app: typer.Typer) -> None:
                                    "(`arca kbs admin get-reference-values`): keep their "
                                    "grants for the listed resources."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        min_tcb: list[str] = typer.Option([], "--min-tcb", help="snp: lowest acceptable "
+                                          "REPORTED_TCB component, COMPONENT=N (repeatable: "
+                                          "bootloader, tee, snp, microcode, fmc)."),
+        firmware: Path = typer.Option(None, "--firmware", help="tdx/snp: TEE firmware "
+                                      "(TDVF / AmdSev OVMF) the VM boots."),
+        kernel: Path = typer.Option(None, "--kernel", help="tdx/snp: guest kernel (bzImage)."),
+        initrd: Path = typer.Option(None, "--initrd", help="tdx/snp: guest initramfs."),
+        vcpus: int = typer.Option(None, "--vcpus", help="tdx/snp: vCPU count."),
+        memory: int = typer.Option(None, "--memory", help="tdx/snp: guest memory (MiB)."),
+        cpu: str = typer.Option(None, "--cpu", help="snp: vCPU model (EPYC-v4, EPYC-Milan...)."),
+        guest_features: str = typer.Option(None, "--guest-features", help="snp: VMSA SEV "
+                                           "features (default 0x1)."),
+        snp_policy: str = typer.Option(None, "--snp-policy", help="snp: guest policy "
+                                       "(default 0x30000)."),
+        rtmr0: str = typer.Option(None, "--rtmr0", help="tdx: RTMR0 of a reference TD of this "
+                                  "platform and VM shape (else not pinned; ADR 0035)."),
+        cmdline: str = typer.Option(None, "--cmdline", help="tdx/snp: kernel command line "
+                                    "before Arca's measured parameters."),
     ) -> None:
         """Release exactly the listed resources exactly to IMAGE's measurement."""
-        from arca.cli._common import read_init_data
+        from arca.cli._common import launch_options, read_init_data
         from arca.host.policygen import generate as do_generate
         from arca.wire.errors import ConfigError
 
@@ -49,13 +67,19 @@ def register(app: typer.Typer) -> None:
                 current = json.loads(merge.read_text())
             except (OSError, ValueError) as e:
                 raise ConfigError(f"cannot read reference values {merge}: {e}") from None
-        res = do_generate(image, tee=tee, init_data=raw, resources=resource)
+        options = launch_options(firmware=firmware, kernel=kernel, initrd=initrd, vcpus=vcpus,
+                                 memory=memory, cpu=cpu, guest_features=guest_features,
+                                 snp_policy=snp_policy, rtmr0=rtmr0, cmdline=cmdline)
+        res = do_generate(image, tee=tee, init_data=raw, resources=resource, options=options,
+                          min_tcb=min_tcb)
         if current is not None:
             res = res.merge(current)
         try:
             policy, values = res.write(out_dir)
         except OSError as e:
             raise ConfigError(f"cannot write to {out_dir}: {e.strerror}") from None
+        for warning in res.warnings():
+            typer.echo(f"arca: warning: {warning}", err=True)
         if as_json:
             typer.echo(json.dumps({**res.to_json(), "policy_file": str(policy),
                                    "reference_values_file": str(values)}, indent=2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _socket  # not ``socket``: its enum set-up costs ~3 ms of every agent start
 import binascii  # not base64: it imports re (~5 ms of every TD start)
+import errno
 import os
 import sys
 
@@ -79,8 +80,9 @@ def parse_sim_answer(raw: bytes, path: str) -> bytes:
 
 
 class ConfigfsTsm:
-    """configfs-tsm (Linux ≥ 6.7): mkdir an entry, write ``inblob``, read ``outblob``; the
-    ``generation`` counter detects a concurrent writer between the two."""
+    """configfs-tsm (Linux ≥ 6.7): mkdir an entry, write ``inblob``, read ``outblob`` (and
+    ``auxblob``: an SNP host's certificate table, appended to the report as the verifier
+    takes it); the ``generation`` counter detects a concurrent writer meanwhile."""
 
     def __init__(self, tee: str = "auto", base: str = TSM_REPORT_DIR) -> None:
         # "auto": take the TEE the kernel's provider names (for arca-evidence).
@@ -104,13 +106,21 @@ class ConfigfsTsm:
                     f.write(report_data)
                 before = _read(entry, "generation")
                 blob = _read(entry, "outblob")
+                try:
+                    blob += _read(entry, "auxblob")
+                except OSError:  # no auxblob (TDX, kernel < 6.7's) or none from the host
+                    pass
                 if _read(entry, "generation") != before:
                     raise EvidenceError("configfs-tsm report changed while being read")
                 return blob
             finally:
                 self._rmdir(entry)
         except OSError as e:
-            raise EvidenceError(f"configfs-tsm {self.base}: {e}") from None
+            why = {errno.ENOENT: "this kernel has no configfs-tsm (CONFIG_TSM_REPORTS, "
+                                 "configfs mounted)",
+                   errno.ENXIO: "no TEE report provider: not a TDX/SNP guest, or its "
+                                "tdx-guest/sev-guest driver is not loaded"}.get(e.errno or 0, "")
+            raise EvidenceError(f"configfs-tsm {self.base}: {why or e}") from None
 
     # configfs creates the attribute files on mkdir and drops them on rmdir (tests emulate it).
     _mkdir = staticmethod(os.mkdir)

@@ -216,6 +216,17 @@ class GeneratedPolicy:
     #: The lowest acceptable TCB (``component=number``), as reference value ``min_tcb:<tee>``.
     min_tcb: tuple[str, ...] = ()
 
+    def warnings(self) -> list[str]:
+        """What this policy leaves open, for the operator to decide."""
+        backend = backend_for(self.tee, "arca policy generate")
+        out = [f"{claim} is not pinned: any value releases (pin it per platform and VM shape)"
+               for i, claim in enumerate(backend.pinned)
+               if any(pin[i] == "*" for pin in self.pins)]
+        if backend.tcb_components and not self.min_tcb:
+            out.append(f"no minimum TCB for {self.tee} (--min-tcb): an old, vulnerable TCB "
+                       "releases too")
+        return out
+
     @property
     def grants(self) -> tuple[str, ...]:
         if self.pins:
@@ -290,8 +301,7 @@ def from_reference(image: str, image_digest: str, ref: Reference, init_data: byt
                        min_tcb=min_tcb)
 
 
-#: ``min_tcb`` entries: components of the verifier's ``reported_tcb`` claim.
-_TCB_ENTRY = re.compile(r"(bootloader|tee|snp|microcode|fmc)=(\d{1,3})")
+_TCB_ENTRY = re.compile(r"([a-z]{1,16})=(\d{1,3})")
 _VALUE = re.compile(r"(0x)?[0-9a-f]{2,256}")
 
 
@@ -318,10 +328,15 @@ def from_values(tee: str, claims: Iterable[Mapping[str, str]], resources: Iterab
     if not pins:
         raise InvalidInput("no reference values to grant")
     tcb = tuple(dict.fromkeys(min_tcb))
+    components = backend_for(tee, "arca policy generate").tcb_components
     for entry in tcb:
-        if not _TCB_ENTRY.fullmatch(entry):
+        m = _TCB_ENTRY.fullmatch(entry)
+        if not components:
+            raise InvalidInput(f"tee {tee!r} takes no minimum TCB: its verifier reports the "
+                               "TCB status the attestation policy checks")
+        if m is None or m[1] not in components:
             raise InvalidInput(f"minimum TCB entry {entry!r} is not COMPONENT=NUMBER "
-                               "(bootloader, tee, snp, microcode, fmc)")
+                               f"({', '.join(components)})")
     first = dict(zip(pinned[tee], pins[0], strict=True))
     measured = tuple(measured) or tuple(dict.fromkeys(p[0] for p in pins))
     return GeneratedPolicy(image, image_digest, tee, resources_of(None, resources), measured,

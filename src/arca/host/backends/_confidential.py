@@ -305,15 +305,26 @@ def object_properties(argv: list[str]) -> dict[str, set[str]]:
 def read_input(tee: str, what: str, path: str, package: str) -> bytes:
     """A launch input file for reference values; missing or unreadable is a configuration
     error naming the file and how to provide it."""
-    prefix = f"{tee} reference values are not supported with this configuration:"
-    if not path:
-        raise ConfigError(f"{prefix} no {what} configured (runtime config {tee!r} or --{what})")
+    input_readable(tee, what, path, package)
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        hint = f" (install {package})" if package else ""
-        raise ConfigError(f"{prefix} {what} {path}: {e.strerror}{hint}") from None
+        raise _input_error(tee, what, path, package, e.strerror or str(e)) from None
+
+
+def input_readable(tee: str, what: str, path: str, package: str) -> None:
+    if not path:
+        raise ConfigError(f"{tee} reference values are not supported with this configuration: "
+                          f"no {what} configured (runtime config {tee!r} or --{what})")
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise _input_error(tee, what, path, package, "missing or unreadable")
+
+
+def _input_error(tee: str, what: str, path: str, package: str, why: str) -> ConfigError:
+    hint = f" (install {package})" if package else ""
+    return ConfigError(f"{tee} reference values are not supported with this configuration: "
+                       f"{what} {path}: {why}{hint}")
 
 
 def measured_cmdline(base: str, descriptor_digest: str, rootfs_root: str | None) -> str:
@@ -360,7 +371,14 @@ class ConfidentialVmBackend(Backend):
         """This backend with ``options`` (e.g. ``arca measure --vcpus``) over its settings."""
         settings = settings_from_config(dict(options), self.settings, origin="options",
                                         extra_types=self.extra_types)
-        return type(self)(self.platform, settings)
+        configured = type(self)(self.platform, settings)  # the subclass's own checks first
+        for what, path, package in (("firmware", settings.firmware,
+                                     self.host_facts.firmware_package),
+                                    ("kernel", settings.kernel, ""),
+                                    ("initrd", settings.initrd, "")):
+            if path or what != "initrd":  # refuse missing inputs before any image work
+                input_readable(self.name, what, path, package)
+        return configured
 
     def host_problems(self, *, first_only: bool = False) -> list[str]:
         """Every reason this host cannot launch the TEE, most fundamental first (or just the

@@ -138,6 +138,9 @@ class Backend:
     #: those it may leave open as ``*`` (arca.host.policygen).
     pinned: tuple[str, ...] = ("measurement", "init_data")
     optional: tuple[str, ...] = ()
+    #: Components of the ``reported_tcb`` claim a policy may require minimums of, for a TEE
+    #: whose verifier reports no TCB status (SNP); empty: the verifier's status decides.
+    tcb_components: tuple[str, ...] = ()
 
     def __init__(self, platform: Any = None) -> None:
         self.platform = platform
@@ -148,6 +151,15 @@ class Backend:
 
     def check_host(self) -> None:
         raise NotImplementedError
+
+    def host_problems(self) -> list[str]:
+        """Every reason this host cannot launch the TEE (``arca doctor``); by default the one
+        :meth:`check_host` gives, so both always agree."""
+        try:
+            self.check_host()
+        except ConfigError as e:
+            return [str(e)]
+        return []
 
     def configure(self, options: Mapping[str, Any]) -> Backend:
         """This backend with launch options (``arca measure --vcpus`` ...) over its settings;

@@ -29,6 +29,7 @@ from arca.host.backends.tdx import TdxBackend
 from arca.kbs.evidence import INIT_DATA_FIELD
 from arca.kbs.protocol import init_data_digest
 from arca.wire.errors import ConfigError
+from tests.support.tee_fixtures import SHIM, TDVF, fixture
 
 INIT_DATA = b'version = "0.1.0"\nalgorithm = "sha384"\n[data]\nkbs_url = "http://127.0.0.1:1"\n'
 #: research/vm_backends.md §1.3: QAPI TdxGuestProperties (QEMU 10.1).
@@ -187,11 +188,15 @@ def test_runtime_config_file_sections(tmp_path, monkeypatch):
     from arca.host.runtime.config import load_config
 
     cfg = tmp_path / "runtime.json"
+    files = {"firmware": str(fixture(TDVF)), "kernel": str(fixture(SHIM))}
     cfg.write_text(json.dumps({"default_tee": "snp", "snp": {"vcpus": 2, "policy": 0x30000},
-                               "tdx": {"memory_mib": 1024, "qgs_socket": "/run/qgs.sock"}}))
+                               "tdx": {"memory_mib": 1024, "qgs_socket": "/run/qgs.sock",
+                                       **files}}))
     monkeypatch.setenv("ARCA_RUNTIME_CONFIG", str(cfg))
     assert load_config().default_tee == "snp"  # the runtime accepts the sections
     assert SnpBackend().settings.vcpus == 2
     tdx = TdxBackend().configure({"vcpus": 4})
     assert (tdx.settings.memory_mib, tdx.settings.vcpus) == (1024, 4)
     assert tdx.settings.extra["qgs_socket"] == "/run/qgs.sock"
+    with pytest.raises(ConfigError, match="kernel /nonexistent: missing or unreadable"):
+        TdxBackend().configure({"kernel": "/nonexistent"})

@@ -51,6 +51,8 @@ class SnpBackend(cvm.ConfidentialVmBackend):
     extra_types = {"policy": int, "cpu": str, "guest_features": int, "cbitpos": int}
     measurement_claim = "measurement"
     pinned = ("measurement", "init_data", "policy")
+    #: REPORTED_TCB components (SEV-SNP ABI, TCB_VERSION; fmc on Turin).
+    tcb_components = ("bootloader", "tee", "snp", "microcode", "fmc")
 
     def __init__(self, platform: Any = None, settings: cvm.CvmSettings | None = None) -> None:
         super().__init__(platform, settings)
