@@ -49,15 +49,21 @@ def _settle() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: the config comes from the environment."""
+    _configure_logging()  # a spawned worker starts without it: say which TEEs it accepts
     app = create_app(KbsConfig.from_json(os.environ[CONFIG_ENV]))
     _settle()
     return app
 
 
 def serve(cfg: KbsConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _configure_logging()
     prepare(cfg)
     host, port = cfg.host_port()
     tls = {} if cfg.insecure_http else {"ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key}
