@@ -19,6 +19,7 @@ import base64
 import datetime as dt
 import json
 import pathlib
+import time
 from typing import Any
 
 import httpx
@@ -279,3 +280,15 @@ def test_snp_needs_a_minimum_tcb_and_the_arks_crl(tmp_path: pathlib.Path) -> Non
             revoked = Guest(kbs.url, "snp")
             _problem(revoked.attest(_snp_report), 401, "AttestationError", "revoked")
             _problem(revoked.secret(), 401, "TokenNotFound")
+
+
+def test_every_worker_says_at_start_up_which_tees_it_accepts(tmp_path: pathlib.Path) -> None:
+    """The shipped Deployment runs 2 workers: each states its decision (INFO and WARNING)."""
+    with running_kbs(tmp_path / "data", "--workers", "2", "--collateral-online") as kbs:
+        for _ in range(50):
+            log = kbs.log.read_text()
+            if log.count("snp evidence NOT accepted") >= 2:
+                break
+            time.sleep(0.2)
+        assert log.count("tdx evidence accepted: collateral: Intel PCS") == 2, log
+        assert log.count("snp evidence NOT accepted: no minimum TCB") == 2, log

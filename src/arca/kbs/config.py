@@ -105,6 +105,10 @@ class KbsConfig:
             value = getattr(self, name)
             if value and not os.path.exists(value):
                 raise ConfigError(f"{name.replace('_', '-')} {value} does not exist")
+        for name in ("pcs_url", "kds_url"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise ConfigError(f"{name.replace('_', '-')} {url!r} is not an http(s) URL")
         for name in _PATH_LISTS:
             for root in getattr(self, name):
                 if not os.path.isfile(root):

@@ -19,6 +19,7 @@ from arca.kbs.config import CONFIG_ENV, KbsConfig
 from arca.kbs.evidence import build_verifiers
 from arca.kbs.store import Store, load_kek
 from arca.wire.errors import ConfigError
+from arca.wire.tees import HARDWARE_TEES
 
 
 def prepare(cfg: KbsConfig) -> None:
@@ -61,8 +62,11 @@ def startup_line(cfg: KbsConfig, tees: list[str]) -> str:
     """Where the KBS listens, which TEEs it accepts, whether collateral is configured."""
     host, port = cfg.host_port()
     scheme = "http" if cfg.insecure_http else "https"
-    hw = sorted(set(tees) & {"sgx", "tdx", "snp"})
-    collateral = (f"collateral {cfg.collateral}" if cfg.collateral else
+    hw = sorted(set(tees) & set(HARDWARE_TEES))
+    sources = [f"directory {cfg.collateral}"] if cfg.collateral else []
+    if cfg.collateral_online:
+        sources.append("fetched from Intel PCS / AMD KDS")
+    collateral = (f"collateral: {', '.join(sources)}" if sources else
                   "collateral not configured" + (f" ({'/'.join(hw)} evidence needs it)"
                                                  if hw else ""))
     return (f"arca kbs listening on {scheme}://{host}:{port}, data {cfg.data_dir}, "

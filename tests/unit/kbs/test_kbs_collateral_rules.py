@@ -119,3 +119,9 @@ def test_config_file_and_json_round_trip_the_new_settings(tmp_path: pathlib.Path
     cfg = kbs_config.load(str(f), {"kds_url": "http://127.0.0.1:1"})
     assert cfg.insecure_dcap_root == ("/r.pem",) and cfg.kds_url == "http://127.0.0.1:1"
     assert KbsConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_collateral_urls_must_be_http(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match="pcs-url"):
+        _cfg(tmp_path, pcs_url="file:///etc/passwd").check()
+    _cfg(tmp_path, kds_url="https://kds.example").check()
