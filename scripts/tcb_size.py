@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-BUDGET = 1500
+BUDGET = 2000
 
 
 def count(root: pathlib.Path) -> dict[str, int]:

@@ -59,7 +59,7 @@ def kbs(tmp_path_factory: pytest.TempPathFactory):
 def init_data(url: str) -> bytes:
     return (f'version = "0.1.0"\n[data]\nkbs_url = "{url}"\n'
             "resources = '''\n[[resource]]\npath = \"default/key/k\"\nname = \"k\"\n'''\n"
-            "agent = 'kbs_retries = 0'\n").encode()
+            "agent = 'kbs_retries = 0\ninsecure_kbs = true'\n").encode()
 
 
 @contextlib.contextmanager

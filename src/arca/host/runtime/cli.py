@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             return _version()
         if command not in _HANDLED:
             exec_runc(runc_binary(), argv)
-        if command in ("delete", "start", "state") and not _has_arca_state(argv[-1]):
+        if command in ("delete", "start", "state") and not _has_arca_state(
+                argv[-1], globals_.get("root")):
             # The hot path of every plain container: no argparse, no JSON.
             exec_runc(runc_binary(), argv)
         if command == "create" and _obviously_plain(argv[i + 1 :]):
@@ -163,9 +164,13 @@ def _obviously_plain(args: list[str]) -> bool:
 
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            ann = json.load(f).get("annotations") or {}
+            config = json.load(f)
+        ann = config.get("annotations") or {}
+        joins = [n.get("path") or "" for n in (config.get("linux") or {}).get("namespaces") or []]
     except (OSError, ValueError, AttributeError):
         return False
+    if any(isinstance(p, str) and p.endswith(("/ns/pid", "/ns/mnt")) for p in joins):
+        return False  # joining a PID or mount namespace: lifecycle checks it is not a TD's
     if not isinstance(ann, dict):
         return False
     if ann.get("io.kubernetes.cri.container-type") == "sandbox":
@@ -178,13 +183,21 @@ def _obviously_plain(args: list[str]) -> bool:
     return tee == "none"
 
 
-def _has_arca_state(container_id: str) -> bool:
+def _has_arca_state(container_id: str, root: object = None) -> bool:
     # Same location as ``arca.host.paths.run_dir()`` / ``state.state_path`` (a unit test
     # keeps them equal), spelled with ``os.path`` so plain deletes never import pathlib.
     if not container_id or "/" in container_id or container_id in (".", ".."):
         return False
     run = os.environ.get("ARCA_RUN", "/run/arca-host")
-    return os.path.exists(os.path.join(run, "containers", container_id, "state.json"))
+    if not os.path.exists(os.path.join(run, "containers", container_id, "state.json")):
+        return False
+    # Under another runc root the same id is another container (state.belongs_to).
+    try:
+        with open(os.path.join(run, "containers", container_id, "runc-root"), "rb") as f:
+            recorded = f.read().decode()
+    except OSError:
+        return True
+    return recorded == (root if isinstance(root, str) and root else "/run/runc")
 
 
 def _version() -> int:

@@ -135,6 +135,7 @@ def _create(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     _, i = split_globals(argv)
     opts = lifecycle.parse_create(argv[i + 1:])
     opts.bundle = os.path.join(req["cwd"], opts.bundle)
+    opts.root = st.runc_root(split_globals(argv)[0])
     prepared = lifecycle.prepare(load_config(), opts, platform=_InProcess(daemon))
     if prepared is None:
         return {"create": "runc"}

@@ -181,7 +181,7 @@ def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
         return (start if command == "start" else state)(cfg, globals_, argv, args)
     # checkpoint/restore: the container id is the last argument.
     cid = args[-1] if args else ""
-    if _safe_load(cid) is not None:
+    if _safe_load(cid, globals_) is not None:
         raise StateError(
             f"{command} of TEE container {cid} refused: a trust domain's memory must not be "
             "written to host disk"
@@ -189,11 +189,18 @@ def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
     exec_runc(cfg.runc, argv)
 
 
-def _safe_load(container_id: str) -> st.ContainerState | None:
+def _safe_load(container_id: str, globals_: dict[str, str | bool] | None = None
+               ) -> st.ContainerState | None:
+    """Arca state of the container, ``None`` when there is none under the caller's runc root
+    (``globals_``; the same id under another root is another container)."""
     try:
-        return st.load(st.validate_id(container_id))
+        saved = st.load(st.validate_id(container_id))
     except InvalidInput:
         return None
+    if saved is not None and globals_ is not None and not st.belongs_to(
+            container_id, st.runc_root(globals_)):
+        return None
+    return saved
 
 
 # -- create -----------------------------------------------------------------------------------
@@ -201,6 +208,7 @@ def _safe_load(container_id: str) -> st.ContainerState | None:
 
 def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
            opts: Args, *, run: bool = False) -> int:
+    opts.root = st.runc_root(globals_)
     prepared = prepare(cfg, opts, run=run)
     if prepared is None:
         exec_runc(cfg.runc, argv)
@@ -235,19 +243,25 @@ def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
 
     bundle = read_bundle(pathlib.Path(opts.bundle).absolute())
     tee = select_tee(bundle, cfg.default_tee)
+    from arca.host.runtime import tdchecks
+
     if tee == "none":
+        tdchecks.check_joiner(str(opts.id), bundle.config)
         return None
     if run:
         raise InvalidInput("'run' is not supported for TEE containers: use create and start")
     cid = st.validate_id(opts.id)
+    root = getattr(opts, "root", None) or st.DEFAULT_RUNC_ROOT
     if st.load(cid) is not None:
-        raise StateError(f"container {cid} already exists")
+        raise StateError(f"container {cid} already exists" + (
+            "" if st.belongs_to(cid, root) else " (a TEE container under another runc root)"))
     rootfs = bundle.rootfs()
     if not rootfs.is_dir():
         raise BundleError(f"rootfs {rootfs} does not exist (root.path in {bundle.path})")
     proc = original_process(bundle)
     init_data = decode_init_data(bundle)
     spec = process_spec(proc)
+    tdchecks.check_launch(cid, bundle.config, init_data, str(rootfs), root)
     if init_data is not None:
         # Parts the measured execution policy declares variable are not measured (issue 5).
         # Without init-data the policy is empty and changes nothing: skip its imports.
@@ -257,6 +271,7 @@ def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
 
     st.save(st.ContainerState(cid, tee, str(bundle.path), "creating"))
     try:
+        st.record_root(cid, root)
         descriptor = _prepare(cid, tee, bundle.path, bundle.config, rootfs, proc, spec, init_data,
                               platform)
     except BaseException:
@@ -377,7 +392,7 @@ def wait_for_inflight_create(cid: str, timeout: float = INFLIGHT_CREATE_TIMEOUT_
 def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
            opts: Args) -> int:
     cid = opts.id
-    saved = _safe_load(cid)
+    saved = _safe_load(cid, globals_)
     if saved is None:
         exec_runc(cfg.runc, argv)
     if saved.status != "created":
@@ -405,15 +420,15 @@ def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
 AGENT_READY_TIMEOUT_S = 10.0
 
 
-def _prestarted(cid: str) -> bool:
-    saved = _safe_load(cid)
+def _prestarted(cid: str, globals_: dict[str, str | bool] | None = None) -> bool:
+    saved = _safe_load(cid, globals_)
     return saved is not None and saved.status == "created" and st.unreleased(cid)
 
 
 def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
           args: list[str]) -> int:
     """Release the prestarted agent of a TEE container; anything else is runc's ``start``."""
-    if len(args) != 1 or not _prestarted(args[0]):
+    if len(args) != 1 or not _prestarted(args[0], globals_):
         exec_runc(cfg.runc, argv)  # also odd arguments: runc's own message
     cid = args[0]
     try:  # at most one start releases; a second one gets runc's answer (already running)
@@ -478,7 +493,7 @@ def _alive(pid: int) -> bool:
 def state(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
           args: list[str]) -> int:
     """runc's ``state``, but ``created`` for a prestarted TEE container not yet started."""
-    if len(args) != 1 or not _prestarted(args[0]):
+    if len(args) != 1 or not _prestarted(args[0], globals_):
         exec_runc(cfg.runc, argv)
     cid = args[0]
     import subprocess
@@ -508,7 +523,14 @@ def check_exec_allowed(state: st.ContainerState, process: dict[str, Any]) -> Non
 
 
 def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
-    saved = _safe_load(opts.id)
+    from arca.host.runtime.cli import split_globals
+
+    globals_ = split_globals(argv)[0]
+    saved = _safe_load(opts.id, globals_)
+    if saved is None:
+        from arca.host.runtime.tdchecks import check_exec_without_state
+
+        check_exec_without_state(opts.id, st.runc_root(globals_))
     if saved is not None:
         process: dict[str, Any] = {}
         if opts.process:
