@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
             except (OSError, ValueError) as e:
                 raise ConfigError(f"cannot read reference values {merge}: {e}") from None
         res = do_generate(image, tee=tee, init_data=raw, resources=resource)
+        from arca.host.policylint import init_data_warnings
+
+        for w in init_data_warnings(raw):  # issue 13 item 7: patterns that admit host code
+            typer.echo(f"warning: {w}", err=True)
         if current is not None:
             res = res.merge(current)
         try:

@@ -220,9 +220,6 @@ def run(paths: Paths) -> NoReturn:
             check_boundary(policy, os.getpid())
         if init is not None:
             init.check_broker_authenticated()
-        if init is not None and init.agent.insecure_kbs and init.kbs_url is not None:
-            print(f"arca-agent: warning: the KBS {init.kbs_url} is not authenticated "
-                  "(agent.insecure_kbs)", file=sys.stderr)
         extra_env: list[str] = []
         if init is not None and init.kbs_url is not None:
             checked: list[tuple[bytes, bytes]] = []
@@ -239,6 +236,9 @@ def run(paths: Paths) -> NoReturn:
     finally:  # failures too are reported only once released (the same line, the same code)
         if go is not None:
             os.read(go, 1)
+    if init is not None and init.agent.insecure_kbs and init.kbs_url is not None:
+        print(f"arca-agent: warning: the KBS {init.kbs_url} was not authenticated "
+              "(agent.insecure_kbs)", file=sys.stderr)
     become_workload(spec)
     env = dict(e.partition("=")[::2] for e in (*spec.env, *extra_env))
     try:
