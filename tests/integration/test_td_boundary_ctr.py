@@ -159,3 +159,28 @@ def test_arca_run_volume_over_measured_content_or_outside_the_policy_is_refused(
                    "cat", "/data/f")
         assert res.returncode == 0 and res.stdout == "volume-data\n", res.stderr
         assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
+
+
+@NEEDS_ROOT_RUNC_UMOCI
+def test_arca_measure_predicts_an_arca_run_with_volumes(tmp_path: pathlib.Path) -> None:
+    """The allowed mounts are measured (the init-data ``arca run -v`` generates) and
+    predictable: ``arca measure -v DST`` gives the measurement and init-data hash the TD's
+    evidence carries."""
+    from arca.wire.simreport import SimEvidence
+
+    layout = tmp_path / "layout"
+    build_busybox_image(layout, "ev", cmd=EVIDENCE)
+    image = f"oci:{layout}:ev"
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    with arca_env(tmp_path, "tdbm-") as env:
+        m = arca(env, "measure", image, "-v", "/data", "--json")
+        assert m.returncode == 0, m.stderr
+        predicted = json.loads(m.stdout)
+        assert "/data" in predicted["allowed_mounts"]
+        res = arca(env, "run", "--rm", "-v", f"{vol}:/data", image)
+        assert res.returncode == 0, res.stderr
+        report = SimEvidence.from_bytes(base64.b64decode(json.loads(res.stdout)["evidence"])
+                                        ).report()
+        assert report.measurement.hex() == predicted["measurement"]
+        assert report.init_data_hash.hex() == predicted["init_data_hash"][:96]

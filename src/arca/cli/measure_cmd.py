@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
                                        "container will be started with."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "
                                 "generates."),
+        volume: list[str] = typer.Option([], "--volume", "-v", help="Destination of an "
+                                         "`arca run -v` volume (repeatable): the init-data "
+                                         "`arca run -v` generates."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Compute the launch measurement and its inputs for IMAGE."""
@@ -29,15 +32,19 @@ def register(app: typer.Typer) -> None:
         from arca.wire.errors import ConfigError
 
         raw = read_init_data(init_data)
-        if kbs is not None:
-            from arca.host.containers.spec import generated_init_data
+        if kbs is not None or volume:
+            from arca.host.containers.spec import Volume, generated_init_data
 
             if raw is not None:
-                raise ConfigError("--kbs and --init-data exclude each other")
-            raw = generated_init_data(kbs)
+                raise ConfigError("--kbs/--volume and --init-data exclude each other")
+            raw = generated_init_data(kbs, [Volume.parse(f"/:{v}").destination for v in volume])
         res = do_measure(image, tee, raw)
+        from arca.host.runtime.execpolicy import policy_of
+        from arca.host.runtime.tdchecks import allowed_mounts
+
+        mounts = allowed_mounts(policy_of(raw))  # measured: the default set + allow_mounts
         if as_json:
-            typer.echo(json.dumps(res.to_json(), indent=2))
+            typer.echo(json.dumps({**res.to_json(), "allowed_mounts": mounts}, indent=2))
             return
         p = res.descriptor.process
         typer.echo(f"image:                {res.image} ({res.image_digest})")
@@ -50,3 +57,4 @@ def register(app: typer.Typer) -> None:
                    f"uid={p.uid} gid={p.gid}")
         for e in p.env:
             typer.echo(f"  env {e}")
+        typer.echo(f"allowed mounts:       {' '.join(mounts)}")

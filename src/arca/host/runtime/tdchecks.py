@@ -41,6 +41,13 @@ PROPAGATION = ("shared", "rshared", "slave", "rslave")
 CRI_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 
 
+def allowed_mounts(policy: ExecPolicy) -> list[str]:
+    """Where host mounts may land under ``policy`` (``arca measure`` shows it): the default set
+    (measured with the guest runtime) and ``allow_mounts`` (measured with the init-data)."""
+    return [*(f"{t}/**" for t in KERNEL_TREES), *DEFAULT_MOUNTS,
+            *(f"{t} (tmpfs)" for t in TMPFS_MOUNTS), *policy.allow_mounts]
+
+
 def _refuse(cid: str, what: str, why: str, field: str) -> PolicyDenied:
     return PolicyDenied(f"TEE container {cid}: {what} refused: {why}", field=field)
 
