@@ -125,7 +125,7 @@ def test_joining_another_containers_pid_namespace_is_refused(rt: Runtime) -> Non
         rt.run("delete", "--force", other, check=False)
 
 
-@pytest.mark.parametrize("ns", ["pid", "mount"])
+@pytest.mark.parametrize("ns", ["pid", "mount", "ipc"])
 def test_a_container_cannot_join_a_tds_namespace(rt: Runtime, ns: str) -> None:
     """``kubectl debug --target``: a plain container in the TD's PID namespace reads
     ``/proc/1/root/run/arca`` (secrets, device) as root."""

@@ -169,8 +169,8 @@ def _obviously_plain(args: list[str]) -> bool:
         joins = [n.get("path") or "" for n in (config.get("linux") or {}).get("namespaces") or []]
     except (OSError, ValueError, AttributeError):
         return False
-    if any(isinstance(p, str) and p.endswith(("/ns/pid", "/ns/mnt")) for p in joins):
-        return False  # joining a PID or mount namespace: lifecycle checks it is not a TD's
+    if any(isinstance(p, str) and p.endswith(("/ns/pid", "/ns/mnt", "/ns/ipc")) for p in joins):
+        return False  # joining a PID, mount or IPC namespace: lifecycle checks it is not a TD's
     if not isinstance(ann, dict):
         return False
     if ann.get("io.kubernetes.cri.container-type") == "sandbox":

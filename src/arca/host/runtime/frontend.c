@@ -16,7 +16,7 @@
  *     runc delete, then (as lifecycle.delete/_undo) unregister the TD from the sim
  *     platform and remove Arca's files; half-created containers go to Python
  *   - create/run whose config.json has no "io.arca" text, no \u escape and joins no
- *     PID or mount namespace by path (Python refuses joining a TD's),
+ *     PID, mount or IPC namespace by path (Python refuses joining a TD's),
  *     with the default TEE "none" (ARCA_TEE unset/empty or "none")           -> runc
  *   - other creates, when the sim daemon answers and runs the same sources (code stamp):
  *     the daemon does Arca's part (fastcreate.py), runc create runs as our child, then runc
@@ -192,8 +192,9 @@ static int obviously_plain(int argc, char **argv, int first) {
         buf[len] = '\0';
         plain = len == (size_t)st.st_size && memchr(buf, '\0', len) == NULL &&
                 strstr(buf, "io.arca") == NULL && strstr(buf, "\\u") == NULL &&
-                /* joining a PID or mount namespace: Python checks it is not a TD's */
-                strstr(buf, "/ns/pid\"") == NULL && strstr(buf, "/ns/mnt\"") == NULL;
+                /* joining a PID, mount or IPC namespace: Python checks it is not a TD's */
+                strstr(buf, "/ns/pid\"") == NULL && strstr(buf, "/ns/mnt\"") == NULL &&
+                strstr(buf, "/ns/ipc\"") == NULL;
     }
     free(buf);
     close(fd);
