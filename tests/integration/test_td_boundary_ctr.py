@@ -184,3 +184,20 @@ def test_arca_measure_predicts_an_arca_run_with_volumes(tmp_path: pathlib.Path) 
                                         ).report()
         assert report.measurement.hex() == predicted["measurement"]
         assert report.init_data_hash.hex() == predicted["init_data_hash"][:96]
+
+
+@NEEDS_ROOT_RUNC_UMOCI
+def test_arca_policy_generate_warns_about_patterns_that_admit_host_code(
+        tmp_path: pathlib.Path) -> None:
+    """Issue 13 item 7, through the CLI: the docs' old example is flagged, the output written."""
+    layout = tmp_path / "layout"
+    build_busybox_image(layout, "v1")
+    init = tmp_path / "init.toml"
+    init.write_text('version = "0.1.0"\n[data]\npolicy = \'{"allow_args": '
+                    '[["/bin/sh", "-c", "echo *"]]}\'\n')
+    with arca_env(tmp_path, "tdbp-") as env:
+        res = arca(env, "policy", "generate", f"oci:{layout}:v1", "--init-data", str(init),
+                   "--resource", "default/key/app", "--out-dir", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert "warning: allow_args entry ['/bin/sh', '-c', 'echo *'] runs '/bin/sh'" in res.stderr
+    assert (tmp_path / "out" / "reference-values.json").exists()
