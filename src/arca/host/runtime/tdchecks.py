@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from arca.guest.boundary import DEFAULT_MOUNTS, KERNEL_TREES, TMPFS_MOUNTS, host_mount_refusal
 from arca.wire import constants as C
 from arca.wire.errors import PolicyDenied
 from arca.wire.initdata import ExecPolicy
+
+TYPE_CHECKING = False  # ``typing`` costs ~3 ms on the runtime's create path
+if TYPE_CHECKING:
+    from typing import Any
 
 #: OCI namespace type -> the name ``policy.allow_namespaces`` uses.
 SHARED_NS = {"pid": "pid", "ipc": "ipc", "mount": "mount"}
