@@ -178,6 +178,11 @@ def test_arca_measure_predicts_an_arca_run_with_volumes(tmp_path: pathlib.Path) 
         assert m.returncode == 0, m.stderr
         predicted = json.loads(m.stdout)
         assert "/data" in predicted["allowed_mounts"]
+        pol = arca(env, "policy", "generate", image, "-v", "/data", "--resource", "d/k/a",
+                   "--out-dir", str(tmp_path / "pol"), "--json")
+        assert pol.returncode == 0, pol.stderr
+        assert json.loads(pol.stdout)["init_data_hash"] == predicted["init_data_hash"]
+        assert json.loads(pol.stdout)["measurements"] == [predicted["measurement"]]
         res = arca(env, "run", "--rm", "-v", f"{vol}:/data", image)
         assert res.returncode == 0, res.stderr
         report = SimEvidence.from_bytes(base64.b64decode(json.loads(res.stdout)["evidence"])

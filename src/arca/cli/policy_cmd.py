@@ -32,6 +32,11 @@ def register(app: typer.Typer) -> None:
         merge: Path = typer.Option(None, "--merge", help="Reference values JSON in force "
                                    "(`arca kbs admin get-reference-values`): keep their "
                                    "grants for the listed resources."),
+        kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "
+                                "generates (with --volume)."),
+        volume: list[str] = typer.Option([], "--volume", "-v", help="Destination of an "
+                                         "`arca run -v` volume (repeatable): the init-data "
+                                         "`arca run -v` generates."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Release exactly the listed resources exactly to IMAGE's measurement."""
@@ -40,6 +45,12 @@ def register(app: typer.Typer) -> None:
         from arca.wire.errors import ConfigError
 
         raw = read_init_data(init_data)
+        if kbs is not None or volume:
+            from arca.host.containers.spec import Volume, generated_init_data
+
+            if raw is not None:
+                raise ConfigError("--kbs/--volume and --init-data exclude each other")
+            raw = generated_init_data(kbs, [Volume.parse(f"/:{v}").destination for v in volume])
         current = None
         if merge is not None:
             try:
