@@ -19,7 +19,8 @@ from arca.wire.initdata import ExecPolicy
 KERNEL_TREES = ("/proc", "/sys", "/dev")
 #: What orchestrators bind in without asking the tenant (name resolution, Kubernetes).
 DEFAULT_MOUNTS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev/termination-log",
-                  "/var/run/secrets/kubernetes.io/serviceaccount")
+                  "/var/run/secrets/kubernetes.io/serviceaccount",
+                  "/run/secrets/kubernetes.io/serviceaccount")  # where /var/run -> /run
 #: Where an orchestrator may put an empty memory filesystem (containerd's default ``/run``).
 TMPFS_MOUNTS = ("/run", "/tmp")
 #: Arca's own mounts (rootfs, guest runtime, run tmpfs, device directory): each exactly once.
