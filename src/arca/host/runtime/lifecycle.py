@@ -394,6 +394,7 @@ def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
     cid = opts.id
     saved = _safe_load(cid, globals_)
     if saved is None:
+        st.remove_half_made(cid)  # a create killed inside its first state write
         exec_runc(cfg.runc, argv)
     if saved.status != "created":
         # A create that crashed (or was killed) may have left its ``runc create`` child

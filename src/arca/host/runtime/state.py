@@ -177,6 +177,17 @@ def _remove_tree(path: pathlib.Path) -> None:
         pass
 
 
+def remove_half_made(container_id: str) -> None:
+    """A state directory without ``state.json``: a create killed inside its first state write
+    (``save`` is its first side effect), so there is nothing else to undo."""
+    try:
+        d = state_path(container_id).parent
+    except InvalidInput:
+        return
+    if d.is_dir() and not (d / "state.json").exists():
+        _remove_tree(d)
+
+
 def remove(container_id: str) -> None:
     """Remove every host file Arca keeps for the container (idempotent)."""
     _remove_tree(td_dir(container_id))
