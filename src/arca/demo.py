@@ -248,7 +248,8 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
                 f'kbs_url = "{url}"\n'
                 "resources = '''\n[[resource]]\n"
                 f'path = "{RESOURCE}"\nname = "greeting"\n'
-                "'''\n")
+                "'''\n"
+                "agent = 'insecure_kbs = true'  # the demo's broker is plain HTTP on loopback\n")
 
             demo.step("Predict the measurement from the image alone",
                       "The tenant computes what a correct TD will measure before anything runs.")

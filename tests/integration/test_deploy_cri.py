@@ -48,7 +48,8 @@ CRI_NS = "k8s.io"  # containerd's CRI namespace, fixed
 def init_data(kbs_url: str, resource: str) -> bytes:
     return (f'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\nkbs_url = "{kbs_url}"\n'
             f"resources = '''\n[[resource]]\npath = \"{resource}\"\nname = \"app.key\"\n'''\n"
-            "agent = '''\nkbs_timeout = 3.0\nkbs_retries = 1\nkbs_backoff = 0.2\n'''\n"
+            "agent = '''\nkbs_timeout = 3.0\nkbs_retries = 1\nkbs_backoff = 0.2\n"
+            "insecure_kbs = true\n'''\n"
             ).encode()
 
 

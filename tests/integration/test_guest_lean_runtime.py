@@ -22,7 +22,9 @@ HEAVY = ("json", "re", "enum", "typing", "fnmatch", "base64", "hashlib", "tomlli
 SPEC = ProcessSpec(("/bin/true",), "/", 0, 0, ("PATH=/usr/bin:/bin",))
 DESCRIPTOR = LaunchDescriptor("sim", "sha256:" + "5" * 64, "sha256:" + "6" * 64, SPEC)
 #: The policy as a JSON object: TOML arrays are outside lean's TOML subset (tomllib: ~5 ms).
-INIT = b'version = "0.1.0"\n[data]\npolicy = \'{"allow_env": ["APP_*"]}\'\n'
+# DB_SERVICE_PORT: service links are measured unless the policy names them (issue 13 item 5).
+INIT = (b'version = "0.1.0"\n[data]\npolicy = \'{"allow_env": ["APP_*"], '
+        b'"orchestrator_env": ["*_SERVICE_PORT"]}\'\n')
 
 
 def test_a_td_without_kbs_starts_without_json_or_re(tmp_path: pathlib.Path) -> None:

@@ -59,7 +59,7 @@ def kbs(tmp_path_factory: pytest.TempPathFactory):
 def init_data(url: str) -> bytes:
     return (f'version = "0.1.0"\n[data]\nkbs_url = "{url}"\n'
             "resources = '''\n[[resource]]\npath = \"default/key/k\"\nname = \"k\"\n'''\n"
-            "agent = 'kbs_retries = 0'\n").encode()
+            "agent = '{\"kbs_retries\": 0, \"insecure_kbs\": true}'\n").encode()
 
 
 @contextlib.contextmanager
@@ -188,8 +188,8 @@ def test_an_attested_start_in_the_guest_runtime_stays_lean(td, kbs, tmp_path) ->
 def test_a_p256_key_for_trustee_brokers_gets_the_secret_too(tmp_path, kbs) -> None:
     """``agent.tee_key = "P-256"``: the key Trustee's KBS accepts (it knows no X25519); the
     broker encrypts to it and the agent decrypts, through cryptography's Python layer."""
-    init = init_data(kbs.url).replace(b"agent = 'kbs_retries = 0'",
-                                      b"agent = '{\"kbs_retries\": 0, \"tee_key\": \"P-256\"}'")
+    init = init_data(kbs.url).replace(b'"insecure_kbs": true}',
+                                      b'"insecure_kbs": true, "tee_key": "P-256"}')
     assert b"P-256" in init
     with make_td(tmp_path, kbs, init) as (dev, run, _):
         res = run_agent(dev, run)

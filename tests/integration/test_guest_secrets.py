@@ -60,6 +60,7 @@ agent = '''
 kbs_timeout = 2.0
 kbs_retries = {retries}
 kbs_backoff = 0.1
+insecure_kbs = true
 '''
 """.encode()
 

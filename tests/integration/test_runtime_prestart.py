@@ -162,7 +162,7 @@ def test_a_failing_agent_reports_only_after_start(rt: Runtime) -> None:
     cid = f"ps-fail-{rt.path}-{RUN}"  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{_closed_port()}"
     init = (f'version = "0.1.0"\n[data]\nkbs_url = "{url}"\n'
-            "agent = 'kbs_retries = 0'\n").encode()
+            "agent = '{\"kbs_retries\": 0, \"insecure_kbs\": true}'\n").encode()
     c = Created(rt, cid, ["sh", "-c", "echo workload-ran"],
                 {"io.arca.init-data": base64.b64encode(init).decode()})
     c.wait_until_agent_waits()  # it already failed: the KBS is down

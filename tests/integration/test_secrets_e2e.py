@@ -52,13 +52,18 @@ STEAL = ["sh", "-c", "cat /run/arca/secrets/*"]
 RUN = uuid.uuid4().hex[:6]
 
 
+#: The test broker is plain HTTP on loopback: said explicitly in the measured init-data.
+INSECURE = "insecure_kbs = true\n"
+
+
 def init_data(kbs_url: str, *, resource: str = "default/key/app", name: str = "app.key",
               policy: str = "", agent: str = "kbs_timeout = 2.0\nkbs_retries = 1\n"
               "kbs_backoff = 0.2", env: str | None = None) -> bytes:
     env_line = f'env = "{env}"\n' if env else ""
     doc = (f'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\nkbs_url = "{kbs_url}"\n'
            f"resources = '''\n[[resource]]\npath = \"{resource}\"\nname = \"{name}\"\n"
-           f"{env_line}'''\nagent = '''\n{agent}\n'''\n")
+           f"{env_line}'''\nagent = '''\n{agent}\n{INSECURE if kbs_url.startswith('http:') else ''}"
+           "'''\n")
     if policy:
         doc += f"policy = '''\n{policy}\n'''\n"
     return doc.encode()

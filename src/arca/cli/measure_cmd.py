@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
                                        "container will be started with."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "
                                 "generates."),
+        volume: list[str] = typer.Option([], "--volume", "-v", help="Destination of an "
+                                         "`arca run -v` volume (repeatable): the init-data "
+                                         "`arca run -v` generates."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
         firmware: Path = typer.Option(None, "--firmware", help="tdx/snp: TEE firmware "
                                       "(TDVF / AmdSev OVMF) the VM boots."),
@@ -50,18 +53,22 @@ def register(app: typer.Typer) -> None:
         from arca.wire.errors import ConfigError
 
         raw = read_init_data(init_data)
-        if kbs is not None:
-            from arca.host.containers.spec import generated_init_data
+        if kbs is not None or volume:
+            from arca.host.containers.spec import Volume, generated_init_data
 
             if raw is not None:
-                raise ConfigError("--kbs and --init-data exclude each other")
-            raw = generated_init_data(kbs)
+                raise ConfigError("--kbs/--volume and --init-data exclude each other")
+            raw = generated_init_data(kbs, [Volume.parse(f"/:{v}").destination for v in volume])
         options = launch_options(firmware=firmware, kernel=kernel, initrd=initrd, vcpus=vcpus,
                                  memory=memory, cpu=cpu, guest_features=guest_features,
                                  snp_policy=snp_policy, rtmr0=rtmr0, cmdline=cmdline)
         res = do_measure(image, tee, raw, options=options)
+        from arca.host.runtime.execpolicy import policy_of
+        from arca.host.runtime.tdchecks import allowed_mounts
+
+        mounts = allowed_mounts(policy_of(raw))  # measured: the default set + allow_mounts
         if as_json:
-            typer.echo(json.dumps(res.to_json(), indent=2))
+            typer.echo(json.dumps({**res.to_json(), "allowed_mounts": mounts}, indent=2))
             return
         p = res.descriptor.process
         typer.echo(f"image:                {res.image} ({res.image_digest})")
@@ -76,3 +83,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  env {e}")
         for key, value in res.reference.extra.items():
             typer.echo(f"{key + ':':22}{value}")
+        typer.echo(f"allowed mounts:       {' '.join(mounts)}")

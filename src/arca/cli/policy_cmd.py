@@ -35,6 +35,11 @@ def register(app: typer.Typer) -> None:
         merge: Path = typer.Option(None, "--merge", help="Reference values JSON in force "
                                    "(`arca kbs admin get-reference-values`): keep their "
                                    "grants for the listed resources."),
+        kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "
+                                "generates (with --volume)."),
+        volume: list[str] = typer.Option([], "--volume", "-v", help="Destination of an "
+                                         "`arca run -v` volume (repeatable): the init-data "
+                                         "`arca run -v` generates."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
         min_tcb: list[str] = typer.Option([], "--min-tcb", help="snp: lowest acceptable "
                                           "REPORTED_TCB component, COMPONENT=N (repeatable: "
@@ -61,6 +66,12 @@ def register(app: typer.Typer) -> None:
         from arca.wire.errors import ConfigError
 
         raw = read_init_data(init_data)
+        if kbs is not None or volume:
+            from arca.host.containers.spec import Volume, generated_init_data
+
+            if raw is not None:
+                raise ConfigError("--kbs/--volume and --init-data exclude each other")
+            raw = generated_init_data(kbs, [Volume.parse(f"/:{v}").destination for v in volume])
         current = None
         if merge is not None:
             try:
@@ -72,6 +83,10 @@ def register(app: typer.Typer) -> None:
                                  snp_policy=snp_policy, rtmr0=rtmr0, cmdline=cmdline)
         res = do_generate(image, tee=tee, init_data=raw, resources=resource, options=options,
                           min_tcb=min_tcb)
+        from arca.host.policylint import init_data_warnings
+
+        for w in init_data_warnings(raw):  # issue 13 item 7: patterns that admit host code
+            typer.echo(f"warning: {w}", err=True)
         if current is not None:
             res = res.merge(current)
         try:

@@ -16,6 +16,7 @@ import sys
 import time
 from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 
+from arca.guest.boundary import check_boundary
 from arca.guest.evidence import SOURCES, EvidenceSource, evidence_document
 from arca.guest.policy import HostProcess, check_process
 from arca.wire.constants import SIM_DEVICE_DIR, TD_RUN_DIR
@@ -218,8 +219,12 @@ def run(paths: Paths) -> NoReturn:
         inputs = read_inputs(paths)
         source = source_for(inputs.descriptor.tee, paths)
         init = inputs.init_data
-        spec = check_process(inputs.host, inputs.descriptor.process,
-                             init.policy if init else ExecPolicy())
+        policy = init.policy if init else ExecPolicy()
+        spec = check_process(inputs.host, inputs.descriptor.process, policy)
+        if paths.device_dir == SIM_DEVICE_DIR:  # in a TD (tests run the agent elsewhere)
+            check_boundary(policy, os.getpid())
+        if init is not None:
+            init.check_broker_authenticated()
         extra_env: list[str] = []
         if init is not None and init.kbs_url is not None:
             checked: list[tuple[bytes, bytes]] = []
@@ -236,6 +241,9 @@ def run(paths: Paths) -> NoReturn:
     finally:  # failures too are reported only once released (the same line, the same code)
         if go is not None:
             os.read(go, 1)
+    if init is not None and init.agent.insecure_kbs and init.kbs_url is not None:
+        print(f"arca-agent: warning: the KBS {init.kbs_url} was not authenticated "
+              "(agent.insecure_kbs)", file=sys.stderr)
     become_workload(spec)
     env = dict(e.partition("=")[::2] for e in (*spec.env, *extra_env))
     try:

@@ -75,8 +75,9 @@ def check_process(host: HostProcess, measured: ProcessSpec, policy: ExecPolicy) 
         name = entry.split("=", 1)[0]
         if env.get(name) == entry:
             continue
-        if is_orchestrator_env(entry) or any(fnmatchcase(name, p)
-                                             for p in policy.allow_env):
+        # Orchestrator variables may add, never replace a measured value; allow_env may both.
+        if (name not in env and is_orchestrator_env(entry, policy.orchestrator_env)) or any(
+                fnmatchcase(name, p) for p in policy.allow_env):
             env[name] = entry
             continue
         what = "changes the measured value of" if name in env else "adds"

@@ -23,18 +23,23 @@ else:
 DESCRIPTOR_VERSION = 1
 
 #: Environment variables an orchestrator injects that say nothing about the workload's
-#: behaviour (container hostname, Kubernetes service links, terminal type). They are left out of
-#: the measurement so the same image measures the same under ctr, Kubernetes and ``arca run``.
+#: behaviour: the minimum (container hostname, terminal type, the Kubernetes API service
+#: Kubernetes always injects). They are left out of the measurement so the same image measures
+#: the same under ctr, Kubernetes and ``arca run``, and may only *add* a variable, never replace
+#: a measured one. Other service links (``*_SERVICE_HOST``, ``*_PORT``...) steer where a workload
+#: connects: measured unless the init-data policy lists them in ``orchestrator_env``.
 ORCHESTRATOR_ENV_ALLOWLIST: tuple[str, ...] = (
-    "HOSTNAME", "TERM", "KUBERNETES_*", "*_SERVICE_HOST", "*_SERVICE_PORT", "*_SERVICE_PORT_*",
-    "*_PORT", "*_PORT_*_TCP", "*_PORT_*_TCP_*", "*_PORT_*_UDP", "*_PORT_*_UDP_*",
-    "*_PORT_*_SCTP", "*_PORT_*_SCTP_*")
+    "HOSTNAME", "TERM", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+    "KUBERNETES_SERVICE_PORT_HTTPS", "KUBERNETES_PORT", "KUBERNETES_PORT_443_TCP",
+    "KUBERNETES_PORT_443_TCP_PROTO", "KUBERNETES_PORT_443_TCP_PORT",
+    "KUBERNETES_PORT_443_TCP_ADDR")
 
 
-def is_orchestrator_env(entry: str) -> bool:
-    """True when ``NAME=value`` is one of the orchestrator-injected variables."""
+def is_orchestrator_env(entry: str, extra: tuple[str, ...] = ()) -> bool:
+    """True when ``NAME=value`` is orchestrator-injected: the minimum, or ``extra`` patterns
+    (the measured policy's ``orchestrator_env``)."""
     name = entry.split("=", 1)[0]
-    return any(fnmatchcase(name, pat) for pat in ORCHESTRATOR_ENV_ALLOWLIST)
+    return name in ORCHESTRATOR_ENV_ALLOWLIST or any(fnmatchcase(name, p) for p in extra)
 
 
 def measured_env(env: list[str] | tuple[str, ...]) -> tuple[str, ...]:

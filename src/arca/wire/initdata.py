@@ -44,11 +44,24 @@ class Resource:
     file: bool = True
 
 
+#: What a TD may share or receive from the host beyond the default (docs/threat-model.md).
+NAMESPACES = ("pid", "ipc", "mount")
+
+
 @dataclass(frozen=True)
 class ExecPolicy:
     allow_args: tuple[tuple[str, ...], ...] = ()
     allow_env: tuple[str, ...] = ()
     allow_exec: bool = False
+    #: Absolute paths where host mounts (volumes) may land, besides the fixed default set.
+    allow_mounts: tuple[str, ...] = ()
+    #: Namespaces (of ``NAMESPACES``) the TD may share with other containers or the host.
+    allow_namespaces: tuple[str, ...] = ()
+    allow_hooks: bool = False
+    allow_propagation: bool = False
+    #: Variable-name patterns left out of the measurement as orchestrator-injected, beyond
+    #: the minimum (``arca.wire.descriptor.ORCHESTRATOR_ENV_ALLOWLIST``); they may only add.
+    orchestrator_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,8 @@ class AgentOptions:
     #: The curve of the agent's fresh key: X25519 (fast: docs/guest.md) or P-256, the only
     #: curve Trustee's KBS accepts.
     tee_key: str = "X25519"
+    #: Accept a broker that is not authenticated (plain HTTP, or https without kbs_cert).
+    insecure_kbs: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,16 @@ class InitData:
         return cls(raw, algorithm, url, cert, resources,
                    _policy(_embedded(data.get("policy", ""), "policy")),
                    _agent(_embedded(data.get("agent", ""), "agent")))
+
+    def check_broker_authenticated(self) -> None:
+        """Refuse a broker the agent cannot authenticate (plain HTTP, or https without a
+        pinned ``kbs_cert``) unless ``agent.insecure_kbs`` says so explicitly (issue 13.6)."""
+        url = self.kbs_url
+        if url is not None and (url.startswith("http://") or self.kbs_cert is None) \
+                and not self.agent.insecure_kbs:
+            raise InitDataError(f"init-data data.kbs_url {url!r} is not authenticated (plain "
+                                "HTTP or no data.kbs_cert); set agent.insecure_kbs = true to "
+                                "accept that")
 
 
 def decode_annotation(value: str) -> bytes:
@@ -195,19 +220,32 @@ def _resources(doc: dict[str, Any]) -> tuple[Resource, ...]:
 
 
 def _policy(doc: dict[str, Any]) -> ExecPolicy:
-    _keys(doc, {"allow_args", "allow_env", "allow_exec"}, "init-data data.policy")
+    flags = ("allow_exec", "allow_hooks", "allow_propagation")
+    lists = ("allow_env", "allow_mounts", "allow_namespaces", "orchestrator_env")
+    _keys(doc, {"allow_args", *flags, *lists}, "init-data data.policy")
     args = doc.get("allow_args", [])
     if not isinstance(args, list):
         raise InitDataError("init-data policy.allow_args must be a list of lists of patterns")
-    allow_exec = doc.get("allow_exec", False)
-    if not isinstance(allow_exec, bool):
-        raise InitDataError("init-data policy.allow_exec must be a boolean")
-    return ExecPolicy(tuple(_strings(a, "policy.allow_args entry") for a in args),
-                      _strings(doc.get("allow_env", []), "policy.allow_env"), allow_exec)
+    for k in flags:
+        if not isinstance(doc.get(k, False), bool):
+            raise InitDataError(f"init-data policy.{k} must be a boolean")
+    env, mounts, ns, orch = (_strings(doc.get(k, []), f"policy.{k}") for k in lists)
+    for m in mounts:
+        if not m.startswith("/") or m == "/" or any(c in ("", ".", "..") for c in
+                                                    m[1:].split("/")):
+            raise InitDataError(f"init-data policy.allow_mounts: {m!r} is not a normal "
+                                "absolute path other than /")
+    if not set(ns) <= set(NAMESPACES):
+        raise InitDataError(f"init-data policy.allow_namespaces: only {NAMESPACES} may be "
+                            f"listed, got {list(ns)}")
+    return ExecPolicy(tuple(_strings(a, "policy.allow_args entry") for a in args), env,
+                      doc.get("allow_exec", False), mounts, ns, doc.get("allow_hooks", False),
+                      doc.get("allow_propagation", False), orch)
 
 
 def _agent(doc: dict[str, Any]) -> AgentOptions:
-    _keys(doc, {"kbs_timeout", "kbs_retries", "kbs_backoff", "tee_key"}, "init-data data.agent")
+    _keys(doc, {"kbs_timeout", "kbs_retries", "kbs_backoff", "tee_key", "insecure_kbs"},
+          "init-data data.agent")
     timeout, retries, backoff, tee_key = (doc.get(k, getattr(AgentOptions, k)) for k in (
         "kbs_timeout", "kbs_retries", "kbs_backoff", "tee_key"))
     for name, v, lo, hi in (("kbs_timeout", timeout, 0.1, 600), ("kbs_backoff", backoff, 0, 60)):
@@ -217,4 +255,7 @@ def _agent(doc: dict[str, Any]) -> AgentOptions:
         raise InitDataError("init-data agent.kbs_retries must be an integer in [0, 20]")
     if tee_key not in ("X25519", "P-256"):
         raise InitDataError(f"init-data agent.tee_key must be 'X25519' or 'P-256', got {tee_key!r}")
-    return AgentOptions(float(timeout), retries, float(backoff), tee_key)
+    insecure = doc.get("insecure_kbs", False)
+    if not isinstance(insecure, bool):
+        raise InitDataError("init-data agent.insecure_kbs must be a boolean")
+    return AgentOptions(float(timeout), retries, float(backoff), tee_key, insecure)

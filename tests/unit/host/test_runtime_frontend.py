@@ -193,3 +193,53 @@ def test_half_created_tee_delete_goes_to_python(no_python: str, env: dict[str, s
     res = run(no_python, ["delete", "t3"], env)
     assert res.returncode == 1 and "cannot execute /nonexistent/py" in res.stderr
     assert not (tmp_path / "calls").exists()
+
+
+@pytest.mark.parametrize("ns", ["pid", "mnt", "ipc"])
+def test_a_create_joining_a_namespace_goes_to_python(no_python: str, env: dict[str, str],
+                                                     tmp_path: pathlib.Path, ns: str) -> None:
+    """Issue 13 item 1: Python checks the joined namespace is not a TD's (``kubectl debug``);
+    the C front end never passes such a create straight to runc, and Python agrees."""
+    from arca.host.runtime.cli import _obviously_plain
+
+    raw = json.dumps({"linux": {"namespaces": [{"type": "x", "path": f"/proc/1/ns/{ns}"}]}})
+    b = bundle(tmp_path / "b", raw=raw)
+    res = run(no_python, ["create", "--bundle", b, "c1"], env)
+    assert res.returncode == 1 and "cannot execute /nonexistent/py" in res.stderr
+    assert not (tmp_path / "calls").exists()
+    assert not _obviously_plain(["--bundle", b])
+    raw = json.dumps({"linux": {"namespaces": [{"type": "network", "path": "/proc/1/ns/net"}]}})
+    assert run(no_python, ["create", "--bundle", bundle(tmp_path / "n", raw=raw), "c2"],
+               env).returncode == 0
+
+
+def test_arca_state_of_another_runc_root_is_not_this_containers(
+        no_python: str, env: dict[str, str], tmp_path: pathlib.Path) -> None:
+    """Issue 13 item 3: state recorded under one ``--root``; the same id under another root is
+    runc's business (straight through, Arca's state untouched), in C and in Python."""
+    from arca.host.runtime.cli import _has_arca_state
+
+    run_dir = _tee_state(env, "c1")
+    (run_dir / "containers" / "c1" / "runc-root").write_text("/run/containerd/runc/ns-a")
+    for argv in (["--root", "/run/containerd/runc/ns-b", "delete", "--force", "c1"],
+                 ["--root", "/run/containerd/runc/ns-b", "start", "c1"], ["state", "c1"]):
+        res = run(no_python, argv, env)
+        assert res.returncode == 0, (argv, res.stderr)
+    assert len((tmp_path / "calls").read_text().splitlines()) == 3
+    assert (run_dir / "containers" / "c1" / "state.json").exists()
+    import os as _os
+
+    _os.environ["ARCA_RUN"], old = str(run_dir), _os.environ.get("ARCA_RUN")
+    try:
+        assert _has_arca_state("c1", "/run/containerd/runc/ns-a")
+        assert not _has_arca_state("c1", "/run/containerd/runc/ns-b")
+        assert not _has_arca_state("c1", None)
+    finally:
+        if old is None:
+            del _os.environ["ARCA_RUN"]
+        else:
+            _os.environ["ARCA_RUN"] = old
+    # Under its own root the TEE delete is Arca's: runc, then Arca's files go.
+    res = run(no_python, ["--root", "/run/containerd/runc/ns-a", "delete", "c1"], env)
+    assert res.returncode == 0, res.stderr
+    assert not (run_dir / "containers" / "c1").exists()

@@ -46,23 +46,29 @@ def front_end(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _bundle(d: pathlib.Path, annotations: dict[str, str] | None = None, raw: str | None = None,
-            env: list[str] | None = None) -> str:
+            env: list[str] | None = None, join: str | None = None) -> str:
     d.mkdir(parents=True, exist_ok=True)
     cfg: dict[str, object] = {"root": {"path": "rootfs"}, "process": {"args": ["sh"],
                                                                       "env": env or []}}
     if annotations is not None:
         cfg["annotations"] = annotations
+    if join is not None:  # joins namespace ``join`` (OCI type) of pid 4242 by path
+        cfg["linux"] = {"namespaces": [{"type": join, "path": f"/proc/4242/ns/"
+                                        f"{'mnt' if join == 'mount' else join}"}]}
     (d / "config.json").write_text(raw if raw is not None else json.dumps(cfg))
     return str(d)
 
 
 def _state(run: pathlib.Path, cid: str, status: str | None, *, go: bool = False,
-           released: bool = False) -> None:
-    """Arca's files of one container in a given lifecycle state (arca.host.runtime.machine)."""
+           released: bool = False, runc_root: str | None = None) -> None:
+    """Arca's files of one container in a given lifecycle state (arca.host.runtime.machine),
+    created under ``runc_root`` (recorded beside the state; ``None``: none recorded)."""
     if status is None:
         return
     d = run / "containers" / cid
     d.mkdir(parents=True)
+    if runc_root is not None:
+        (d / "runc-root").write_text(runc_root)
     (d / "state.json").write_text(json.dumps({"id": cid, "tee": "sim", "bundle": "/b",
                                               "status": status, "measurement": "ab"}))
     (run / "td" / cid).mkdir(parents=True)
@@ -73,7 +79,7 @@ def _state(run: pathlib.Path, cid: str, status: str | None, *, go: bool = False,
 
 
 # (name, argv with {b} for a bundle dir, bundle kind, env additions, Arca state of "c1")
-# bundle kinds: plain, tee, tee-none, sandbox, escape, env-text, missing
+# bundle kinds: plain, tee, tee-none, sandbox, escape, env-text, missing, join-<OCI ns type>
 # state: None | (status, go, released)
 CASES: list[tuple[str, list[str], str, dict[str, str], tuple[str, bool, bool] | None]] = [
     ("kill", ["kill", "c1", "9"], "plain", {}, None),
@@ -122,7 +128,57 @@ CASES: list[tuple[str, list[str], str, dict[str, str], tuple[str, bool, bool] | 
     ("delete released", ["delete", "--force", "c1"], "plain", {}, ("created", True, True)),
     ("delete corrupt", ["delete", "c1"], "plain", {}, ("bogus", True, False)),
     ("delete, odd option", ["delete", "--now", "c1"], "plain", {}, ("created", True, True)),
+    # Namespace joins (ADR 0020): a create joining a PID, mount or IPC namespace by path is
+    # Python's (it refuses joining a TD's); other joins stay plain.
+    ("create joins a pid namespace", ["create", "--bundle", "{b}", "c1"], "join-pid", {}, None),
+    ("create joins a mount namespace", ["create", "--bundle", "{b}", "c1"], "join-mount", {},
+     None),
+    ("create joins an ipc namespace", ["create", "--bundle", "{b}", "c1"], "join-ipc", {}, None),
+    ("run joins a pid namespace", ["run", "--bundle", "{b}", "c1"], "join-pid", {}, None),
+    ("create joins a net namespace", ["create", "--bundle", "{b}", "c1"], "join-network", {},
+     None),
+    # State keyed by runc root (ADR 0020): rows named "... this root" record the --root of the
+    # call beside the state, "... other root" another one (RECORDED_ROOT).
+    ("start created, this root", ["start", "c1"], "plain", {}, ("created", True, False)),
+    ("start created, other root", ["start", "c1"], "plain", {}, ("created", True, False)),
+    ("start creating, other root", ["start", "c1"], "plain", {}, ("creating", False, False)),
+    ("state created, this root", ["state", "c1"], "plain", {}, ("created", True, False)),
+    ("state created, other root", ["state", "c1"], "plain", {}, ("created", True, False)),
+    ("state corrupt, other root", ["state", "c1"], "plain", {}, ("bogus", True, False)),
+    ("delete created, this root", ["delete", "c1"], "plain", {}, ("created", True, False)),
+    ("delete created, other root", ["delete", "c1"], "plain", {}, ("created", True, False)),
+    ("delete creating, other root", ["delete", "c1"], "plain", {}, ("creating", False, False)),
+    ("checkpoint tee, this root", ["checkpoint", "c1"], "plain", {}, ("created", False, True)),
+    ("checkpoint tee, other root", ["checkpoint", "c1"], "plain", {}, ("created", False, True)),
+    ("restore tee, other root", ["restore", "c1"], "plain", {}, ("created", False, True)),
+    ("exec tee, other root", ["exec", "c1", "sh"], "plain", {}, ("created", True, True)),
+    ("delete created, default root recorded", ["delete", "c1"], "plain", {},
+     ("created", True, False)),
 ]
+
+#: Rows whose Arca state records the runc root it was created under: "this" (the call's
+#: --root), "other" (another containerd namespace's), or "default" (/run/runc, runc's default,
+#: while the call names another). Rows not listed record none (a create in flight: the
+#: caller's).
+RECORDED_ROOT = {name: ("this" if name.endswith("this root") else "other")
+                 for name, *_ in CASES if name.endswith(("this root", "other root"))}
+RECORDED_ROOT["delete created, default root recorded"] = "default"
+
+#: Agreement alone would also hold if both sides ignored joins and roots: these rows' answer
+#: is pinned (ADR 0020).
+PINNED = {
+    "create joins a pid namespace": cli.ARCA, "create joins a mount namespace": cli.ARCA,
+    "create joins an ipc namespace": cli.ARCA, "run joins a pid namespace": cli.ARCA,
+    "create joins a net namespace": cli.RUNC,
+    "start created, this root": cli.ARCA, "start created, other root": cli.RUNC,
+    "start creating, other root": cli.RUNC, "state created, this root": cli.ARCA,
+    "state created, other root": cli.RUNC, "state corrupt, other root": cli.RUNC,
+    "delete created, this root": cli.ARCA, "delete created, other root": cli.RUNC,
+    "delete creating, other root": cli.RUNC, "checkpoint tee, this root": cli.ARCA,
+    "checkpoint tee, other root": cli.RUNC, "restore tee, other root": cli.RUNC,
+    "exec tee, other root": cli.ARCA,  # lifecycle refuses it if runc's state says TD
+    "delete created, default root recorded": cli.RUNC,
+}
 
 #: Calls the front end sends to Python although Python passes them through, and why.
 CONSERVATIVE = {
@@ -184,10 +240,14 @@ def test_front_end_and_python_decide_alike(front_end: str, tmp_path: pathlib.Pat
         _bundle(b, raw='{"annotations": {"io\\u002earca.tee": "sim"}}')
     elif kind == "env-text":
         _bundle(b, {}, env=["NOTE=io.arca is mentioned"])
+    elif kind.startswith("join-"):
+        _bundle(b, {"a": "b"}, join=kind[len("join-"):])
     argv = [a.replace("{b}", str(b)) for a in argv_t]
     runc_root = tmp_path / "runc"
     if state is not None:
-        _state(run, "c1", state[0], go=state[1], released=state[2])
+        recorded = {"this": str(runc_root), "other": str(tmp_path / "other-runc"),
+                    "default": "/run/runc"}.get(RECORDED_ROOT.get(name, ""))
+        _state(run, "c1", state[0], go=state[1], released=state[2], runc_root=recorded)
         (runc_root / "c1").mkdir(parents=True)  # runc has it, its agent is gone
         (runc_root / "c1" / "state.json").write_text(json.dumps({"init_process_pid": DEAD_PID}))
         argv = ["--root", str(runc_root), *argv] if "--root" not in argv else argv
@@ -199,6 +259,8 @@ def test_front_end_and_python_decide_alike(front_end: str, tmp_path: pathlib.Pat
         if k not in env:
             monkeypatch.delenv(k, raising=False)
     python = cli.decide(argv)
+    if name in PINNED:
+        assert python == PINNED[name], f"{name}: Python says {python}, ADR 0020 {PINNED[name]}"
     c = front_end_outcome(front_end, argv, env, tmp_path, state is not None)
     if name in CONSERVATIVE:
         assert (c, python) == ("python", cli.RUNC), \
@@ -211,3 +273,6 @@ def test_front_end_and_python_decide_alike(front_end: str, tmp_path: pathlib.Pat
 
 def test_every_conservative_case_is_in_the_table() -> None:
     assert set(CONSERVATIVE) <= {c[0] for c in CASES}
+    assert set(RECORDED_ROOT) <= {c[0] for c in CASES if c[4] is not None}
+    assert set(PINNED) <= {c[0] for c in CASES}
+

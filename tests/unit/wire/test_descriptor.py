@@ -51,7 +51,9 @@ def test_every_field_is_measured(mutate) -> None:  # type: ignore[no-untyped-def
 
 def test_orchestrator_env_not_measured() -> None:
     env = ["PATH=/bin", "HOSTNAME=abc", "KUBERNETES_SERVICE_HOST=10.0.0.1", "FOO_SERVICE_PORT=80"]
-    assert measured_env(env) == ("PATH=/bin",)
+    # Issue 13 item 5: only the minimum is left out; other service links steer where the
+    # workload connects and are measured unless the init-data policy lists them.
+    assert measured_env(env) == ("FOO_SERVICE_PORT=80", "PATH=/bin")
     assert measured_env(["B=1", "A=2"]) == ("A=2", "B=1")
 
 

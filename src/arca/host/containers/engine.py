@@ -200,14 +200,16 @@ class Engine:
             raise InvalidInput("--kbs and --init-data exclude each other: put kbs_url into the "
                                "init-data file (it is measured as given)")
         init_data = opts.init_data
-        if opts.kbs_url:
-            init_data = generated_init_data(opts.kbs_url)
+        volumes = [Volume.parse(v) for v in opts.volumes]
+        if opts.kbs_url or (volumes and init_data is None and opts.tee != "none"):
+            # A TD's mounts must be allowed by its measured init-data (issue 11 §3): without
+            # the tenant's own, -v generates one allowing exactly these destinations.
+            init_data = generated_init_data(opts.kbs_url, [v.destination for v in volumes])
         if init_data is not None and opts.tee == "none":
             raise InvalidInput(f"init-data needs a TEE (--tee {DEFAULT_TEE})")
         if opts.detach and opts.interactive:
             raise InvalidInput("-i needs the foreground: a detached container's stdin cannot "
                                "be attached later (-d -t gives it a terminal that stays open)")
-        volumes = [Volume.parse(v) for v in opts.volumes]
         net = network.NetworkPlan.parse(opts.network, opts.publish, init_data)
         may_pull = opts.pull.policy != "never" and not opts.image.startswith("oci:")
         if may_pull and opts.pull.policy == "always":

@@ -163,10 +163,19 @@ def build_spec(
     }
 
 
-def generated_init_data(kbs_url: str) -> bytes:
-    """The init-data ``--kbs URL`` stands for: the KBS URL and nothing else (no resources, no
-    policy). Its digest is what the TD's evidence binds, so tenants can reproduce it."""
-    if not kbs_url.startswith(("http://", "https://")) or any(c in kbs_url for c in "\"\n\\"):
-        raise InvalidInput(f"--kbs {kbs_url!r}: expected an http(s) URL")
-    return ('version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
-            f'kbs_url = "{kbs_url}"\n').encode()
+def generated_init_data(kbs_url: str | None, mounts: list[str] | tuple[str, ...] = ()) -> bytes:
+    """The init-data ``--kbs URL`` and ``-v SRC:DST`` stand for: the KBS URL (unauthenticated:
+    no CA is named) and a policy allowing mounts at exactly the volumes' destinations, nothing
+    else. Its digest is what the TD's evidence binds, so tenants can reproduce it."""
+    doc = 'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
+    if kbs_url is not None:
+        if not kbs_url.startswith(("http://", "https://")) or any(c in kbs_url
+                                                                   for c in "\"\n\\"):
+            raise InvalidInput(f"--kbs {kbs_url!r}: expected an http(s) URL")
+        # --kbs URL names no CA: the broker is not authenticated, say so in what is measured
+        doc += f'kbs_url = "{kbs_url}"\n' "agent = 'insecure_kbs = true'\n"
+    if mounts:
+        import json
+
+        doc += f"policy = '{json.dumps({'allow_mounts': sorted(set(mounts))})}'\n"
+    return doc.encode()

@@ -148,7 +148,7 @@ def decode_init_data(bundle: Bundle) -> bytes | None:
     from arca.wire.initdata import InitData, decode_annotation
 
     raw = decode_annotation(value)
-    InitData.parse(raw)
+    InitData.parse(raw).check_broker_authenticated()
     return raw
 
 

@@ -166,12 +166,14 @@ def decide(argv: list[str]) -> str:
         return RUNC if _obviously_plain(argv[i + 1:]) else ARCA
     if command == "exec":
         return ARCA  # its id is not the last argument: lifecycle parses it
-    if not _has_arca_state(argv[-1]):
-        return RUNC  # delete/start/state/checkpoint/restore of a container Arca did not make
+    if not _has_arca_state(argv[-1], globals_.get("root")):
+        # delete/start/state/checkpoint/restore of a container Arca did not make (under this
+        # runc root: the same id under another root is another container)
+        return RUNC
     if command in ("start", "state"):
         from arca.host.runtime import lifecycle
 
-        return ARCA if lifecycle.arca_handles(command, argv[i + 1:]) else RUNC
+        return ARCA if lifecycle.arca_handles(command, argv[i + 1:], globals_) else RUNC
     return ARCA
 
 
@@ -188,9 +190,13 @@ def _obviously_plain(args: list[str]) -> bool:
 
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            ann = json.load(f).get("annotations") or {}
+            config = json.load(f)
+        ann = config.get("annotations") or {}
+        joins = [n.get("path") or "" for n in (config.get("linux") or {}).get("namespaces") or []]
     except (OSError, ValueError, AttributeError):
         return False
+    if any(isinstance(p, str) and p.endswith(("/ns/pid", "/ns/mnt", "/ns/ipc")) for p in joins):
+        return False  # joining a PID, mount or IPC namespace: lifecycle checks it is not a TD's
     if not isinstance(ann, dict):
         return False
     if ann.get("io.kubernetes.cri.container-type") == "sandbox":
@@ -203,13 +209,21 @@ def _obviously_plain(args: list[str]) -> bool:
     return tee == "none"
 
 
-def _has_arca_state(container_id: str) -> bool:
+def _has_arca_state(container_id: str, root: object = None) -> bool:
     # Same location as ``arca.host.paths.run_dir()`` / ``state.state_path`` (a unit test
     # keeps them equal), spelled with ``os.path`` so plain deletes never import pathlib.
     if not container_id or "/" in container_id or container_id in (".", ".."):
         return False
     run = os.environ.get("ARCA_RUN", "/run/arca-host")
-    return os.path.exists(os.path.join(run, "containers", container_id, "state.json"))
+    if not os.path.exists(os.path.join(run, "containers", container_id, "state.json")):
+        return False
+    # Under another runc root the same id is another container (state.belongs_to).
+    try:
+        with open(os.path.join(run, "containers", container_id, "runc-root"), "rb") as f:
+            recorded = f.read().decode()
+    except OSError:
+        return True
+    return recorded == (root if isinstance(root, str) and root else "/run/runc")
 
 
 def _version() -> int:

@@ -50,7 +50,8 @@ def measured_process(spec: ProcessSpec, policy: ExecPolicy) -> ProcessSpec:
     args = next((tuple(p) for p in policy.allow_args if args_allowed(spec.args, tuple(p))),
                 spec.args)
     env = tuple(e for e in spec.env
-                if not any(fnmatch.fnmatchcase(e.split("=", 1)[0], p) for p in policy.allow_env))
+                if not any(fnmatch.fnmatchcase(e.split("=", 1)[0], p)
+                           for p in (*policy.allow_env, *policy.orchestrator_env)))
     if args == spec.args and env == spec.env:
         return spec
     return replace_record(spec, args=args, env=env)

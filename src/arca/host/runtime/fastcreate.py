@@ -142,9 +142,10 @@ def _unusual(req: dict[str, Any], stamp: str) -> str:
 
 def _create(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     argv = req["argv"]
-    _, i = split_globals(argv)
+    globals_, i = split_globals(argv)
     opts = lifecycle.parse_create(argv[i + 1:])
     opts.bundle = os.path.join(req["cwd"], opts.bundle)
+    opts.root = st.runc_root(globals_)
     prepared = lifecycle.prepare(load_config(), opts, platform=_InProcess(daemon))
     if prepared is None:
         return {"create": "runc"}
@@ -164,7 +165,7 @@ def _undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     argv = req["argv"]
     _, i = split_globals(argv)
     cid = lifecycle.parse_create(argv[i + 1:]).id
-    saved = st.load(st.validate_id(cid))
+    saved = lifecycle._safe_load(st.validate_id(cid), split_globals(argv)[0])
     if saved is not None and saved.status == sm.CREATING:
         lifecycle._undo(cid, pathlib.Path(saved.bundle), _InProcess(daemon))
     return {"create": "undone"}
@@ -174,9 +175,9 @@ def _delete_undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     """The front end's ``runc delete`` of a created TEE container succeeded (runc no longer
     has it): the backend's undo and Arca's files, exactly as ``lifecycle.delete`` does."""
     cid = st.validate_id(req["argv"][-1])
-    saved = st.load(cid)
-    if saved is None:
-        return {"delete": "undone"}  # a concurrent delete came first
+    saved = lifecycle._safe_load(cid, split_globals(req["argv"])[0])
+    if saved is None:  # a concurrent delete came first (or it is another runc root's: not ours)
+        return {"delete": "undone"}
     if saved.status != sm.CREATED:
         return {"fallback": f"container {cid} is {saved.status}"}
     lifecycle._undo(cid, None, backend=lifecycle._backend(saved, _InProcess(daemon)))

@@ -11,12 +11,13 @@
  *
  *   - no command, or a runtime config file exists (JSON: Python parses it)   -> Python
  *   - command not handled by Arca (start, state, kill, ps, features, ...)      -> runc
- *   - delete/checkpoint/restore of an id without Arca state                    -> runc
+ *   - delete/checkpoint/restore of an id without Arca state (under this --root)  -> runc
  *   - delete [--force] of a TEE container whose create completed ("created"):
  *     runc delete, then hand Arca's part (lifecycle._undo: the backend's undo, Arca's
  *     files) to the daemon; with no daemon of these sources, unregister / drop the
  *     platform's registration file and remove Arca's files; half-created ones go to Python
- *   - create/run whose config.json has no "io.arca" text and no \u escape,
+ *   - create/run whose config.json has no "io.arca" text, no \u escape and joins no
+ *     PID, mount or IPC namespace by path (Python refuses joining a TD's),
  *     with the default TEE "none" (ARCA_TEE unset/empty or "none")           -> runc
  *   - other creates, when the sim daemon answers and runs the same sources (code stamp):
  *     the daemon does Arca's part (fastcreate.py), runc create runs as our child, then runc
@@ -148,14 +149,23 @@ static const char *run_dir(void) {
     return !run ? "/run/arca-host" : *run ? run : ".";
 }
 
-/* cli._has_arca_state: is there Arca state for this container id? */
-static int has_arca_state(const char *id) {
+/* cli._has_arca_state: is there Arca state for this container id under this runc root (a
+ * same id under another root is another container: runc's business)? */
+static int has_arca_state(const char *id, const char *root) {
     if (!*id || strchr(id, '/') || strcmp(id, ".") == 0 || strcmp(id, "..") == 0) return 0;
-    char path[4096];
+    char path[4096], rec[4096];
     if (snprintf(path, sizeof(path), "%s/containers/%s/state.json", run_dir(), id) >=
         (int)sizeof(path))
         return 1;  /* cannot tell: let Python decide */
-    return access(path, F_OK) == 0 || errno != ENOENT;
+    if (access(path, F_OK) != 0 && errno == ENOENT) return 0;
+    snprintf(path, sizeof(path), "%s/containers/%s/runc-root", run_dir(), id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 1;  /* none recorded (a create in flight): ours */
+    ssize_t n = read(fd, rec, sizeof(rec) - 1);
+    close(fd);
+    if (n < 0) return 1;
+    rec[n] = '\0';
+    return strcmp(rec, root && *root ? root : "/run/runc") == 0;
 }
 
 /* cli._obviously_plain, conservatively: no Arca annotation can hide in this config.json. */
@@ -187,7 +197,10 @@ static int obviously_plain(int argc, char **argv, int first) {
             len += (size_t)r;
         buf[len] = '\0';
         plain = len == (size_t)st.st_size && memchr(buf, '\0', len) == NULL &&
-                strstr(buf, "io.arca") == NULL && strstr(buf, "\\u") == NULL;
+                strstr(buf, "io.arca") == NULL && strstr(buf, "\\u") == NULL &&
+                /* joining a PID, mount or IPC namespace: Python checks it is not a TD's */
+                strstr(buf, "/ns/pid\"") == NULL && strstr(buf, "/ns/mnt\"") == NULL &&
+                strstr(buf, "/ns/ipc\"") == NULL;
     }
     free(buf);
     close(fd);
@@ -664,13 +677,13 @@ int main(int argc, char **argv) {
     const char *cmd = argv[i];
     if (!in(cmd, handled)) run_runc(runc, argv);
     if (!strcmp(cmd, "delete") || !strcmp(cmd, "checkpoint") || !strcmp(cmd, "restore")) {
-        if (!has_arca_state(argv[argc - 1])) run_runc(runc, argv);
+        if (!has_arca_state(argv[argc - 1], root)) run_runc(runc, argv);
         if (!strcmp(cmd, "delete")) delete_tee(argc, argv, i, runc, root);
     } else if (!strcmp(cmd, "create") || !strcmp(cmd, "run")) {
         if (obviously_plain(argc, argv, i + 1)) run_runc(runc, argv);
         if (!strcmp(cmd, "create")) fast_create(argc, argv, i, runc);
     } else if (!strcmp(cmd, "start") || !strcmp(cmd, "state")) {
-        if (!has_arca_state(argv[argc - 1])) run_runc(runc, argv);
+        if (!has_arca_state(argv[argc - 1], root)) run_runc(runc, argv);
         if (!strcmp(cmd, "start")) start_tee(argc, argv, i, runc, root);
         else state_tee(argc, argv, i, runc);
     }

@@ -182,7 +182,7 @@ def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
         return (start if command == "start" else state)(cfg, globals_, argv, args)
     # checkpoint/restore: the container id is the last argument.
     cid = args[-1] if args else ""
-    if _safe_load(cid) is not None:
+    if _safe_load(cid, globals_) is not None:
         raise StateError(
             f"{command} of TEE container {cid} refused: a trust domain's memory must not be "
             "written to host disk"
@@ -190,11 +190,18 @@ def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
     exec_runc(cfg.runc, argv)
 
 
-def _safe_load(container_id: str) -> st.ContainerState | None:
+def _safe_load(container_id: str, globals_: dict[str, str | bool] | None = None
+               ) -> st.ContainerState | None:
+    """Arca state of the container, ``None`` when there is none under the caller's runc root
+    (``globals_``; the same id under another root is another container)."""
     try:
-        return st.load(st.validate_id(container_id))
+        saved = st.load(st.validate_id(container_id))
     except InvalidInput:
         return None
+    if saved is not None and globals_ is not None and not st.belongs_to(
+            container_id, st.runc_root(globals_)):
+        return None
+    return saved
 
 
 # -- create -----------------------------------------------------------------------------------
@@ -202,6 +209,7 @@ def _safe_load(container_id: str) -> st.ContainerState | None:
 
 def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
            opts: Args, *, run: bool = False) -> int:
+    opts.root = st.runc_root(globals_)
     prepared = prepare(cfg, opts, run=run)
     if prepared is None:
         exec_runc(cfg.runc, argv)
@@ -236,19 +244,25 @@ def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
 
     bundle = read_bundle(pathlib.Path(opts.bundle).absolute())
     tee = select_tee(bundle, cfg.default_tee)
+    from arca.host.runtime import tdchecks
+
     if tee == "none":
+        tdchecks.check_joiner(str(opts.id), bundle.config)
         return None
     if run:
         raise InvalidInput("'run' is not supported for TEE containers: use create and start")
     backend = backends.get(tee, platform=platform)  # select_tee ran its check_host
     cid = st.validate_id(opts.id)
+    root = getattr(opts, "root", None) or st.DEFAULT_RUNC_ROOT
     if st.load(cid) is not None:
-        raise StateError(f"container {cid} already exists")
+        raise StateError(f"container {cid} already exists" + (
+            "" if st.belongs_to(cid, root) else " (a TEE container under another runc root)"))
     rootfs = bundle.rootfs()
     if not rootfs.is_dir():
         raise BundleError(f"rootfs {rootfs} does not exist (root.path in {bundle.path})")
     init_data = decode_init_data(bundle)
     spec = process_spec(original_process(bundle))
+    tdchecks.check_launch(cid, bundle.config, init_data, str(rootfs), root)
     if init_data is not None:
         # Parts the measured execution policy declares variable are not measured (issue 5).
         # Without init-data the policy is empty and changes nothing: skip its imports.
@@ -258,6 +272,7 @@ def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
 
     st.save(st.ContainerState(cid, tee, str(bundle.path), sm.CREATING))
     try:
+        st.record_root(cid, root)
         ref = _prepare(backend, cid, bundle.path, bundle.config, rootfs, spec, init_data)
     except BaseException:
         _undo(cid, bundle.path, backend=backend)
@@ -385,8 +400,9 @@ def wait_for_inflight_create(cid: str, timeout: float = INFLIGHT_CREATE_TIMEOUT_
 def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
            opts: Args) -> int:
     cid = opts.id
-    saved = _safe_load(cid)
+    saved = _safe_load(cid, globals_)
     if saved is None:
+        st.remove_half_made(cid)  # a create killed inside its first state write
         exec_runc(cfg.runc, argv)
     if saved.status != "created":
         # A create that crashed (or was killed) may have left its ``runc create`` child
@@ -413,25 +429,28 @@ def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
 AGENT_READY_TIMEOUT_S = 10.0
 
 
-def _prestarted(cid: str) -> bool:
-    return _state_of(cid) == sm.CREATED
+def _prestarted(cid: str, globals_: dict[str, str | bool] | None = None) -> bool:
+    return _state_of(cid, globals_) == sm.CREATED
 
 
-def _state_of(cid: str) -> str:
+def _state_of(cid: str, globals_: dict[str, str | bool] | None = None) -> str:
     """The container's lifecycle state (:mod:`.machine`) as the caller sees it: an id Arca
-    could not have state for is runc's business (ABSENT)."""
-    return sm.of(_safe_load(cid))
+    could not have state for, or whose state is that of the same id under another runc root
+    (``globals_``), is runc's business (ABSENT)."""
+    return sm.of(_safe_load(cid, globals_))
 
 
-def arca_handles(command: str, args: list[str]) -> bool:
-    """Whether ``start``/``state`` with ``args`` is Arca's (else runc's own, unchanged):
-    ``start`` of a container in CREATING (refused) or CREATED (released); ``state`` of one in
-    CREATED (read as ``created``) or with corrupt state (refused). The C front end decides
-    the same from the same files (``created``/``unreleased`` in frontend.c)."""
+def arca_handles(command: str, args: list[str],
+                 globals_: dict[str, str | bool] | None = None) -> bool:
+    """Whether ``start``/``state`` with ``args`` under the runc root of ``globals_`` is Arca's
+    (else runc's own, unchanged): ``start`` of a container in CREATING (refused) or CREATED
+    (released); ``state`` of one in CREATED (read as ``created``) or with corrupt state
+    (refused). The C front end decides the same from the same files
+    (``has_arca_state``/``created``/``unreleased`` in frontend.c)."""
     if len(args) != 1:
         return False  # odd arguments: runc's own message
     try:
-        now = _state_of(args[0])
+        now = _state_of(args[0], globals_)
     except StateError:
         return True  # corrupt: said so, in one line
     if command == "start":
@@ -442,10 +461,10 @@ def arca_handles(command: str, args: list[str]) -> bool:
 def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
           args: list[str]) -> int:
     """Release the prestarted agent of a TEE container; anything else is runc's ``start``."""
-    if not arca_handles("start", args):
+    if not arca_handles("start", args, globals_):
         exec_runc(cfg.runc, argv)  # a plain container, a second start, odd arguments: runc's
     cid = args[0]
-    sm.require(cid, _state_of(cid), "start")
+    sm.require(cid, _state_of(cid, globals_), "start")
     try:  # at most one start releases; a second one gets runc's answer (already running)
         os.close(os.open(st.released_path(cid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
@@ -457,7 +476,7 @@ def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
 def release(globals_: dict[str, str | bool], cid: str,
             timeout: float = AGENT_READY_TIMEOUT_S) -> None:
     """The backend's ``release`` of a prestarted TD (the ``go`` FIFO protocol)."""
-    saved = _safe_load(cid)
+    saved = _safe_load(cid, globals_)
     if saved is None:
         raise StateError(f"container {cid} does not exist")
     _backend(saved).release(_launch(saved), _init_pid(globals_, cid), timeout)
@@ -477,16 +496,16 @@ def _init_pid(globals_: dict[str, str | bool], cid: str) -> int:
 def state(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
           args: list[str]) -> int:
     """runc's ``state``, but ``created`` for a prestarted TEE container not yet started."""
-    if not arca_handles("state", args):
+    if not arca_handles("state", args, globals_):
         exec_runc(cfg.runc, argv)
     cid = args[0]
-    _state_of(cid)  # corrupt state: refused in one line before runc runs
+    _state_of(cid, globals_)  # corrupt state: refused in one line before runc runs
     import subprocess
     import sys
 
     res = subprocess.run([cfg.runc, *argv], stdout=subprocess.PIPE, check=False)
     out = res.stdout
-    if res.returncode == 0 and _prestarted(cid):  # again: ``start`` may have come meanwhile
+    if res.returncode == 0 and _prestarted(cid, globals_):  # again: ``start`` may have come
         out = out.replace(b'"status": "running"', b'"status": "created"', 1)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
@@ -506,7 +525,14 @@ def check_exec_allowed(state: st.ContainerState, process: dict[str, Any]) -> Non
 
 
 def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
-    saved = _safe_load(opts.id)
+    from arca.host.runtime.cli import split_globals
+
+    globals_ = split_globals(argv)[0]
+    saved = _safe_load(opts.id, globals_)
+    if saved is None:
+        from arca.host.runtime.tdchecks import check_exec_without_state
+
+        check_exec_without_state(opts.id, st.runc_root(globals_))
     if saved is not None:
         sm.require(saved.id, sm.of(saved), "exec")
         process: dict[str, Any] = {}

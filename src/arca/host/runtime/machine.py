@@ -7,9 +7,12 @@ files only (paths under the run directory ``$ARCA_RUN``, see :mod:`.state`)::
 
     state        files                                                   runc's view
     -----------  ------------------------------------------------------  -----------------
-    ABSENT       no containers/<id>/state.json                           anything or none
+    ABSENT       no containers/<id>/state.json, or one whose runc-root   anything or none
+                 names another runc --root (that id there is another
+                 container: ``lifecycle._safe_load`` returns ``None``)
     CREATING     state.json "status": "creating"                         none, or being made
-                 (+ td/<id>/ and config.orig.json as create goes on)
+                 (+ runc-root, td/<id>/ and config.orig.json as create
+                 goes on; no runc-root yet: the caller's)
     CREATED      state.json "status": "created", td/<id>/go, no          running (the agent,
                  containers/<id>/released                                 prestarted)
     RELEASED     state.json "status": "created" and containers/<id>/     running, then stopped

@@ -59,6 +59,30 @@ GO_FIFO = "go"
 RELEASED = "released"
 
 
+#: Beside ``state.json``: the runc ``--root`` the container was created under. The same id
+#: under another root (another containerd namespace) is another container, never this TD.
+RUNC_ROOT = "runc-root"
+DEFAULT_RUNC_ROOT = "/run/runc"
+
+
+def runc_root(globals_: dict[str, str | bool]) -> str:
+    root = globals_.get("root")
+    return root if isinstance(root, str) and root else DEFAULT_RUNC_ROOT
+
+
+def record_root(container_id: str, root: str) -> None:
+    write_atomic(state_path(container_id).parent / RUNC_ROOT, root.encode())
+
+
+def belongs_to(container_id: str, root: str) -> bool:
+    """The Arca state of ``container_id`` is that of the container under runc ``root`` (no
+    root recorded yet: a create in flight, ours)."""
+    try:
+        return (state_path(container_id).parent / RUNC_ROOT).read_bytes() == root.encode()
+    except FileNotFoundError:
+        return True
+
+
 def go_path(container_id: str) -> pathlib.Path:
     return td_dir(container_id) / GO_FIFO
 
@@ -151,6 +175,17 @@ def _remove_tree(path: pathlib.Path) -> None:
         os.rmdir(path)
     except FileNotFoundError:
         pass
+
+
+def remove_half_made(container_id: str) -> None:
+    """A state directory without ``state.json``: a create killed inside its first state write
+    (``save`` is its first side effect), so there is nothing else to undo."""
+    try:
+        d = state_path(container_id).parent
+    except InvalidInput:
+        return
+    if d.is_dir() and not (d / "state.json").exists():
+        _remove_tree(d)
 
 
 def remove(container_id: str) -> None:

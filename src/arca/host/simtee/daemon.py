@@ -58,6 +58,7 @@ from typing import Any
 
 from arca.host.runtime.state import validate_id, write_atomic
 from arca.host.simtee import locations
+from arca.host.simtee.devicepeer import Peers
 from arca.host.simtee.platform import Platform, init_data_hash, load_platform
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ArcaError, InvalidInput
@@ -245,6 +246,7 @@ class Daemon:
         self._registry_lock = threading.Lock()
         self._listener_changes: list[tuple[bool, Registration]] = []
         self._pending: set[_Pending] = set()  # main thread only
+        self.peers = Peers()
         self._accept_error: OSError | None = None  # main thread only
         self._accept_error_logged = -1e9
         self._wake_w: socket.socket | None = None
@@ -301,6 +303,8 @@ class Daemon:
             if td_id in self.tds:
                 raise InvalidInput(f"TD {td_id} is already registered")
             init_data_hash(init_data)  # refuse bad init-data now, not at the first report
+            if persist:  # a new TD: no binding left by an earlier one of the same id
+                self.peers.forget(td_id)
             reg = Registration(td_id, descriptor, init_data, *self._listen(td_id))
             with self.lock:
                 self.tds[td_id] = reg
@@ -328,6 +332,7 @@ class Daemon:
                 (locations.registrations_dir() / f"{td_id}.json").unlink()
             except FileNotFoundError:
                 pass
+            self.peers.forget(td_id)
         log.info("unregistered TD %s (was registered: %s)", td_id, reg is not None)
         return reg is not None
 
@@ -539,6 +544,7 @@ class Daemon:
         try:
             conn.settimeout(DEVICE_TIMEOUT_S)
             pid, uid, _ = _peer(conn)
+            self.peers.check(reg.td_id, pid)  # only the TD's own processes (devicepeer)
             if len(line) > MAX_REQUEST_BYTES:
                 raise InvalidInput(f"request exceeds {MAX_REQUEST_BYTES} bytes")
             report_data = parse_device_request(line)
