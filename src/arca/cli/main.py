@@ -78,7 +78,11 @@ def describe_os_error(err: OSError) -> str:
 
 
 def exit_code_for(err: ArcaError) -> int:
-    """Usage/input/config problems exit 2; refusals and failed checks exit 1."""
+    """Usage/input/config problems exit 2; refusals and failed checks exit 1; a container
+    command that cannot run exits as podman's: 127 (not found), 126 (not executable)."""
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int):
+        return code
     return 2 if isinstance(err, (InvalidInput, ConfigError)) else 1
 
 
