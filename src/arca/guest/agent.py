@@ -243,7 +243,7 @@ def run(paths: Paths) -> NoReturn:
     except OSError as e:
         print(f"arca-agent: error: cannot execute {spec.args[0]!r}: {e.strerror}",
               file=sys.stderr)
-        sys.exit(127)
+        sys.exit(127 if isinstance(e, FileNotFoundError) else 126)  # as a shell says it
 
 
 def write_evidence(paths: Paths, document: bytes) -> None:

@@ -69,12 +69,34 @@ else:
 PR_SET_CHILD_SUBREAPER = 36
 #: How long ``run -d`` waits for the monitor to report the container started.
 START_TIMEOUT_S = 60.0
+#: ``--label``s of a container, next to its record (``labels`` in ``inspect``).
+LABELS_FILE = "labels.json"
 #: Default grace period of ``stop`` before SIGKILL (docker's default).
 STOP_TIMEOUT_S = 10.0
 
 
 class ContainerError(ArcaError):
     """The runtime failed to create, start or stop a container."""
+
+
+class CommandCannotRun(ContainerError):
+    """The container's command could not be started: podman's exit codes, 127 when it is not
+    found, 126 when it cannot be executed (:attr:`exit_code`)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _start_failure(name: str, msg: str) -> ContainerError:
+    """The error for a runtime's refusal ``msg``: runc's words for a command that is missing
+    or not executable become :class:`CommandCannotRun`."""
+    low = msg.lower()
+    if "exec:" in low and ("not found" in low or "no such file" in low):
+        return CommandCannotRun(f"container {name}: {msg}", 127)
+    if "exec:" in low and "permission denied" in low:
+        return CommandCannotRun(f"container {name}: {msg}", 126)
+    return ContainerError(f"container {name}: {msg}")
 
 
 #: ``--pull``: when ``arca run`` pulls the image (:mod:`.imagepull`).
@@ -105,7 +127,8 @@ class RunOptions:
     define and dataclasses ~5 ms to import, on every run)."""
 
     __slots__ = ("image", "command", "name", "detach", "auto_remove", "env", "volumes", "tee",
-                 "kbs_url", "init_data", "pull", "tty", "interactive", "network", "publish")
+                 "kbs_url", "init_data", "pull", "tty", "interactive", "network", "publish",
+                 "entrypoint", "user", "workdir", "labels", "read_only", "memory", "cpus")
 
     def __init__(self, image: str, command: list[str] | None = None, name: str | None = None,
                  detach: bool = False, auto_remove: bool = False, env: list[str] | None = None,
@@ -113,7 +136,10 @@ class RunOptions:
                  kbs_url: str | None = None,
                  init_data: bytes | None = None, pull: PullSettings | None = None,
                  tty: bool = False, interactive: bool = False, network: str = "private",
-                 publish: list[str] | None = None) -> None:
+                 publish: list[str] | None = None, entrypoint: str | None = None,
+                 user: str | None = None, workdir: str | None = None,
+                 labels: dict[str, str] | None = None, read_only: bool = False,
+                 memory: str | None = None, cpus: str | None = None) -> None:
         self.image = image
         self.command = list(command or [])
         self.name = name
@@ -130,6 +156,14 @@ class RunOptions:
         self.interactive = interactive  # -i: the process reads arca run's stdin
         self.network = network  # --network private|host|none (:mod:`.network`)
         self.publish = list(publish or [])  # -p [IP:]HOST:CONTAINER[/proto]
+        # podman's flags (:mod:`.runflags`): in place of the image's entrypoint, user, workdir
+        self.entrypoint = entrypoint
+        self.user = user
+        self.workdir = workdir
+        self.labels = dict(labels or {})
+        self.read_only = read_only  # the rootfs read-only, tmpfs on /tmp, /var/tmp, /run
+        self.memory = memory  # --memory 512m
+        self.cpus = cpus  # --cpus 1.5
 
 
 def runtime_argv() -> list[str]:
@@ -209,6 +243,14 @@ class Engine:
                                "be attached later (-d -t gives it a terminal that stays open)")
         volumes = [Volume.parse(v) for v in opts.volumes]
         net = network.NetworkPlan.parse(opts.network, opts.publish, init_data)
+        overrides = (opts.entrypoint, opts.user, opts.workdir) != (None, None, None)
+        limits: dict[str, Any] = {}
+        if opts.memory is not None or opts.cpus is not None or opts.read_only:
+            from arca.host.containers import runflags
+
+            limits = {"memory": runflags.parse_memory(opts.memory) if opts.memory else None,
+                      "cpus": runflags.parse_cpus(opts.cpus) if opts.cpus else None,
+                      "read_only": opts.read_only}
         may_pull = opts.pull.policy != "never" and not opts.image.startswith("oci:")
         if may_pull and opts.pull.policy == "always":
             from arca.host.containers import imagepull
@@ -216,7 +258,9 @@ class Engine:
             # asks the registry first; an unchanged image leaves images.json (and so the run
             # plan) as it was
             imagepull.refresh(self.images, opts.image, opts.pull)
-        plan = runplan.lookup(opts.image, opts.command, opts.env) if self._plans else None
+        # run plans remember the image's process: not for one with its parts overridden
+        plans = self._plans and not overrides
+        plan = runplan.lookup(opts.image, opts.command, opts.env) if plans else None
         config = None
         if plan is not None:
             image_name, image_digest, lowers, proc = plan
@@ -225,7 +269,7 @@ class Engine:
             from arca.host.images.errors import ImageNotFound
             from arca.host.images.ingest import resolve
 
-            deps = runplan.dependencies(opts.image) if self._plans else None
+            deps = runplan.dependencies(opts.image) if plans else None
             sigs = runplan.signatures(deps) if deps is not None else None
             try:
                 record = resolve(self.images, opts.image)
@@ -239,10 +283,18 @@ class Engine:
                 sigs = runplan.signatures(deps) if deps is not None else None
                 record = resolve(self.images, opts.image)
             config = self.images.config_of(record)
+            if overrides:
+                from arca.host.containers.runflags import override_config
+
+                config = override_config(config, entrypoint=opts.entrypoint, user=opts.user,
+                                         workdir=opts.workdir)
             image_name, image_digest = record.name, record.digest
             lowers = [os.fspath(p) for p in self.images.lowerdirs(record)]
+        # monitor_pid: this process until a -d container's monitor takes over, so a killed
+        # `arca run` leaves a record that says whose it was (:meth:`reap_lost`)
         rec = self.store.create(name=opts.name, image=image_name, image_digest=image_digest,
                                 tee=opts.tee, args=(), auto_remove=opts.auto_remove,
+                                monitor_pid=os.getpid(),
                                 detached=opts.detach, tty=opts.tty,
                                 interactive=opts.interactive)
         try:
@@ -250,6 +302,9 @@ class Engine:
             bundle = self._bundle(rec.id)
             rootfs = os.path.join(bundle, "rootfs")
             os.mkdir(bundle, 0o711)
+            if opts.labels:
+                with open(os.path.join(d, LABELS_FILE), "w") as f:
+                    f.write(json_dumps(opts.labels))
             # Held shared while mounting, as the store's own readers do: prune (exclusive)
             # cannot remove these layer directories in between.
             images_root = (os.fspath(self._images.root) if self._images is not None
@@ -287,6 +342,10 @@ class Engine:
                               volumes=volumes, init_data=init_data, terminal=size,
                               network=network.spec_network(
                                   net, network.netns_path(run_dir(), rec.id), resolv))
+            if limits:
+                from arca.host.containers import runflags
+
+                runflags.apply(spec, **limits)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json_dumps(spec))
             return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
@@ -327,7 +386,7 @@ class Engine:
             if cur.status == "error":
                 if cur.auto_remove:
                     self.remove(rec.id, force=True)
-                raise ContainerError(f"container {rec.name}: {cur.error}")
+                raise _start_failure(rec.name, str(cur.error))
             if monitor_done:
                 raise ContainerError(f"container {rec.name}: its monitor exited "
                                      f"(code {monitor_status}); see {self.log_path(rec.id)}")
@@ -426,7 +485,7 @@ class Engine:
             network.abandon(net)
             msg = _last_error(runtime_log) or f"arca-runtime {step} exited {code}"
             self._failed(cid, msg, foreground)
-            raise ContainerError(f"container {rec.name}: {msg}")
+            raise _start_failure(rec.name, msg)
         with open(pidfile, "rb") as f:
             pid = int(f.read().strip())
         # Signals for the container arriving at the supervisor are passed on.
@@ -545,6 +604,37 @@ class Engine:
                 raise ContainerError(f"container {rec.name} did not stop after SIGKILL")
         return self.store.load(rec.id) if os.path.exists(self.store.dir(rec.id)) else rec
 
+    def kill(self, ref: str, sig: str = "KILL") -> ContainerRecord:
+        """Send ``sig`` (a name, with or without SIG, or a number) to the container's process,
+        through the runtime (a TD's agent passes it on like runc does)."""
+        name = sig.upper().removeprefix("SIG")
+        if not (name.isdigit() and 0 < int(name) < 65) and not (
+                name.isalnum() and hasattr(signal, "SIG" + name)):
+            raise InvalidInput(f"--signal {sig!r}: not a signal")
+        rec = self.store.find(ref)
+        if not rec.is_alive():
+            raise StateError(f"container {rec.name} is not running")
+        code, err = spawn.run_capturing_stderr([*runtime_argv(), "kill", rec.id, name])
+        if code != 0:
+            raise ContainerError(f"kill {rec.name}: {err.strip() or f'runtime exited {code}'}")
+        return rec
+
+    def wait(self, ref: str, poll_s: float = 0.05) -> int:
+        """Block until the container has exited; its exit code (podman's ``wait``). A
+        container whose supervisor was killed has no recorded code: -1."""
+        rec = self.store.find(ref)
+        while True:
+            try:
+                cur = self.store.load(rec.id)
+            except NotFound:
+                return 0 if rec.auto_remove else -1  # removed meanwhile (--rm, or rm -f)
+            if cur.status == "exited":
+                return cur.exit_code if cur.exit_code is not None else -1
+            if cur.status == "error" or (cur.status == "running" and not cur.is_alive()
+                                         and not _pid_alive(cur.monitor_pid)):
+                return -1
+            time.sleep(poll_s)
+
     def _wait_exit(self, cid: str, timeout: float) -> bool:
         """True once the supervisor recorded the exit (or the container is gone, or its
         supervisor died so nobody will record it)."""
@@ -560,8 +650,54 @@ class Engine:
             time.sleep(0.02)
         return False
 
+    # -- lost containers -----------------------------------------------------------------------
+    @staticmethod
+    def is_lost(rec: ContainerRecord) -> bool:
+        """Running, but its supervisor (the foreground ``arca run``, or a ``-d`` container's
+        monitor) is gone: killed, so nobody will record its exit or clean it up."""
+        return (rec.status in ("created", "running") and rec.monitor_pid > 0
+                and rec.monitor_pid != os.getpid() and not _pid_alive(rec.monitor_pid))
+
+    def reap_lost(self) -> list[ContainerRecord]:
+        """Finish what the killed supervisors of foreground containers (``arca run`` without
+        ``-d``, whose user lost them with their terminal) left: the container's processes are
+        killed, its runtime state and TD deleted, and a ``--rm`` container removed; others
+        are recorded as exited (137). A ``-d`` container whose monitor was killed keeps
+        running (as podman's does without conmon): ``ps`` shows it lost, ``rm`` needs no
+        ``-f``. Returns the records reaped."""
+        reaped = []
+        for rec in self.store.list():
+            if rec.detached or not self.is_lost(rec):
+                continue
+            self._finish_lost(rec)
+            reaped.append(rec)
+        return reaped
+
+    def _finish_lost(self, rec: ContainerRecord) -> None:
+        env = runtime_env(rec.tee)
+        if rec.is_alive():
+            spawn.run([*runtime_argv(), "kill", rec.id, "KILL"], env=env, quiet=True)
+            deadline = time.monotonic() + 10.0
+            while _pid_alive(rec.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)  # not our child: its new parent (init) reaps it
+        self._delete_runtime(rec.id, env)
+        if rec.auto_remove:
+            self._cleanup(rec.id)
+            return
+        try:
+            self.store.update(rec.id, status="exited", exit_code=137, finished=now(),
+                              error="its supervisor was killed; the container was reaped")
+        except NotFound:
+            return
+        umount(os.path.join(self._bundle(rec.id), "rootfs"), lazy=True)
+
     def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
         rec = self.store.find(ref)
+        if self.is_lost(rec):
+            self._finish_lost(rec)  # nobody watches it: removing it needs no -f
+            if not os.path.exists(self.store.dir(rec.id)):
+                return rec
+            rec = self.store.load(rec.id)
         if rec.is_alive():
             if not force:
                 raise StateError(f"container {rec.name} is running (stop it first, or use -f)")
@@ -700,7 +836,16 @@ class Engine:
         obj["state"] = rec.display_status
         obj["bundle"] = self._bundle(rec.id)
         obj["log"] = self.log_path(rec.id)
+        obj["labels"] = self.labels(rec.id)
         return obj
+
+    def labels(self, cid: str) -> dict[str, str]:
+        try:
+            with open(os.path.join(self._dir(cid), LABELS_FILE), "rb") as f:
+                obj = json_loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
 
     def images_in_use(self, digest: str) -> list[str]:
         return [r.name for r in self.store.list() if r.image_digest == digest]
