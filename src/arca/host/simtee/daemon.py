@@ -21,8 +21,9 @@ Serving model — no TD, and no slow control request, can make another TD wait f
 * One **control thread** accepts control requests and serves each in a thread of its own (at
   most ``MAX_CONCURRENT_CONTROL`` at once): a long ``create`` (hashing a big rootfs on first
   use) delays neither a device request nor the create of another container (issue 13, item
-  15). Requests naming the same container (create, create-undo, register, unregister) are
-  served one at a time, in order (:class:`_KeyedLocks`), as all of them were before. A create
+  15; ``ARCA_SIMTEE_CONTROL_CONCURRENCY=1`` serves one at a time, as before). Requests
+  naming the same container (create, create-undo, register, unregister) are served one at a
+  time, in order (:class:`_KeyedLocks`), as all of them were before. A create
   runs with the caller's ``ARCA_*`` environment and umask, which are process-wide: creates
   asking for the same ones share them (installed by the first, restored by the last), a create
   asking for others waits until those have finished, and later ones wait behind it
@@ -98,6 +99,8 @@ ACCEPT_ERROR_PAUSE_S = 0.05
 CONTROL_JOIN_S = 30.0
 #: Control requests served at once; beyond this the control thread waits for one to finish
 #: before it accepts the next (the control socket is root's: this bounds threads, not abuse).
+#: ``ARCA_SIMTEE_CONTROL_CONCURRENCY`` overrides it (1: one at a time, as before issue 13
+#: item 15; ``bench/startup/parallel_create.py`` measures both).
 MAX_CONCURRENT_CONTROL = 16
 #: With no TD registered for this long, the daemon exits (the runtime starts it again on the
 #: next create): a forgotten daemon — a test that never stopped it — does not live forever.
@@ -113,6 +116,14 @@ def idle_exit_seconds() -> float:
         return float(raw) if raw else DEFAULT_IDLE_EXIT_S
     except ValueError:
         return DEFAULT_IDLE_EXIT_S
+
+
+def control_concurrency() -> int:
+    raw = os.environ.get("ARCA_SIMTEE_CONTROL_CONCURRENCY", "")
+    try:
+        return max(1, int(raw)) if raw else MAX_CONCURRENT_CONTROL
+    except ValueError:
+        return MAX_CONCURRENT_CONTROL
 
 
 class AlreadyRunning(ArcaError):
@@ -359,7 +370,7 @@ class Daemon:
         self._wake_w: socket.socket | None = None
         self._control_active = 0  # control requests being served (under ``lock``)
         self._control_done = time.monotonic()
-        self._control_slots = threading.BoundedSemaphore(MAX_CONCURRENT_CONTROL)
+        self._control_slots = threading.BoundedSemaphore(control_concurrency())
         self._control_threads: set[threading.Thread] = set()  # under ``lock``
         self._per_td = _KeyedLocks()
         from arca.host.runtime.fastcreate import ENV_KEYS
