@@ -450,8 +450,9 @@ class Engine:
         runtime_log = os.path.join(d, "runtime.log")
         # A private network: its namespace now, pasta connecting it meanwhile (:mod:`.network`).
         try:
-            net = network.start(network.NetworkPlan.load(d), run_dir(), cid)
-            if rec.tee != "none":
+            plan = network.NetworkPlan.load(d)
+            net = network.start(plan, run_dir(), cid)
+            if plan.early:
                 network.wait_ready(net)  # a TD's agent starts at create: it may need the KBS
                 net = None
         except ArcaError as e:
@@ -459,7 +460,8 @@ class Engine:
             raise ContainerError(f"container {rec.name}: {e}") from None
         # Without a TEE, one `runc run --detach` does what `create` + `start` do, in one runc
         # process instead of two (~5 ms), unless pasta is still connecting the network: then
-        # `create` runs meanwhile and `start` waits for it. A TD is created and started in two
+        # `create` runs meanwhile and `start` waits for it (so does a TD's without init-data:
+        # its agent talks to no broker before `start`). A TD is created and started in two
         # steps (the runtime does not `run` TEE containers: ADR 0003).
         step = "run" if rec.tee == "none" and net is None else "create"
         # -t: runc sends the terminal's master side over this socket during the step

@@ -29,10 +29,10 @@ does it without Python (the platform's registration file, Arca's files: a daemon
 
 Falls back on: a code stamp other than the daemon's (a daemon left running from other
 sources), relative paths in the environment or cwd, a run directory other than the daemon's,
-``run`` rather than ``create``. Creates are served one at a time (the daemon's one control
-thread serves control requests in order), which also makes swapping ``os.environ`` for the
-length of a request safe: nothing else in the daemon reads it meanwhile (its device threads
-never do).
+``run`` rather than ``create``. The daemon serves creates of different containers at once
+(issue 13, item 15); it installs a request's ``ARCA_*`` environment and umask itself, shared
+by concurrent creates asking for the same ones (``settings``), because both are
+process-wide. Called alone, :func:`handle` swaps them for the length of the request.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ import hashlib
 import json
 import os
 import pathlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from arca.host import paths
@@ -86,12 +88,20 @@ class _InProcess:
         self.daemon.unregister(td_id)
 
 
-def handle(req: dict[str, Any], daemon: Any, stamp: str) -> dict[str, Any]:
-    """Answer a ``create``/``create-undo`` request; never raises."""
+def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
+           settings: Callable[[dict[str, str], int], AbstractContextManager[None]] | None = None
+           ) -> dict[str, Any]:
+    """Answer a ``create``/``create-undo`` request; never raises. ``settings(env, umask)``:
+    installs the request's ``ARCA_*`` environment and umask for the work (the daemon's, shared
+    by concurrent creates); without it they are swapped here."""
     try:
         why = _unusual(req, stamp)
         if why:
             return {"fallback": why}
+        if settings is not None:
+            with settings(req["env"], req["umask"]):
+                return _undo(req, daemon) if req["op"] == "create-undo" else _create(req,
+                                                                                    daemon)
         old = {k: os.environ.get(k) for k in ENV_KEYS}
         old_umask = os.umask(req["umask"])  # files get the caller's modes, as in Python
         try:
