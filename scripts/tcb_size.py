@@ -5,7 +5,8 @@ from __future__ import annotations
 import pathlib
 import sys
 
-BUDGET = 1500
+# Issue 11: 2,000 lines for every backend together (the vm guest init added ~200).
+BUDGET = 2000
 
 
 def count(root: pathlib.Path) -> dict[str, int]:

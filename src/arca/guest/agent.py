@@ -31,7 +31,12 @@ from arca.wire.errors import (
 )
 from arca.wire.initdata import ExecPolicy, InitData
 from arca.wire.lean import json_loads
-from arca.wire.simreport import INIT_DATA_HASH_SIZE, REPORT_DATA_SIZE, SimEvidence
+from arca.wire.simreport import (
+    INIT_DATA_HASH_SIZE,
+    PLATFORM_TEES,
+    REPORT_DATA_SIZE,
+    SimEvidence,
+)
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -82,8 +87,10 @@ def read_inputs(paths: Paths) -> Inputs:
 def source_for(tee: str, paths: Paths) -> EvidenceSource:
     # The descriptor names the TEE before it is checked; a lie yields evidence the relying
     # party refuses (it pins the TEE type and roots), so it cannot leak anything.
-    if tee == "sim":
-        return SimDevice(paths.input("sim.sock"))
+    if tee in PLATFORM_TEES:
+        device = SimDevice(paths.input("sim.sock"))
+        device.tee = tee
+        return device
     return ConfigfsTsm(tee)
 
 
@@ -93,18 +100,23 @@ def check_evidence(inputs: Inputs, source: EvidenceSource,
     descriptor and init-data: (report data, evidence)."""
     report_data = report_data or os.urandom(REPORT_DATA_SIZE)
     evidence = source.get_evidence(report_data)
-    if source.tee != "sim":
+    if source.tee not in PLATFORM_TEES:
         raise EvidenceError(f"this agent cannot check {source.tee} reports yet")
     report = SimEvidence.from_bytes(evidence).report()
+    if report.tee != source.tee:
+        raise BindingMismatch(f"evidence check failed: report is for tee {report.tee!r}",
+                              field="tee")
     expected_init = (inputs.init_data.padded_digest(INIT_DATA_HASH_SIZE) if inputs.init_data
                      else bytes(INIT_DATA_HASH_SIZE))
-    for what, got, want in (
-        ("report data (stale or replayed report)", report.report_data, report_data),
-        ("measurement (descriptor.json is not the measured descriptor)", report.measurement,
-         inputs.descriptor.measurement()),
-        ("init-data hash (init-data.toml is not the bound init-data)", report.init_data_hash,
-         expected_init),
-    ):
+    checks = [("report data (stale or replayed report)", report.report_data, report_data),
+              ("init-data hash (init-data.toml is not the bound init-data)",
+               report.init_data_hash, expected_init)]
+    if source.tee == "sim":
+        # On vm the measurement is the VM's launch measurement; the descriptor is bound by the
+        # measured kernel command line, which arca.guest.vminit checked before the agent ran.
+        checks.append(("measurement (descriptor.json is not the measured descriptor)",
+                       report.measurement, inputs.descriptor.measurement()))
+    for what, got, want in checks:
         if not compare_digest(got, want):
             raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])
     return report_data, evidence

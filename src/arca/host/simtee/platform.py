@@ -52,10 +52,15 @@ class Platform:
     platform_id: str
 
     def sign_report(
-        self, descriptor: LaunchDescriptor, init_data: bytes | None, report_data: bytes, td_id: str
+        self, descriptor: LaunchDescriptor, init_data: bytes | None, report_data: bytes, td_id: str,
+        launch_measurement: bytes | None = None,
     ) -> SimEvidence:
+        """A report about the TD; ``launch_measurement`` (a ``vm`` TD: what the platform
+        measured of the VM's launch) replaces the descriptor's measurement and makes it a
+        ``vm`` report."""
         report = SimReport(
-            measurement=descriptor.measurement(),
+            tee="sim" if launch_measurement is None else "vm",
+            measurement=launch_measurement or descriptor.measurement(),
             init_data_hash=init_data_hash(init_data),
             report_data=report_data,
             td_id=td_id,
