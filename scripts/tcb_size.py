@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 import sys
 
-# Issue 11: 2,000 lines for every backend together (the vm guest init added ~200).
 BUDGET = 2000
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import typer
 
 from arca.cli import container_ops as ops
+from arca.host.backends import DEFAULT as DEFAULT_TEE
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
         env: list[str] = typer.Option(None, "--env", "-e", help="K=V environment variable."),
         volume: list[str] = typer.Option(None, "--volume", "-v", help="SRC:DST[:ro] bind."),
-        tee: str = typer.Option("sim", "--tee", help="sim (a software TD: isolates the "
+        tee: str = typer.Option(DEFAULT_TEE, "--tee", help="sim (a software TD: isolates the "
                                 "container from other containers, never from this host) | "
                                 "none (plain runc)."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL (generates init-data)."),

@@ -35,8 +35,11 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
         from arca.cli._common import read_init_data
 
         raw = read_init_data(init_data)
-    if tee not in ("sim", "none"):
-        raise ConfigError(f"--tee {tee!r}: arca run supports sim and none")
+    from arca.host import backends
+
+    if tee != "none" and not backends.available(tee):
+        raise ConfigError(f"--tee {tee!r}: arca run supports "
+                          f"{', '.join(backends.names())} and none")
     settings = PullSettings(pull, insecure=insecure,
                             ca_file=str(ca_cert) if ca_cert is not None else None,
                             credentials=lambda ref: _credentials(creds, ref), quiet=quiet)

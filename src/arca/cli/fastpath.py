@@ -12,6 +12,8 @@ them with the typer commands, and their parse results on sample command lines).
 
 from __future__ import annotations
 
+from arca.host.backends import DEFAULT as DEFAULT_TEE
+
 #: Set to "0" to send every command through typer (to compare both paths, or to debug).
 DISABLE_ENV = "ARCA_CLI_FASTPATH"
 
@@ -79,7 +81,7 @@ COMMANDS: dict[str, Command] = {
         Opt("rm", ("--rm",), "flag", False),
         _ENV,
         Opt("volume", ("--volume", "-v"), "multi"),
-        Opt("tee", ("--tee",), "value", "sim"),
+        Opt("tee", ("--tee",), "value", DEFAULT_TEE),
         Opt("kbs", ("--kbs",), "value"),
         Opt("init_data", ("--init-data",), "value", None, _path),
         Opt("pull", ("--pull",), "value", "missing"),

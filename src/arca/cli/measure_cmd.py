@@ -11,12 +11,15 @@ from pathlib import Path
 
 import typer
 
+from arca.host.backends import DEFAULT as DEFAULT_TEE
+from arca.host.backends import names
+
 
 def register(app: typer.Typer) -> None:
     @app.command("measure")
     def measure(
         image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
-        tee: str = typer.Option("sim", "--tee", help="TEE backend (sim)."),
+        tee: str = typer.Option(DEFAULT_TEE, "--tee", help=f"TEE backend ({', '.join(names())})."),
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML the "
                                        "container will be started with."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "

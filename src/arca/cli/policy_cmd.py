@@ -13,6 +13,9 @@ from pathlib import Path
 
 import typer
 
+from arca.host.backends import DEFAULT as DEFAULT_TEE
+from arca.host.backends import names
+
 
 def register(app: typer.Typer) -> None:
     policy_app = typer.Typer(help="Generate KBS policies for images.", no_args_is_help=True)
@@ -21,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @policy_app.command("generate")
     def generate(
         image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
-        tee: str = typer.Option("sim", "--tee", help="TEE backend (sim)."),
+        tee: str = typer.Option(DEFAULT_TEE, "--tee", help=f"TEE backend ({', '.join(names())})."),
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML the "
                                        "containers will be started with (pinned by hash)."),
         resource: list[str] = typer.Option([], "--resource", help="Resource repo/type/tag to "

@@ -15,9 +15,11 @@ from typing import Any
 import typer
 
 from arca.verifier.base import Expected, VerifierOptions
+from arca.verifier.registry import FACTORIES
 from arca.wire.errors import ArcaError, CollateralError, ConfigError, EvidenceError
 
-TEES = ("auto", "sgx", "tdx", "snp", "sim")
+#: ``auto`` (detected from the evidence) or a TEE the verifier registry has.
+TEES = ("auto", *FACTORIES)
 #: Evidence larger than this is not evidence (a DCAP quote with its chain is ~5-8 KiB).
 MAX_EVIDENCE_BYTES = 1024 * 1024
 

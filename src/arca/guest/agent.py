@@ -16,7 +16,7 @@ import sys
 import time
 from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 
-from arca.guest.evidence import ConfigfsTsm, EvidenceSource, SimDevice, evidence_document
+from arca.guest.evidence import SOURCES, EvidenceSource, evidence_document
 from arca.guest.policy import HostProcess, check_process
 from arca.wire.constants import SIM_DEVICE_DIR, TD_RUN_DIR
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
@@ -31,12 +31,8 @@ from arca.wire.errors import (
 )
 from arca.wire.initdata import ExecPolicy, InitData
 from arca.wire.lean import json_loads
-from arca.wire.simreport import (
-    INIT_DATA_HASH_SIZE,
-    PLATFORM_TEES,
-    REPORT_DATA_SIZE,
-    SimEvidence,
-)
+from arca.wire.simreport import REPORT_DATA_SIZE, SimEvidence
+from arca.wire.tees import TEES
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -85,13 +81,14 @@ def read_inputs(paths: Paths) -> Inputs:
 
 
 def source_for(tee: str, paths: Paths) -> EvidenceSource:
-    # The descriptor names the TEE before it is checked; a lie yields evidence the relying
-    # party refuses (it pins the TEE type and roots), so it cannot leak anything.
-    if tee in PLATFORM_TEES:
-        device = SimDevice(paths.input("sim.sock"))
-        device.tee = tee
-        return device
-    return ConfigfsTsm(tee)
+    """The TEE's evidence source, as the table of TEE facts names it (``arca.wire.tees``).
+    The descriptor names the TEE before it is checked; a lie yields evidence the relying
+    party refuses (it pins the TEE type and roots), so it cannot leak anything."""
+    facts = TEES.get(tee)
+    make = SOURCES.get(facts.source) if facts is not None else None
+    if make is None:
+        raise ValueError(f"this agent has no evidence source for tee {tee!r}")
+    return make(tee, paths.device_dir)
 
 
 def check_evidence(inputs: Inputs, source: EvidenceSource,
@@ -100,22 +97,23 @@ def check_evidence(inputs: Inputs, source: EvidenceSource,
     descriptor and init-data: (report data, evidence)."""
     report_data = report_data or os.urandom(REPORT_DATA_SIZE)
     evidence = source.get_evidence(report_data)
-    if source.tee not in PLATFORM_TEES:
+    facts = TEES.get(source.tee)
+    if facts is None or not facts.agent_checks_report:
         raise EvidenceError(f"this agent cannot check {source.tee} reports yet")
     report = SimEvidence.from_bytes(evidence).report()
     if report.tee != source.tee:
         raise BindingMismatch(f"evidence check failed: report is for tee {report.tee!r}",
                               field="tee")
-    expected_init = (inputs.init_data.padded_digest(INIT_DATA_HASH_SIZE) if inputs.init_data
-                     else bytes(INIT_DATA_HASH_SIZE))
+    expected_init = facts.init_data_hash(inputs.init_data.digest() if inputs.init_data
+                                         else None)
     checks = [("report data (stale or replayed report)", report.report_data, report_data),
               ("init-data hash (init-data.toml is not the bound init-data)",
                report.init_data_hash, expected_init)]
-    if source.tee == "sim":
-        # On vm the measurement is the VM's launch measurement; the descriptor is bound by the
-        # measured kernel command line, which arca.guest.vminit checked before the agent ran.
+    if not facts.launch_measured:
         checks.append(("measurement (descriptor.json is not the measured descriptor)",
                        report.measurement, inputs.descriptor.measurement()))
+    # else: the measurement is the VM's launch (kernel, initramfs, command line); the descriptor
+    # is bound by the measured command line, which arca.guest.vminit checked before we ran.
     for what, got, want in checks:
         if not compare_digest(got, want):
             raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])

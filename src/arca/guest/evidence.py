@@ -15,16 +15,18 @@ from arca.wire.constants import EVIDENCE_PATH, SIM_DEVICE_SOCKET
 from arca.wire.errors import ArcaError, EvidenceError
 from arca.wire.lean import json_dumps, json_loads
 from arca.wire.simreport import MAX_EVIDENCE_BYTES, REPORT_DATA_SIZE
+from arca.wire.tees import CONFIGFS_TSM, SIM_DEVICE, TEES
 
 TYPE_CHECKING = False  # ``typing`` costs ms per agent start; mypy alone needs Protocol
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Protocol
 else:
     Protocol = object
 
 TSM_REPORT_DIR = "/sys/kernel/config/tsm/report"
-#: configfs-tsm ``provider`` names per Arca TEE name.
-TSM_PROVIDERS = {"tdx": "tdx_guest", "snp": "sev_guest"}
+#: configfs-tsm ``provider`` names per Arca TEE name (from the table of TEE facts).
+TSM_PROVIDERS = {n: t.tsm_provider for n, t in TEES.items() if t.source == CONFIGFS_TSM}
 
 
 class EvidenceSource(Protocol):
@@ -116,6 +118,25 @@ class ConfigfsTsm:
     # configfs creates the attribute files on mkdir and drops them on rmdir (tests emulate it).
     _mkdir = staticmethod(os.mkdir)
     _rmdir = staticmethod(os.rmdir)
+
+
+def _sim_device(tee: str, device_dir: str) -> SimDevice:
+    """The per-TD socket of the sim platform (which also plays a VM's security processor)."""
+    source = SimDevice(os.path.join(device_dir, "sim.sock"))
+    source.tee = tee
+    return source
+
+
+#: The agent's evidence source per kind of the table (``arca.wire.tees.Tee.source``):
+#: ``(tee, device directory) -> source``. Gramine's ``/dev/attestation`` (SGX) is not here yet.
+def _configfs_tsm(tee: str, device_dir: str) -> ConfigfsTsm:
+    return ConfigfsTsm(tee)
+
+
+SOURCES: dict[str, Callable[[str, str], EvidenceSource]] = {
+    SIM_DEVICE: _sim_device,
+    CONFIGFS_TSM: _configfs_tsm,
+}
 
 
 def _read(entry: str, name: str) -> bytes:

@@ -1,15 +1,14 @@
 """``arca measure``: the launch measurement of an image, computed from the image alone.
 
-The descriptor is built from exactly the inputs ``arca-runtime create`` uses for a container of
-the image (contract §3): the guest runtime digest, the tree digest of the image's root
-filesystem (the overlay of its layers, as a container sees it before it starts), and the
-process containerd's ``ctr run`` / ``arca run`` derive from the image config
-(:mod:`arca.host.imageconfig`), converted by the runtime's own ``process_spec`` so the two can
-never drift. The rootfs digest lands in the same cache the runtime reads, so measuring an
-image also makes its first container start faster.
+The reference values come from the TEE's backend (:mod:`arca.host.backends`), from exactly
+the inputs ``arca-runtime create`` hands the same backend for a container of the image
+(contract §3): the guest runtime, the image's root filesystem (the overlay of its layers, as a
+container sees it before it starts), and the process containerd's ``ctr run`` / ``arca run``
+derive from the image config (:mod:`arca.host.imageconfig`), converted by the runtime's own
+``process_spec`` so the two can never drift. Caches the backend fills (the rootfs digest) are
+the ones the runtime reads, so measuring an image also makes its first container start faster.
 
-Only ``sim`` has a measurement Arca can compute alone; TDX/SNP/SGX add firmware and kernel
-measurements from their launch tooling (not yet here).
+TEEs without a backend in this build are refused by name.
 """
 
 from __future__ import annotations
@@ -23,30 +22,36 @@ from pathlib import Path
 from typing import Any
 
 from arca.host import paths
+from arca.host.backends.base import Backend, BackendUnavailable, LaunchInputs, Reference
 from arca.host.imageconfig import ProcessConfig, process_from_image
 from arca.host.images import ImageRecord, ImageStore, resolve
 from arca.host.images.mount import mount_overlay, umount
 from arca.wire.descriptor import LaunchDescriptor
-from arca.wire.errors import ConfigError
-from arca.wire.initdata import InitData
-from arca.wire.simreport import INIT_DATA_HASH_SIZE
-
-MEASURABLE_TEES = ("sim",)
+from arca.wire.errors import ConfigError, InvalidInput
 
 
 @dataclass(frozen=True)
 class MeasureResult:
     image: str
     image_digest: str
-    descriptor: LaunchDescriptor
+    reference: Reference
     process: ProcessConfig
-    init_data_hash: str  # hex, 48 bytes as in the sim report; all zeros without init-data
+
+    @property
+    def descriptor(self) -> LaunchDescriptor:
+        return self.reference.descriptor
+
+    @property
+    def init_data_hash(self) -> str:
+        """Hex of the TEE's init-data field; all zeros without init-data."""
+        return self.reference.init_data_hash
 
     @property
     def measurement(self) -> str:
-        return self.descriptor.measurement_hex()
+        return self.reference.measurement
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"launch": dict(self.reference.extra)} if self.reference.extra else {}
         return {
             "image": self.image,
             "image_digest": self.image_digest,
@@ -57,6 +62,7 @@ class MeasureResult:
             "rootfs_digest": self.descriptor.rootfs_digest,
             "process": self.descriptor.process.to_json(),
             "descriptor": self.descriptor.to_json(),
+            **extra,
         }
 
 
@@ -79,34 +85,36 @@ def mounted_rootfs(store: ImageStore, record: ImageRecord) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def init_data_hash(init_data: bytes | None) -> bytes:
-    if init_data is None:
-        return bytes(INIT_DATA_HASH_SIZE)
-    return InitData.parse(init_data).padded_digest(INIT_DATA_HASH_SIZE)
+def backend_for(tee: str, command: str = "arca measure") -> Backend:
+    """The backend ``arca measure``/``policy generate`` use: the runtime's, by name."""
+    from arca.host import backends
+
+    try:
+        return backends.get(tee)
+    except (InvalidInput, BackendUnavailable):
+        raise ConfigError(f"{command}: tee {tee!r} is not supported (supported: "
+                          f"{', '.join(backends.names())})") from None
 
 
-def measure(image: str, tee: str = "sim", init_data: bytes | None = None, *,
+def measure(image: str, tee: str | None = None, init_data: bytes | None = None, *,
             store: ImageStore | None = None, args: list[str] | None = None,
             env: list[str] | None = None) -> MeasureResult:
     """Reference values for a container of ``image`` (optionally with ``args``/``env`` as
-    given to ``arca run``)."""
-    if tee not in MEASURABLE_TEES:
-        raise ConfigError(f"arca measure: tee {tee!r} is not supported (supported: "
-                          f"{', '.join(MEASURABLE_TEES)})")
+    given to ``arca run``) under ``tee`` (default: the registry's default backend)."""
+    from arca.host import backends
     from arca.host.guestruntime import ensure_guest_runtime
     from arca.host.runtime.bundle import process_spec
     from arca.host.runtime.execpolicy import measured_process, policy_of
-    from arca.host.treedigest import rootfs_digest
 
+    backend = backend_for(tee or backends.DEFAULT)
     store = store or ImageStore()
-    idh = init_data_hash(init_data)  # refuses malformed init-data before any work
+    backend.init_data_hash(init_data)  # refuses malformed init-data before any work
     record = resolve(store, image)
     config = store.config_of(record)
+    gr = ensure_guest_runtime()
     with mounted_rootfs(store, record) as rootfs:
         proc = process_from_image(config, rootfs, args=args, env=env)
-        digest = rootfs_digest(rootfs)
-    gr = ensure_guest_runtime()
-    # The runtime's rule: what the measured execution policy lets vary is not measured.
-    spec = measured_process(process_spec(proc.to_oci()), policy_of(init_data))
-    descriptor = LaunchDescriptor(tee, gr.digest, digest, spec)
-    return MeasureResult(record.name, record.digest, descriptor, proc, idh.hex())
+        # The runtime's rule: what the measured execution policy lets vary is not measured.
+        spec = measured_process(process_spec(proc.to_oci()), policy_of(init_data))
+        ref = backend.reference(LaunchInputs(rootfs, spec, init_data, gr))
+    return MeasureResult(record.name, record.digest, ref, proc)

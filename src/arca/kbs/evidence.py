@@ -23,15 +23,17 @@ from typing import Any
 
 from arca.kbs.config import KbsConfig
 from arca.verifier.base import Claims, Expected, Verifier, VerifierOptions
+from arca.wire import tees
 from arca.wire.errors import ArcaError, BindingMismatch, ConfigError, MalformedEvidence
 
 log = logging.getLogger("arca.kbs")
 
-#: Report-data field size per TEE (all of them carry 64 bytes).
-REPORT_DATA_FIELD = {"sim": 64, "sample": 64, "tdx": 64, "snp": 64, "sgx": 64}
-#: Init-data field size per TEE: TDX MRCONFIGID 48, SNP HOST_DATA 32, SGX CONFIGID 64.
-INIT_DATA_FIELD = {"sim": 48, "sample": 48, "tdx": 48, "snp": 32, "sgx": 64}
-HARDWARE_TEES = ("sgx", "tdx", "snp")
+# Views of the table of TEE facts (arca.wire.tees), the one place these are defined.
+#: Report-data field size per TEE.
+REPORT_DATA_FIELD = {n: t.report_data_size for n, t in tees.TEES.items()}
+#: Init-data field size per TEE: TDX MRCONFIGID 48, SNP HOST_DATA 32, SGX CONFIGID 64, ...
+INIT_DATA_FIELD = {n: t.init_data_size for n, t in tees.TEES.items()}
+HARDWARE_TEES = tees.HARDWARE_TEES
 #: Evidence larger than this is refused before decoding (a TDX quote with chain is ~10 KiB).
 MAX_EVIDENCE_BYTES = 256 * 1024
 
@@ -97,8 +99,10 @@ def build_verifiers(cfg: KbsConfig) -> dict[str, Verifier]:
 
 
 def evidence_bytes(tee: str, primary: Any) -> bytes:
-    """The raw evidence a verifier takes, from ``tee-evidence.primary_evidence``."""
-    if tee in HARDWARE_TEES:
+    """The raw evidence a verifier takes, from ``tee-evidence.primary_evidence`` (its
+    envelope is the table's: a quote in base64, or the evidence document itself)."""
+    facts = tees.TEES.get(tee)
+    if facts is not None and facts.envelope == tees.QUOTE:
         quote = primary.get("quote") if isinstance(primary, dict) else primary
         if not isinstance(quote, str) or len(quote) > MAX_EVIDENCE_BYTES * 4 // 3 + 4:
             raise MalformedEvidence(f"{tee} evidence must be {{\"quote\": <base64>}}", tee=tee)

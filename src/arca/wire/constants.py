@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: TEE backends a container may ask for; ``none`` means plain runc (the table of TEE facts).
+from arca.wire.tees import KNOWN_TEES as KNOWN_TEES
+
 #: Annotation asking for a TEE backend (``sim``, ``vm``, ``tdx``, ``snp``, ``sgx``, ``none``).
 ANNOTATION_TEE = "io.arca.tee"
 #: Annotation carrying init-data: base64 of the TOML document, optionally gzip-compressed.
@@ -19,5 +22,3 @@ EVIDENCE_PATH = "/run/arca/evidence.json"
 SIM_DEVICE_DIR = "/run/arca/tee"
 SIM_DEVICE_SOCKET = "/run/arca/tee/sim.sock"
 
-#: TEE backends known to the runtime; ``none`` means plain runc.
-KNOWN_TEES = ("sim", "vm", "tdx", "snp", "sgx", "none")

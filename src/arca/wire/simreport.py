@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 
+from arca.wire import tees
 from arca.wire.errors import WireFormatError
 from arca.wire.lean import json_dumps, json_loads
 
@@ -29,9 +30,9 @@ REPORT_VERSION = 1
 REPORT_DATA_SIZE = 64
 INIT_DATA_HASH_SIZE = 48
 MEASUREMENT_SIZE = 48
-#: TEEs whose reports the sim platform signs: ``sim`` (measurement = the launch descriptor's)
-#: and ``vm`` (measurement = what the VM was launched with: arca.host.backends.vm.launch).
-PLATFORM_TEES = ("sim", "vm")
+#: TEEs whose reports the sim platform signs (the table's sim-device TEEs): measurement = the
+#: launch descriptor's, or what the VM was launched with (``Tee.launch_measured``).
+PLATFORM_TEES = tuple(n for n, t in tees.TEES.items() if t.source == tees.SIM_DEVICE)
 #: Evidence larger than this is refused before parsing (a chain of two certificates is ~2 KiB).
 MAX_EVIDENCE_BYTES = 64 * 1024
 

@@ -32,6 +32,7 @@ import select
 import sys
 import time
 
+from arca.host.backends import DEFAULT as DEFAULT_TEE
 from arca.host.containers import runplan, spawn
 from arca.host.containers.spec import Volume, build_spec, generated_init_data
 from arca.host.containers.state import (
@@ -103,7 +104,8 @@ class RunOptions:
 
     def __init__(self, image: str, command: list[str] | None = None, name: str | None = None,
                  detach: bool = False, auto_remove: bool = False, env: list[str] | None = None,
-                 volumes: list[str] | None = None, tee: str = "sim", kbs_url: str | None = None,
+                 volumes: list[str] | None = None, tee: str = DEFAULT_TEE,
+                 kbs_url: str | None = None,
                  init_data: bytes | None = None, pull: PullSettings | None = None,
                  tty: bool = False, interactive: bool = False) -> None:
         self.image = image
@@ -191,7 +193,7 @@ class Engine:
         if opts.kbs_url:
             init_data = generated_init_data(opts.kbs_url)
         if init_data is not None and opts.tee == "none":
-            raise InvalidInput("init-data needs a TEE (--tee sim)")
+            raise InvalidInput(f"init-data needs a TEE (--tee {DEFAULT_TEE})")
         if opts.detach and opts.interactive:
             raise InvalidInput("-i needs the foreground: a detached container's stdin cannot "
                                "be attached later (-d -t gives it a terminal that stays open)")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 
-from arca.wire.constants import ANNOTATION_INIT_DATA, ANNOTATION_TEE, KNOWN_TEES
+from arca.wire.constants import ANNOTATION_INIT_DATA, ANNOTATION_TEE
 from arca.wire.errors import InvalidInput
+from arca.wire.tees import KNOWN_TEES
 
 # Imported by every ``arca run``: no dataclasses, typing or pathlib at run time (~10 ms).
 TYPE_CHECKING = False

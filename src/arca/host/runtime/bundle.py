@@ -11,6 +11,7 @@ import pathlib
 
 from arca.wire import constants as C
 from arca.wire.errors import ConfigError, InvalidInput
+from arca.wire.tees import KNOWN_TEES
 
 TYPE_CHECKING = False  # ``typing`` costs ~3 ms per arca-runtime call
 if TYPE_CHECKING:
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 # ``arca.wire.descriptor`` (dataclasses, fnmatch) is imported only for TEE containers: plain
 # containers pass through ``read_bundle``/``select_tee`` on their way to runc.
 
-#: TEEs this runtime can launch today. The others of ``KNOWN_TEES`` are refused by name.
-SUPPORTED_TEES = ("sim",)
 #: ``config.json`` larger than this is refused before parsing (real ones are a few KiB).
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
@@ -91,14 +90,16 @@ def select_tee(bundle: Bundle, default_tee: str) -> str:
         tee, origin = default_tee, "runtime default TEE (ARCA_TEE / runtime.json)"
     if tee == "none":
         return tee
-    if tee not in C.KNOWN_TEES:
+    if tee not in KNOWN_TEES:
         raise BundleError(
-            f"unknown TEE {tee!r} in {origin} (known: {', '.join(C.KNOWN_TEES)})"
+            f"unknown TEE {tee!r} in {origin} (known: {', '.join(KNOWN_TEES)})"
         )
-    if tee not in SUPPORTED_TEES:
+    from arca.host import backends  # the TEEs this build can launch
+
+    if not backends.available(tee):
         raise ConfigError(
             f"TEE {tee!r} from {origin} is not available in this runtime "
-            f"(available: {', '.join(SUPPORTED_TEES)}, none)"
+            f"(available: {', '.join(backends.names())}, none)"
         )
     return tee
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from arca.host import paths
 from arca.host.runtime import lifecycle
+from arca.host.runtime import machine as sm
 from arca.host.runtime import state as st
 from arca.host.runtime.cli import split_globals
 from arca.host.runtime.config import load_config
@@ -55,12 +56,12 @@ _SRC = pathlib.Path(__file__).resolve().parents[3]
 
 
 def code_stamp(src: pathlib.Path = _SRC) -> str:
-    """sha256 of the sources the fast path runs (runtime, sim platform, front end), in path
-    order: ``scripts/setup.sh`` compiles the same value into the front end, so a daemon
+    """sha256 of the sources the fast path runs (runtime, sim platform, backends, front end),
+    in path order: ``scripts/setup.sh`` compiles the same value into the front end, so a daemon
     started from other sources than the front end's is never asked to create."""
     h = hashlib.sha256()
     files = [*(src / "arca/host/runtime").glob("*.py"), *(src / "arca/host/simtee").glob("*.py"),
-             src / "arca/host/runtime/frontend.c"]
+             *(src / "arca/host/backends").glob("*.py"), src / "arca/host/runtime/frontend.c"]
     for f in sorted(files, key=lambda p: str(p.relative_to(src)).encode()):
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -140,8 +141,8 @@ def _create(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     prepared = lifecycle.prepare(load_config(), opts, platform=_InProcess(daemon))
     if prepared is None:
         return {"create": "runc"}
-    cid, tee, bundle_path, descriptor = prepared
-    final = st.ContainerState(cid, tee, str(bundle_path), "created", descriptor.measurement_hex())
+    cid, tee, bundle_path, ref = prepared
+    final = st.ContainerState(cid, tee, str(bundle_path), sm.CREATED, ref.measurement)
     try:
         st.write_atomic(st.state_path(cid).parent / CREATED_STATE,
                         json.dumps(final.to_json()).encode())
@@ -157,6 +158,6 @@ def _undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     _, i = split_globals(argv)
     cid = lifecycle.parse_create(argv[i + 1:]).id
     saved = st.load(st.validate_id(cid))
-    if saved is not None and saved.status == "creating":
+    if saved is not None and saved.status == sm.CREATING:
         lifecycle._undo(cid, pathlib.Path(saved.bundle), _InProcess(daemon))
     return {"create": "undone"}

@@ -33,6 +33,7 @@ import json
 import os
 import pathlib
 
+from arca.host.runtime import machine as sm
 from arca.host.runtime import state as st
 from arca.host.runtime.cli import exec_runc
 from arca.host.runtime.config import RuntimeConfig, load_config
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-    from arca.wire.descriptor import LaunchDescriptor
+    from arca.host.backends.base import Backend, Launch, Reference
 
 # Bundle parsing, descriptors and policies are imported inside ``create``: ``delete`` and
 # ``exec`` of every container pass through here and must not pay for them.
@@ -204,7 +205,7 @@ def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
     prepared = prepare(cfg, opts, run=run)
     if prepared is None:
         exec_runc(cfg.runc, argv)
-    cid, tee, bundle_path, descriptor = prepared
+    cid, tee, bundle_path, ref = prepared
     # Create and prestart in one runc process: ``run --detach`` takes every ``create`` option
     # and saves a second runc start-up (~10 ms) on the way to the agent; runc destroys what it
     # made when it fails.
@@ -213,17 +214,17 @@ def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
     if rc != 0:
         _undo(cid, bundle_path)
         return rc
-    st.save(st.ContainerState(cid, tee, str(bundle_path), "created",
-                              descriptor.measurement_hex()))
+    st.save(st.ContainerState(cid, tee, str(bundle_path), sm.CREATED, ref.measurement))
     return 0
 
 
 def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
-            platform: Any = None) -> tuple[str, str, pathlib.Path, LaunchDescriptor] | None:
+            platform: Any = None) -> tuple[str, str, pathlib.Path, Reference] | None:
     """Arca's part of ``create``, everything before ``runc create`` (steps 1-5 above); undone
-    on failure. ``None`` when the bundle asks for no TEE (plain runc). ``platform`` registers
-    the TD (``register``/``unregister`` as in :mod:`arca.host.simtee.client`, the default):
-    the sim daemon passes itself when it runs this for the C front end (ADR 0003)."""
+    on failure. ``None`` when the bundle asks for no TEE (plain runc). ``platform`` is handed
+    to the backend (:class:`arca.host.backends.base.Backend`): the sim daemon passes itself
+    when it runs this for the C front end (ADR 0003)."""
+    from arca.host import backends
     from arca.host.runtime.bundle import (
         BundleError,
         decode_init_data,
@@ -239,15 +240,16 @@ def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
         return None
     if run:
         raise InvalidInput("'run' is not supported for TEE containers: use create and start")
+    backend = backends.get(tee, platform=platform)
+    backend.check_host()
     cid = st.validate_id(opts.id)
     if st.load(cid) is not None:
         raise StateError(f"container {cid} already exists")
     rootfs = bundle.rootfs()
     if not rootfs.is_dir():
         raise BundleError(f"rootfs {rootfs} does not exist (root.path in {bundle.path})")
-    proc = original_process(bundle)
     init_data = decode_init_data(bundle)
-    spec = process_spec(proc)
+    spec = process_spec(original_process(bundle))
     if init_data is not None:
         # Parts the measured execution policy declares variable are not measured (issue 5).
         # Without init-data the policy is empty and changes nothing: skip its imports.
@@ -255,46 +257,37 @@ def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
 
         spec = measured_process(spec, policy_of(init_data))
 
-    st.save(st.ContainerState(cid, tee, str(bundle.path), "creating"))
+    st.save(st.ContainerState(cid, tee, str(bundle.path), sm.CREATING))
     try:
-        descriptor = _prepare(cid, tee, bundle.path, bundle.config, rootfs, proc, spec, init_data,
-                              platform)
+        ref = _prepare(backend, cid, bundle.path, bundle.config, rootfs, spec, init_data)
     except BaseException:
-        _undo(cid, bundle.path, platform)
+        _undo(cid, bundle.path, backend=backend)
         raise
-    return cid, tee, bundle.path, descriptor
+    return cid, tee, bundle.path, ref
 
 
-def _prepare(cid: str, tee: str, bundle_path: pathlib.Path, config: dict[str, Any],
-             rootfs: pathlib.Path, proc: dict[str, Any], spec: Any,
-             init_data: bytes | None, platform: Any = None) -> LaunchDescriptor:
+def _prepare(backend: Backend, cid: str, bundle_path: pathlib.Path, config: dict[str, Any],
+             rootfs: pathlib.Path, spec: Any, init_data: bytes | None) -> Reference:
+    """Steps 3-5: the backend's reference values (the same call as ``arca measure``), the TD
+    directory with the ``go`` FIFO, the backend's launch, and the config.json rewrite."""
+    from arca.host.backends.base import Launch, LaunchInputs
     from arca.host.guestruntime import ensure_guest_runtime
-    from arca.host.runtime.bundle import rewrite_config
-    from arca.host.simtee import client
-    from arca.host.treedigest import rootfs_digest
-    from arca.wire.descriptor import LaunchDescriptor
 
-    gr = ensure_guest_runtime()
-    descriptor = LaunchDescriptor(tee, gr.digest, rootfs_digest(rootfs), spec)
+    inputs = LaunchInputs(rootfs, spec, init_data, ensure_guest_runtime(), config)
+    ref = backend.reference(inputs)
     td = st.td_dir(cid)
     st.ensure_private_dir(td.parent, 0o700)  # see simtee.daemon._listen
     td.mkdir(mode=0o755, exist_ok=True)
     os.chmod(td, 0o755)  # noqa: S103 - bind-mounted into the TD, read by its non-root user
-    st.write_atomic(td / "descriptor.json", json.dumps(descriptor.to_json()).encode(), 0o644)
-    st.write_atomic(td / "process.json", json.dumps(proc).encode(), 0o644)
-    if init_data is not None:
-        st.write_atomic(td / "init-data.toml", init_data, 0o644)
     go = td / st.GO_FIFO
     go.unlink(missing_ok=True)
     os.mkfifo(go, 0o600)  # root-only: the agent (root until it execs) reads, the host writes
-    (platform or client).register(cid, descriptor.to_json(), init_data)
+    new = backend.prepare(Launch(cid, bundle_path, td), inputs, ref, config)
     cfg_path = bundle_path / "config.json"
     mode = cfg_path.stat().st_mode & 0o777
     st.write_atomic(st.state_path(cid).parent / ORIGINAL_CONFIG, json.dumps(config).encode())
-    new = rewrite_config(config, td_dir=td, guest_runtime_path=pathlib.Path(gr.path),
-                         agent_args=list(gr.agent_args()), agent_env=list(gr.agent_env()))
     st.write_atomic(cfg_path, json.dumps(new).encode(), mode)
-    return descriptor
+    return ref
 
 
 def _command_index(argv: list[str]) -> int:
@@ -321,11 +314,27 @@ def _run_runc(runc: str, argv: list[str]) -> int:
         status)
 
 
-def _undo(cid: str, bundle_path: pathlib.Path | None, platform: Any = None) -> None:
-    """Undo every side effect of ``create`` (any prefix of it); idempotent."""
-    from arca.host.simtee import client
+def _backend(saved: st.ContainerState, platform: Any = None) -> Backend:
+    from arca.host import backends
 
-    (platform or client).unregister(cid)
+    return backends.get(saved.tee, platform=platform)
+
+
+def _launch(saved: st.ContainerState) -> Launch:
+    from arca.host.backends.base import Launch
+
+    return Launch(saved.id, pathlib.Path(saved.bundle), st.td_dir(saved.id))
+
+
+def _undo(cid: str, bundle_path: pathlib.Path | None, platform: Any = None, *,
+          backend: Backend | None = None) -> None:
+    """Undo every side effect of ``create`` (any prefix of it); idempotent. The backend is
+    the one the state names (state is written before any side effect)."""
+    if backend is None:
+        saved = _safe_load(cid)
+        backend = _backend(saved, platform) if saved is not None else None
+    if backend is not None:
+        backend.undo(cid)
     orig = st.state_path(cid).parent / ORIGINAL_CONFIG
     if bundle_path is not None and orig.exists() and bundle_path.is_dir():
         try:
@@ -406,16 +415,26 @@ AGENT_READY_TIMEOUT_S = 10.0
 
 
 def _prestarted(cid: str) -> bool:
-    saved = _safe_load(cid)
-    return saved is not None and saved.status == "created" and st.unreleased(cid)
+    return _state_of(cid) == sm.CREATED
+
+
+def _state_of(cid: str) -> str:
+    try:
+        return sm.current(cid)
+    except InvalidInput:  # not an id Arca could have state for: runc's business
+        return sm.ABSENT
 
 
 def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
           args: list[str]) -> int:
     """Release the prestarted agent of a TEE container; anything else is runc's ``start``."""
-    if len(args) != 1 or not _prestarted(args[0]):
-        exec_runc(cfg.runc, argv)  # also odd arguments: runc's own message
+    if len(args) != 1:
+        exec_runc(cfg.runc, argv)  # odd arguments: runc's own message
     cid = args[0]
+    now = _state_of(cid)
+    if now in (sm.ABSENT, sm.RELEASED):
+        exec_runc(cfg.runc, argv)  # a plain container, or a second start: runc's answer
+    sm.require(cid, now, "start")
     try:  # at most one start releases; a second one gets runc's answer (already running)
         os.close(os.open(st.released_path(cid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
@@ -426,31 +445,11 @@ def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
 
 def release(globals_: dict[str, str | bool], cid: str,
             timeout: float = AGENT_READY_TIMEOUT_S) -> None:
-    """Write the byte to ``go`` once the agent holds it open (it opens it ``O_RDWR``, so a
-    non-blocking open for writing succeeds exactly when it is there)."""
-    import errno
-    import time
-
-    go, pid = st.go_path(cid), _init_pid(globals_, cid)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(go, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            break
-        except OSError as e:
-            if e.errno != errno.ENXIO:
-                raise StateError(f"cannot start container {cid}: {go}: {e.strerror}") from None
-        if not _alive(pid):
-            raise StateError(f"cannot start a container that has stopped: the agent of TEE "
-                             f"container {cid} exited before start")
-        if time.monotonic() > deadline:
-            raise StateError(f"cannot start container {cid}: its agent did not wait for start "
-                             f"within {timeout:.0f}s")
-        time.sleep(0.001)
-    try:
-        os.write(fd, b"1")
-    finally:
-        os.close(fd)
+    """The backend's ``release`` of a prestarted TD (the ``go`` FIFO protocol)."""
+    saved = _safe_load(cid)
+    if saved is None:
+        raise StateError(f"container {cid} does not exist")
+    _backend(saved).release(_launch(saved), _init_pid(globals_, cid), timeout)
 
 
 def _init_pid(globals_: dict[str, str | bool], cid: str) -> int:
@@ -462,17 +461,6 @@ def _init_pid(globals_: dict[str, str | bool], cid: str) -> int:
             return int(json.load(f).get("init_process_pid") or 0)
     except (OSError, ValueError, TypeError, AttributeError):
         return 0
-
-
-def _alive(pid: int) -> bool:
-    """Running (not a zombie); unknown pids count as alive (the timeout bounds the wait)."""
-    if pid <= 0:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
 
 
 def state(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
@@ -502,14 +490,13 @@ def check_exec_allowed(state: st.ContainerState, process: dict[str, Any]) -> Non
     Raise :class:`PolicyDenied` to refuse: allowed only when the TD's measured init-data
     execution policy sets ``allow_exec`` (:mod:`.execpolicy`).
     """
-    from arca.host.runtime.execpolicy import check_exec
-
-    check_exec(state.id, st.td_dir(state.id), process)
+    _backend(state).check_exec(_launch(state), process)
 
 
 def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
     saved = _safe_load(opts.id)
     if saved is not None:
+        sm.require(saved.id, sm.current(saved.id), "exec")
         process: dict[str, Any] = {}
         if opts.process:
             try:

@@ -309,11 +309,11 @@ class Daemon:
             # The platform measures the VM itself, from the files and command line QEMU is
             # handed (the stand-in for a PSP measuring pages as they are loaded): the runtime
             # cannot make it sign a measurement of something else (ADR 0016).
-            from arca.host.backends.vm.launch import Launch
+            from arca.host import backends
 
             try:
-                measured = Launch.from_json(launch).measurement()
-            except (OSError, KeyError, TypeError, ValueError) as e:
+                measured = backends.get(descriptor.tee).platform_measurement(launch)
+            except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:
                 raise InvalidInput(f"cannot measure the launch of VM {td_id}: {e}") from None
         with self._registry_lock:
             if td_id in self.tds:

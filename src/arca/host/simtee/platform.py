@@ -55,11 +55,10 @@ class Platform:
         self, descriptor: LaunchDescriptor, init_data: bytes | None, report_data: bytes, td_id: str,
         launch_measurement: bytes | None = None,
     ) -> SimEvidence:
-        """A report about the TD; ``launch_measurement`` (a ``vm`` TD: what the platform
-        measured of the VM's launch) replaces the descriptor's measurement and makes it a
-        ``vm`` report."""
+        """A report about the TD, for the TEE its descriptor names; ``launch_measurement`` (a
+        VM: what the platform measured of its launch) replaces the descriptor's measurement."""
         report = SimReport(
-            tee="sim" if launch_measurement is None else "vm",
+            tee=descriptor.tee,
             measurement=launch_measurement or descriptor.measurement(),
             init_data_hash=init_data_hash(init_data),
             report_data=report_data,

@@ -1,0 +1,108 @@
+"""The one table of per-TEE facts, read by the host, the guest and the broker.
+
+Every fact that differs between TEEs and that more than one zone needs lives here, nowhere
+else: whether the TEE is hardware, the size of its report-data field and how a digest is fitted
+into it, its init-data field (TDX MRCONFIGID, SNP HOST_DATA, SGX CONFIGID, ...) and that hash
+rule, the envelope its evidence travels in (KBS ``tee-evidence.primary_evidence``), and where a
+guest agent gets evidence. What it does not hold: how to *launch* a TEE (the host's backend
+modules, :mod:`arca.host.backends`) or how to *verify* its evidence (:mod:`arca.verifier`).
+
+In the TCB (the agent imports it): no ``typing``/``dataclasses`` at run time (see
+:mod:`arca.wire.record`), no I/O.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from arca.wire.record import dataclass
+
+#: What a container asks for when it wants no TEE at all (plain runc).
+NONE = "none"
+
+# Evidence envelopes (KBS protocol ``tee-evidence.primary_evidence``).
+#: The evidence JSON document itself.
+DOCUMENT = "document"
+#: ``{"quote": "<base64 of the raw quote/report>"}``.
+QUOTE = "quote"
+
+# Where the agent in a TD obtains evidence (``arca.guest.evidence`` maps these to sources).
+#: A per-TD unix socket served by the sim platform, bind-mounted into the TD.
+SIM_DEVICE = "sim-device"
+#: The kernel's configfs-tsm report interface (TDX and SNP guests).
+CONFIGFS_TSM = "configfs-tsm"
+#: Gramine's ``/dev/attestation`` (SGX enclaves).
+GRAMINE = "gramine"
+#: No in-TD source (evidence produced by a test client).
+NO_SOURCE = ""
+
+
+@dataclass(frozen=True)
+class Tee:
+    """Facts about one TEE; see the module docstring."""
+
+    name: str
+    #: Hardware-enforced (brokers may affirm it); ``False`` for sim/vm/sample.
+    hardware: bool
+    #: A container can ask for it (``io.arca.tee``, ``--tee``); ``sample`` is broker-only.
+    container: bool
+    #: Bytes of the report-data field; the KBS binds SHA-384(runtime-data) zero-padded to it.
+    report_data_size: int
+    #: Bytes of the init-data field, and its name in the TEE's own specification.
+    init_data_size: int
+    init_data_field: str
+    #: :data:`DOCUMENT` or :data:`QUOTE`.
+    envelope: str
+    #: :data:`SIM_DEVICE`, :data:`CONFIGFS_TSM`, :data:`GRAMINE` or :data:`NO_SOURCE`.
+    source: str
+    #: configfs-tsm ``provider`` of the guest driver, for :data:`CONFIGFS_TSM`.
+    tsm_provider: str = ""
+    #: The agent checks the report itself (the sim report format of ``arca.wire.simreport``);
+    #: for hardware TEEs only the relying party can (it holds the vendor roots).
+    agent_checks_report: bool = False
+    #: The report's measurement is of a VM launch (kernel, initramfs, command line), not the
+    #: descriptor's; the guest's init checks the descriptor against the measured command line.
+    launch_measured: bool = False
+
+    def report_data(self, digest: bytes) -> bytes:
+        """``digest`` fitted into the report-data field: zero-padded at the end, never cut
+        (a longer digest is a caller's bug, not something to truncate silently)."""
+        if len(digest) > self.report_data_size:
+            raise ValueError(f"{self.name} report data holds {self.report_data_size} bytes, "
+                             f"got {len(digest)}")
+        return digest + bytes(self.report_data_size - len(digest))
+
+    def init_data_hash(self, digest: bytes | None) -> bytes:
+        """The init-data field for an init-data ``digest`` (all zeros without init-data): cut
+        to the field or zero-padded, the rule of CoCo/Trustee (SNP's 32-byte HOST_DATA holds
+        the first 32 bytes of a SHA-384)."""
+        size = self.init_data_size
+        return bytes(size) if digest is None else digest[:size].ljust(size, b"\0")
+
+
+#: The table. Row order is the order names are listed in messages.
+TEES: dict[str, Tee] = {t.name: t for t in (
+    Tee("sim", False, True, 64, 48, "init_data_hash", DOCUMENT, SIM_DEVICE,
+        agent_checks_report=True),
+    # The vm backend: a plain VM; the sim platform plays its security processor.
+    Tee("vm", False, True, 64, 48, "init_data_hash", DOCUMENT, SIM_DEVICE,
+        agent_checks_report=True, launch_measured=True),
+    Tee("tdx", True, True, 64, 48, "MRCONFIGID", QUOTE, CONFIGFS_TSM, "tdx_guest"),
+    Tee("snp", True, True, 64, 32, "HOST_DATA", QUOTE, CONFIGFS_TSM, "sev_guest"),
+    Tee("sgx", True, True, 64, 64, "CONFIGID", QUOTE, GRAMINE),
+    # CoCo's unsigned test evidence: broker-only, proves nothing.
+    Tee("sample", False, False, 64, 48, "init_data", DOCUMENT, NO_SOURCE),
+)}
+
+#: What ``io.arca.tee`` / ``--tee`` may name (``none``: plain runc).
+KNOWN_TEES = (*(n for n, t in TEES.items() if t.container), NONE)
+#: TEEs whose evidence a hardware vendor signs.
+HARDWARE_TEES = tuple(n for n, t in TEES.items() if t.hardware)
+
+
+def get(name: str) -> Tee:
+    """The facts of TEE ``name``; ``KeyError`` for a name not in the table (callers that take
+    names from input check :data:`TEES` first and say what is known)."""
+    return TEES[name]
