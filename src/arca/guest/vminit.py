@@ -43,6 +43,11 @@ DM_IOCTL_FMT, DM_SPEC_FMT = "=3I7IQ128s129s7x", "=QQiI16s"
 DM_DEV_CREATE, DM_DEV_SUSPEND, DM_TABLE_LOAD, DM_READONLY = 3, 6, 9, 1
 
 
+def log(msg: str) -> None:
+    """Progress on the guest console (the host's console.log): says where a VM stopped."""
+    print(f"arca-vminit: {msg}", file=sys.stderr, flush=True)
+
+
 def sh(*args: str) -> None:
     pid = os.fork()
     if pid == 0:
@@ -182,6 +187,7 @@ def supervise(host: Host, pid: int) -> int:
     ev = socket.socket(socket.AF_UNIX)
     ev.bind(f"{TEE_DIR}/sim.sock")
     ev.listen(4)
+    log("agent started")
     pidfd, go = os.pidfd_open(pid), False
     waiting: list[socket.socket] = []
     host.send({"op": "go"})
@@ -195,12 +201,13 @@ def supervise(host: Host, pid: int) -> int:
                 os.write(fd, b"1")
                 os.close(fd)
                 go = False
-            except OSError:
-                pass  # the agent has not opened it yet
+            except OSError as e:
+                log(f"go: {e}")  # the agent has not opened it yet
         fds: list[Any] = [host.fd, ev, pidfd]
         ready = select.select(fds, [], [], 0.01 if go else None)[0]
         if pidfd in ready:
             code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            log(f"workload exited: {code}")
             return 128 - code if code < 0 else code  # killed by a signal: as a shell says
         if ev in ready:
             conn = ev.accept()[0]
@@ -210,6 +217,7 @@ def supervise(host: Host, pid: int) -> int:
         if host.fd in ready:
             for reply in host.read():
                 if reply.get("op") == "go":
+                    log("released by the host")
                     go = True
                 elif waiting:
                     conn = waiting.pop(0)
@@ -236,7 +244,7 @@ def main() -> None:
         status = supervise(host, agent(out, err))
         host.send({"op": "exit", "status": status})
     except BaseException as e:  # noqa: BLE001 - PID 1 must not die: the kernel would panic
-        print(f"arca-vminit: {e!r}", file=sys.stderr)
+        log(f"{e!r}")
         try:
             host.send({"op": "exit", "status": status})
         except Exception:  # noqa: BLE001, S110 - powering off anyway

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 #: Backend name -> module defining ``BACKEND`` (its :class:`~.base.Backend` subclass).
 _MODULES = {
     "sim": "arca.host.backends.sim",
+    "vm": "arca.host.backends.vm",
 }
 #: The TEE ``arca run``, ``arca measure`` and ``arca policy generate`` use without ``--tee``.
 DEFAULT = "sim"

@@ -130,7 +130,10 @@ def qemu_argv(qemu: str, launch: Launch, *, accel: str = "tcg") -> list[str]:
         "-device", "virtio-serial-device,max_ports=4",
         "-chardev", f"socket,id=ctl,path={IN_CONTAINER_SCRATCH}/ctl.sock",
         "-device", f"virtserialport,chardev=ctl,name={PORT_CONTROL}",
-        "-chardev", "stdio,id=out,signal=off",
+        # Plain files on the VMM's own stdout/stderr (the shim's pipes or the terminal): a
+        # ``stdio`` chardev stops taking the guest's output once its stdin is at end of file
+        # (seen here with /dev/null as stdin: the workload blocked on its first write).
+        "-chardev", "file,id=out,path=/proc/self/fd/1,append=on",
         "-device", f"virtserialport,chardev=out,name={PORT_STDOUT}",
         "-chardev", "file,id=err,path=/proc/self/fd/2,append=on",
         "-device", f"virtserialport,chardev=err,name={PORT_STDERR}",
