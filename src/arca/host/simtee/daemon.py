@@ -312,7 +312,11 @@ class Daemon:
             from arca.host import backends
 
             try:
-                measured = backends.get(descriptor.tee).platform_measurement(launch)
+                # Only a backend that launches VMs has it (base Backend: no such method).
+                measure = getattr(backends.get(descriptor.tee), "platform_measurement", None)
+                if measure is None:
+                    raise ValueError(f"TEE {descriptor.tee} has no launch to measure")
+                measured = measure(launch)
             except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:
                 raise InvalidInput(f"cannot measure the launch of VM {td_id}: {e}") from None
         with self._registry_lock:
