@@ -30,6 +30,7 @@ import sys
 import time
 
 from arca.wire.descriptor import LaunchDescriptor
+from arca.wire.initdata import InitData
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -134,7 +135,32 @@ class Host:
         return replies[0]
 
 
-def setup(host: Host) -> None:
+def network() -> None:
+    """QEMU's user-mode network: fixed addresses (no DHCP client needed)."""
+    for args in (("link", "set", "lo", "up"), ("link", "set", "eth0", "up"),
+                 ("addr", "add", "10.0.2.15/24", "dev", "eth0"),
+                 ("route", "add", "default", "via", "10.0.2.2")):
+        sh("ip", *args)
+    with open(NEW + "/etc/resolv.conf", "w") as f:
+        f.write("nameserver 10.0.2.3\n")
+
+
+def loopback_port(init_data: str | None) -> int:
+    """The KBS port when init-data names a broker on loopback (``arca run``'s embedded KBS):
+    the guest's own 127.0.0.1 is relayed to the container's (10.0.2.2), so the same measured
+    init-data works for ``sim`` and ``vm``. 0 otherwise."""
+    if init_data is None:
+        return 0
+    from urllib.parse import urlsplit
+
+    url = InitData.parse(init_data.encode()).kbs_url
+    parts = urlsplit(url or "")
+    if parts.hostname not in ("127.0.0.1", "localhost"):
+        return 0
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def setup(host: Host) -> int:
     args = dict(a.partition("=")[::2] for a in open("/proc/cmdline").read().split())
     root_hash, _, blocks = args.get("arca.root", "").partition(":")
     dm = verity(wait_for("/dev/vda"), root_hash, int(blocks or 0))
@@ -162,6 +188,9 @@ def setup(host: Host) -> None:
         with open(f"{TEE_DIR}/{name}", "wb") as f:
             f.write(data)
     os.mkfifo(f"{TEE_DIR}/go", 0o600)
+    os.makedirs(NEW + "/etc", exist_ok=True)
+    network()
+    return loopback_port(inputs.get("init_data"))
 
 
 def agent(out: str, err: str) -> int:
@@ -182,11 +211,43 @@ def agent(out: str, err: str) -> int:
     return pid
 
 
-def supervise(host: Host, pid: int) -> int:
-    """Relay evidence, ``go`` and signals until the agent/workload exits; its exit status."""
+class Relay:
+    """TCP from the guest's 127.0.0.1:port to the container's (10.0.2.2:port)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.peer = port, {}  # type: ignore[var-annotated]
+        self.listener = socket.create_server(("127.0.0.1", port))
+
+    def fds(self) -> list[socket.socket]:
+        return [self.listener, *self.peer]
+
+    def ready(self, s: socket.socket) -> None:
+        if s is self.listener:
+            inside = self.listener.accept()[0]
+            outside = socket.create_connection(("10.0.2.2", self.port), timeout=10)
+            outside.settimeout(None)
+            self.peer[inside], self.peer[outside] = outside, inside
+            return
+        try:
+            data = s.recv(65536)
+            if data:
+                self.peer[s].sendall(data)
+                return
+        except OSError:
+            pass
+        other = self.peer.pop(s)
+        self.peer.pop(other, None)
+        s.close()
+        other.close()
+
+
+def supervise(host: Host, pid: int, relay_port: int) -> int:
+    """Relay evidence, ``go``, signals (and the loopback KBS) until the agent/workload exits;
+    its exit status."""
     ev = socket.socket(socket.AF_UNIX)
     ev.bind(f"{TEE_DIR}/sim.sock")
     ev.listen(4)
+    relay = Relay(relay_port) if relay_port else None
     log("agent started")
     pidfd, go = os.pidfd_open(pid), False
     waiting: list[socket.socket] = []
@@ -203,8 +264,11 @@ def supervise(host: Host, pid: int) -> int:
                 go = False
             except OSError as e:
                 log(f"go: {e}")  # the agent has not opened it yet
-        fds: list[Any] = [host.fd, ev, pidfd]
+        fds: list[Any] = [host.fd, ev, pidfd, *(relay.fds() if relay else [])]
         ready = select.select(fds, [], [], 0.01 if go else None)[0]
+        for s in ready:
+            if relay and (s is relay.listener or s in relay.peer):
+                relay.ready(s)
         if pidfd in ready:
             code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
             log(f"workload exited: {code}")
@@ -236,12 +300,12 @@ def main() -> None:
         host = Host(port("arca.ctl"))
         out, err = port("arca.stdout"), port("arca.stderr")
         try:
-            setup(host)
+            relay_port = setup(host)
         except (OSError, ValueError, KeyError) as e:
             with open(err, "w") as f:
                 f.write(f"arca-vm: error: {e}\n")
             raise
-        status = supervise(host, agent(out, err))
+        status = supervise(host, agent(out, err), relay_port)
         host.send({"op": "exit", "status": status})
     except BaseException as e:  # noqa: BLE001 - PID 1 must not die: the kernel would panic
         log(f"{e!r}")

@@ -35,9 +35,10 @@ from arca.wire.errors import ConfigError
 BUILD_VERSION = "1"
 #: What the guest loads, in dependency order (modules.dep of the 6.12 cloud kernel):
 #: virtio-mmio transport, the host's entropy (keys made before the kernel's own pool is ready
-#: would block), block device, dm-verity, erofs, overlay for the writable layer.
+#: would block), block device, dm-verity, erofs, overlay for the writable layer, virtio-net.
 MODULES = ("virtio_mmio", "virtio-rng", "virtio_blk", "dm-mod", "dm-bufio", "reed_solomon",
-           "dm-verity", "libcrc32c", "erofs", "overlay")
+           "dm-verity", "libcrc32c", "erofs", "overlay", "failover", "net_failover",
+           "virtio_net")
 INIT = (b"#!/bin/busybox sh\n"
         b"# Arca vm guest: everything else is arca.guest.vminit (docs/vm.md).\n"
         b"exec /.arca/lib/ld-linux-x86-64.so.2 --library-path /.arca/lib /.arca/bin/python3 "

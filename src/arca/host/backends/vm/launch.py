@@ -125,6 +125,11 @@ def qemu_argv(qemu: str, launch: Launch, *, accel: str = "tcg") -> list[str]:
         "-serial", f"file:{td}/console.log",
         "-drive", f"file={IN_CONTAINER_ROOTFS},if=none,id=root,format=raw,readonly=on",
         "-device", "virtio-blk-device,drive=root",
+        # User-mode networking inside the container's network namespace: the guest reaches
+        # what the container reaches (10.0.2.2 is the namespace's loopback), no host
+        # privilege or device needed.
+        "-netdev", "user,id=net",
+        "-device", "virtio-net-device,netdev=net",
         "-object", "rng-random,id=rng,filename=/dev/urandom",
         "-device", "virtio-rng-device,rng=rng",
         "-device", "virtio-serial-device,max_ports=4",
