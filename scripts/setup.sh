@@ -72,7 +72,7 @@ kpkg=$(apt-cache depends -t "$VM_SUITE" linux-image-cloud-amd64 2>/dev/null \
 kver=$(apt-cache policy -t "$VM_SUITE" "$kpkg" 2>/dev/null | awk '/Candidate:/{print $2}')
 if [ -z "$kpkg" ] || [ -z "$kver" ]; then
   echo "setup: no linux-image-cloud-amd64 in $VM_SUITE (vm backend unavailable)" >&2
-elif ! grep -qs "\"$kpkg $kver\"" "$VM_DATA/kernel.json"; then
+elif ! grep -qs "\"$kpkg $kver\"" "$VM_DATA/kernel.json" || [ ! -f "$VM_DATA/vmlinuz" ]; then
   echo "setup: guest kernel $kpkg $kver -> $VM_DATA"
   kdir=$(mktemp -d)
   (cd "$kdir" && apt-get download -qq "$kpkg=$kver" 2>/dev/null)

@@ -108,6 +108,8 @@ def install(deb: pathlib.Path, dest: pathlib.Path) -> None:
         new = pathlib.Path(tmp) / "new"
         (new / "lib" / "modules").mkdir(parents=True)
         (new / "vmlinux").write_bytes(extract_pvh(bz[0].read_bytes()))
+        # The EFI-stub bzImage as shipped: what OVMF/TDVF boot for tdx/snp guests.
+        shutil.copy(bz[0], new / "vmlinuz")
         shutil.move(str(x / "lib" / "modules" / release), new / "lib" / "modules" / release)
         # The package ships no modules.dep (its postinst runs depmod): make it here.
         subprocess.run(["depmod", "-b", str(new), release], check=True)

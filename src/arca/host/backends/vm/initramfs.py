@@ -38,7 +38,10 @@ BUILD_VERSION = "1"
 #: would block), block device, dm-verity, erofs, overlay for the writable layer, virtio-net.
 MODULES = ("virtio_mmio", "virtio-rng", "virtio_blk", "dm-mod", "dm-bufio", "reed_solomon",
            "dm-verity", "libcrc32c", "erofs", "overlay", "failover", "net_failover",
-           "virtio_net")
+           "virtio_net", "configfs", "tsm", "tdx-guest", "sev-guest")
+#: configfs-tsm's providers (tdx/snp guests): each loads only in its own TEE's guest
+#: (elsewhere insmod says ENODEV), so the guest tries them and goes on ("?" in ``order``).
+OPTIONAL_MODULES = ("tdx-guest", "sev-guest")
 INIT = (b"#!/bin/busybox sh\n"
         b"# Arca vm guest: everything else is arca.guest.vminit (docs/vm.md).\n"
         b"exec /.arca/lib/ld-linux-x86-64.so.2 --library-path /.arca/lib /.arca/bin/python3 "
@@ -121,7 +124,7 @@ def entries(gr: GuestRuntime, kernel: Kernel) -> dict[str, tuple[int, bytes, int
         if path.name.endswith(".xz"):
             raw = lzma.decompress(raw)
         out[f"lib/modules/{name}.ko"] = (f | 0o644, raw, 0)
-        order.append(f"{name}.ko")
+        order.append(("?" if name in OPTIONAL_MODULES else "") + f"{name}.ko")
     out["lib/modules/order"] = (f | 0o644, ("\n".join(order) + "\n").encode(), 0)
     top = GUEST_RUNTIME_MOUNT.strip("/")
     root = pathlib.Path(gr.path)

@@ -36,6 +36,8 @@ MIN_MEMORY_MIB = 128
 PORT_CONTROL, PORT_STDOUT, PORT_STDERR = "arca.ctl", "arca.stdout", "arca.stderr"
 #: Fixed paths inside the VMM's container (bind-mounted read-only by the runtime).
 IN_CONTAINER_KERNEL = "/arca-vm/vmlinux"
+#: The EFI-stub bzImage the TEE firmware boots (tdx/snp; microvm boots the PVH vmlinux).
+IN_CONTAINER_KERNEL_BZ = "/arca-vm/vmlinuz"
 IN_CONTAINER_INITRD = "/arca-vm/initrd"
 IN_CONTAINER_ROOTFS = "/arca-vm/rootfs.img"
 IN_CONTAINER_TD = "/run/arca-vm"
