@@ -273,7 +273,7 @@ def qemu_command(settings: CvmSettings, *, cpu: str, tee_object: str | dict[str,
     ``-object`` value (key=value form, or a dict for QEMU's JSON form, needed for
     structured properties such as a socket address); its ``id`` must be ``tee0``."""
     machine = "q35,confidential-guest-support=tee0"
-    argv = [settings.qemu, "-nodefaults", "-no-user-config", "-nographic",
+    argv = [settings.qemu, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", "kvm,kernel-irqchip=split", "-machine", machine, "-cpu", cpu,
             "-smp", str(settings.vcpus), "-m", f"{settings.memory_mib}M"]
     if memory_backend is not None:
@@ -476,7 +476,7 @@ class ConfidentialVmBackend(Backend):
         argv = type(self)(self.platform, inside).qemu_command(cmdline, init_data)
         td, scratch = vl.IN_CONTAINER_TD, vl.IN_CONTAINER_SCRATCH
         return argv + [
-            "-display", "none", "-no-reboot", "-serial", f"file:{td}/console.log",
+            "-no-reboot", "-serial", f"file:{td}/console.log",
             "-drive", f"file={vl.IN_CONTAINER_ROOTFS},if=none,id=root,format=raw,readonly=on",
             "-device", "virtio-blk-pci,drive=root",
             "-netdev", "user,id=net", "-device", "virtio-net-pci,netdev=net",
