@@ -74,7 +74,10 @@ def test_snp_measure_is_deterministic_and_covers_process_and_shape(capsys, image
     assert measured(capsys, layout, "one", snp_args(initrd)) == one
     launch = one["launch"]
     digest = LaunchDescriptor.from_json(one["descriptor"]).measurement_hex()
-    assert launch["cmdline"] == f"console=ttyS0 panic=-1 quiet arca.desc={digest}"
+    # The vm backend's dm-verity rootfs image root and the descriptor digest are measured.
+    assert launch["cmdline"] == ("console=ttyS0 panic=-1 quiet "
+                                 f"arca.root={launch['rootfs_root']} arca.desc={digest}")
+    assert len(launch["rootfs_root"].split(":")[0]) == 64
     assert one["measurement"] == launch["measurement"] and len(one["measurement"]) == 96
     assert one["init_data_hash"] == "00" * 32  # HOST_DATA without init-data
     others = [measured(capsys, layout, "two", snp_args(initrd)),

@@ -81,8 +81,10 @@ class _InProcess:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
 
-    def register(self, td_id: str, descriptor: dict[str, Any], init_data: bytes | None) -> None:
-        self.daemon.register(td_id, LaunchDescriptor.from_json(descriptor), init_data)
+    def register(self, td_id: str, descriptor: dict[str, Any], init_data: bytes | None,
+                 launch: dict[str, Any] | None = None) -> None:
+        self.daemon.register(td_id, LaunchDescriptor.from_json(descriptor), init_data,
+                             launch=launch)
 
     def unregister(self, td_id: str) -> None:
         self.daemon.unregister(td_id)

@@ -141,12 +141,22 @@ class Registration:
     #: only change under the :class:`Slots` lock.
     in_flight: int = 0
     refused: int = 0
+    #: A ``vm`` TD: what QEMU is handed (arca.host.backends.vm.launch.Launch as JSON) and the
+    #: measurement the platform computed from those very files and command line.
+    launch: dict[str, Any] | None = None
+    launch_measurement: bytes | None = None
+
+    def measurement_hex(self) -> str:
+        if self.launch_measurement is not None:
+            return self.launch_measurement.hex()
+        return self.descriptor.measurement_hex()
 
     def record(self) -> dict[str, Any]:
         return {
             "td_id": self.td_id,
             "descriptor": self.descriptor.to_json(),
             "init_data": base64.b64encode(self.init_data).decode() if self.init_data else None,
+            "launch": self.launch,
         }
 
 
@@ -423,13 +433,29 @@ class Daemon:
         return s, path
 
     def register(self, td_id: str, descriptor: LaunchDescriptor, init_data: bytes | None,
-                 *, persist: bool = True) -> Registration:
+                 *, persist: bool = True, launch: dict[str, Any] | None = None) -> Registration:
         validate_id(td_id)
+        measured = None
+        if launch is not None:
+            # The platform measures the VM itself, from the files and command line QEMU is
+            # handed (the stand-in for a PSP measuring pages as they are loaded): the runtime
+            # cannot make it sign a measurement of something else (ADR 0016).
+            from arca.host import backends
+
+            try:
+                # Only a backend that launches VMs has it (base Backend: no such method).
+                measure = getattr(backends.get(descriptor.tee), "platform_measurement", None)
+                if measure is None:
+                    raise ValueError(f"TEE {descriptor.tee} has no launch to measure")
+                measured = measure(launch)
+            except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:
+                raise InvalidInput(f"cannot measure the launch of VM {td_id}: {e}") from None
         with self._registry_lock:
             if td_id in self.tds:
                 raise InvalidInput(f"TD {td_id} is already registered")
             init_data_hash(init_data)  # refuse bad init-data now, not at the first report
-            reg = Registration(td_id, descriptor, init_data, *self._listen(td_id))
+            reg = Registration(td_id, descriptor, init_data, *self._listen(td_id),
+                               launch=launch, launch_measurement=measured)
             with self.lock:
                 self.tds[td_id] = reg
                 self._listener_changes.append((True, reg))
@@ -438,7 +464,7 @@ class Daemon:
                 locations.registrations_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
                 write_atomic(locations.registrations_dir() / f"{td_id}.json",
                              json.dumps(reg.record()).encode())
-        log.info("registered TD %s measurement %s", td_id, descriptor.measurement_hex())
+        log.info("registered TD %s measurement %s", td_id, reg.measurement_hex())
         return reg
 
     def unregister(self, td_id: str) -> bool:
@@ -472,7 +498,7 @@ class Daemon:
                     continue
                 init = base64.b64decode(rec["init_data"]) if rec["init_data"] else None
                 self.register(td_id, LaunchDescriptor.from_json(rec["descriptor"]), init,
-                              persist=False)
+                              persist=False, launch=rec.get("launch"))
             except (ArcaError, ValueError, KeyError, TypeError, OSError) as e:
                 log.error("dropping unreadable registration %s: %s", f.name, e)
                 f.unlink(missing_ok=True)
@@ -517,11 +543,14 @@ class Daemon:
         if op == "register":
             raw = req.get("init_data")
             init = base64.b64decode(raw, validate=True) if raw is not None else None
+            launch = req.get("launch")
+            if launch is not None and not isinstance(launch, dict):
+                raise InvalidInput("register: launch must be a JSON object")
             td_id = str(req["td_id"])
             with self._per_td.holding(td_id):
-                reg = self.register(td_id, LaunchDescriptor.from_json(req["descriptor"]), init)
-            return {"ok": True, "socket": str(reg.path),
-                    "measurement": reg.descriptor.measurement_hex()}
+                reg = self.register(td_id, LaunchDescriptor.from_json(req["descriptor"]), init,
+                                    launch=launch)
+            return {"ok": True, "socket": str(reg.path), "measurement": reg.measurement_hex()}
         if op in ("create", "create-undo", "delete-undo"):
             return self._fastcreate(req)
         if op == "unregister":
@@ -532,7 +561,7 @@ class Daemon:
             with self.lock:
                 regs = list(self.tds.values())
             return {"ok": True, "tds": [
-                {"td_id": r.td_id, "measurement": r.descriptor.measurement_hex()} for r in regs]}
+                {"td_id": r.td_id, "measurement": r.measurement_hex()} for r in regs]}
         if op == "stop":
             self.stopping = True  # the control loop wakes the main thread once this is answered
             return {"ok": True}
@@ -698,7 +727,8 @@ class Daemon:
             if len(line) > MAX_REQUEST_BYTES:
                 raise InvalidInput(f"request exceeds {MAX_REQUEST_BYTES} bytes")
             report_data = parse_device_request(line)
-            ev = self.platform.sign_report(reg.descriptor, reg.init_data, report_data, reg.td_id)
+            ev = self.platform.sign_report(reg.descriptor, reg.init_data, report_data, reg.td_id,
+                                           reg.launch_measurement)
             _send(conn, {"evidence": base64.b64encode(ev.to_bytes()).decode()})
             log.info("report for TD %s to pid %d uid %d", reg.td_id, pid, uid)
         except ArcaError as e:
