@@ -99,6 +99,20 @@ TEE_NAME_EXCEPTIONS = {
     "cli/kbs_cmd.py": "the test client `arca kbs get-resource` makes sample evidence itself and "
                       "reads a sim device socket given by path",
     "demo.py": "`make demo` tells the sim story, naming the TEE on the command lines it shows",
+    "cli/demo_cmd.py": "`arca demo --tee`: the acts it runs by default (sim, then vm)",
+    "cli/verify_cmd.py": "`arca verify` recognises Trustee's per-TEE evidence documents by "
+                         "shape (--tee auto) before any verifier is chosen",
+    "kbs/evidence_formats.py": "Trustee's per-TEE evidence envelopes as guest-components sends "
+                               "them (tdx quote + event log, snp report JSON + cert chain, "
+                               "sample): wire shapes of the KBS protocol, one per TEE",
+    "kbs/collateral.py": "which collateral each hardware verifier needs before the broker "
+                         "enables it (issue 13 item 8): a per-TEE rule of the broker",
+    "wire/kbs_protocol.py": "report-data binding: Arca's (sim) or Trustee's "
+                            "(kbs/src/attestation/backend.rs; sample unpadded); to move into "
+                            "the TEE table as a 'binding' fact",
+    "wire/snpjson.py": "Trustee's SNP report JSON (snp/mod.rs SnpEvidence), emitted by the agent",
+    "guest/kbs_client.py": "the agent sends an SNP report in Trustee's JSON form; to move into "
+                           "the TEE table's evidence envelope",
 }
 
 
