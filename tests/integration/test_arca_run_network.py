@@ -41,14 +41,10 @@ while True:
     time.sleep(0.02)
 """
 
+# Sniffs first: its own connection would be served instead of the victim's and stall it.
 ATTACKER = """
 import socket, time
 out = []
-try:
-    c = socket.create_connection(("127.0.0.1", %(port)d), timeout=2)
-    c.sendall(b"GET /secret HTTP/1.0\\r\\n\\r\\n"); out.append("connected:" + c.recv(200).decode())
-except OSError as e:
-    out.append("connect-failed:" + type(e).__name__)
 try:
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 except OSError as e:
@@ -61,6 +57,11 @@ else:
         except OSError:
             pass
     out.append("sniffed" if seen else "sniffed-nothing")
+try:
+    c = socket.create_connection(("127.0.0.1", %(port)d), timeout=2)
+    c.sendall(b"GET /secret HTTP/1.0\\r\\n\\r\\n"); out.append("connected:" + c.recv(200).decode())
+except OSError as e:
+    out.append("connect-failed:" + type(e).__name__)
 print(" ".join(out), flush=True)
 """
 
