@@ -281,6 +281,8 @@ def start(plan: NetworkPlan, run_dir: str, cid: str) -> Starting | None:
                            "container's private network; or run with --network host")
     netns = netns_path(run_dir, cid)
     os.makedirs(os.path.dirname(netns), mode=0o700, exist_ok=True)
+    if os.path.exists(netns):
+        teardown(run_dir, cid)  # left by a supervisor that was killed: start afresh
     try:
         _make_netns(netns)
         r, w = os.pipe()
