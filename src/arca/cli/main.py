@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get(fastpath.DISABLE_ENV) != "0":
             try:
                 code = fastpath.dispatch(args)
+                if code is None:
+                    from arca.cli import leanpath
+
+                    code = leanpath.dispatch(args)
             except KeyboardInterrupt:
                 print("\nAborted!", file=sys.stderr)  # as click says it
                 sys.exit(1)

@@ -23,7 +23,7 @@ def epoch(iso: str) -> float | None:
     """Seconds since the epoch of ``YYYY-MM-DDTHH:MM:SS[.fff]+00:00`` (what records hold)."""
     try:
         y, mo, d = int(iso[0:4]), int(iso[5:7]), int(iso[8:10])
-        h, mi, s = int(iso[11:13]), int(iso[14:16]), float(iso[17:23].rstrip("+Z"))
+        h, mi, s = int(iso[11:13]), int(iso[14:16]), float(iso[17:19])
     except ValueError:
         return None
     # days from 1970-01-01 (Howard Hinnant's days_from_civil)
