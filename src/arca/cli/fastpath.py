@@ -5,9 +5,10 @@ times what starting a container costs. :func:`dispatch` parses these commands it
 the same bodies (:mod:`arca.cli.container_ops`) as the typer commands. It handles only forms it
 understands exactly: ``--long VALUE``, ``--long=VALUE``, ``-s VALUE``, short flags (bundled too:
 ``-it``) and positionals. Anything else (``--help``, an unknown option, a missing value or
-argument, ``--``, a bundle with a non-flag or unknown letter, a bad number) returns None and goes to typer, so help texts and usage
-errors stay typer's own. The option tables below must match ``container_cmd`` (a test compares
-them with the typer commands, and their parse results on sample command lines).
+argument, ``--``, a bundle with a non-flag or unknown letter, a bad number) returns None and
+goes to typer, so help texts and usage errors stay typer's own. The option tables below must
+match ``container_cmd`` (a test compares them with the typer commands, and their parse results
+on sample command lines).
 """
 
 from __future__ import annotations
