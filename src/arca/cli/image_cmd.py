@@ -73,16 +73,9 @@ def register(app: typer.Typer) -> None:
     @image.command("ls")
     def ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """List the images in the store."""
-        from arca.host.images import ImageStore
+        from arca.cli.image_ops import images
 
-        recs = ImageStore().list()
-        if as_json:
-            typer.echo(json.dumps([r.to_json() for r in recs], indent=2))
-            return
-        typer.echo(f"{'NAME':<60} {'IMAGE ID':<14} {'SIZE':>9}  CREATED")
-        for r in recs:
-            typer.echo(f"{r.name:<60} {r.id.removeprefix('sha256:')[:12]:<14} "
-                       f"{_size(r.size):>9}  {r.created}")
+        raise typer.Exit(images(as_json))
 
     @image.command("inspect")
     def inspect(ref: str = typer.Argument(..., help="Image name, id or digest.")) -> None:

@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get(fastpath.DISABLE_ENV) != "0":
             try:
                 code = fastpath.dispatch(args)
+                if code is None:
+                    from arca.cli import leanpath
+
+                    code = leanpath.dispatch(args)
             except KeyboardInterrupt:
                 print("\nAborted!", file=sys.stderr)  # as click says it
                 sys.exit(1)
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(1)
         if code is None:
             if args[:2] == ["kbs", "admin"]:
-                from arca.cli.kbs_cmd import hoist_admin
+                from arca.cli.kbs_admin_args import hoist_admin
 
                 args = hoist_admin(args)
             # Standalone mode: click prints usage errors itself and exits 2.
