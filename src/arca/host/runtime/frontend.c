@@ -25,7 +25,8 @@
  *   - start/state of an id without Arca state                                 -> runc
  *   - start of a created TEE container not yet released: write one byte to "go" once the
  *     agent holds it open, record "released" (a second start is runc's: already running)
- *   - state of one not yet released: runc's answer with "running" read as "created"
+ *   - state of one not yet released: runc's answer with "running" read as "created"; of a
+ *     half-created one (or corrupt state): Python
  *   - delete without --force of one not yet released: runc delete --force (runc kills a
  *     created container on delete too)
  *   - anything else (TEE create/delete, exec, odd input)                      -> Python
@@ -35,8 +36,9 @@
  * ARCA_TEE, ARCA_RUNTIME_CONFIG): tests/unit/host/test_runtime_frontend_agreement.py fails,
  * case by case, when the two decide differently; test_runtime_frontend.py checks which calls
  * never start Python. Besides deciding, it only hands off (to Python or the daemon) and speaks
- * the runtime's go-FIFO protocol for start/state, which needs no Python (ADR 0012). Built by scripts/setup.sh with the interpreter, source and site-packages paths
- * compiled in (ARCA_PYTHON, ARCA_SRC, ARCA_SITE). The Python path runs with -I -S: no site,
+ * the runtime's go-FIFO protocol for start/state, which needs no Python (ADR 0012). Built by
+ * scripts/setup.sh with the interpreter, source and site-packages paths compiled in
+ * (ARCA_PYTHON, ARCA_SRC, ARCA_SITE). The Python path runs with -I -S: no site,
  * no .pth processing, no PYTHON* variables, no current directory on sys.path.
  */
 #define _GNU_SOURCE
