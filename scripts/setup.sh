@@ -22,7 +22,7 @@ fi
 # zstd to unpack the kernel, and a stock Debian cloud kernel fetched with `apt-get download`
 # into ARCA_VM_DATA (never installed as the host's kernel).
 . /etc/os-release
-VM_PACKAGES=(erofs-utils cryptsetup-bin zstd kmod python3)
+VM_PACKAGES=(erofs-utils cryptsetup-bin zstd kmod python3 binutils)
 VM_SUITE=$VERSION_CODENAME
 if [ "$VERSION_CODENAME" = bookworm ]; then
   VM_SUITE=bookworm-backports

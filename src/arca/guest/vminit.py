@@ -13,7 +13,8 @@
    host's ``start`` (the ``go`` FIFO) and signals; report the workload's exit status and power
    off.
 
-A failure before the agent runs is one line on ``arca.stderr`` and exit status 125.
+A failure before the agent runs is sent to the host with exit status 125 (the VMM prints it as
+one line).
 Only the standard library: device-mapper is driven with its ioctls (``linux/dm-ioctl.h``);
 busybox does what the standard library cannot (insmod, mount, poweroff).
 """
@@ -137,6 +138,7 @@ class Host:
 
 def network() -> None:
     """QEMU's user-mode network: fixed addresses (no DHCP client needed)."""
+    wait_for("/sys/class/net/eth0")  # virtio-net probes after insmod returns
     for args in (("link", "set", "lo", "up"), ("link", "set", "eth0", "up"),
                  ("addr", "add", "10.0.2.15/24", "dev", "eth0"),
                  ("route", "add", "default", "via", "10.0.2.2")):
@@ -179,6 +181,7 @@ def setup(host: Host) -> int:
     os.makedirs(NEW + "/sys/kernel/config", exist_ok=True)  # configfs-tsm (tdx/snp evidence)
     sh("mount", "-t", "configfs", "configfs", NEW + "/sys/kernel/config")
     os.mkdir(TEE_DIR, 0o755)
+    log("rootfs verified and mounted")
     inputs = host.call({"op": "inputs"})
     desc = inputs["descriptor"].encode()
     if LaunchDescriptor.from_bytes(desc).measurement().hex() != args.get("arca.desc"):
@@ -192,6 +195,7 @@ def setup(host: Host) -> int:
     os.mkfifo(f"{TEE_DIR}/go", 0o600)
     os.makedirs(NEW + "/etc", exist_ok=True)
     network()
+    log("network up")
     return loopback_port(inputs.get("init_data"))
 
 
@@ -264,8 +268,8 @@ def supervise(host: Host, pid: int, relay_port: int) -> int:
                 os.write(fd, b"1")
                 os.close(fd)
                 go = False
-            except OSError as e:
-                log(f"go: {e}")  # the agent has not opened it yet
+            except OSError:
+                pass  # the agent has not opened it yet (ENXIO): retried every 10 ms
         fds: list[Any] = [host.fd, ev, pidfd, *(relay.fds() if relay else [])]
         ready = select.select(fds, [], [], 0.01 if go else None)[0]
         for s in ready:
@@ -304,20 +308,16 @@ def main() -> None:
                     if not m.startswith("?"):  # "?": a TEE's driver, absent elsewhere
                         raise
         sh("mount", "-t", "configfs", "configfs", "/sys/kernel/config")
+        log("modules loaded")
         host = Host(port("arca.ctl"))
         out, err = port("arca.stdout"), port("arca.stderr")
-        try:
-            relay_port = setup(host)
-        except (OSError, ValueError, KeyError) as e:
-            with open(err, "w") as f:
-                f.write(f"arca-vm: error: {e}\n")
-            raise
+        relay_port = setup(host)
         status = supervise(host, agent(out, err), relay_port)
         host.send({"op": "exit", "status": status})
     except BaseException as e:  # noqa: BLE001 - PID 1 must not die: the kernel would panic
         log(f"{e!r}")
-        try:
-            host.send({"op": "exit", "status": status})
+        try:  # the host prints it: one line naming the cause
+            host.send({"op": "exit", "status": status, "error": str(e) or repr(e)})
         except Exception:  # noqa: BLE001, S110 - powering off anyway
             pass
     os.sync()

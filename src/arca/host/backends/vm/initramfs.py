@@ -8,7 +8,8 @@ Content (all of it is the TD's code, listed with digests in ``<key>.json`` and d
 * ``/bin/busybox`` (busybox-static): ``insmod``, ``mount`` and ``poweroff``, which the standard
   library cannot do; nothing else of busybox is called;
 * ``/.arca``: the guest runtime (:mod:`arca.host.guestruntime`: interpreter, trimmed stdlib,
-  ``cryptography``, ``arca.guest``/``arca.wire``), exactly the tree the ``sim`` TD mounts;
+  ``cryptography``, ``arca.guest``/``arca.wire``), the tree the ``sim`` TD mounts with the
+  debug sections of its ELF files stripped;
 * ``/lib/modules/*.ko`` (decompressed from the kernel package) and ``/lib/modules/order``.
 
 Reproducible: newc cpio written here (not by ``cpio``), entries sorted by path, mtime 0, owner
@@ -25,6 +26,8 @@ import lzma
 import os
 import pathlib
 import stat
+import subprocess
+import tempfile
 
 from arca.host import paths
 from arca.host.backends.vm.assets import BUSYBOX, Kernel
@@ -32,7 +35,7 @@ from arca.host.guestruntime import GuestRuntime
 from arca.wire.constants import GUEST_RUNTIME_MOUNT
 from arca.wire.errors import ConfigError
 
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 #: What the guest loads, in dependency order (modules.dep of the 6.12 cloud kernel):
 #: virtio-mmio transport, the host's entropy (keys made before the kernel's own pool is ready
 #: would block), block device, dm-verity, erofs, overlay for the writable layer, virtio-net.
@@ -141,8 +144,22 @@ def entries(gr: GuestRuntime, kernel: Kernel) -> dict[str, tuple[int, bytes, int
                 out[rel] = (d, b"", 0)
             else:
                 mode = 0o755 if st.st_mode & 0o111 else 0o644
-                out[rel] = (f | mode, pathlib.Path(p).read_bytes(), 0)
+                data = pathlib.Path(p).read_bytes()
+                out[rel] = (f | mode, _strip_debug(data) if data[:4] == b"\x7fELF" else data, 0)
     return out
+
+
+def _strip_debug(elf: bytes) -> bytes:
+    """``elf`` without debug sections (a pyenv libpython carries 17 MB of them). Size matters
+    twice: guest RAM, and an initramfs above ~65.6 MB made this kernel hang at "ACPI: Core
+    revision" under microvm's direct boot (seen here; a compressed one costs 12 s to unpack
+    under TCG). ``strip`` is deterministic; the code and dynamic symbols are untouched."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in"), os.path.join(tmp, "out")
+        pathlib.Path(src).write_bytes(elf)
+        res = subprocess.run(["strip", "--strip-debug", "-o", dst, src], capture_output=True,
+                             check=False)
+        return pathlib.Path(dst).read_bytes() if res.returncode == 0 else elf
 
 
 def write_cpio(items: dict[str, tuple[int, bytes, int]], out: pathlib.Path) -> str:

@@ -61,9 +61,13 @@ def file_sha384(path: str, _cache: dict[tuple[int, ...], str] = {}) -> str:  # n
 def cmdline(root: str, descriptor_measurement: str) -> str:
     # quiet: the kernel's console is the log file, nothing reaches the workload's stdio.
     # panic=-1: a panicking guest reboots at once, and -no-reboot makes QEMU exit.
-    # tsc_early_khz: without it the guest can hang calibrating the TSC under TCG (research
-    # §6.4: "Marking TSC unstable due to could not calculate TSC khz", seen here too).
-    return (f"console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 arca.root={root} "
+    # Timing under TCG on a loaded host is erratic; the guest must not depend on it:
+    # tsc_early_khz (else it can hang calibrating the TSC: research §6.4, seen here too),
+    # tsc=reliable and no_timer_check (else the IO-APIC timer check can hang or fail right
+    # after "ACPI: Core revision", seen here at a load average of 8), as Kata's guests do.
+    # cryptomgr.notests: skip the boot-time crypto self-tests (seconds under TCG).
+    return ("console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check "
+            f"cryptomgr.notests arca.root={root} "
             f"arca.desc={descriptor_measurement}")
 
 

@@ -140,6 +140,9 @@ def main() -> int:
                     wants_go = True
                 elif op == "exit":
                     status = int(msg["status"])
+                    if msg.get("error"):
+                        print(f"arca-vm: error: guest: {str(msg['error'])[:500]}",
+                              file=sys.stderr, flush=True)
         if qemu.poll() is not None:
             break
         if not asked and time.monotonic() - started > BOOT_TIMEOUT_S:
