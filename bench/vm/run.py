@@ -10,8 +10,10 @@
    part beyond the configured guest RAM.
 4. Reading 100 MB from the verity rootfs in the guest vs from the same file on the host.
 
-Usage: ``run.py [--runs N]`` (default 3; each VM boot costs seconds under TCG). Needs root and
-``make setup``. Not a test.
+Usage: ``run.py [--runs N] [--tee vm|tdx|snp]`` (default 3 runs of ``vm``; each VM boot costs
+seconds under TCG). ``--tee tdx|snp`` runs the same on a host with the hardware (the floor is
+then a bare QEMU boot with the same confidential objects and firmware); elsewhere it stops at
+once with the backend's reason (``arca doctor``). Needs root and ``make setup``. Not a test.
 """
 
 from __future__ import annotations
@@ -53,13 +55,16 @@ def first_line(argv: list[str], env: dict[str, str], pattern: bytes) -> tuple[fl
 def floor_argv(ref: dict[str, str]) -> list[str]:
     from arca.host.backends.vm import assets, launch
 
-    vm = launch.Launch(ref["kernel_path"], ref["initrd_path"], ref["rootfs_path"],
-                       ref["cmdline"].replace("quiet", "quiet rdinit=/bin/busybox"))
-    argv = launch.qemu_argv(assets.qemu_binary(), vm)
-    # Same machine and devices, outside a container: files at their host paths, console on
-    # stdout, no control socket (the guest never reaches Arca's init).
-    swap = {launch.IN_CONTAINER_KERNEL: vm.kernel, launch.IN_CONTAINER_INITRD: vm.initrd}
-    argv = [swap.get(a, a) for a in argv]
+    if "argv" in ref:  # a tdx/snp launch, already at host paths (floor_argv_cvm)
+        argv = json.loads(ref["argv"])
+    else:
+        vm = launch.Launch(ref["kernel_path"], ref["initrd_path"], ref["rootfs_path"],
+                           ref["cmdline"].replace("quiet", "quiet rdinit=/bin/busybox"))
+        argv = launch.qemu_argv(assets.qemu_binary(), vm)
+        # Same machine and devices, outside a container: files at their host paths, console
+        # on stdout, no control socket (the guest never reaches Arca's init).
+        swap = {launch.IN_CONTAINER_KERNEL: vm.kernel, launch.IN_CONTAINER_INITRD: vm.initrd}
+        argv = [swap.get(a, a) for a in argv]
     out = []
     skip = 0
     for i, a in enumerate(argv):
@@ -77,6 +82,21 @@ def floor_argv(ref: dict[str, str]) -> list[str]:
     return out
 
 
+def floor_argv_cvm(backend: object, ref: dict[str, str]) -> list[str]:
+    """The floor of a tdx/snp VM: its own QEMU arguments (confidential objects, firmware) at
+    host paths, console on stdout, without Arca's control, stdio and rootfs devices."""
+    from arca.host.backends import _confidential as cvm
+    from arca.host.backends.vm import launch
+
+    assert isinstance(backend, cvm.ConfidentialVmBackend)
+    s = backend.settings
+    argv = backend.launch_argv(ref["cmdline"].replace("quiet", "quiet rdinit=/bin/busybox"),
+                               None)
+    swap = {launch.IN_CONTAINER_KERNEL_BZ: s.kernel, launch.IN_CONTAINER_INITRD:
+            ref["initrd_path"], cvm.IN_CONTAINER_FIRMWARE: s.firmware}
+    return floor_argv({"argv": json.dumps([swap.get(a, a) for a in argv])})
+
+
 def smaps_rollup(pid: int) -> tuple[int, int]:
     text = pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text()
     rss = int(re.search(r"^Rss:\s+(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
@@ -87,7 +107,18 @@ def smaps_rollup(pid: int) -> tuple[int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "3")))
+    ap.add_argument("--tee", choices=("vm", "tdx", "snp"), default="vm",
+                    help="the VM backend to measure (tdx/snp need the hardware)")
     args = ap.parse_args()
+    from arca.host.backends import get as backend_of
+    from arca.wire.errors import ConfigError
+
+    try:
+        backend_of(args.tee).check_host()
+    except ConfigError as e:
+        print(f"bench/vm: {e}", file=sys.stderr)
+        return 2
+    tee = args.tee
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bvm-", dir="/tmp"))
     env = {**os.environ, "ARCA_ROOT": str(tmp / "root"), "ARCA_RUN": str(tmp / "run")}
     os.environ.update({k: env[k] for k in ("ARCA_ROOT", "ARCA_RUN")})
@@ -109,7 +140,7 @@ def main() -> int:
                         "bench-vm:v1"], env=env, check=True, capture_output=True)
         store = ImageStore()
         record = resolve(store, "bench-vm:v1")
-        backend = get("vm")
+        backend = get(tee)
         gr = ensure_guest_runtime()
         spec = process_spec({"args": ["echo", "x"], "env": [], "cwd": "/"})
         with mounted_rootfs(store, record) as rootfs:
@@ -122,14 +153,15 @@ def main() -> int:
               f" ms -> {times[0] / times[-1]:.0f}x (goal >= 10x)")
 
         # 1. start to first output, interleaved with the floor, sim and runc.
-        floor = floor_argv(dict(ref.extra))
+        floor = floor_argv(dict(ref.extra)) if tee == "vm" else floor_argv_cvm(backend,
+                                                                                dict(ref.extra))
         res: dict[str, list[float]] = {"floor": [], "vm": [], "sim": [], "none": []}
         for _ in range(args.runs):
             res["floor"].append(first_line(floor, env, b"BusyBox v")[0])
-            for tee in ("vm", "sim", "none"):
-                t, _ = first_line([*arca, "run", "--rm", "--tee", tee, "bench-vm:v1"], env,
+            for kind, name in ((tee, "vm"), ("sim", "sim"), ("none", "none")):
+                t, _ = first_line([*arca, "run", "--rm", "--tee", kind, "bench-vm:v1"], env,
                                   b"first-output")
-                res[tee].append(t)
+                res[name].append(t)
         med = {k: statistics.median(v) for k, v in res.items() if v}
         for k, v in med.items():
             print(f"start -> first output  {k:5s}: median {v:7.2f} s  ({res[k]})")
@@ -140,7 +172,7 @@ def main() -> int:
             print("guest console of the last vm run:", console[-1].read_text()[-400:])
 
         # 3. idle VMM memory.
-        out = subprocess.run([*arca, "run", "-d", "--name", "idle", "--tee", "vm",
+        out = subprocess.run([*arca, "run", "-d", "--name", "idle", "--tee", tee,
                               "bench-vm:v1", "sleep", "3600"], env=env, capture_output=True,
                              text=True, check=True)
         cid = out.stdout.strip()
@@ -166,7 +198,7 @@ def main() -> int:
         subprocess.run(["dd", f"if={host_file}", "of=/dev/null", "bs=1M"], capture_output=True,
                        check=True)
         host_s = time.monotonic() - t0
-        out = subprocess.run([*arca, "run", "--rm", "--tee", "vm", "bench-vm:v1", "sh", "-c",
+        out = subprocess.run([*arca, "run", "--rm", "--tee", tee, "bench-vm:v1", "sh", "-c",
                               "a=$(date +%s%N); cat /big > /dev/null; b=$(date +%s%N); "
                               "echo $(( (b - a) / 1000000 ))"], env=env, capture_output=True,
                              text=True)
