@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -92,15 +93,33 @@ def vm_claims(stdout: str) -> dict[str, object]:
     return claims.values
 
 
-def leftovers(env: dict[str, str]) -> list[str]:
-    """QEMU processes, TD directories, registrations, mounts of this test's state."""
-    run = pathlib.Path(env["ARCA_RUN"])
-    out = processes_mentioning("/arca-vmm/vmm.py") + [
-        p for p in processes_mentioning("qemu-system") if env["ARCA_ROOT"] in p]
-    for d in ("td", "containers", "simtee/tds"):
-        out += [str(p) for p in (run / d).glob("*")] if (run / d).is_dir() else []
-    out += mounts_mentioning(env["ARCA_ROOT"]) + mounts_mentioning(env["ARCA_RUN"])
+def vmm_processes(env: dict[str, str]) -> list[str]:
+    """QEMU and VMM processes of this test's containers (their mounts name our ARCA_RUN;
+    other engineers' or CI jobs' VMs on the same host are not ours)."""
+    out = []
+    for line in processes_mentioning("/arca-vmm/vmm.py") + processes_mentioning("qemu-system"):
+        pid = line.split(":")[0]
+        try:
+            if env["ARCA_RUN"] in pathlib.Path(f"/proc/{pid}/mountinfo").read_text():
+                out.append(line)
+        except OSError:
+            continue
     return out
+
+
+def leftovers(env: dict[str, str], timeout: float = 15) -> list[str]:
+    """QEMU processes, TD directories, registrations, mounts of this test's state, after
+    giving an exiting VM ``timeout`` seconds to be gone."""
+    run = pathlib.Path(env["ARCA_RUN"])
+    deadline = time.monotonic() + timeout
+    while True:
+        out = vmm_processes(env)
+        for d in ("td", "containers", "simtee/tds"):
+            out += [str(p) for p in (run / d).glob("*")] if (run / d).is_dir() else []
+        out += mounts_mentioning(env["ARCA_ROOT"]) + mounts_mentioning(env["ARCA_RUN"])
+        if not out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
 
 
 def test_arca_run_output_exit_code_and_measurement(world) -> None:  # type: ignore[no-untyped-def]

@@ -307,8 +307,8 @@ def main() -> None:
                 except OSError:
                     if not m.startswith("?"):  # "?": a TEE's driver, absent elsewhere
                         raise
-        log("modules loaded")
         sh("mount", "-t", "configfs", "configfs", "/sys/kernel/config")
+        log("modules loaded")
         host = Host(port("arca.ctl"))
         out, err = port("arca.stdout"), port("arca.stderr")
         relay_port = setup(host)
