@@ -228,7 +228,8 @@ def run_demo(console: Console | None = None, keep: bool = False,
     console.print(Panel.fit(
         "[bold]Arca demo[/]: a secret reaches a container only after its own trust domain\n"
         "proves what it runs. Backend: [bold]sim[/] (simulated TEE: isolates TDs from each\n"
-        "other, [italic]not[/] from this host; use TDX/SNP/SGX for real protection).",
+        "other, [italic]not[/] from this host; use TDX/SNP/SGX for real protection);\n"
+        "then [bold]vm[/] (the same story in a QEMU micro-VM) where this machine can run it.",
         border_style="cyan"))
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="arca-demo-"))
     demo = Demo(console, workdir)

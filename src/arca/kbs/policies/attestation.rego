@@ -5,7 +5,7 @@
 #
 # hardware:    2 (affirming) for a real TEE, not in debug mode, TCB up to date;
 #              32 (warning) when the TCB is not up to date; 97 (contraindicated) otherwise.
-#              sim/sample count as real only when the KBS configuration allows them.
+#              sim/vm/sample count as real only when the KBS configuration allows them.
 # executables: 2 when reference values exist for this TEE and every "<tee>.<claim>" list
 #              contains the claim's value; 33 (unrecognized) otherwise. No reference values
 #              means no affirmation: deny by default.
@@ -17,6 +17,12 @@ tee_allowed if input.tee in {"tdx", "snp", "sgx"}
 
 tee_allowed if {
 	input.tee == "sim"
+	data.config.allow_sim == true
+}
+
+# vm: a plain VM whose security processor the sim platform plays (same root, same trust).
+tee_allowed if {
+	input.tee == "vm"
 	data.config.allow_sim == true
 }
 
