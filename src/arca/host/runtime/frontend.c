@@ -342,8 +342,10 @@ static int spawn_wait(const char *runc, char **args) {
 /* lifecycle.create with Arca's part done in the sim daemon; returns only to fall back to
  * Python (no daemon, other sources, anything unusual: Python decides again). */
 static void fast_create(int argc, char **argv, int i, const char *runc) {
+    /* fastcreate.ENV_KEYS: everything Arca's part of a create reads from the environment. */
     static const char *const keys[] = {"ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG",
-                                       "ARCA_RUNC", "ARCA_TEE", NULL};
+                                       "ARCA_RUNC", "ARCA_TEE", "ARCA_VM_DATA",
+                                       "ARCA_VM_QEMU", "ARCA_VM_BOOT_TIMEOUT", NULL};
     const char *run = run_dir();
     char cwd[4096];
     if (!*ARCA_STAMP || run[0] != '/' || !getcwd(cwd, sizeof(cwd))) return;
