@@ -89,7 +89,7 @@ def floor_argv(ref: dict) -> list[str]:
     ``rdinit``: busybox prints one line, then the kernel panics and ``-no-reboot`` ends QEMU)."""
     from arca.host.backends.vm import assets
 
-    extra = ref["extra"]
+    extra = ref["launch"]
     cmdline = extra["cmdline"] + " rdinit=/bin/busybox -- echo first"
     return [assets.qemu_binary(), "-M", "microvm,acpi=on,auto-kernel-cmdline=off", "-accel",
             "tcg", "-smp", extra["vcpus"], "-m", extra["memory_mib"], "-nodefaults",
@@ -236,7 +236,7 @@ def memory(b: Bench) -> dict[str, float]:
         qemu = qemu_of(cid)[0]
         q = smaps_rollup(qemu)
         ref = measure_ref(b.layout, "latest", b.tee)
-        guest = int(ref["extra"]["memory_mib"]) * MIB
+        guest = int(ref["launch"]["memory_mib"]) * MIB
         vmm = int(pathlib.Path(f"/proc/{qemu}/stat").read_text().rpartition(")")[2].split()[1])
         v = smaps_rollup(vmm)
         return {"guest_ram_mib": guest / MIB, "qemu_rss_mib": q["Rss"] / MIB,

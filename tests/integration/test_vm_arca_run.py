@@ -192,7 +192,7 @@ def test_secret_after_attestation_and_measurement_equals_arca_measure(world: Wor
         base64.b64decode(doc["evidence"]),
         expected=Expected(report_data=bytes.fromhex(doc["report_data"]),
                           init_data_hash=bytes.fromhex(ref["init_data_hash"])))
-    assert claims.values["tee"] == "vm"
+    assert claims.tee == "vm"
     assert claims.values["measurement"] == ref["measurement"]
     assert ref["measurement"] in json.dumps(world.policy)
     assert_nothing_left(world)

@@ -198,6 +198,16 @@ def assert_nothing_left(w: World, cid: str, *, images_before: list[str] | None =
         time.sleep(0.2)
 
 
+def wait_qemu(cid: str, timeout: float = 60) -> list[int]:
+    """The QEMU of ``cid`` (``ctr run -d`` returns once the VMM process runs; it starts QEMU
+    a moment later)."""
+    deadline = time.monotonic() + timeout
+    while not (found := qemu_of(cid)):
+        assert time.monotonic() < deadline, f"no QEMU for {cid}"
+        time.sleep(0.1)
+    return found
+
+
 def out(res: subprocess.CompletedProcess[str]) -> str:
     return res.stdout.replace("\r", "")
 
@@ -343,7 +353,7 @@ def test_secret_after_attestation_and_measurement_equals_arca_measure(world: Wor
         base64.b64decode(doc["evidence"]),
         expected=Expected(report_data=bytes.fromhex(doc["report_data"]),
                           init_data_hash=bytes.fromhex(ref["init_data_hash"])))
-    assert claims.values["tee"] == "vm"
+    assert claims.tee == "vm"
     assert claims.values["td_id"] == cid
     assert claims.values["measurement"] == ref["measurement"]
     # what the tenant's policy pins is that same value
@@ -366,7 +376,7 @@ def test_another_image_is_refused(world: World) -> None:
 
 
 def _rootfs_image(world: World) -> pathlib.Path:
-    return pathlib.Path(_measure(world)["extra"]["rootfs_path"])
+    return pathlib.Path(_measure(world)["launch"]["rootfs_path"])
 
 
 class _Patched:
@@ -409,7 +419,7 @@ def test_changed_initramfs_is_refused(world: World) -> None:
     accepts): the launch measurement changes and the broker refuses."""
     from arca.host.backends.vm.initramfs import write_cpio
 
-    initrd = pathlib.Path(_measure(world)["extra"]["initrd_path"])
+    initrd = pathlib.Path(_measure(world)["launch"]["initrd_path"])
     extra = world.tmp / "extra.cpio"
     write_cpio({"etc": (0o40755, b"", 0), "etc/hostile": (0o100644, b"host was here\n", 0)},
                extra)
@@ -448,11 +458,16 @@ def test_changed_kernel_is_refused(world: World) -> None:
     assert_nothing_left(world, cid)
 
 
+@pytest.mark.xfail(strict=True, reason="finding: the sim platform signs the command line the "
+                   "runtime registered, not the one QEMU booted (launch.json is read by the VMM "
+                   "after registration); nothing in the guest or platform compares them")
 def test_changed_kernel_command_line_is_refused(world: World) -> None:
     """A hostile host's runc edits the VM's command line after the runtime registered the
-    launch (one more kernel option): the TD must not get the secret."""
+    launch (one more kernel option, recorded by the hostile runc): the TD, running the
+    measured process under the measured init-data, must not get the secret."""
+    marker = world.tmp / "cmdline-edited"
     hostile_runc = world.tmp / "hostile-runc"
-    hostile_runc.write_text("""#!/usr/bin/python3
+    hostile_runc.write_text(f"""#!/usr/bin/python3
 import json, os, shutil, sys
 args = sys.argv[1:]
 if "--bundle" in args:
@@ -464,17 +479,16 @@ if "--bundle" in args:
             i = doc["argv"].index("-append") + 1
             doc["argv"][i] += " arca.hostile=1"
             json.dump(doc, open(path, "w"))
+            open("{marker}", "w").write(doc["argv"][i])
 os.execv(shutil.which("runc"), ["runc", *args])
 """)
     hostile_runc.chmod(0o755)
     rt = _wrapper(world, "rt-cmdline", f"export ARCA_RUNC={hostile_runc}")
     cid = world.cid("cmdline")
-    res = world.run("app", cid, "sh", "-c", "cat /proc/cmdline; " + APP_CMD[2], init=world.init,
-                    runtime=rt)
-    # whatever happens, a VM booted with another command line gets no secret
-    assert SECRET not in res.stdout, res.stdout
-    assert res.returncode != 0, res.stdout
+    res = world.run("app", cid, init=world.init, runtime=rt)
+    assert "arca.hostile=1" in marker.read_text()  # the VM was launched with it
     assert_nothing_left(world, cid)
+    assert_refused(res, "arca")
 
 
 def test_mount_over_measured_content_is_refused(world: World) -> None:
@@ -500,7 +514,7 @@ def test_two_vms_of_one_image_share_one_cached_rootfs_image(world: World) -> Non
         for cid in (a, b):
             res = world.run("latest", cid, "sleep", "1000", detach=True)
             assert res.returncode == 0, res.stderr
-        qa, qb = qemu_of(a), qemu_of(b)
+        qa, qb = wait_qemu(a), wait_qemu(b)
         assert len(qa) == 1 and len(qb) == 1, (qa, qb)
         sa, sb = open_rootfs_image(qa[0]), open_rootfs_image(qb[0])
         assert (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
@@ -523,7 +537,7 @@ def test_twenty_create_delete_cycles_leave_nothing(world: World) -> None:
         cid = world.cid(f"cycle{i}")
         res = world.run("latest", cid, "sleep", "1000", detach=True)
         assert res.returncode == 0, res.stderr
-        assert len(qemu_of(cid)) == 1
+        assert len(wait_qemu(cid)) == 1
         world.remove(cid)
         assert_nothing_left(world, cid, images_before=before)
     assert world.cache_images() == before
@@ -569,7 +583,7 @@ def test_corrupt_cached_rootfs_image_is_one_line(world: World) -> None:
 
 def test_guest_that_panics_is_one_line(world: World) -> None:
     """An initramfs cut short: the kernel finds no init and panics; QEMU exits."""
-    initrd = pathlib.Path(_measure(world)["extra"]["initrd_path"])
+    initrd = pathlib.Path(_measure(world)["launch"]["initrd_path"])
     with _Patched(initrd) as p:
         p.write(p.saved[:1 << 20])
         cid = world.cid("panic")
