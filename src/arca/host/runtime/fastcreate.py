@@ -54,9 +54,11 @@ from arca.host.runtime.config import load_config
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ArcaError
 
-#: The environment a create depends on (paths, config, runc, default TEE); nothing else of
-#: the caller's environment is used by Arca's part of create.
-ENV_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG", "ARCA_RUNC", "ARCA_TEE")
+#: The environment a create depends on (paths, config, runc, default TEE, the vm backend's
+#: kernel, QEMU and boot timeout); nothing else of the caller's environment is used by Arca's
+#: part of create. frontend.c sends exactly these.
+ENV_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG", "ARCA_RUNC", "ARCA_TEE",
+            "ARCA_VM_DATA", "ARCA_VM_QEMU", "ARCA_VM_BOOT_TIMEOUT")
 _PATH_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG")
 CREATED_STATE = "state.created.json"
 _SRC = pathlib.Path(__file__).resolve().parents[3]

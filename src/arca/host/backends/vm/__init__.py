@@ -208,6 +208,8 @@ def rewrite_config(config: dict[str, Any], td: pathlib.Path, vm: Any) -> dict[st
     proc = new["process"]
     proc["args"] = [python, "-I", "-S", "/arca-vmm/vmm.py"]
     proc["env"] = ["PATH=/usr/bin:/bin"]
+    if os.environ.get("ARCA_VM_BOOT_TIMEOUT"):  # read by the VMM, whose env is only this
+        proc["env"].append(f"ARCA_VM_BOOT_TIMEOUT={os.environ['ARCA_VM_BOOT_TIMEOUT']}")
     proc["cwd"] = "/"
     proc["user"] = {"uid": 0, "gid": 0}
     return new

@@ -60,6 +60,14 @@ class Kernel:
 
 
 def qemu_binary() -> str:
+    """``$ARCA_VM_QEMU`` when set (an ``ARCA_*`` setting reaches the sim daemon's fast
+    ``create``, ``PATH`` does not), else ``qemu-system-x86_64`` on ``PATH``."""
+    configured = os.environ.get("ARCA_VM_QEMU")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise VmUnavailable(f"QEMU {configured} (ARCA_VM_QEMU) is missing or not "
+                                "executable")
+        return os.path.realpath(configured)
     found = shutil.which(QEMU)
     if found is None:
         raise VmUnavailable(f"{QEMU} not found on PATH: run scripts/setup.sh")
