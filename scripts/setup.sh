@@ -8,6 +8,10 @@ APT_PACKAGES=(runc containerd docker-registry skopeo umoci busybox-static postgr
               passt)  # passt: pasta, the private network of `arca run` containers (ADR 0026)
 PYTHON=${PYTHON:-python3}
 
+# The benchmarks compare against podman (bench/cli): `make bench` (ARCA_SETUP_BENCH=1) adds it.
+if [ "${ARCA_SETUP_BENCH:-0}" = 1 ]; then
+  APT_PACKAGES+=(podman)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +22,41 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The vm backend (ADR 0015): QEMU 10 (bookworm's 7.2 crashed a 6.12 guest under TCG; trixie has
+# 10.0 natively, bookworm gets it from backports), erofs + dm-verity tools for the rootfs image,
+# zstd to unpack the kernel, and a stock Debian cloud kernel fetched with `apt-get download`
+# into ARCA_VM_DATA (never installed as the host's kernel).
+. /etc/os-release
+VM_PACKAGES=(erofs-utils cryptsetup-bin zstd kmod python3 binutils)
+VM_SUITE=$VERSION_CODENAME
+if [ "$VERSION_CODENAME" = bookworm ]; then
+  VM_SUITE=bookworm-backports
+  if ! grep -rqs '^Suites:.*bookworm-backports\|^deb .* bookworm-backports' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    cat > /etc/apt/sources.list.d/arca-backports.sources <<'SRC'
+# Added by Arca's scripts/setup.sh: QEMU 10 and the 6.12 cloud kernel for the vm backend.
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt-get update -qq
+  fi
+fi
+vm_missing=()
+for p in "${VM_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || vm_missing+=("$p")
+done
+qemu_major=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | sed 's/^[0-9]*://; s/\..*//')
+if [ ${#vm_missing[@]} -gt 0 ] || [ "${qemu_major:-0}" -lt 10 ]; then
+  echo "setup: installing QEMU from $VM_SUITE and ${vm_missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends -t "$VM_SUITE" qemu-system-x86 >/dev/null
+  [ ${#vm_missing[@]} -eq 0 ] || \
+    apt-get install -y -qq --no-install-recommends "${vm_missing[@]}" >/dev/null
+fi
+
 # The distribution registry and PostgreSQL are started by the tests on loopback when needed;
 # do not leave the packaged system services running.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
@@ -30,6 +69,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
+fi
+# The guest kernel for the vm backend: the suite's linux-image-cloud-amd64, unpacked once.
+VM_DATA=${ARCA_VM_DATA:-/var/lib/arca-vm}
+kpkg=$(apt-cache depends -t "$VM_SUITE" linux-image-cloud-amd64 2>/dev/null \
+       | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+kver=$(apt-cache policy -t "$VM_SUITE" "$kpkg" 2>/dev/null | awk '/Candidate:/{print $2}')
+if [ -z "$kpkg" ] || [ -z "$kver" ]; then
+  echo "setup: no linux-image-cloud-amd64 in $VM_SUITE (vm backend unavailable)" >&2
+elif ! grep -qs "\"$kpkg $kver\"" "$VM_DATA/kernel.json" || [ ! -f "$VM_DATA/vmlinuz" ]; then
+  echo "setup: guest kernel $kpkg $kver -> $VM_DATA"
+  kdir=$(mktemp -d)
+  (cd "$kdir" && apt-get download -qq "$kpkg=$kver" 2>/dev/null)
+  .venv/bin/python -m arca.host.backends.vm.assets install "$kdir"/*.deb
+  rm -rf "$kdir"
 fi
 # Byte-compile the sources (cheap when up to date): with PYTHONDONTWRITEBYTECODE set, an editable
 # install would otherwise recompile every module on each arca-runtime call (containerd's hot path).

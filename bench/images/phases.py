@@ -21,14 +21,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-PHASES = ("interpreter", "imports", "prepare", "runtime create/run", "runtime start",
+PHASES = ("interpreter", "imports", "prepare", "network (namespace, pasta started)",
+          "network (waiting for pasta)", "runtime create/run", "runtime start",
           "container (agent + workload)", "runtime delete + cleanup", "other")
 
 
 def child(image: str, tee: str) -> None:
     t0 = time.perf_counter()
     from arca.cli.main import main
-    from arca.host.containers import engine, spawn, state
+    from arca.host.containers import engine, network, spawn, state
 
     times: dict[str, float] = {"imports": time.perf_counter() - t0}
     marks: dict[str, float] = {}
@@ -52,6 +53,8 @@ def child(image: str, tee: str) -> None:
         return "runtime create/run" if "--bundle" in argv else "runtime other"
 
     timed(engine.Engine, "prepare", "prepare")
+    timed(network, "start", "network (namespace, pasta started)")
+    timed(network, "wait_ready", "network (waiting for pasta)")
     timed(spawn, "run", runtime_step)
     timed(spawn, "run_capturing_stderr", "runtime start")
     supervise = engine.Engine.supervise

@@ -219,13 +219,19 @@ def _main(tmp: pathlib.Path) -> int:
                 runc_root = tmp / "runc-root"
                 # Interleaved, so load from other work on the machine hits all three alike;
                 # CPU = user+sys of the command and every child it waited for (wait4).
-                runs: dict[str, list[tuple[float, float]]] = {"runc": [], "none": [], "sim": []}
+                # "none"/"sim": the default private network (pasta); "…-host": --network host
+                # (what every run had before issue 13 item 14), to show the network's cost.
+                runs: dict[str, list[tuple[float, float]]] = {
+                    "runc": [], "none": [], "sim": [], "none-host": [], "sim-host": []}
                 for i in range(RUNS):
                     runs["runc"].append(measured(["runc", "--root", str(runc_root), "run", "-b",
                                                   str(bundle), f"bench-{i}"]))
                     for tee in ("none", "sim"):
                         runs[tee].append(measured([arca, "run", "--rm", "--tee", tee, ref],
                                                   env=env))
+                        runs[f"{tee}-host"].append(measured(
+                            [arca, "run", "--rm", "--tee", tee, "--network", "host", ref],
+                            env=env))
             finally:
                 umount(bundle / "rootfs")
             wall = {k: statistics.median(w for w, _c in v) for k, v in runs.items()}
@@ -237,6 +243,12 @@ def _main(tmp: pathlib.Path) -> int:
                   f"{wall['sim'] / r:.2f}x, goal <= 1.3x)  arca run --tee none "
                   f"{wall['none'] * 1000:.0f}ms / {cpu['none'] * 1000:.0f}ms (ratio "
                   f"{wall['none'] / r:.2f}x)")
+            print("  with --network host (no network namespace, no pasta): --tee sim "
+                  f"{wall['sim-host'] * 1000:.0f}ms / {cpu['sim-host'] * 1000:.0f}ms (ratio "
+                  f"{wall['sim-host'] / r:.2f}x)  --tee none {wall['none-host'] * 1000:.0f}ms / "
+                  f"{cpu['none-host'] * 1000:.0f}ms (ratio {wall['none-host'] / r:.2f}x); the "
+                  f"private network costs sim +{(wall['sim'] - wall['sim-host']) * 1000:.0f}ms, "
+                  f"none +{(wall['none'] - wall['none-host']) * 1000:.0f}ms")
         finally:
             subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
                             "client.stop()"], env=env, capture_output=True)

@@ -208,12 +208,28 @@ def _kbs(demo: Demo, admin_pub: pathlib.Path, sim_root: pathlib.Path) -> Iterato
         log.close()
 
 
-def run_demo(console: Console | None = None, keep: bool = False) -> None:
+def vm_unavailable() -> str | None:
+    """Why this machine cannot run the ``vm`` act (``None``: it can)."""
+    from arca.host import backends
+
+    try:
+        backends.get("vm").check_host()
+    except ArcaError as e:
+        return str(e)
+    return None
+
+
+def run_demo(console: Console | None = None, keep: bool = False,
+             tees: tuple[str, ...] = ("sim", "vm")) -> None:
     console = console or Console()
+    for tee in tees:
+        if tee not in ("sim", "vm"):
+            raise ConfigError(f"arca demo: no story for tee {tee!r} (sim, vm)")
     console.print(Panel.fit(
         "[bold]Arca demo[/]: a secret reaches a container only after its own trust domain\n"
         "proves what it runs. Backend: [bold]sim[/] (simulated TEE: isolates TDs from each\n"
-        "other, [italic]not[/] from this host; use TDX/SNP/SGX for real protection).",
+        "other, [italic]not[/] from this host; use TDX/SNP/SGX for real protection);\n"
+        "then [bold]vm[/] (the same story in a QEMU micro-VM) where this machine can run it.",
         border_style="cyan"))
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="arca-demo-"))
     demo = Demo(console, workdir)
@@ -251,47 +267,19 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
                 "'''\n"
                 "agent = 'insecure_kbs = true'  # the demo's broker is plain HTTP on loopback\n")
 
-            demo.step("Predict the measurement from the image alone",
-                      "The tenant computes what a correct TD will measure before anything runs.")
-            measured = json.loads(demo.run("measure", images[0], "--tee", "sim",
-                                           "--init-data", str(init_data), "--json").stdout)
-            demo.show_output(f"measurement: {measured['measurement']}")
-
-            demo.step("Generate the policy and upload the secret",
-                      "The resource policy releases the secret to exactly that measurement.")
-            policy_dir = workdir / "policy"
-            demo.run("policy", "generate", images[0], "--tee", "sim", "--init-data",
-                     str(init_data), "--resource", RESOURCE, "--out-dir", str(policy_dir))
-            demo.run(*admin, "set-resource-policy", "--file",
-                     str(policy_dir / "resource-policy.rego"))
-            refs = json.loads((policy_dir / "reference-values.json").read_text())
-            for name, values in refs.items():
-                demo.run(*admin, "set-reference-value", name, *values)
-            secret_file = workdir / "secret.txt"
-            secret_file.write_text(SECRET)
-            demo.run(*admin, "set-resource", RESOURCE, "--file", str(secret_file))
-            secret_file.unlink()
-
-            demo.step("Run the container in its own sim trust domain",
-                      "The agent attests to the broker with fresh evidence, receives the secret "
-                      "into a tmpfs inside the TD, then execs the workload.")
-            res = demo.run("run", "--rm", "--tee", "sim", "--init-data", str(init_data),
-                           images[0], expect_ok=False)
-            demo.show_output(res.stdout + res.stderr)
-            if res.returncode != 0 or SECRET not in res.stdout:
-                raise DemoFailed(f"the measured container did not receive its secret "
-                                 f"(exit {res.returncode})")
-            console.print("  [bold green]✔ secret delivered after attestation[/]")
-
-            demo.step("Run a tampered copy of the image",
-                      "One byte of the workload script differs: the rootfs digest, and so the "
-                      "measurement, change; the broker must refuse.")
-            res = demo.run("run", "--rm", "--tee", "sim", "--init-data", str(init_data),
-                           images[1], expect_ok=False)
-            demo.show_output(res.stdout + res.stderr, style="yellow")
-            if res.returncode == 0 or SECRET in res.stdout + res.stderr:
-                raise DemoFailed("the tampered container was not refused")
-            console.print("  [bold green]✔ tampered image refused, secret not released[/]")
+            for tee in tees:
+                if tee == "vm":
+                    why = vm_unavailable()
+                    if why is not None:
+                        demo.step("The same story in a VM (vm backend): skipped",
+                                  f"This machine cannot run it: {why}")
+                        continue
+                    demo.step("The same story in a VM (vm backend)",
+                              "Now the workload runs in its own QEMU micro-VM: the kernel, the "
+                              "initramfs with the agent and the dm-verity root hash of the "
+                              "image are measured; the sim platform plays the VM's security "
+                              "processor. Under TCG a VM takes some seconds to boot.")
+                _act(demo, tee, images, init_data, admin)
     finally:
         demo.step("Clean up", "Remove the demo images and the broker's data"
                   + ("." if sim_was_running else "; stop the sim platform the demo started."))
@@ -302,3 +290,51 @@ def run_demo(console: Console | None = None, keep: bool = False) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     console.print()
     console.print("[bold green]Demo complete: every step behaved as described.[/]")
+
+
+def _act(demo: Demo, tee: str, images: tuple[str, str], init_data: pathlib.Path,
+         admin: list[str]) -> None:
+    """Predict, generate the policy, run the image (secret delivered), run the tampered copy
+    (refused), for one backend."""
+    console, workdir = demo.console, demo.work
+    demo.step("Predict the measurement from the image alone",
+              "The tenant computes what a correct TD will measure before anything runs.")
+    measured = json.loads(demo.run("measure", images[0], "--tee", tee,
+                                   "--init-data", str(init_data), "--json").stdout)
+    demo.show_output(f"measurement: {measured['measurement']}")
+
+    demo.step("Generate the policy and upload the secret",
+              "The resource policy releases the secret to exactly that measurement.")
+    policy_dir = workdir / f"policy-{tee}"
+    demo.run("policy", "generate", images[0], "--tee", tee, "--init-data",
+             str(init_data), "--resource", RESOURCE, "--out-dir", str(policy_dir))
+    demo.run(*admin, "set-resource-policy", "--file",
+             str(policy_dir / "resource-policy.rego"))
+    refs = json.loads((policy_dir / "reference-values.json").read_text())
+    for name, values in refs.items():
+        demo.run(*admin, "set-reference-value", name, *values)
+    secret_file = workdir / "secret.txt"
+    secret_file.write_text(SECRET)
+    demo.run(*admin, "set-resource", RESOURCE, "--file", str(secret_file))
+    secret_file.unlink()
+
+    demo.step(f"Run the container in its own {tee} trust domain",
+              "The agent attests to the broker with fresh evidence, receives the secret "
+              "into a tmpfs inside the TD, then execs the workload.")
+    res = demo.run("run", "--rm", "--tee", tee, "--init-data", str(init_data),
+                   images[0], expect_ok=False)
+    demo.show_output(res.stdout + res.stderr)
+    if res.returncode != 0 or SECRET not in res.stdout:
+        raise DemoFailed(f"the measured container did not receive its secret "
+                         f"(exit {res.returncode})")
+    console.print("  [bold green]✔ secret delivered after attestation[/]")
+
+    demo.step("Run a tampered copy of the image",
+              "One byte of the workload script differs: the rootfs digest, and so the "
+              "measurement, change; the broker must refuse.")
+    res = demo.run("run", "--rm", "--tee", tee, "--init-data", str(init_data),
+                   images[1], expect_ok=False)
+    demo.show_output(res.stdout + res.stderr, style="yellow")
+    if res.returncode == 0 or SECRET in res.stdout + res.stderr:
+        raise DemoFailed("the tampered container was not refused")
+    console.print("  [bold green]✔ tampered image refused, secret not released[/]")

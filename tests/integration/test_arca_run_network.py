@@ -41,14 +41,10 @@ while True:
     time.sleep(0.02)
 """
 
+# Sniffs first: its own connection would be served instead of the victim's and stall it.
 ATTACKER = """
 import socket, time
 out = []
-try:
-    c = socket.create_connection(("127.0.0.1", %(port)d), timeout=2)
-    c.sendall(b"GET /secret HTTP/1.0\\r\\n\\r\\n"); out.append("connected:" + c.recv(200).decode())
-except OSError as e:
-    out.append("connect-failed:" + type(e).__name__)
 try:
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 except OSError as e:
@@ -61,6 +57,11 @@ else:
         except OSError:
             pass
     out.append("sniffed" if seen else "sniffed-nothing")
+try:
+    c = socket.create_connection(("127.0.0.1", %(port)d), timeout=2)
+    c.sendall(b"GET /secret HTTP/1.0\\r\\n\\r\\n"); out.append("connected:" + c.recv(200).decode())
+except OSError as e:
+    out.append("connect-failed:" + type(e).__name__)
 print(" ".join(out), flush=True)
 """
 
@@ -226,3 +227,23 @@ def test_network_host_and_none(world: tuple[str, dict[str, str]]) -> None:
         assert bad.returncode != 0 and "Traceback" not in bad.stderr, spec
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
+
+
+def test_rm_after_the_monitor_was_killed_leaves_no_pasta_or_namespace(
+        world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    res = arca(env, "run", "-d", "--name", "orphan", "--tee", "none", image, "sleep", "60")
+    assert res.returncode == 0, res.stderr
+    cid = res.stdout.strip()
+    netns = pathlib.Path(env["ARCA_RUN"]) / "netns" / cid
+    pasta = int((netns.parent / f"{cid}.pasta.pid").read_text())
+    assert b"pasta" in pathlib.Path(f"/proc/{pasta}/cmdline").read_bytes()
+    os.kill(json.loads(arca(env, "inspect", "orphan").stdout)["monitor_pid"], 9)
+    assert arca(env, "rm", "-f", "orphan").returncode == 0
+    deadline = time.monotonic() + 10
+    while pathlib.Path(f"/proc/{pasta}").exists() and b"pasta" in pathlib.Path(
+            f"/proc/{pasta}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "pasta outlived its container"
+        time.sleep(0.05)
+    assert not netns.exists()
+    assert str(netns) not in pathlib.Path("/proc/self/mountinfo").read_text()

@@ -20,8 +20,9 @@ def test_demo_delivers_then_refuses() -> None:
     env = {**os.environ, "ARCA_ROOT": str(tmp_path / "root"), "ARCA_RUN": str(tmp_path / "run")}
     arca = [sys.executable, "-m", "arca.cli.main"]
     try:
-        res = subprocess.run([*arca, "demo"], env=env, capture_output=True, text=True,
-                             timeout=300, stdin=subprocess.DEVNULL)
+        # The sim story; the vm act has its own test (tests/integration/test_vm_backend.py).
+        res = subprocess.run([*arca, "demo", "--tee", "sim"], env=env, capture_output=True,
+                             text=True, timeout=300, stdin=subprocess.DEVNULL)
         out = res.stdout + res.stderr
         assert res.returncode == 0, out
         assert "my secret is: the launch code is 0000" in out

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -46,6 +47,10 @@ def test_startup_line_and_access_log_without_secrets(tmp_path):
         assert httpx.get(kbs.url + "/kbs/v0/resource/default/key/app", headers=admin
                          ).content == secret
         assert httpx.get(kbs.url + "/kbs/v0/nope").status_code == 404
+        # access lines are written in batches, at most FLUSH_SECONDS after their request
+        deadline = time.monotonic() + 15
+        while '"GET /kbs/v0/nope' not in kbs.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
     log = kbs.log.read_text()
     assert re.search(r"listening on http://127\.0\.0\.1:\d+, data .*TEEs accepted: sample[a-z, ]*; "
                      r"collateral not configured[^;]*; admin API on", log), log

@@ -74,7 +74,10 @@ def test_snp_measure_is_deterministic_and_covers_process_and_shape(capsys, image
     assert measured(capsys, layout, "one", snp_args(initrd)) == one
     launch = one["launch"]
     digest = LaunchDescriptor.from_json(one["descriptor"]).measurement_hex()
-    assert launch["cmdline"] == f"console=ttyS0 panic=-1 quiet arca.desc={digest}"
+    # The vm backend's dm-verity rootfs image root and the descriptor digest are measured.
+    assert launch["cmdline"] == ("console=ttyS0 panic=-1 quiet "
+                                 f"arca.root={launch['rootfs_root']} arca.desc={digest}")
+    assert len(launch["rootfs_root"].split(":")[0]) == 64
     assert one["measurement"] == launch["measurement"] and len(one["measurement"]) == 96
     assert one["init_data_hash"] == "00" * 32  # HOST_DATA without init-data
     others = [measured(capsys, layout, "two", snp_args(initrd)),
@@ -141,3 +144,21 @@ def test_firmware_of_the_other_tee_is_refused(capsys, image):
     code, _, err = run(capsys, "measure", f"oci:{layout}:one", "--tee", "snp",
                        "--firmware", str(fixture(TDVF)), "--kernel", str(fixture(SHIM)))
     assert code == 2 and "SNP" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("tee", ["tdx", "snp"])
+def test_measure_with_the_vm_backends_kernel_and_initramfs(capsys, image, tee):
+    """Defaults: the vm backend's guest kernel as its bzImage and the initramfs built for this
+    guest runtime, i.e. exactly what the launcher boots."""
+    from arca.host.backends.vm import assets
+
+    layout, _, _ = image
+    if not (assets.data_dir() / "vmlinuz").is_file():
+        pytest.skip("no guest bzImage: run scripts/setup.sh")
+    firmware = fixture(TDVF if tee == "tdx" else OVMF_AMDSEV)
+    args = ["--tee", tee, "--firmware", str(firmware)]
+    one = measured(capsys, layout, "one", args)
+    assert measured(capsys, layout, "one", args) == one
+    assert pathlib.Path(one["launch"]["initrd_path"]).is_file()
+    key = "rtmr2" if tee == "tdx" else "measurement"
+    assert measured(capsys, layout, "two", args)["launch"][key] != one["launch"][key]

@@ -66,28 +66,48 @@ def register(app: typer.Typer) -> None:
         publish: list[str] = typer.Option(None, "--publish", "-p", help="[IP:]HOST_PORT:"
                                           "CONTAINER_PORT[/tcp|udp]: publish a port of the "
                                           "container on the host."),
+        entrypoint: str = typer.Option(None, "--entrypoint", help="In place of the image's "
+                                       "Entrypoint (and its Cmd; \"\" for none)."),
+        user: str = typer.Option(None, "--user", "-u", help="USER[:GROUP] (name or id) in "
+                                 "place of the image's User."),
+        workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory in "
+                                    "place of the image's."),
+        env_file: list[str] = typer.Option(None, "--env-file", help="File of NAME=VALUE "
+                                           "lines (or NAME: the caller's value)."),
+        label: list[str] = typer.Option(None, "--label", "-l", help="KEY=VALUE metadata "
+                                        "(arca ps --format '{{.Labels}}')."),
+        read_only: bool = typer.Option(False, "--read-only", help="Read-only root filesystem "
+                                       "(tmpfs on /tmp, /var/tmp and /run)."),
+        memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 512m."),
+        cpus: str = typer.Option(None, "--cpus", help="CPU limit, e.g. 1.5."),
     ) -> None:
         """Run a container from an image, each in its own trust domain. An image not in the
-        store is pulled first (--pull); pull progress goes to stderr."""
+        store is pulled first (--pull); pull progress goes to stderr. -e NAME takes NAME's
+        value from your environment. Exits with the workload's code; 125 and below for
+        Arca's own errors, 126/127 when the command cannot be run / is not found."""
         raise typer.Exit(ops.run(image, command, detach, name, rm, env, volume, tee, kbs,
                                  init_data, pull, creds, insecure, ca_cert, quiet, tty,
-                                 interactive, network, publish))
+                                 interactive, network, publish, entrypoint, user, workdir,
+                                 env_file, label, read_only, memory, cpus))
 
     @app.command("ps")
     def ps(
         all_: bool = typer.Option(False, "--all", "-a", help="Also exited containers."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the container ids."),
+        format_: str = typer.Option(None, "--format", help="Go template, as podman's: "
+                                    "'{{.ID}} {{.Names}} {{.Status}}', 'table ...', 'json'."),
     ) -> None:
         """List containers."""
-        raise typer.Exit(ops.ps(all_, as_json))
+        raise typer.Exit(ops.ps(all_, as_json, quiet, format_))
 
     @app.command("logs")
     def logs(
         container: str = typer.Argument(..., help="Container name or id."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow until it exits."),
     ) -> None:
-        """Print a detached container's output (stdout and stderr, interleaved); a foreground
-        container's output went to the terminal and is not kept."""
+        """Print a container's output (stdout and stderr, interleaved): a detached one's, and
+        a foreground one's unless it ran with --rm or -t (its terminal is not kept)."""
         raise typer.Exit(ops.logs(container, follow))
 
     @app.command("stop")
@@ -122,6 +142,24 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(ops.exec_(container, command, env, tty, interactive))
 
     @app.command("inspect")
-    def inspect(container: str = typer.Argument(..., help="Container name or id.")) -> None:
+    def inspect(
+        container: str = typer.Argument(..., help="Container name or id."),
+        format_: str = typer.Option(None, "--format", "-f", help="Go template, as podman's: "
+                                    "'{{.State}}', '{{json .Process}}'."),
+    ) -> None:
         """Show a container's record as JSON."""
-        raise typer.Exit(ops.inspect(container))
+        raise typer.Exit(ops.inspect(container, format_))
+
+    @app.command("kill")
+    def kill(
+        containers: list[str] = typer.Argument(..., help="Container names or ids."),
+        signal: str = typer.Option("KILL", "--signal", "-s", help="Signal name or number."),
+    ) -> None:
+        """Send a signal to running containers (default SIGKILL)."""
+        raise typer.Exit(ops.kill(containers, signal))
+
+    @app.command("wait")
+    def wait(containers: list[str] = typer.Argument(..., help="Container names or ids.")
+             ) -> None:
+        """Wait for containers to exit; print each one's exit code."""
+        raise typer.Exit(ops.wait(containers))

@@ -27,9 +27,19 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
         init_data: Path | None, pull: str = "missing", creds: str | None = None,
         insecure: bool = False, ca_cert: Path | None = None, quiet: bool = False,
         tty: bool = False, interactive: bool = False, network: str = "private",
-        publish: list[str] | None = None) -> int:
+        publish: list[str] | None = None, entrypoint: str | None = None,
+        user: str | None = None, workdir: str | None = None, env_file: list[str] | None = None,
+        label: list[str] | None = None, read_only: bool = False, memory: str | None = None,
+        cpus: str | None = None) -> int:
     from arca.host.containers.engine import Engine, PullSettings, RunOptions
     from arca.wire.errors import ConfigError
+
+    labels = None
+    if env_file or label or any("=" not in e for e in env or ()):
+        from arca.host.containers import runflags
+
+        env = runflags.resolve_env(list(env or []), list(env_file or []))
+        labels = runflags.parse_labels(list(label or []))
 
     raw = None
     if init_data is not None:
@@ -57,7 +67,9 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
                       auto_remove=rm, env=list(env or []), volumes=list(volume or []),
                       tee=tee, kbs_url=kbs, init_data=raw, pull=settings, tty=tty,
                       interactive=interactive, network=network,
-                      publish=list(publish or []))
+                      publish=list(publish or []), entrypoint=entrypoint, user=user,
+                      workdir=workdir, labels=labels, read_only=read_only, memory=memory,
+                      cpus=cpus)
     rec, code = Engine().run(opts)
     if detach:
         _echo(rec.id)
@@ -72,19 +84,29 @@ def _credentials(creds: str | None, reference: str) -> Credentials | None:
     return registry_credentials(creds, reference)
 
 
-def ps(all_: bool, as_json: bool) -> int:
+def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = None) -> int:
     from arca.host.containers.engine import Engine
 
-    recs = [r for r in Engine().store.list() if all_ or r.is_alive()]
-    if as_json:
+    eng = Engine()
+    eng.reap_lost()
+    recs = [r for r in eng.store.list() if all_ or r.is_alive()]
+    if quiet:
+        if recs:
+            _echo("\n".join(r.id[:12] for r in recs))
+        return 0
+    if as_json or format_ == "json":
         import json
 
         _echo(json.dumps([{**r.to_json(), "state": r.display_status} for r in recs], indent=2))
         return 0
-    lines = [f"{'CONTAINER ID':<14} {'NAME':<20} {'TEE':<5} {'STATUS':<14} {'IMAGE':<40} COMMAND"]
-    lines += [f"{r.id[:12]:<14} {r.name:<20} {r.tee:<5} {r.display_status:<14} "
-              f"{r.image[:40]:<40} {' '.join(r.args)[:40]}" for r in recs]
-    _echo("\n".join(lines))
+    from arca.cli import table
+
+    if format_:
+        out = table.render_each(format_, [table.ps_fields(r, eng.labels(r.id)) for r in recs])
+        if out:
+            _echo(out)
+        return 0
+    _echo(table.ps_table(recs))
     return 0
 
 
@@ -126,10 +148,35 @@ def exec_(container: str, command: list[str], env: list[str] | None, tty: bool =
                          interactive=interactive)
 
 
-def inspect(container: str) -> int:
+def inspect(container: str, format_: str | None = None) -> int:
     import json
 
     from arca.host.containers.engine import Engine
 
-    _echo(json.dumps(Engine().inspect(container), indent=2))
+    info = Engine().inspect(container)
+    if format_:
+        from arca.cli import table
+
+        _echo(table.render_each(format_, [info]))
+        return 0
+    _echo(json.dumps(info, indent=2))
+    return 0
+
+
+def kill(containers: list[str], signal: str = "KILL") -> int:
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    for c in containers:
+        eng.kill(c, signal)
+        _echo(c)
+    return 0
+
+
+def wait(containers: list[str]) -> int:
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    for c in containers:
+        _echo(str(eng.wait(c)))
     return 0

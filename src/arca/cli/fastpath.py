@@ -3,11 +3,12 @@
 Importing typer (with rich and pydantic) and letting it coerce parameters costs ~0.2 s, several
 times what starting a container costs. :func:`dispatch` parses these commands itself and calls
 the same bodies (:mod:`arca.cli.container_ops`) as the typer commands. It handles only forms it
-understands exactly: ``--long VALUE``, ``--long=VALUE``, ``-s VALUE``, single short flags and
-positionals. Anything else (``--help``, an unknown option, a missing value or argument, ``--``,
-bundled short options, a bad number) returns None and goes to typer, so help texts and usage
-errors stay typer's own. The option tables below must match ``container_cmd`` (a test compares
-them with the typer commands, and their parse results on sample command lines).
+understands exactly: ``--long VALUE``, ``--long=VALUE``, ``-s VALUE``, short flags (bundled too:
+``-it``) and positionals. Anything else (``--help``, an unknown option, a missing value or
+argument, ``--``, a bundle with a non-flag or unknown letter, a bad number) returns None and
+goes to typer, so help texts and usage errors stay typer's own. The option tables below must
+match ``container_cmd`` (a test compares them with the typer commands, and their parse results
+on sample command lines).
 """
 
 from __future__ import annotations
@@ -93,9 +94,19 @@ COMMANDS: dict[str, Command] = {
         Opt("interactive", ("--interactive", "-i"), "flag", False),
         Opt("network", ("--network",), "value", "private"),
         Opt("publish", ("--publish", "-p"), "multi"),
+        Opt("entrypoint", ("--entrypoint",), "value"),
+        Opt("user", ("--user", "-u"), "value"),
+        Opt("workdir", ("--workdir", "-w"), "value"),
+        Opt("env_file", ("--env-file",), "multi"),
+        Opt("label", ("--label", "-l"), "multi"),
+        Opt("read_only", ("--read-only",), "flag", False),
+        Opt("memory", ("--memory", "-m"), "value"),
+        Opt("cpus", ("--cpus",), "value"),
     ), interspersed=False),
     "ps": Command("ps", (), (Opt("all_", ("--all", "-a"), "flag", False),
-                             Opt("as_json", ("--json",), "flag", False))),
+                             Opt("as_json", ("--json",), "flag", False),
+                             Opt("quiet", ("--quiet", "-q"), "flag", False),
+                             Opt("format_", ("--format",), "value"))),
     "logs": Command("logs", (Arg("container"),),
                     (Opt("follow", ("--follow", "-f"), "flag", False),)),
     "stop": Command("stop", (Arg("containers", many=True),),
@@ -107,7 +118,11 @@ COMMANDS: dict[str, Command] = {
         Opt("tty", ("--tty", "-t"), "flag", False),
         Opt("interactive", ("--interactive", "-i"), "flag", False),
     ), interspersed=False),
-    "inspect": Command("inspect", (Arg("container"),), ()),
+    "inspect": Command("inspect", (Arg("container"),),
+                       (Opt("format_", ("--format", "-f"), "value"),)),
+    "kill": Command("kill", (Arg("containers", many=True),),
+                    (Opt("signal", ("--signal", "-s"), "value", "KILL"),)),
+    "wait": Command("wait", (Arg("containers", many=True),), ()),
 }
 
 
@@ -127,6 +142,15 @@ def parse(cmd: Command, argv: list[str]) -> dict[str, Any] | None:
             if not cmd.interspersed:
                 pos += argv[i:]
                 break
+            continue
+        if not a.startswith("--") and len(a) > 2:
+            # bundled short flags (-it, -dt): each one a known flag, as click reads them;
+            # anything else (-dh, -fx, -eA=1) is left to typer
+            flags = [by_flag.get("-" + c) for c in a[1:]]
+            if not all(f is not None and f.kind == "flag" for f in flags):
+                return None
+            for f in flags:
+                values[f.dest] = True  # type: ignore[union-attr]
             continue
         name, eq, val = a.partition("=") if a.startswith("--") else (a, "", "")
         opt = by_flag.get(name)

@@ -61,29 +61,21 @@ def register(app: typer.Typer) -> None:
         tag: str = typer.Option(None, "--tag", help="Which image of the layout (its ref name)."),
         name: str = typer.Option(None, "--name", help="Name to store it under."),
     ) -> None:
-        """Load an image from an OCI layout directory or an OCI archive."""
-        from arca.host.images import ImageStore, load_archive, load_layout
+        """Load an image from an OCI layout directory or an OCI archive. Without --name it is
+        named after the layout's ref name if that is a full reference, else
+        localhost/SOURCE-NAME:TAG (./app --tag v1 -> localhost/app:v1, run as app:v1)."""
+        from arca.host.images import ImageStore
+        from arca.host.images import load as do_load
 
-        store = ImageStore()
-        if source.is_file():
-            rec = load_archive(store, source, tag=tag, name=name)
-        else:
-            rec = load_layout(store, source, tag=tag, name=name)
+        rec = do_load(ImageStore(), source, tag=tag, name=name)
         typer.echo(f"{rec.name} {rec.digest}")
 
     @image.command("ls")
     def ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """List the images in the store."""
-        from arca.host.images import ImageStore
+        from arca.cli.image_ops import images
 
-        recs = ImageStore().list()
-        if as_json:
-            typer.echo(json.dumps([r.to_json() for r in recs], indent=2))
-            return
-        typer.echo(f"{'NAME':<60} {'IMAGE ID':<14} {'SIZE':>9}  CREATED")
-        for r in recs:
-            typer.echo(f"{r.name:<60} {r.id.removeprefix('sha256:')[:12]:<14} "
-                       f"{_size(r.size):>9}  {r.created}")
+        raise typer.Exit(images(as_json))
 
     @image.command("inspect")
     def inspect(ref: str = typer.Argument(..., help="Image name, id or digest.")) -> None:
@@ -112,6 +104,11 @@ def register(app: typer.Typer) -> None:
             rec = store.remove(ref, force=force,
                                in_use=lambda r: eng.images_in_use(r.digest))
             typer.echo(f"removed {rec.name}")
+
+    # podman's top-level spellings of the same commands
+    app.command("pull", help="Pull an image (as arca image pull).")(pull)
+    app.command("images", help="List the images in the store (as arca image ls).")(ls)
+    app.command("rmi", help="Remove images (as arca image rm).")(rm)
 
     @image.command("prune")
     def prune() -> None:

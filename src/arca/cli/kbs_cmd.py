@@ -13,10 +13,14 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import typer
 
+from arca.cli.kbs_admin_args import ADMIN_ENV, admin_client, hoist_admin
 from arca.wire.errors import ConfigError, EvidenceError
+
+__all__ = ["hoist_admin", "register"]
 
 kbs_app = typer.Typer(help="Key broker service (Trustee KBS protocol v0.4.0).",
                       no_args_is_help=True)
@@ -117,47 +121,58 @@ def keygen(prefix: pathlib.Path = typer.Option(pathlib.Path("kbs-admin"), "--out
 @admin_app.callback()
 def admin(
     ctx: typer.Context,
-    url: str = typer.Option(..., "--url", help="KBS URL."),
-    admin_key: pathlib.Path = typer.Option(..., "--admin-key", help="Admin private key (PEM)."),
-    cacert: str | None = typer.Option(None, "--cacert", help="CA certificate of the KBS."),
+    url: str | None = typer.Option(None, "--url", envvar=ADMIN_ENV["url"],
+                                   help="KBS URL (else $ARCA_KBS_URL)."),
+    admin_key: pathlib.Path | None = typer.Option(
+        None, "--admin-key", envvar=ADMIN_ENV["admin_key"],
+        help="Admin private key (PEM; else $ARCA_KBS_ADMIN_KEY)."),
+    cacert: str | None = typer.Option(None, "--cacert", envvar=ADMIN_ENV["cacert"],
+                                      help="CA certificate of the KBS (else "
+                                      "$ARCA_KBS_CACERT)."),
 ) -> None:
-    from arca.kbs.admin_client import AdminClient, load_admin_private_key
+    """The client is made when a command needs it: --help needs no credentials."""
+    ctx.obj = (url, admin_key, cacert)
 
-    ctx.obj = AdminClient(url, load_admin_private_key(admin_key), cacert=cacert)
-    ctx.call_on_close(ctx.obj.close)
+
+def _client(ctx: typer.Context) -> Any:
+    # click hands the group's object down to its subcommands
+    url, admin_key, cacert = ctx.obj if isinstance(ctx.obj, tuple) else (None, None, None)
+    client = admin_client(url, str(admin_key) if admin_key else None, cacert)
+    ctx.call_on_close(client.close)
+    return client
 
 
 @admin_app.command("set-resource")
 def set_resource(ctx: typer.Context, path: str,
                  file: pathlib.Path = typer.Option(..., "--file")) -> None:
     """Store a resource (repo/type/tag)."""
-    ctx.obj.set_resource(path, _read(file, "resource file"))
+    _client(ctx).set_resource(path, _read(file, "resource file"))
 
 
 @admin_app.command("get-resource")
 def get_resource(ctx: typer.Context, path: str) -> None:
     """Print a stored resource (raw bytes)."""
-    sys.stdout.buffer.write(ctx.obj.get_resource(path))
+    sys.stdout.buffer.write(_client(ctx).get_resource(path))
 
 
 @admin_app.command("delete-resource")
 def delete_resource(ctx: typer.Context, path: str) -> None:
     """Delete a resource."""
-    ctx.obj.delete_resource(path)
+    _client(ctx).delete_resource(path)
 
 
 @admin_app.command("set-resource-policy")
 def set_resource_policy(ctx: typer.Context,
                         file: pathlib.Path = typer.Option(..., "--file")) -> None:
     """Install a Rego resource policy (package policy, rule allow)."""
-    ctx.obj.set_policy("resource", _read(file, "policy file").decode())
+    _client(ctx).set_policy("resource", _read(file, "policy file").decode())
 
 
 @admin_app.command("set-attestation-policy")
 def set_attestation_policy(ctx: typer.Context,
                            file: pathlib.Path = typer.Option(..., "--file")) -> None:
     """Install a Rego attestation policy (package policy, trust claims)."""
-    ctx.obj.set_policy("attestation", _read(file, "policy file").decode())
+    _client(ctx).set_policy("attestation", _read(file, "policy file").decode())
 
 
 @admin_app.command("get-policy")
@@ -166,19 +181,34 @@ def get_policy(ctx: typer.Context, kind: str = typer.Argument(..., help="resourc
     """Print the policy in force."""
     if kind not in ("resource", "attestation"):
         raise typer.BadParameter("kind must be resource or attestation")
-    print(ctx.obj.get_policy(kind), end="")
+    print(_client(ctx).get_policy(kind), end="")
 
 
 @admin_app.command("set-reference-value")
 def set_reference_value(ctx: typer.Context, name: str, values: list[str]) -> None:
     """Set the accepted values of NAME (e.g. sim.measurement HEX...)."""
-    ctx.obj.set_reference_value(name, values)
+    _client(ctx).set_reference_value(name, values)
+
+
+@admin_app.command("set-reference-values")
+def set_reference_values(ctx: typer.Context,
+                         file: pathlib.Path = typer.Option(..., "--file", help="JSON object "
+                                                           "NAME -> [VALUE...], e.g. the "
+                                                           "reference-values.json of arca "
+                                                           "policy generate.")) -> None:
+    """Set every reference value a JSON file lists (one call per name)."""
+    try:
+        values = json.loads(_read(file, "reference values file"))
+    except ValueError as e:
+        raise ConfigError(f"reference values file {file}: not JSON ({e})") from None
+    names = _client(ctx).set_reference_values(values)
+    print(f"set {len(names)} reference value(s): {', '.join(names)}")
 
 
 @admin_app.command("get-reference-values")
 def get_reference_values(ctx: typer.Context) -> None:
     """Print all reference values as JSON."""
-    print(json.dumps(ctx.obj.get_reference_values(), indent=2, sort_keys=True))
+    print(json.dumps(_client(ctx).get_reference_values(), indent=2, sort_keys=True))
 
 
 def _evidence_fn(tee: str, sim_socket: str | None, command: str | None

@@ -60,8 +60,30 @@ def build_app() -> typer.Typer:
     return app
 
 
+#: podman's exit code for an error of the tool itself (not of the workload).
+OWN_ERROR = 125
+#: What a non-root user is told when the host refuses something Arca needs root for.
+NEEDS_ROOT = ("arca needs root for containers and images: it mounts overlay filesystems, "
+              "runc creates namespaces and cgroups, and its state is in /var/lib/arca and "
+              "/run/arca-host (run it as root, e.g. sudo arca ...; or set ARCA_ROOT and "
+              "ARCA_RUN to directories you own for commands that need no mounts)")
+
+
+def describe_os_error(err: OSError) -> str:
+    what = err.strerror or str(err)
+    where = f": {err.filename}" if err.filename else ""
+    msg = f"{what}{where}"
+    if isinstance(err, PermissionError) and os.geteuid() != 0:
+        msg += f"; {NEEDS_ROOT}"
+    return msg
+
+
 def exit_code_for(err: ArcaError) -> int:
-    """Usage/input/config problems exit 2; refusals and failed checks exit 1."""
+    """Usage/input/config problems exit 2; refusals and failed checks exit 1; a container
+    command that cannot run exits as podman's: 127 (not found), 126 (not executable)."""
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int):
+        return code
     return 2 if isinstance(err, (InvalidInput, ConfigError)) else 1
 
 
@@ -72,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get(fastpath.DISABLE_ENV) != "0":
             try:
                 code = fastpath.dispatch(args)
+                if code is None:
+                    from arca.cli import leanpath
+
+                    code = leanpath.dispatch(args)
             except KeyboardInterrupt:
                 print("\nAborted!", file=sys.stderr)  # as click says it
                 sys.exit(1)
@@ -82,12 +108,21 @@ def main(argv: list[str] | None = None) -> None:
                     pass
                 sys.exit(1)
         if code is None:
+            if args[:2] == ["kbs", "admin"]:
+                from arca.cli.kbs_admin_args import hoist_admin
+
+                args = hoist_admin(args)
             # Standalone mode: click prints usage errors itself and exits 2.
             build_app()(args=args, prog_name="arca")
             return  # not reached: standalone mode exits itself
     except ArcaError as err:
         print(f"arca: error: {err}", file=sys.stderr)
         sys.exit(exit_code_for(err))
+    except OSError as err:
+        # Not an ArcaError: something on this host refused (no traceback, one line, podman's
+        # code for an error of the tool itself).
+        print(f"arca: error: {describe_os_error(err)}", file=sys.stderr)
+        sys.exit(OWN_ERROR)
     if argv is None:
         # The process ends here (console script): skip the interpreter's teardown, ~7 ms of
         # finalizing modules. Nothing on this path needs it: no atexit handlers, no open files.

@@ -106,3 +106,5 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {policy} and {values}; install with:")
         for line in res.admin_commands(out_dir):
             typer.echo(f"  {line}")
+        typer.echo("or, for the reference values in one call:\n  arca kbs admin --url $KBS_URL "
+                   f"--admin-key $ADMIN_KEY set-reference-values --file {values}")

@@ -51,8 +51,20 @@ def register(app: typer.Typer) -> None:
             typer.echo("sim platform: not running")
             raise typer.Exit(3)
         typer.echo(f"sim platform: running (pid {out['pid']}), {len(tds)} TD(s)")
+        if not tds:
+            return
+        from arca.cli.table import columns
+        from arca.host.containers.state import ContainerStore
+
+        # a TD's id is its container's id: name the arca containers (others, e.g.
+        # containerd's, have no record here)
+        recs = {r.id: r for r in ContainerStore().list()}
+        rows = [("CONTAINER", "TD ID", "IMAGE", "MEASUREMENT")]
         for td in tds:
-            typer.echo(f"  {td['td_id']}  measurement {td['measurement']}")
+            rec = recs.get(td["td_id"])
+            rows.append((rec.name if rec else "-", td["td_id"][:12],
+                         rec.image if rec else "-", td["measurement"]))
+        typer.echo(columns(rows))
 
     @sim.command("stop")
     def stop() -> None:

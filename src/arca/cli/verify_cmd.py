@@ -80,6 +80,30 @@ def _unpack(doc: dict[str, Any], tee: str) -> tuple[bytes, str, bytes | None]:
     return raw, doc["tee"], said
 
 
+def _coco_evidence(data: bytes, tee: str) -> tuple[bytes, str]:
+    """CoCo attesters' JSON evidence (``{"attestation_report", "cert_chain"}`` for SNP,
+    ``{"quote", "cc_eventlog"?}`` for TDX/SGX) as the raw bytes the verifiers take."""
+    if not data.lstrip().startswith(b"{"):
+        return data, tee
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return data, tee
+    if not isinstance(doc, dict):
+        return data, tee
+    from arca.kbs import evidence_formats as formats
+
+    try:
+        if "attestation_report" in doc and tee in ("auto", "snp"):
+            return formats.snp_evidence_bytes(doc), "snp"
+        if "quote" in doc and set(doc) <= {"quote", "cc_eventlog"} and tee != "sim":
+            return formats.quote_bytes("tdx" if tee == "auto" else tee, doc,
+                                       4 * MAX_EVIDENCE_BYTES // 3 + 4), tee
+    except EvidenceError as e:
+        raise ConfigError(f"CoCo evidence document: {e}") from None
+    return data, tee
+
+
 def _human(value: Any) -> str:
     if value is None:
         return "not reported"
@@ -141,6 +165,7 @@ def register(app: typer.Typer) -> None:
         except OSError as e:
             raise ConfigError(f"cannot read evidence {evidence}: {e}") from None
         notes: list[str] = []
+        data, tee = _coco_evidence(data, tee)
         doc = evidence_document(data)
         if doc is not None:
             data, tee, said = _unpack(doc, tee)

@@ -102,15 +102,20 @@ def check_evidence(inputs: Inputs, source: EvidenceSource,
     if facts is None or not facts.agent_checks_report:
         raise EvidenceError(f"this agent cannot check {source.tee} reports yet")
     report = SimEvidence.from_bytes(evidence).report()
+    if report.tee != source.tee:
+        raise BindingMismatch(f"evidence check failed: report is for tee {report.tee!r}",
+                              field="tee")
     expected_init = facts.init_data_hash(inputs.init_data.digest() if inputs.init_data
                                          else None)
-    for what, got, want in (
-        ("report data (stale or replayed report)", report.report_data, report_data),
-        ("measurement (descriptor.json is not the measured descriptor)", report.measurement,
-         inputs.descriptor.measurement()),
-        ("init-data hash (init-data.toml is not the bound init-data)", report.init_data_hash,
-         expected_init),
-    ):
+    checks = [("report data (stale or replayed report)", report.report_data, report_data),
+              ("init-data hash (init-data.toml is not the bound init-data)",
+               report.init_data_hash, expected_init)]
+    if not facts.launch_measured:
+        checks.append(("measurement (descriptor.json is not the measured descriptor)",
+                       report.measurement, inputs.descriptor.measurement()))
+    # else: the measurement is the VM's launch (kernel, initramfs, command line); the descriptor
+    # is bound by the measured command line, which arca.guest.vminit checked before we ran.
+    for what, got, want in checks:
         if not compare_digest(got, want):
             raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])
     return report_data, evidence
@@ -251,7 +256,7 @@ def run(paths: Paths) -> NoReturn:
     except OSError as e:
         print(f"arca-agent: error: cannot execute {spec.args[0]!r}: {e.strerror}",
               file=sys.stderr)
-        sys.exit(127)
+        sys.exit(127 if isinstance(e, FileNotFoundError) else 126)  # as a shell says it
 
 
 def write_evidence(paths: Paths, document: bytes) -> None:

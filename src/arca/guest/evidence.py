@@ -42,6 +42,9 @@ def _check_report_data(report_data: bytes) -> None:
 
 
 class SimDevice:
+    """The sim platform's per-TD socket; in a ``vm`` guest the same socket is served by the
+    guest's init, which relays to the platform over the VM's control port (``tee = "vm"``)."""
+
     tee = "sim"
 
     def __init__(self, path: str = SIM_DEVICE_SOCKET, timeout: float = 10.0) -> None:

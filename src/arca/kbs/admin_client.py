@@ -23,6 +23,9 @@ def keygen(prefix: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """Write an Ed25519 admin key pair: ``PREFIX.key`` (private, 0600) and ``PREFIX.pub``."""
     key = ed25519.Ed25519PrivateKey.generate()
     priv, pub = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
+    if not priv.parent.is_dir():
+        raise ConfigError(f"cannot write admin key {priv}: directory {priv.parent} does not "
+                          "exist")
     for path in (priv, pub):
         if path.exists():
             raise ConfigError(f"{path} exists; refusing to overwrite a key")
@@ -108,6 +111,17 @@ class AdminClient:
 
     def set_reference_value(self, name: str, values: list[str]) -> None:
         self._call("POST", "/kbs/v0/reference-values", json={"name": name, "values": values})
+
+    def set_reference_values(self, values: object) -> list[str]:
+        """Set each ``NAME -> [VALUE...]`` of ``values`` (the reference-values.json that
+        ``arca policy generate`` writes), all checked before the first is sent; the names."""
+        if not isinstance(values, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                for k, v in values.items()):
+            raise ConfigError("reference values must be a JSON object of NAME: [VALUE, ...]")
+        for name, vals in values.items():
+            self.set_reference_value(name, vals)
+        return list(values)
 
     def get_reference_values(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = self._call("GET", "/kbs/v0/reference-values").json()

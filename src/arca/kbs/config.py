@@ -147,6 +147,8 @@ def load(file: str | None, overrides: dict[str, Any], *,
     unknown = set(values) - names
     if unknown:
         raise ConfigError(f"config file {file}: unknown settings {sorted(unknown)}")
+    for k, v in values.items():
+        _check_type(file, k, v)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
     for name in _PATH_LISTS:
         if isinstance(values.get(name), str):
@@ -170,3 +172,24 @@ def default_data_dir(db: str | None) -> str:
         return "/var/lib/arca-kbs"
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return str(pathlib.Path(state, "arca-kbs"))
+
+
+#: What a config file value may be, by the field's declared type.
+_TOML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "a string"), "str | None": ((str,), "a string"),
+    "bool": ((bool,), "true or false"), "int": ((int,), "an integer"),
+    "tuple[str, ...]": ((list, str), "a list of strings"),
+    "dict[str, Any]": ((dict,), "a table"),
+}
+
+
+def _check_type(file: str | None, name: str, value: Any) -> None:
+    """A value of the wrong type in the file: one line naming the setting (not a traceback
+    from deep inside the server when it is first used)."""
+    ftype = next(str(f.type) for f in dataclasses.fields(KbsConfig) if f.name == name)
+    allowed, what = _TOML_TYPES.get(ftype, ((object,), "any value"))
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if ok and isinstance(value, list):
+        ok = all(isinstance(x, str) for x in value)
+    if not ok:
+        raise ConfigError(f"config file {file}: {name} must be {what}, not {value!r}")

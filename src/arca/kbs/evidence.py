@@ -75,14 +75,14 @@ class SampleVerifier:
                                  "init_data": init_data.hex()})
 
 
-def _sim_verifier(roots: tuple[str, ...]) -> Verifier:
+def _sim_verifier(roots: tuple[str, ...], tee: str) -> Verifier:
     try:
         sim = importlib.import_module("arca.verifier.sim")
     except ImportError as e:
         raise ConfigError(f"--trust-sim-root given but the sim verifier is unavailable: {e}"
                           ) from None
     pems = [pathlib.Path(r).read_bytes() for r in roots]
-    verifier: Verifier = sim.SimVerifier(trusted_roots=pems)
+    verifier: Verifier = sim.SimVerifier(trusted_roots=pems, tee=tee)
     return verifier
 
 
@@ -92,7 +92,10 @@ def build_verifiers(cfg: KbsConfig) -> dict[str, Verifier]:
     if cfg.insecure_allow_sample:
         out["sample"] = SampleVerifier()
     if cfg.trust_sim_root:
-        out["sim"] = _sim_verifier(cfg.trust_sim_root)
+        # Every TEE the sim platform signs for (sim, and vm whose security processor it plays).
+        for name, facts in tees.TEES.items():
+            if facts.source == tees.SIM_DEVICE:
+                out[name] = _sim_verifier(cfg.trust_sim_root, name)
     # Only with current collateral for every check (arca.kbs.collateral says why not).
     hardware, _ = hardware_verifiers(cfg)
     out.update(hardware)

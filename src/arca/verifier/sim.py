@@ -49,6 +49,8 @@ from arca.wire.errors import (
 from arca.wire.simreport import INIT_DATA_HASH_SIZE, REPORT_DATA_SIZE, SimEvidence, SimReport
 
 TEE = "sim"
+#: The ``vm`` backend's reports: the sim platform plays the VM's security processor.
+VM_TEE = "vm"
 #: Platform certificate + at most two intermediates + root: a longer chain is not ours and
 #: only costs signature checks.
 MAX_CHAIN_LENGTH = 4
@@ -100,11 +102,16 @@ def _load_root(root: RootInput) -> x509.Certificate:
 
 
 class SimVerifier:
-    """Verifies ``sim`` evidence against explicitly configured sim roots."""
+    """Verifies ``sim`` evidence against explicitly configured sim roots; with ``tee="vm"``
+    the sim platform's reports about VMs it measured (same format and keys, a different TEE in
+    the signed report: a report for one is never accepted as the other)."""
 
     tee = TEE
 
-    def __init__(self, trusted_roots: Iterable[RootInput]) -> None:
+    def __init__(self, trusted_roots: Iterable[RootInput], tee: str = TEE) -> None:
+        if tee not in (TEE, VM_TEE):
+            raise ValueError(f"the sim platform signs sim and vm reports, not {tee!r}")
+        self.tee = tee
         self.trusted_roots = tuple(_load_root(r) for r in trusted_roots)
         if not self.trusted_roots:
             raise ConfigError("the sim verifier needs at least one trusted sim root")
@@ -145,6 +152,10 @@ class SimVerifier:
         # 4. Bindings.
         _binding("report_data", expected.report_data, report.report_data, REPORT_DATA_SIZE)
         _binding("init_data", expected.init_data_hash, report.init_data_hash, INIT_DATA_HASH_SIZE)
+        if report.tee != self.tee:
+            raise BindingMismatch(f"report is for tee {report.tee!r}, not {self.tee!r}",
+                                  tee=self.tee, field="tee", expected=self.tee,
+                                  actual=report.tee)
         return claims_of(report)
 
     def _verified_chain(self, pems: tuple[str, ...], at: dt.datetime
@@ -252,7 +263,7 @@ def _binding(name: str, want: bytes | None, got: bytes, size: int) -> None:
 
 def claims_of(report: SimReport) -> Claims:
     return Claims(
-        tee=TEE,
+        tee=report.tee,
         values={
             "measurement": report.measurement.hex(),
             "init_data": report.init_data_hash.hex(),

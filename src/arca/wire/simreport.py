@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 
+from arca.wire import tees
 from arca.wire.errors import WireFormatError
 from arca.wire.lean import json_dumps, json_loads
 
@@ -29,6 +30,9 @@ REPORT_VERSION = 1
 REPORT_DATA_SIZE = 64
 INIT_DATA_HASH_SIZE = 48
 MEASUREMENT_SIZE = 48
+#: TEEs whose reports the sim platform signs (the table's sim-device TEEs): measurement = the
+#: launch descriptor's, or what the VM was launched with (``Tee.launch_measured``).
+PLATFORM_TEES = tuple(n for n, t in tees.TEES.items() if t.source == tees.SIM_DEVICE)
 #: Evidence larger than this is refused before parsing (a chain of two certificates is ~2 KiB).
 MAX_EVIDENCE_BYTES = 64 * 1024
 
@@ -60,7 +64,7 @@ class SimReport:
         if set(obj) != fields:
             raise WireFormatError(f"sim report fields differ: missing {sorted(fields - set(obj))}, "
                                   f"unknown {sorted(set(obj) - fields)}")
-        if obj["version"] != REPORT_VERSION or obj["tee"] != "sim":
+        if obj["version"] != REPORT_VERSION or obj["tee"] not in PLATFORM_TEES:
             raise WireFormatError("sim report: unsupported version or tee")
         if type(obj["svn"]) is not int or type(obj["debug"]) is not bool:
             raise WireFormatError("sim report: svn must be an integer and debug a boolean")
@@ -69,7 +73,7 @@ class SimReport:
         return cls(_hex(obj, "measurement", MEASUREMENT_SIZE),
                    _hex(obj, "init_data_hash", INIT_DATA_HASH_SIZE),
                    _hex(obj, "report_data", REPORT_DATA_SIZE),
-                   obj["td_id"], obj["platform_id"], obj["svn"], obj["debug"])
+                   obj["td_id"], obj["platform_id"], obj["svn"], obj["debug"], tee=obj["tee"])
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ class Tee:
     #: The agent checks the report itself (the sim report format of ``arca.wire.simreport``);
     #: for hardware TEEs only the relying party can (it holds the vendor roots).
     agent_checks_report: bool = False
+    #: The report's measurement is of a VM launch (kernel, initramfs, command line), not the
+    #: descriptor's; the guest's init checks the descriptor against the measured command line.
+    launch_measured: bool = False
 
     def report_data(self, digest: bytes) -> bytes:
         """``digest`` fitted into the report-data field: zero-padded at the end, never cut
@@ -85,7 +88,7 @@ TEES: dict[str, Tee] = {t.name: t for t in (
         agent_checks_report=True),
     # The vm backend: a plain VM; the sim platform plays its security processor.
     Tee("vm", False, True, 64, 48, "init_data_hash", DOCUMENT, SIM_DEVICE,
-        agent_checks_report=True),
+        agent_checks_report=True, launch_measured=True),
     Tee("tdx", True, True, 64, 48, "MRCONFIGID", QUOTE, CONFIGFS_TSM, "tdx_guest"),
     Tee("snp", True, True, 64, 32, "HOST_DATA", QUOTE, CONFIGFS_TSM, "sev_guest"),
     Tee("sgx", True, True, 64, 64, "CONFIGID", QUOTE, GRAMINE),

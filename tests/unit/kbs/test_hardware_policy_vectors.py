@@ -29,7 +29,10 @@ from arca.kbs.config import KbsConfig
 from arca.kbs.service import KbsService
 from arca.kbs.tokens import make_admin_token
 from arca.verifier.base import Claims, Expected, Verifier, VerifierOptions
+from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.registry import get_verifier
+from arca.verifier.snp.tcbpolicy import MinimumTcb
+from arca.verifier.snp.verifier import SnpVerifier
 from arca.wire import kbs_protocol as proto
 from arca.wire.errors import InvalidInput
 from tests.support.kbs import admin_keypair
@@ -85,7 +88,15 @@ def release(tmp_path: pathlib.Path, case: str, grants: list[dict[str, str]],
     (tmp_path / "data").mkdir(exist_ok=True)
     cfg = KbsConfig(data_dir=str(tmp_path / "data"), admin_public_key=str(pub),
                     insecure_http=True, collateral=str(DEV / case))
-    real = get_verifier(tee, VerifierOptions(collateral_dir=str(DEV / case)))
+    if tee == "snp":
+        # The KBS enables SNP only with an explicit minimum TCB (arca.kbs.collateral): the
+        # vector's own reported TCB, so the verifier reports UpToDate as a real KBS would.
+        tcb = exp["reported_tcb"]
+        real: Verifier = SnpVerifier(DirectoryCollateral(str(DEV / case)), min_tcb=MinimumTcb.parse(
+            [f"{exp['product']}:" + ",".join(f"{k}={tcb[k]}" for k in
+                                             ("bootloader", "tee", "snp", "microcode"))]))
+    else:
+        real = get_verifier(tee, VerifierOptions(collateral_dir=str(DEV / case)))
     at = dt.datetime.fromisoformat(exp["verify_at"].replace("Z", "+00:00"))
     svc = KbsService(cfg, verifiers={tee: RecordedEvidence(
         real, at, bytes.fromhex(exp["report_data"]))})

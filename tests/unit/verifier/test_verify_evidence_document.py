@@ -83,3 +83,37 @@ def test_broken_evidence_document_is_one_line(tmp_path, capsys, body):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "evidence document" in err and "Traceback" not in err
+
+
+SNP = VECTORS / "snp-trustee-1"
+
+
+@pytest.mark.skipif(not (SNP / "report.bin").exists() or not (TDX / "quote.bin").exists(),
+                    reason="shared vectors absent")
+def test_coco_attester_json_evidence(tmp_path, capsys):
+    """What guest-components' attesters print (``attester/src/snp/mod.rs`` SnpEvidence,
+    ``attester/src/tdx/mod.rs`` TdxEvidence) verifies like the raw report or quote."""
+    import base64
+    import ssl
+
+    from arca.kbs.evidence_formats import snp_report_to_json
+
+    exp = json.loads((SNP / "expected.json").read_text())
+    der = ssl.PEM_cert_to_DER_cert((SNP / "vcek.pem").read_text())
+    snp = tmp_path / "snp.json"
+    snp.write_text(json.dumps({"attestation_report": snp_report_to_json(
+        (SNP / "report.bin").read_bytes()), "cert_chain": [{"cert_type": "VCEK",
+                                                             "data": list(der)}]}))
+    code, out = run(capsys, str(snp), "--collateral", str(SNP), "--at", exp["verify_at"])
+    assert code == 0 and out.startswith("valid: snp evidence"), out
+    assert f"measurement: {exp['measurement']}" in out
+    texp = json.loads((TDX / "expected.json").read_text())
+    tdx = tmp_path / "tdx.json"
+    tdx.write_text(json.dumps({"cc_eventlog": None, "quote": base64.b64encode(
+        (TDX / "quote.bin").read_bytes()).decode()}))
+    _, out = run(capsys, str(tdx), "--collateral", str(TDX), "--at", texp["verify_at"])
+    assert out.startswith("valid: tdx evidence"), out
+    snp.write_text(json.dumps({"attestation_report": {"version": 2}}))
+    with pytest.raises(SystemExit) as info:
+        main(["verify", str(snp)])
+    assert info.value.code == 2 and "CoCo evidence document" in capsys.readouterr().err

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 #: Backend name -> module defining ``BACKEND`` (its :class:`~.base.Backend` subclass).
 _MODULES = {
     "sim": "arca.host.backends.sim",
+    "vm": "arca.host.backends.vm",
     "tdx": "arca.host.backends.tdx",
     "snp": "arca.host.backends.snp",
 }

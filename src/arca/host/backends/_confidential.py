@@ -257,8 +257,9 @@ def file_problems(settings: CvmSettings, facts: HostFacts,
             except (ConfigError, ValueError) as e:
                 problems.append(f"firmware {settings.firmware}: {e}")
     for what, path in (("guest kernel", settings.kernel), ("guest initramfs", settings.initrd)):
-        if not path:
-            problems.append(f"no {what} configured")
+        if not path:  # the initramfs: built per guest runtime unless one is configured
+            if what == "guest kernel":
+                problems.append(f"no {what} configured")
         elif not os.access(path, os.R_OK):
             problems.append(f"{what} {path} is missing or unreadable")
     return problems
@@ -272,7 +273,7 @@ def qemu_command(settings: CvmSettings, *, cpu: str, tee_object: str | dict[str,
     ``-object`` value (key=value form, or a dict for QEMU's JSON form, needed for
     structured properties such as a socket address); its ``id`` must be ``tee0``."""
     machine = "q35,confidential-guest-support=tee0"
-    argv = [settings.qemu, "-nodefaults", "-no-user-config", "-nographic",
+    argv = [settings.qemu, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", "kvm,kernel-irqchip=split", "-machine", machine, "-cpu", cpu,
             "-smp", str(settings.vcpus), "-m", f"{settings.memory_mib}M"]
     if memory_backend is not None:
@@ -364,7 +365,12 @@ class ConfidentialVmBackend(Backend):
     def settings(self) -> CvmSettings:
         """Defaults, then the runtime configuration's object of this backend's name."""
         if self._settings is None:
-            self._settings = load_settings(self.name, self.defaults, self.extra_types)
+            settings = load_settings(self.name, self.defaults, self.extra_types)
+            if not settings.kernel:  # the vm backend's guest kernel, as its bzImage
+                from arca.host.backends.vm import assets
+
+                settings = replace(settings, kernel=str(assets.data_dir() / "vmlinuz"))
+            self._settings = settings
         return self._settings
 
     def configure(self, options: Mapping[str, Any]) -> ConfidentialVmBackend:
@@ -390,7 +396,14 @@ class ConfidentialVmBackend(Backend):
         problems += qemu_problems(self.host_facts, s.qemu)
         if problems and first_only:
             return problems
-        return problems + file_problems(s, self.host_facts, self.check_firmware)
+        problems += file_problems(s, self.host_facts, self.check_firmware)
+        from arca.host.backends.vm import assets
+
+        try:  # the vm launch's parts: rootfs image tools, initramfs modules
+            assets.check_host()
+        except assets.VmUnavailable as e:
+            problems.append(str(e))
+        return problems
 
     def check_host(self) -> None:
         problems = self.host_problems(first_only=True)
@@ -409,17 +422,32 @@ class ConfidentialVmBackend(Backend):
         raise NotImplementedError
 
     def reference(self, inputs: LaunchInputs) -> Reference:
+        """The ``vm`` launch's parts (dm-verity rootfs image, the initramfs built for this
+        guest runtime unless one is configured) under the hardware's measurement."""
+        from arca.host.backends.vm import assets
+        from arca.host.backends.vm.initramfs import ensure_initramfs
+        from arca.host.backends.vm.rootfs import ensure_rootfs_image
         from arca.host.treedigest import rootfs_digest
 
-        descriptor = LaunchDescriptor(self.name, inputs.guest_runtime.digest,
-                                      rootfs_digest(inputs.rootfs), inputs.process)
-        return self.reference_for(descriptor, inputs.init_data, {})
+        digest = rootfs_digest(inputs.rootfs)
+        image = ensure_rootfs_image(inputs.rootfs, digest)
+        initrd = self.settings.initrd or str(
+            ensure_initramfs(inputs.guest_runtime, assets.Kernel(assets.data_dir())).path)
+        descriptor = LaunchDescriptor(self.name, inputs.guest_runtime.digest, digest,
+                                      inputs.process)
+        return self.reference_for(descriptor, inputs.init_data, {
+            "rootfs_root": image.cmdline_value(), "rootfs_path": str(image.path),
+            "initrd_path": initrd})
 
     def reference_for(self, descriptor: LaunchDescriptor, init_data: bytes | None,
                       extra: Mapping[str, str]) -> Reference:
         cmdline = measured_cmdline(self.settings.cmdline, descriptor.measurement_hex(),
                                    extra.get("rootfs_root"))
-        values = self.launch_values(cmdline, init_data)
+        backend = self
+        if extra.get("initrd_path") and extra["initrd_path"] != self.settings.initrd:
+            backend = type(self)(self.platform, replace(self.settings,
+                                                        initrd=extra["initrd_path"]))
+        values = backend.launch_values(cmdline, init_data)
         return Reference(self.name, values[self.measurement_claim],
                          self.init_data_hash(init_data).hex(), descriptor,
                          {**extra, **values, "cmdline": cmdline})
@@ -428,13 +456,90 @@ class ConfidentialVmBackend(Backend):
         values = {**ref.extra, "init_data": ref.init_data_hash}
         return {"tee": ref.tee, **{k: values[k] for k in self.pinned}}
 
+    # -- the launch: the vm backend's VMM container, a confidential q35 VM in it ------------
+
+    #: Device nodes the VMM needs beyond /dev/kvm (SNP: /dev/sev), and host sockets
+    #: (TDX: the quote generation service) bind-mounted at the same path.
+    host_devices: tuple[str, ...] = ("/dev/kvm",)
+
+    def host_sockets(self) -> tuple[str, ...]:
+        return ()
+
+    def launch_argv(self, cmdline: str, init_data: bytes | None) -> list[str]:
+        """QEMU's full arguments inside the VMM container: the confidential q35 machine
+        (``qemu_command`` with the in-container paths) plus the ``vm`` launch's devices on
+        PCI (q35 has no virtio-mmio) and its console, control and stdio ports."""
+        from arca.host.backends.vm import launch as vl
+
+        inside = replace(self.settings, firmware=IN_CONTAINER_FIRMWARE,
+                         kernel=vl.IN_CONTAINER_KERNEL_BZ, initrd=vl.IN_CONTAINER_INITRD)
+        argv = type(self)(self.platform, inside).qemu_command(cmdline, init_data)
+        td, scratch = vl.IN_CONTAINER_TD, vl.IN_CONTAINER_SCRATCH
+        return argv + [
+            "-no-reboot", "-serial", f"file:{td}/console.log",
+            "-drive", f"file={vl.IN_CONTAINER_ROOTFS},if=none,id=root,format=raw,readonly=on",
+            "-device", "virtio-blk-pci,drive=root",
+            "-netdev", "user,id=net", "-device", "virtio-net-pci,netdev=net",
+            "-object", "rng-random,id=rng,filename=/dev/urandom",
+            "-device", "virtio-rng-pci,rng=rng",
+            "-device", "virtio-serial-pci,max_ports=4",
+            "-chardev", f"socket,id=ctl,path={scratch}/ctl.sock",
+            "-device", f"virtserialport,chardev=ctl,name={vl.PORT_CONTROL}",
+            "-chardev", "file,id=out,path=/proc/self/fd/1,append=on",
+            "-device", f"virtserialport,chardev=out,name={vl.PORT_STDOUT}",
+            "-chardev", "file,id=err,path=/proc/self/fd/2,append=on",
+            "-device", f"virtserialport,chardev=err,name={vl.PORT_STDERR}",
+        ]
+
     def prepare(self, launch: Launch, inputs: LaunchInputs, ref: Reference,
                 config: dict[str, Any]) -> dict[str, Any]:
-        # The runtime calls check_host first, which refuses on a host without the hardware.
-        # Starting the VM is the vm backend's launch with qemu_command's arguments; until
-        # that path is in this build, a capable host is refused here, before any state.
-        raise BackendUnavailable(f"{self.name}: the confidential VM launch is not in this "
-                                 "build yet (reference values, policies and host checks are)")
+        """The ``vm`` backend's VMM container (QEMU as the container's process, kernel,
+        initramfs and rootfs image bind-mounted read-only), with the TEE firmware, the KVM and
+        TEE device nodes and the host's TEE sockets added. No sim platform: the hardware
+        measures the launch and the guest asks it through configfs-tsm."""
+        from arca.host.backends.vm import launch as vl
+        from arca.host.backends.vm import rewrite_config, vmm_root
+        from arca.host.runtime import state as st
+
+        extra, td, s = ref.extra, launch.td_dir, self.settings
+        vm = vl.Launch(s.kernel, extra["initrd_path"], extra["rootfs_path"], extra["cmdline"],
+                       s.vcpus, s.memory_mib, machine="q35")
+        st.write_atomic(td / "descriptor.json", json.dumps(ref.descriptor.to_json()).encode(),
+                        0o644)
+        st.write_atomic(td / "process.json", json.dumps(config.get("process")).encode(), 0o644)
+        if inputs.init_data is not None:
+            st.write_atomic(td / "init-data.toml", inputs.init_data, 0o644)
+        argv = self.launch_argv(extra["cmdline"], inputs.init_data)
+        st.write_atomic(td / "launch.json", json.dumps({"argv": argv}).encode(), 0o644)
+        new = rewrite_config(config, td, vm)
+        root = vmm_root()
+        ro = ["rbind", "ro", "nosuid", "nodev"]
+        for dest, source in ((vl.IN_CONTAINER_KERNEL_BZ, s.kernel),
+                             (IN_CONTAINER_FIRMWARE, s.firmware)):
+            (root / dest.lstrip("/")).touch()  # a mount point in the read-only root
+            new["mounts"].append({"destination": dest, "type": "bind", "source": source,
+                                  "options": ro})
+        for sock in self.host_sockets():
+            new["mounts"].append({"destination": sock, "type": "bind", "source": sock,
+                                  "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]})
+        linux = new.setdefault("linux", {})
+        rules = linux.setdefault("resources", {}).setdefault("devices", [])
+        for dev in self.host_devices:
+            try:
+                info = os.stat(dev)
+            except OSError as e:
+                raise BackendUnavailable(f"{self.name}: {dev}: {e.strerror}") from None
+            major, minor = os.major(info.st_rdev), os.minor(info.st_rdev)
+            linux.setdefault("devices", []).append(
+                {"path": dev, "type": "c", "major": major, "minor": minor,
+                 "fileMode": 0o600, "uid": 0, "gid": 0})
+            rules.append({"allow": True, "type": "c", "major": major, "minor": minor,
+                          "access": "rw"})
+        return new
 
     def undo(self, cid: str) -> None:
-        """``prepare`` leaves nothing behind, so there is nothing to undo."""
+        """``prepare`` registers nothing outside the TD directory (the runtime removes it)."""
+
+
+#: The TEE firmware inside the VMM container (bind-mounted read-only).
+IN_CONTAINER_FIRMWARE = "/arca-vm/firmware.fd"

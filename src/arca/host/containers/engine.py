@@ -69,12 +69,34 @@ else:
 PR_SET_CHILD_SUBREAPER = 36
 #: How long ``run -d`` waits for the monitor to report the container started.
 START_TIMEOUT_S = 60.0
+#: ``--label``s of a container, next to its record (``labels`` in ``inspect``).
+LABELS_FILE = "labels.json"
 #: Default grace period of ``stop`` before SIGKILL (docker's default).
 STOP_TIMEOUT_S = 10.0
 
 
 class ContainerError(ArcaError):
     """The runtime failed to create, start or stop a container."""
+
+
+class CommandCannotRun(ContainerError):
+    """The container's command could not be started: podman's exit codes, 127 when it is not
+    found, 126 when it cannot be executed (:attr:`exit_code`)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _start_failure(name: str, msg: str) -> ContainerError:
+    """The error for a runtime's refusal ``msg``: runc's words for a command that is missing
+    or not executable become :class:`CommandCannotRun`."""
+    low = msg.lower()
+    if "exec:" in low and ("not found" in low or "no such file" in low):
+        return CommandCannotRun(f"container {name}: {msg}", 127)
+    if "exec:" in low and "permission denied" in low:
+        return CommandCannotRun(f"container {name}: {msg}", 126)
+    return ContainerError(f"container {name}: {msg}")
 
 
 #: ``--pull``: when ``arca run`` pulls the image (:mod:`.imagepull`).
@@ -105,7 +127,8 @@ class RunOptions:
     define and dataclasses ~5 ms to import, on every run)."""
 
     __slots__ = ("image", "command", "name", "detach", "auto_remove", "env", "volumes", "tee",
-                 "kbs_url", "init_data", "pull", "tty", "interactive", "network", "publish")
+                 "kbs_url", "init_data", "pull", "tty", "interactive", "network", "publish",
+                 "entrypoint", "user", "workdir", "labels", "read_only", "memory", "cpus")
 
     def __init__(self, image: str, command: list[str] | None = None, name: str | None = None,
                  detach: bool = False, auto_remove: bool = False, env: list[str] | None = None,
@@ -113,7 +136,10 @@ class RunOptions:
                  kbs_url: str | None = None,
                  init_data: bytes | None = None, pull: PullSettings | None = None,
                  tty: bool = False, interactive: bool = False, network: str = "private",
-                 publish: list[str] | None = None) -> None:
+                 publish: list[str] | None = None, entrypoint: str | None = None,
+                 user: str | None = None, workdir: str | None = None,
+                 labels: dict[str, str] | None = None, read_only: bool = False,
+                 memory: str | None = None, cpus: str | None = None) -> None:
         self.image = image
         self.command = list(command or [])
         self.name = name
@@ -130,6 +156,14 @@ class RunOptions:
         self.interactive = interactive  # -i: the process reads arca run's stdin
         self.network = network  # --network private|host|none (:mod:`.network`)
         self.publish = list(publish or [])  # -p [IP:]HOST:CONTAINER[/proto]
+        # podman's flags (:mod:`.runflags`): in place of the image's entrypoint, user, workdir
+        self.entrypoint = entrypoint
+        self.user = user
+        self.workdir = workdir
+        self.labels = dict(labels or {})
+        self.read_only = read_only  # the rootfs read-only, tmpfs on /tmp, /var/tmp, /run
+        self.memory = memory  # --memory 512m
+        self.cpus = cpus  # --cpus 1.5
 
 
 def runtime_argv() -> list[str]:
@@ -211,6 +245,14 @@ class Engine:
             raise InvalidInput("-i needs the foreground: a detached container's stdin cannot "
                                "be attached later (-d -t gives it a terminal that stays open)")
         net = network.NetworkPlan.parse(opts.network, opts.publish, init_data)
+        overrides = (opts.entrypoint, opts.user, opts.workdir) != (None, None, None)
+        limits: dict[str, Any] = {}
+        if opts.memory is not None or opts.cpus is not None or opts.read_only:
+            from arca.host.containers import runflags
+
+            limits = {"memory": runflags.parse_memory(opts.memory) if opts.memory else None,
+                      "cpus": runflags.parse_cpus(opts.cpus) if opts.cpus else None,
+                      "read_only": opts.read_only}
         may_pull = opts.pull.policy != "never" and not opts.image.startswith("oci:")
         if may_pull and opts.pull.policy == "always":
             from arca.host.containers import imagepull
@@ -218,7 +260,9 @@ class Engine:
             # asks the registry first; an unchanged image leaves images.json (and so the run
             # plan) as it was
             imagepull.refresh(self.images, opts.image, opts.pull)
-        plan = runplan.lookup(opts.image, opts.command, opts.env) if self._plans else None
+        # run plans remember the image's process: not for one with its parts overridden
+        plans = self._plans and not overrides
+        plan = runplan.lookup(opts.image, opts.command, opts.env) if plans else None
         config = None
         if plan is not None:
             image_name, image_digest, lowers, proc = plan
@@ -227,7 +271,7 @@ class Engine:
             from arca.host.images.errors import ImageNotFound
             from arca.host.images.ingest import resolve
 
-            deps = runplan.dependencies(opts.image) if self._plans else None
+            deps = runplan.dependencies(opts.image) if plans else None
             sigs = runplan.signatures(deps) if deps is not None else None
             try:
                 record = resolve(self.images, opts.image)
@@ -241,10 +285,18 @@ class Engine:
                 sigs = runplan.signatures(deps) if deps is not None else None
                 record = resolve(self.images, opts.image)
             config = self.images.config_of(record)
+            if overrides:
+                from arca.host.containers.runflags import override_config
+
+                config = override_config(config, entrypoint=opts.entrypoint, user=opts.user,
+                                         workdir=opts.workdir)
             image_name, image_digest = record.name, record.digest
             lowers = [os.fspath(p) for p in self.images.lowerdirs(record)]
+        # monitor_pid: this process until a -d container's monitor takes over, so a killed
+        # `arca run` leaves a record that says whose it was (:meth:`reap_lost`)
         rec = self.store.create(name=opts.name, image=image_name, image_digest=image_digest,
                                 tee=opts.tee, args=(), auto_remove=opts.auto_remove,
+                                monitor_pid=os.getpid(),
                                 detached=opts.detach, tty=opts.tty,
                                 interactive=opts.interactive)
         try:
@@ -252,6 +304,9 @@ class Engine:
             bundle = self._bundle(rec.id)
             rootfs = os.path.join(bundle, "rootfs")
             os.mkdir(bundle, 0o711)
+            if opts.labels:
+                with open(os.path.join(d, LABELS_FILE), "w") as f:
+                    f.write(json_dumps(opts.labels))
             # Held shared while mounting, as the store's own readers do: prune (exclusive)
             # cannot remove these layer directories in between.
             images_root = (os.fspath(self._images.root) if self._images is not None
@@ -289,6 +344,10 @@ class Engine:
                               volumes=volumes, init_data=init_data, terminal=size,
                               network=network.spec_network(
                                   net, network.netns_path(run_dir(), rec.id), resolv))
+            if limits:
+                from arca.host.containers import runflags
+
+                runflags.apply(spec, **limits)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json_dumps(spec))
             return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
@@ -329,7 +388,7 @@ class Engine:
             if cur.status == "error":
                 if cur.auto_remove:
                     self.remove(rec.id, force=True)
-                raise ContainerError(f"container {rec.name}: {cur.error}")
+                raise _start_failure(rec.name, str(cur.error))
             if monitor_done:
                 raise ContainerError(f"container {rec.name}: its monitor exited "
                                      f"(code {monitor_status}); see {self.log_path(rec.id)}")
@@ -393,8 +452,9 @@ class Engine:
         runtime_log = os.path.join(d, "runtime.log")
         # A private network: its namespace now, pasta connecting it meanwhile (:mod:`.network`).
         try:
-            net = network.start(network.NetworkPlan.load(d), run_dir(), cid)
-            if rec.tee != "none":
+            plan = network.NetworkPlan.load(d)
+            net = network.start(plan, run_dir(), cid)
+            if plan.early:
                 network.wait_ready(net)  # a TD's agent starts at create: it may need the KBS
                 net = None
         except ArcaError as e:
@@ -402,19 +462,29 @@ class Engine:
             raise ContainerError(f"container {rec.name}: {e}") from None
         # Without a TEE, one `runc run --detach` does what `create` + `start` do, in one runc
         # process instead of two (~5 ms), unless pasta is still connecting the network: then
-        # `create` runs meanwhile and `start` waits for it. A TD is created and started in two
+        # `create` runs meanwhile and `start` waits for it (so does a TD's without init-data:
+        # its agent talks to no broker before `start`). A TD is created and started in two
         # steps (the runtime does not `run` TEE containers: ADR 0003).
         step = "run" if rec.tee == "none" and net is None else "create"
         # -t: runc sends the terminal's master side over this socket during the step
         console = self._console_socket(cid) if rec.tty else None
         reads_stdin = foreground and rec.interactive
         master = -1
+        # A foreground container that stays (no --rm) keeps its output for `arca logs`, as
+        # podman's does: its stdout and stderr are pipes the supervisor copies to ours and to
+        # the log. (With -t the terminal goes to ours only.)
+        tee = foreground and not rec.auto_remove and not rec.tty
+        out_r = out_w = err_r = err_w = -1
+        if tee:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
         try:
             code = spawn.run([*rt, "--log", runtime_log, "--log-format", "json", step,
                               *(["--detach"] if step == "run" else []),
                               *(["--console-socket", console.path] if console else []),
                               "--bundle", self._bundle(cid), "--pid-file", pidfile, cid],
-                             env=env, no_stdin=not reads_stdin)
+                             env=env, no_stdin=not reads_stdin,
+                             stdout_fd=out_w if tee else None, stderr_fd=err_w if tee else None)
             no_terminal = ""
             if code == 0 and console is not None:
                 try:
@@ -424,11 +494,17 @@ class Engine:
         finally:
             if console is not None:
                 console.close()
+            if tee:
+                os.close(out_w)
+                os.close(err_w)
         if code != 0:
             network.abandon(net)
+            if tee:
+                os.close(out_r)
+                os.close(err_r)
             msg = _last_error(runtime_log) or f"arca-runtime {step} exited {code}"
             self._failed(cid, msg, foreground)
-            raise ContainerError(f"container {rec.name}: {msg}")
+            raise _start_failure(rec.name, msg)
         with open(pidfile, "rb") as f:
             pid = int(f.read().strip())
         # Signals for the container arriving at the supervisor are passed on.
@@ -461,8 +537,16 @@ class Engine:
 
                 # the monitor's stdout is the container's log
                 terminal.pump(master, pid, out_fd=1, in_fd=0 if reads_stdin else None)
+            if tee:
+                _tee_output(pid, out_r, err_r, self.log_path(cid))
             code = _reap(pid)
         finally:
+            if tee:
+                for fd in (out_r, err_r):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
             if raw is not None:
                 raw.__exit__(None, None, None)
             for s, h in old.items():
@@ -547,6 +631,37 @@ class Engine:
                 raise ContainerError(f"container {rec.name} did not stop after SIGKILL")
         return self.store.load(rec.id) if os.path.exists(self.store.dir(rec.id)) else rec
 
+    def kill(self, ref: str, sig: str = "KILL") -> ContainerRecord:
+        """Send ``sig`` (a name, with or without SIG, or a number) to the container's process,
+        through the runtime (a TD's agent passes it on like runc does)."""
+        name = sig.upper().removeprefix("SIG")
+        if not (name.isdigit() and 0 < int(name) < 65) and not (
+                name.isalnum() and hasattr(signal, "SIG" + name)):
+            raise InvalidInput(f"--signal {sig!r}: not a signal")
+        rec = self.store.find(ref)
+        if not rec.is_alive():
+            raise StateError(f"container {rec.name} is not running")
+        code, err = spawn.run_capturing_stderr([*runtime_argv(), "kill", rec.id, name])
+        if code != 0:
+            raise ContainerError(f"kill {rec.name}: {err.strip() or f'runtime exited {code}'}")
+        return rec
+
+    def wait(self, ref: str, poll_s: float = 0.05) -> int:
+        """Block until the container has exited; its exit code (podman's ``wait``). A
+        container whose supervisor was killed has no recorded code: -1."""
+        rec = self.store.find(ref)
+        while True:
+            try:
+                cur = self.store.load(rec.id)
+            except NotFound:
+                return 0 if rec.auto_remove else -1  # removed meanwhile (--rm, or rm -f)
+            if cur.status == "exited":
+                return cur.exit_code if cur.exit_code is not None else -1
+            if cur.status == "error" or (cur.status == "running" and not cur.is_alive()
+                                         and not _pid_alive(cur.monitor_pid)):
+                return -1
+            time.sleep(poll_s)
+
     def _wait_exit(self, cid: str, timeout: float) -> bool:
         """True once the supervisor recorded the exit (or the container is gone, or its
         supervisor died so nobody will record it)."""
@@ -562,8 +677,54 @@ class Engine:
             time.sleep(0.02)
         return False
 
+    # -- lost containers -----------------------------------------------------------------------
+    @staticmethod
+    def is_lost(rec: ContainerRecord) -> bool:
+        """Running, but its supervisor (the foreground ``arca run``, or a ``-d`` container's
+        monitor) is gone: killed, so nobody will record its exit or clean it up."""
+        return (rec.status in ("created", "running") and rec.monitor_pid > 0
+                and rec.monitor_pid != os.getpid() and not _pid_alive(rec.monitor_pid))
+
+    def reap_lost(self) -> list[ContainerRecord]:
+        """Finish what the killed supervisors of foreground containers (``arca run`` without
+        ``-d``, whose user lost them with their terminal) left: the container's processes are
+        killed, its runtime state and TD deleted, and a ``--rm`` container removed; others
+        are recorded as exited (137). A ``-d`` container whose monitor was killed keeps
+        running (as podman's does without conmon): ``ps`` shows it lost, ``rm`` needs no
+        ``-f``. Returns the records reaped."""
+        reaped = []
+        for rec in self.store.list():
+            if rec.detached or not self.is_lost(rec):
+                continue
+            self._finish_lost(rec)
+            reaped.append(rec)
+        return reaped
+
+    def _finish_lost(self, rec: ContainerRecord) -> None:
+        env = runtime_env(rec.tee)
+        if rec.is_alive():
+            spawn.run([*runtime_argv(), "kill", rec.id, "KILL"], env=env, quiet=True)
+            deadline = time.monotonic() + 10.0
+            while _pid_alive(rec.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)  # not our child: its new parent (init) reaps it
+        self._delete_runtime(rec.id, env)
+        if rec.auto_remove:
+            self._cleanup(rec.id)
+            return
+        try:
+            self.store.update(rec.id, status="exited", exit_code=137, finished=now(),
+                              error="its supervisor was killed; the container was reaped")
+        except NotFound:
+            return
+        umount(os.path.join(self._bundle(rec.id), "rootfs"), lazy=True)
+
     def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
         rec = self.store.find(ref)
+        if self.is_lost(rec):
+            self._finish_lost(rec)  # nobody watches it: removing it needs no -f
+            if not os.path.exists(self.store.dir(rec.id)):
+                return rec
+            rec = self.store.load(rec.id)
         if rec.is_alive():
             if not force:
                 raise StateError(f"container {rec.name} is running (stop it first, or use -f)")
@@ -702,10 +863,71 @@ class Engine:
         obj["state"] = rec.display_status
         obj["bundle"] = self._bundle(rec.id)
         obj["log"] = self.log_path(rec.id)
+        obj["labels"] = self.labels(rec.id)
         return obj
+
+    def labels(self, cid: str) -> dict[str, str]:
+        try:
+            with open(os.path.join(self._dir(cid), LABELS_FILE), "rb") as f:
+                obj = json_loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
 
     def images_in_use(self, digest: str) -> list[str]:
         return [r.name for r in self.store.list() if r.image_digest == digest]
+
+
+def _tee_output(pid: int, out_r: int, err_r: int, log_path: str) -> None:
+    """Copy the container's stdout and stderr pipes to ours and (interleaved) to its log until
+    the process ``pid`` has exited, then what is left in them (a descendant still holding a
+    pipe does not keep us waiting). Our stdout closed (``| head``): the log still gets all."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    pidfd = os.pidfd_open(pid)
+    targets = {out_r: 1, err_r: 2}
+    try:
+        while targets:
+            readable = select.select([*targets, pidfd], [], [])[0]
+            done = pidfd in readable
+            for fd in [f for f in readable if f in targets]:
+                if done:
+                    os.set_blocking(fd, False)
+                while True:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        del targets[fd]
+                        break
+                    os.write(log, data)
+                    if targets.get(fd, 0) > 0:
+                        try:
+                            os.write(targets[fd], data)
+                        except OSError:
+                            targets[fd] = -1  # our side is gone; keep logging
+                    if not done:
+                        break
+            if done:
+                for fd in list(targets):  # the rest, without waiting for EOF
+                    os.set_blocking(fd, False)
+                    while True:
+                        try:
+                            data = os.read(fd, 65536)
+                        except BlockingIOError:
+                            break
+                        if not data:
+                            break
+                        os.write(log, data)
+                        if targets[fd] > 0:
+                            try:
+                                os.write(targets[fd], data)
+                            except OSError:
+                                targets[fd] = -1
+                break
+    finally:
+        os.close(pidfd)
+        os.close(log)
 
 
 def _exited(pid: int) -> int | None:

@@ -68,8 +68,8 @@ class PortMapping:
 
     @classmethod
     def parse(cls, spec: str) -> PortMapping:
-        ports, _, proto = spec.partition("/")
-        proto = proto or "tcp"
+        ports, slash, proto = spec.partition("/")
+        proto = proto if slash else "tcp"
         if proto not in ("tcp", "udp"):
             raise InvalidInput(f"-p {spec!r}: protocol must be tcp or udp")
         ip, _, rest = ports.rpartition(":")
@@ -147,16 +147,19 @@ def loopback_broker_ports(init_data: bytes | None) -> list[int]:
 
 
 class NetworkPlan:
-    """What a container asked for: the mode, its published ports, and the host-loopback TCP
-    ports its key broker needs (:func:`loopback_broker_ports`)."""
+    """What a container asked for: the mode, its published ports, the host-loopback TCP ports
+    its key broker needs (:func:`loopback_broker_ports`), and whether the network must be
+    ready before the runtime's ``create`` (``early``: a TD with init-data, whose agent may
+    talk to its broker while prestarted) or only before ``start``."""
 
-    __slots__ = ("mode", "publish", "broker_ports")
+    __slots__ = ("mode", "publish", "broker_ports", "early")
 
     def __init__(self, mode: str = "private", publish: list[PortMapping] | None = None,
-                 broker_ports: list[int] | None = None) -> None:
+                 broker_ports: list[int] | None = None, early: bool = False) -> None:
         self.mode = mode
         self.publish = list(publish or [])
         self.broker_ports = list(broker_ports or [])
+        self.early = early
 
     @classmethod
     def parse(cls, mode: str | None, publish: list[str] | None,
@@ -173,16 +176,16 @@ class NetworkPlan:
                 raise InvalidInput(f"-p: host port {p.host_port}/{p.proto} published twice")
             seen.add((p.proto, p.host_port))
         broker = loopback_broker_ports(init_data) if mode == "private" else []
-        return cls(mode, ports, broker)
+        return cls(mode, ports, broker, early=init_data is not None)
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "publish": [p.to_json() for p in self.publish],
-                "broker_ports": self.broker_ports}
+                "broker_ports": self.broker_ports, "early": self.early}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> NetworkPlan:
         return cls(str(obj["mode"]), [PortMapping.from_json(p) for p in obj["publish"]],
-                   [int(p) for p in obj["broker_ports"]])
+                   [int(p) for p in obj["broker_ports"]], bool(obj.get("early", True)))
 
     def save(self, container_dir: str) -> None:
         from arca._internal.fsutil import write_atomic
@@ -278,6 +281,8 @@ def start(plan: NetworkPlan, run_dir: str, cid: str) -> Starting | None:
                            "container's private network; or run with --network host")
     netns = netns_path(run_dir, cid)
     os.makedirs(os.path.dirname(netns), mode=0o700, exist_ok=True)
+    if os.path.exists(netns):
+        teardown(run_dir, cid)  # left by a supervisor that was killed: start afresh
     try:
         _make_netns(netns)
         r, w = os.pipe()

@@ -144,6 +144,12 @@ def _write_all(fd: int, data: bytes) -> bool:
     return True
 
 
+#: After the end of input: how often, and after how long a quiet terminal, end-of-file is
+#: sent again (see :func:`pump`).
+EOF_RESENDS = 5
+EOF_RESEND_S = 0.5
+
+
 def pump(master: int, pid: int, *, out_fd: int, in_fd: int | None) -> None:
     """Copy the container's terminal to ``out_fd`` (and ``in_fd``, if any, to it) until the
     process ``pid`` has exited, then what it wrote last. Returns when ``pid`` is gone; the
@@ -154,6 +160,7 @@ def pump(master: int, pid: int, *, out_fd: int, in_fd: int | None) -> None:
     pending = b""  # input the container's terminal has not taken yet
     reading_in = in_fd is not None
     master_open = True
+    eof_resends = 0
     try:
         while True:
             rl = [pidfd]
@@ -162,7 +169,15 @@ def pump(master: int, pid: int, *, out_fd: int, in_fd: int | None) -> None:
                 if reading_in and not pending:
                     rl.append(in_fd)  # type: ignore[arg-type]
             wl = [master] if master_open and pending else []
-            readable, writable, _ = select.select(rl, wl, [])
+            # After the end of input, the terminal's end-of-file character again whenever the
+            # terminal stays quiet: one sent while the program switched its terminal mode (a
+            # shell starting its line editor) can be lost, and no more input will ever come.
+            idle = EOF_RESEND_S if eof_resends and master_open and not pending else None
+            readable, writable, _ = select.select(rl, wl, [], idle)
+            if not (readable or writable) and eof_resends:
+                eof_resends -= 1
+                pending += _eof_char(master)
+                continue
             if master in readable:
                 master_open = _drain(master, out_fd)
             if writable and master_open:
@@ -182,6 +197,7 @@ def pump(master: int, pid: int, *, out_fd: int, in_fd: int | None) -> None:
                 else:
                     reading_in = False
                     pending += _eof_char(master)
+                    eof_resends = EOF_RESENDS
             if pidfd in readable:
                 break
         # What it wrote last may still be on its way through the terminal: read until the

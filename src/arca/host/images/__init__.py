@@ -13,13 +13,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from arca.host.images.ingest import load_archive, load_layout, pull, resolve
+    from arca.host.images.ingest import load, load_archive, load_layout, pull, resolve
     from arca.host.images.store import ImageRecord, ImageStore, LayerRecord
 
-__all__ = ["ImageRecord", "ImageStore", "LayerRecord", "load_archive", "load_layout", "pull",
-           "resolve"]
+__all__ = ["ImageRecord", "ImageStore", "LayerRecord", "load", "load_archive", "load_layout",
+           "pull", "resolve"]
 _HOME = {"ImageRecord": "store", "ImageStore": "store", "LayerRecord": "store",
-         "load_archive": "ingest", "load_layout": "ingest", "pull": "ingest", "resolve": "ingest"}
+         "load": "ingest", "load_archive": "ingest", "load_layout": "ingest", "pull": "ingest",
+         "resolve": "ingest"}
 
 
 def __getattr__(name: str) -> Any:

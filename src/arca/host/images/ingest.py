@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from arca.host.images.digest import Digest
 from arca.host.images.errors import (
     BadManifest,
+    BadReference,
     ImageNotFound,
     RegistryUnavailable,
     UnsafeArchive,
@@ -171,8 +172,11 @@ def load_layout(
     tag: str | None = None,
     name: str | None = None,
     platform: Platform = DEFAULT_PLATFORM,
+    repository: str | None = None,
 ) -> ImageRecord:
-    """Load the image ``tag`` (or the only image) of the OCI layout directory ``layout``."""
+    """Load the image ``tag`` (or the only image) of the OCI layout directory ``layout``.
+    Stored under ``name``; else, with ``repository``, under a registry-style name
+    (:func:`local_name`); else under ``oci:LAYOUT:TAG``."""
     layout = layout.resolve()
     try:
         with open(layout / "index.json", "rb") as f:
@@ -227,8 +231,51 @@ def load_layout(
             store.ingest_blob(layer.digest, layer.size, lambda s=src: _file_chunks(s),  # type: ignore[misc]
                               f"layer {layer.digest}")
         layers = store.unpack(doc, config)
+        if name is None and repository is not None:
+            name = local_name(repository, tag)
         return store.record(name or f"oci:{layout}:{tag or 'latest'}", desc.digest, doc,
                             config, layers)
+
+
+def local_name(repository: str, tag: str | None) -> str:
+    """The name ``arca image load`` gives an image, as podman names what it loads: the
+    layout's ref name when that is a full reference (``registry/repo:tag``), else
+    ``localhost/REPOSITORY:TAG`` (so ``arca run REPOSITORY:TAG`` finds it, see
+    :meth:`ImageStore.get`)."""
+    if tag and "/" in tag:
+        try:
+            first = tag.split("/", 1)[0]
+            if "." in first or ":" in first or first == "localhost":
+                return str(Reference.parse(tag))
+            return str(Reference.parse(f"localhost/{tag}"))
+        except BadReference:
+            pass
+    if tag and ":" in tag:
+        try:
+            return str(Reference.parse(f"localhost/{tag}"))
+        except BadReference:
+            pass
+    repo = "".join(c if c.isalnum() or c in "._-" else "-" for c in repository.lower())
+    repo = repo.strip("._-") or "image"
+    try:
+        return str(Reference.parse(f"localhost/{repo}:{tag or 'latest'}"))
+    except BadReference:
+        return f"localhost/{repo}:latest"
+
+
+def load(store: ImageStore, source: Path, *, tag: str | None = None,
+         name: str | None = None) -> ImageRecord:
+    """``arca image load``: an OCI layout directory or an OCI archive, stored under ``name``
+    or else :func:`local_name` of the source's file name (``./app`` -> ``localhost/app:TAG``)."""
+    stem = source.resolve().name
+    for ext in (".tar.gz", ".tgz", ".tar", ".oci"):
+        if stem.endswith(ext) and len(stem) > len(ext):
+            stem = stem[:-len(ext)]
+            break
+    if source.is_file():
+        with store.ingesting():
+            return _load_archive(store, source, tag, name, repository=stem)
+    return load_layout(store, source, tag=tag, name=name, repository=stem)
 
 
 def load_archive(store: ImageStore, archive: Path, *, tag: str | None = None,
@@ -242,7 +289,7 @@ def load_archive(store: ImageStore, archive: Path, *, tag: str | None = None,
 
 
 def _load_archive(store: ImageStore, archive: Path, tag: str | None,
-                  name: str | None) -> ImageRecord:
+                  name: str | None, repository: str | None = None) -> ImageRecord:
     import tarfile  # archives only, not layout directories
 
     from arca.host.images.limits import ImageLimits, human
@@ -279,6 +326,8 @@ def _load_archive(store: ImageStore, archive: Path, tag: str | None,
             raise UnsafeArchive(f"OCI archive {archive}: {e}") from None
         except tarfile.TarError as e:
             raise BadManifest(f"{archive} is not a tar archive: {e}") from None
+        if repository is not None:
+            return load_layout(store, tmp, tag=tag, name=name, repository=repository)
         return load_layout(store, tmp, tag=tag, name=name or f"oci-archive:{archive.resolve()}"
                            f":{tag or 'latest'}")
     finally:

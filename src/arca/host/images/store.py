@@ -47,6 +47,7 @@ from arca.host.images.errors import (
 )
 from arca.host.images.locks import locked, write_atomic
 from arca.host.images.manifest import LAYER_TYPES, ImageConfig, Manifest, parse_config
+from arca.wire.errors import ArcaError
 
 if TYPE_CHECKING:  # imported where used: `arca run` needs the store, not the limits
     from arca.host.images.limits import ImageBudget, ImageLimits
@@ -335,6 +336,9 @@ class ImageStore:
         for r in images:
             if r.name in names:
                 return r
+        hit = _short_name_match(ref, images)
+        if hit is not None:
+            return hit
         short = ref.removeprefix("sha256:")
         if len(short) >= 12:
             hits = {r.config: r for r in images
@@ -395,3 +399,40 @@ class ImageStore:
             shutil.rmtree(self.root / "tmp", ignore_errors=True)
             shutil.rmtree(self.root / "locks", ignore_errors=True)
         return removed, freed
+
+
+def _short_name_match(ref: str, images: Sequence[ImageRecord]) -> ImageRecord | None:
+    """The stored image a short name (no registry: ``app:v1``, ``team/app``) means, as podman
+    finds local images: the one whose repository path is the short name or ends with
+    ``/`` + it, with the same tag (or digest). ``app:v1`` then finds
+    ``127.0.0.1:5000/app:v1`` and ``localhost/app:v1``. Several matches are refused (the
+    caller must name the registry), none is None."""
+    from arca.host.images.reference import DOCKER_HUB, Reference
+
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return None  # names a registry: only an exact match counts
+    try:
+        want = Reference.parse(ref)
+    except ArcaError:
+        return None
+    if want.scheme is not None or want.registry != DOCKER_HUB:
+        return None
+    # the repository path as written ("app", "team/app"), without Docker Hub's library/
+    path = ref.partition("@")[0]
+    if path.rfind(":") > path.rfind("/"):
+        path = path[:path.rfind(":")]
+    hits = []
+    for r in images:
+        try:
+            have = Reference.parse(r.name)
+        except ArcaError:
+            continue  # oci:/path:TAG and other unparseable legacy names
+        if (have.tag, have.digest) != (want.tag, want.digest):
+            continue
+        if have.repository == path or have.repository.endswith("/" + path):
+            hits.append(r)
+    if len(hits) > 1:
+        raise ImageNotFound(f"image {ref!r} is ambiguous: "
+                            f"{', '.join(sorted(h.name for h in hits))} (name one in full)")
+    return hits[0] if hits else None

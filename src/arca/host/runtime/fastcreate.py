@@ -29,10 +29,10 @@ does it without Python (the platform's registration file, Arca's files: a daemon
 
 Falls back on: a code stamp other than the daemon's (a daemon left running from other
 sources), relative paths in the environment or cwd, a run directory other than the daemon's,
-``run`` rather than ``create``. Creates are served one at a time (the daemon's one control
-thread serves control requests in order), which also makes swapping ``os.environ`` for the
-length of a request safe: nothing else in the daemon reads it meanwhile (its device threads
-never do).
+``run`` rather than ``create``. The daemon serves creates of different containers at once
+(issue 13, item 15); it installs a request's ``ARCA_*`` environment and umask itself, shared
+by concurrent creates asking for the same ones (``settings``), because both are
+process-wide. Called alone, :func:`handle` swaps them for the length of the request.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ import hashlib
 import json
 import os
 import pathlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from arca.host import paths
@@ -52,9 +54,11 @@ from arca.host.runtime.config import load_config
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ArcaError
 
-#: The environment a create depends on (paths, config, runc, default TEE); nothing else of
-#: the caller's environment is used by Arca's part of create.
-ENV_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG", "ARCA_RUNC", "ARCA_TEE")
+#: The environment a create depends on (paths, config, runc, default TEE, the vm backend's
+#: kernel, QEMU and boot timeout); nothing else of the caller's environment is used by Arca's
+#: part of create. frontend.c sends exactly these.
+ENV_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG", "ARCA_RUNC", "ARCA_TEE",
+            "ARCA_VM_DATA", "ARCA_VM_QEMU", "ARCA_VM_BOOT_TIMEOUT")
 _PATH_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG")
 CREATED_STATE = "state.created.json"
 _SRC = pathlib.Path(__file__).resolve().parents[3]
@@ -79,19 +83,29 @@ class _InProcess:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
 
-    def register(self, td_id: str, descriptor: dict[str, Any], init_data: bytes | None) -> None:
-        self.daemon.register(td_id, LaunchDescriptor.from_json(descriptor), init_data)
+    def register(self, td_id: str, descriptor: dict[str, Any], init_data: bytes | None,
+                 launch: dict[str, Any] | None = None) -> None:
+        self.daemon.register(td_id, LaunchDescriptor.from_json(descriptor), init_data,
+                             launch=launch)
 
     def unregister(self, td_id: str) -> None:
         self.daemon.unregister(td_id)
 
 
-def handle(req: dict[str, Any], daemon: Any, stamp: str) -> dict[str, Any]:
-    """Answer a ``create``/``create-undo`` request; never raises."""
+def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
+           settings: Callable[[dict[str, str], int], AbstractContextManager[None]] | None = None
+           ) -> dict[str, Any]:
+    """Answer a ``create``/``create-undo`` request; never raises. ``settings(env, umask)``:
+    installs the request's ``ARCA_*`` environment and umask for the work (the daemon's, shared
+    by concurrent creates); without it they are swapped here."""
     try:
         why = _unusual(req, stamp)
         if why:
             return {"fallback": why}
+        if settings is not None:
+            with settings(req["env"], req["umask"]):
+                return _undo(req, daemon) if req["op"] == "create-undo" else _create(req,
+                                                                                    daemon)
         old = {k: os.environ.get(k) for k in ENV_KEYS}
         old_umask = os.umask(req["umask"])  # files get the caller's modes, as in Python
         try:

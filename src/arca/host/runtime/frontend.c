@@ -362,7 +362,8 @@ static int spawn_wait(const char *runc, char **args) {
  * environment. 0 when the daemon cannot be asked (no code stamp, relative paths). */
 static int request(struct buf *req, const char *op, int argc, char **argv) {
     static const char *const keys[] = {"ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG",
-                                       "ARCA_RUNC", "ARCA_TEE", NULL};
+                                       "ARCA_RUNC", "ARCA_TEE", "ARCA_VM_DATA",
+                                       "ARCA_VM_QEMU", "ARCA_VM_BOOT_TIMEOUT", NULL};
     const char *run = run_dir();
     char cwd[4096];
     if (!*ARCA_STAMP || run[0] != '/' || !getcwd(cwd, sizeof(cwd))) return 0;

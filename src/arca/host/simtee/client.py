@@ -100,11 +100,14 @@ def ensure_running(timeout: float = START_TIMEOUT_S) -> None:
     )
 
 
-def register(td_id: str, descriptor: dict[str, Any], init_data: bytes | None) -> dict[str, Any]:
+def register(td_id: str, descriptor: dict[str, Any], init_data: bytes | None,
+             launch: dict[str, Any] | None = None) -> dict[str, Any]:
     req = {
         "op": "register", "td_id": td_id, "descriptor": descriptor,
         "init_data": base64.b64encode(init_data).decode() if init_data is not None else None,
     }
+    if launch is not None:  # a vm TD: the platform measures this launch itself
+        req["launch"] = launch
     # One round trip when the daemon is up (every create after the first); otherwise start
     # it and retry. Twice: it may exit for idleness between its start and our request.
     for _ in range(2):

@@ -18,11 +18,17 @@ Serving model — no TD, and no slow control request, can make another TD wait f
   never a thread; it must deliver that line within ``REQUEST_LINE_TIMEOUT_S`` of being
   accepted. A complete line goes to a short-lived report thread (sign, answer, close). Only the
   main thread changes the selector: registrations queue their listener changes and wake it.
-* One **control thread** serves control requests, one at a time and in order: a long
-  ``create`` (hashing a big rootfs on first use) delays later control requests, never a device
-  request. Serving creates one at a time is also what keeps
-  :func:`arca.host.runtime.fastcreate.handle`'s swap of ``os.environ`` safe: nothing else in the
-  daemon reads the environment (a TD's socket path is fixed when it is registered).
+* One **control thread** accepts control requests and serves each in a thread of its own (at
+  most ``MAX_CONCURRENT_CONTROL`` at once): a long ``create`` (hashing a big rootfs on first
+  use) delays neither a device request nor the create of another container (issue 13, item
+  15; ``ARCA_SIMTEE_CONTROL_CONCURRENCY=1`` serves one at a time, as before). Requests
+  naming the same container (create, create-undo, register, unregister) are served one at a
+  time, in order (:class:`_KeyedLocks`), as all of them were before. A create
+  runs with the caller's ``ARCA_*`` environment and umask, which are process-wide: creates
+  asking for the same ones share them (installed by the first, restored by the last), a create
+  asking for others waits until those have finished, and later ones wait behind it
+  (:class:`_ProcessSettings`). Nothing else in the daemon reads the environment (a TD's socket
+  path is fixed when it is registered).
 * **Slots** (:class:`Slots`): every registered TD has ``RESERVED_REQUESTS_PER_TD`` concurrent
   connections no other TD can take (what its agent and ``arca-evidence`` need); beyond those it
   draws on a shared pool of ``MAX_CONCURRENT_REQUESTS``, up to ``MAX_REQUESTS_PER_TD`` in all.
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import fcntl
 import json
 import logging
@@ -53,6 +60,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +96,13 @@ MAX_REQUESTS_PER_TD = 16
 #: After a device ``accept`` failed for want of descriptors or memory, the main loop pauses
 #: this long rather than spin on the still-readable listener.
 ACCEPT_ERROR_PAUSE_S = 0.05
-#: At shutdown, how long to wait for the control request being served (a create) to finish.
+#: At shutdown, how long to wait for the control requests being served (creates) to finish.
 CONTROL_JOIN_S = 30.0
+#: Control requests served at once; beyond this the control thread waits for one to finish
+#: before it accepts the next (the control socket is root's: this bounds threads, not abuse).
+#: ``ARCA_SIMTEE_CONTROL_CONCURRENCY`` overrides it (1: one at a time, as before issue 13
+#: item 15; ``bench/startup/parallel_create.py`` measures both).
+MAX_CONCURRENT_CONTROL = 16
 #: With no TD registered for this long, the daemon exits (the runtime starts it again on the
 #: next create): a forgotten daemon — a test that never stopped it — does not live forever.
 #: ``ARCA_SIMTEE_IDLE_EXIT`` overrides it (seconds; 0 = never).
@@ -104,6 +117,14 @@ def idle_exit_seconds() -> float:
         return float(raw) if raw else DEFAULT_IDLE_EXIT_S
     except ValueError:
         return DEFAULT_IDLE_EXIT_S
+
+
+def control_concurrency() -> int:
+    raw = os.environ.get("ARCA_SIMTEE_CONTROL_CONCURRENCY", "")
+    try:
+        return max(1, int(raw)) if raw else MAX_CONCURRENT_CONTROL
+    except ValueError:
+        return MAX_CONCURRENT_CONTROL
 
 
 class AlreadyRunning(ArcaError):
@@ -121,12 +142,22 @@ class Registration:
     #: only change under the :class:`Slots` lock.
     in_flight: int = 0
     refused: int = 0
+    #: A ``vm`` TD: what QEMU is handed (arca.host.backends.vm.launch.Launch as JSON) and the
+    #: measurement the platform computed from those very files and command line.
+    launch: dict[str, Any] | None = None
+    launch_measurement: bytes | None = None
+
+    def measurement_hex(self) -> str:
+        if self.launch_measurement is not None:
+            return self.launch_measurement.hex()
+        return self.descriptor.measurement_hex()
 
     def record(self) -> dict[str, Any]:
         return {
             "td_id": self.td_id,
             "descriptor": self.descriptor.to_json(),
             "init_data": base64.b64encode(self.init_data).decode() if self.init_data else None,
+            "launch": self.launch,
         }
 
 
@@ -167,6 +198,107 @@ class Slots:
                 return 0
             ended, reg.refused = reg.refused, 0
             return ended
+
+
+class _KeyedLocks:
+    """One lock per key (a container id), made on first use and dropped after the last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, list[Any]] = {}  # key -> [lock, users]
+
+    @contextlib.contextmanager
+    def holding(self, key: str | None) -> Iterator[None]:
+        if key is None:
+            yield
+            return
+        with self._lock:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        entry[0].acquire()
+        try:
+            yield
+        finally:
+            entry[0].release()
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
+
+
+class _ProcessSettings:
+    """The process-wide settings a create runs under (``keys`` of ``os.environ`` and the
+    umask): installed by the first of the creates that ask for the same ones, restored by the
+    last. A create asking for other settings waits until those creates have finished; creates
+    arriving after it wait behind it, so it is not starved. Entry is in arrival order."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self._cond = threading.Condition()
+        self._current: tuple[object, ...] | None = None
+        self._users = 0
+        self._queue: list[tuple[object, tuple[object, ...]]] = []
+        self._saved: tuple[dict[str, str | None], int] | None = None
+
+    def _may_enter(self, ticket: object, key: tuple[object, ...]) -> bool:
+        if self._users and key != self._current:
+            return False
+        for t, k in self._queue:  # everyone ahead must be able to enter with us
+            if t is ticket:
+                return True
+            if k != key:
+                return False
+        return False  # not queued: cannot happen
+
+    @contextlib.contextmanager
+    def holding(self, env: dict[str, str], umask: int) -> Iterator[None]:
+        key = (tuple(sorted(env.items())), umask)
+        ticket = object()
+        with self._cond:
+            self._queue.append((ticket, key))
+            while not self._may_enter(ticket, key):
+                self._cond.wait()
+            self._queue.remove((ticket, key))
+            if self._users == 0:
+                saved = {k: os.environ.get(k) for k in self.keys}
+                self._saved = (saved, os.umask(umask))
+                for k in self.keys:
+                    os.environ.pop(k, None)
+                os.environ.update(env)
+                self._current = key
+            self._users += 1
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if self._users == 0:
+                    assert self._saved is not None
+                    saved, old_umask = self._saved
+                    os.umask(old_umask)
+                    for k, v in saved.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
+                    self._current = self._saved = None
+                self._cond.notify_all()
+
+
+def _create_id(req: dict[str, Any]) -> str | None:
+    """The container a create (or delete-undo) request is about (None when it does not
+    parse: refused later)."""
+    try:
+        from arca.host.runtime import lifecycle
+        from arca.host.runtime.cli import split_globals
+
+        argv = req["argv"]
+        _, i = split_globals(argv)
+        parse = lifecycle.parse_delete if argv[i] == "delete" else lifecycle.parse_create
+        return str(parse(argv[i + 1:]).id)
+    except (ArcaError, KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
 
 
 @dataclass(eq=False)
@@ -250,8 +382,14 @@ class Daemon:
         self._accept_error: OSError | None = None  # main thread only
         self._accept_error_logged = -1e9
         self._wake_w: socket.socket | None = None
-        self._control_busy = False
+        self._control_active = 0  # control requests being served (under ``lock``)
         self._control_done = time.monotonic()
+        self._control_slots = threading.BoundedSemaphore(control_concurrency())
+        self._control_threads: set[threading.Thread] = set()  # under ``lock``
+        self._per_td = _KeyedLocks()
+        from arca.host.runtime.fastcreate import ENV_KEYS
+
+        self._settings = _ProcessSettings(ENV_KEYS)
         # The runtime's create, served for the C front end (ADR 0003): import it all now, so
         # the first create pays no imports either.
         from arca.host import backends, guestruntime, treedigest  # noqa: F401
@@ -297,15 +435,31 @@ class Daemon:
         return s, path
 
     def register(self, td_id: str, descriptor: LaunchDescriptor, init_data: bytes | None,
-                 *, persist: bool = True) -> Registration:
+                 *, persist: bool = True, launch: dict[str, Any] | None = None) -> Registration:
         validate_id(td_id)
+        measured = None
+        if launch is not None:
+            # The platform measures the VM itself, from the files and command line QEMU is
+            # handed (the stand-in for a PSP measuring pages as they are loaded): the runtime
+            # cannot make it sign a measurement of something else (ADR 0016).
+            from arca.host import backends
+
+            try:
+                # Only a backend that launches VMs has it (base Backend: no such method).
+                measure = getattr(backends.get(descriptor.tee), "platform_measurement", None)
+                if measure is None:
+                    raise ValueError(f"TEE {descriptor.tee} has no launch to measure")
+                measured = measure(launch)
+            except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:
+                raise InvalidInput(f"cannot measure the launch of VM {td_id}: {e}") from None
         with self._registry_lock:
             if td_id in self.tds:
                 raise InvalidInput(f"TD {td_id} is already registered")
             init_data_hash(init_data)  # refuse bad init-data now, not at the first report
             if persist:  # a new TD: no binding left by an earlier one of the same id
                 self.peers.forget(td_id)
-            reg = Registration(td_id, descriptor, init_data, *self._listen(td_id))
+            reg = Registration(td_id, descriptor, init_data, *self._listen(td_id),
+                               launch=launch, launch_measurement=measured)
             with self.lock:
                 self.tds[td_id] = reg
                 self._listener_changes.append((True, reg))
@@ -314,7 +468,7 @@ class Daemon:
                 locations.registrations_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
                 write_atomic(locations.registrations_dir() / f"{td_id}.json",
                              json.dumps(reg.record()).encode())
-        log.info("registered TD %s measurement %s", td_id, descriptor.measurement_hex())
+        log.info("registered TD %s measurement %s", td_id, reg.measurement_hex())
         return reg
 
     def unregister(self, td_id: str) -> bool:
@@ -349,7 +503,7 @@ class Daemon:
                     continue
                 init = base64.b64decode(rec["init_data"]) if rec["init_data"] else None
                 self.register(td_id, LaunchDescriptor.from_json(rec["descriptor"]), init,
-                              persist=False)
+                              persist=False, launch=rec.get("launch"))
             except (ArcaError, ValueError, KeyError, TypeError, OSError) as e:
                 log.error("dropping unreadable registration %s: %s", f.name, e)
                 f.unlink(missing_ok=True)
@@ -378,9 +532,7 @@ class Daemon:
                     answer.get("create") == "ok":
                 # The front end died (kill -9) before it heard the answer: nobody will run runc
                 # or undo this create, and its `delete --force` may already have come and gone.
-                from arca.host.runtime import fastcreate
-
-                fastcreate.handle({**req, "op": "create-undo"}, self, self.code_stamp)
+                self._fastcreate({**req, "op": "create-undo"})
         except (ArcaError, ValueError, KeyError, TypeError, binascii.Error, RecursionError) as e:
             _send(conn, {"error": str(e) or type(e).__name__})
         except OSError as e:
@@ -396,28 +548,54 @@ class Daemon:
         if op == "register":
             raw = req.get("init_data")
             init = base64.b64decode(raw, validate=True) if raw is not None else None
-            reg = self.register(str(req["td_id"]), LaunchDescriptor.from_json(req["descriptor"]),
-                                init)
-            return {"ok": True, "socket": str(reg.path),
-                    "measurement": reg.descriptor.measurement_hex()}
+            launch = req.get("launch")
+            if launch is not None and not isinstance(launch, dict):
+                raise InvalidInput("register: launch must be a JSON object")
+            td_id = str(req["td_id"])
+            with self._per_td.holding(td_id):
+                reg = self.register(td_id, LaunchDescriptor.from_json(req["descriptor"]), init,
+                                    launch=launch)
+            return {"ok": True, "socket": str(reg.path), "measurement": reg.measurement_hex()}
         if op in ("create", "create-undo", "delete-undo"):
-            from arca.host.runtime import fastcreate
-
-            return fastcreate.handle(req, self, self.code_stamp)
+            return self._fastcreate(req)
         if op == "unregister":
-            return {"ok": True, "was_registered": self.unregister(str(req["td_id"]))}
+            td_id = str(req["td_id"])
+            with self._per_td.holding(td_id):
+                return {"ok": True, "was_registered": self.unregister(td_id)}
         if op == "list":
             with self.lock:
                 regs = list(self.tds.values())
             return {"ok": True, "tds": [
-                {"td_id": r.td_id, "measurement": r.descriptor.measurement_hex()} for r in regs]}
+                {"td_id": r.td_id, "measurement": r.measurement_hex()} for r in regs]}
         if op == "stop":
             self.stopping = True  # the control loop wakes the main thread once this is answered
             return {"ok": True}
         raise InvalidInput(f"unknown control op {op!r}")
 
+    def _fastcreate(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The runtime's create (or its undo) for the C front end, under the container's
+        lock and with the request's environment and umask installed (see module docstring)."""
+        from arca.host.runtime import fastcreate
+
+        with self._per_td.holding(_create_id(req)):
+            return fastcreate.handle(req, self, self.code_stamp, settings=self._settings.holding)
+
+    def _serve_control(self, conn: socket.socket) -> None:
+        try:
+            self.handle_control(conn)
+        except Exception:  # noqa: BLE001 - one request's failure must not end control
+            log.exception("control request failed")
+        finally:
+            with self.lock:
+                self._control_active -= 1
+                self._control_done = time.monotonic()
+                self._control_threads.discard(threading.current_thread())
+            self._control_slots.release()
+            if self.stopping:  # "stop" was answered: the main thread ends control and itself
+                self._wake()
+
     def _control_loop(self, ctl: socket.socket, wake: socket.socket) -> None:
-        """Accept and serve control requests one at a time until the daemon stops."""
+        """Accept control requests until the daemon stops, each served in its own thread."""
         sel = selectors.DefaultSelector()
         sel.register(ctl, selectors.EVENT_READ)
         sel.register(wake, selectors.EVENT_READ)
@@ -426,28 +604,35 @@ class Daemon:
                 ready = {key.fileobj for key, _ in sel.select()}
                 if wake in ready:
                     _drain(wake)
+                if ctl not in ready:
+                    continue
+                self._control_slots.acquire()  # at most MAX_CONCURRENT_CONTROL in flight
                 with self.lock:
                     # Checked under the lock the main thread decides an idle exit under: a
                     # request is either seen as activity or not accepted at all.
                     if self.stopping:
+                        self._control_slots.release()
                         return
-                    if ctl not in ready:
-                        continue
-                    self._control_busy = True
+                    self._control_active += 1
                 try:
                     conn, _ = ctl.accept()
-                    self.handle_control(conn)
-                except BlockingIOError:
-                    pass
-                except OSError as e:  # accept failed (handle_control catches its own)
-                    log.warning("cannot accept a control connection: %s", e)
-                    time.sleep(0.1)  # e.g. out of descriptors: do not spin on it
-                except Exception:  # noqa: BLE001 - one request's failure must not end control
-                    log.exception("control request failed")
-                finally:
+                except OSError as e:
                     with self.lock:
-                        self._control_busy = False
+                        self._control_active -= 1
                         self._control_done = time.monotonic()
+                    self._control_slots.release()
+                    if not isinstance(e, BlockingIOError):
+                        log.warning("cannot accept a control connection: %s", e)
+                        time.sleep(0.1)  # e.g. out of descriptors: do not spin on it
+                    continue
+                worker = threading.Thread(target=self._serve_control, args=(conn,),
+                                          name="simtee-control-request", daemon=True)
+                with self.lock:
+                    self._control_threads.add(worker)
+                try:
+                    worker.start()
+                except RuntimeError:  # no thread to be had: serve it here
+                    self._serve_control(conn)
         finally:
             sel.close()
             # Whatever ended this loop ("stop", or a failure of the loop itself) ends the
@@ -548,7 +733,8 @@ class Daemon:
             if len(line) > MAX_REQUEST_BYTES:
                 raise InvalidInput(f"request exceeds {MAX_REQUEST_BYTES} bytes")
             report_data = parse_device_request(line)
-            ev = self.platform.sign_report(reg.descriptor, reg.init_data, report_data, reg.td_id)
+            ev = self.platform.sign_report(reg.descriptor, reg.init_data, report_data, reg.td_id,
+                                           reg.launch_measurement)
             _send(conn, {"evidence": base64.b64encode(ev.to_bytes()).decode()})
             log.info("report for TD %s to pid %d uid %d", reg.td_id, pid, uid)
         except ArcaError as e:
@@ -619,7 +805,7 @@ class Daemon:
                     self._accept_error = None
                     time.sleep(ACCEPT_ERROR_PAUSE_S)
                 with self.lock:
-                    if self.tds or self._control_busy:
+                    if self.tds or self._control_active:
                         idle_since = now
                     idle_since = max(idle_since, self._control_done)
                     if idle_exit and not self._pending and now - idle_since >= idle_exit:
@@ -631,7 +817,12 @@ class Daemon:
                 ctl_wake_w.send(b"\0")
             except OSError:
                 pass
+            deadline = time.monotonic() + CONTROL_JOIN_S
             control.join(CONTROL_JOIN_S)
+            with self.lock:
+                workers = list(self._control_threads)
+            for w in workers:  # creates in flight finish (or time out) before TDs go away
+                w.join(max(0.0, deadline - time.monotonic()))
             self._apply_listener_changes()
             for p in list(self._pending):
                 self._drop(p)

@@ -52,10 +52,14 @@ class Platform:
     platform_id: str
 
     def sign_report(
-        self, descriptor: LaunchDescriptor, init_data: bytes | None, report_data: bytes, td_id: str
+        self, descriptor: LaunchDescriptor, init_data: bytes | None, report_data: bytes, td_id: str,
+        launch_measurement: bytes | None = None,
     ) -> SimEvidence:
+        """A report about the TD, for the TEE its descriptor names; ``launch_measurement`` (a
+        VM: what the platform measured of its launch) replaces the descriptor's measurement."""
         report = SimReport(
-            measurement=descriptor.measurement(),
+            tee=descriptor.tee,
+            measurement=launch_measurement or descriptor.measurement(),
             init_data_hash=init_data_hash(init_data),
             report_data=report_data,
             td_id=td_id,

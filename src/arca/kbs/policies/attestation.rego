@@ -5,7 +5,7 @@
 #
 # hardware:    2 (affirming) for a real TEE, not in debug mode, TCB up to date;
 #              32 (warning) when the TCB is not up to date; 97 (contraindicated) otherwise.
-#              sim/sample count as real only when the KBS configuration allows them.
+#              sim/vm/sample count as real only when the KBS configuration allows them.
 #              Hardware evidence is up to date only with tcb_status "UpToDate", which a
 #              verifier reports only after checking current collateral (revocation, QE and
 #              TDX module identity, TCB level; SNP: CRL and minimum TCB): no status, no trust.
@@ -22,6 +22,12 @@ tee_allowed if hardware_tee
 
 tee_allowed if {
 	input.tee == "sim"
+	data.config.allow_sim == true
+}
+
+# vm: a plain VM whose security processor the sim platform plays (same root, same trust).
+tee_allowed if {
+	input.tee == "vm"
 	data.config.allow_sim == true
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ from arca.host.backends.tdx import TdxBackend
 from arca.kbs.evidence import INIT_DATA_FIELD
 from arca.kbs.protocol import init_data_digest
 from arca.wire.errors import ConfigError
-from tests.support.tee_fixtures import SHIM, TDVF, fixture
+from tests.support.tee_fixtures import OVMF_AMDSEV, SHIM, TDVF, fixture
 
 INIT_DATA = b'version = "0.1.0"\nalgorithm = "sha384"\n[data]\nkbs_url = "http://127.0.0.1:1"\n'
 #: research/vm_backends.md §1.3: QAPI TdxGuestProperties (QEMU 10.1).
@@ -200,3 +201,77 @@ def test_runtime_config_file_sections(tmp_path, monkeypatch):
     assert tdx.settings.extra["qgs_socket"] == "/run/qgs.sock"
     with pytest.raises(ConfigError, match="kernel /nonexistent: missing or unreadable"):
         TdxBackend().configure({"kernel": "/nonexistent"})
+
+
+# -- the launch: the vm backend's VMM container with a confidential q35 VM ------------------
+
+def launch_ref(backend, tmp_path):  # type: ignore[no-untyped-def]
+    from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"initramfs")
+    descriptor = LaunchDescriptor(backend.name, "sha256:" + "11" * 32, "sha256:" + "22" * 32,
+                                  ProcessSpec(("/bin/echo", "hi")))
+    return backend.reference_for(descriptor, INIT_DATA, {
+        "rootfs_root": "ab" * 32 + ":485", "rootfs_path": str(tmp_path / "rootfs.img"),
+        "initrd_path": str(initrd)})
+
+
+def test_snp_launch_argv_devices_and_objects_exist_in_the_installed_qemu(tmp_path):
+    qemu = qemu_at_least(9, 1)
+    if qemu is None:
+        pytest.skip("no QEMU >= 9.1 installed")
+    backend = SnpBackend(None, cvm.settings_from_config(
+        {"firmware": str(fixture(OVMF_AMDSEV)), "kernel": str(fixture(SHIM)), "cbitpos": 51},
+        SNP_DEFAULTS, origin="t", extra_types=SnpBackend.extra_types))
+    ref = launch_ref(backend, tmp_path)
+    argv = backend.launch_argv(ref.extra["cmdline"], INIT_DATA)
+    assert argv[argv.index("-bios") + 1] == cvm.IN_CONTAINER_FIRMWARE
+    assert argv[argv.index("-append") + 1] == ref.extra["cmdline"]
+    assert ref.extra["cmdline"].split()[-2] == "arca.root=" + "ab" * 32 + ":485"
+    done = create_objects(qemu, argv)
+    assert done.returncode == 0, done.stderr
+    devices = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True,
+                             timeout=60, check=False).stdout
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "-device":
+            assert f'name "{value.split(",")[0]}"' in devices, value
+
+
+def test_tdx_prepare_makes_the_vmm_container_with_kvm_firmware_and_qgs(tmp_path, monkeypatch):
+    from arca.host.backends.base import Launch, LaunchInputs
+    from arca.wire.descriptor import ProcessSpec
+
+    if not pathlib.Path("/dev/kvm").exists():
+        pytest.skip("no /dev/kvm to hand to the VMM")
+    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
+    qgs = tmp_path / "qgs.socket"
+    qgs.touch()
+    backend = TdxBackend(None, cvm.settings_from_config(
+        {"firmware": str(fixture(TDVF)), "kernel": str(fixture(SHIM)),
+         "qgs_socket": str(qgs)}, TDX_DEFAULTS, origin="t",
+        extra_types=TdxBackend.extra_types))
+    ref = launch_ref(backend, tmp_path)
+    td = tmp_path / "td"
+    td.mkdir()
+    config = {"ociVersion": "1.0.2", "process": {"args": ["/bin/echo", "hi"], "cwd": "/"},
+              "root": {"path": "rootfs"}, "mounts": [], "linux": {}}
+    new = backend.prepare(Launch("c1", tmp_path, td),
+                          LaunchInputs(tmp_path, ProcessSpec(("/bin/echo", "hi")), INIT_DATA,
+                                       None),  # type: ignore[arg-type]
+                          ref, config)
+    assert new["process"]["args"][-1] == "/arca-vmm/vmm.py"
+    mounts = {m["destination"]: m for m in new["mounts"]}
+    assert mounts[cvm.IN_CONTAINER_FIRMWARE]["source"] == str(fixture(TDVF))
+    assert "ro" in mounts["/arca-vm/vmlinuz"]["options"]
+    assert mounts[str(qgs)]["source"] == str(qgs)
+    kvm = os.stat("/dev/kvm").st_rdev
+    assert {"path": "/dev/kvm", "type": "c", "major": os.major(kvm), "minor": os.minor(kvm),
+            "fileMode": 0o600, "uid": 0, "gid": 0} in new["linux"]["devices"]
+    assert {"allow": True, "type": "c", "major": os.major(kvm), "minor": os.minor(kvm),
+            "access": "rw"} in new["linux"]["resources"]["devices"]
+    argv = json.loads((td / "launch.json").read_text())["argv"]
+    obj = json.loads(argv[argv.index("-object") + 1])
+    assert obj["qom-type"] == "tdx-guest" and obj["quote-generation-socket"]["path"] == str(qgs)
+    assert json.loads((td / "descriptor.json").read_text()) == ref.descriptor.to_json()
+    assert (td / "init-data.toml").read_bytes() == INIT_DATA

@@ -142,3 +142,19 @@ def test_mutated_tdvf_metadata_is_refused_or_measured_never_a_crash():
             measure.tdvf_sections(bytes(mutated))
         except InvalidInput:
             pass
+
+
+def test_authenticode_of_the_guest_kernel_matches_debians_signature():
+    """The guest's EFI-stub bzImage (Debian's signed cloud kernel, kept by setup.sh for
+    tdx/snp): the Authenticode digest in Debian's signature equals ours, so RTMR1 hashes the
+    image exactly as the firmware's PE loader sees it."""
+    from arca.host.backends.vm import assets
+
+    kernel = assets.data_dir() / "vmlinuz"
+    if not kernel.is_file():
+        pytest.skip(f"{kernel} absent: run scripts/setup.sh")
+    pe = kernel.read_bytes()
+    spc = pe.index(bytes.fromhex("060a2b060104018237020104"))
+    digest_info = bytes.fromhex("060960864801650304020105000420")
+    at = pe.index(digest_info, spc) + len(digest_info)
+    assert measure.authenticode(pe, "sha256") == pe[at:at + 32]

@@ -50,6 +50,8 @@ class SnpBackend(cvm.ConfidentialVmBackend):
     defaults = DEFAULTS
     extra_types = {"policy": int, "cpu": str, "guest_features": int, "cbitpos": int}
     measurement_claim = "measurement"
+    #: QEMU opens the SEV firmware device (sev-snp-guest's sev-device default) besides KVM.
+    host_devices = ("/dev/kvm", "/dev/sev")
     pinned = ("measurement", "init_data", "policy")
     #: REPORTED_TCB components (SEV-SNP ABI, TCB_VERSION; fmc on Turin).
     tcb_components = ("bootloader", "tee", "snp", "microcode", "fmc")

@@ -43,6 +43,11 @@ class TdxBackend(cvm.ConfidentialVmBackend):
     pinned = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "init_data")
     optional = ("rtmr0",)
 
+    def host_sockets(self) -> tuple[str, ...]:
+        """The quote generation service's socket, bind-mounted into the VMM's container."""
+        qgs = str(self.settings.extra.get("qgs_socket") or "")
+        return (qgs,) if qgs else ()
+
     def check_firmware(self, firmware: bytes) -> None:
         try:
             measure.tdvf_sections(firmware)

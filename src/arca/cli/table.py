@@ -1,0 +1,219 @@
+"""Tables and ``--format`` templates for ``arca ps`` / ``arca inspect``, as podman prints them.
+
+Columns are as wide as their longest cell (long names are never cut). ``--format`` takes
+podman's Go-template subset that scripts use: ``{{.Field}}`` (dotted paths into the object,
+podman's field names for ``ps``), ``{{json .Field}}``, ``{{json .}}``, a leading ``table``
+(adds a header row) and ``\\t``. Free of ``re``, ``datetime`` and ``json`` at import: ``arca
+ps`` is typed often.
+"""
+
+from __future__ import annotations
+
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from arca.host.containers.state import ContainerRecord
+
+
+def epoch(iso: str) -> float | None:
+    """Seconds since the epoch of ``YYYY-MM-DDTHH:MM:SS[.fff]+00:00`` (what records hold)."""
+    try:
+        y, mo, d = int(iso[0:4]), int(iso[5:7]), int(iso[8:10])
+        h, mi, s = int(iso[11:13]), int(iso[14:16]), float(iso[17:19])
+    except ValueError:
+        return None
+    # days from 1970-01-01 (Howard Hinnant's days_from_civil)
+    y -= mo <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + h * 3600 + mi * 60 + s
+
+
+def ago(iso: str | None, now: float | None = None) -> str:
+    """``5 seconds ago`` / ``3 minutes ago`` / ..., as podman words it."""
+    t = epoch(iso) if iso else None
+    if t is None:
+        return ""
+    secs = max(0, int((time.time() if now is None else now) - t))
+    for size, unit in ((86400 * 7, "week"), (86400, "day"), (3600, "hour"), (60, "minute")):
+        if secs >= size:
+            n = secs // size
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "Less than a second ago" if secs < 1 else f"{secs} second{'s' if secs > 1 else ''} ago"
+
+
+def status(r: ContainerRecord) -> str:
+    """STATUS: the state and how long, as podman's ``Up 3 minutes`` / ``Exited (0) 2 seconds
+    ago`` but with Arca's state names (``running, up 3 minutes``)."""
+    shown = r.display_status
+    up = ago(r.started).removesuffix(" ago").replace("Less than a second", "just started")
+    if shown == "running" and r.monitor_pid > 0 and not _alive(r.monitor_pid):
+        return f"running, up {up} (monitor lost: arca rm)"
+    if shown == "running":
+        return f"running, up {up}" if up else "running"
+    if r.status == "exited":
+        return f"exited ({r.exit_code}) {ago(r.finished)}".rstrip()
+    return shown
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def measurement(r: ContainerRecord) -> str:
+    """The launch measurement the runtime registered for a TD ("" without a TD or when the
+    runtime has no state for it any more)."""
+    if r.tee == "none" or r.status not in ("created", "running"):
+        return ""
+    try:
+        from arca.host.runtime.state import load
+
+        st = load(r.id)
+    except Exception:  # noqa: BLE001 - a display detail: never fail `ps` over it
+        return ""
+    return st.measurement if st is not None else ""
+
+
+def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A container as ``arca ps --format`` sees it: podman's field names."""
+    return {
+        "Measurement": measurement(r),
+        "ID": r.id[:12], "FullID": r.id, "Names": r.name, "Image": r.image,
+        "ImageID": r.image_digest, "Command": " ".join(r.args), "CreatedAt": r.created,
+        "Created": ago(r.created), "RunningFor": ago(r.created).removesuffix(" ago"),
+        "Status": status(r), "State": r.display_status, "Labels": dict(labels or {}),
+        "Pid": r.pid, "ExitCode": r.exit_code, "TEE": r.tee,
+    }
+
+
+def ps_table(recs: list[ContainerRecord]) -> str:
+    head = ("CONTAINER ID", "NAME", "TD (MEASUREMENT)", "CREATED", "STATUS", "IMAGE",
+            "COMMAND")
+    rows = [head] + [(f["ID"], f["Names"],
+                      f["TEE"] + (f" {f['Measurement'][:12]}…" if f["Measurement"] else ""),
+                      f["Created"], f["Status"], f["Image"], _cut(f["Command"], 40))
+                     for f in (ps_fields(r) for r in recs)]
+    return columns(rows)
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def columns(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, each as wide as its widest cell, three spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def _lookup(obj: Any, path: str) -> Any:
+    if path in ("", "."):
+        return obj
+    for part in path.strip(".").split("."):
+        if isinstance(obj, dict):
+            if part in obj:
+                obj = obj[part]
+                continue
+            # podman's capitalized names on Arca's own keys (Id -> id, State -> state)
+            low = {k.lower().replace("_", ""): k for k in obj}
+            key = low.get(part.lower())
+            if key is None:
+                from arca.wire.errors import InvalidInput
+
+                raise InvalidInput(f"--format: no field {part!r} (fields: "
+                                   f"{', '.join(sorted(obj))})")
+            obj = obj[key]
+        else:
+            from arca.wire.errors import InvalidInput
+
+            raise InvalidInput(f"--format: {path!r}: {part!r} is not a field of a value")
+    return obj
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, _Names):
+        return value.name
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{_text(v)}" for k, v in value.items()) + "]"
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def render(template: str, obj: Any) -> str:
+    """One object through a template: ``{{.A.B}}``, ``{{json .A}}``, ``{{json .}}``."""
+    out = []
+    i = 0
+    while True:
+        j = template.find("{{", i)
+        if j < 0:
+            out.append(template[i:])
+            break
+        k = template.find("}}", j)
+        if k < 0:
+            from arca.wire.errors import InvalidInput
+
+            raise InvalidInput(f"--format {template!r}: unclosed {{{{")
+        out.append(template[i:j])
+        expr = template[j + 2:k].strip()
+        if expr.startswith("json "):
+            import json
+
+            out.append(json.dumps(_lookup(obj, expr[5:].strip())))
+        elif expr.startswith("."):
+            out.append(_text(_lookup(obj, expr)))
+        else:
+            from arca.wire.errors import InvalidInput
+
+            raise InvalidInput(f"--format: {{{{{expr}}}}}: only {{{{.Field}}}} and "
+                               "{{json .Field}} are understood")
+        i = k + 2
+    return "".join(out)
+
+
+def render_each(template: str, objs: list[Any]) -> str:
+    """Every object, one line each; ``table TEMPLATE`` adds a header of the field names."""
+    template = template.replace("\\t", "\t").replace("\\n", "\n")
+    header = None
+    if template.startswith("table"):
+        template = template[5:].lstrip()
+        header = render(template, _Names())
+    lines = [render(template, o) for o in objs]
+    if header is not None and "\t" in template:
+        rows = [line.split("\t") for line in [header, *lines]]
+        if len({len(r) for r in rows}) == 1:
+            return columns(rows)
+    return "\n".join(([header] if header is not None else []) + lines)
+
+
+class _Names(dict):  # type: ignore[type-arg]
+    """Answers every field with its own name, upper-cased: a table's header row."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__()
+        self.name = name
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> _Names:
+        return _Names(key.upper())

@@ -1,0 +1,151 @@
+"""What a ``vm`` TD is launched with, its measurement, and the QEMU command line.
+
+The **launch measurement** is SHA-384 of the RFC 8785 form of::
+
+    {"version": 1, "tee": "vm", "machine": "microvm", "vcpus": N,
+     "kernel": "<sha384 hex of the vmlinux QEMU loads>",
+     "initrd": "<sha384 hex of the initramfs>",
+     "cmdline": "<the exact kernel command line>"}
+
+The command line carries the rootfs root hash (``arca.root=<hash>:<data blocks>``) and the launch
+descriptor's measurement (``arca.desc=<sha384 hex>``), so the launch measurement pins kernel,
+guest code, rootfs and the process. Guest RAM is not measured (as on SNP/TDX, memory size does
+not enter the launch digest); the vCPU count is (on SNP every vCPU's VMSA is).
+
+:func:`qemu_argv` is the one place that builds QEMU's arguments; the ``tdx``/``snp`` launch path
+extends it (machine type, firmware, confidential-guest objects) through :class:`Launch`'s
+fields rather than by string edits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from arca.wire.jcs import canonicalize
+
+MACHINE = "microvm"
+DEFAULT_MEMORY_MIB = 256
+#: QEMU + TCG translation cache outside guest RAM (research §6.4: ~200 MB RSS); a container
+#: memory limit must leave this much beside guest RAM or the VMM is OOM-killed.
+VMM_OVERHEAD_MIB = 192
+MIN_MEMORY_MIB = 128
+#: Names of the virtio-serial ports (the guest finds them in /sys/class/virtio-ports).
+PORT_CONTROL, PORT_STDOUT, PORT_STDERR = "arca.ctl", "arca.stdout", "arca.stderr"
+#: Fixed paths inside the VMM's container (bind-mounted read-only by the runtime).
+IN_CONTAINER_KERNEL = "/arca-vm/vmlinux"
+#: The EFI-stub bzImage the TEE firmware boots (tdx/snp; microvm boots the PVH vmlinux).
+IN_CONTAINER_KERNEL_BZ = "/arca-vm/vmlinuz"
+IN_CONTAINER_INITRD = "/arca-vm/initrd"
+IN_CONTAINER_ROOTFS = "/arca-vm/rootfs.img"
+IN_CONTAINER_TD = "/run/arca-vm"
+IN_CONTAINER_SCRATCH = "/run/vmm"
+
+
+def file_sha384(path: str, _cache: dict[tuple[int, ...], str] = {}) -> str:  # noqa: B006
+    """SHA-384 hex of a file; memoized by identity and change time within one process (the
+    platform daemon hashes the same kernel for every VM)."""
+    st = os.stat(path)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if ident not in _cache:
+        h = hashlib.sha384()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        _cache[ident] = h.hexdigest()
+    return _cache[ident]
+
+
+def cmdline(root: str, descriptor_measurement: str) -> str:
+    # quiet: the kernel's console is the log file, nothing reaches the workload's stdio.
+    # panic=-1: a panicking guest reboots at once, and -no-reboot makes QEMU exit.
+    # Timing under TCG on a loaded host is erratic; the guest must not depend on it:
+    # tsc_early_khz (else it can hang calibrating the TSC: research §6.4, seen here too),
+    # tsc=reliable and no_timer_check (else the IO-APIC timer check can hang or fail right
+    # after "ACPI: Core revision", seen here at a load average of 8), as Kata's guests do.
+    # cryptomgr.notests: skip the boot-time crypto self-tests (seconds under TCG).
+    return ("console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check "
+            f"cryptomgr.notests arca.root={root} "
+            f"arca.desc={descriptor_measurement}")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Host paths and the shape of one VM: everything the measurement covers, plus memory."""
+
+    kernel: str
+    initrd: str
+    rootfs: str
+    cmdline: str
+    vcpus: int = 1
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    machine: str = MACHINE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, kernel_digest: str | None = None, initrd_digest: str | None = None
+               ) -> dict[str, Any]:
+        return {"version": 1, "tee": "vm", "machine": self.machine, "vcpus": self.vcpus,
+                "kernel": kernel_digest or file_sha384(self.kernel),
+                "initrd": initrd_digest or file_sha384(self.initrd), "cmdline": self.cmdline}
+
+    def measurement(self) -> bytes:
+        return hashlib.sha384(canonicalize(self.record())).digest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "initrd": self.initrd, "rootfs": self.rootfs,
+                "cmdline": self.cmdline, "vcpus": self.vcpus, "memory_mib": self.memory_mib,
+                "machine": self.machine}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Launch:
+        return cls(str(obj["kernel"]), str(obj["initrd"]), str(obj["rootfs"]),
+                   str(obj["cmdline"]), int(obj["vcpus"]), int(obj["memory_mib"]),
+                   str(obj["machine"]))
+
+
+def shape_from_spec(config: dict[str, Any]) -> tuple[int, int]:
+    """(vCPUs, guest MiB) from the OCI spec's CPU and memory limits (defaults: 1, 256)."""
+    res = (config.get("linux") or {}).get("resources") or {}
+    cpu, mem = res.get("cpu") or {}, res.get("memory") or {}
+    vcpus = 1
+    if cpu.get("quota") and cpu.get("period"):
+        vcpus = max(1, -(-int(cpu["quota"]) // int(cpu["period"])))
+    memory = DEFAULT_MEMORY_MIB
+    if mem.get("limit") and int(mem["limit"]) > 0:
+        memory = max(MIN_MEMORY_MIB, min(DEFAULT_MEMORY_MIB,
+                                         int(mem["limit"]) // (1 << 20) - VMM_OVERHEAD_MIB))
+    return vcpus, memory
+
+
+def qemu_argv(qemu: str, launch: Launch, *, accel: str = "tcg") -> list[str]:
+    """QEMU's arguments for ``launch``, with the in-container paths of its files."""
+    td = IN_CONTAINER_TD
+    return [
+        qemu, "-M", f"{launch.machine},acpi=on,auto-kernel-cmdline=off", "-accel", accel,
+        "-smp", str(launch.vcpus), "-m", str(launch.memory_mib),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-kernel", IN_CONTAINER_KERNEL, "-initrd", IN_CONTAINER_INITRD,
+        "-append", launch.cmdline,
+        "-serial", f"file:{td}/console.log",
+        "-drive", f"file={IN_CONTAINER_ROOTFS},if=none,id=root,format=raw,readonly=on",
+        "-device", "virtio-blk-device,drive=root",
+        # User-mode networking inside the container's network namespace: the guest reaches
+        # what the container reaches (10.0.2.2 is the namespace's loopback), no host
+        # privilege or device needed.
+        "-netdev", "user,id=net",
+        "-device", "virtio-net-device,netdev=net",
+        "-object", "rng-random,id=rng,filename=/dev/urandom",
+        "-device", "virtio-rng-device,rng=rng",
+        "-device", "virtio-serial-device,max_ports=4",
+        "-chardev", f"socket,id=ctl,path={IN_CONTAINER_SCRATCH}/ctl.sock",
+        "-device", f"virtserialport,chardev=ctl,name={PORT_CONTROL}",
+        # Plain files on the VMM's own stdout/stderr (the shim's pipes or the terminal): a
+        # ``stdio`` chardev stops taking the guest's output once its stdin is at end of file
+        # (seen here with /dev/null as stdin: the workload blocked on its first write).
+        "-chardev", "file,id=out,path=/proc/self/fd/1,append=on",
+        "-device", f"virtserialport,chardev=out,name={PORT_STDOUT}",
+        "-chardev", "file,id=err,path=/proc/self/fd/2,append=on",
+        "-device", f"virtserialport,chardev=err,name={PORT_STDERR}",
+    ]

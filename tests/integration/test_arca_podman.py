@@ -1,0 +1,177 @@
+"""A podman user's habits with real runc and the sim platform: exit codes 126/127, ``run``'s
+``-e NAME``/``--env-file``/``-u``/``-w``/``--entrypoint``/``--read-only``/``--memory``/
+``--cpus``/``--label``, ``kill``/``wait``, ``ps -q/--format``, ``inspect --format``,
+``simtee status`` naming containers, and containers whose ``arca run`` was SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
+from tests.support.images import build_busybox_image
+
+pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp("podman")
+    layout = tmp / "app"
+    build_busybox_image(layout, "v1", cmd=["sh", "-c", "echo hi"])
+    with arca_env(tmp, "arca-pm-") as env:
+        res = arca(env, "image", "load", str(layout), "--tag", "v1")
+        assert res.returncode == 0 and res.stdout.startswith("localhost/app:v1 "), res.stderr
+        yield "app:v1", env
+
+
+def test_exit_codes_as_podman(world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    for tee in ("none", "sim"):
+        res = arca(env, "run", "--rm", "--tee", tee, image, "sh", "-c", "exit 3")
+        assert res.returncode == 3, res.stderr
+        res = arca(env, "run", "--rm", "--tee", tee, image, "no-such-command")
+        assert res.returncode == 127, (tee, res.stderr)
+        res = arca(env, "run", "--rm", "--tee", tee, image, "/etc/passwd")
+        assert res.returncode == 126, (tee, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
+
+
+def test_run_flags(world: tuple[str, dict[str, str]], tmp_path: pathlib.Path) -> None:
+    image, env = world
+    envf = tmp_path / "env"
+    envf.write_text("# comment\nFROM_FILE=1\nFROM_CALLER\n\n")
+    caller = {**env, "FROM_CALLER": "c", "PLAIN": "p"}
+    res = arca(caller, "run", "--rm", "--tee", "none", "--env-file", str(envf), "-e", "PLAIN",
+               "-e", "UNSET_ONE", "-u", "1000:1000", "-w", "/tmp", image, "sh", "-c",
+               'echo "$FROM_FILE $FROM_CALLER $PLAIN ${UNSET_ONE-unset}"; id -u; id -g; pwd')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:4] == ["1 c p unset", "1000", "1000", "/tmp"]
+    res = arca(env, "run", "--rm", "--tee", "sim", "--entrypoint", "echo", image, "a", "b")
+    assert (res.returncode, res.stdout) == (0, "a b\n"), res.stderr
+    res = arca(env, "run", "--rm", "--tee", "none", "--read-only", image, "sh", "-c",
+               "touch /tmp/ok && ! touch /nope 2>/dev/null && echo ro")
+    assert (res.returncode, res.stdout) == (0, "ro\n"), res.stderr
+    res = arca(env, "run", "--rm", "--tee", "none", "-m", "1x", image, "true")
+    assert res.returncode == 2 and res.stderr == (
+        "arca: error: --memory '1x': expected a size such as 512m or 2g\n")
+
+
+def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    res = arca(env, "run", "-d", "--name", "lim", "--tee", "none", "--memory", "64m",
+               "--cpus", "0.5", "--label", "tier=web", image, "sleep", "60")
+    assert res.returncode == 0, res.stderr
+    cid = res.stdout.strip()
+    try:
+        info = json.loads(arca(env, "inspect", "lim").stdout)
+        assert info["labels"] == {"tier": "web"}
+        cg = pathlib.Path(f"/proc/{info['pid']}/cgroup").read_text()
+        mem = next(ln.split(":")[2] for ln in cg.splitlines()
+                   if ln.split(":")[1] in ("memory", ""))
+        for f, want in (("memory/" + mem.lstrip("/") + "/memory.limit_in_bytes", "67108864"),
+                        (mem.lstrip("/") + "/memory.max", "67108864")):
+            p = pathlib.Path("/sys/fs/cgroup") / f
+            if p.exists():
+                assert p.read_text().strip() == want
+                break
+        else:
+            pytest.fail(f"no memory limit file for {mem}")
+        assert arca(env, "ps", "-q").stdout.split() == [cid[:12]]
+        out = arca(env, "ps", "--format", "{{.ID}} {{.Names}} {{.Labels}} {{.State}}").stdout
+        assert out == f"{cid[:12]} lim map[tier:web] running\n"
+        table = arca(env, "ps", "--format", "table {{.Names}}\\t{{.Image}}").stdout
+        assert table.splitlines()[0].split() == ["NAMES", "IMAGE"]
+        assert arca(env, "inspect", "--format", "{{.State}} {{json .Labels}}",
+                    "lim").stdout == 'running {"tier": "web"}\n'
+        bad = arca(env, "inspect", "-f", "{{.Nope}}", "lim")
+        assert bad.returncode == 2 and "no field 'Nope'" in bad.stderr
+        waiter = subprocess.Popen([ARCA, "wait", "lim"], env=env, stdout=subprocess.PIPE,
+                                  text=True)
+        assert arca(env, "kill", "-s", "SIGKILL", "lim").returncode == 0
+        assert waiter.communicate(timeout=30)[0] == "137\n"
+        assert arca(env, "kill", "lim").returncode == 1  # not running any more
+    finally:
+        arca(env, "rm", "-f", "lim")
+
+
+def _wait_for(cond: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _tds(env: dict[str, str]) -> list[str]:
+    out = json.loads(arca(env, "simtee", "status", "--json").stdout)
+    return [td["td_id"] for td in out["tds"]]
+
+
+def test_sigkilled_run_rm_is_reaped_by_the_next_command(
+        world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    proc = subprocess.Popen([ARCA, "run", "--rm", "--name", "doomed", "--tee", "sim", image,
+                             "sleep", "300"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def running() -> bool:
+            r = arca(env, "inspect", "doomed")
+            return r.returncode == 0 and json.loads(r.stdout)["status"] == "running"
+
+        _wait_for(running)
+        info = json.loads(arca(env, "inspect", "doomed").stdout)
+        assert info["id"] in _tds(env)
+        status = arca(env, "simtee", "status").stdout
+        assert "doomed" in status and info["id"][:12] in status
+        meas = arca(env, "ps", "--format", "{{.Names}} {{.Measurement}}").stdout.split()
+        assert meas[0] == "doomed" and len(meas[1]) == 96 and meas[1] in status
+        assert f"sim {meas[1][:12]}" in arca(env, "ps").stdout
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ps = json.loads(arca(env, "ps", "-a", "--json").stdout)
+    assert [c for c in ps if c["name"] == "doomed"] == []
+    assert info["id"] not in _tds(env)
+    with pytest.raises(ProcessLookupError):
+        os.kill(info["pid"], 0)
+
+
+def test_detached_container_with_killed_monitor_is_removed_without_force(
+        world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    res = arca(env, "run", "-d", "--name", "orphan", "--tee", "sim", image, "sleep", "300")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(arca(env, "inspect", "orphan").stdout)
+    os.kill(info["monitor_pid"], signal.SIGKILL)
+    _wait_for(lambda: "monitor lost" in arca(env, "ps").stdout)
+    rm = arca(env, "rm", "orphan")
+    assert rm.returncode == 0, rm.stderr
+    assert info["id"] not in _tds(env)
+    with pytest.raises(ProcessLookupError):
+        os.kill(info["pid"], 0)
+
+
+def test_foreground_output_is_kept_for_logs(world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    for tee in ("none", "sim"):
+        res = arca(env, "run", "--name", f"fg-{tee}", "--tee", tee, image, "sh", "-c",
+                   "echo to-out; echo to-err >&2; exit 4")
+        assert (res.returncode, res.stdout, res.stderr) == (4, "to-out\n", "to-err\n")
+        logs = arca(env, "logs", f"fg-{tee}")
+        assert sorted(logs.stdout.splitlines()) == ["to-err", "to-out"], logs.stderr
+        assert arca(env, "rm", f"fg-{tee}").returncode == 0
+    # a reader that stops early does not lose the log
+    res = subprocess.run(f"{ARCA} run --name fg-pipe --tee none {image} sh -c "
+                         "'i=0; while [ $i -lt 5000 ]; do echo line $i; i=$((i+1)); done'"
+                         " | head -1", shell=True, env=env, capture_output=True, text=True)
+    assert res.stdout == "line 0\n"
+    assert len(arca(env, "logs", "fg-pipe").stdout.splitlines()) == 5000
+    assert arca(env, "rm", "fg-pipe").returncode == 0
