@@ -111,7 +111,9 @@ def test_missing_image_and_bad_tee(world) -> None:  # type: ignore[no-untyped-de
     assert res.returncode == 1
     assert res.stderr.startswith("arca: error: image 'example.com/none:v1' is not in the store")
     res = arca(env, "run", "--tee", "tdx", "example.com/none:v1")
-    assert res.returncode == 2 and "supports sim and none" in res.stderr
+    # tdx is a backend now (issue 12): refused before any pull, naming what this host lacks
+    assert res.returncode == 2 and "arca run supports sim" in res.stderr, res.stderr
+    assert "none on this host (" in res.stderr and res.stderr.count("\n") == 1, res.stderr
 
 
 def test_image_in_use_cannot_be_removed(world) -> None:  # type: ignore[no-untyped-def]

@@ -111,7 +111,6 @@ TEE_NAME_EXCEPTIONS = {
                                "padding (Trustee's verifiers), parsed before a verifier runs",
     "kbs/collateral.py": "which collateral each hardware verifier needs (Intel DCAP for "
                          "sgx/tdx, AMD KDS for snp) and the broker's start-up decision per TEE",
-    "cli/demo_cmd.py": "`arca demo --tee`: the acts it runs by default (sim, then vm)",
     "cli/verify_cmd.py": "`arca verify` recognises Trustee's per-TEE evidence documents by "
                          "shape (--tee auto) before any verifier is chosen",
 }

@@ -176,7 +176,7 @@ def default_data_dir(db: str | None) -> str:
 
 #: What a config file value may be, by the field's declared type.
 _TOML_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "str": ((str,), "a string"), "str | None": ((str,), "a string"),
+    "str": ((str,), "a string"), "str | None": ((str, type(None)), "a string"),
     "bool": ((bool,), "true or false"), "int": ((int,), "an integer"),
     "tuple[str, ...]": ((list, str), "a list of strings"),
     "dict[str, Any]": ((dict,), "a table"),

@@ -95,28 +95,23 @@ class _InProcess:
 def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
            settings: Callable[[dict[str, str], int], AbstractContextManager[None]] | None = None
            ) -> dict[str, Any]:
-    """Answer a ``create``/``create-undo`` request; never raises. ``settings(env, umask)``:
-    installs the request's ``ARCA_*`` environment and umask for the work (the daemon's, shared
-    by concurrent creates); without it they are swapped here."""
+    """Answer a ``create``/``create-undo``/``delete-undo`` request; never raises.
+    ``settings(env, umask)`` installs the request's ``ARCA_*`` environment and umask for the
+    work (the daemon's, shared by concurrent creates); without it they are swapped here."""
     try:
         why = _unusual(req, stamp)
         if why:
             return {"fallback": why}
         if settings is not None:
             with settings(req["env"], req["umask"]):
-                return _undo(req, daemon) if req["op"] == "create-undo" else _create(req,
-                                                                                    daemon)
+                return _dispatch(req, daemon)
         old = {k: os.environ.get(k) for k in ENV_KEYS}
         old_umask = os.umask(req["umask"])  # files get the caller's modes, as in Python
         try:
             for k in ENV_KEYS:
                 os.environ.pop(k, None)
             os.environ.update(req["env"])
-            if req["op"] == "create-undo":
-                return _undo(req, daemon)
-            if req["op"] == "delete-undo":
-                return _delete_undo(req, daemon)
-            return _create(req, daemon)
+            return _dispatch(req, daemon)
         finally:
             os.umask(old_umask)
             for k, v in old.items():
@@ -129,6 +124,15 @@ def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
     except Exception as e:  # noqa: BLE001 - one request's failure must not stop the daemon
         return {"create": "error", "msg": f"internal error: {type(e).__name__}: "
                                           f"{' '.join(str(e).split())}"}
+
+
+def _dispatch(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
+    """One request's work, once its environment and umask are installed."""
+    if req["op"] == "create-undo":
+        return _undo(req, daemon)
+    if req["op"] == "delete-undo":
+        return _delete_undo(req, daemon)
+    return _create(req, daemon)
 
 
 def _unusual(req: dict[str, Any], stamp: str) -> str:
