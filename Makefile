@@ -26,7 +26,8 @@ unit: setup
 integration: setup
 	$(VENV)/bin/pytest -q tests/integration
 
-bench: setup
+bench:
+	@ARCA_SETUP_BENCH=1 bash scripts/setup.sh
 	@for b in bench/*/run.py bench/startup/attested.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 tcb:

@@ -7,6 +7,10 @@ APT_PACKAGES=(runc containerd docker-registry skopeo umoci busybox-static postgr
               iproute2 procps psmisc util-linux ca-certificates openssl gcc libc6-dev)
 PYTHON=${PYTHON:-python3}
 
+# The benchmarks compare against podman (bench/cli): `make bench` (ARCA_SETUP_BENCH=1) adds it.
+if [ "${ARCA_SETUP_BENCH:-0}" = 1 ]; then
+  APT_PACKAGES+=(podman)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,11 +3,12 @@
 Importing typer (with rich and pydantic) and letting it coerce parameters costs ~0.2 s, several
 times what starting a container costs. :func:`dispatch` parses these commands itself and calls
 the same bodies (:mod:`arca.cli.container_ops`) as the typer commands. It handles only forms it
-understands exactly: ``--long VALUE``, ``--long=VALUE``, ``-s VALUE``, single short flags and
-positionals. Anything else (``--help``, an unknown option, a missing value or argument, ``--``,
-bundled short options, a bad number) returns None and goes to typer, so help texts and usage
-errors stay typer's own. The option tables below must match ``container_cmd`` (a test compares
-them with the typer commands, and their parse results on sample command lines).
+understands exactly: ``--long VALUE``, ``--long=VALUE``, ``-s VALUE``, short flags (bundled too:
+``-it``) and positionals. Anything else (``--help``, an unknown option, a missing value or
+argument, ``--``, a bundle with a non-flag or unknown letter, a bad number) returns None and
+goes to typer, so help texts and usage errors stay typer's own. The option tables below must
+match ``container_cmd`` (a test compares them with the typer commands, and their parse results
+on sample command lines).
 """
 
 from __future__ import annotations
@@ -137,6 +138,15 @@ def parse(cmd: Command, argv: list[str]) -> dict[str, Any] | None:
             if not cmd.interspersed:
                 pos += argv[i:]
                 break
+            continue
+        if not a.startswith("--") and len(a) > 2:
+            # bundled short flags (-it, -dt): each one a known flag, as click reads them;
+            # anything else (-dh, -fx, -eA=1) is left to typer
+            flags = [by_flag.get("-" + c) for c in a[1:]]
+            if not all(f is not None and f.kind == "flag" for f in flags):
+                return None
+            for f in flags:
+                values[f.dest] = True  # type: ignore[union-attr]
             continue
         name, eq, val = a.partition("=") if a.startswith("--") else (a, "", "")
         opt = by_flag.get(name)

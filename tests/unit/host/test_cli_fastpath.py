@@ -120,7 +120,7 @@ def test_non_container_commands_go_to_typer() -> None:
 TOKENS = ["img", "c", "sh", "-", "--", "-d", "-a", "-f", "-e", "-v", "-t", "-h", "--rm",
           "--name", "--tee", "--tee=none", "--env=A=1", "--json", "--all", "--force",
           "--follow", "--time", "--time=2", "1.5", "x=y", "--init-data", "--kbs", "-df",
-          "--help", "--detach", "--volume"]
+          "--help", "--detach", "--volume", "-it", "-ti", "-dt", "-qa", "-aq"]
 
 
 @settings(max_examples=300, deadline=None)
