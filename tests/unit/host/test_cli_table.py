@@ -79,3 +79,19 @@ def test_lean_version_and_images_print_what_typer_prints(
     assert leanpath.dispatch(["images", "--help"]) is None
     assert leanpath.dispatch(["image", "ls", "-q"]) is None
     assert os.environ.get("ARCA_CLI_FASTPATH") is None
+
+
+def test_pull_progress_totals_and_done_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from arca.host.images.progress import RichProgress, done_line
+
+    assert done_line(5, 107_000_000, 2.0) == "done: 5 layers, 107.0 MB in 2.0 s (53.5 MB/s)"
+    assert done_line(0, 0, 0.1).startswith("done: nothing to download")
+    with RichProgress() as p:
+        a = p.add("layer a", 3000)
+        b = p.add("layer b", 2000)
+        p.advance(a, 3000)
+        p.advance(b, 2000)
+        total = p._p.tasks[0]
+        assert (total.description, total.total, total.completed) == ("total", 5000, 5000)
+    err = capsys.readouterr().err
+    assert "done: 2 layers, 0.0 MB in" in err
