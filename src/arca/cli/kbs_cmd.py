@@ -17,7 +17,10 @@ from typing import Any
 
 import typer
 
+from arca.cli.kbs_admin_args import ADMIN_ENV, admin_client, hoist_admin
 from arca.wire.errors import ConfigError, EvidenceError
+
+__all__ = ["hoist_admin", "register"]
 
 kbs_app = typer.Typer(help="Key broker service (Trustee KBS protocol v0.4.0).",
                       no_args_is_help=True)
@@ -82,43 +85,6 @@ def keygen(prefix: pathlib.Path = typer.Option(pathlib.Path("kbs-admin"), "--out
     print(f"admin private key: {priv}\nadmin public key:  {pub} (give to 'kbs serve')")
 
 
-#: The admin client's settings, from options or (like a Trustee client's config) the
-#: environment, so a shell can say once which KBS and key it administers.
-ADMIN_ENV = {"url": "ARCA_KBS_URL", "admin_key": "ARCA_KBS_ADMIN_KEY",
-             "cacert": "ARCA_KBS_CACERT"}
-#: The admin group's options, accepted before or after the subcommand (:func:`hoist_admin`).
-ADMIN_OPTIONS = ("--url", "--admin-key", "--cacert")
-
-
-def hoist_admin(args: list[str]) -> list[str]:
-    """``arca kbs admin SUBCOMMAND ... --url U`` as ``arca kbs admin --url U SUBCOMMAND ...``:
-    the group's options may come anywhere (click reads a group's options only before its
-    subcommand). Nothing else moves; ``--`` ends the options."""
-    if args[:2] != ["kbs", "admin"]:
-        return args
-    head, tail = args[:2], args[2:]
-    rest: list[str] = []
-    moved: list[str] = []
-    i = 0
-    while i < len(tail):
-        a = tail[i]
-        if a == "--":
-            rest += tail[i:]
-            break
-        name = a.partition("=")[0]
-        if name in ADMIN_OPTIONS:
-            if "=" in a:
-                moved.append(a)
-                i += 1
-                continue
-            moved += tail[i:i + 2]
-            i += 2
-            continue
-        rest.append(a)
-        i += 1
-    return [*head, *moved, *rest]
-
-
 @admin_app.callback()
 def admin(
     ctx: typer.Context,
@@ -136,16 +102,9 @@ def admin(
 
 
 def _client(ctx: typer.Context) -> Any:
-    from arca.kbs.admin_client import AdminClient, load_admin_private_key
-
     # click hands the group's object down to its subcommands
     url, admin_key, cacert = ctx.obj if isinstance(ctx.obj, tuple) else (None, None, None)
-    if not url:
-        raise ConfigError(f"arca kbs admin needs the KBS URL: --url URL or ${ADMIN_ENV['url']}")
-    if admin_key is None:
-        raise ConfigError("arca kbs admin needs the admin private key: --admin-key FILE or "
-                          f"${ADMIN_ENV['admin_key']}")
-    client = AdminClient(url, load_admin_private_key(admin_key), cacert=cacert)
+    client = admin_client(url, str(admin_key) if admin_key else None, cacert)
     ctx.call_on_close(client.close)
     return client
 

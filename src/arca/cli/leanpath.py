@@ -1,4 +1,5 @@
-"""``arca version`` and ``arca images`` / ``arca image ls [--json]`` without typer.
+"""``arca version``, ``arca images`` / ``arca image ls [--json]`` and the ``arca kbs admin``
+commands without typer.
 
 Typed often, and typer (with rich and pydantic) costs ~0.2 s to import: these exact forms run
 here; any other form (help, unknown options) returns None and goes to typer, whose commands
@@ -21,4 +22,66 @@ def dispatch(argv: list[str]) -> int | None:
             from arca.cli.image_ops import images
 
             return images(rest == ["--json"])
+    if argv[:2] == ["kbs", "admin"]:
+        return kbs_admin(argv)
     return None
+
+
+#: ``arca kbs admin`` subcommands: (positionals: a count, or -1 for NAME VALUE...; takes
+#: ``--file``). Their typer twins are in :mod:`arca.cli.kbs_cmd`.
+ADMIN_COMMANDS = {
+    "set-resource": (1, True), "get-resource": (1, False), "delete-resource": (1, False),
+    "set-resource-policy": (0, True), "set-attestation-policy": (0, True),
+    "get-policy": (1, False), "set-reference-value": (-1, False),
+    "set-reference-values": (0, True), "get-reference-values": (0, False),
+}
+
+
+def _admin_options(argv: list[str]) -> tuple[dict[str, str], list[str]] | None:
+    """The group options and the rest, or None for a form left to typer."""
+    from arca.cli.kbs_admin_args import ADMIN_OPTIONS, hoist_admin
+
+    args = hoist_admin(argv)[2:]
+    opts: dict[str, str] = {}
+    while args and args[0].startswith("--"):
+        name, eq, val = args[0].partition("=")
+        if name not in ADMIN_OPTIONS:
+            return None
+        if not eq:
+            if len(args) < 2:
+                return None
+            val, args = args[1], args[1:]
+        opts[name] = val
+        args = args[1:]
+    return opts, args
+
+
+def kbs_admin(argv: list[str]) -> int | None:
+    import os
+
+    parsed = _admin_options(argv)
+    if parsed is None or not parsed[1] or parsed[1][0] not in ADMIN_COMMANDS:
+        return None
+    opts, (cmd, *rest) = parsed
+    npos, takes_file = ADMIN_COMMANDS[cmd]
+    file = None
+    if takes_file:
+        if len(rest) < 2 or rest[-2] != "--file" or rest[-1].startswith("-"):
+            return None
+        file, rest = rest[-1], rest[:-2]
+    if any(a.startswith("-") for a in rest) or (len(rest) != npos if npos >= 0
+                                                 else len(rest) < 1):
+        return None
+    if cmd == "get-policy" and rest[0] not in ("resource", "attestation"):
+        return None  # typer's usage error
+    from arca.cli.kbs_admin_args import ADMIN_ENV, admin_client
+
+    client = admin_client(opts.get("--url") or os.environ.get(ADMIN_ENV["url"]),
+                          opts.get("--admin-key") or os.environ.get(ADMIN_ENV["admin_key"]),
+                          opts.get("--cacert") or os.environ.get(ADMIN_ENV["cacert"]))
+    try:
+        from arca.cli import kbs_admin_args as ops
+
+        return ops.run(client, cmd, rest, file)
+    finally:
+        client.close()

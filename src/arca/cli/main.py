@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(1)
         if code is None:
             if args[:2] == ["kbs", "admin"]:
-                from arca.cli.kbs_cmd import hoist_admin
+                from arca.cli.kbs_admin_args import hoist_admin
 
                 args = hoist_admin(args)
             # Standalone mode: click prints usage errors itself and exits 2.
