@@ -154,3 +154,21 @@ def test_detached_container_with_killed_monitor_is_removed_without_force(
     assert info["id"] not in _tds(env)
     with pytest.raises(ProcessLookupError):
         os.kill(info["pid"], 0)
+
+
+def test_foreground_output_is_kept_for_logs(world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    for tee in ("none", "sim"):
+        res = arca(env, "run", "--name", f"fg-{tee}", "--tee", tee, image, "sh", "-c",
+                   "echo to-out; echo to-err >&2; exit 4")
+        assert (res.returncode, res.stdout, res.stderr) == (4, "to-out\n", "to-err\n")
+        logs = arca(env, "logs", f"fg-{tee}")
+        assert sorted(logs.stdout.splitlines()) == ["to-err", "to-out"], logs.stderr
+        assert arca(env, "rm", f"fg-{tee}").returncode == 0
+    # a reader that stops early does not lose the log
+    res = subprocess.run(f"{ARCA} run --name fg-pipe --tee none {image} sh -c "
+                         "'i=0; while [ $i -lt 5000 ]; do echo line $i; i=$((i+1)); done'"
+                         " | head -1", shell=True, env=env, capture_output=True, text=True)
+    assert res.stdout == "line 0\n"
+    assert len(arca(env, "logs", "fg-pipe").stdout.splitlines()) == 5000
+    assert arca(env, "rm", "fg-pipe").returncode == 0

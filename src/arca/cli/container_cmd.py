@@ -98,8 +98,8 @@ def register(app: typer.Typer) -> None:
         container: str = typer.Argument(..., help="Container name or id."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow until it exits."),
     ) -> None:
-        """Print a detached container's output (stdout and stderr, interleaved); a foreground
-        container's output went to the terminal and is not kept."""
+        """Print a container's output (stdout and stderr, interleaved): a detached one's, and
+        a foreground one's unless it ran with --rm or -t (its terminal is not kept)."""
         raise typer.Exit(ops.logs(container, follow))
 
     @app.command("stop")

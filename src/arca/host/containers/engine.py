@@ -435,12 +435,21 @@ class Engine:
         console = self._console_socket(cid) if rec.tty else None
         reads_stdin = foreground and rec.interactive
         master = -1
+        # A foreground container that stays (no --rm) keeps its output for `arca logs`, as
+        # podman's does: its stdout and stderr are pipes the supervisor copies to ours and to
+        # the log. (With -t the terminal goes to ours only.)
+        tee = foreground and not rec.auto_remove and not rec.tty
+        out_r = out_w = err_r = err_w = -1
+        if tee:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
         try:
             code = spawn.run([*rt, "--log", runtime_log, "--log-format", "json", step,
                               *(["--detach"] if step == "run" else []),
                               *(["--console-socket", console.path] if console else []),
                               "--bundle", self._bundle(cid), "--pid-file", pidfile, cid],
-                             env=env, no_stdin=not reads_stdin)
+                             env=env, no_stdin=not reads_stdin,
+                             stdout_fd=out_w if tee else None, stderr_fd=err_w if tee else None)
             no_terminal = ""
             if code == 0 and console is not None:
                 try:
@@ -450,7 +459,13 @@ class Engine:
         finally:
             if console is not None:
                 console.close()
+            if tee:
+                os.close(out_w)
+                os.close(err_w)
         if code != 0:
+            if tee:
+                os.close(out_r)
+                os.close(err_r)
             msg = _last_error(runtime_log) or f"arca-runtime {step} exited {code}"
             self._failed(cid, msg, foreground)
             raise _start_failure(rec.name, msg)
@@ -482,8 +497,16 @@ class Engine:
 
                 # the monitor's stdout is the container's log
                 terminal.pump(master, pid, out_fd=1, in_fd=0 if reads_stdin else None)
+            if tee:
+                _tee_output(pid, out_r, err_r, self.log_path(cid))
             code = _reap(pid)
         finally:
+            if tee:
+                for fd in (out_r, err_r):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
             if raw is not None:
                 raw.__exit__(None, None, None)
             for s, h in old.items():
@@ -810,6 +833,58 @@ class Engine:
 
     def images_in_use(self, digest: str) -> list[str]:
         return [r.name for r in self.store.list() if r.image_digest == digest]
+
+
+def _tee_output(pid: int, out_r: int, err_r: int, log_path: str) -> None:
+    """Copy the container's stdout and stderr pipes to ours and (interleaved) to its log until
+    the process ``pid`` has exited, then what is left in them (a descendant still holding a
+    pipe does not keep us waiting). Our stdout closed (``| head``): the log still gets all."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    pidfd = os.pidfd_open(pid)
+    targets = {out_r: 1, err_r: 2}
+    try:
+        while targets:
+            readable = select.select([*targets, pidfd], [], [])[0]
+            done = pidfd in readable
+            for fd in [f for f in readable if f in targets]:
+                if done:
+                    os.set_blocking(fd, False)
+                while True:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        del targets[fd]
+                        break
+                    os.write(log, data)
+                    if targets.get(fd, 0) > 0:
+                        try:
+                            os.write(targets[fd], data)
+                        except OSError:
+                            targets[fd] = -1  # our side is gone; keep logging
+                    if not done:
+                        break
+            if done:
+                for fd in list(targets):  # the rest, without waiting for EOF
+                    os.set_blocking(fd, False)
+                    while True:
+                        try:
+                            data = os.read(fd, 65536)
+                        except BlockingIOError:
+                            break
+                        if not data:
+                            break
+                        os.write(log, data)
+                        if targets[fd] > 0:
+                            try:
+                                os.write(targets[fd], data)
+                            except OSError:
+                                targets[fd] = -1
+                break
+    finally:
+        os.close(pidfd)
+        os.close(log)
 
 
 def _exited(pid: int) -> int | None:

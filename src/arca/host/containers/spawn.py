@@ -36,14 +36,20 @@ def _seal_inherited_fds() -> None:
 
 
 def spawn(argv: list[str], *, env: Mapping[str, str] | None = None, quiet: bool = False,
-          stderr_fd: int | None = None, no_stdin: bool = False) -> int:
+          stderr_fd: int | None = None, no_stdin: bool = False,
+          stdout_fd: int | None = None) -> int:
     """Start ``argv``; its pid. ``quiet``: stdout and stderr to /dev/null; ``stderr_fd``:
-    stderr to that descriptor (stdout to /dev/null); ``no_stdin``: stdin from /dev/null."""
+    stderr to that descriptor (stdout to /dev/null, unless ``stdout_fd`` names one);
+    ``no_stdin``: stdin from /dev/null."""
     _seal_inherited_fds()
     actions: list[tuple[object, ...]] = []
     if no_stdin:
         actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
-    if quiet or stderr_fd is not None:
+    if stdout_fd is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, stdout_fd, 1))
+        if stderr_fd is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, stderr_fd, 2))
+    elif quiet or stderr_fd is not None:
         actions.append((os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0))
         if stderr_fd is None:
             actions.append((os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0))
@@ -64,8 +70,10 @@ def wait(pid: int) -> int:
 
 
 def run(argv: list[str], *, env: Mapping[str, str] | None = None, quiet: bool = False,
-        no_stdin: bool = False) -> int:
-    return wait(spawn(argv, env=env, quiet=quiet, no_stdin=no_stdin))
+        no_stdin: bool = False, stdout_fd: int | None = None,
+        stderr_fd: int | None = None) -> int:
+    return wait(spawn(argv, env=env, quiet=quiet, no_stdin=no_stdin, stdout_fd=stdout_fd,
+                      stderr_fd=stderr_fd))
 
 
 def run_capturing_stderr(argv: list[str], *, env: Mapping[str, str] | None = None
