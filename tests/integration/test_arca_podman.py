@@ -131,6 +131,9 @@ def test_sigkilled_run_rm_is_reaped_by_the_next_command(
         assert info["id"] in _tds(env)
         status = arca(env, "simtee", "status").stdout
         assert "doomed" in status and info["id"][:12] in status
+        meas = arca(env, "ps", "--format", "{{.Names}} {{.Measurement}}").stdout.split()
+        assert meas[0] == "doomed" and len(meas[1]) == 96 and meas[1] in status
+        assert f"sim {meas[1][:12]}" in arca(env, "ps").stdout
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

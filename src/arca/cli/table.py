@@ -74,9 +74,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def measurement(r: ContainerRecord) -> str:
+    """The launch measurement the runtime registered for a TD ("" without a TD or when the
+    runtime has no state for it any more)."""
+    if r.tee == "none" or r.status not in ("created", "running"):
+        return ""
+    try:
+        from arca.host.runtime.state import load
+
+        st = load(r.id)
+    except Exception:  # noqa: BLE001 - a display detail: never fail `ps` over it
+        return ""
+    return st.measurement if st is not None else ""
+
+
 def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A container as ``arca ps --format`` sees it: podman's field names."""
     return {
+        "Measurement": measurement(r),
         "ID": r.id[:12], "FullID": r.id, "Names": r.name, "Image": r.image,
         "ImageID": r.image_digest, "Command": " ".join(r.args), "CreatedAt": r.created,
         "Created": ago(r.created), "RunningFor": ago(r.created).removesuffix(" ago"),
@@ -86,9 +101,11 @@ def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[
 
 
 def ps_table(recs: list[ContainerRecord]) -> str:
-    head = ("CONTAINER ID", "NAME", "TEE", "CREATED", "STATUS", "IMAGE", "COMMAND")
-    rows = [head] + [(f["ID"], f["Names"], f["TEE"], f["Created"], f["Status"], f["Image"],
-                      _cut(f["Command"], 40))
+    head = ("CONTAINER ID", "NAME", "TD (MEASUREMENT)", "CREATED", "STATUS", "IMAGE",
+            "COMMAND")
+    rows = [head] + [(f["ID"], f["Names"],
+                      f["TEE"] + (f" {f['Measurement'][:12]}…" if f["Measurement"] else ""),
+                      f["Created"], f["Status"], f["Image"], _cut(f["Command"], 40))
                      for f in (ps_fields(r) for r in recs)]
     return columns(rows)
 
