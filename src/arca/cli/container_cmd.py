@@ -155,3 +155,18 @@ def register(app: typer.Typer) -> None:
              ) -> None:
         """Wait for containers to exit; print each one's exit code."""
         raise typer.Exit(ops.wait(containers))
+
+    @app.command("start")
+    def start(containers: list[str] = typer.Argument(..., help="Container names or ids.")
+              ) -> None:
+        """Run exited containers again, detached (their rootfs changes kept; a TEE container
+        gets a new TD, measured again)."""
+        raise typer.Exit(ops.start(containers))
+
+    @app.command("restart")
+    def restart(
+        containers: list[str] = typer.Argument(..., help="Container names or ids."),
+        time_: float = typer.Option(10.0, "--time", "-t", help="Seconds before SIGKILL."),
+    ) -> None:
+        """Stop containers (as arca stop), then start them again (as arca start)."""
+        raise typer.Exit(ops.restart(containers, time_))

@@ -166,3 +166,23 @@ def wait(containers: list[str]) -> int:
     for c in containers:
         _echo(str(eng.wait(c)))
     return 0
+
+
+def start(containers: list[str]) -> int:
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    for c in containers:
+        eng.start(c)
+        _echo(c)
+    return 0
+
+
+def restart(containers: list[str], time_: float = 10.0) -> int:
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    for c in containers:
+        eng.restart(c, time_)
+        _echo(c)
+    return 0

@@ -119,6 +119,9 @@ COMMANDS: dict[str, Command] = {
     "kill": Command("kill", (Arg("containers", many=True),),
                     (Opt("signal", ("--signal", "-s"), "value", "KILL"),)),
     "wait": Command("wait", (Arg("containers", many=True),), ()),
+    "start": Command("start", (Arg("containers", many=True),), ()),
+    "restart": Command("restart", (Arg("containers", many=True),),
+                       (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
 }
 
 

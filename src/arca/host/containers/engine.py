@@ -63,6 +63,8 @@ else:
 PR_SET_CHILD_SUBREAPER = 36
 #: How long ``run -d`` waits for the monitor to report the container started.
 START_TIMEOUT_S = 60.0
+#: The spec ``arca run`` wrote, kept for ``arca start`` (next to the record).
+SPEC_COPY = "config.orig.json"
 #: ``--label``s of a container, next to its record (``labels`` in ``inspect``).
 LABELS_FILE = "labels.json"
 #: Default grace period of ``stop`` before SIGKILL (docker's default).
@@ -327,6 +329,11 @@ class Engine:
                 runflags.apply(spec, **limits)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json_dumps(spec))
+            if not opts.auto_remove:
+                # `arca start` creates it again from this: the runtime rewrites config.json
+                # of a TEE container (the agent in place of the process)
+                with open(os.path.join(d, SPEC_COPY), "w") as f:
+                    f.write(json_dumps(spec))
             return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
         except BaseException:
             self._cleanup(rec.id)
@@ -587,6 +594,52 @@ class Engine:
             if not self._wait_exit(rec.id, 10.0):
                 raise ContainerError(f"container {rec.name} did not stop after SIGKILL")
         return self.store.load(rec.id) if os.path.exists(self.store.dir(rec.id)) else rec
+
+    def start(self, ref: str) -> ContainerRecord:
+        """Run an exited (or failed) container again, detached, as podman's ``start``: the
+        same bundle and process, its rootfs changes kept (the upper directory), a new TD for
+        a TEE container (measured again by the runtime). Returns once it runs."""
+        rec = self.store.find(ref)
+        if self.is_lost(rec):
+            self._finish_lost(rec)
+            rec = self.store.load(rec.id)
+        if rec.is_alive():
+            return rec  # podman: starting a running container is no error
+        if rec.status not in ("exited", "error"):
+            raise StateError(f"container {rec.name} is {rec.status}: cannot start it")
+        from arca.host.images.errors import ImageNotFound
+
+        try:
+            lowers = [os.fspath(p) for p in self.images.lowerdirs(
+                self.images.get(rec.image_digest))]
+        except ImageNotFound:
+            raise StateError(f"container {rec.name}: its image {rec.image} was removed") from None
+        d = self._dir(rec.id)
+        try:
+            with open(os.path.join(d, SPEC_COPY), "rb") as f:
+                spec = f.read()
+        except FileNotFoundError:
+            raise StateError(f"container {rec.name} was made by an older arca: it cannot be "
+                             "started again (arca run a new one)") from None
+        self._delete_runtime(rec.id, runtime_env(rec.tee))
+        with open(os.path.join(self._bundle(rec.id), "config.json"), "wb") as f:
+            f.write(spec)
+        rootfs = os.path.join(self._bundle(rec.id), "rootfs")
+        umount(rootfs, lazy=True)
+        with FileLock(os.path.join(os.fspath(self.images.root), "gc.lock"), shared=True):
+            mount_overlay(rootfs, lowers, os.path.join(d, "upper"), os.path.join(d, "work"))
+        rec = self.store.update(rec.id, status="created", pid=0, exit_code=None, started=None,
+                                finished=None, error=None, detached=True, interactive=False,
+                                monitor_pid=os.getpid())
+        monitor, started = self._spawn_monitor(rec.id)
+        try:
+            return self._await_start(rec, monitor, started)[0]
+        finally:
+            os.close(started)
+
+    def restart(self, ref: str, timeout: float = STOP_TIMEOUT_S) -> ContainerRecord:
+        self.stop(ref, timeout)
+        return self.start(ref)
 
     def kill(self, ref: str, sig: str = "KILL") -> ContainerRecord:
         """Send ``sig`` (a name, with or without SIG, or a number) to the container's process,
