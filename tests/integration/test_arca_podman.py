@@ -85,6 +85,10 @@ def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -
                 break
         else:
             pytest.fail(f"no memory limit file for {mem}")
+        top = arca(env, "top", "lim").stdout.splitlines()
+        assert top[0].split() == ["PID", "PPID", "UID", "TIME", "COMMAND"]
+        assert [ln.split()[0] for ln in top[1:]] == [str(info["pid"])]
+        assert top[1].endswith("sleep 60")
         assert arca(env, "ps", "-q").stdout.split() == [cid[:12]]
         out = arca(env, "ps", "--format", "{{.ID}} {{.Names}} {{.Labels}} {{.State}}").stdout
         assert out == f"{cid[:12]} lim map[tier:web] running\n"

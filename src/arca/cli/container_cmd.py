@@ -170,3 +170,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Stop containers (as arca stop), then start them again (as arca start)."""
         raise typer.Exit(ops.restart(containers, time_))
+
+    @app.command("top")
+    def top(container: str = typer.Argument(..., help="Container name or id.")) -> None:
+        """List a running container's processes (seen from the host)."""
+        raise typer.Exit(ops.top(container))

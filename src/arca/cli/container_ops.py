@@ -186,3 +186,14 @@ def restart(containers: list[str], time_: float = 10.0) -> int:
         eng.restart(c, time_)
         _echo(c)
     return 0
+
+
+def top(container: str) -> int:
+    from arca.cli.table import columns
+    from arca.host.containers.engine import Engine
+
+    rows = [("PID", "PPID", "UID", "TIME", "COMMAND")]
+    rows += [(str(p["pid"]), str(p["ppid"]), str(p["uid"]), f"{p['cpu_s']:.2f}s", p["command"])
+             for p in Engine().top(container)]
+    _echo(columns(rows))
+    return 0

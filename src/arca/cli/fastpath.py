@@ -120,6 +120,7 @@ COMMANDS: dict[str, Command] = {
                     (Opt("signal", ("--signal", "-s"), "value", "KILL"),)),
     "wait": Command("wait", (Arg("containers", many=True),), ()),
     "start": Command("start", (Arg("containers", many=True),), ()),
+    "top": Command("top", (Arg("container"),), ()),
     "restart": Command("restart", (Arg("containers", many=True),),
                        (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
 }

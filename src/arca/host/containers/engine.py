@@ -641,6 +641,38 @@ class Engine:
         self.stop(ref, timeout)
         return self.start(ref)
 
+    def top(self, ref: str) -> list[dict[str, Any]]:
+        """The container's processes (``runc ps``): pid, parent, user id, CPU seconds, and the
+        command line, read from the host's /proc."""
+        rec = self.store.find(ref)
+        if not rec.is_alive():
+            raise StateError(f"container {rec.name} is not running")
+        code, out = _run_capturing_stdout([*runtime_argv(), "ps", "--format", "json", rec.id])
+        if code != 0:
+            raise ContainerError(f"top {rec.name}: the runtime exited {code}")
+        try:
+            pids = json_loads(out)
+        except ValueError:
+            pids = None
+        if not isinstance(pids, list):
+            raise ContainerError(f"top {rec.name}: the runtime's answer is not a pid list")
+        tick = os.sysconf("SC_CLK_TCK")
+        procs = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{int(pid)}/stat", "rb") as f:
+                    stat = f.read().decode(errors="replace")
+                with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+                    cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+                uid = os.stat(f"/proc/{int(pid)}").st_uid
+            except (OSError, ValueError):
+                continue  # exited meanwhile
+            fields = stat[stat.rfind(")") + 2:].split()
+            procs.append({"pid": int(pid), "ppid": int(fields[1]), "uid": uid,
+                          "cpu_s": (int(fields[11]) + int(fields[12])) / tick,
+                          "command": cmd or stat[stat.find("(") + 1:stat.rfind(")")]})
+        return procs
+
     def kill(self, ref: str, sig: str = "KILL") -> ContainerRecord:
         """Send ``sig`` (a name, with or without SIG, or a number) to the container's process,
         through the runtime (a TD's agent passes it on like runc does)."""
@@ -886,6 +918,17 @@ class Engine:
 
     def images_in_use(self, digest: str) -> list[str]:
         return [r.name for r in self.store.list() if r.image_digest == digest]
+
+
+def _run_capturing_stdout(argv: list[str]) -> tuple[int, bytes]:
+    r, w = os.pipe()
+    try:
+        pid = spawn.spawn(argv, stdout_fd=w, stderr_fd=2)
+    finally:
+        os.close(w)
+    with open(r, "rb") as f:
+        out = f.read()
+    return spawn.wait(pid), out
 
 
 def _tee_output(pid: int, out_r: int, err_r: int, log_path: str) -> None:
