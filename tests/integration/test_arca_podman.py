@@ -85,6 +85,9 @@ def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -
                 break
         else:
             pytest.fail(f"no memory limit file for {mem}")
+        (st,) = json.loads(arca(env, "stats", "--no-stream", "--json", "lim").stdout)
+        assert (st["name"], st["memory_limit_bytes"], st["pids"]) == ("lim", 64 << 20, 1)
+        assert st["memory_bytes"] > 0 and st["cpu_seconds"] >= 0
         top = arca(env, "top", "lim").stdout.splitlines()
         assert top[0].split() == ["PID", "PPID", "UID", "TIME", "COMMAND"]
         assert [ln.split()[0] for ln in top[1:]] == [str(info["pid"])]

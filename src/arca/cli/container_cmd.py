@@ -175,3 +175,14 @@ def register(app: typer.Typer) -> None:
     def top(container: str = typer.Argument(..., help="Container name or id.")) -> None:
         """List a running container's processes (seen from the host)."""
         raise typer.Exit(ops.top(container))
+
+    @app.command("stats")
+    def stats(
+        containers: list[str] = typer.Argument(None, help="Container names or ids (default: "
+                                               "all running)."),
+        no_stream: bool = typer.Option(False, "--no-stream", help="One sample (what arca "
+                                       "always prints)."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """CPU time, memory use and limit, and processes of running containers."""
+        raise typer.Exit(ops.stats(containers, no_stream, as_json))

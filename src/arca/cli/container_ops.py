@@ -197,3 +197,28 @@ def top(container: str) -> int:
              for p in Engine().top(container)]
     _echo(columns(rows))
     return 0
+
+
+def stats(containers: list[str], no_stream: bool = False, as_json: bool = False) -> int:
+    """One sample of each container (``--no-stream`` is what this always does)."""
+    from arca.cli.image_ops import size
+    from arca.cli.table import columns
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    names = containers or [r.id for r in eng.store.list() if r.is_alive()]
+    samples = [eng.stats(c) for c in names]
+    if as_json:
+        import json
+
+        _echo(json.dumps(samples, indent=2))
+        return 0
+    rows = [("ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS")]
+    for st in samples:
+        mem = size(st["memory_bytes"]) if st["memory_bytes"] is not None else "-"
+        lim = size(st["memory_limit_bytes"]) if st["memory_limit_bytes"] else "unlimited"
+        cpu = f"{st['cpu_seconds']:.2f}s" if st["cpu_seconds"] is not None else "-"
+        rows.append((st["id"][:12], st["name"], cpu, f"{mem} / {lim}",
+                     str(st["pids"]) if st["pids"] is not None else "-"))
+    _echo(columns(rows))
+    return 0

@@ -673,6 +673,42 @@ class Engine:
                           "command": cmd or stat[stat.find("(") + 1:stat.rfind(")")]})
         return procs
 
+    def stats(self, ref: str) -> dict[str, Any]:
+        """CPU time, memory use and limit, and process count of a running container, from its
+        cgroup (``linux.cgroupsPath`` = /arca/ID; cgroup v2 or v1)."""
+        rec = self.store.find(ref)
+        if not rec.is_alive():
+            raise StateError(f"container {rec.name} is not running")
+        base = "/sys/fs/cgroup"
+        rel = f"arca/{rec.id}"
+
+        def read(*paths: str) -> str | None:
+            for p in paths:
+                try:
+                    with open(os.path.join(base, p)) as f:
+                        return f.read()
+                except OSError:
+                    continue
+            return None
+
+        def num(text: str | None) -> int | None:
+            t = (text or "").strip()
+            return int(t) if t.isdigit() else None
+
+        cpu_ns = num(read(f"cpuacct/{rel}/cpuacct.usage"))
+        if cpu_ns is None:
+            stat = read(f"{rel}/cpu.stat") or ""
+            usec = [ln.split()[1] for ln in stat.splitlines() if ln.startswith("usage_usec ")]
+            cpu_ns = int(usec[0]) * 1000 if usec else None
+        limit = num(read(f"{rel}/memory.max", f"memory/{rel}/memory.limit_in_bytes"))
+        pids = num(read(f"{rel}/pids.current", f"pids/{rel}/pids.current"))
+        return {"id": rec.id, "name": rec.name,
+                "cpu_seconds": cpu_ns / 1e9 if cpu_ns is not None else None,
+                "memory_bytes": num(read(f"{rel}/memory.current",
+                                         f"memory/{rel}/memory.usage_in_bytes")),
+                "memory_limit_bytes": limit if limit is not None and limit < 1 << 62 else None,
+                "pids": pids}
+
     def kill(self, ref: str, sig: str = "KILL") -> ContainerRecord:
         """Send ``sig`` (a name, with or without SIG, or a number) to the container's process,
         through the runtime (a TD's agent passes it on like runc does)."""
