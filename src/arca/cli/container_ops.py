@@ -71,11 +71,18 @@ def _credentials(creds: str | None, reference: str) -> Credentials | None:
 
 
 def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = None) -> int:
-    from arca.host.containers.engine import Engine
+    from arca.cli.table import supervisor_gone
+    from arca.host.containers.state import ContainerStore
 
-    eng = Engine()
-    eng.reap_lost()
-    recs = [r for r in eng.store.list() if all_ or r.is_alive()]
+    store = ContainerStore()
+    recs = store.list()
+    if any(supervisor_gone(r) for r in recs):
+        # the engine (~10 ms of imports) only when there is something to reap
+        from arca.host.containers.engine import Engine
+
+        Engine(containers=store).reap_lost()
+        recs = store.list()
+    recs = [r for r in recs if all_ or r.is_alive()]
     if quiet:
         if recs:
             _echo("\n".join(r.id[:12] for r in recs))
@@ -88,7 +95,8 @@ def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = Non
     from arca.cli import table
 
     if format_:
-        out = table.render_each(format_, [table.ps_fields(r, eng.labels(r.id)) for r in recs])
+        out = table.render_each(format_, [table.ps_fields(r, table.labels(store, r.id))
+                                          for r in recs])
         if out:
             _echo(out)
         return 0

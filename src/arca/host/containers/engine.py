@@ -759,7 +759,8 @@ class Engine:
     @staticmethod
     def is_lost(rec: ContainerRecord) -> bool:
         """Running, but its supervisor (the foreground ``arca run``, or a ``-d`` container's
-        monitor) is gone: killed, so nobody will record its exit or clean it up."""
+        monitor) is gone: killed, so nobody will record its exit or clean it up (also
+        ``arca.cli.table.supervisor_gone``, for ``ps`` without this module)."""
         return (rec.status in ("created", "running") and rec.monitor_pid > 0
                 and rec.monitor_pid != os.getpid() and not _pid_alive(rec.monitor_pid))
 
