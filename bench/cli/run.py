@@ -88,6 +88,10 @@ def main() -> int:
     if os.geteuid() != 0 or not shutil.which("podman"):
         print("bench/cli needs root and podman (make bench installs it)", file=sys.stderr)
         return 1
+    # byte-compiled as scripts/setup.sh leaves an install (PYTHONDONTWRITEBYTECODE would
+    # otherwise have every command compile the sources changed since)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")],
+                   capture_output=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="arca-bench-cli-"))
     run_dir = tempfile.mkdtemp(prefix="abc-", dir="/tmp")
     env = {**os.environ, "ARCA_ROOT": str(tmp / "arca"), "ARCA_RUN": run_dir}

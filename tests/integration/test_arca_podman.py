@@ -85,6 +85,13 @@ def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -
                 break
         else:
             pytest.fail(f"no memory limit file for {mem}")
+        (st,) = json.loads(arca(env, "stats", "--no-stream", "--json", "lim").stdout)
+        assert (st["name"], st["memory_limit_bytes"], st["pids"]) == ("lim", 64 << 20, 1)
+        assert st["memory_bytes"] > 0 and st["cpu_seconds"] >= 0
+        top = arca(env, "top", "lim").stdout.splitlines()
+        assert top[0].split() == ["PID", "PPID", "UID", "TIME", "COMMAND"]
+        assert [ln.split()[0] for ln in top[1:]] == [str(info["pid"])]
+        assert top[1].endswith("sleep 60")
         assert arca(env, "ps", "-q").stdout.split() == [cid[:12]]
         out = arca(env, "ps", "--format", "{{.ID}} {{.Names}} {{.Labels}} {{.State}}").stdout
         assert out == f"{cid[:12]} lim map[tier:web] running\n"
@@ -175,3 +182,29 @@ def test_foreground_output_is_kept_for_logs(world: tuple[str, dict[str, str]]) -
     assert res.stdout == "line 0\n"
     assert len(arca(env, "logs", "fg-pipe").stdout.splitlines()) == 5000
     assert arca(env, "rm", "fg-pipe").returncode == 0
+
+
+def test_start_and_restart_keep_the_rootfs_and_measure_again(
+        world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    for tee in ("none", "sim"):
+        name = f"again-{tee}"
+        res = arca(env, "run", "--name", name, "--tee", tee, image, "sh", "-c",
+                   "echo run >> /count; wc -l < /count")
+        assert (res.returncode, res.stdout.strip()) == (0, "1"), res.stderr
+        assert arca(env, "start", name).returncode == 0
+        assert arca(env, "wait", name).stdout == "0\n"
+        assert arca(env, "logs", name).stdout.split() == ["1", "2"]
+        assert arca(env, "rm", name).returncode == 0
+    res = arca(env, "run", "-d", "--name", "svc", "--tee", "sim", image, "sleep", "100")
+    assert res.returncode == 0, res.stderr
+    try:
+        before = json.loads(arca(env, "inspect", "svc").stdout)
+        res = arca(env, "restart", "-t", "1", "svc")
+        assert res.returncode == 0, res.stderr
+        after = json.loads(arca(env, "inspect", "svc").stdout)
+        assert after["status"] == "running" and after["pid"] != before["pid"]
+        assert after["id"] in _tds(env)
+    finally:
+        arca(env, "rm", "-f", "svc")
+    assert arca(env, "start", "no-such").returncode == 1

@@ -163,3 +163,34 @@ def register(app: typer.Typer) -> None:
              ) -> None:
         """Wait for containers to exit; print each one's exit code."""
         raise typer.Exit(ops.wait(containers))
+
+    @app.command("start")
+    def start(containers: list[str] = typer.Argument(..., help="Container names or ids.")
+              ) -> None:
+        """Run exited containers again, detached (their rootfs changes kept; a TEE container
+        gets a new TD, measured again)."""
+        raise typer.Exit(ops.start(containers))
+
+    @app.command("restart")
+    def restart(
+        containers: list[str] = typer.Argument(..., help="Container names or ids."),
+        time_: float = typer.Option(10.0, "--time", "-t", help="Seconds before SIGKILL."),
+    ) -> None:
+        """Stop containers (as arca stop), then start them again (as arca start)."""
+        raise typer.Exit(ops.restart(containers, time_))
+
+    @app.command("top")
+    def top(container: str = typer.Argument(..., help="Container name or id.")) -> None:
+        """List a running container's processes (seen from the host)."""
+        raise typer.Exit(ops.top(container))
+
+    @app.command("stats")
+    def stats(
+        containers: list[str] = typer.Argument(None, help="Container names or ids (default: "
+                                               "all running)."),
+        no_stream: bool = typer.Option(False, "--no-stream", help="One sample (what arca "
+                                       "always prints)."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """CPU time, memory use and limit, and processes of running containers."""
+        raise typer.Exit(ops.stats(containers, no_stream, as_json))

@@ -85,11 +85,18 @@ def _credentials(creds: str | None, reference: str) -> Credentials | None:
 
 
 def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = None) -> int:
-    from arca.host.containers.engine import Engine
+    from arca.cli.table import supervisor_gone
+    from arca.host.containers.state import ContainerStore
 
-    eng = Engine()
-    eng.reap_lost()
-    recs = [r for r in eng.store.list() if all_ or r.is_alive()]
+    store = ContainerStore()
+    recs = store.list()
+    if any(supervisor_gone(r) for r in recs):
+        # the engine (~10 ms of imports) only when there is something to reap
+        from arca.host.containers.engine import Engine
+
+        Engine(containers=store).reap_lost()
+        recs = store.list()
+    recs = [r for r in recs if all_ or r.is_alive()]
     if quiet:
         if recs:
             _echo("\n".join(r.id[:12] for r in recs))
@@ -102,7 +109,8 @@ def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = Non
     from arca.cli import table
 
     if format_:
-        out = table.render_each(format_, [table.ps_fields(r, eng.labels(r.id)) for r in recs])
+        out = table.render_each(format_, [table.ps_fields(r, table.labels(store, r.id))
+                                          for r in recs])
         if out:
             _echo(out)
         return 0
@@ -179,4 +187,60 @@ def wait(containers: list[str]) -> int:
     eng = Engine()
     for c in containers:
         _echo(str(eng.wait(c)))
+    return 0
+
+
+def start(containers: list[str]) -> int:
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    for c in containers:
+        eng.start(c)
+        _echo(c)
+    return 0
+
+
+def restart(containers: list[str], time_: float = 10.0) -> int:
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    for c in containers:
+        eng.restart(c, time_)
+        _echo(c)
+    return 0
+
+
+def top(container: str) -> int:
+    from arca.cli.table import columns
+    from arca.host.containers.engine import Engine
+
+    rows = [("PID", "PPID", "UID", "TIME", "COMMAND")]
+    rows += [(str(p["pid"]), str(p["ppid"]), str(p["uid"]), f"{p['cpu_s']:.2f}s", p["command"])
+             for p in Engine().top(container)]
+    _echo(columns(rows))
+    return 0
+
+
+def stats(containers: list[str], no_stream: bool = False, as_json: bool = False) -> int:
+    """One sample of each container (``--no-stream`` is what this always does)."""
+    from arca.cli.image_ops import size
+    from arca.cli.table import columns
+    from arca.host.containers.engine import Engine
+
+    eng = Engine()
+    names = containers or [r.id for r in eng.store.list() if r.is_alive()]
+    samples = [eng.stats(c) for c in names]
+    if as_json:
+        import json
+
+        _echo(json.dumps(samples, indent=2))
+        return 0
+    rows = [("ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS")]
+    for st in samples:
+        mem = size(st["memory_bytes"]) if st["memory_bytes"] is not None else "-"
+        lim = size(st["memory_limit_bytes"]) if st["memory_limit_bytes"] else "unlimited"
+        cpu = f"{st['cpu_seconds']:.2f}s" if st["cpu_seconds"] is not None else "-"
+        rows.append((st["id"][:12], st["name"], cpu, f"{mem} / {lim}",
+                     str(st["pids"]) if st["pids"] is not None else "-"))
+    _echo(columns(rows))
     return 0

@@ -123,6 +123,13 @@ COMMANDS: dict[str, Command] = {
     "kill": Command("kill", (Arg("containers", many=True),),
                     (Opt("signal", ("--signal", "-s"), "value", "KILL"),)),
     "wait": Command("wait", (Arg("containers", many=True),), ()),
+    "start": Command("start", (Arg("containers", many=True),), ()),
+    "top": Command("top", (Arg("container"),), ()),
+    "stats": Command("stats", (Arg("containers", many=True, required=False),),
+                     (Opt("no_stream", ("--no-stream",), "flag", False),
+                      Opt("as_json", ("--json",), "flag", False))),
+    "restart": Command("restart", (Arg("containers", many=True),),
+                       (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
 }
 
 

@@ -88,6 +88,28 @@ def measurement(r: ContainerRecord) -> str:
     return st.measurement if st is not None else ""
 
 
+def supervisor_gone(r: ContainerRecord) -> bool:
+    """:meth:`arca.host.containers.engine.Engine.is_lost` without importing the engine."""
+    import os
+
+    return (r.status in ("created", "running") and r.monitor_pid > 0
+            and r.monitor_pid != os.getpid() and not _alive(r.monitor_pid))
+
+
+def labels(store: Any, cid: str) -> dict[str, str]:
+    """A container's ``--label``s (``Engine.labels`` without importing the engine)."""
+    import os
+
+    from arca.wire.lean import json_loads
+
+    try:
+        with open(os.path.join(store.dir(cid), "labels.json"), "rb") as f:
+            obj = json_loads(f.read())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
+
+
 def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A container as ``arca ps --format`` sees it: podman's field names."""
     return {

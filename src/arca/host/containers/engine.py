@@ -69,6 +69,8 @@ else:
 PR_SET_CHILD_SUBREAPER = 36
 #: How long ``run -d`` waits for the monitor to report the container started.
 START_TIMEOUT_S = 60.0
+#: The spec ``arca run`` wrote, kept for ``arca start`` (next to the record).
+SPEC_COPY = "config.orig.json"
 #: ``--label``s of a container, next to its record (``labels`` in ``inspect``).
 LABELS_FILE = "labels.json"
 #: Default grace period of ``stop`` before SIGKILL (docker's default).
@@ -350,6 +352,11 @@ class Engine:
                 runflags.apply(spec, **limits)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json_dumps(spec))
+            if not opts.auto_remove:
+                # `arca start` creates it again from this: the runtime rewrites config.json
+                # of a TEE container (the agent in place of the process)
+                with open(os.path.join(d, SPEC_COPY), "w") as f:
+                    f.write(json_dumps(spec))
             return self.store.update(rec.id, args=tuple(proc["args"]), process=proc)
         except BaseException:
             self._cleanup(rec.id)
@@ -631,6 +638,120 @@ class Engine:
                 raise ContainerError(f"container {rec.name} did not stop after SIGKILL")
         return self.store.load(rec.id) if os.path.exists(self.store.dir(rec.id)) else rec
 
+    def start(self, ref: str) -> ContainerRecord:
+        """Run an exited (or failed) container again, detached, as podman's ``start``: the
+        same bundle and process, its rootfs changes kept (the upper directory), a new TD for
+        a TEE container (measured again by the runtime). Returns once it runs."""
+        rec = self.store.find(ref)
+        if self.is_lost(rec):
+            self._finish_lost(rec)
+            rec = self.store.load(rec.id)
+        if rec.is_alive():
+            return rec  # podman: starting a running container is no error
+        if rec.status not in ("exited", "error"):
+            raise StateError(f"container {rec.name} is {rec.status}: cannot start it")
+        from arca.host.images.errors import ImageNotFound
+
+        try:
+            lowers = [os.fspath(p) for p in self.images.lowerdirs(
+                self.images.get(rec.image_digest))]
+        except ImageNotFound:
+            raise StateError(f"container {rec.name}: its image {rec.image} was removed") from None
+        d = self._dir(rec.id)
+        try:
+            with open(os.path.join(d, SPEC_COPY), "rb") as f:
+                spec = f.read()
+        except FileNotFoundError:
+            raise StateError(f"container {rec.name} was made by an older arca: it cannot be "
+                             "started again (arca run a new one)") from None
+        self._delete_runtime(rec.id, runtime_env(rec.tee))
+        with open(os.path.join(self._bundle(rec.id), "config.json"), "wb") as f:
+            f.write(spec)
+        rootfs = os.path.join(self._bundle(rec.id), "rootfs")
+        umount(rootfs, lazy=True)
+        with FileLock(os.path.join(os.fspath(self.images.root), "gc.lock"), shared=True):
+            mount_overlay(rootfs, lowers, os.path.join(d, "upper"), os.path.join(d, "work"))
+        rec = self.store.update(rec.id, status="created", pid=0, exit_code=None, started=None,
+                                finished=None, error=None, detached=True, interactive=False,
+                                monitor_pid=os.getpid())
+        monitor, started = self._spawn_monitor(rec.id)
+        try:
+            return self._await_start(rec, monitor, started)[0]
+        finally:
+            os.close(started)
+
+    def restart(self, ref: str, timeout: float = STOP_TIMEOUT_S) -> ContainerRecord:
+        self.stop(ref, timeout)
+        return self.start(ref)
+
+    def top(self, ref: str) -> list[dict[str, Any]]:
+        """The container's processes (``runc ps``): pid, parent, user id, CPU seconds, and the
+        command line, read from the host's /proc."""
+        rec = self.store.find(ref)
+        if not rec.is_alive():
+            raise StateError(f"container {rec.name} is not running")
+        code, out = _run_capturing_stdout([*runtime_argv(), "ps", "--format", "json", rec.id])
+        if code != 0:
+            raise ContainerError(f"top {rec.name}: the runtime exited {code}")
+        try:
+            pids = json_loads(out)
+        except ValueError:
+            pids = None
+        if not isinstance(pids, list):
+            raise ContainerError(f"top {rec.name}: the runtime's answer is not a pid list")
+        tick = os.sysconf("SC_CLK_TCK")
+        procs = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{int(pid)}/stat", "rb") as f:
+                    stat = f.read().decode(errors="replace")
+                with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+                    cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+                uid = os.stat(f"/proc/{int(pid)}").st_uid
+            except (OSError, ValueError):
+                continue  # exited meanwhile
+            fields = stat[stat.rfind(")") + 2:].split()
+            procs.append({"pid": int(pid), "ppid": int(fields[1]), "uid": uid,
+                          "cpu_s": (int(fields[11]) + int(fields[12])) / tick,
+                          "command": cmd or stat[stat.find("(") + 1:stat.rfind(")")]})
+        return procs
+
+    def stats(self, ref: str) -> dict[str, Any]:
+        """CPU time, memory use and limit, and process count of a running container, from its
+        cgroup (``linux.cgroupsPath`` = /arca/ID; cgroup v2 or v1)."""
+        rec = self.store.find(ref)
+        if not rec.is_alive():
+            raise StateError(f"container {rec.name} is not running")
+        base = "/sys/fs/cgroup"
+        rel = f"arca/{rec.id}"
+
+        def read(*paths: str) -> str | None:
+            for p in paths:
+                try:
+                    with open(os.path.join(base, p)) as f:
+                        return f.read()
+                except OSError:
+                    continue
+            return None
+
+        def num(text: str | None) -> int | None:
+            t = (text or "").strip()
+            return int(t) if t.isdigit() else None
+
+        cpu_ns = num(read(f"cpuacct/{rel}/cpuacct.usage"))
+        if cpu_ns is None:
+            stat = read(f"{rel}/cpu.stat") or ""
+            usec = [ln.split()[1] for ln in stat.splitlines() if ln.startswith("usage_usec ")]
+            cpu_ns = int(usec[0]) * 1000 if usec else None
+        limit = num(read(f"{rel}/memory.max", f"memory/{rel}/memory.limit_in_bytes"))
+        pids = num(read(f"{rel}/pids.current", f"pids/{rel}/pids.current"))
+        return {"id": rec.id, "name": rec.name,
+                "cpu_seconds": cpu_ns / 1e9 if cpu_ns is not None else None,
+                "memory_bytes": num(read(f"{rel}/memory.current",
+                                         f"memory/{rel}/memory.usage_in_bytes")),
+                "memory_limit_bytes": limit if limit is not None and limit < 1 << 62 else None,
+                "pids": pids}
+
     def kill(self, ref: str, sig: str = "KILL") -> ContainerRecord:
         """Send ``sig`` (a name, with or without SIG, or a number) to the container's process,
         through the runtime (a TD's agent passes it on like runc does)."""
@@ -681,7 +802,8 @@ class Engine:
     @staticmethod
     def is_lost(rec: ContainerRecord) -> bool:
         """Running, but its supervisor (the foreground ``arca run``, or a ``-d`` container's
-        monitor) is gone: killed, so nobody will record its exit or clean it up."""
+        monitor) is gone: killed, so nobody will record its exit or clean it up (also
+        ``arca.cli.table.supervisor_gone``, for ``ps`` without this module)."""
         return (rec.status in ("created", "running") and rec.monitor_pid > 0
                 and rec.monitor_pid != os.getpid() and not _pid_alive(rec.monitor_pid))
 
@@ -876,6 +998,17 @@ class Engine:
 
     def images_in_use(self, digest: str) -> list[str]:
         return [r.name for r in self.store.list() if r.image_digest == digest]
+
+
+def _run_capturing_stdout(argv: list[str]) -> tuple[int, bytes]:
+    r, w = os.pipe()
+    try:
+        pid = spawn.spawn(argv, stdout_fd=w, stderr_fd=2)
+    finally:
+        os.close(w)
+    with open(r, "rb") as f:
+        out = f.read()
+    return spawn.wait(pid), out
 
 
 def _tee_output(pid: int, out_r: int, err_r: int, log_path: str) -> None:
