@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.integration,
                                  reason=f"vm backend unavailable: {_vm_unavailable()}")]
 
 BIN = pathlib.Path(sys.executable).parent
-PROBE = b"arca-vm-probe " * 300  # a file of its own data blocks, to corrupt in the cache
+PROBE = b"arca-vm-probe " * 3000  # 42 kB: whole data blocks of its own, to corrupt
 SCRIPT = "cat /run/arca/evidence.json; echo to-stderr >&2; exit 3"
 
 
@@ -167,11 +167,12 @@ def test_two_vms_of_one_image_share_one_rootfs_image(world) -> None:  # type: ig
 
 def test_flipped_byte_in_cached_rootfs_is_an_io_error_in_the_guest(world) -> None:  # type: ignore[no-untyped-def]
     _, layout, env = world
+    measure(f"oci:{layout}:v1", "vm")  # builds the cached image if no test did yet
     images = list((pathlib.Path(env["ARCA_ROOT"]) / "vm" / "rootfs").glob("*.img"))
     assert len(images) == 1
     img = images[0]
     data = img.read_bytes()
-    at = data.index(PROBE[:64]) + 100  # inside /probe's data, below the hash tree
+    at = data.index(PROBE[:64]) + 5 * 4096 + 100  # a data block of /probe, not metadata
     os.chmod(img, 0o644)
     try:
         with open(img, "r+b") as f:
@@ -179,19 +180,37 @@ def test_flipped_byte_in_cached_rootfs_is_an_io_error_in_the_guest(world) -> Non
             f.write(bytes([data[at] ^ 0x01]))
         res = arca(env, "run", "--rm", "--tee", "vm", f"oci:{layout}:v1", "cat", "/probe")
         assert res.returncode != 0
+        # dm-verity fails the read of that block: EIO for the workload
         assert "Input/output error" in res.stderr, res.stderr
-        assert b"arca-vm-probe" not in res.stdout.encode()
-    finally:
+        # the blocks before the flipped one verify and are read; nothing from it on is
+        assert len(res.stdout) <= at - data.index(PROBE[:64])
+        assert PROBE.startswith(res.stdout.encode())
+        # a block the mount itself reads (the erofs superblock): refused before any workload
         with open(img, "r+b") as f:
             f.seek(at)
             f.write(bytes([data[at]]))
+            f.seek(1024 + 8)
+            f.write(bytes([data[1024 + 8] ^ 0x01]))
+        res = arca(env, "run", "--rm", "--tee", "vm", f"oci:{layout}:v1", "cat", "/probe")
+        assert res.returncode == 125
+        assert "does not match its measured dm-verity root hash" in res.stderr, res.stderr
+    finally:
+        with open(img, "r+b") as f:
+            for off in (at, 1024 + 8):
+                f.seek(off)
+                f.write(bytes([data[off]]))
         os.chmod(img, 0o444)
     assert leftovers(env) == []
 
 
 def test_missing_kernel_is_one_line_and_leaves_nothing(world, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
     _, layout, env = world
-    res = arca({**env, "ARCA_VM_DATA": str(tmp_path / "none")}, "run", "--rm", "--tee", "vm",
+    # A runtime config file sends create down arca-runtime's Python path (ADR 0003), which
+    # sees this environment; the sim daemon's fast path would use its own ARCA_VM_DATA.
+    config = tmp_path / "runtime.json"
+    config.write_text("{}")
+    res = arca({**env, "ARCA_VM_DATA": str(tmp_path / "none"),
+                "ARCA_RUNTIME_CONFIG": str(config)}, "run", "--rm", "--tee", "vm",
                f"oci:{layout}:v1")
     assert res.returncode != 0
     assert "no guest kernel installed" in res.stderr

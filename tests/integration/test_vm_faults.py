@@ -72,7 +72,10 @@ def test_create_start_delete_cycles_leave_nothing(rt: Runtime) -> None:
         cid = f"vmcyc-{i}-{RUN}"
         (b / "config.json").write_bytes(config)  # create rewrites it in place
         rt.run("create", "--bundle", str(b), cid)
-        assert qemu_pids(cid), "the container's process did not start QEMU"
+        deadline = time.monotonic() + 20  # the VMM starts QEMU right after runc started it
+        while not qemu_pids(cid):
+            assert time.monotonic() < deadline, "the container's process did not start QEMU"
+            time.sleep(0.05)
         rt.run("start", cid)
         rt.run("delete", "--force", cid)
         assert_clean(rt, cid)
@@ -104,8 +107,10 @@ def test_qemu_killed_from_outside_stops_the_container_and_leaves_nothing(rt: Run
     b = rt.bundle(cid, ["sleep", "30"], tee="vm")
     rt.run("create", "--bundle", str(b), cid)
     rt.run("start", cid)
-    pids = qemu_pids(cid)
-    assert len(pids) == 1
+    deadline = time.monotonic() + 20
+    while len(pids := qemu_pids(cid)) != 1:
+        assert time.monotonic() < deadline, f"QEMU processes: {pids}"
+        time.sleep(0.05)
     os.kill(pids[0], signal.SIGKILL)
     deadline = time.monotonic() + 30
     while '"status": "stopped"' not in rt.run("state", cid, check=False).stdout:

@@ -47,7 +47,12 @@ DM_DEV_CREATE, DM_DEV_SUSPEND, DM_TABLE_LOAD, DM_READONLY = 3, 6, 9, 1
 
 def log(msg: str) -> None:
     """Progress on the guest console (the host's console.log): says where a VM stopped."""
-    print(f"arca-vminit: {msg}", file=sys.stderr, flush=True)
+    try:  # the guest's uptime, as the kernel's own lines have it: the boot's breakdown
+        with open("/proc/uptime") as f:
+            up = f.read().split()[0]
+    except OSError:
+        up = "?"
+    print(f"[{up:>12}] arca-vminit: {msg}", file=sys.stderr, flush=True)
 
 
 def sh(*args: str) -> None:
@@ -166,7 +171,11 @@ def setup(host: Host) -> int:
     args = dict(a.partition("=")[::2] for a in open("/proc/cmdline").read().split())
     root_hash, _, blocks = args.get("arca.root", "").partition(":")
     dm = verity(wait_for("/dev/vda"), root_hash, int(blocks or 0))
-    sh("mount", "-t", "erofs", "-o", "ro", dm, "/lower")
+    try:
+        sh("mount", "-t", "erofs", "-o", "ro", dm, "/lower")
+    except OSError:  # the kernel read a block whose hash is not in the measured tree
+        raise OSError("the rootfs image does not match its measured dm-verity root hash "
+                      "(mount failed)") from None
     sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/rw")
     os.mkdir("/rw/upper", 0o755)
     os.mkdir("/rw/work", 0o755)
@@ -281,6 +290,7 @@ def supervise(host: Host, pid: int, relay_port: int) -> int:
             return 128 - code if code < 0 else code  # killed by a signal: as a shell says
         if ev in ready:
             conn = ev.accept()[0]
+            log("evidence requested")
             conn.settimeout(5)
             host.send({"op": "evidence", "request": conn.recv(4096).decode()})
             waiting.append(conn)
