@@ -127,7 +127,12 @@ def test_guest_finds_no_tee_and_stops_before_any_secret(tmp_path, monkeypatch, t
         conn.settimeout(BOOT_TIMEOUT)
         buf, deadline = b"", time.monotonic() + BOOT_TIMEOUT
         while status is None and time.monotonic() < deadline:
-            data = conn.recv(65536)
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                log = tmp_path / "console.log"
+                pytest.fail("the guest did not report: "
+                            + (log.read_text(errors="replace")[-3000:] if log.exists() else ""))
             if not data:
                 break
             buf += data
