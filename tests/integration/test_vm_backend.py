@@ -203,6 +203,27 @@ def test_flipped_byte_in_cached_rootfs_is_an_io_error_in_the_guest(world) -> Non
     assert leftovers(env) == []
 
 
+def test_stop_delivers_sigterm_to_the_workload_in_the_guest(world) -> None:  # type: ignore[no-untyped-def]
+    """``arca stop``: the VMM forwards SIGTERM over the control port, the guest's init sends it
+    to the workload, whose own exit status comes back."""
+    _, layout, env = world
+    script = 'trap "echo got-term; exit 42" TERM; echo ready; while true; do sleep 1; done'
+    res = arca(env, "run", "-d", "--name", "sig", "--tee", "vm", f"oci:{layout}:v1",
+               "sh", "-c", script)
+    assert res.returncode == 0, res.stderr
+    try:
+        deadline = time.monotonic() + 240
+        while "ready" not in arca(env, "logs", "sig").stdout:
+            assert time.monotonic() < deadline, "the workload never started"
+            time.sleep(1)
+        assert arca(env, "stop", "sig").returncode == 0
+        assert "got-term" in arca(env, "logs", "sig").stdout
+        assert "exited (42)" in arca(env, "ps", "-a").stdout
+    finally:
+        arca(env, "rm", "-f", "sig")
+    assert leftovers(env) == []
+
+
 def test_missing_kernel_is_one_line_and_leaves_nothing(world, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
     _, layout, env = world
     # A runtime config file sends create down arca-runtime's Python path (ADR 0003), which
