@@ -91,8 +91,8 @@ site=$("$py" -I -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 case "$PWD$site" in *[\'\"\\]*) echo "setup: quotes in $PWD or $site" >&2; exit 1;; esac
 # The code stamp (arca.host.runtime.fastcreate.code_stamp) lets the front end hand a TEE create
 # to a sim daemon running the same sources only.
-code_stamp=$(cd src && cat $(ls arca/host/runtime/*.py arca/host/simtee/*.py arca/host/backends/*.py \
-        arca/host/runtime/frontend.c | LC_ALL=C sort) | sha256sum | cut -d' ' -f1)
+code_stamp=$(cd src && cat $(ls arca/host/runtime/*.py arca/host/simtee/*.py arca/host/runtime/frontend.c \
+        $(find arca/host/backends -name '*.py') | LC_ALL=C sort) | sha256sum | cut -d' ' -f1)
 gcc -O2 -Wall -Wextra -Werror -DARCA_PYTHON="\"$py\"" -DARCA_SRC="\"$PWD/src\"" \
     -DARCA_SITE="\"$site\"" -DARCA_STAMP="\"$code_stamp\"" \
     -o .venv/bin/.arca-runtime.new src/arca/host/runtime/frontend.c

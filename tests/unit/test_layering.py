@@ -94,7 +94,8 @@ TEE_NAME_EXCEPTIONS = {
                          "the agent picks sources from the table and sets the TEE",
     "kbs/evidence.py": "the broker's sample verifier, and the verifiers enabled by flags named "
                        "after their TEE (--insecure-allow-sample, --trust-sim-root)",
-    "kbs/service.py": "the broker's /metrics-style config report says whether sim is allowed",
+    "kbs/service.py": "the Rego policies' data.config.allow_sim: whether this broker accepts "
+                      "sim evidence (the default attestation policy reads it)",
     "cli/kbs_cmd.py": "the test client `arca kbs get-resource` makes sample evidence itself and "
                       "reads a sim device socket given by path",
     "demo.py": "`make demo` tells the sim story, naming the TEE on the command lines it shows",

@@ -166,7 +166,11 @@ def setup(host: Host) -> int:
     args = dict(a.partition("=")[::2] for a in open("/proc/cmdline").read().split())
     root_hash, _, blocks = args.get("arca.root", "").partition(":")
     dm = verity(wait_for("/dev/vda"), root_hash, int(blocks or 0))
-    sh("mount", "-t", "erofs", "-o", "ro", dm, "/lower")
+    try:
+        sh("mount", "-t", "erofs", "-o", "ro", dm, "/lower")
+    except OSError:  # the kernel read a block whose hash is not in the measured tree
+        raise OSError("the rootfs image does not match its measured dm-verity root hash "
+                      "(mount failed)") from None
     sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/rw")
     os.mkdir("/rw/upper", 0o755)
     os.mkdir("/rw/work", 0o755)

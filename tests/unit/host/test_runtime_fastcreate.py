@@ -70,3 +70,36 @@ def test_any_request_gets_an_answer_and_leaves_the_daemon_as_it_was(
         assert set(answer) == {"fallback"}
     assert not (run_dir / "run" / "containers").exists() or not any(
         (run_dir / "run" / "containers").iterdir())
+
+
+class _Daemon:
+    """Records what the daemon is asked to do (the backend's undo goes through it)."""
+
+    def __init__(self) -> None:
+        self.unregistered: list[str] = []
+
+    def unregister(self, td_id: str) -> bool:
+        self.unregistered.append(td_id)
+        return True
+
+
+@pytest.mark.parametrize("status", ["created", "creating"])
+def test_delete_undo_runs_the_backends_undo_for_created_containers_only(
+        run_dir: pathlib.Path, status: str) -> None:
+    """The front end's delete hands Arca's part to the daemon (lifecycle._undo there)."""
+    from arca.host.runtime import state as st
+
+    st.save(st.ContainerState("c1", "sim", "/b", status, "ab"))
+    st.td_dir("c1").mkdir(parents=True)
+    daemon = _Daemon()
+    req = {"op": "delete-undo", "stamp": fastcreate.code_stamp(), "argv": ["delete", "c1"],
+           "cwd": "/", "env": {"ARCA_RUN": os.environ["ARCA_RUN"]}, "umask": 0o22}
+    answer = fastcreate.handle(req, daemon, fastcreate.code_stamp())
+    if status == "created":
+        assert answer == {"delete": "undone"} and daemon.unregistered == ["c1"]
+        assert st.load("c1") is None and not st.td_dir("c1").exists()
+    else:  # half-created: Python's delete (it waits for an orphaned create) decides
+        assert set(answer) == {"fallback"} and daemon.unregistered == []
+        assert st.load("c1") is not None
+    assert fastcreate.handle({**req, "argv": ["create", "c1"]}, daemon,
+                             fastcreate.code_stamp()) == {"fallback": "not a delete"}

@@ -124,13 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         command = argv[i] if i < len(argv) else ""
         if globals_.get("version") and not command:
             return _version()
-        if command not in _HANDLED:
-            exec_runc(runc_binary(), argv)
-        if command in ("delete", "start", "state") and not _has_arca_state(argv[-1]):
-            # The hot path of every plain container: no argparse, no JSON.
-            exec_runc(runc_binary(), argv)
-        if command == "create" and _obviously_plain(argv[i + 1 :]):
-            # Same for create of a container without TEE (pods' sandboxes, plain workloads).
+        if decide(argv) == RUNC:
             exec_runc(runc_binary(), argv)
         from arca.host.runtime import lifecycle
 
@@ -148,6 +142,37 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+#: :func:`decide`'s answers.
+RUNC, ARCA = "runc", "arca"
+
+
+def decide(argv: list[str]) -> str:
+    """Where a call goes: :data:`RUNC` (``exec`` runc, nothing for Arca to do) or :data:`ARCA`
+    (:mod:`.lifecycle`, which may still end in runc after full validation, e.g. ``exec`` of a
+    container without Arca state). The C front end (``frontend.c``) makes this decision for
+    the calls it answers itself, and hands everything else here;
+    ``tests/unit/host/test_runtime_frontend_agreement.py`` fails when the two differ.
+    No side effects; cheap for the pass-through cases (``os`` only)."""
+    globals_, i = split_globals(argv)
+    command = argv[i] if i < len(argv) else ""
+    if not command:
+        return ARCA if globals_.get("version") else RUNC  # runc's help and usage errors
+    if command not in _HANDLED:
+        return RUNC
+    if command in ("create", "run"):
+        # The hot path of every plain container (pods' sandboxes, plain workloads).
+        return RUNC if _obviously_plain(argv[i + 1:]) else ARCA
+    if command == "exec":
+        return ARCA  # its id is not the last argument: lifecycle parses it
+    if not _has_arca_state(argv[-1]):
+        return RUNC  # delete/start/state/checkpoint/restore of a container Arca did not make
+    if command in ("start", "state"):
+        from arca.host.runtime import lifecycle
+
+        return ARCA if lifecycle.arca_handles(command, argv[i + 1:]) else RUNC
+    return ARCA
 
 
 def _obviously_plain(args: list[str]) -> bool:

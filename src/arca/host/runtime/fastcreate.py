@@ -22,6 +22,11 @@ registering the TD in-process. Answers (one JSON line):
 * anything else (``{"fallback": why}``, an older daemon's unknown-op error, no answer): the
   front end runs the Python path, which decides everything again.
 
+``{"op": "delete-undo", ...}`` (same fields, ``argv`` a ``delete``): the front end's ``runc
+delete`` of a created TEE container succeeded; the daemon runs Arca's part of ``delete`` (the
+backend's ``undo``, Arca's files) and answers ``{"delete": "undone"}``. Otherwise the front end
+does it without Python (the platform's registration file, Arca's files: a daemon-less host).
+
 Falls back on: a code stamp other than the daemon's (a daemon left running from other
 sources), relative paths in the environment or cwd, a run directory other than the daemon's,
 ``run`` rather than ``create``. Creates are served one at a time (the daemon's one control
@@ -58,12 +63,13 @@ _SRC = pathlib.Path(__file__).resolve().parents[3]
 
 
 def code_stamp(src: pathlib.Path = _SRC) -> str:
-    """sha256 of the sources the fast path runs (runtime, sim platform, backends, front end),
-    in path order: ``scripts/setup.sh`` compiles the same value into the front end, so a daemon
-    started from other sources than the front end's is never asked to create."""
+    """sha256 of the sources the fast path runs (runtime, sim platform, every backend module
+    and package, front end), in path order: ``scripts/setup.sh`` compiles the same value into
+    the front end, so a daemon started from other sources than the front end's is never asked
+    to create."""
     h = hashlib.sha256()
     files = [*(src / "arca/host/runtime").glob("*.py"), *(src / "arca/host/simtee").glob("*.py"),
-             *(src / "arca/host/backends").glob("*.py"), src / "arca/host/runtime/frontend.c"]
+             *(src / "arca/host/backends").rglob("*.py"), src / "arca/host/runtime/frontend.c"]
     for f in sorted(files, key=lambda p: str(p.relative_to(src)).encode()):
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -98,6 +104,8 @@ def handle(req: dict[str, Any], daemon: Any, stamp: str) -> dict[str, Any]:
             os.environ.update(req["env"])
             if req["op"] == "create-undo":
                 return _undo(req, daemon)
+            if req["op"] == "delete-undo":
+                return _delete_undo(req, daemon)
             return _create(req, daemon)
         finally:
             os.umask(old_umask)
@@ -130,8 +138,9 @@ def _unusual(req: dict[str, Any], stamp: str) -> str:
     if os.path.realpath(env.get("ARCA_RUN") or "/run/arca-host") != ours:
         return "run directory is not the daemon's"
     _, i = split_globals(argv)
-    if i >= len(argv) or argv[i] != "create":
-        return "not a create"
+    want = "delete" if req.get("op") == "delete-undo" else "create"
+    if i >= len(argv) or argv[i] != want:
+        return f"not a {want}"
     return ""
 
 
@@ -163,3 +172,16 @@ def _undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     if saved is not None and saved.status == sm.CREATING:
         lifecycle._undo(cid, pathlib.Path(saved.bundle), _InProcess(daemon))
     return {"create": "undone"}
+
+
+def _delete_undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
+    """The front end's ``runc delete`` of a created TEE container succeeded (runc no longer
+    has it): the backend's undo and Arca's files, exactly as ``lifecycle.delete`` does."""
+    cid = st.validate_id(req["argv"][-1])
+    saved = st.load(cid)
+    if saved is None:
+        return {"delete": "undone"}  # a concurrent delete came first
+    if saved.status != sm.CREATED:
+        return {"fallback": f"container {cid} is {saved.status}"}
+    lifecycle._undo(cid, None, backend=lifecycle._backend(saved, _InProcess(daemon)))
+    return {"delete": "undone"}

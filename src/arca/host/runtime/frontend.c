@@ -13,8 +13,9 @@
  *   - command not handled by Arca (start, state, kill, ps, features, ...)      -> runc
  *   - delete/checkpoint/restore of an id without Arca state                    -> runc
  *   - delete [--force] of a TEE container whose create completed ("created"):
- *     runc delete, then (as lifecycle.delete/_undo) unregister the TD from the sim
- *     platform and remove Arca's files; half-created containers go to Python
+ *     runc delete, then hand Arca's part (lifecycle._undo: the backend's undo, Arca's
+ *     files) to the daemon; with no daemon of these sources, unregister / drop the
+ *     platform's registration file and remove Arca's files; half-created ones go to Python
  *   - create/run whose config.json has no "io.arca" text and no \u escape,
  *     with the default TEE "none" (ARCA_TEE unset/empty or "none")           -> runc
  *   - other creates, when the sim daemon answers and runs the same sources (code stamp):
@@ -24,15 +25,20 @@
  *   - start/state of an id without Arca state                                 -> runc
  *   - start of a created TEE container not yet released: write one byte to "go" once the
  *     agent holds it open, record "released" (a second start is runc's: already running)
- *   - state of one not yet released: runc's answer with "running" read as "created"
+ *   - state of one not yet released: runc's answer with "running" read as "created"; of a
+ *     half-created one (or corrupt state): Python
  *   - delete without --force of one not yet released: runc delete --force (runc kills a
  *     created container on delete too)
  *   - anything else (TEE create/delete, exec, odd input)                      -> Python
  *
- * Mirrors cli.py (split_globals, _has_arca_state, _obviously_plain) and config.py
- * (ARCA_RUNC, ARCA_TEE, ARCA_RUNTIME_CONFIG); tests/unit/host/test_runtime_frontend.py checks
- * both agree. Built by scripts/setup.sh with the interpreter, source and site-packages paths
- * compiled in (ARCA_PYTHON, ARCA_SRC, ARCA_SITE). The Python path runs with -I -S: no site,
+ * Its decisions are cli.decide's (split_globals, _has_arca_state, _obviously_plain,
+ * lifecycle.arca_handles over the state files of machine.py) and config.py's (ARCA_RUNC,
+ * ARCA_TEE, ARCA_RUNTIME_CONFIG): tests/unit/host/test_runtime_frontend_agreement.py fails,
+ * case by case, when the two decide differently; test_runtime_frontend.py checks which calls
+ * never start Python. Besides deciding, it only hands off (to Python or the daemon) and speaks
+ * the runtime's go-FIFO protocol for start/state, which needs no Python (ADR 0012). Built by
+ * scripts/setup.sh with the interpreter, source and site-packages paths compiled in
+ * (ARCA_PYTHON, ARCA_SRC, ARCA_SITE). The Python path runs with -I -S: no site,
  * no .pth processing, no PYTHON* variables, no current directory on sys.path.
  */
 #define _GNU_SOURCE
@@ -339,42 +345,52 @@ static int spawn_wait(const char *runc, char **args) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* lifecycle.create with Arca's part done in the sim daemon; returns only to fall back to
- * Python (no daemon, other sources, anything unusual: Python decides again). */
-static void fast_create(int argc, char **argv, int i, const char *runc) {
+/* A hand-off request to the daemon (fastcreate.py): op, our argv, umask, cwd and ARCA_*
+ * environment. 0 when the daemon cannot be asked (no code stamp, relative paths). */
+static int request(struct buf *req, const char *op, int argc, char **argv) {
     /* fastcreate.ENV_KEYS: everything Arca's part of a create reads from the environment. */
     static const char *const keys[] = {"ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG",
                                        "ARCA_RUNC", "ARCA_TEE", "ARCA_VM_DATA",
                                        "ARCA_VM_QEMU", "ARCA_VM_BOOT_TIMEOUT", NULL};
     const char *run = run_dir();
     char cwd[4096];
-    if (!*ARCA_STAMP || run[0] != '/' || !getcwd(cwd, sizeof(cwd))) return;
+    if (!*ARCA_STAMP || run[0] != '/' || !getcwd(cwd, sizeof(cwd))) return 0;
     const char *root = getenv("ARCA_ROOT");
-    if (root && root[0] != '/') return;
-    struct buf req = {0};
-    puts_(&req, "{\"op\": \"create\", \"stamp\": \"" ARCA_STAMP "\", \"argv\": [");
+    if (root && root[0] != '/') return 0;
+    puts_(req, "{\"op\": ");
+    put_json(req, op);
+    puts_(req, ", \"stamp\": \"" ARCA_STAMP "\", \"argv\": [");
     for (int j = 1; j < argc; j++) {
-        if (j > 1) puts_(&req, ", ");
-        put_json(&req, argv[j]);
+        if (j > 1) puts_(req, ", ");
+        put_json(req, argv[j]);
     }
     mode_t mask = umask(0);
     umask(mask);
     char num[32];
     snprintf(num, sizeof(num), "], \"umask\": %u, \"cwd\": ", (unsigned)mask);
-    puts_(&req, num);
-    put_json(&req, cwd);
-    puts_(&req, ", \"env\": {");
+    puts_(req, num);
+    put_json(req, cwd);
+    puts_(req, ", \"env\": {");
     int first = 1;
     for (const char *const *k = keys; *k; k++) {
         const char *v = getenv(*k);
         if (!v) continue;
-        if (!first) puts_(&req, ", ");
+        if (!first) puts_(req, ", ");
         first = 0;
-        put_json(&req, *k);
-        puts_(&req, ": ");
-        put_json(&req, v);
+        put_json(req, *k);
+        puts_(req, ": ");
+        put_json(req, v);
     }
-    puts_(&req, "}}\n");
+    puts_(req, "}}\n");
+    return 1;
+}
+
+/* lifecycle.create with Arca's part done in the sim daemon; returns only to fall back to
+ * Python (no daemon, other sources, anything unusual: Python decides again). */
+static void fast_create(int argc, char **argv, int i, const char *runc) {
+    const char *run = run_dir();
+    struct buf req = {0};
+    if (!request(&req, "create", argc, argv)) return;
     char *ans = daemon_call(run, req.p, req.len);
     if (!ans) return;
     if (strstr(ans, "\"create\": \"runc\"")) run_runc(runc, argv);
@@ -524,6 +540,17 @@ static void delete_tee(int argc, char **argv, int i, const char *runc, const cha
                                                             : argv);
     runc_state_path(path, sizeof(path), root, id);
     if (rc != 0 && access(path, F_OK) == 0) exit(rc);  /* runc still has it: keep ours */
+    /* Arca's part is Python's (lifecycle._undo: the backend's undo, Arca's files), run by the
+     * daemon; without a daemon of our sources, what it amounts to on a daemon-less host. */
+    struct buf req = {0};
+    char *ans = request(&req, "delete-undo", argc, argv) ? daemon_call(run, req.p, req.len)
+                                                         : NULL;
+    if (ans && strstr(ans, "\"delete\": \"undone\"")) exit(0);
+    if (ans && strstr(ans, "\"create\": \"error\"")) {
+        const char *msg = strstr(ans, "\"msg\": \"");
+        report_error(msg ? msg + 7 : "\"the sim platform refused the delete\"");
+        exit(1);
+    }
     if (unregister(run, id) != 0) exit(1);
     snprintf(path, sizeof(path), "%s/td/%s", run, id);
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -599,7 +626,8 @@ static void start_tee(int argc, char **argv, int i, const char *runc, const char
 /* lifecycle.state: runc's answer, "created" for a prestarted agent not yet released. */
 static void state_tee(int argc, char **argv, int i, const char *runc) {
     const char *id = argv[argc - 1], *run = run_dir();
-    if (i + 2 != argc || !created(run, id) || !unreleased(run, id)) run_runc(runc, argv);
+    if (i + 2 != argc || !created(run, id)) return;  /* Python: odd arguments, half-created */
+    if (!unreleased(run, id)) run_runc(runc, argv);
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return;
     posix_spawn_file_actions_t fa;

@@ -402,7 +402,7 @@ def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
     if rc == 0 or not runc_has(globals_, cid):
         # runc no longer has the container (deleted now, or a create that never reached it):
         # nothing can use the TD any more, so its registration and files go.
-        _undo(cid, None)
+        _undo(cid, None, backend=_backend(saved))
         return 0
     return rc
 
@@ -419,22 +419,34 @@ def _prestarted(cid: str) -> bool:
 
 
 def _state_of(cid: str) -> str:
+    """The container's lifecycle state (:mod:`.machine`) as the caller sees it: an id Arca
+    could not have state for is runc's business (ABSENT)."""
+    return sm.of(_safe_load(cid))
+
+
+def arca_handles(command: str, args: list[str]) -> bool:
+    """Whether ``start``/``state`` with ``args`` is Arca's (else runc's own, unchanged):
+    ``start`` of a container in CREATING (refused) or CREATED (released); ``state`` of one in
+    CREATED (read as ``created``) or with corrupt state (refused). The C front end decides
+    the same from the same files (``created``/``unreleased`` in frontend.c)."""
+    if len(args) != 1:
+        return False  # odd arguments: runc's own message
     try:
-        return sm.current(cid)
-    except InvalidInput:  # not an id Arca could have state for: runc's business
-        return sm.ABSENT
+        now = _state_of(args[0])
+    except StateError:
+        return True  # corrupt: said so, in one line
+    if command == "start":
+        return now in (sm.CREATING, sm.CREATED)
+    return now == sm.CREATED
 
 
 def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
           args: list[str]) -> int:
     """Release the prestarted agent of a TEE container; anything else is runc's ``start``."""
-    if len(args) != 1:
-        exec_runc(cfg.runc, argv)  # odd arguments: runc's own message
+    if not arca_handles("start", args):
+        exec_runc(cfg.runc, argv)  # a plain container, a second start, odd arguments: runc's
     cid = args[0]
-    now = _state_of(cid)
-    if now in (sm.ABSENT, sm.RELEASED):
-        exec_runc(cfg.runc, argv)  # a plain container, or a second start: runc's answer
-    sm.require(cid, now, "start")
+    sm.require(cid, _state_of(cid), "start")
     try:  # at most one start releases; a second one gets runc's answer (already running)
         os.close(os.open(st.released_path(cid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
@@ -466,9 +478,10 @@ def _init_pid(globals_: dict[str, str | bool], cid: str) -> int:
 def state(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
           args: list[str]) -> int:
     """runc's ``state``, but ``created`` for a prestarted TEE container not yet started."""
-    if len(args) != 1 or not _prestarted(args[0]):
+    if not arca_handles("state", args):
         exec_runc(cfg.runc, argv)
     cid = args[0]
+    _state_of(cid)  # corrupt state: refused in one line before runc runs
     import subprocess
     import sys
 
@@ -496,7 +509,7 @@ def check_exec_allowed(state: st.ContainerState, process: dict[str, Any]) -> Non
 def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
     saved = _safe_load(opts.id)
     if saved is not None:
-        sm.require(saved.id, sm.current(saved.id), "exec")
+        sm.require(saved.id, sm.of(saved), "exec")
         process: dict[str, Any] = {}
         if opts.process:
             try:

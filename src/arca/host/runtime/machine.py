@@ -50,14 +50,20 @@ RELEASED = "released"
 
 def current(cid: str) -> str:
     """The state of container ``cid`` from its files (``StateError`` if they are corrupt)."""
-    saved = st.load(st.validate_id(cid))
+    return of(st.load(st.validate_id(cid)))
+
+
+def of(saved: st.ContainerState | None) -> str:
+    """The state of a container whose ``state.json`` was loaded as ``saved`` (``None``: there
+    is none for the caller, e.g. under another runc root), from the rest of its files."""
     if saved is None:
         return ABSENT
     if saved.status == CREATING:
         return CREATING
     if saved.status != CREATED:
-        raise StateError(f"Arca state of container {cid} is corrupt: status {saved.status!r}")
-    return CREATED if st.unreleased(cid) else RELEASED
+        raise StateError(f"Arca state of container {saved.id} is corrupt: status "
+                         f"{saved.status!r}")
+    return CREATED if st.unreleased(saved.id) else RELEASED
 
 
 #: (state, command) -> the state after it; a pair not listed is a call in the wrong state.

@@ -262,8 +262,11 @@ class Daemon:
         self._control_done = time.monotonic()
         # The runtime's create, served for the C front end (ADR 0003): import it all now, so
         # the first create pays no imports either.
-        from arca.host import guestruntime, treedigest  # noqa: F401
+        from arca.host import backends, guestruntime, treedigest  # noqa: F401
         from arca.host.runtime import bundle, execpolicy, fastcreate  # noqa: F401
+
+        for name in backends.names():  # each backend's module too
+            backends.get(name)
 
         self.code_stamp = fastcreate.code_stamp()
 
@@ -420,7 +423,7 @@ class Daemon:
             reg = self.register(str(req["td_id"]), LaunchDescriptor.from_json(req["descriptor"]),
                                 init, launch=launch)
             return {"ok": True, "socket": str(reg.path), "measurement": reg.measurement_hex()}
-        if op in ("create", "create-undo"):
+        if op in ("create", "create-undo", "delete-undo"):
             from arca.host.runtime import fastcreate
 
             return fastcreate.handle(req, self, self.code_stamp)

@@ -1,0 +1,152 @@
+"""The ``vm`` backend's host pieces without booting a VM: reproducible initramfs and rootfs
+images, what the launch measurement covers, the VMM's config rewrite and its refusals, the
+guest's device-mapper structures, and vm reports accepted only as vm."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import stat
+import struct
+import subprocess
+
+import pytest
+
+from arca.guest import vminit
+from arca.host.backends.vm import launch, rewrite_config
+from arca.host.backends.vm.initramfs import write_cpio
+from arca.wire.errors import InvalidInput
+
+HAVE_IMAGE_TOOLS = bool(shutil.which("mkfs.erofs") and shutil.which("veritysetup"))
+
+
+def test_dm_structures_have_the_kernel_sizes() -> None:
+    # linux/dm-ioctl.h: sizeof(struct dm_ioctl) == 312, sizeof(struct dm_target_spec) == 40
+    assert struct.calcsize(vminit.DM_IOCTL_FMT) == 312
+    assert struct.calcsize(vminit.DM_SPEC_FMT) == 40
+
+
+def test_cpio_is_reproducible_and_sorted(tmp_path: pathlib.Path) -> None:
+    items = {"b": (stat.S_IFREG | 0o644, b"bee", 0), "a": (stat.S_IFDIR | 0o755, b"", 0),
+             "a/x": (stat.S_IFLNK | 0o777, b"../b", 0)}
+    d1 = write_cpio(items, tmp_path / "1.cpio")
+    d2 = write_cpio(dict(reversed(list(items.items()))), tmp_path / "2.cpio")
+    assert d1 == d2
+    assert (tmp_path / "1.cpio").read_bytes() == (tmp_path / "2.cpio").read_bytes()
+    if shutil.which("cpio"):
+        listing = subprocess.run(["cpio", "-itv", "--quiet"], input=(tmp_path / "1.cpio")
+                                 .read_bytes(), capture_output=True, check=True).stdout.decode()
+        names = [line.split()[-1] if "->" not in line else line.split()[-3]
+                 for line in listing.splitlines()]
+        assert names == ["a", "a/x", "b"]
+        assert "1970" in listing  # mtime 0
+
+
+def _launch(**kw: object) -> launch.Launch:
+    return launch.Launch(**{"kernel": "k", "initrd": "i", "rootfs": "r",  # type: ignore[arg-type]
+                            "cmdline": launch.cmdline("ab" * 32 + ":8", "cd" * 48), **kw})
+
+
+def test_measurement_covers_kernel_initrd_cmdline_vcpus_not_memory(tmp_path: pathlib.Path
+                                                                   ) -> None:
+    k, i = tmp_path / "k", tmp_path / "i"
+    k.write_bytes(b"kernel")
+    i.write_bytes(b"initrd")
+    base = _launch(kernel=str(k), initrd=str(i))
+    m = base.measurement()
+    assert _launch(kernel=str(k), initrd=str(i), memory_mib=512).measurement() == m
+    assert _launch(kernel=str(k), initrd=str(i), vcpus=2).measurement() != m
+    other_cmd = launch.cmdline("ab" * 32 + ":9", "cd" * 48)
+    assert _launch(kernel=str(k), initrd=str(i), cmdline=other_cmd).measurement() != m
+    i.write_bytes(b"initrd!")  # a changed file is measured anew (new size/mtime)
+    assert _launch(kernel=str(k), initrd=str(i)).measurement() != m
+    assert launch.Launch.from_json(base.to_json()) == base
+
+
+def test_shape_from_the_oci_limits() -> None:
+    assert launch.shape_from_spec({}) == (1, launch.DEFAULT_MEMORY_MIB)
+    res = {"linux": {"resources": {"cpu": {"quota": 150000, "period": 100000},
+                                   "memory": {"limit": 320 << 20}}}}
+    assert launch.shape_from_spec(res) == (2, 128)
+
+
+def test_rewrite_makes_qemu_the_process_and_refuses_volumes(tmp_path: pathlib.Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
+    config = {"root": {"path": "rootfs"}, "process": {"args": ["sh"], "env": ["A=1"]},
+              "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                         {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
+                          "options": ["rbind", "ro"]}]}
+    vm = _launch()
+    new = rewrite_config(config, tmp_path / "td", vm)
+    assert new["root"]["readonly"] is True
+    assert new["process"]["args"][-1] == "/arca-vmm/vmm.py"
+    dests = {m["destination"]: m for m in new["mounts"]}
+    for d in ("/etc/hosts", "/usr", launch.IN_CONTAINER_KERNEL, launch.IN_CONTAINER_ROOTFS):
+        assert d in dests
+    assert "ro" in dests[launch.IN_CONTAINER_ROOTFS]["options"]
+    assert dests[launch.IN_CONTAINER_TD]["source"] == str(tmp_path / "td")
+    volume = {"destination": "/data", "type": "bind", "source": "/srv/data",
+              "options": ["rbind"]}
+    with pytest.raises(InvalidInput, match="mount /srv/data -> /data refused"):
+        rewrite_config({**config, "mounts": [volume]}, tmp_path / "td", vm)
+
+
+@pytest.mark.skipif(not HAVE_IMAGE_TOOLS, reason="needs erofs-utils and veritysetup")
+def test_rootfs_image_is_reproducible_and_verity_catches_a_flip(tmp_path: pathlib.Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    from arca.host.backends.vm.rootfs import ensure_rootfs_image
+
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "hello").write_bytes(b"hello " * 2000)
+    (tree / "link").symlink_to("bin/hello")
+    images = []
+    for n in ("a", "b"):
+        monkeypatch.setenv("ARCA_ROOT", str(tmp_path / n))
+        os.utime(tree / "bin" / "hello", (1000 * len(images), 1000 * len(images)))
+        images.append(ensure_rootfs_image(tree))
+    assert images[0].root_hash == images[1].root_hash
+    assert images[0].path.read_bytes() == images[1].path.read_bytes()
+    again = ensure_rootfs_image(tree)  # cached: the same file
+    assert again.path == images[1].path
+    img = images[1].path
+    data = bytearray(img.read_bytes())
+    data[data.index(b"hello hello") + 7] ^= 1
+    os.chmod(img, 0o644)
+    img.write_bytes(bytes(data))
+    size = images[1].data_blocks * 4096
+    res = subprocess.run(["veritysetup", "verify", "--no-superblock", f"--hash-offset={size}",
+                          f"--data-blocks={images[1].data_blocks}", str(img), str(img),
+                          images[1].root_hash], capture_output=True, text=True)
+    assert res.returncode != 0
+
+
+def test_vm_reports_verify_only_as_vm(tmp_path: pathlib.Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from arca.host.simtee.locations import root_cert_path
+    from arca.host.simtee.platform import load_platform
+    from arca.verifier.base import Expected
+    from arca.verifier.sim import SimVerifier
+    from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+    from arca.wire.errors import BindingMismatch
+
+    monkeypatch.setenv("ARCA_ROOT", str(tmp_path))
+    plat = load_platform()
+    rd, measured = bytes(range(64)), bytes([7]) * 48
+    desc = LaunchDescriptor("vm", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
+                            ProcessSpec(("/bin/true",)))
+    ev = plat.sign_report(desc, None, rd, "td-1", measured).to_bytes()
+    root = [root_cert_path().read_bytes()]
+    claims = SimVerifier(root, tee="vm").verify(ev, expected=Expected(rd, bytes(48)))
+    assert (claims.tee, claims.values["measurement"]) == ("vm", measured.hex())
+    with pytest.raises(BindingMismatch, match="report is for tee 'vm'"):
+        SimVerifier(root).verify(ev, expected=Expected(rd, bytes(48)))
+    sim_desc = LaunchDescriptor("sim", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
+                                ProcessSpec(("/bin/true",)))
+    sim_ev = plat.sign_report(sim_desc, None, rd, "td-2").to_bytes()
+    with pytest.raises(BindingMismatch, match="report is for tee 'sim'"):
+        SimVerifier(root, tee="vm").verify(sim_ev, expected=Expected(rd, bytes(48)))
