@@ -98,7 +98,8 @@ def vm_images(arca_root: pathlib.Path) -> list[str]:
     if not base.exists():
         return []
     return sorted(str(p.relative_to(base)) for p in base.rglob("*")
-                  if p.is_file() and p.suffix in (".img", ".cpio", ".tmp", ".qcow2"))
+                  if p.is_file() and p.suffix in (".img", ".cpio", ".tmp", ".qcow2")
+                  and p.relative_to(base).parts[0] != "vmm-root")  # empty mount points
 
 
 def td_dirs(arca_run: pathlib.Path) -> list[str]:
