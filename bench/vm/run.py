@@ -167,7 +167,8 @@ def breakdown(b: Bench) -> list[tuple[str, float]]:
                 marks.append(("create: runtime, rootfs cache lookup, runc -> QEMU running",
                               time.monotonic() - t0))
             with contextlib.suppress(OSError):
-                for line in console.read_text(errors="replace").splitlines():
+                # complete lines only: QEMU may be halfway through writing the last one
+                for line in console.read_text(errors="replace").split("\n")[:-1]:
                     if line.startswith("arca-vminit: ") and line not in seen:
                         seen.add(line)
                         marks.append((line.removeprefix("arca-vminit: "),
