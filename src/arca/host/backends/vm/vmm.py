@@ -95,11 +95,24 @@ def main() -> int:
         qemu = subprocess.Popen(argv, stdin=0, stdout=1, stderr=2, close_fds=True)
     except OSError as e:
         return fail(f"cannot start {argv[0]}: {e.strerror}")
-    listener.settimeout(30)
-    try:
-        conn = listener.accept()[0]
-    except OSError:
-        return fail("QEMU did not connect to the control port", qemu)
+    # QEMU connects as it starts; wait in short steps so that a QEMU that died (killed from
+    # outside, bad arguments) or a stop request ends this process at once.
+    listener.settimeout(0.2)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = listener.accept()[0]
+            break
+        except TimeoutError:
+            pass
+        if pending:
+            qemu.kill()
+            qemu.wait()
+            return 128 + pending[0]
+        if qemu.poll() is not None:
+            return fail(f"QEMU exited (status {qemu.returncode}) before the guest started")
+        if time.monotonic() > deadline:
+            return fail("QEMU did not connect to the control port", qemu)
     conn.setblocking(True)
     buf, wants_go, started = b"", False, time.monotonic()
     status: int | None = None
