@@ -361,6 +361,7 @@ static int spawn_wait(const char *runc, char **args) {
 /* A hand-off request to the daemon (fastcreate.py): op, our argv, umask, cwd and ARCA_*
  * environment. 0 when the daemon cannot be asked (no code stamp, relative paths). */
 static int request(struct buf *req, const char *op, int argc, char **argv) {
+    /* fastcreate.ENV_KEYS: everything Arca's part of a create reads from the environment. */
     static const char *const keys[] = {"ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG",
                                        "ARCA_RUNC", "ARCA_TEE", "ARCA_VM_DATA",
                                        "ARCA_VM_QEMU", "ARCA_VM_BOOT_TIMEOUT", NULL};

@@ -42,8 +42,10 @@ def fail(message: str, qemu: subprocess.Popen[bytes] | None = None) -> int:
     try:
         with open(f"{TD}/console.log", "rb") as f:
             lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        # A panic's cause is its "Kernel panic" line, not the trace lines printed after it.
+        panic = [ln for ln in lines if "Kernel panic" in ln]
         if lines:
-            tail = f" (guest console: {lines[-1].strip()[:300]})"
+            tail = f" (guest console: {(panic or lines)[-1].strip()[:300]})"
     except OSError:
         pass
     print(f"arca-vm: error: {message}{tail}", file=sys.stderr, flush=True)
