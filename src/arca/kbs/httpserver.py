@@ -129,6 +129,9 @@ class _Exchange:
     async def run(self) -> None:
         try:
             await self.conn.state.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:  # stopping after the grace period: nothing to answer
+            self.conn.transport.close()
+            raise
         except BaseException as exc:  # the application's failure must not kill the server
             log.error("exception in ASGI application", exc_info=exc)
             if not self.started:
@@ -257,6 +260,7 @@ class HttpProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.active_at = 0.0  # last byte received or last answer completed (loop time)
         self.write_paused: asyncio.Event | None = None
         self.reading_paused = False
         # ASGI exchanges: the one running, those waiting behind it (pipelining), the one whose
@@ -284,11 +288,14 @@ class HttpProtocol(asyncio.Protocol):
         self.client = _addr(transport.get_extra_info("peername"))
         self.server = _addr(transport.get_extra_info("sockname"))
         self.state.connections.add(self)
-        self._arm()
+        self.active_at = self.loop.time()
+        self.timer = self.loop.call_later(KEEP_ALIVE_SECONDS, self._idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        self._disarm()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         for ex in (self.current, *self.queue):
             if ex is not None and not ex.complete:
                 ex.disconnected = True
@@ -299,7 +306,9 @@ class HttpProtocol(asyncio.Protocol):
             self.write_paused.set()
 
     def data_received(self, data: bytes) -> None:
-        self._disarm()
+        # One timer per connection, re-armed only when it fires: a timer per read or per
+        # answer costs more than the protocol step's HTTP handling.
+        self.active_at = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -316,8 +325,6 @@ class HttpProtocol(asyncio.Protocol):
             else:  # a bug of ours, not the client's: keep the trace, still answer
                 log.error("error handling a request", exc_info=cause)
                 self._malformed("unprocessable request")
-        if self.current is None and not self.queue:
-            self._arm()
 
     def eof_received(self) -> bool | None:
         return None  # close once the answers owed are written (asyncio's default)
@@ -356,7 +363,6 @@ class HttpProtocol(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._disarm()
         parser = self.parser
         step = self._fast_step()
         self.step = step
@@ -488,7 +494,7 @@ class HttpProtocol(asyncio.Protocol):
             self._malformed(self.broken)
             return
         self.resume_reading()
-        self._arm()
+        self.active_at = self.loop.time()
 
     # -- connection control --------------------------------------------------------------------
     def _malformed(self, why: str) -> None:
@@ -524,19 +530,17 @@ class HttpProtocol(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def _arm(self) -> None:
-        self._disarm()
-        self.timer = self.loop.call_later(KEEP_ALIVE_SECONDS, self._idle)
-
-    def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
     def _idle(self) -> None:
-        self.timer = None
-        if self.current is None and not self.queue:
+        """Close a connection that owes nothing and got no byte for KEEP_ALIVE_SECONDS (a
+        request trickling in counts as idle too: it owes nothing yet)."""
+        if self.current is not None or self.queue:
+            self.active_at = self.loop.time()  # idle time counts from the answer
+        left = self.active_at + KEEP_ALIVE_SECONDS - self.loop.time()
+        if left <= 0:
+            self.timer = None
             self.transport.close()
+        else:
+            self.timer = self.loop.call_later(left, self._idle)
 
     def shutdown(self) -> None:
         """Graceful stop: close if nothing is owed, else close after the answers owed."""
