@@ -263,6 +263,46 @@ def test_the_server_serves_any_asgi_app_and_stops_gracefully(tmp_path: pathlib.P
         proc.wait()
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_workers_share_the_socket_and_stop_on_sigterm_to_the_parent(tmp_path: pathlib.Path):
+    """``--workers 2``: two forked workers answer on one socket; SIGTERM to the parent alone
+    (as an init system sends it) stops both, and the parent exits 0."""
+    import os
+    import signal
+
+    from tests.support.kbs import start_kbs
+
+    kbs = start_kbs(tmp_path / "data", "--workers", "2")
+    try:
+        workers = _children(kbs.proc.pid)
+        assert len(workers) == 2, workers
+        c = Conn(kbs.url)
+        c.send(post("/kbs/v0/auth", AUTH))  # sim not enabled here: refused, on the fast path
+        problem(c.read(), 401, "AttestationError")
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read()[0] == 200
+        os.kill(kbs.proc.pid, signal.SIGTERM)
+        assert kbs.proc.wait(15) == 0
+        assert c.closed()  # the idle keep-alive connection was closed, not left hanging
+        for pid in workers:
+            assert not pathlib.Path(f"/proc/{pid}").exists() or \
+                "zombie" in pathlib.Path(f"/proc/{pid}/status").read_text().lower()
+        c.close()
+    finally:
+        kbs.kill()
+
+
 _KINDS = {  # request -> the status it always gets on its own
     "auth": (post("/kbs/v0/auth", AUTH), 200),
     "auth-bad": (post("/kbs/v0/auth", b"{"), 400),
