@@ -23,11 +23,11 @@ import contextlib
 import http
 import logging
 import re
+import signal
 import ssl
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, cast
 
@@ -50,6 +50,8 @@ KEEP_ALIVE_SECONDS = 30.0
 #: On SIGTERM, requests in progress get this long to finish before their connections close.
 GRACEFUL_SECONDS = 3.0
 SERVER_HEADER = b"arca-kbs"
+#: Pending connections the kernel queues for the workers to accept.
+BACKLOG = 2048
 
 #: Request targets the parser path leaves to ASGI (encoded, odd or with a query).
 _UNUSUAL = (b"%", b"?", b"#", b"\\")
@@ -595,24 +597,19 @@ class Lifespan:
             raise LifespanError(f"ASGI lifespan {name} failed: {message.get('message', '')}")
 
 
-async def serve_forever(app: ASGIApp, sock: Any, ssl_context: ssl.SSLContext | None,
-                        on_ready: Callable[[], None] | None = None) -> None:
+async def serve_forever(app: ASGIApp, sock: Any, ssl_context: ssl.SSLContext | None) -> None:
     """Serve ``app`` on the listening ``sock`` until SIGTERM/SIGINT, then stop gracefully."""
-    import signal
-
     loop = asyncio.get_running_loop()
     fast = getattr(app, "kbs_fast_path", None)
     state = Shared(app, fast if isinstance(fast, ProtocolFastPath) else None,
-                        ssl_context is not None)
+                   ssl_context is not None)
     life = Lifespan(app)
     await life.phase("startup")
     server = await loop.create_server(lambda: HttpProtocol(state), sock=sock, ssl=ssl_context,
-                                      backlog=2048)
+                                      backlog=BACKLOG)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if on_ready is not None:
-        on_ready()
     try:
         await stop.wait()
     finally:

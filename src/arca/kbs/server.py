@@ -23,7 +23,7 @@ from typing import Any
 from arca.kbs.app import create_app
 from arca.kbs.config import KbsConfig
 from arca.kbs.evidence import build_verifiers
-from arca.kbs.httpserver import serve_forever
+from arca.kbs.httpserver import BACKLOG, serve_forever
 from arca.kbs.store import Store, load_kek
 from arca.wire.errors import ConfigError
 
@@ -39,8 +39,6 @@ def prepare(cfg: KbsConfig) -> None:
     store.close()
 
 
-#: Pending connections the kernel queues for the workers to accept.
-BACKLOG = 2048
 #: A worker that dies sooner than this after it started is not restarted (a crash loop: the
 #: whole server stops with an error instead).
 MIN_WORKER_LIFE = 5.0
