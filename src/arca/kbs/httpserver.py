@@ -592,7 +592,15 @@ class Lifespan:
         elif self.task.done():
             return
         await self.inbox.put({"type": f"lifespan.{name}"})
-        message = await self.outbox.get()
+        if name == "shutdown":  # a stop must not hang on an application that never answers
+            try:
+                message = await asyncio.wait_for(self.outbox.get(), GRACEFUL_SECONDS)
+            except TimeoutError:
+                log.warning("ASGI lifespan shutdown did not complete in %.0f s", GRACEFUL_SECONDS)
+                self.task.cancel()
+                return
+        else:
+            message = await self.outbox.get()
         if message["type"] == f"lifespan.{name}.failed":
             raise LifespanError(f"ASGI lifespan {name} failed: {message.get('message', '')}")
 
