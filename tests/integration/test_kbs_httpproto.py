@@ -1,4 +1,4 @@
-"""The parser-level protocol path (``arca.kbs.httpproto``) against a real ``arca kbs serve``.
+"""The parser-level protocol path (``arca.kbs.httpserver``) against a real ``arca kbs serve``.
 
 Raw sockets, so what goes over the wire is checked byte for byte: one answer per request in
 order (keep-alive, pipelining, mixed with requests FastAPI serves), the same status, headers
@@ -200,24 +200,107 @@ def test_requests_the_parser_path_declines_are_still_answered(kbs, request_bytes
         c.close()
 
 
-def test_server_config_selects_the_parser_path(kbs, tmp_path: pathlib.Path):
-    """What ``serve`` hands uvicorn finds the app's fast path through uvicorn's wrappers."""
-    import uvicorn
+_PLAIN_APP = """
+import asyncio, socket, sys
+from arca.kbs.httpserver import serve_forever
 
-    from arca.kbs.httpproto import KbsHttpProtocol, find_fast_path
-    from arca.kbs.server import HTTP_PROTOCOL
+async def app(scope, receive, send):  # any ASGI app: no KBS fast path
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["path"].encode() + b" " + body})
 
-    cfg = KbsConfig(data_dir=str(tmp_path), insecure_http=True)
-    app = create_app(cfg)
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+print(sock.getsockname()[1], flush=True)
+asyncio.run(serve_forever(app, sock, None))
+"""
+
+
+def test_the_server_serves_any_asgi_app_and_stops_gracefully(tmp_path: pathlib.Path):
+    """``arca.kbs.httpserver`` without a KBS app: every request, protocol paths included, goes
+    to the ASGI app (no fast path); an answer without Content-Length is chunked; SIGTERM lets
+    the request in progress finish, then the server exits."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _PLAIN_APP], stdout=subprocess.PIPE)
     try:
-        config = uvicorn.Config(app, http=HTTP_PROTOCOL, proxy_headers=True)
-        config.load()
-        assert config.http_protocol_class is KbsHttpProtocol
-        assert config.loaded_app is not app  # wrapped (proxy headers)
-        assert find_fast_path(config.loaded_app) is app.kbs_fast_path
-        assert find_fast_path(object()) is None
+        port = int(proc.stdout.readline())
+        c = Conn(f"http://127.0.0.1:{port}")
+        c.send(post("/kbs/v0/auth", AUTH))
+        head = b""
+        while b"0\r\n\r\n" not in head:
+            head += c.sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"transfer-encoding: chunked\r\n" in head and AUTH in head
+        slow = Conn(f"http://127.0.0.1:{port}")
+        slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        import time
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        data = b""
+        while b"0\r\n\r\n" not in data:
+            chunk = slow.sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b"connection: close" in data and b"/slow" in data
+        assert proc.wait(10) == 0
+        c.close()
+        slow.close()
     finally:
-        app.state.service.close()
+        proc.kill()
+        proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_workers_share_the_socket_and_stop_on_sigterm_to_the_parent(tmp_path: pathlib.Path):
+    """``--workers 2``: two forked workers answer on one socket; SIGTERM to the parent alone
+    (as an init system sends it) stops both, and the parent exits 0."""
+    import os
+    import signal
+
+    from tests.support.kbs import start_kbs
+
+    kbs = start_kbs(tmp_path / "data", "--workers", "2")
+    try:
+        workers = _children(kbs.proc.pid)
+        assert len(workers) == 2, workers
+        c = Conn(kbs.url)
+        c.send(post("/kbs/v0/auth", AUTH))  # sim not enabled here: refused, on the fast path
+        problem(c.read(), 401, "AttestationError")
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read()[0] == 200
+        os.kill(kbs.proc.pid, signal.SIGTERM)
+        assert kbs.proc.wait(15) == 0
+        assert c.closed()  # the idle keep-alive connection was closed, not left hanging
+        for pid in workers:
+            assert not pathlib.Path(f"/proc/{pid}").exists() or \
+                "zombie" in pathlib.Path(f"/proc/{pid}/status").read_text().lower()
+        c.close()
+    finally:
+        kbs.kill()
 
 
 _KINDS = {  # request -> the status it always gets on its own

@@ -169,7 +169,7 @@ def test_two_kbs_share_postgres(pg_url, tmp_path):
 
 
 def test_two_workers_share_sessions(tmp_path):
-    """With uvicorn workers every request may land on another process: sessions still work."""
+    """With several workers every request may land on another process: sessions still work."""
     from arca.guest.kbs_client import KbsClient
 
     sim = SimAuthority()

@@ -78,7 +78,8 @@ def serve(
         None, "--tls-cert", help="TLS certificate (PEM). Required unless --insecure-http."),
     tls_key: str | None = typer.Option(
         None, "--tls-key", help="TLS private key (PEM). Required unless --insecure-http."),
-    workers: int | None = typer.Option(None, "--workers", help="uvicorn worker processes."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Worker processes (forked, sharing the listening socket)."),
     session_timeout: int | None = typer.Option(None, "--session-timeout",
                                                help="Session lifetime in seconds (300)."),
     admin_token_max_lifetime: int | None = typer.Option(

@@ -12,8 +12,8 @@ by the service, so every malformed input gets one of the documented problem answ
 
 The three steps of a guest's session (``auth``, ``attest`` and a resource ``GET`` without an
 ``Authorization`` header) are served by :class:`ProtocolFastPath`, in front of the whole
-FastAPI stack (:class:`KbsApp`), and under uvicorn straight from the HTTP parser
-(:mod:`arca.kbs.httpproto`): same service calls, same answers, without the routing,
+FastAPI stack (:class:`KbsApp`), and in ``arca kbs serve`` straight from the HTTP parser
+(:mod:`arca.kbs.httpserver`): same service calls, same answers, without the routing,
 middleware and ASGI machinery. Everything else goes through FastAPI.
 """
 
@@ -158,7 +158,7 @@ class ProtocolFastPath:
     limits and cookie attributes); requests it does not recognise, and any resource request
     carrying an ``Authorization`` header (admin or Bearer token), go to FastAPI unchanged. It
     runs in front of the whole FastAPI stack (:class:`KbsApp`), and
-    :mod:`arca.kbs.httpproto` calls :meth:`reply` straight from the HTTP parser.
+    :mod:`arca.kbs.httpserver` calls :meth:`reply` straight from the HTTP parser.
     """
 
     def __init__(self, svc: KbsService, cfg: KbsConfig) -> None:
@@ -218,7 +218,7 @@ class ProtocolFastPath:
                      _json_bytes(svc.release(path[len(_RESOURCE_PREFIX):], None, cookie)))
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send, step: str) -> None:
-        """Serve ``step`` over ASGI (TestClient, h11 or a request the parser path declined)."""
+        """Serve ``step`` over ASGI (TestClient, or a request the parser path declined)."""
         limit = _STEP_LIMITS[step]
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):

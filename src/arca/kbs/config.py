@@ -33,8 +33,6 @@ DEFAULT_SESSION_TIMEOUT = 300
 DEFAULT_TOKEN_LIFETIME = 300
 #: Longest lifetime of an admin token (its ``exp`` at most this far in the future).
 DEFAULT_ADMIN_TOKEN_MAX_LIFETIME = tokens.DEFAULT_ADMIN_TOKEN_MAX_LIFETIME
-#: Environment variable carrying the JSON config to uvicorn worker processes.
-CONFIG_ENV = "ARCA_KBS_CONFIG_JSON"
 #: Settings holding a list of files (a single string in the file is one file).
 _PATH_LISTS = ("trust_sim_root", "insecure_dcap_root", "insecure_amd_ark")
 

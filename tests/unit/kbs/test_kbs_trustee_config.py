@@ -61,7 +61,7 @@ acls = [{ role = "admin", allowed_endpoints = "^/kbs/.+$" }]
     assert (cfg.admin_public_key, cfg.admin_token_issuer, cfg.admin_token_audience) == (
         "/k.pub", "i", "KBS")
     assert cfg.admin_acls == (("admin", "^/kbs/.+$"),)
-    assert kbs_config.KbsConfig.from_json(cfg.to_json()) == cfg  # to uvicorn workers and back
+    assert kbs_config.KbsConfig.from_json(cfg.to_json()) == cfg  # to another process and back
 
 
 def test_arca_table_and_cli_overrides(tmp_path):
