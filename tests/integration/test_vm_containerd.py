@@ -246,8 +246,6 @@ def _readline(proc: subprocess.Popen[str], timeout: float = BOOT) -> str:
     return proc.stdout.readline().strip()
 
 
-@pytest.mark.xfail(strict=True, reason="gap: a vm guest gives the workload no terminal "
-                   "(its stdio are virtio-serial ports; docs/vm.md 'Not done yet')")
 def test_terminal_with_window_size(world: World) -> None:
     cid = world.cid("tty")
     master, slave = pty.openpty()
