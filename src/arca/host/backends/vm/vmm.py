@@ -60,6 +60,20 @@ def read(name: str) -> str | None:
         return None
 
 
+def terminal_size() -> list[int] | None:
+    """[rows, cols] of the container's terminal (runc's console with ``-t``), else None: the
+    guest then gives the workload a terminal of that size."""
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, bytes(8)))[:2]
+    except OSError:
+        return None
+    return [rows, cols]
+
+
 def relay_evidence(request: str) -> str:
     s = socket.socket(socket.AF_UNIX)
     try:
@@ -146,7 +160,8 @@ def main() -> int:
                     asked = True
                     answer = {"descriptor": read("descriptor.json"),
                               "process": read("process.json"),
-                              "init_data": read("init-data.toml")}
+                              "init_data": read("init-data.toml"),
+                              "terminal": terminal_size()}
                     conn.sendall(json.dumps(answer).encode() + b"\n")
                 elif op == "evidence":
                     answer = {"op": "evidence", "answer": relay_evidence(str(msg["request"]))}
