@@ -33,7 +33,7 @@ from arca.wire.errors import (
 from arca.wire.initdata import ExecPolicy, InitData
 from arca.wire.lean import json_loads
 from arca.wire.simreport import REPORT_DATA_SIZE, SimEvidence
-from arca.wire.tees import TEES
+from arca.wire.tees import SIM_DEVICE, TEES
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -226,7 +226,11 @@ def run(paths: Paths) -> NoReturn:
         init = inputs.init_data
         policy = init.policy if init else ExecPolicy()
         spec = check_process(inputs.host, inputs.descriptor.process, policy)
-        if paths.device_dir == SIM_DEVICE_DIR:  # in a TD (tests run the agent elsewhere)
+        facts = TEES.get(inputs.descriptor.tee)
+        if paths.device_dir == SIM_DEVICE_DIR and facts is not None and \
+                facts.source == SIM_DEVICE and not facts.launch_measured:
+            # A container TD (tests run the agent elsewhere); a VM TD's boundary is the VM,
+            # whose init (PID 1, arca.guest.vminit) made the agent's mounts itself.
             check_boundary(policy, os.getpid())
         if init is not None:
             init.check_broker_authenticated()
