@@ -145,10 +145,37 @@ def decode_init_data(bundle: Bundle) -> bytes | None:
     value = bundle.annotations.get(C.ANNOTATION_INIT_DATA)
     if value is None:
         return None
-    from arca.wire.initdata import InitData, decode_annotation
+    from arca.wire.initdata import InitData
 
     raw = decode_annotation(value)
     InitData.parse(raw).check_broker_authenticated()
+    return raw
+
+
+def decode_annotation(value: str) -> bytes:
+    """The ``io.arca.init-data`` annotation: base64 of the TOML, optionally gzip-compressed."""
+    import base64
+    import binascii
+    import zlib
+
+    from arca.wire.initdata import MAX_INIT_DATA_BYTES, InitDataError
+
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InitDataError("init-data annotation is not valid base64") from None
+    if raw[:2] == b"\x1f\x8b":
+        d = zlib.decompressobj(wbits=31)
+        try:
+            # Bounded output: a small gzip bomb must not exhaust memory.
+            raw = d.decompress(raw, MAX_INIT_DATA_BYTES + 1)
+        except zlib.error as e:
+            raise InitDataError(f"init-data annotation: bad gzip data: {e}") from None
+        if len(raw) > MAX_INIT_DATA_BYTES or not d.eof:
+            raise InitDataError(f"init-data annotation: gzip data truncated or larger than "
+                                f"{MAX_INIT_DATA_BYTES} bytes")
+    if len(raw) > MAX_INIT_DATA_BYTES:
+        raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
     return raw
 
 
