@@ -1,8 +1,7 @@
 """The one error hierarchy of Arca, rooted in :class:`ArcaError`; this is the part the guest
 raises, in ``arca.wire`` so all zones share it (:mod:`arca.errors` adds the host/verifier-only
 ones). Grouped by who is at fault, so callers (exit codes, HTTP status, retries) decide from the
-class: bad input, retry, configuration, refusal.
-"""
+class: bad input, retry, configuration, refusal."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """Init-data: the CoCo TOML document a container is started with, and Arca's keys inside it
-(``kbs_url``, ``kbs_cert``, ``resources``, ``policy``, ``agent``: docs/guest.md). Unknown keys
-are refused by name. The digest is over the exact bytes (what the TEE binds). This module
-parses; it does not fetch.
-"""
+(docs/guest.md). Unknown keys are refused by name. The digest is over the exact bytes (what the
+TEE binds). This module parses; it does not fetch."""
 
 from __future__ import annotations
 
