@@ -130,8 +130,9 @@ def expected_measurement(layout: pathlib.Path, tag: str, tmp: pathlib.Path) -> s
     """The measurement recomputed from the OCI layout alone: umoci unpack, tree digest, the
     process from the image config (not from containerd's spec), the guest runtime's tree."""
     from arca.host.guestruntime import ensure_guest_runtime
+    from arca.host.runtime.bundle import measured_env
     from arca.host.treedigest import tree_digest
-    from arca.wire.descriptor import LaunchDescriptor, ProcessSpec, measured_env
+    from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 
     bundle = tmp / f"unpacked-{tag}"
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True,

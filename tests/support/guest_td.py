@@ -16,8 +16,9 @@ import subprocess
 import uuid
 
 from arca.host.guestruntime import GuestRuntime
+from arca.host.runtime.bundle import measured_env
 from arca.host.treedigest import tree_digest
-from arca.wire.descriptor import LaunchDescriptor, ProcessSpec, measured_env
+from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.initdata import InitData
 from tests.support.guest_simdevice import SimDeviceServer
 

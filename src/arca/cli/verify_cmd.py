@@ -14,9 +14,9 @@ from typing import Any
 
 import typer
 
+from arca.errors import ArcaError, CollateralError, ConfigError, EvidenceError
 from arca.verifier.base import Expected, VerifierOptions
 from arca.verifier.registry import FACTORIES
-from arca.wire.errors import ArcaError, CollateralError, ConfigError, EvidenceError
 
 #: ``auto`` (detected from the evidence) or a TEE the verifier registry has.
 TEES = ("auto", *FACTORIES)

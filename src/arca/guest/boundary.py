@@ -1,13 +1,11 @@
-"""The TD's boundary as the agent sees it, checked before any secret is fetched.
-
-The host decides a TD's mounts and namespaces. The host runtime refuses bad ones at ``create``
-(:mod:`arca.host.runtime.tdchecks`), but a hostile host can skip it, so the agent checks what it
-can see itself: every mount point in ``/proc/self/mountinfo`` is Arca's own (each once), a
-kernel tree, an orchestrator file of the fixed default set, or listed in the measured policy's
-``allow_mounts``; none is shared (propagation would export the secrets tmpfs); the agent is PID 1
-of its own PID namespace. The same rules serve the host check (one definition). What it does not
-see: what lies under a mount point, IPC sharing, hooks (docs/threat-model.md).
-"""
+"""The TD's boundary as the agent sees it, checked before any secret is fetched. The host runtime
+refuses bad mounts and namespaces at ``create`` (:mod:`arca.host.runtime.tdchecks`), but a
+hostile host can skip that, so the agent checks what it can see: every mount point in
+``/proc/self/mountinfo`` is Arca's own (each once), a kernel tree, an orchestrator file of the
+fixed default set, or listed in the measured policy's ``allow_mounts``; none is shared
+(propagation would export the secrets tmpfs); the agent is PID 1 of its own PID namespace. The
+same rules serve the host check (one definition). Not seen: what lies under a mount point, IPC
+sharing, hooks (docs/threat-model.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Evidence sources inside a TD (:class:`SimDevice`: the per-TD ``sim`` socket, one JSON line
-each way; :class:`ConfigfsTsm`: the kernel's configfs-tsm interface of TDX/SNP guests), and
-the ``arca-evidence`` command. Sources fetch; they do not verify. ``/run/arca/evidence.json``
-is described in docs/guest.md.
-"""
+"""Evidence sources inside a TD (:class:`SimDevice`, :class:`ConfigfsTsm`) and the
+``arca-evidence`` command (docs/guest.md). Sources fetch; they do not verify."""
 
 from __future__ import annotations
 
@@ -42,8 +39,8 @@ def _check_report_data(report_data: bytes) -> None:
 
 
 class SimDevice:
-    """The sim platform's per-TD socket; in a ``vm`` guest the same socket is served by the
-    guest's init, which relays to the platform over the VM's control port (``tee = "vm"``)."""
+    """The sim platform's per-TD socket, one JSON line each way; in a ``vm`` guest the guest's
+    init serves it, relaying to the platform over the VM's control port (``tee = "vm"``)."""
 
     tee = "sim"
 

@@ -4,9 +4,7 @@ it: flattened JWE, ``ECDH-ES+A256KW`` / ``A256GCM`` only, checked exactly (RFC 7
 from __future__ import annotations
 
 from arca.wire.errors import WireFormatError
-from arca.wire.kbs_protocol import ALG as ALG  # re-exported
-from arca.wire.kbs_protocol import b64u as b64u
-from arca.wire.kbs_protocol import b64u_decode as b64u_decode
+from arca.wire.kbs_protocol import ALG, b64u, b64u_decode  # also re-exported, for tests
 from arca.wire.lean import digest, json_loads
 
 TYPE_CHECKING = False

@@ -1,7 +1,6 @@
 """The execution policy: which process the agent may exec, given what the host asked for
 (``process.json``, untrusted): the measured descriptor's, deviating only where the measured
-init-data policy allows. The rules (args, env, cwd/uid/gid) are in docs/guest.md.
-"""
+init-data policy allows. The rules (args, env, cwd/uid/gid) are in docs/guest.md."""
 
 from __future__ import annotations
 

@@ -23,12 +23,12 @@ import logging
 import pathlib
 from typing import Any
 
+from arca.errors import BindingMismatch, ConfigError, MalformedEvidence
 from arca.kbs import evidence_formats as formats
 from arca.kbs.collateral import hardware_verifiers
 from arca.kbs.config import KbsConfig
 from arca.verifier.base import Claims, Expected, Verifier
 from arca.wire import tees
-from arca.wire.errors import BindingMismatch, ConfigError, MalformedEvidence
 
 log = logging.getLogger("arca.kbs")
 

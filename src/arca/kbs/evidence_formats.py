@@ -37,10 +37,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from arca.errors import MalformedEvidence
 from arca.verifier.snp.certtable import MAX_ENTRIES, MAX_TABLE_BYTES, join_evidence
 from arca.verifier.snp.report import REPORT_SIZE
 from arca.wire import snpjson
-from arca.wire.errors import MalformedEvidence
 from arca.wire.jcs import canonicalize
 from arca.wire.lean import digest
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from arca.wire.errors import (
+from arca.errors import (
     ArcaError,
     CollateralError,
     ConfigError,

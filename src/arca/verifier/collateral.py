@@ -16,7 +16,7 @@ Protocol (used by every verifier, SGX/TDX/SNP alike)::
 serve a fixed bundle ignore it. Keys used by the Intel verifiers: ``tee`` (``"sgx"``/``"tdx"``),
 ``fmspc`` (lowercase hex), ``pck_ca`` (``"platform"``/``"processor"``). AMD keys are documented
 by the SNP verifier. ``None`` means "not available"; a source that *failed* (I/O, HTTP)
-raises :class:`~arca.wire.errors.CollateralError`.
+raises :class:`~arca.errors.CollateralError`.
 
 Sources: :class:`DirectoryCollateral` (offline bundle), :class:`MemoryCollateral`,
 :class:`ChainedCollateral` (first that has it), :class:`CachingCollateral` (on-disk cache in
@@ -43,7 +43,7 @@ from typing import Protocol, runtime_checkable
 import httpx
 
 from arca._internal.fsutil import write_atomic
-from arca.wire.errors import CollateralError
+from arca.errors import CollateralError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 #: Largest collateral item accepted from any source (TCB Info ~ 20 KiB, CRLs ~ 1 KiB).

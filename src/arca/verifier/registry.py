@@ -15,9 +15,9 @@ import json
 import struct
 from collections.abc import Callable, Iterable
 
+from arca.errors import CollateralError, ConfigError, MalformedEvidence
 from arca.verifier.base import Claims, Expected, Verifier, VerifierOptions
 from arca.verifier.collateral import CollateralSource
-from arca.wire.errors import CollateralError, ConfigError, MalformedEvidence
 
 VerifierFactory = Callable[[VerifierOptions], Verifier]
 

@@ -35,8 +35,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from arca.verifier.base import Claims, Expected, VerifierOptions
-from arca.wire.errors import (
+from arca.errors import (
     BindingMismatch,
     ChainInvalid,
     ConfigError,
@@ -46,6 +45,7 @@ from arca.wire.errors import (
     UntrustedRoot,
     WireFormatError,
 )
+from arca.verifier.base import Claims, Expected, VerifierOptions
 from arca.wire.simreport import INIT_DATA_HASH_SIZE, REPORT_DATA_SIZE, SimEvidence, SimReport
 
 TEE = "sim"

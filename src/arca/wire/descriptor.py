@@ -1,11 +1,7 @@
-"""The launch descriptor and its measurement.
-
-The descriptor says what a trust domain was started to run: backend, guest runtime, root
-filesystem and process. For ``sim`` the measurement is SHA-384 over its RFC 8785 canonical JSON;
-for TDX/SNP the descriptor digest is carried on the measured kernel command line. Host and
-tenant (``arca measure``) compute it the same way from the same inputs, so this module is the
-single definition of both.
-"""
+"""The launch descriptor (what a TD was started to run: backend, guest runtime, root filesystem,
+process) and its measurement: SHA-384 of its RFC 8785 JSON, for TDX/SNP carried on the measured
+kernel command line. Host and tenant (``arca measure``) compute it from the same inputs, so this
+module is the single definition of both."""
 
 from __future__ import annotations
 
@@ -36,15 +32,9 @@ ORCHESTRATOR_ENV_ALLOWLIST: tuple[str, ...] = (
 
 
 def is_orchestrator_env(entry: str, extra: tuple[str, ...] = ()) -> bool:
-    """True when ``NAME=value`` is orchestrator-injected: the minimum, or ``extra`` patterns
-    (the measured policy's ``orchestrator_env``)."""
+    """``NAME=value`` is in the minimum or matches ``extra`` (policy ``orchestrator_env``)."""
     name = entry.split("=", 1)[0]
     return name in ORCHESTRATOR_ENV_ALLOWLIST or any(fnmatchcase(name, p) for p in extra)
-
-
-def measured_env(env: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """The environment as measured: orchestrator variables dropped, sorted by name."""
-    return tuple(sorted((e for e in env if not is_orchestrator_env(e)), key=lambda e: e))
 
 
 @dataclass(frozen=True)
@@ -100,12 +90,9 @@ class LaunchDescriptor:
             obj["extra"] = dict(self.extra)
         return obj
 
-    def canonical_bytes(self) -> bytes:
-        return canonicalize(self.to_json())
-
     def measurement(self) -> bytes:
         """SHA-384 of the canonical JSON: 48 bytes."""
-        return digest("sha384", self.canonical_bytes())
+        return digest("sha384", canonicalize(self.to_json()))
 
     def measurement_hex(self) -> str:
         return self.measurement().hex()

@@ -1,16 +1,13 @@
-"""The one error hierarchy of Arca, rooted in :class:`ArcaError`, in ``arca.wire`` so the
-guest, host and relying party share it. Grouped by who is at fault, so callers (exit codes,
-HTTP status, retries) decide from the class: bad input (:class:`InvalidInput`,
-:class:`EvidenceError`), retry (:class:`CollateralError`, :class:`BrokerUnavailable`),
-configuration (:class:`ConfigError`), refusal (:class:`PolicyDenied`).
-"""
+"""The one error hierarchy of Arca, rooted in :class:`ArcaError`; this is the part the guest
+raises, in ``arca.wire`` so all zones share it (:mod:`arca.errors` adds the host/verifier-only
+ones). Grouped by who is at fault, so callers (exit codes, HTTP status, retries) decide from the
+class: bad input, retry, configuration, refusal."""
 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
     from typing import Any
-
 
 
 class ArcaError(Exception):
@@ -48,30 +45,10 @@ class EvidenceError(ArcaError):
         return f"{self.check}: {self.message}"
 
 
-class MalformedEvidence(EvidenceError):
-    check = "malformed"
 
 
-class SignatureInvalid(EvidenceError):
-    check = "signature"
 
 
-class ChainInvalid(EvidenceError):
-    check = "chain"
-
-
-class UntrustedRoot(ChainInvalid):
-    check = "root"
-
-
-class Expired(EvidenceError):
-    """A certificate or collateral item is outside its validity at the evaluation instant."""
-
-    check = "expired"
-
-
-class Revoked(EvidenceError):
-    check = "revoked"
 
 
 class BindingMismatch(EvidenceError):
@@ -80,12 +57,6 @@ class BindingMismatch(EvidenceError):
     check = "binding"
 
 
-class TcbError(EvidenceError):
-    check = "tcb"
-
-
-class CollateralError(ArcaError):
-    """Collateral (TCB info, CRLs, certificates) is missing or could not be fetched."""
 
 
 class BrokerUnavailable(ArcaError):
@@ -98,7 +69,3 @@ class PolicyDenied(ArcaError):
 
 class NotFound(ArcaError):
     """A named thing (resource, image, container) does not exist."""
-
-
-class StateError(ArcaError):
-    """An operation was called in the wrong lifecycle state."""

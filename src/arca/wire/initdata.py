@@ -1,8 +1,6 @@
 """Init-data: the CoCo TOML document a container is started with, and Arca's keys inside it
-(``kbs_url``, ``kbs_cert``, ``resources``, ``policy``, ``agent``: docs/guest.md). Unknown keys
-are refused by name. The digest is over the exact bytes (what the TEE binds). This module
-parses; it does not fetch.
-"""
+(docs/guest.md). Unknown keys are refused by name. The digest is over the exact bytes (what the
+TEE binds). This module parses; it does not fetch."""
 
 from __future__ import annotations
 
@@ -135,31 +133,6 @@ class InitData:
             raise InitDataError(f"init-data data.kbs_url {url!r} is not authenticated (plain "
                                 "HTTP or no data.kbs_cert); set agent.insecure_kbs = true to "
                                 "accept that")
-
-
-def decode_annotation(value: str) -> bytes:
-    """The ``io.arca.init-data`` annotation: base64 of the TOML, optionally gzip-compressed."""
-    import base64
-    import binascii
-    import zlib
-
-    try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise InitDataError("init-data annotation is not valid base64") from None
-    if raw[:2] == b"\x1f\x8b":
-        d = zlib.decompressobj(wbits=31)
-        try:
-            # Bounded output: a small gzip bomb must not exhaust memory.
-            raw = d.decompress(raw, MAX_INIT_DATA_BYTES + 1)
-        except zlib.error as e:
-            raise InitDataError(f"init-data annotation: bad gzip data: {e}") from None
-        if len(raw) > MAX_INIT_DATA_BYTES or not d.eof:
-            raise InitDataError(f"init-data annotation: gzip data truncated or larger than "
-                                f"{MAX_INIT_DATA_BYTES} bytes")
-    if len(raw) > MAX_INIT_DATA_BYTES:
-        raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
-    return raw
 
 
 def _embedded(text: str, what: str) -> dict[str, Any]:

@@ -1,8 +1,6 @@
-"""RFC 8785 JSON Canonicalization Scheme (JCS), standard library only, for documents without
-floats: what the guest canonicalizes (report data binding, launch descriptor measurement) has
-none, so their ECMAScript number formatting stays out of the TCB (floats raise ``TypeError``).
-Tests cross-check this against the ``rfc8785`` package.
-"""
+"""RFC 8785 JSON Canonicalization Scheme (JCS) for documents without floats: what the guest
+canonicalizes (report data, launch descriptor) has none, so ECMAScript number formatting stays
+out of the TCB (floats raise ``TypeError``). Tests cross-check it against ``rfc8785``."""
 
 from __future__ import annotations
 
@@ -18,10 +16,8 @@ _MAX_SAFE_INT = 2**53 - 1
 def _encode(value: Any, out: list[str]) -> None:
     if value is None:
         out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
     elif isinstance(value, str):
         out.append(encode_basestring(value))
     elif isinstance(value, int):  # floats have no place in Arca's canonical documents

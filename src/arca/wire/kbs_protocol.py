@@ -1,15 +1,12 @@
-"""Messages of the KBS protocol v0.4.0 (CoCo/Trustee RCAR), shared by the guest and the broker.
-
-Typed models; the guest strictly parses what it receives (unknown top-level fields refused: the
-other side is not trusted), the broker what it receives (``arca.kbs.protocol``, with the
-init-data digest). Also the binding both sides compute identically: report data (SHA-384 of the
-RFC 8785 form of ``runtime-data``). Transport, sessions and crypto live elsewhere.
-"""
+"""Messages of the KBS protocol v0.4.0 (CoCo/Trustee RCAR), and the report-data binding the
+guest and the broker compute identically. Each side parses what it receives strictly (unknown
+top-level fields refused: the other side is not trusted); the broker's is ``arca.kbs.protocol``."""
 
 from __future__ import annotations
 
 import binascii
 
+from arca.wire import tees
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
 from arca.wire.lean import digest, json_loads
@@ -25,8 +22,6 @@ PROTOCOL_VERSION = "0.4.0"
 SESSION_COOKIE = "kbs-session-id"
 #: The key-agreement algorithm of the TEE's ``tee-pubkey`` (JWE resource responses).
 ALG = "ECDH-ES+A256KW"
-#: Size of the report data the guest asks its TEE to sign (TDX/SNP/SGX/sim all have 64 bytes).
-REPORT_DATA_SIZE = 64
 
 
 def _obj(value: Any, what: str, required: set[str],
@@ -137,16 +132,9 @@ def b64u_decode(text: Any, what: str) -> bytes:
     return data
 
 
-def pad(digest: bytes, size: int) -> bytes:
-    """Zero-pad a digest to a TEE field size; a digest longer than the field is an error."""
-    if len(digest) > size:
-        raise ValueError(f"a {len(digest)}-byte digest does not fit a {size}-byte field")
-    return digest + bytes(size - len(digest))
-
-
 def report_data(runtime_data: dict[str, Any], tee: str = "sim") -> bytes:
     # sim: Arca's binding; else Trustee's (kbs/src/attestation/backend.rs), sample unpadded
     if tee == "sim":
-        return pad(runtime_data_digest(runtime_data), REPORT_DATA_SIZE)
+        return tees.get(tee).report_data(runtime_data_digest(runtime_data))
     rd = runtime_data_digest({**runtime_data, "additional-evidence": ""})
-    return rd if tee == "sample" else pad(rd, REPORT_DATA_SIZE)
+    return rd if tee == "sample" else tees.get(tee).report_data(rd)

@@ -1,10 +1,9 @@
-"""Frozen records at import-time cost zero: a stand-in for ``@dataclass(frozen=True)``
-(``dataclasses`` imports ``inspect``: ~8 ms per ``arca-runtime create`` and per TD start).
-Modules import ``dataclasses`` under ``TYPE_CHECKING`` (for mypy) and this otherwise. Supported:
-fields in order, plain defaults and ``field(default_factory=...)``, positional/keyword
-construction, ``==``/``hash``/``repr``, frozen attributes; not inheritance of fields,
-``__post_init__``, ``ClassVar`` or ``dataclasses.replace`` (use :func:`replace`).
-"""
+"""Frozen records at zero import cost: a stand-in for ``@dataclass(frozen=True)`` (``dataclasses``
+imports ``inspect``: ~8 ms per ``arca-runtime create`` and per TD start); modules import
+``dataclasses`` only under ``TYPE_CHECKING``, for mypy. Supported: fields in order, defaults and
+``field(default_factory=...)``, positional/keyword construction, ``==``/``hash``/``repr``, frozen
+attributes; not field inheritance, ``__post_init__``, ``ClassVar`` or ``dataclasses.replace``
+(use :func:`replace`)."""
 
 from __future__ import annotations
 

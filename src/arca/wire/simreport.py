@@ -1,15 +1,7 @@
-"""The ``sim`` backend's report and evidence formats.
-
-A report is what the simulated TEE signs about one trust domain. Evidence is the report, the
-platform's signature over it and the platform certificate chain, as one JSON document:
-
-    {"report": "<base64 of canonical report JSON>",
-     "signature": "<base64 DER ECDSA P-384/SHA-384 over the decoded report bytes>",
-     "cert_chain": ["<PEM platform cert>", "<PEM sim root>"]}
-
-The signature covers the exact report bytes, so the verifier never re-serializes what it checks.
-``sim`` protects a TD against other containers, never against the host.
-"""
+"""The ``sim`` backend's report and evidence formats. Evidence is one JSON document: ``report``
+(base64 of the report JSON), ``signature`` (base64 DER ECDSA P-384/SHA-384 over those exact
+bytes, so the verifier never re-serializes what it checks) and ``cert_chain`` (PEM platform
+cert, PEM sim root). ``sim`` protects a TD against other containers, never against the host."""
 
 from __future__ import annotations
 

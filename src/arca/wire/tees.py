@@ -1,15 +1,7 @@
-"""The one table of per-TEE facts, read by the host, the guest and the broker.
-
-Every fact that differs between TEEs and that more than one zone needs lives here, nowhere
-else: whether the TEE is hardware, the size of its report-data field and how a digest is fitted
-into it, its init-data field (TDX MRCONFIGID, SNP HOST_DATA, SGX CONFIGID, ...) and that hash
-rule, the envelope its evidence travels in (KBS ``tee-evidence.primary_evidence``), and where a
-guest agent gets evidence. What it does not hold: how to *launch* a TEE (the host's backend
-modules, :mod:`arca.host.backends`) or how to *verify* its evidence (:mod:`arca.verifier`).
-
-In the TCB (the agent imports it): no ``typing``/``dataclasses`` at run time (see
-:mod:`arca.wire.record`), no I/O.
-"""
+"""The one table of per-TEE facts, read by the host, the guest and the broker: every fact that
+differs between TEEs and that more than one zone needs lives here, nowhere else. How to *launch*
+a TEE is in :mod:`arca.host.backends`, how to *verify* its evidence in :mod:`arca.verifier`.
+In the TCB (the agent imports it): no ``typing``/``dataclasses`` at run time, no I/O."""
 
 from __future__ import annotations
 
@@ -67,17 +59,15 @@ class Tee:
     launch_measured: bool = False
 
     def report_data(self, digest: bytes) -> bytes:
-        """``digest`` fitted into the report-data field: zero-padded at the end, never cut
-        (a longer digest is a caller's bug, not something to truncate silently)."""
+        """``digest`` zero-padded to the field, never cut: a longer one is a caller's bug."""
         if len(digest) > self.report_data_size:
             raise ValueError(f"{self.name} report data holds {self.report_data_size} bytes, "
                              f"got {len(digest)}")
         return digest + bytes(self.report_data_size - len(digest))
 
     def init_data_hash(self, digest: bytes | None) -> bytes:
-        """The init-data field for an init-data ``digest`` (all zeros without init-data): cut
-        to the field or zero-padded, the rule of CoCo/Trustee (SNP's 32-byte HOST_DATA holds
-        the first 32 bytes of a SHA-384)."""
+        """The init-data field for ``digest`` (zeros without init-data): cut or zero-padded, as
+        CoCo/Trustee do (SNP's 32-byte HOST_DATA holds the first 32 bytes of a SHA-384)."""
         size = self.init_data_size
         return bytes(size) if digest is None else digest[:size].ljust(size, b"\0")
 
@@ -103,6 +93,5 @@ HARDWARE_TEES = tuple(n for n, t in TEES.items() if t.hardware)
 
 
 def get(name: str) -> Tee:
-    """The facts of TEE ``name``; ``KeyError`` for a name not in the table (callers that take
-    names from input check :data:`TEES` first and say what is known)."""
+    """The facts of TEE ``name``; ``KeyError`` if unknown (check input against :data:`TEES`)."""
     return TEES[name]

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from arca.errors import InvalidInput, NotFound, StateError
 from arca.host import paths
 from arca.host.containers import runplan, spawn, state
 from arca.host.containers.state import ContainerRecord, ContainerStore
-from arca.wire.errors import InvalidInput, NotFound, StateError
 
 
 @pytest.mark.parametrize("env", [{}, {"ARCA_ROOT": "/x/root", "ARCA_RUN": "/y/run"},

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arca.host import annotations as A
 from arca.host.runtime.bundle import (
     Bundle,
     BundleError,
@@ -41,11 +42,11 @@ def bundle(annotations: dict[str, str] | None = None, **cfg) -> Bundle:
     [
         ({}, "none", "none"),
         ({}, "sim", "sim"),
-        ({C.ANNOTATION_TEE: "sim"}, "none", "sim"),
-        ({C.ANNOTATION_TEE: "none"}, "sim", "none"),
-        ({C.ANNOTATION_TEE: "sim", C.ANNOTATION_CRI_CONTAINER_TYPE: "sandbox"}, "sim", "none"),
-        ({C.ANNOTATION_CRI_CONTAINER_TYPE: "sandbox"}, "sim", "none"),
-        ({C.ANNOTATION_CRI_CONTAINER_TYPE: "container"}, "sim", "sim"),
+        ({A.ANNOTATION_TEE: "sim"}, "none", "sim"),
+        ({A.ANNOTATION_TEE: "none"}, "sim", "none"),
+        ({A.ANNOTATION_TEE: "sim", A.ANNOTATION_CRI_CONTAINER_TYPE: "sandbox"}, "sim", "none"),
+        ({A.ANNOTATION_CRI_CONTAINER_TYPE: "sandbox"}, "sim", "none"),
+        ({A.ANNOTATION_CRI_CONTAINER_TYPE: "container"}, "sim", "sim"),
     ],
 )
 def test_select_tee(annotations: dict[str, str], default: str, want: str) -> None:
@@ -54,11 +55,11 @@ def test_select_tee(annotations: dict[str, str], default: str, want: str) -> Non
 
 def test_unknown_and_unavailable_tees_are_refused_by_name() -> None:
     with pytest.raises(BundleError, match="unknown TEE 'xyz'"):
-        select_tee(bundle({C.ANNOTATION_TEE: "xyz"}), "none")
+        select_tee(bundle({A.ANNOTATION_TEE: "xyz"}), "none")
     with pytest.raises(BundleError, match="runtime default"):
         select_tee(bundle({}), "bogus")
     with pytest.raises(ConfigError, match="'tdx'.*not available"):
-        select_tee(bundle({C.ANNOTATION_TEE: "tdx"}), "none")
+        select_tee(bundle({A.ANNOTATION_TEE: "tdx"}), "none")
 
 
 def test_read_bundle_errors_name_the_problem(tmp_path: pathlib.Path) -> None:
@@ -129,15 +130,15 @@ def test_rewrite_config_follows_the_contract() -> None:
 def test_init_data_plain_and_gzip() -> None:
     assert decode_init_data(bundle({})) is None
     for enc in (INIT_DATA, gzip.compress(INIT_DATA)):
-        b = bundle({C.ANNOTATION_INIT_DATA: base64.b64encode(enc).decode()})
+        b = bundle({A.ANNOTATION_INIT_DATA: base64.b64encode(enc).decode()})
         assert decode_init_data(b) == INIT_DATA
     with pytest.raises(InvalidInput):
-        decode_init_data(bundle({C.ANNOTATION_INIT_DATA: "%%%"}))
+        decode_init_data(bundle({A.ANNOTATION_INIT_DATA: "%%%"}))
     with pytest.raises(InvalidInput):
-        decode_init_data(bundle({C.ANNOTATION_INIT_DATA: base64.b64encode(b"= =").decode()}))
+        decode_init_data(bundle({A.ANNOTATION_INIT_DATA: base64.b64encode(b"= =").decode()}))
     bomb = gzip.compress(b"#" * (10 * 1024 * 1024))
     with pytest.raises(InvalidInput):
-        decode_init_data(bundle({C.ANNOTATION_INIT_DATA: base64.b64encode(bomb).decode()}))
+        decode_init_data(bundle({A.ANNOTATION_INIT_DATA: base64.b64encode(bomb).decode()}))
 
 
 def test_runtime_config_file_and_env(tmp_path: pathlib.Path) -> None:

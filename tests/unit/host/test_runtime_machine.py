@@ -8,9 +8,9 @@ import pathlib
 
 import pytest
 
+from arca.errors import StateError
 from arca.host.runtime import machine as sm
 from arca.host.runtime import state as st
-from arca.wire.errors import StateError
 
 
 @pytest.fixture(autouse=True)

@@ -8,11 +8,11 @@ import pathlib
 
 import pytest
 
+from arca.errors import CollateralError, ConfigError, UntrustedRoot
 from arca.kbs import config as kbs_config
 from arca.kbs.collateral import DCAP_ITEMS, hardware_verifiers
 from arca.kbs.config import KbsConfig
 from arca.kbs.policy import PolicyEngine, default_policy, ear_status
-from arca.wire.errors import CollateralError, ConfigError, UntrustedRoot
 from tests.support.dcap_factory import DcapFactory
 
 ENGINE = PolicyEngine()

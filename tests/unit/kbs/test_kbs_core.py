@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arca.errors import BindingMismatch, ConfigError, InvalidInput, MalformedEvidence
 from arca.kbs import config as kbs_config
 from arca.kbs.evidence import SampleVerifier, evidence_bytes
 from arca.kbs.policy import PolicyEngine, check_policy, default_policy, ear_status
@@ -25,7 +26,6 @@ from arca.kbs.tokens import (
     verify_admin,
 )
 from arca.verifier.base import Expected
-from arca.wire.errors import BindingMismatch, ConfigError, InvalidInput, MalformedEvidence
 
 
 def test_token_roundtrip_and_refusals():

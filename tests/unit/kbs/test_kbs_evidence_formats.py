@@ -26,6 +26,7 @@ import ssl
 
 import pytest
 
+from arca.errors import MalformedEvidence, SignatureInvalid
 from arca.kbs.evidence import evidence_bytes
 from arca.kbs.evidence_formats import (
     SNP_FIELDS,
@@ -38,7 +39,6 @@ from arca.kbs.evidence_formats import (
 from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.snp.certtable import split_evidence
 from arca.verifier.snp.verifier import SnpVerifier
-from arca.wire.errors import MalformedEvidence, SignatureInvalid
 from arca.wire.jcs import canonicalize
 
 VECTORS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "vectors" / "dev"

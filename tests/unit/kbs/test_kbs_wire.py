@@ -18,6 +18,7 @@ from arca.guest import jwe
 from arca.kbs import protocol as kproto
 from arca.kbs.service import encrypt_to
 from arca.wire import kbs_protocol as proto
+from arca.wire import tees
 from arca.wire.errors import WireFormatError
 
 JSON = st.recursive(
@@ -103,10 +104,10 @@ def test_init_data_digest_never_crashes(text):
         kproto.init_data_digest('algorithm = "md5"\n')
 
 
-def test_pad():
-    assert proto.pad(b"\1" * 32, 48) == b"\1" * 32 + bytes(16)
+def test_pad():  # report data is padded by the table's rule (arca.wire.tees.Tee.report_data)
+    assert tees.get("tdx").report_data(b"\1" * 48) == b"\1" * 48 + bytes(16)
     with pytest.raises(ValueError):
-        proto.pad(b"\1" * 64, 48)
+        tees.get("tdx").report_data(b"\1" * 65)
 
 
 # -- JWE -----------------------------------------------------------------------------------

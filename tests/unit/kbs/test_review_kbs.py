@@ -9,12 +9,12 @@ import pathlib
 import pytest
 from starlette.testclient import TestClient
 
+from arca.errors import MalformedEvidence, WireFormatError
 from arca.kbs.app import create_app
 from arca.kbs.config import KbsConfig
 from arca.kbs.evidence import SampleVerifier
 from arca.kbs.service import KbsService
 from arca.wire import kbs_protocol as proto
-from arca.wire.errors import MalformedEvidence, WireFormatError
 from arca.wire.simreport import SimEvidence
 from tests.support.kbs import SimAuthority, admin_keypair
 

@@ -18,8 +18,8 @@ import shutil
 import pytest
 from cryptography import x509
 
+from arca.errors import ChainInvalid, CollateralError, SignatureInvalid
 from arca.verifier.dcap.chainorder import order_chain
-from arca.wire.errors import ChainInvalid, CollateralError, SignatureInvalid
 from tests.unit.verifier.test_dcap_vectors import CASES, DEV, _load, _outcome, _verifier
 
 pytestmark = pytest.mark.skipif(not CASES, reason="../shared/vectors absent")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from arca.errors import CollateralError
 from arca.verifier.collateral import (
     CachingCollateral,
     ChainedCollateral,
@@ -21,7 +22,6 @@ from arca.verifier.collateral import (
     MemoryCollateral,
 )
 from arca.verifier.dcap import TdxVerifier
-from arca.wire.errors import CollateralError
 from tests.support.dcap_factory import FMSPC, DcapBundle, DcapFactory
 
 

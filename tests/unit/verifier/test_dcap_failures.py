@@ -6,10 +6,7 @@ import datetime as dt
 
 import pytest
 
-from arca.verifier.base import Expected
-from arca.verifier.collateral import MemoryCollateral
-from arca.verifier.dcap import SgxVerifier, TdxVerifier
-from arca.wire.errors import (
+from arca.errors import (
     BindingMismatch,
     ChainInvalid,
     CollateralError,
@@ -20,6 +17,9 @@ from arca.wire.errors import (
     TcbError,
     UntrustedRoot,
 )
+from arca.verifier.base import Expected
+from arca.verifier.collateral import MemoryCollateral
+from arca.verifier.dcap import SgxVerifier, TdxVerifier
 from tests.support.dcap_factory import (
     AT,
     PCE_SVN,

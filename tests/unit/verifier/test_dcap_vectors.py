@@ -8,11 +8,11 @@ import pathlib
 
 import pytest
 
+from arca.errors import ArcaError, BindingMismatch, EvidenceError, Expired, TcbError
 from arca.verifier.base import Expected
 from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.dcap import INTEL_SGX_ROOT_CA_SPKI_SHA256, SgxVerifier, TdxVerifier
 from arca.verifier.dcap.pck import spki_sha256
-from arca.wire.errors import ArcaError, BindingMismatch, EvidenceError, Expired, TcbError
 
 VECTORS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "vectors"
 DEV = VECTORS / "dev"

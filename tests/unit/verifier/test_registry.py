@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arca.errors import ConfigError, MalformedEvidence
 from arca.verifier.base import Expected, Verifier, VerifierOptions
 from arca.verifier.registry import (
     FACTORIES,
@@ -17,7 +18,6 @@ from arca.verifier.registry import (
     get_verifier,
     verify_evidence,
 )
-from arca.wire.errors import ConfigError, MalformedEvidence
 from arca.wire.simreport import SimEvidence
 from tests.support.dcap_factory import DcapFactory
 from tests.support.snp_factory import NOW, build_case

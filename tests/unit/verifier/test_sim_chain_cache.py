@@ -9,10 +9,10 @@ import json
 
 import pytest
 
+from arca.errors import ChainInvalid, Expired, UntrustedRoot
 from arca.verifier import sim as sim_module
 from arca.verifier.base import Expected
 from arca.verifier.sim import SimVerifier
-from arca.wire.errors import ChainInvalid, Expired, UntrustedRoot
 from arca.wire.simreport import SimEvidence
 from tests.support.kbs import SimAuthority
 

@@ -14,9 +14,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arca.verifier.base import Expected, Verifier, VerifierOptions
-from arca.verifier.sim import MAX_CHAIN_LENGTH, SimVerifier, from_options
-from arca.wire.errors import (
+from arca.errors import (
     BindingMismatch,
     ChainInvalid,
     ConfigError,
@@ -26,6 +24,8 @@ from arca.wire.errors import (
     SignatureInvalid,
     UntrustedRoot,
 )
+from arca.verifier.base import Expected, Verifier, VerifierOptions
+from arca.verifier.sim import MAX_CHAIN_LENGTH, SimVerifier, from_options
 from arca.wire.jcs import canonicalize
 from arca.wire.simreport import SimEvidence, SimReport
 

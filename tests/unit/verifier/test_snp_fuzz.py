@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from arca.errors import ArcaError, MalformedEvidence
 from arca.verifier.snp import SnpReport, SnpVerifier
 from arca.verifier.snp.certs import load_amd_cert
 from arca.verifier.snp.certtable import join_evidence, split_evidence
 from arca.verifier.snp.report import REPORT_SIZE, SIGNED_SIZE
-from arca.wire.errors import ArcaError, MalformedEvidence
 from tests.support.snp_factory import NOW, MemoryCollateral, build_case
 
 VECTORS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "vectors"

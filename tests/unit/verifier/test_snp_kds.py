@@ -11,11 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from arca.errors import CollateralError
 from arca.verifier.collateral import CachingCollateral
 from arca.verifier.snp import SnpVerifier
 from arca.verifier.snp.certs import load_amd_cert
 from arca.verifier.snp.kds import KdsClient
-from arca.wire.errors import CollateralError
 from tests.support.snp_factory import NOW, MemoryCollateral, SnpCase, build_case
 
 

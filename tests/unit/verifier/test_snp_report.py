@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from arca.errors import MalformedEvidence
 from arca.verifier.snp.report import (
     REPORT_SIZE,
     GuestPolicy,
@@ -14,7 +15,6 @@ from arca.verifier.snp.report import (
     platform_info_claims,
     product_from_cpuid,
 )
-from arca.wire.errors import MalformedEvidence
 from tests.support.snp_factory import ReportFields, _leaf_key, make_report
 
 

@@ -10,10 +10,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from arca.errors import CollateralError, Expired, Revoked, SignatureInvalid, TcbError
 from arca.verifier.collateral import MemoryCollateral
 from arca.verifier.snp.tcbpolicy import MinimumTcb
 from arca.verifier.snp.verifier import SnpVerifier
-from arca.wire.errors import CollateralError, Expired, Revoked, SignatureInvalid, TcbError
 from tests.support.snp_factory import NOW, PSS, _name, build_case, make_pki
 
 MIN = {"Milan": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}}

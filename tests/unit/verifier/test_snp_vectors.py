@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from arca import errors as E
 from arca.verifier.base import Expected
 from arca.verifier.snp import AMD_ARK_SPKI_SHA256, SnpVerifier
 from arca.verifier.snp.certs import load_amd_cert
-from arca.wire import errors as E
 from tests.support.snp_factory import MemoryCollateral
 
 VECTORS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "vectors"

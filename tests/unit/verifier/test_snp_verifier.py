@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from arca import errors as E
 from arca.verifier.base import Expected
 from arca.verifier.snp import SnpVerifier, certtable
 from arca.verifier.snp import certs as snp_certs
-from arca.wire import errors as E
 from tests.support.snp_factory import (
     NOW,
     MemoryCollateral,

@@ -8,7 +8,8 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arca.wire.descriptor import LaunchDescriptor, ProcessSpec, measured_env
+from arca.host.runtime.bundle import measured_env
+from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import WireFormatError
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arca.host.runtime.bundle import decode_annotation
 from arca.wire.errors import InvalidInput
 from arca.wire.initdata import (
     MAX_INIT_DATA_BYTES,
@@ -19,7 +20,6 @@ from arca.wire.initdata import (
     InitData,
     InitDataError,
     Resource,
-    decode_annotation,
 )
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"

@@ -54,8 +54,8 @@ runtime imports it on every TEE ``create``.
 
 from __future__ import annotations
 
+from arca.errors import ConfigError, StateError
 from arca.wire import tees
-from arca.wire.errors import ConfigError, StateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -36,6 +36,7 @@ import sys
 import time
 
 from arca._internal.fsutil import secure_state_dirs
+from arca.errors import ArcaError, InvalidInput, NotFound, StateError
 from arca.host.backends import DEFAULT as DEFAULT_TEE
 from arca.host.containers import network, runplan, spawn
 from arca.host.containers.spec import Volume, build_spec, generated_init_data
@@ -48,7 +49,6 @@ from arca.host.containers.state import (
     run_dir,
 )
 from arca.host.images.mount import mount_overlay, umount
-from arca.wire.errors import ArcaError, InvalidInput, NotFound, StateError
 from arca.wire.lean import json_dumps, json_loads
 
 # Every ``arca run`` imports this module: no dataclasses, typing, pathlib, subprocess or the

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from arca.wire.constants import ANNOTATION_INIT_DATA, ANNOTATION_TEE
+from arca.host.annotations import ANNOTATION_INIT_DATA, ANNOTATION_TEE
 from arca.wire.errors import InvalidInput
 from arca.wire.tees import KNOWN_TEES
 

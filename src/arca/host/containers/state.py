@@ -21,7 +21,7 @@ import os
 import time
 
 from arca._internal.fsutil import write_atomic
-from arca.wire.errors import InvalidInput, NotFound, StateError
+from arca.errors import InvalidInput, NotFound, StateError
 from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from arca.host import annotations as A
 from arca.wire import constants as C
 from arca.wire.errors import ConfigError, InvalidInput
 from arca.wire.tees import KNOWN_TEES
@@ -82,10 +83,10 @@ def select_tee(bundle: Bundle, default_tee: str) -> str:
     sandbox must start the same whatever the runtime-wide default is.
     """
     ann = bundle.annotations
-    if ann.get(C.ANNOTATION_CRI_CONTAINER_TYPE) == "sandbox":
+    if ann.get(A.ANNOTATION_CRI_CONTAINER_TYPE) == "sandbox":
         return "none"
-    if C.ANNOTATION_TEE in ann:
-        tee, origin = ann[C.ANNOTATION_TEE], f"annotation {C.ANNOTATION_TEE}"
+    if A.ANNOTATION_TEE in ann:
+        tee, origin = ann[A.ANNOTATION_TEE], f"annotation {A.ANNOTATION_TEE}"
     else:
         tee, origin = default_tee, "runtime default TEE (ARCA_TEE / runtime.json)"
     if tee == "none":
@@ -114,9 +115,16 @@ def original_process(bundle: Bundle) -> dict[str, Any]:
     return proc
 
 
+def measured_env(env: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The environment as measured: orchestrator variables dropped, sorted by name."""
+    from arca.wire.descriptor import is_orchestrator_env
+
+    return tuple(sorted((e for e in env if not is_orchestrator_env(e)), key=lambda e: e))
+
+
 def process_spec(proc: dict[str, Any]) -> ProcessSpec:
     """The measured form of an OCI ``process`` object (validated: it is host input)."""
-    from arca.wire.descriptor import ProcessSpec, measured_env
+    from arca.wire.descriptor import ProcessSpec
 
     args = proc.get("args")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
@@ -142,13 +150,40 @@ def process_spec(proc: dict[str, Any]) -> ProcessSpec:
 def decode_init_data(bundle: Bundle) -> bytes | None:
     """Init-data TOML from its annotation (base64, optionally gzip), or ``None``. It is parsed
     here too, so bad init-data is refused at create rather than by the agent at start."""
-    value = bundle.annotations.get(C.ANNOTATION_INIT_DATA)
+    value = bundle.annotations.get(A.ANNOTATION_INIT_DATA)
     if value is None:
         return None
-    from arca.wire.initdata import InitData, decode_annotation
+    from arca.wire.initdata import InitData
 
     raw = decode_annotation(value)
     InitData.parse(raw).check_broker_authenticated()
+    return raw
+
+
+def decode_annotation(value: str) -> bytes:
+    """The ``io.arca.init-data`` annotation: base64 of the TOML, optionally gzip-compressed."""
+    import base64
+    import binascii
+    import zlib
+
+    from arca.wire.initdata import MAX_INIT_DATA_BYTES, InitDataError
+
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InitDataError("init-data annotation is not valid base64") from None
+    if raw[:2] == b"\x1f\x8b":
+        d = zlib.decompressobj(wbits=31)
+        try:
+            # Bounded output: a small gzip bomb must not exhaust memory.
+            raw = d.decompress(raw, MAX_INIT_DATA_BYTES + 1)
+        except zlib.error as e:
+            raise InitDataError(f"init-data annotation: bad gzip data: {e}") from None
+        if len(raw) > MAX_INIT_DATA_BYTES or not d.eof:
+            raise InitDataError(f"init-data annotation: gzip data truncated or larger than "
+                                f"{MAX_INIT_DATA_BYTES} bytes")
+    if len(raw) > MAX_INIT_DATA_BYTES:
+        raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
     return raw
 
 

@@ -6,7 +6,7 @@ evidence, so the policy is measured too. Two host-side rules follow from it:
 
 * **What is measured.** Parts of the process the measured policy declares variable are not part
   of the TD's identity, exactly like the orchestrator-injected variables already left out of
-  :func:`arca.wire.descriptor.measured_env`:
+  :func:`arca.host.runtime.bundle.measured_env`:
 
   - environment variables whose names match ``allow_env`` are left out of the measured env;
   - when the host's arguments match an ``allow_args`` entry (same matching as the agent,

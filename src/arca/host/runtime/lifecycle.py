@@ -33,11 +33,11 @@ import json
 import os
 import pathlib
 
+from arca.errors import ArcaError, InvalidInput, PolicyDenied, StateError  # noqa: F401
 from arca.host.runtime import machine as sm
 from arca.host.runtime import state as st
 from arca.host.runtime.cli import exec_runc
 from arca.host.runtime.config import RuntimeConfig, load_config
-from arca.wire.errors import ArcaError, InvalidInput, PolicyDenied, StateError  # noqa: F401
 
 TYPE_CHECKING = False  # ``typing`` costs ~3 ms per arca-runtime call
 if TYPE_CHECKING:

@@ -39,8 +39,8 @@ its fast paths: ``created``/``unreleased`` there are CREATED/RELEASED here.
 
 from __future__ import annotations
 
+from arca.errors import StateError
 from arca.host.runtime import state as st
-from arca.wire.errors import StateError
 
 # ``status`` values in state.json.
 CREATING = "creating"

@@ -16,8 +16,8 @@ import os
 import pathlib
 
 from arca._internal.fsutil import write_atomic as _write_atomic
+from arca.errors import InvalidInput, StateError
 from arca.host import paths
-from arca.wire.errors import InvalidInput, StateError
 
 TYPE_CHECKING = False  # ``typing`` costs ~3 ms per arca-runtime call; annotations are strings
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ element count are bounded by the caller's structure (the extension is at most tw
 
 from __future__ import annotations
 
-from arca.wire.errors import MalformedEvidence
+from arca.errors import MalformedEvidence
 
 SEQUENCE = 0x30
 OID = 0x06

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from arca.wire.errors import ArcaError, ChainInvalid
+from arca.errors import ArcaError, ChainInvalid
 
 
 def order_chain(certs: tuple[x509.Certificate, ...], item: str,

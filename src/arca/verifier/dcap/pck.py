@@ -27,8 +27,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from arca.verifier.dcap import _der
-from arca.wire.errors import (
+from arca.errors import (
     ArcaError,
     ChainInvalid,
     CollateralError,
@@ -38,6 +37,7 @@ from arca.wire.errors import (
     SignatureInvalid,
     UntrustedRoot,
 )
+from arca.verifier.dcap import _der
 
 #: SHA-256 of the DER SubjectPublicKeyInfo of the Intel SGX Root CA (both certificates of that
 #: CA, valid until 2033 and until 2049, share this key). Computed from ../shared/vectors/roots/.

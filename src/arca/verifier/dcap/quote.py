@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from arca.wire.errors import MalformedEvidence
+from arca.errors import MalformedEvidence
 
 #: Upper bound for a whole quote. Real quotes are 4-6 KiB (the PCK chain dominates); 64 KiB
 #: leaves room for larger chains while bounding the work an attacker can cause.

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from arca.errors import CollateralError, Expired, SignatureInvalid
 from arca.verifier.dcap.chainorder import order_chain
 from arca.verifier.dcap.pck import (
     ChainVerifier,
@@ -32,7 +33,6 @@ from arca.verifier.dcap.pck import (
     digest,
     load_pem_chain,
 )
-from arca.wire.errors import CollateralError, Expired, SignatureInvalid
 
 #: PCS documents are a few KiB (TDX TCB Info with many levels ~ 20 KiB).
 MAX_COLLATERAL_JSON = 512 * 1024

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from arca.errors import TcbError
 from arca.verifier.base import Expected
 from arca.verifier.dcap import tcb as tcbmod
 from arca.verifier.dcap.pck import PckExtension
 from arca.verifier.dcap.quote import Quote, TdReportBody
 from arca.verifier.dcap.signed_collateral import QeIdentity, TcbInfo
 from arca.verifier.dcap.verify import DcapVerifier, check_binding
-from arca.wire.errors import TcbError
 
 
 def _body(quote: Quote) -> TdReportBody:

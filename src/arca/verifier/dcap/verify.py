@@ -35,6 +35,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from arca.errors import (
+    ArcaError,
+    BindingMismatch,
+    CollateralError,
+    MalformedEvidence,
+    Revoked,
+    SignatureInvalid,
+    TcbError,
+)
 from arca.verifier.base import Claims, Expected
 from arca.verifier.collateral import CollateralSource
 from arca.verifier.dcap import tcb as tcbmod
@@ -56,15 +65,6 @@ from arca.verifier.dcap.signed_collateral import (
     SignedCollateral,
     TcbInfo,
     verify_p256,
-)
-from arca.wire.errors import (
-    ArcaError,
-    BindingMismatch,
-    CollateralError,
-    MalformedEvidence,
-    Revoked,
-    SignatureInvalid,
-    TcbError,
 )
 
 

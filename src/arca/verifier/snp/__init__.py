@@ -14,7 +14,7 @@ Usage, offline with a directory holding ``vcek.pem``, ``ask.pem`` and ``ark.pem`
 
 Failures raise :class:`arca.wire.errors.EvidenceError` subclasses naming the check
 (``signature``, ``chain``, ``root``, ``expired``, ``tcb``, ``binding``, ``malformed``) or
-:class:`arca.wire.errors.CollateralError` when certificates are missing.
+:class:`arca.errors.CollateralError` when certificates are missing.
 """
 
 from arca.verifier.snp.certs import AMD_ARK_SPKI_SHA256

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from arca.wire.errors import ChainInvalid, Expired, MalformedEvidence, UntrustedRoot
+from arca.errors import ChainInvalid, Expired, MalformedEvidence, UntrustedRoot
 
 #: SHA-256 of the DER SubjectPublicKeyInfo of AMD's ARKs, mapped to their product. Computed
 #: from the ARK certificates of ``shared/vectors/roots`` (ARK-Milan valid 2020-10-22..2045,

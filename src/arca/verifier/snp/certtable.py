@@ -16,8 +16,8 @@ from __future__ import annotations
 import struct
 import uuid
 
+from arca.errors import MalformedEvidence
 from arca.verifier.snp.report import REPORT_SIZE
-from arca.wire.errors import MalformedEvidence
 
 #: GHCB certificate table GUIDs → collateral names. The GHCB table has no ASVK GUID: with a
 #: VLEK the ASK entry carries the ASVK.

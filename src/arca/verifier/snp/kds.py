@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from arca.wire.errors import CollateralError
+from arca.errors import CollateralError
 
 KDS_URL = "https://kdsintf.amd.com"
 #: KDS answers with one certificate (~1.4 KiB) or two PEM certificates (~4.5 KiB); anything

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from arca.wire.errors import MalformedEvidence
+from arca.errors import MalformedEvidence
 
 #: The report is a fixed-size structure (ABI spec Table 23).
 REPORT_SIZE = 0x4A0

@@ -31,9 +31,9 @@ from typing import Any
 
 from cryptography import x509
 
+from arca.errors import CollateralError, Expired, Revoked, SignatureInvalid, TcbError
 from arca.verifier.snp.certs import VerifiedChain
 from arca.verifier.snp.report import PRODUCTS
-from arca.wire.errors import CollateralError, Expired, Revoked, SignatureInvalid, TcbError
 
 #: TCB_VERSION components per product (ABI spec Table 3; Turin adds FMC).
 COMPONENTS: dict[str, tuple[str, ...]] = {

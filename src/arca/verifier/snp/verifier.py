@@ -44,6 +44,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from arca.errors import (
+    BindingMismatch,
+    ChainInvalid,
+    CollateralError,
+    MalformedEvidence,
+    SignatureInvalid,
+    TcbError,
+)
 from arca.verifier.base import Claims, Expected
 from arca.verifier.collateral import CollateralSource
 from arca.verifier.snp.certs import (
@@ -61,14 +69,6 @@ from arca.verifier.snp.report import (
     platform_info_claims,
 )
 from arca.verifier.snp.tcbpolicy import CRL_NAMES, MinimumTcb, check_crl
-from arca.wire.errors import (
-    BindingMismatch,
-    ChainInvalid,
-    CollateralError,
-    MalformedEvidence,
-    SignatureInvalid,
-    TcbError,
-)
 
 
 class SnpVerifier:
