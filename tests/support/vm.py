@@ -60,15 +60,21 @@ def qemu_of(text: str) -> list[int]:
     return [pid for pid, _, cg in qemu_processes() if text in cg]
 
 
-def open_rootfs_image(pid: int) -> os.stat_result:
+def open_rootfs_image(pid: int, timeout: float = 60) -> os.stat_result:
     """stat of the rootfs image QEMU ``pid`` has open (``/arca-vm/rootfs.img`` in its
-    container): the file itself, whatever path it has on the host."""
-    for fd in (pathlib.Path(f"/proc/{pid}/fd")).iterdir():
-        try:
-            if os.readlink(fd).endswith("rootfs.img"):
-                return os.stat(fd)
-        except OSError:
-            continue
+    container): the file itself, whatever path it has on the host. QEMU opens its drives
+    a moment after it starts: waits up to ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for fd in (pathlib.Path(f"/proc/{pid}/fd")).iterdir():
+            try:
+                if os.readlink(fd).endswith("rootfs.img"):
+                    return os.stat(fd)
+            except OSError:
+                continue
+        time.sleep(0.1)
     raise AssertionError(f"QEMU {pid} has no rootfs image open")
 
 
@@ -92,7 +98,8 @@ def vm_images(arca_root: pathlib.Path) -> list[str]:
     if not base.exists():
         return []
     return sorted(str(p.relative_to(base)) for p in base.rglob("*")
-                  if p.is_file() and p.suffix in (".img", ".cpio", ".tmp", ".qcow2"))
+                  if p.is_file() and p.suffix in (".img", ".cpio", ".tmp", ".qcow2")
+                  and p.relative_to(base).parts[0] != "vmm-root")  # empty mount points
 
 
 def td_dirs(arca_run: pathlib.Path) -> list[str]:

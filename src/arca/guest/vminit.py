@@ -49,7 +49,12 @@ DM_DEV_CREATE, DM_DEV_SUSPEND, DM_TABLE_LOAD, DM_READONLY = 3, 6, 9, 1
 
 def log(msg: str) -> None:
     """Progress on the guest console (the host's console.log): says where a VM stopped."""
-    print(f"arca-vminit: {msg}", file=sys.stderr, flush=True)
+    try:  # the guest's uptime, as the kernel's own lines have it: the boot's breakdown
+        with open("/proc/uptime") as f:
+            up = f.read().split()[0]
+    except OSError:
+        up = "?"
+    print(f"[{up:>12}] arca-vminit: {msg}", file=sys.stderr, flush=True)
 
 
 def sh(*args: str) -> None:
@@ -302,6 +307,7 @@ def supervise(host: Host, pid: int, relay_port: int) -> int:
             return 128 - code if code < 0 else code  # killed by a signal: as a shell says
         if ev in ready:
             conn = ev.accept()[0]
+            log("evidence requested")
             conn.settimeout(5)
             host.send({"op": "evidence", "request": conn.recv(4096).decode()})
             waiting.append(conn)

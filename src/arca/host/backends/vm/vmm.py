@@ -43,8 +43,10 @@ def fail(message: str, qemu: subprocess.Popen[bytes] | None = None) -> int:
     try:
         with open(f"{TD}/console.log", "rb") as f:
             lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        # A panic's cause is its "Kernel panic" line, not the trace lines printed after it.
+        panic = [ln for ln in lines if "Kernel panic" in ln]
         if lines:
-            tail = f" (guest console: {lines[-1].strip()[:300]})"
+            tail = f" (guest console: {(panic or lines)[-1].strip()[:300]})"
     except OSError:
         pass
     print(f"arca-vm: error: {message}{tail}", file=sys.stderr, flush=True)
@@ -95,11 +97,24 @@ def main() -> int:
         qemu = subprocess.Popen(argv, stdin=0, stdout=1, stderr=2, close_fds=True)
     except OSError as e:
         return fail(f"cannot start {argv[0]}: {e.strerror}")
-    listener.settimeout(30)
-    try:
-        conn = listener.accept()[0]
-    except OSError:
-        return fail("QEMU did not connect to the control port", qemu)
+    # QEMU connects as it starts; wait in short steps so that a QEMU that died (killed from
+    # outside, bad arguments) or a stop request ends this process at once.
+    listener.settimeout(0.2)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = listener.accept()[0]
+            break
+        except TimeoutError:
+            pass
+        if pending:
+            qemu.kill()
+            qemu.wait()
+            return 128 + pending[0]
+        if qemu.poll() is not None:
+            return fail(f"QEMU exited (status {qemu.returncode}) before the guest started")
+        if time.monotonic() > deadline:
+            return fail("QEMU did not connect to the control port", qemu)
     conn.setblocking(True)
     buf, wants_go, started = b"", False, time.monotonic()
     status: int | None = None
