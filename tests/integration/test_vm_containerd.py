@@ -461,9 +461,6 @@ def test_changed_kernel_is_refused(world: World) -> None:
     assert_nothing_left(world, cid)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the sim platform signs the command line the "
-                   "runtime registered, not the one QEMU booted (launch.json is read by the VMM "
-                   "after registration); nothing in the guest or platform compares them")
 def test_changed_kernel_command_line_is_refused(world: World) -> None:
     """A hostile host's runc edits the VM's command line after the runtime registered the
     launch (one more kernel option, recorded by the hostile runc): the TD, running the

@@ -64,6 +64,8 @@ class SimDeviceServer:
     #: When set, the device answers ``{"error": ...}``.
     error: str | None = None
     requests: list[bytes] = field(default_factory=list)
+    #: The report's TEE (``vm``: a launch-measured VM's security processor).
+    tee: str = "sim"
 
     def __post_init__(self) -> None:
         self.key, self.root, self.platform = authority()
@@ -79,7 +81,8 @@ class SimDeviceServer:
 
     def evidence(self, report_data: bytes) -> bytes:
         report = SimReport(self.measurement, self.init_data_hash,
-                           self.report_data_override or report_data, self.td_id, "test-platform")
+                           self.report_data_override or report_data, self.td_id, "test-platform",
+                           tee=self.tee)
         body = canonicalize(report.to_json())
         sig = self.key.sign(body, ec.ECDSA(hashes.SHA384()))
         chain = tuple(c.public_bytes(serialization.Encoding.PEM).decode()

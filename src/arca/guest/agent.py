@@ -31,7 +31,7 @@ from arca.wire.errors import (
     WireFormatError,
 )
 from arca.wire.initdata import ExecPolicy, InitData
-from arca.wire.lean import json_loads
+from arca.wire.lean import digest, json_loads
 from arca.wire.simreport import REPORT_DATA_SIZE, SimEvidence
 from arca.wire.tees import SIM_DEVICE, TEES
 
@@ -63,6 +63,9 @@ class Inputs:
     descriptor: LaunchDescriptor
     host: HostProcess
     init_data: InitData | None
+    #: What a launch-measured VM booted (``launch-record.json``, RFC 8785, written by
+    #: :mod:`arca.guest.vminit` in guest RAM from its own command line and vCPU count).
+    launch_record: bytes | None = None
 
 
 def read_inputs(paths: Paths) -> Inputs:
@@ -78,7 +81,12 @@ def read_inputs(paths: Paths) -> Inputs:
             init_data: InitData | None = InitData.parse(f.read())
     except FileNotFoundError:
         init_data = None
-    return Inputs(descriptor, host, init_data)
+    try:
+        with open(paths.input("launch-record.json"), "rb") as f:
+            launch_record: bytes | None = f.read()
+    except FileNotFoundError:
+        launch_record = None
+    return Inputs(descriptor, host, init_data, launch_record)
 
 
 def source_for(tee: str, paths: Paths) -> EvidenceSource:
@@ -113,8 +121,12 @@ def check_evidence(inputs: Inputs, source: EvidenceSource,
     if not facts.launch_measured:
         checks.append(("measurement (descriptor.json is not the measured descriptor)",
                        report.measurement, inputs.descriptor.measurement()))
-    # else: the measurement is the VM's launch (kernel, initramfs, command line); the descriptor
-    # is bound by the measured command line, which arca.guest.vminit checked before we ran.
+    elif inputs.launch_record is None:
+        raise BindingMismatch("evidence check failed: no launch record of this VM",
+                              field="measurement")
+    else:  # the VM's launch: the descriptor is bound by the command line (checked by vminit)
+        checks.append(("measurement (this VM did not boot the measured kernel command line "
+                       "and vCPUs)", report.measurement, digest("sha384", inputs.launch_record)))
     for what, got, want in checks:
         if not compare_digest(got, want):
             raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])

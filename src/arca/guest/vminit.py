@@ -7,7 +7,8 @@
    is a tmpfs in guest RAM; ``/run/arca`` (secrets) is another tmpfs.
 3. Ask the host (``arca.ctl`` port) for the container's inputs; the descriptor must hash to
    ``arca.desc=`` on the command line (so it is measured), the process and init-data are
-   checked by the agent as under ``sim``.
+   checked by the agent as under ``sim``. Write the launch record of what this VM booted
+   (:func:`launch_record`) for the agent, which refuses a report not over it.
 4. Run the agent chrooted in the new root, its stdio on the ``arca.stdout``/``arca.stderr``
    ports. Relay its evidence requests (a unix socket where ``sim`` has its device) and the
    host's ``start`` (the ``go`` FIFO) and signals; report the workload's exit status and power
@@ -32,6 +33,7 @@ import time
 
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.initdata import InitData
+from arca.wire.jcs import canonicalize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -169,8 +171,21 @@ def loopback_port(init_data: str | None) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+def launch_record(tee: str, cmdline: str, vcpus: int, kernel: str, initrd: str) -> bytes:
+    """RFC 8785 bytes of the launch record (``arca.host.backends.vm.launch``) with this guest's
+    own command line and vCPU count (``tee``: the measured descriptor's): the agent refuses a
+    report whose measurement is not their SHA-384. The kernel and initramfs digests are the
+    host's word, and that is enough: JCS is injective, so a report signed over another command
+    line or vCPU count matches only by a SHA-384 collision, whatever digests the host names
+    (and the ones that match are those the platform measured and the policy pins)."""
+    return canonicalize({"version": 1, "tee": tee, "machine": "microvm", "vcpus": vcpus,
+                         "kernel": kernel, "initrd": initrd, "cmdline": cmdline})
+
+
 def setup(host: Host) -> tuple[int, list[int] | None]:
-    args = dict(a.partition("=")[::2] for a in open("/proc/cmdline").read().split())
+    with open("/proc/cmdline") as f:  # QEMU's -append verbatim; the kernel adds the newline
+        cmdline = f.read().removesuffix("\n")
+    args = dict(a.partition("=")[::2] for a in cmdline.split())
     root_hash, _, blocks = args.get("arca.root", "").partition(":")
     dm = verity(wait_for("/dev/vda"), root_hash, int(blocks or 0))
     try:
@@ -198,9 +213,13 @@ def setup(host: Host) -> tuple[int, list[int] | None]:
     log("rootfs verified and mounted")
     inputs = host.call({"op": "inputs"})
     desc = inputs["descriptor"].encode()
-    if LaunchDescriptor.from_bytes(desc).measurement().hex() != args.get("arca.desc"):
+    descriptor = LaunchDescriptor.from_bytes(desc)
+    if descriptor.measurement().hex() != args.get("arca.desc"):
         raise ValueError("descriptor.json is not the measured descriptor (arca.desc)")
-    files = {"descriptor.json": desc, "process.json": inputs["process"].encode()}
+    record = launch_record(descriptor.tee, cmdline, os.cpu_count() or 0,
+                           str(inputs.get("kernel")), str(inputs.get("initrd")))
+    files = {"descriptor.json": desc, "process.json": inputs["process"].encode(),
+             "launch-record.json": record}
     if inputs.get("init_data") is not None:
         files["init-data.toml"] = inputs["init_data"].encode()
     for name, data in files.items():

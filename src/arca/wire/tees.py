@@ -55,7 +55,8 @@ class Tee:
     #: for hardware TEEs only the relying party can (it holds the vendor roots).
     agent_checks_report: bool = False
     #: The report's measurement is of a VM launch (kernel, initramfs, command line), not the
-    #: descriptor's; the guest's init checks the descriptor against the measured command line.
+    #: descriptor's; the guest's init checks the descriptor against the measured command line,
+    #: and the agent that the measurement is of the command line and vCPUs the VM booted.
     launch_measured: bool = False
 
     def report_data(self, digest: bytes) -> bytes:

@@ -84,6 +84,46 @@ class _Unavailable(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def test_vm_report_must_be_over_the_launch_record_the_guest_booted(
+        tmp_path: pathlib.Path) -> None:
+    """A launch-measured TD (``vm``): the report's measurement must be SHA-384 of the record of
+    the guest's own command line and vCPUs; a host that booted another command line than the
+    one the platform signed is refused before any evidence leaves the TD."""
+    from arca.guest.evidence import SOURCES
+    from arca.guest.vminit import launch_record
+    from arca.host.backends.vm import launch
+    from arca.wire.lean import digest
+
+    cmdline = launch.cmdline("ab" * 32 + ":8", "cd" * 48)
+    k, i = tmp_path / "vmlinux", tmp_path / "initrd"
+    k.write_bytes(b"kernel")
+    i.write_bytes(b"initrd")
+    signed = launch.Launch(str(k), str(i), "rootfs", cmdline, vcpus=2)
+    kd, idg = launch.file_sha384(str(k)), launch.file_sha384(str(i))
+    booted = launch_record("vm", cmdline, 2, kd, idg)
+    assert digest("sha384", booted) == signed.measurement()  # the host's record, byte for byte
+    vm_desc = LaunchDescriptor("vm", DESCRIPTOR.guest_runtime_digest, DESCRIPTOR.rootfs_digest,
+                               SPEC)
+    server = SimDeviceServer(str(tmp_path / "sim.sock"), signed.measurement(), tee="vm")
+    try:
+        source = SOURCES["sim-device"]("vm", str(tmp_path))
+
+        def attempt(record: bytes | None) -> None:
+            check_evidence(Inputs(vm_desc, inputs().host, None, record), source)
+
+        attempt(booted)
+        for record in (launch_record("vm", cmdline + " arca.hostile=1", 2, kd, idg),
+                       launch_record("vm", cmdline, 1, kd, idg), None):
+            with pytest.raises(BindingMismatch, match="measurement|launch record"):
+                attempt(record)
+        # lying about the kernel digest does not help the host: still another measurement
+        with pytest.raises(BindingMismatch, match="measurement"):
+            attempt(launch_record("vm", cmdline + " arca.hostile=1", 2, "00" * 48, idg))
+        assert len(server.requests) == 5  # each refused right after the report was obtained
+    finally:
+        server.close()
+
+
 def test_kbs_unavailable_is_retried_with_backoff_then_named(device: SimDeviceServer) -> None:
     srv = http.server.HTTPServer(("127.0.0.1", 0), _Unavailable)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -156,7 +156,10 @@ class VmBackend(Backend):
         if inputs.init_data is not None:
             st.write_atomic(td / "init-data.toml", inputs.init_data, 0o644)
         argv = vl.qemu_argv(assets.qemu_binary(), vm)
-        st.write_atomic(td / "launch.json", json.dumps({"argv": argv}).encode(), 0o644)
+        # The digests go to the guest, which measures its own command line and vCPUs with
+        # them and refuses a report over another launch (arca.guest.vminit.launch_record).
+        st.write_atomic(td / "launch.json", json.dumps(
+            {"argv": argv, "kernel": extra["kernel"], "initrd": extra["initrd"]}).encode(), 0o644)
         answer = self._client().register(launch.cid, ref.descriptor.to_json(), inputs.init_data,
                                          launch=vm.to_json())
         measured = answer.get("measurement") if isinstance(answer, dict) else None

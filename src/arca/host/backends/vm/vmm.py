@@ -6,7 +6,8 @@ Host code, outside the TCB; a single standard-library file, run as ``python3 -I 
 with the host's interpreter (``/usr`` is bind-mounted read-only into the container).
 
 The control port carries JSON lines. Guest -> host: ``{"op": "inputs"}`` (answered with the
-host-supplied descriptor, process and init-data: untrusted, checked in the guest),
+host-supplied descriptor, process, init-data and the kernel and initramfs digests of the launch
+record: untrusted, checked in the guest),
 ``{"op": "evidence", "request": LINE}`` (relayed to the sim platform's per-TD socket, which
 signs the report over the launch measurement it computed), ``{"op": "go"}`` (answered when the
 runtime's ``start`` writes the ``go`` FIFO), ``{"op": "exit", "status": N}``. Host -> guest:
@@ -92,7 +93,8 @@ def relay_evidence(request: str) -> str:
 
 def main() -> int:
     with open(f"{TD}/launch.json", encoding="utf-8") as f:
-        argv = json.load(f)["argv"]
+        launch = json.load(f)
+    argv = launch["argv"]
     scratch = os.path.dirname(argv[argv.index("-chardev") + 1].split("path=")[1])
     ctl_path = os.path.join(scratch, "ctl.sock")
     listener = socket.socket(socket.AF_UNIX)
@@ -161,7 +163,8 @@ def main() -> int:
                     answer = {"descriptor": read("descriptor.json"),
                               "process": read("process.json"),
                               "init_data": read("init-data.toml"),
-                              "terminal": terminal_size()}
+                              "terminal": terminal_size(),
+                              "kernel": launch.get("kernel"), "initrd": launch.get("initrd")}
                     conn.sendall(json.dumps(answer).encode() + b"\n")
                 elif op == "evidence":
                     answer = {"op": "evidence", "answer": relay_evidence(str(msg["request"]))}
