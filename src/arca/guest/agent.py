@@ -90,9 +90,8 @@ def read_inputs(paths: Paths) -> Inputs:
 
 
 def source_for(tee: str, paths: Paths) -> EvidenceSource:
-    """The TEE's evidence source, as the table of TEE facts names it (``arca.wire.tees``).
-    The descriptor names the TEE before it is checked; a lie yields evidence the relying
-    party refuses (it pins the TEE type and roots), so it cannot leak anything."""
+    """The TEE's evidence source per ``arca.wire.tees``. A descriptor lying about its TEE yields
+    evidence the relying party refuses (it pins the TEE type and roots): nothing leaks."""
     facts = TEES.get(tee)
     make = SOURCES.get(facts.source) if facts is not None else None
     if make is None:
@@ -102,8 +101,7 @@ def source_for(tee: str, paths: Paths) -> EvidenceSource:
 
 def check_evidence(inputs: Inputs, source: EvidenceSource,
                    report_data: bytes | None = None) -> tuple[bytes, bytes]:
-    """Evidence for ``report_data`` (default: fresh random bytes) whose report binds our
-    descriptor and init-data: (report data, evidence)."""
+    """(report data, evidence) whose report binds our descriptor and init-data."""
     report_data = report_data or os.urandom(REPORT_DATA_SIZE)
     evidence = source.get_evidence(report_data)
     facts = TEES.get(source.tee)
@@ -135,9 +133,8 @@ def check_evidence(inputs: Inputs, source: EvidenceSource,
 
 def fetch_secrets(init: InitData, source: EvidenceSource,
                   evidence: Callable[[bytes], bytes] | None = None) -> tuple[dict[str, bytes], Any]:
-    """Attest with ``evidence`` (default: the source's, unchecked) and fetch every resource;
-    retry the whole exchange while the KBS is down. Returns the secrets and the runtime-data
-    the attested report binds."""
+    """Attest with ``evidence`` (default: the source's) and fetch every resource, retrying
+    while the KBS is down: the secrets and the runtime-data the attested report binds."""
     # Imported here: a container without a KBS should not pay for the client (the guest
     # runtime ships it anyway: its builder imports every module).
     from arca.guest.kbs_client import KbsClient

@@ -14,8 +14,7 @@
    host's ``start`` (the ``go`` FIFO) and signals; report the workload's exit status and power
    off.
 
-A failure before the agent runs is sent to the host with exit status 125 (the VMM prints it as
-one line).
+A failure before the agent runs goes to the host as exit status 125 (printed as one line).
 Only the standard library: device-mapper is driven with its ioctls (``linux/dm-ioctl.h``);
 busybox does what the standard library cannot (insmod, mount, poweroff).
 """
@@ -157,9 +156,8 @@ def network() -> None:
 
 
 def loopback_port(init_data: str | None) -> int:
-    """The KBS port when init-data names a broker on loopback (``arca run``'s embedded KBS):
-    the guest's own 127.0.0.1 is relayed to the container's (10.0.2.2), so the same measured
-    init-data works for ``sim`` and ``vm``. 0 otherwise."""
+    """The KBS port (else 0) when init-data names a broker on loopback: the guest's 127.0.0.1
+    is relayed to the container's (10.0.2.2), so one measured init-data serves sim and vm."""
     if init_data is None:
         return 0
     from urllib.parse import urlsplit
@@ -172,12 +170,9 @@ def loopback_port(init_data: str | None) -> int:
 
 
 def launch_record(tee: str, cmdline: str, vcpus: int, kernel: str, initrd: str) -> bytes:
-    """RFC 8785 bytes of the launch record (``arca.host.backends.vm.launch``) with this guest's
-    own command line and vCPU count (``tee``: the measured descriptor's): the agent refuses a
-    report whose measurement is not their SHA-384. The kernel and initramfs digests are the
-    host's word, and that is enough: JCS is injective, so a report signed over another command
-    line or vCPU count matches only by a SHA-384 collision, whatever digests the host names
-    (and the ones that match are those the platform measured and the policy pins)."""
+    """The launch record (``arca.host.backends.vm.launch``) with this guest's own command line
+    and vCPUs. Kernel/initramfs digests are the host's word: enough, since a report signed over
+    another command line or vCPU count matches only by a SHA-384 collision (JCS is injective)."""
     return canonicalize({"version": 1, "tee": tee, "machine": "microvm", "vcpus": vcpus,
                          "kernel": kernel, "initrd": initrd, "cmdline": cmdline})
 
@@ -198,17 +193,15 @@ def setup(host: Host) -> tuple[int, list[int] | None]:
     os.mkdir("/rw/work", 0o755)
     sh("mount", "-t", "overlay", "-o", "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work",
        "overlay", NEW)
-    for d in ("/.arca", "/proc", "/dev", "/run/arca"):
-        os.makedirs(NEW + d, exist_ok=True)
-    sh("mount", "-o", "bind,ro", "/.arca", NEW + "/.arca")
-    sh("mount", "-t", "proc", "proc", NEW + "/proc")
-    sh("mount", "-t", "devtmpfs", "dev", NEW + "/dev")
-    os.makedirs(NEW + "/dev/pts", exist_ok=True)
-    sh("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620", "devpts",
-       NEW + "/dev/pts")
-    sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", NEW + "/run/arca")
-    os.makedirs(NEW + "/sys/kernel/config", exist_ok=True)  # configfs-tsm (tdx/snp evidence)
-    sh("mount", "-t", "configfs", "configfs", NEW + "/sys/kernel/config")
+    # The agent's view; configfs: tdx/snp evidence (configfs-tsm). In this order (/dev first).
+    for where, *how in (("/.arca", "-o", "bind,ro", "/.arca"), ("/proc", "-t", "proc", "proc"),
+                        ("/dev", "-t", "devtmpfs", "dev"), ("/dev/pts", "-t", "devpts", "-o",
+                                                           "newinstance,ptmxmode=0666,mode=0620",
+                                                           "devpts"),
+                        ("/run/arca", "-t", "tmpfs", "-o", "mode=0755", "tmpfs"),
+                        ("/sys/kernel/config", "-t", "configfs", "configfs")):
+        os.makedirs(NEW + where, exist_ok=True)
+        sh("mount", *how, NEW + where)
     os.mkdir(TEE_DIR, 0o755)
     log("rootfs verified and mounted")
     inputs = host.call({"op": "inputs"})
@@ -233,8 +226,7 @@ def setup(host: Host) -> tuple[int, list[int] | None]:
 
 
 def terminal(size: list[int]) -> tuple[int, int]:
-    """(master, slave) of a pseudo-terminal of the guest's devpts, ``size`` [rows, cols]: the
-    container asked for a terminal (``-t``); the host relays its window size."""
+    """(master, slave) of a guest pseudo-terminal of ``size`` [rows, cols] (``-t``)."""
     master = os.open(NEW + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]
@@ -312,8 +304,7 @@ def copy_terminal(master: int, out: int) -> bool:
 
 
 def supervise(host: Host, started: tuple[int, int | None], relay_port: int, out: str) -> int:
-    """Relay evidence, ``go``, signals (and the loopback KBS) until the agent/workload exits;
-    its exit status."""
+    """Relay evidence, ``go``, signals (and the loopback KBS); the workload's exit status."""
     ev = socket.socket(socket.AF_UNIX)
     ev.bind(f"{TEE_DIR}/sim.sock")
     ev.listen(4)
