@@ -99,6 +99,7 @@ def test_guest_finds_no_tee_and_stops_before_any_secret(tmp_path, monkeypatch, t
     kbs = Kbs()
     init_data = ('version = "0.1.0"\nalgorithm = "sha384"\n[data]\n'
                  f'kbs_url = "http://127.0.0.1:{kbs.port}"\n'
+                 "agent = 'insecure_kbs = true'\n"  # plain HTTP on loopback, said so
                  'resources = """\n[[resource]]\npath = "default/key/app"\nname = "app.key"\n"""\n')
     process = ProcessSpec(("/bin/busybox", "echo", "workload ran"))
     descriptor = LaunchDescriptor(tee, gr.digest, digest, process)

@@ -79,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
                 f'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\nkbs_url = "{kbs.url}"\n'
                 "resources = '''\n[[resource]]\npath = \"default/key/app\"\n"
                 "name = \"app.key\"\n'''\nagent = '''\nkbs_timeout = 20.0\nkbs_retries = 2\n"
-                "kbs_backoff = 0.5\n'''\n")
+                "kbs_backoff = 0.5\ninsecure_kbs = true\n'''\n")
             admin = AdminClient(kbs.url, admin_key)
             admin.set_resource("default/key/app", SECRET.encode())
             res = w.arca("policy", "generate", w.image("app"), "--tee", "vm", "--init-data",

@@ -68,7 +68,8 @@ BOOT = 240
 def init_data(kbs_url: str) -> bytes:
     return (f'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\nkbs_url = "{kbs_url}"\n'
             "resources = '''\n[[resource]]\npath = \"default/key/app\"\nname = \"app.key\"\n"
-            "'''\nagent = '''\nkbs_timeout = 20.0\nkbs_retries = 2\nkbs_backoff = 0.5\n'''\n"
+            "'''\nagent = '''\nkbs_timeout = 20.0\nkbs_retries = 2\nkbs_backoff = 0.5\n"
+            "insecure_kbs = true\n'''\n"
             ).encode()
 
 
