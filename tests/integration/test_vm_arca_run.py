@@ -152,8 +152,6 @@ def test_output_exit_code_and_arca_stop(world: World) -> None:
     assert_nothing_left(world)
 
 
-@pytest.mark.xfail(strict=True, reason="gap: a vm guest gives the workload no terminal "
-                   "(its stdio are virtio-serial ports; docs/vm.md 'Not done yet')")
 def test_terminal_with_window_size(world: World) -> None:
     from tests.support.user_terminal import UserTerminal
 

@@ -45,6 +45,8 @@ TEE_DIR = NEW + "/run/arca/tee"
 #: struct dm_ioctl (312 bytes) and struct dm_target_spec (40 bytes), linux/dm-ioctl.h.
 DM_IOCTL_FMT, DM_SPEC_FMT = "=3I7IQ128s129s7x", "=QQiI16s"
 DM_DEV_CREATE, DM_DEV_SUSPEND, DM_TABLE_LOAD, DM_READONLY = 3, 6, 9, 1
+#: asm-generic/ioctls.h (the guest runtime has no termios module).
+TIOCSCTTY, TIOCSWINSZ, TIOCGPTN, TIOCSPTLCK = 0x540E, 0x5414, 0x80045430, 0x40045431
 
 
 def log(msg: str) -> None:
@@ -180,7 +182,7 @@ def launch_record(tee: str, cmdline: str, vcpus: int, kernel: str, initrd: str) 
                          "kernel": kernel, "initrd": initrd, "cmdline": cmdline})
 
 
-def setup(host: Host) -> int:
+def setup(host: Host) -> tuple[int, list[int] | None]:
     with open("/proc/cmdline") as f:  # QEMU's -append verbatim; the kernel adds the newline
         cmdline = f.read().removesuffix("\n")
     args = dict(a.partition("=")[::2] for a in cmdline.split())
@@ -201,6 +203,9 @@ def setup(host: Host) -> int:
     sh("mount", "-o", "bind,ro", "/.arca", NEW + "/.arca")
     sh("mount", "-t", "proc", "proc", NEW + "/proc")
     sh("mount", "-t", "devtmpfs", "dev", NEW + "/dev")
+    os.makedirs(NEW + "/dev/pts", exist_ok=True)
+    sh("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620", "devpts",
+       NEW + "/dev/pts")
     sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", NEW + "/run/arca")
     os.mkdir(TEE_DIR, 0o755)
     log("rootfs verified and mounted")
@@ -222,16 +227,34 @@ def setup(host: Host) -> int:
     os.makedirs(NEW + "/etc", exist_ok=True)
     network()
     log("network up")
-    return loopback_port(inputs.get("init_data"))
+    return loopback_port(inputs.get("init_data")), inputs.get("terminal")
 
 
-def agent(out: str, err: str) -> int:
+def terminal(size: list[int]) -> tuple[int, int]:
+    """(master, slave) of a pseudo-terminal of the guest's devpts, ``size`` [rows, cols]: the
+    container asked for a terminal (``-t``); the host relays its window size."""
+    master = os.open(NEW + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]
+    slave = os.open(f"{NEW}/dev/pts/{n}", os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", int(size[0]), int(size[1]), 0, 0))
+    return master, slave
+
+
+def agent(out: str, err: str, size: list[int] | None = None) -> tuple[int, int | None]:
+    master, slave = terminal(size) if size else (None, None)
     pid = os.fork()
     if pid == 0:
         try:
-            os.dup2(os.open(out, os.O_RDWR), 0)
-            os.dup2(0, 1)
-            os.dup2(os.open(err, os.O_WRONLY), 2)
+            if slave is not None:  # the workload's controlling terminal, as runc gives it
+                os.setsid()
+                fcntl.ioctl(slave, TIOCSCTTY, 0)
+                for fd in (0, 1, 2):
+                    os.dup2(slave, fd)
+            else:
+                os.dup2(os.open(out, os.O_RDWR), 0)
+                os.dup2(0, 1)
+                os.dup2(os.open(err, os.O_WRONLY), 2)
             os.chroot(NEW)
             os.chdir("/")
             loader = "/.arca/lib/ld-linux-x86-64.so.2"
@@ -240,7 +263,9 @@ def agent(out: str, err: str) -> int:
                 "-c", "import sys; from arca.guest.agent import main; sys.exit(main())"], {})
         finally:
             os._exit(127)
-    return pid
+    if slave is not None:
+        os.close(slave)
+    return pid, master
 
 
 class Relay:
@@ -273,13 +298,26 @@ class Relay:
         other.close()
 
 
-def supervise(host: Host, pid: int, relay_port: int) -> int:
+def copy_terminal(master: int, out: int) -> bool:
+    """The terminal's output to the stdout port; False once the terminal is closed."""
+    try:
+        data = os.read(master, 65536)
+    except OSError:  # EIO: the last holder of the terminal is gone
+        data = b""
+    if data:
+        os.write(out, data)
+    return bool(data)
+
+
+def supervise(host: Host, started: tuple[int, int | None], relay_port: int, out: str) -> int:
     """Relay evidence, ``go``, signals (and the loopback KBS) until the agent/workload exits;
     its exit status."""
     ev = socket.socket(socket.AF_UNIX)
     ev.bind(f"{TEE_DIR}/sim.sock")
     ev.listen(4)
     relay = Relay(relay_port) if relay_port else None
+    pid, master = started
+    out_fd = os.open(out, os.O_WRONLY) if master is not None else -1
     log("agent started")
     pidfd, go = os.pidfd_open(pid), False
     waiting: list[socket.socket] = []
@@ -296,12 +334,18 @@ def supervise(host: Host, pid: int, relay_port: int) -> int:
                 go = False
             except OSError:
                 pass  # the agent has not opened it yet (ENXIO): retried every 10 ms
-        fds: list[Any] = [host.fd, ev, pidfd, *(relay.fds() if relay else [])]
+        fds: list[Any] = [host.fd, ev, pidfd, *(relay.fds() if relay else []),
+                          *([master] if master is not None else [])]
         ready = select.select(fds, [], [], 0.01 if go else None)[0]
         for s in ready:
             if relay and (s is relay.listener or s in relay.peer):
                 relay.ready(s)
+        if master is not None and master in ready and not copy_terminal(master, out_fd):
+            master = None
         if pidfd in ready:
+            while master is not None and select.select([master], [], [], 0.05)[0] and \
+                    copy_terminal(master, out_fd):
+                pass
             code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
             log(f"workload exited: {code}")
             return 128 - code if code < 0 else code  # killed by a signal: as a shell says
@@ -333,8 +377,8 @@ def main() -> None:
         log("modules loaded")
         host = Host(port("arca.ctl"))
         out, err = port("arca.stdout"), port("arca.stderr")
-        relay_port = setup(host)
-        status = supervise(host, agent(out, err), relay_port)
+        relay_port, size = setup(host)
+        status = supervise(host, agent(out, err, size), relay_port, out)
         host.send({"op": "exit", "status": status})
     except BaseException as e:  # noqa: BLE001 - PID 1 must not die: the kernel would panic
         log(f"{e!r}")

@@ -61,6 +61,20 @@ def read(name: str) -> str | None:
         return None
 
 
+def terminal_size() -> list[int] | None:
+    """[rows, cols] of the container's terminal (runc's console with ``-t``), else None: the
+    guest then gives the workload a terminal of that size."""
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, bytes(8)))[:2]
+    except OSError:
+        return None
+    return [rows, cols]
+
+
 def relay_evidence(request: str) -> str:
     s = socket.socket(socket.AF_UNIX)
     try:
@@ -149,6 +163,7 @@ def main() -> int:
                     answer = {"descriptor": read("descriptor.json"),
                               "process": read("process.json"),
                               "init_data": read("init-data.toml"),
+                              "terminal": terminal_size(),
                               "kernel": launch.get("kernel"), "initrd": launch.get("initrd")}
                     conn.sendall(json.dumps(answer).encode() + b"\n")
                 elif op == "evidence":
