@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from arca.cli import launch_opts as lo
 from arca.host.backends import DEFAULT as DEFAULT_TEE
 from arca.host.backends import names
 
@@ -27,25 +28,18 @@ def register(app: typer.Typer) -> None:
                                        "container will be started with."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "
                                 "generates."),
-        volume: list[str] = typer.Option([], "--volume", "-v", help="Destination of an "
-                                         "`arca run -v` volume (repeatable): the init-data "
-                                         "`arca run -v` generates."),
+        volume: list[str] = lo.VOLUME,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-        firmware: Path = typer.Option(None, "--firmware", help="tdx/snp: TEE firmware "
-                                      "(TDVF / AmdSev OVMF) the VM boots."),
-        kernel: Path = typer.Option(None, "--kernel", help="tdx/snp: guest kernel (bzImage)."),
-        initrd: Path = typer.Option(None, "--initrd", help="tdx/snp: guest initramfs."),
-        vcpus: int = typer.Option(None, "--vcpus", help="tdx/snp: vCPU count."),
-        memory: int = typer.Option(None, "--memory", help="tdx/snp: guest memory (MiB)."),
-        cpu: str = typer.Option(None, "--cpu", help="snp: vCPU model (EPYC-v4, EPYC-Milan...)."),
-        guest_features: str = typer.Option(None, "--guest-features", help="snp: VMSA SEV "
-                                           "features (default 0x1)."),
-        snp_policy: str = typer.Option(None, "--snp-policy", help="snp: guest policy "
-                                       "(default 0x30000)."),
-        rtmr0: str = typer.Option(None, "--rtmr0", help="tdx: RTMR0 of a reference TD of this "
-                                  "platform and VM shape (else not pinned; ADR 0035)."),
-        cmdline: str = typer.Option(None, "--cmdline", help="tdx/snp: kernel command line "
-                                    "before Arca's measured parameters."),
+        firmware: Path = lo.FIRMWARE,
+        kernel: Path = lo.KERNEL,
+        initrd: Path = lo.INITRD,
+        vcpus: int = lo.VCPUS,
+        memory: int = lo.MEMORY,
+        cpu: str = lo.CPU,
+        guest_features: str = lo.GUEST_FEATURES,
+        snp_policy: str = lo.SNP_POLICY,
+        rtmr0: str = lo.RTMR0,
+        cmdline: str = lo.CMDLINE,
     ) -> None:
         """Compute the launch measurement and its inputs for IMAGE."""
         from arca.cli._common import launch_options, read_init_data
