@@ -29,6 +29,8 @@ fi
 . /etc/os-release
 VM_PACKAGES=(erofs-utils cryptsetup-bin zstd kmod python3 binutils)
 VM_SUITE=$VERSION_CODENAME
+# virtiofsd serves -v volumes to vm guests (ADR 0042): Debian 13 has it; for Debian 12 see below.
+[ "$VERSION_CODENAME" = bookworm ] || VM_PACKAGES+=(virtiofsd)
 if [ "$VERSION_CODENAME" = bookworm ]; then
   VM_SUITE=bookworm-backports
   if ! grep -rqs '^Suites:.*bookworm-backports\|^deb .* bookworm-backports' \
@@ -83,6 +85,36 @@ elif ! grep -qs "\"$kpkg $kver\"" "$VM_DATA/kernel.json" || [ ! -f "$VM_DATA/vml
   (cd "$kdir" && apt-get download -qq "$kpkg=$kver" 2>/dev/null)
   .venv/bin/python -m arca.host.backends.vm.assets install "$kdir"/*.deb
   rm -rf "$kdir"
+fi
+# virtiofsd on Debian 12 (ADR 0042): bookworm and its backports have none, and trixie's needs
+# glibc 2.39. Its package and its libraries' (libc6, libseccomp2, libcap-ng0, libgcc-s1) come
+# from trixie with `apt-get download` through a private apt state (the host's sources are not
+# touched) into $VM_DATA/virtiofsd, where the VMM runs it with trixie's own loader.
+VFS_DIR=$VM_DATA/virtiofsd
+if [ "$VERSION_CODENAME" = bookworm ] && [ ! -x "$VFS_DIR/virtiofsd" ]; then
+  echo "setup: virtiofsd (from trixie, with its libraries) -> $VFS_DIR"
+  vtmp=$(mktemp -d)
+  mkdir -p "$vtmp/lists/partial" "$vtmp/cache/archives/partial" "$vtmp/x"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+    > "$vtmp/sources.list"
+  vopt=(-o "Dir::Etc::SourceList=$vtmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$vtmp/lists" -o "Dir::Cache=$vtmp/cache")
+  if apt-get "${vopt[@]}" update -qq >/dev/null 2>&1 && (cd "$vtmp" && \
+      apt-get "${vopt[@]}" download -qq virtiofsd libc6 libseccomp2 libcap-ng0 libgcc-s1 \
+      >/dev/null 2>&1); then
+    for deb in "$vtmp"/*.deb; do dpkg-deb -x "$deb" "$vtmp/x"; done
+    rm -rf "$VFS_DIR.new" && mkdir -p "$VFS_DIR.new/lib"
+    for lib in ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libgcc_s.so.1 libseccomp.so.2 \
+               libcap-ng.so.0; do
+      cp -L "$vtmp/x/usr/lib/x86_64-linux-gnu/$lib" "$VFS_DIR.new/lib/"
+    done
+    cp "$vtmp/x/usr/libexec/virtiofsd" "$VFS_DIR.new/virtiofsd"
+    ls "$vtmp"/*.deb | xargs -n1 basename > "$VFS_DIR.new/packages"
+    rm -rf "$VFS_DIR" && mv "$VFS_DIR.new" "$VFS_DIR"
+  else
+    echo "setup: cannot fetch virtiofsd from trixie; vm volumes unavailable" >&2
+  fi
+  rm -rf "$vtmp"
 fi
 # Byte-compile the sources (cheap when up to date): with PYTHONDONTWRITEBYTECODE set, an editable
 # install would otherwise recompile every module on each arca-runtime call (containerd's hot path).

@@ -9,6 +9,9 @@ sharing, hooks (docs/threat-model.md)."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 from arca.wire.constants import GUEST_RUNTIME_MOUNT, SIM_DEVICE_DIR, TD_RUN_DIR
 from arca.wire.errors import PolicyDenied
 from arca.wire.initdata import ExecPolicy
@@ -40,6 +43,34 @@ def host_mount_refusal(dest: str, fstype: str, policy: ExecPolicy) -> str | None
             or dest in policy.allow_mounts or (dest in TMPFS_MOUNTS and fstype == "tmpfs"):
         return None
     return "the measured policy does not allow a mount there (policy.allow_mounts)"
+
+
+def over_content(rootfs: str, dest: str) -> str | None:
+    """Why a mount at ``dest`` would cover the image's measured content in ``rootfs``, or
+    ``None``: the destination must be missing or an empty directory, reached without a
+    symbolic link."""
+    path = rootfs
+    for part in dest.strip("/").split("/"):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return f"{path[len(rootfs):]} is a symbolic link in the image"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it covers a file of the image's measured content"
+    if os.listdir(path):
+        return "it covers a non-empty directory of the image's measured content"
+    return None
+
+
+def volume_refusal(rootfs: str, dest: str, policy: ExecPolicy) -> str | None:
+    """Why a host directory (a VM's volume, mounted by the guest) may not land at ``dest``
+    (normalized, absolute) over ``rootfs``, or ``None``."""
+    if any(_within(dest, t) for t in KERNEL_TREES):
+        return "it would cover a kernel tree"
+    return host_mount_refusal(dest, "", policy) or over_content(rootfs, dest)
 
 
 def _unescape(field: str) -> str:

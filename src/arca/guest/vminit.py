@@ -30,8 +30,10 @@ import struct
 import sys
 import time
 
+from arca.guest.boundary import volume_refusal
 from arca.wire.descriptor import LaunchDescriptor
-from arca.wire.initdata import InitData
+from arca.wire.errors import PolicyDenied
+from arca.wire.initdata import ExecPolicy, InitData
 from arca.wire.jcs import canonicalize
 
 TYPE_CHECKING = False
@@ -177,6 +179,20 @@ def launch_record(tee: str, cmdline: str, vcpus: int, kernel: str, initrd: str) 
                          "kernel": kernel, "initrd": initrd, "cmdline": cmdline})
 
 
+def volume(tag: str, destination: str, readonly: bool, policy: ExecPolicy) -> None:
+    """A host directory (virtio-fs: untrusted data) at ``destination``, only where the measured
+    init-data's policy allows, never over the image, the guest runtime or /run/arca. Checked
+    here, before the agent runs: the host's own check at create may have been skipped. The
+    agent's report binds that init-data, so a host lying about it gets no secret either."""
+    dest = os.path.normpath("/" + destination.lstrip("/"))
+    why = volume_refusal(NEW, dest, policy)
+    if why is not None:
+        raise PolicyDenied(f"volume {tag} at {destination} refused: {why}", field="mounts")
+    os.makedirs(NEW + dest, exist_ok=True)
+    sh("mount", "-t", "virtiofs", "-o", ("ro" if readonly else "rw") + ",nosuid,nodev", tag,
+       NEW + dest)
+
+
 def setup(host: Host) -> tuple[int, list[int] | None]:
     with open("/proc/cmdline") as f:  # QEMU's -append verbatim; the kernel adds the newline
         cmdline = f.read().removesuffix("\n")
@@ -219,6 +235,10 @@ def setup(host: Host) -> tuple[int, list[int] | None]:
         with open(f"{TEE_DIR}/{name}", "wb") as f:
             f.write(data)
     os.mkfifo(f"{TEE_DIR}/go", 0o600)
+    init = inputs.get("init_data")
+    policy = InitData.parse(init.encode()).policy if init is not None else ExecPolicy()
+    for v in inputs.get("volumes") or []:
+        volume(str(v["tag"]), str(v["destination"]), bool(v["readonly"]), policy)
     os.makedirs(NEW + "/etc", exist_ok=True)
     network()
     log("network up")

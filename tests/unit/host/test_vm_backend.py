@@ -152,3 +152,89 @@ def test_vm_reports_verify_only_as_vm(tmp_path: pathlib.Path,
     sim_ev = plat.sign_report(sim_desc, None, rd, "td-2").to_bytes()
     with pytest.raises(BindingMismatch, match="report is for tee 'sim'"):
         SimVerifier(root, tee="vm").verify(sim_ev, expected=Expected(rd, bytes(48)))
+
+
+def test_volumes_become_virtio_fs_shares_and_files_are_refused(tmp_path: pathlib.Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    from arca.host.backends.vm import shares_of
+
+    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
+    data, conf = tmp_path / "data", tmp_path / "conf"
+    data.mkdir()
+    conf.mkdir()
+    mounts = [{"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
+               "options": ["rbind", "ro"]},
+              {"destination": "/data", "type": "bind", "source": str(data),
+               "options": ["rbind", "rw"]},
+              # a directory under /etc is a volume, not orchestrator plumbing
+              {"destination": "/etc/app", "type": "bind", "source": str(conf),
+               "options": ["rbind", "ro"]}]
+    config = {"root": {"path": "rootfs"}, "process": {"args": ["sh"]}, "mounts": mounts}
+    shares = shares_of(config)
+    assert [(s.source, s.destination, s.readonly, s.tag) for s in shares] == [
+        (str(data), "/data", False, "arca-vol0"), (str(conf), "/etc/app", True, "arca-vol1")]
+    new = rewrite_config(config, tmp_path / "td", _launch(), shares, "/var/lib/arca-vm/vfs")
+    dests = {m["destination"]: m for m in new["mounts"]}
+    assert "/data" not in dests and "/etc/app" not in dests  # never in the VMM's own root
+    assert dests[f"{launch.IN_CONTAINER_VOLUMES}/0"]["source"] == str(data)
+    assert "rw" in dests[f"{launch.IN_CONTAINER_VOLUMES}/0"]["options"]
+    assert "ro" in dests[f"{launch.IN_CONTAINER_VOLUMES}/1"]["options"]
+    assert dests[launch.IN_CONTAINER_VIRTIOFSD]["source"] == "/var/lib/arca-vm/vfs"
+    assert "/etc/hosts" in dests
+    argv = shares[1].virtiofsd(launch.virtiofsd_prefix(None), 1)
+    assert argv[0] == "/usr/libexec/virtiofsd" and argv[-1] == "--readonly"
+    assert f"{launch.IN_CONTAINER_VOLUMES}/1" in argv
+    single = {"destination": "/data/x", "type": "bind", "source": "/etc/hostname",
+              "options": ["rbind"]}
+    with pytest.raises(InvalidInput, match="directories only"):
+        shares_of({**config, "mounts": [single]})
+
+
+def test_published_ports_and_shares_extend_qemus_arguments() -> None:
+    base = launch.qemu_argv("qemu", _launch())
+    assert launch.host_io_args(base, [], [], 256) == base
+    share = launch.Share("/srv", "/data", False, "arca-vol0")
+    argv = launch.host_io_args(base, launch.parse_ports("tcp/8080, udp/53"), [share], 256)
+    assert "user,id=net,hostfwd=tcp::8080-:8080,hostfwd=udp::53-:53" in argv
+    assert argv[argv.index("-M") + 1].endswith(",memory-backend=mem")
+    assert "memory-backend-memfd,id=mem,size=256M,share=on" in argv
+    assert "vhost-user-fs-device,chardev=fs0,tag=arca-vol0" in argv
+    for bad in ("tcp/0", "sctp/80", "tcp/x", "8080"):
+        with pytest.raises(ValueError, match="PROTO/PORT"):
+            launch.parse_ports(bad)
+
+
+def test_the_guest_mounts_a_volume_only_where_the_measured_policy_allows(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from arca.guest.boundary import volume_refusal
+    from arca.wire.errors import PolicyDenied
+    from arca.wire.initdata import ExecPolicy
+
+    root = tmp_path / "newroot"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0::/:/bin/sh\n")
+    (root / "empty").mkdir()
+    (root / "link").symlink_to("etc")
+    (root / "app").write_text("#!/bin/sh\n")
+    policy = ExecPolicy(allow_mounts=("/data", "/empty", "/etc", "/etc/passwd", "/link/x",
+                                      "/app", "/proc/x", "/.arca", "/run/arca/x"))
+    refused = {
+        "/srv": "policy does not allow", "/etc": "non-empty directory",
+        "/etc/passwd": "covers a file", "/link/x": "symbolic link", "/app": "covers a file",
+        "/proc/x": "kernel tree", "/.arca": "guest runtime", "/run/arca/x": "guest runtime",
+        "/": "guest runtime"}
+    for dest, why in refused.items():
+        assert why in (volume_refusal(str(root), dest, policy) or ""), dest
+    assert volume_refusal(str(root), "/data", policy) is None
+    assert volume_refusal(str(root), "/empty", policy) is None
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(vminit, "NEW", str(root))
+    monkeypatch.setattr(vminit, "sh", lambda *a: calls.append(a))
+    with pytest.raises(PolicyDenied, match="volume arca-vol0 at /data/../etc refused"):
+        vminit.volume("arca-vol0", "/data/../etc", False, policy)
+    assert calls == []
+    vminit.volume("arca-vol1", "data", True, policy)
+    assert calls == [("mount", "-t", "virtiofs", "-o", "ro,nosuid,nodev", "arca-vol1",
+                      f"{root}/data")]
+    assert (root / "data").is_dir()

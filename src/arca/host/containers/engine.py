@@ -346,6 +346,12 @@ class Engine:
                               volumes=volumes, init_data=init_data, terminal=size,
                               network=network.spec_network(
                                   net, network.netns_path(run_dir(), rec.id), resolv))
+            if net.publish and opts.tee != "none":
+                from arca.host.annotations import ANNOTATION_PORTS
+
+                # a VM TD forwards these from the namespace into its guest (ADR 0042)
+                spec["annotations"][ANNOTATION_PORTS] = ",".join(
+                    f"{p.proto}/{p.container_port}" for p in net.publish)
             if limits:
                 from arca.host.containers import runflags
 

@@ -26,7 +26,13 @@ from __future__ import annotations
 import json
 import os
 
-from arca.guest.boundary import DEFAULT_MOUNTS, KERNEL_TREES, TMPFS_MOUNTS, host_mount_refusal
+from arca.guest.boundary import (
+    DEFAULT_MOUNTS,
+    KERNEL_TREES,
+    TMPFS_MOUNTS,
+    host_mount_refusal,
+    over_content,
+)
 from arca.wire import constants as C
 from arca.wire.errors import PolicyDenied
 from arca.wire.initdata import ExecPolicy
@@ -120,26 +126,6 @@ def _hooks_and_propagation(cid: str, config: dict[str, Any], policy: ExecPolicy)
                           "host's (policy.allow_propagation)", "propagation")
 
 
-def _over_content(rootfs: str, dest: str) -> str | None:
-    """Why a mount at ``dest`` would cover measured content of the rootfs, or ``None``."""
-    path = rootfs
-    for part in dest.strip("/").split("/"):
-        path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        if os.path.islink(path):
-            return f"{path[len(rootfs):]} is a symbolic link in the image"
-    import stat
-
-    if not stat.S_ISDIR(st.st_mode):
-        return "it covers a file of the image's measured content"
-    if os.listdir(path):
-        return "it covers a non-empty directory of the image's measured content"
-    return None
-
-
 def _mounts(cid: str, config: dict[str, Any], policy: ExecPolicy, rootfs: str) -> None:
     for m in config.get("mounts") or []:
         if not isinstance(m, dict) or not isinstance(m.get("destination"), str):
@@ -151,7 +137,7 @@ def _mounts(cid: str, config: dict[str, Any], policy: ExecPolicy, rootfs: str) -
         why = host_mount_refusal(dest, fstype, policy)
         if why is None and not (any(dest == t or dest.startswith(t + "/") for t in KERNEL_TREES)
                                 or dest in DEFAULT_MOUNTS or dest in TMPFS_MOUNTS):
-            why = _over_content(rootfs, dest)
+            why = over_content(rootfs, dest)
         if why is not None:
             raise _refuse(cid, what, why, "mounts")
 

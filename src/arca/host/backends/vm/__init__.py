@@ -43,12 +43,36 @@ _ROOT_DIRS = ("usr", "proc", "dev", "sys", "run", "tmp", "etc", "arca-vm", "arca
 _ROOT_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
 
 
-def _plumbing(destination: str) -> bool:
-    """Binds an orchestrator adds to every container (``/sys``, ``/etc/resolv.conf``,
-    ``/etc/hosts``, device nodes): they land in the VMM's container, where they are harmless;
-    the guest never sees them. Any other bind is a volume meant for the workload."""
-    return destination == "/sys" or destination.startswith(("/sys/", "/etc/", "/dev/",
-                                                            "/proc/"))
+def _plumbing(destination: str, source: str) -> bool:
+    """Binds an orchestrator adds to every container (``/sys``, files such as
+    ``/etc/resolv.conf`` and ``/etc/hosts``, device nodes): they land in the VMM's container,
+    where they are harmless; the guest never sees them. Any other bind is a volume meant for
+    the workload (a directory under ``/etc`` too)."""
+    return destination == "/sys" or destination.startswith(("/sys/", "/dev/", "/proc/")) or \
+        (destination.startswith("/etc/") and not os.path.isdir(source))
+
+
+def _is_bind(m: dict[str, Any]) -> bool:
+    opts = m.get("options") or []
+    return m.get("type") == "bind" or "bind" in opts or "rbind" in opts
+
+
+def shares_of(config: dict[str, Any]) -> list[Any]:
+    """The volumes of ``config`` (its binds that are not plumbing), as virtio-fs shares; one
+    line naming the mount when one cannot reach a guest. Where they may land is checked by the
+    runtime before this (``tdchecks``) and by the guest before anything runs."""
+    from arca.host.backends.vm.launch import Share
+
+    out: list[Share] = []
+    for m in config.get("mounts") or []:
+        src, dest = str(m.get("source")), str(m.get("destination"))
+        if not _is_bind(m) or _plumbing(dest, src):
+            continue
+        if not os.path.isdir(src):
+            raise InvalidInput(f"vm: mount {src} -> {dest} refused: a vm guest gets directories "
+                               "only (virtio-fs shares a directory, not a file)")
+        out.append(Share(src, dest, "ro" in (m.get("options") or []), f"arca-vol{len(out)}"))
+    return out
 
 
 def vmm_root() -> pathlib.Path:
@@ -155,11 +179,18 @@ class VmBackend(Backend):
         st.write_atomic(td / "process.json", json.dumps(config.get("process")).encode(), 0o644)
         if inputs.init_data is not None:
             st.write_atomic(td / "init-data.toml", inputs.init_data, 0o644)
-        argv = vl.qemu_argv(assets.qemu_binary(), vm)
+        shares = shares_of(config)
+        own = assets.virtiofsd() if shares else None
+        own_virtiofsd = str(own) if own is not None else None
+        argv = vl.host_io_args(vl.qemu_argv(assets.qemu_binary(), vm), _ports(config), shares,
+                               vm.memory_mib)
         # The digests go to the guest, which measures its own command line and vCPUs with
         # them and refuses a report over another launch (arca.guest.vminit.launch_record).
         st.write_atomic(td / "launch.json", json.dumps(
-            {"argv": argv, "kernel": extra["kernel"], "initrd": extra["initrd"]}).encode(), 0o644)
+            {"argv": argv, "kernel": extra["kernel"], "initrd": extra["initrd"],
+             "volumes": [s.guest() for s in shares],
+             "virtiofsd": [s.virtiofsd(vl.virtiofsd_prefix(own_virtiofsd), n)
+                           for n, s in enumerate(shares)]}).encode(), 0o644)
         answer = self._client().register(launch.cid, ref.descriptor.to_json(), inputs.init_data,
                                          launch=vm.to_json())
         measured = answer.get("measurement") if isinstance(answer, dict) else None
@@ -167,28 +198,41 @@ class VmBackend(Backend):
             raise ConfigError(f"vm {launch.cid}: the platform measured {measured[:16]}… but the "
                               f"reference is {ref.measurement[:16]}… (kernel or initramfs "
                               "changed during create)")
-        return rewrite_config(config, td, vm)
+        return rewrite_config(config, td, vm, shares, own_virtiofsd)
 
     def undo(self, cid: str) -> None:
         self._client().unregister(cid)
 
 
-def rewrite_config(config: dict[str, Any], td: pathlib.Path, vm: Any) -> dict[str, Any]:
+def _ports(config: dict[str, Any]) -> list[tuple[str, int]]:
+    from arca.host.annotations import ANNOTATION_PORTS
+    from arca.host.backends.vm.launch import parse_ports
+
+    value = (config.get("annotations") or {}).get(ANNOTATION_PORTS) or ""
+    try:
+        return parse_ports(str(value))
+    except ValueError as e:
+        raise InvalidInput(f"annotation {ANNOTATION_PORTS}: {e}") from None
+
+
+def rewrite_config(config: dict[str, Any], td: pathlib.Path, vm: Any,
+                   shares: list[Any] | None = None, own_virtiofsd: str | None = None
+                   ) -> dict[str, Any]:
     """The VMM's container: read-only root of mount points, the VM's files bind-mounted
-    read-only, the VMM as the process (the original process goes to the guest)."""
+    read-only, the VMM as the process (the original process goes to the guest). ``shares``:
+    the volumes (:func:`shares_of`), bind-mounted for the VMM's virtiofsd; ``None``: a backend
+    that passes no volume to its guest, which refuses them."""
     from arca.host.backends.vm import launch as vl
 
     new: dict[str, Any] = json.loads(json.dumps(config))
     python = VMM_PYTHON
     kept = []
     for m in new.get("mounts") or []:
-        if m.get("type") == "bind" or "bind" in (m.get("options") or []) or \
-                "rbind" in (m.get("options") or []):
-            if _plumbing(str(m.get("destination"))):
-                kept.append(m)
-                continue
-            raise InvalidInput(f"vm: mount {m.get('source')} -> {m.get('destination')} refused: "
-                               "volumes do not reach a vm guest yet")
+        if _is_bind(m) and not _plumbing(str(m.get("destination")), str(m.get("source"))):
+            if shares is None:
+                raise InvalidInput(f"mount {m.get('source')} -> {m.get('destination')} refused:"
+                                   " volumes do not reach this backend's guest yet")
+            continue  # a volume: its source goes to virtiofsd below, not to the VMM's root
         kept.append(m)
     ro = ["rbind", "ro", "nosuid", "nodev"]
     kept += [
@@ -206,6 +250,13 @@ def rewrite_config(config: dict[str, Any], td: pathlib.Path, vm: Any) -> dict[st
         {"destination": vl.IN_CONTAINER_TD, "type": "bind", "source": str(td),
          "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]},
     ]
+    for n, s in enumerate(shares or []):
+        kept.append({"destination": f"{vl.IN_CONTAINER_VOLUMES}/{n}", "type": "bind",
+                     "source": s.source,
+                     "options": ["rbind", "ro" if s.readonly else "rw", "nosuid", "nodev"]})
+    if shares and own_virtiofsd:
+        kept.append({"destination": vl.IN_CONTAINER_VIRTIOFSD, "type": "bind",
+                     "source": own_virtiofsd, "options": ro})
     new["mounts"] = kept
     new["root"] = {"path": str(vmm_root()), "readonly": True}
     proc = new["process"]

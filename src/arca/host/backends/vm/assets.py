@@ -74,6 +74,23 @@ def qemu_binary() -> str:
     return os.path.realpath(found)
 
 
+#: The distribution's virtiofsd (Debian 13 and later); Debian 12 has none (ADR 0042).
+VIRTIOFSD = "/usr/libexec/virtiofsd"
+
+
+def virtiofsd() -> pathlib.Path | None:
+    """Where ``-v`` volumes' virtiofsd lives: None for the distribution's (:data:`VIRTIOFSD`,
+    under the ``/usr`` every VMM container has), else the directory ``setup.sh`` fills on
+    Debian 12 (trixie's binary, and its loader and libraries in ``lib/``)."""
+    if os.access(VIRTIOFSD, os.X_OK):
+        return None
+    own = data_dir() / "virtiofsd"
+    if not os.access(own / "virtiofsd", os.X_OK) or not (own / "lib").is_dir():
+        raise VmUnavailable(f"volumes need virtiofsd ({VIRTIOFSD} or {own}/virtiofsd): run "
+                            "scripts/setup.sh")
+    return own
+
+
 def check_host() -> Kernel:
     """Every part a ``vm`` launch needs, or :class:`VmUnavailable` naming the first missing."""
     qemu_binary()

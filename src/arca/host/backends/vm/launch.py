@@ -149,3 +149,82 @@ def qemu_argv(qemu: str, launch: Launch, *, accel: str = "tcg") -> list[str]:
         "-chardev", "file,id=err,path=/proc/self/fd/2,append=on",
         "-device", f"virtserialport,chardev=err,name={PORT_STDERR}",
     ]
+
+
+# -- What the host adds beside the measured launch: published ports and volumes (ADR 0042) ----
+# Neither is measured: a published port is a way in that the host controls anyway (it owns the
+# network), and a volume is untrusted data whose destination the guest checks against its
+# measured init-data before anything runs (arca.guest.vminit.volume).
+
+#: Volume sources and the Debian 12 virtiofsd inside the VMM's container (in its scratch tmpfs,
+#: so runc makes their mount points there, not in the shared read-only root).
+IN_CONTAINER_VOLUMES = IN_CONTAINER_SCRATCH + "/vol"
+IN_CONTAINER_VIRTIOFSD = IN_CONTAINER_SCRATCH + "/virtiofsd"
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory the guest mounts with virtio-fs at ``destination`` (a ``-v`` volume)."""
+
+    source: str
+    destination: str
+    readonly: bool
+    tag: str
+
+    def guest(self) -> dict[str, Any]:
+        """What the guest is told (with its inputs) and checks before it mounts anything."""
+        return {"tag": self.tag, "destination": self.destination, "readonly": self.readonly}
+
+    def virtiofsd(self, prefix: list[str], index: int) -> list[str]:
+        """virtiofsd's arguments in the VMM's container (the VMM starts it before QEMU).
+        ``chroot``: the container has no CAP_SYS_ADMIN for a namespace sandbox; the VMM's
+        container is the outer one. No ``CAP_MKNOD`` (podman's default set has none, and the
+        guest mounts volumes ``nodev``)."""
+        return [*prefix, "--socket-path", f"{IN_CONTAINER_SCRATCH}/fs{index}.sock",
+                "--shared-dir", f"{IN_CONTAINER_VOLUMES}/{index}", "--sandbox", "chroot",
+                "--cache", "auto", "--modcaps=-mknod", "--log-level", "error",
+                *(["--readonly"] if self.readonly else [])]
+
+
+def parse_ports(value: str) -> list[tuple[str, int]]:
+    """``tcp/8080,udp/53`` (the ``io.arca.ports`` annotation ``arca run -p`` sets) as
+    (protocol, guest port) pairs."""
+    out = []
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        proto, _, num = item.partition("/")
+        if proto not in ("tcp", "udp") or not num.isdigit() or not 0 < int(num) < 65536:
+            raise ValueError(f"{item!r} is not PROTO/PORT (tcp or udp, 1-65535)")
+        out.append((proto, int(num)))
+    return out
+
+
+def virtiofsd_prefix(own: str | None) -> list[str]:
+    """How the VMM runs virtiofsd: the distribution's, or ``setup.sh``'s copy with its loader."""
+    if own is None:
+        return ["/usr/libexec/virtiofsd"]
+    lib = f"{IN_CONTAINER_VIRTIOFSD}/lib"
+    return [f"{lib}/ld-linux-x86-64.so.2", "--library-path", lib,
+            f"{IN_CONTAINER_VIRTIOFSD}/virtiofsd"]
+
+
+def host_io_args(argv: list[str], ports: list[tuple[str, int]], shares: list[Share],
+                 memory_mib: int) -> list[str]:
+    """``argv`` (:func:`qemu_argv`) with the published ports and the volumes' devices.
+
+    Ports: ``hostfwd`` of QEMU's user-mode network listens in the VMM's network namespace on
+    every address (for ``arca run``: the container's private one, which pasta connects to the
+    host's ``-p HOST_PORT``) and connects to the guest's 10.0.2.15 on the same port.
+    Volumes: one ``vhost-user-fs-device`` per share; virtiofsd maps guest RAM, so RAM becomes
+    a shared memfd (only when there are volumes)."""
+    out = list(argv)
+    if ports:
+        i = out.index("user,id=net")
+        out[i] += "".join(f",hostfwd={proto}::{port}-:{port}" for proto, port in ports)
+    if shares:
+        i = out.index("-M") + 1
+        out[i] += ",memory-backend=mem"
+        out += ["-object", f"memory-backend-memfd,id=mem,size={memory_mib}M,share=on"]
+        for n, s in enumerate(shares):
+            out += ["-chardev", f"socket,id=fs{n},path={IN_CONTAINER_SCRATCH}/fs{n}.sock",
+                    "-device", f"vhost-user-fs-device,chardev=fs{n},tag={s.tag}"]
+    return out

@@ -35,10 +35,15 @@ TD = "/run/arca-vm"
 BOOT_TIMEOUT_S = float(os.environ.get("ARCA_VM_BOOT_TIMEOUT", "120"))
 
 
+#: The volumes' virtiofsd processes (:func:`start_virtiofsd`): each exits when QEMU does.
+DAEMONS: list[subprocess.Popen[bytes]] = []
+
+
 def fail(message: str, qemu: subprocess.Popen[bytes] | None = None) -> int:
-    if qemu is not None and qemu.poll() is None:
-        qemu.kill()
-        qemu.wait()
+    for p in ([qemu] if qemu is not None else []) + DAEMONS:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     tail = ""
     try:
         with open(f"{TD}/console.log", "rb") as f:
@@ -91,6 +96,28 @@ def relay_evidence(request: str) -> str:
         s.close()
 
 
+def start_virtiofsd(argvs: list[list[str]]) -> None:
+    """One virtiofsd per volume (ADR 0042). Its socket is made listening here and handed over
+    (``--fd``): QEMU connects right after, and a socket virtiofsd had bound but not yet
+    listened on would refuse it. Its log (errors only) goes beside the socket."""
+    for argv in argvs:
+        i = argv.index("--socket-path")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(argv[i + 1])
+        sock.listen(1)
+        with open(argv[i + 1] + ".log", "wb") as log:
+            DAEMONS.append(subprocess.Popen(
+                [*argv[:i], "--fd", str(sock.fileno()), *argv[i + 2:]], stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, pass_fds=[sock.fileno()]))
+        sock.close()
+        time.sleep(0.05)
+        if DAEMONS[-1].poll() is not None:
+            with open(argv[i + 1] + ".log", "rb") as f:
+                why = f.read().decode(errors="replace").strip().splitlines()[-1:]
+            raise OSError(f"virtiofsd for volume {argv[argv.index('--shared-dir') + 1]} "
+                          f"exited: {why[0] if why else DAEMONS[-1].returncode}")
+
+
 def main() -> int:
     with open(f"{TD}/launch.json", encoding="utf-8") as f:
         launch = json.load(f)
@@ -107,6 +134,10 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                 signal.SIGUSR2):
         signal.signal(sig, lambda n, _f: pending.append(n))
+    try:
+        start_virtiofsd(launch.get("virtiofsd") or [])
+    except OSError as e:
+        return fail(str(e))
     try:
         qemu = subprocess.Popen(argv, stdin=0, stdout=1, stderr=2, close_fds=True)
     except OSError as e:
@@ -164,7 +195,8 @@ def main() -> int:
                               "process": read("process.json"),
                               "init_data": read("init-data.toml"),
                               "terminal": terminal_size(),
-                              "kernel": launch.get("kernel"), "initrd": launch.get("initrd")}
+                              "kernel": launch.get("kernel"), "initrd": launch.get("initrd"),
+                              "volumes": launch.get("volumes") or []}
                     conn.sendall(json.dumps(answer).encode() + b"\n")
                 elif op == "evidence":
                     answer = {"op": "evidence", "answer": relay_evidence(str(msg["request"]))}
@@ -187,5 +219,19 @@ def main() -> int:
     return status
 
 
+def reap_daemons() -> None:
+    """virtiofsd exits once QEMU is gone; one that does not is killed (nothing outlives us)."""
+    for p in DAEMONS:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    finally:
+        reap_daemons()
+    sys.exit(code)
