@@ -505,6 +505,44 @@ def test_mount_over_measured_content_is_refused(world: World) -> None:
     assert_nothing_left(world, cid)
 
 
+def test_volume_and_published_port_through_containerd(world: World) -> None:
+    """``ctr --mount`` of a directory the measured init-data allows reaches the guest over
+    virtio-fs (both ways), and ``io.arca.ports`` forwards a port of the container's network
+    namespace (here the host's: ``--net-host``) to the guest's server (ADRs 0042, 0043)."""
+    import socket
+    import urllib.request
+
+    data = world.tmp / "ctr-volume"
+    data.mkdir(exist_ok=True)
+    (data / "in.txt").write_text("from-the-host\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    init = (b'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
+            b'policy = \'{"allow_mounts": ["/data"]}\'\n')
+    cid = world.cid("volume")
+    res = world.run("latest", cid, "sh", "-c", "cat /data/in.txt > /data/copied.txt; "
+                    f"exec busybox httpd -f -p {port} -h /data", init=init, detach=True,
+                    extra=("--mount", f"type=bind,src={data},dst=/data,options=rbind:rw",
+                           "--annotation", f"io.arca.ports=tcp/{port}"))
+    assert res.returncode == 0, res.stderr
+    try:
+        deadline = time.monotonic() + BOOT
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/copied.txt",
+                                              timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the guest's server never answered"
+                time.sleep(1)
+        assert body == b"from-the-host\n"
+        assert (data / "copied.txt").read_text() == "from-the-host\n"
+    finally:
+        world.remove(cid)
+    assert_nothing_left(world, cid)
+
+
 # -- the shared rootfs cache, and what create/delete leave ---------------------------------------
 
 
