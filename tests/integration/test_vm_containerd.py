@@ -512,6 +512,12 @@ def test_volume_and_published_port_through_containerd(world: World) -> None:
     import socket
     import urllib.request
 
+    from arca.host.backends.vm import assets
+
+    try:
+        assets.virtiofsd()
+    except assets.VmUnavailable as e:
+        pytest.skip(str(e))
     data = world.tmp / "ctr-volume"
     data.mkdir(exist_ok=True)
     (data / "in.txt").write_text("from-the-host\n")

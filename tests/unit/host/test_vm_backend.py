@@ -185,7 +185,8 @@ def test_volumes_become_virtio_fs_shares_and_files_are_refused(tmp_path: pathlib
     argv = shares[1].virtiofsd(launch.virtiofsd_prefix(None), 1)
     assert argv[0] == "/usr/libexec/virtiofsd" and argv[-1] == "--readonly"
     assert f"{launch.IN_CONTAINER_VOLUMES}/1" in argv
-    single = {"destination": "/data/x", "type": "bind", "source": "/etc/hostname",
+    (tmp_path / "file").write_text("x")
+    single = {"destination": "/data/x", "type": "bind", "source": str(tmp_path / "file"),
               "options": ["rbind"]}
     with pytest.raises(InvalidInput, match="directories only"):
         shares_of({**config, "mounts": [single]})

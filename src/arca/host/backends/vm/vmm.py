@@ -1,13 +1,14 @@
 """The process of a ``vm`` container (runc starts it, in the container's namespaces and cgroups):
-it starts QEMU with the argument vector the runtime wrote (``launch.json`` in the TD directory,
-mounted at ``/run/arca-vm``) and serves the guest's control port until the VM stops.
+it starts the volumes' virtiofsd (ADR 0042) and QEMU with the argument vectors the runtime
+wrote (``launch.json`` in the TD directory, mounted at ``/run/arca-vm``) and serves the guest's
+control port until the VM stops.
 
 Host code, outside the TCB; a single standard-library file, run as ``python3 -I -S vmm.py``
 with the host's interpreter (``/usr`` is bind-mounted read-only into the container).
 
 The control port carries JSON lines. Guest -> host: ``{"op": "inputs"}`` (answered with the
-host-supplied descriptor, process, init-data and the kernel and initramfs digests of the launch
-record: untrusted, checked in the guest),
+host-supplied descriptor, process, init-data, the kernel and initramfs digests of the launch
+record and the volumes (tag, destination, read-only): untrusted, checked in the guest),
 ``{"op": "evidence", "request": LINE}`` (relayed to the sim platform's per-TD socket, which
 signs the report over the launch measurement it computed), ``{"op": "go"}`` (answered when the
 runtime's ``start`` writes the ``go`` FIFO), ``{"op": "exit", "status": N}``. Host -> guest:
