@@ -10,11 +10,13 @@ Exit codes: 126 policy refusal or failed evidence check, 125 other failure, 127 
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # ``signal`` sets up enums: ms per start
+import hashlib
+import json
 import os
+import signal
 import sys
 import time
-from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
+from hmac import compare_digest
 
 from arca.guest.boundary import check_boundary
 from arca.guest.evidence import SOURCES, EvidenceSource, evidence_document
@@ -31,7 +33,6 @@ from arca.wire.errors import (
     WireFormatError,
 )
 from arca.wire.initdata import ExecPolicy, InitData
-from arca.wire.lean import digest, json_loads
 from arca.wire.simreport import REPORT_DATA_SIZE, SimEvidence
 from arca.wire.tees import SIM_DEVICE, TEES
 
@@ -73,7 +74,7 @@ def read_inputs(paths: Paths) -> Inputs:
         descriptor = LaunchDescriptor.from_bytes(f.read())
     with open(paths.input("process.json"), "rb") as f:
         try:
-            host = HostProcess.from_oci(json_loads(f.read()))
+            host = HostProcess.from_oci(json.loads(f.read()))
         except (ValueError, UnicodeDecodeError) as e:
             raise WireFormatError(f"process.json is not JSON: {e}") from None
     try:
@@ -123,8 +124,9 @@ def check_evidence(inputs: Inputs, source: EvidenceSource,
         raise BindingMismatch("evidence check failed: no launch record of this VM",
                               field="measurement")
     else:  # the VM's launch: the descriptor is bound by the command line (checked by vminit)
+        booted = hashlib.sha384(inputs.launch_record).digest()
         checks.append(("measurement (this VM did not boot the measured kernel command line "
-                       "and vCPUs)", report.measurement, digest("sha384", inputs.launch_record)))
+                       "and vCPUs)", report.measurement, booted))
     for what, got, want in checks:
         if not compare_digest(got, want):
             raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])
@@ -220,14 +222,14 @@ def become_workload(spec: ProcessSpec) -> None:
         raise ConfigError(f"cannot become user {spec.uid}:{spec.gid} in {spec.cwd!r}: "
                           f"{e.strerror}") from None
     # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive execve.
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(sig, _signal.SIG_DFL)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def run(paths: Paths) -> NoReturn:
     # Started by the host's ``create``: work now, run the workload only once ``start`` writes
     # to ``go`` (docs/guest.md). As PID 1 we would ignore SIGTERM meanwhile; ``kill`` must work.
-    _signal.signal(_signal.SIGTERM, lambda sig, _f: os._exit(128 + sig))
+    signal.signal(signal.SIGTERM, lambda sig, _f: os._exit(128 + sig))
     go = os.open(paths.input("go"), os.O_RDWR) if os.path.exists(paths.input("go")) else None
     try:
         inputs = read_inputs(paths)

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import _socket  # not ``socket``: its enum set-up costs ~3 ms of every agent start
-import binascii  # not base64: it imports re (~5 ms of every TD start)
+import binascii
 import errno
+import json
 import os
+import socket
 import sys
 
 from arca.wire.constants import EVIDENCE_PATH, SIM_DEVICE_SOCKET
 from arca.wire.errors import ArcaError, EvidenceError
-from arca.wire.lean import json_dumps, json_loads
 from arca.wire.simreport import MAX_EVIDENCE_BYTES, REPORT_DATA_SIZE
 from arca.wire.tees import CONFIGFS_TSM, SIM_DEVICE, TEES
 
@@ -49,10 +49,10 @@ class SimDevice:
 
     def get_evidence(self, report_data: bytes) -> bytes:
         _check_report_data(report_data)
-        request = json_dumps({"report_data": report_data.hex()}).encode() + b"\n"
+        request = json.dumps({"report_data": report_data.hex()}).encode() + b"\n"
         chunks: list[bytes] = []
         try:
-            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.settimeout(self.timeout)
                 s.connect(self.path)
@@ -71,7 +71,7 @@ class SimDevice:
 def parse_sim_answer(raw: bytes, path: str) -> bytes:
     """``{"evidence": "<base64>"}`` or ``{"error": "..."}`` -> raw evidence bytes."""
     try:
-        answer = json_loads(raw)
+        answer = json.loads(raw)
         if "error" in answer:
             raise EvidenceError(f"sim device {path} refused: {str(answer['error'])[:500]}")
         return binascii.a2b_base64(answer["evidence"], strict_mode=True)
@@ -156,7 +156,7 @@ def evidence_document(tee: str, report_data: bytes, evidence: bytes,
     doc = {"tee": tee, "report_data": report_data.hex(),
            "evidence": binascii.b2a_base64(evidence, newline=False).decode(),
            "runtime_data": runtime_data}
-    return json_dumps({k: v for k, v in doc.items() if v is not None}).encode() + b"\n"
+    return json.dumps({k: v for k, v in doc.items() if v is not None}).encode() + b"\n"
 
 
 def main(argv: list[str]) -> int:

@@ -4,10 +4,11 @@ init-data policy allows. The rules (args, env, cwd/uid/gid) are in docs/guest.md
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from arca.wire.descriptor import ProcessSpec, is_orchestrator_env
 from arca.wire.errors import PolicyDenied, WireFormatError
 from arca.wire.initdata import ExecPolicy
-from arca.wire.lean import fnmatchcase
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:

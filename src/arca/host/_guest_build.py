@@ -33,14 +33,17 @@ for zone in ("wire", "guest"):
     for f in sorted((src / "arca" / zone).glob("*.py")):
         importlib.import_module(f"arca.{zone}" + ("" if f.stem == "__init__" else "." + f.stem))
 # Exercise the paths the agent takes at run time whose imports happen lazily in the stdlib.
-# (json, re, fnmatch: the fallbacks of arca.wire.lean, which the fast paths never import.)
 import runpy, ssl, urllib.request, http.client, encodings.idna, tomllib, gzip, base64, socket
 import json, re, fnmatch
 ssl.create_default_context()
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap, aes_key_unwrap
 k = ec.generate_private_key(ec.SECP256R1()); k.public_key().public_numbers()
+x = x25519.X25519PrivateKey.generate(); x.exchange(x.public_key())
+aes_key_unwrap(bytes(32), aes_key_wrap(bytes(32), bytes(32)))
 AESGCM(bytes(32)).encrypt(bytes(12), b"x", None)
 print(json.dumps({n: getattr(m, "__file__", None) for n, m in list(sys.modules.items())}))
 """

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import struct
 import uuid
 from collections.abc import Iterator
@@ -42,7 +43,6 @@ from arca.verifier.snp.certtable import MAX_ENTRIES, MAX_TABLE_BYTES, join_evide
 from arca.verifier.snp.report import REPORT_SIZE
 from arca.wire import snpjson
 from arca.wire.jcs import canonicalize
-from arca.wire.lean import digest
 
 #: Report-data field of every TEE Arca verifies (TDX/SNP/SGX REPORTDATA, sim).
 REPORT_DATA_SIZE = 64
@@ -57,7 +57,7 @@ def _runtime_digests(runtime_data: dict[str, Any], additional: str) -> list[byte
     forms = [{**runtime_data, "additional-evidence": additional}]
     if additional == "":
         forms.append(dict(runtime_data))
-    return [digest("sha384", canonicalize(f)) for f in forms]
+    return [hashlib.sha384(canonicalize(f)).digest() for f in forms]
 
 
 def report_data_candidates(tee: str, runtime_data: dict[str, Any], additional: str,

@@ -5,11 +5,12 @@ top-level fields refused: the other side is not trusted); the broker's is ``arca
 from __future__ import annotations
 
 import binascii
+import hashlib
+import json
 
 from arca.wire import tees
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
-from arca.wire.lean import digest, json_loads
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def _str(value: Any, what: str) -> str:
 
 def parse_json(data: bytes, what: str) -> Any:
     try:
-        return json_loads(data)
+        return json.loads(data)
     except (ValueError, RecursionError) as e:
         raise WireFormatError(f"{what} is not JSON: {e}") from None
 
@@ -106,7 +107,7 @@ class Attestation:
 def runtime_data_digest(runtime_data: dict[str, Any]) -> bytes:
     """SHA-384 of the canonical (RFC 8785) runtime-data: what the evidence must carry."""
     try:
-        return digest("sha384", canonicalize(runtime_data))
+        return hashlib.sha384(canonicalize(runtime_data)).digest()
     except (TypeError, ValueError) as e:
         raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
 

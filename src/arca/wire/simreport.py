@@ -6,10 +6,10 @@ cert, PEM sim root). ``sim`` protects a TD against other containers, never again
 from __future__ import annotations
 
 import binascii
+import json
 
 from arca.wire import tees
 from arca.wire.errors import WireFormatError
-from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
 if TYPE_CHECKING:
@@ -76,13 +76,13 @@ class SimEvidence:
 
     def report(self) -> SimReport:
         try:
-            obj = json_loads(self.report_bytes)
+            obj = json.loads(self.report_bytes)
         except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim report is not JSON: {e}") from None
         return SimReport.from_json(obj)
 
     def to_bytes(self) -> bytes:
-        return json_dumps({"report": binascii.b2a_base64(self.report_bytes, newline=False).decode(),
+        return json.dumps({"report": binascii.b2a_base64(self.report_bytes, newline=False).decode(),
                            "signature": binascii.b2a_base64(self.signature, newline=False).decode(),
                            "cert_chain": list(self.cert_chain)}).encode()
 
@@ -91,7 +91,7 @@ class SimEvidence:
         if len(data) > MAX_EVIDENCE_BYTES:
             raise WireFormatError(f"sim evidence exceeds {MAX_EVIDENCE_BYTES} bytes")
         try:
-            obj = json_loads(data)
+            obj = json.loads(data)
         except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim evidence is not JSON: {e}") from None
         if not isinstance(obj, dict) or set(obj) != {"report", "signature", "cert_chain"}:
