@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -270,6 +271,9 @@ class KbsService:
                 init_hash = initdata.expected_hash(att.init_data.body, ev.INIT_DATA_FIELD[tee])
             raw = ev.evidence_bytes(tee, att.primary_evidence)
             claims, report_data = self._verify_bound(verifier, raw, candidates, init_hash)
+            replayed = formats.event_log_claims(tee, att.primary_evidence, claims.values)
+            if replayed is not None:  # an event log, replayed to the verified RTMRs
+                claims = dataclasses.replace(claims, values={**claims.values, "ccel": replayed})
             self._recheck(claims.values, "report_data", report_data)
             init_doc = None  # step 5: the policy sees init-data only once it is bound
             if att.init_data is not None and init_hash is not None:
