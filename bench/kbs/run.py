@@ -81,7 +81,7 @@ class LeanSim:
     def attest_body(self, runtime_data: dict[str, object]) -> bytes:
         """``json.dumps(Attestation(runtime_data, primary_evidence).to_json())``, assembled
         around the prepared chain instead of re-encoding it per session."""
-        raw = self.report(proto.report_data(runtime_data))
+        raw = self.report(proto.report_data(runtime_data, "sim"))
         sig = self.key.sign(raw, ec.ECDSA(hashes.SHA384()))
         return (f'{{"runtime-data": {json.dumps(runtime_data)}, "tee-evidence": '
                 f'{{"primary_evidence": {{"report": "{base64.b64encode(raw).decode()}", '

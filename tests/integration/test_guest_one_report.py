@@ -113,7 +113,7 @@ def test_one_report_serves_the_agent_the_broker_and_evidence_json(td, kbs) -> No
     rd = bytes.fromhex(doc["report_data"])
     assert device.requests == [rd]
     # A consumer ties the report to the runtime-data it carries ...
-    assert rd == report_data(doc["runtime_data"])
+    assert rd == report_data(doc["runtime_data"], "sim")
     assert set(doc["runtime_data"]) == {"nonce", "tee-pubkey"}
     report = SimEvidence.from_bytes(base64.b64decode(doc["evidence"])).report()
     assert report.report_data == rd and report.measurement == DESCRIPTOR.measurement()

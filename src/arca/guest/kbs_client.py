@@ -11,7 +11,7 @@ import json
 import socket
 
 from arca.wire import kbs_protocol as proto
-from arca.wire import snpjson
+from arca.wire import snpjson, tees
 from arca.wire.errors import ArcaError, BrokerUnavailable, NotFound, PolicyDenied, WireFormatError
 from arca.wire.initdata import NAME_CHARS, is_resource_path
 
@@ -116,12 +116,12 @@ class KbsClient:
         runtime_data = {"nonce": challenge.nonce, "tee-pubkey": jwe.public_jwk(key)}
         self.runtime_data = runtime_data
         raw = self._evidence(proto.report_data(runtime_data, self.tee))
-        try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary as a quote
-            primary: Any = json.loads(raw)
-        except ValueError:  # an SNP report as Trustee reads it (snp/mod.rs SnpEvidence)
-            primary = {"quote": binascii.b2a_base64(raw, newline=False).decode()} if \
-                self.tee != "snp" or len(raw) != snpjson.REPORT_SIZE else \
-                {"attestation_report": snpjson.to_json(raw), "cert_chain": None}
+        try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary in the
+            primary: Any = json.loads(raw)  # table's envelope
+        except ValueError:
+            primary = {"quote": binascii.b2a_base64(raw, newline=False).decode()}
+            if tees.get(self.tee).envelope == tees.SNP_REPORT and len(raw) == snpjson.REPORT_SIZE:
+                primary = {"attestation_report": snpjson.to_json(raw), "cert_chain": None}
         init = None if self._init_data is None else proto.InitData("toml", self._init_data)
         att = proto.Attestation(runtime_data, primary, "", init)
         sent = self._send("POST", "/kbs/v0/attest", att.to_json(),

@@ -43,13 +43,13 @@ from arca.errors import MalformedEvidence
 from arca.verifier.dcap import ccel
 from arca.verifier.snp.certtable import MAX_ENTRIES, MAX_TABLE_BYTES, join_evidence
 from arca.verifier.snp.report import REPORT_SIZE
-from arca.wire import snpjson
+from arca.wire import snpjson, tees
 from arca.wire.jcs import canonicalize
 
 #: Report-data field of every TEE Arca verifies (TDX/SNP/SGX REPORTDATA, sim).
 REPORT_DATA_SIZE = 64
-#: TEEs whose report data Trustee compares exactly (no padding): only ``sample``.
-EXACT_REPORT_DATA = frozenset({"sample"})
+#: TEEs whose report data Trustee compares exactly (no padding): the table's.
+EXACT_REPORT_DATA = frozenset(n for n, t in tees.TEES.items() if t.unpadded_report_data)
 #: A TDX event log beyond this is refused before decoding (CCELs are tens of KiB).
 MAX_EVENTLOG_B64 = 512 * 1024
 

@@ -52,6 +52,7 @@ from arca.kbs.store import AttestedSession, Store, load_kek
 from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
 from arca.verifier.base import Claims, Expected, Verifier
 from arca.wire import kbs_protocol as proto
+from arca.wire import tees
 from arca.wire.errors import (
     ArcaError,
     BindingMismatch,
@@ -263,7 +264,8 @@ class KbsService:
         try:  # step 3
             try:
                 candidates = formats.report_data_candidates(
-                    tee, att.runtime_data, att.additional_evidence, legacy_first=tee == "sim")
+                    tee, att.runtime_data, att.additional_evidence,
+                    legacy_first=tees.get(tee).legacy_runtime_data)
             except (TypeError, ValueError) as e:
                 raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
             init_hash = None

@@ -133,9 +133,11 @@ def b64u_decode(text: Any, what: str) -> bytes:
     return data
 
 
-def report_data(runtime_data: dict[str, Any], tee: str = "sim") -> bytes:
-    # sim: Arca's binding; else Trustee's (kbs/src/attestation/backend.rs), sample unpadded
-    if tee == "sim":
-        return tees.get(tee).report_data(runtime_data_digest(runtime_data))
-    rd = runtime_data_digest({**runtime_data, "additional-evidence": ""})
-    return rd if tee == "sample" else tees.get(tee).report_data(rd)
+def report_data(runtime_data: dict[str, Any], tee: str) -> bytes:
+    """What ``tee`` evidence must carry as report data for ``runtime_data`` (the table's rule:
+    :attr:`arca.wire.tees.Tee.legacy_runtime_data`)."""
+    facts = tees.get(tee)
+    if not facts.legacy_runtime_data:
+        runtime_data = {**runtime_data, "additional-evidence": ""}
+    digest = runtime_data_digest(runtime_data)
+    return digest if facts.unpadded_report_data else facts.report_data(digest)
