@@ -12,8 +12,8 @@ import pathlib
 
 import pytest
 
+from arca.host.simtee.platform import init_data_hash
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
-from arca.wire.initdata import InitData
 from tests.support.guest_simdevice import SimDeviceServer
 from tests.support.guest_td import run_in_guest_runtime as run_in_runtime
 
@@ -39,7 +39,7 @@ def test_a_td_without_kbs_starts_without_json_or_re(tmp_path: pathlib.Path) -> N
                 "X7=y"]}))
     (dev / "init-data.toml").write_bytes(INIT)
     device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
-                             InitData.parse(INIT).padded_digest(48))
+                             init_data_hash(INIT))
     try:
         # The workload's exec is where the agent's start ends: report the modules there.
         code = ("import os, sys; from arca.guest.agent import main, Paths; "

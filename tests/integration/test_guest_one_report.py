@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
+from arca.host.simtee.platform import init_data_hash
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
-from arca.wire.initdata import InitData
 from arca.wire.kbs_protocol import report_data
 from arca.wire.simreport import SimEvidence
 from tests.support.guest_simdevice import SimDeviceServer, authority
@@ -49,7 +49,7 @@ def kbs(tmp_path_factory: pytest.TempPathFactory):
                      "--admin-public-key", str(pub)) as kbs:
         admin = AdminClient(kbs.url, admin_key)
         admin.set_resource("default/key/k", SECRET)
-        admin.set_reference_value("sim.measurement", [DESCRIPTOR.measurement_hex()])
+        admin.set_reference_value("sim.measurement", [DESCRIPTOR.measurement().hex()])
         admin.close()
         proxy = RecordingProxy(("127.0.0.1", int(kbs.url.rsplit(":", 1)[1])))
         yield proxy
@@ -77,7 +77,7 @@ def make_td(tmp_path: pathlib.Path, kbs: RecordingProxy, init: bytes):
             {"args": list(SPEC.args), "env": list(SPEC.env), "cwd": "/"}))
         (dev / "init-data.toml").write_bytes(init)
         device = SimDeviceServer(str(dev / "sim.sock"), DESCRIPTOR.measurement(),
-                                 InitData.parse(init).padded_digest(48))
+                                 init_data_hash(init))
         kbs.exchanges.clear()
         yield dev, run, device
     finally:

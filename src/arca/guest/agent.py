@@ -20,7 +20,7 @@ from hmac import compare_digest
 
 from arca.guest.boundary import check_boundary
 from arca.guest.evidence import SOURCES, EvidenceSource, evidence_document
-from arca.guest.policy import HostProcess, check_process
+from arca.guest.policy import check_process, host_process
 from arca.wire.constants import SIM_DEVICE_DIR, TD_RUN_DIR
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import (
@@ -33,16 +33,14 @@ from arca.wire.errors import (
     WireFormatError,
 )
 from arca.wire.initdata import ExecPolicy, InitData
+from arca.wire.record import dataclass
 from arca.wire.simreport import REPORT_DATA_SIZE, SimEvidence
 from arca.wire.tees import SIM_DEVICE, TEES
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from dataclasses import dataclass
     from typing import Any, NoReturn
-else:
-    from arca.wire.record import dataclass
 
 #: A single backoff sleep never exceeds this, whatever init-data asks.
 MAX_BACKOFF_SECONDS = 30.0
@@ -62,7 +60,7 @@ class Paths:
 @dataclass(frozen=True)
 class Inputs:
     descriptor: LaunchDescriptor
-    host: HostProcess
+    host: ProcessSpec
     init_data: InitData | None
     #: What a launch-measured VM booted (``launch-record.json``, RFC 8785, written by
     #: :mod:`arca.guest.vminit` in guest RAM from its own command line and vCPU count).
@@ -70,24 +68,24 @@ class Inputs:
 
 
 def read_inputs(paths: Paths) -> Inputs:
-    with open(paths.input("descriptor.json"), "rb") as f:
-        descriptor = LaunchDescriptor.from_bytes(f.read())
-    with open(paths.input("process.json"), "rb") as f:
-        try:
-            host = HostProcess.from_oci(json.loads(f.read()))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise WireFormatError(f"process.json is not JSON: {e}") from None
+    descriptor = LaunchDescriptor.from_bytes(_read(paths, "descriptor.json"))
     try:
-        with open(paths.input("init-data.toml"), "rb") as f:
-            init_data: InitData | None = InitData.parse(f.read())
-    except FileNotFoundError:
-        init_data = None
+        host = host_process(json.loads(_read(paths, "process.json")))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WireFormatError(f"process.json is not JSON: {e}") from None
+    init = _read(paths, "init-data.toml", optional=True)
+    return Inputs(descriptor, host, None if init is None else InitData.parse(init),
+                  _read(paths, "launch-record.json", optional=True))
+
+
+def _read(paths: Paths, name: str, optional: bool = False) -> Any:  # bytes, None if absent
     try:
-        with open(paths.input("launch-record.json"), "rb") as f:
-            launch_record: bytes | None = f.read()
+        with open(paths.input(name), "rb") as f:
+            return f.read()
     except FileNotFoundError:
-        launch_record = None
-    return Inputs(descriptor, host, init_data, launch_record)
+        if not optional:
+            raise
+        return None
 
 
 def source_for(tee: str, paths: Paths) -> EvidenceSource:

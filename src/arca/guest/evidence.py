@@ -42,10 +42,9 @@ class SimDevice:
     """The sim platform's per-TD socket, one JSON line each way; in a ``vm`` guest the guest's
     init serves it, relaying to the platform over the VM's control port (``tee = "vm"``)."""
 
-    tee = "sim"
-
-    def __init__(self, path: str = SIM_DEVICE_SOCKET, timeout: float = 10.0) -> None:
-        self.path, self.timeout = path, timeout
+    def __init__(self, path: str = SIM_DEVICE_SOCKET, timeout: float = 10.0,
+                 tee: str = "sim") -> None:
+        self.path, self.timeout, self.tee = path, timeout, tee
 
     def get_evidence(self, report_data: bytes) -> bytes:
         _check_report_data(report_data)
@@ -127,22 +126,12 @@ class ConfigfsTsm:
     _rmdir = staticmethod(os.rmdir)
 
 
-def _sim_device(tee: str, device_dir: str) -> SimDevice:
-    """The per-TD socket of the sim platform (which also plays a VM's security processor)."""
-    source = SimDevice(os.path.join(device_dir, "sim.sock"))
-    source.tee = tee
-    return source
-
-
 #: The agent's evidence source per kind of the table (``arca.wire.tees.Tee.source``):
-#: ``(tee, device directory) -> source``. Gramine's ``/dev/attestation`` (SGX) is not here yet.
-def _configfs_tsm(tee: str, device_dir: str) -> ConfigfsTsm:
-    return ConfigfsTsm(tee)
-
-
+#: ``(tee, device directory) -> source``; the sim platform's per-TD socket also plays a VM's
+#: security processor. Gramine's ``/dev/attestation`` (SGX) is not here yet.
 SOURCES: dict[str, Callable[[str, str], EvidenceSource]] = {
-    SIM_DEVICE: _sim_device,
-    CONFIGFS_TSM: _configfs_tsm,
+    SIM_DEVICE: lambda tee, device_dir: SimDevice(os.path.join(device_dir, "sim.sock"), tee=tee),
+    CONFIGFS_TSM: lambda tee, _device_dir: ConfigfsTsm(tee),
 }
 
 
@@ -170,8 +159,8 @@ def main(argv: list[str]) -> int:
             print("usage: arca-evidence [--report-data HEX]", file=sys.stderr)
             return 2
         data = bytes.fromhex(argv[1]).ljust(REPORT_DATA_SIZE, b"\0")
-        source: EvidenceSource = (SimDevice() if os.path.exists(SIM_DEVICE_SOCKET) else
-                                  ConfigfsTsm())
+        source: EvidenceSource = (SimDevice(SIM_DEVICE_SOCKET) if os.path.exists(
+            SIM_DEVICE_SOCKET) else ConfigfsTsm())
         evidence = source.get_evidence(data)  # first: an "auto" source learns its tee here
         sys.stdout.buffer.write(evidence_document(source.tee, data, evidence))
         return 0

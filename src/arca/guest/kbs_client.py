@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import json
 import socket
+import urllib.parse
 
 from arca.wire import kbs_protocol as proto
 from arca.wire import snpjson, tees
@@ -39,17 +40,11 @@ class KbsClient:
         self._evidence = evidence
         self._init_data = init_data_toml
         self._timeout, self._curve = timeout, tee_key
-        scheme, _, rest = self.url.partition("://")
-        self._netloc, _, prefix = rest.partition("/")
-        self._prefix = "/" + prefix if prefix else ""
-        if self._netloc.startswith("["):  # [IPv6]:port
-            host, _, port = self._netloc[1:].partition("]")
-            port = port.removeprefix(":")
-        else:
-            host, _, port = self._netloc.partition(":")
-        self._addr = (host, int(port) if port else 443 if scheme == "https" else 80)
+        parts = urllib.parse.urlsplit(self.url)  # a bad port: ValueError
+        self._netloc, self._prefix = parts.netloc, parts.path
+        self._addr = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         self._ssl: Any = None
-        if scheme == "https":
+        if parts.scheme == "https":
             import ssl  # only for https brokers
 
             self._ssl = ssl.create_default_context(cadata=ca_pem.decode() if ca_pem else None)

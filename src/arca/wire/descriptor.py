@@ -11,13 +11,11 @@ from fnmatch import fnmatchcase
 
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
+from arca.wire.record import dataclass, field
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass, field
     from typing import Any
-else:
-    from arca.wire.record import dataclass, field
 
 DESCRIPTOR_VERSION = 1
 
@@ -96,9 +94,6 @@ class LaunchDescriptor:
     def measurement(self) -> bytes:
         """SHA-384 of the canonical JSON: 48 bytes."""
         return hashlib.sha384(canonicalize(self.to_json())).digest()
-
-    def measurement_hex(self) -> str:
-        return self.measurement().hex()
 
     @classmethod
     def from_json(cls, obj: Any) -> LaunchDescriptor:

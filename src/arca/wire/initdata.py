@@ -9,13 +9,11 @@ import json
 import tomllib
 
 from arca.wire.errors import InvalidInput
+from arca.wire.record import dataclass, field
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass, field
     from typing import Any
-else:
-    from arca.wire.record import dataclass, field
 
 #: Larger documents are refused before parsing (Kubernetes caps all annotations at 256 KiB).
 MAX_INIT_DATA_BYTES = 256 * 1024
@@ -89,10 +87,6 @@ class InitData:
 
     def digest(self) -> bytes:
         return hashlib.new(self.algorithm, self.raw).digest()
-
-    def padded_digest(self, size: int) -> bytes:
-        """The digest zero-padded or cut to a TEE field (the sim platform's and KBS's rule)."""
-        return self.digest()[:size].ljust(size, b"\0")
 
     @classmethod
     def parse(cls, raw: bytes) -> InitData:

@@ -4,6 +4,7 @@ top-level fields refused: the other side is not trusted); the broker's is ``arca
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import json
@@ -11,13 +12,11 @@ import json
 from arca.wire import tees
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
+from arca.wire.record import dataclass, field
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass, field
     from typing import Any
-else:
-    from arca.wire.record import dataclass, field
 
 PROTOCOL_VERSION = "0.4.0"
 SESSION_COOKIE = "kbs-session-id"
@@ -112,11 +111,8 @@ def runtime_data_digest(runtime_data: dict[str, Any]) -> bytes:
         raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
 
 
-def b64u(data: bytes) -> str:  # binascii: base64 imports re, ms of every TD start
-    return binascii.b2a_base64(data, newline=False).decode().translate(_URLSAFE).rstrip("=")
-
-
-_URLSAFE = str.maketrans("+/", "-_")
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def b64u_decode(text: Any, what: str) -> bytes:

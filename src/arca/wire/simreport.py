@@ -1,7 +1,9 @@
 """The ``sim`` backend's report and evidence formats. Evidence is one JSON document: ``report``
 (base64 of the report JSON), ``signature`` (base64 DER ECDSA P-384/SHA-384 over those exact
 bytes, so the verifier never re-serializes what it checks) and ``cert_chain`` (PEM platform
-cert, PEM sim root). ``sim`` protects a TD against other containers, never against the host."""
+cert, PEM sim root). ``sim`` protects a TD against other containers, never against the host.
+Only the reading side is here (the guest's and the verifier's); the platform, which alone
+writes them, has the writers (:mod:`arca.host.simtee.platform`)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,11 @@ import json
 
 from arca.wire import tees
 from arca.wire.errors import WireFormatError
+from arca.wire.record import dataclass
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass
     from typing import Any
-else:
-    from arca.wire.record import dataclass
 
 REPORT_VERSION = 1
 REPORT_DATA_SIZE = 64
@@ -40,12 +40,6 @@ class SimReport:
     debug: bool = False
     version: int = REPORT_VERSION
     tee: str = "sim"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "tee": self.tee, "measurement": self.measurement.hex(),
-                "init_data_hash": self.init_data_hash.hex(),
-                "report_data": self.report_data.hex(), "td_id": self.td_id,
-                "platform_id": self.platform_id, "svn": self.svn, "debug": self.debug}
 
     @classmethod
     def from_json(cls, obj: Any) -> SimReport:
@@ -80,11 +74,6 @@ class SimEvidence:
         except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim report is not JSON: {e}") from None
         return SimReport.from_json(obj)
-
-    def to_bytes(self) -> bytes:
-        return json.dumps({"report": binascii.b2a_base64(self.report_bytes, newline=False).decode(),
-                           "signature": binascii.b2a_base64(self.signature, newline=False).decode(),
-                           "cert_chain": list(self.cert_chain)}).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SimEvidence:

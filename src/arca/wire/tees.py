@@ -5,11 +5,7 @@ In the TCB (the agent imports it): no ``typing``/``dataclasses`` at run time, no
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from dataclasses import dataclass
-else:
-    from arca.wire.record import dataclass
+from arca.wire.record import dataclass
 
 #: What a container asks for when it wants no TEE at all (plain runc).
 NONE = "none"

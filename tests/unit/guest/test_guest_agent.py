@@ -19,7 +19,7 @@ import pytest
 from arca.guest import agent
 from arca.guest.agent import Inputs, Paths, check_evidence, fetch_secrets, place_secrets
 from arca.guest.evidence import SimDevice
-from arca.guest.policy import HostProcess
+from arca.host.simtee.platform import init_data_hash
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import BindingMismatch, BrokerUnavailable, ConfigError, WireFormatError
 from arca.wire.initdata import InitData
@@ -33,7 +33,7 @@ INIT = b'version = "0.1.0"\nalgorithm = "sha512"\n[data]\n'
 
 
 def inputs(init: bytes | None = None, descriptor: LaunchDescriptor = DESCRIPTOR) -> Inputs:
-    return Inputs(descriptor, HostProcess(SPEC.args, SPEC.env, "/", 0, 0),
+    return Inputs(descriptor, ProcessSpec(SPEC.args, "/", 0, 0, SPEC.env),
                   InitData.parse(init) if init else None)
 
 
@@ -67,7 +67,7 @@ def test_swapped_descriptor_is_refused(device: SimDeviceServer) -> None:
 def test_init_data_must_match_the_bound_hash(device: SimDeviceServer) -> None:
     with pytest.raises(BindingMismatch, match="init-data"):
         check_evidence(inputs(INIT), SimDevice(device.path))  # device bound none
-    device.init_data_hash = InitData.parse(INIT).padded_digest(48)  # sha512 truncated to 48
+    device.init_data_hash = init_data_hash(INIT)  # sha512 truncated to 48
     check_evidence(inputs(INIT), SimDevice(device.path))
     with pytest.raises(BindingMismatch, match="init-data"):
         check_evidence(inputs(), SimDevice(device.path))  # host dropped the init-data
