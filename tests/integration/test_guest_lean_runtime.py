@@ -19,7 +19,7 @@ from tests.support.guest_td import run_in_guest_runtime as run_in_runtime
 
 pytestmark = [pytest.mark.integration]
 
-HEAVY = ("cryptography", "ssl", "http.client", "email", "dataclasses", "inspect",
+HEAVY = ("cryptography", "ssl", "http.client", "email", "dataclasses", "inspect", "_hashlib",
          "arca.guest.kbs_client")
 SPEC = ProcessSpec(("/bin/true",), "/", 0, 0, ("PATH=/usr/bin:/bin",))
 DESCRIPTOR = LaunchDescriptor("sim", "sha256:" + "5" * 64, "sha256:" + "6" * 64, SPEC)
