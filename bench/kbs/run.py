@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from tests.support.kbs import MEASUREMENT, SimAuthority, admin_keypair, running_kbs  # noqa: E402
 
 from arca.guest import jwe  # noqa: E402
+from arca.host.simtee.platform import report_json  # noqa: E402
 from arca.kbs.tokens import make_admin_token  # noqa: E402
 from arca.wire import kbs_protocol as proto  # noqa: E402
 from arca.wire.jcs import canonicalize  # noqa: E402
@@ -60,9 +61,9 @@ class LeanSim:
     def __init__(self, sim: SimAuthority) -> None:
         self.key = sim.platform_key
         self.chain = json.loads(sim.evidence(bytes(64)))["cert_chain"]
-        self.template = SimReport(measurement=MEASUREMENT, init_data_hash=bytes(48),
-                                  report_data=bytes(64), td_id="td-1", platform_id="plat-1",
-                                  debug=False).to_json()
+        self.template = report_json(SimReport(
+            measurement=MEASUREMENT, init_data_hash=bytes(48), report_data=bytes(64),
+            td_id="td-1", platform_id="plat-1", debug=False))
         report = canonicalize({**self.template, "report_data": self._MARK})
         self._report = report.split(self._MARK.encode())
         assert len(self._report) == 2
@@ -81,7 +82,7 @@ class LeanSim:
     def attest_body(self, runtime_data: dict[str, object]) -> bytes:
         """``json.dumps(Attestation(runtime_data, primary_evidence).to_json())``, assembled
         around the prepared chain instead of re-encoding it per session."""
-        raw = self.report(proto.report_data(runtime_data))
+        raw = self.report(proto.report_data(runtime_data, "sim"))
         sig = self.key.sign(raw, ec.ECDSA(hashes.SHA384()))
         return (f'{{"runtime-data": {json.dumps(runtime_data)}, "tee-evidence": '
                 f'{{"primary_evidence": {{"report": "{base64.b64encode(raw).decode()}", '

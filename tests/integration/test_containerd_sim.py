@@ -152,7 +152,7 @@ def expected_measurement(layout: pathlib.Path, tag: str, tmp: pathlib.Path) -> s
                        measured_env(cfg.get("Env") or []))
     gr = ensure_guest_runtime()
     d = LaunchDescriptor("sim", tree_digest(gr.path), tree_digest(bundle / "rootfs"), spec)
-    return d.measurement_hex()
+    return d.measurement().hex()
 
 
 def test_evidence_verifies_and_measurement_matches_the_image(world) -> None:

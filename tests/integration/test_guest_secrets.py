@@ -87,7 +87,7 @@ def scan_for(secret: bytes, *dirs: pathlib.Path) -> list[str]:
 
 def test_secret_reaches_the_workload_only_in_tmpfs(env, tmp_path: pathlib.Path) -> None:
     td = make(env, tmp_path)
-    env["admin"].set_reference_value("sim.measurement", [td.descriptor.measurement_hex()])
+    env["admin"].set_reference_value("sim.measurement", [td.descriptor.measurement().hex()])
     try:
         code, out, err = td.run()
     finally:

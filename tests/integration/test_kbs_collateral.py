@@ -69,7 +69,7 @@ class Guest:
         r = self.auth()
         assert r.status_code == 200, r.text
         rd = {"nonce": r.json()["nonce"], "tee-pubkey": self.pub}
-        quote = base64.b64encode(make(proto.report_data(rd))).decode()
+        quote = base64.b64encode(make(proto.report_data(rd, "sim"))).decode()
         return self.client.post("/kbs/v0/attest", json={
             "runtime-data": rd,
             "tee-evidence": {"primary_evidence": {"quote": quote}, "additional_evidence": ""}})

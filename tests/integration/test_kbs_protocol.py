@@ -87,7 +87,7 @@ def auth(client, tee="sim", version="0.4.0"):
 def attest_body(nonce, pubkey, evidence, init_data=None):
     rd = {"nonce": nonce, "tee-pubkey": pubkey}
     body = {"runtime-data": rd, "tee-evidence": {
-        "primary_evidence": json.loads(evidence(proto.report_data(rd))),
+        "primary_evidence": json.loads(evidence(proto.report_data(rd, "sim"))),
         "additional_evidence": ""}}
     if init_data is not None:
         body["init-data"] = {"format": "toml", "body": init_data}
@@ -505,6 +505,6 @@ def test_attestation_policy_and_reference_values_drive_status(env):
 
 def test_report_data_is_sha384_of_jcs(env):
     rd = {"nonce": "n", "tee-pubkey": {"kty": "EC", "y": "b", "x": "a", "crv": "P-256"}}
-    assert proto.report_data(rd) == hashlib.sha384(canonicalize(rd)).digest() + bytes(16)
+    assert proto.report_data(rd, "sim") == hashlib.sha384(canonicalize(rd)).digest() + bytes(16)
     assert canonicalize(rd) == (b'{"nonce":"n","tee-pubkey":{"crv":"P-256","kty":"EC",'
                                 b'"x":"a","y":"b"}}')

@@ -73,7 +73,7 @@ def test_snp_measure_is_deterministic_and_covers_process_and_shape(capsys, image
     one = measured(capsys, layout, "one", snp_args(initrd))
     assert measured(capsys, layout, "one", snp_args(initrd)) == one
     launch = one["launch"]
-    digest = LaunchDescriptor.from_json(one["descriptor"]).measurement_hex()
+    digest = LaunchDescriptor.from_json(one["descriptor"]).measurement().hex()
     # The vm backend's dm-verity rootfs image root and the descriptor digest are measured.
     assert launch["cmdline"] == ("console=ttyS0 panic=-1 quiet "
                                  f"arca.root={launch['rootfs_root']} arca.desc={digest}")

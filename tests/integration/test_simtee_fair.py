@@ -139,7 +139,7 @@ def test_compromised_tds_holding_every_connection_do_not_starve_an_honest_td(sim
         end = time.monotonic() + daemon.REQUEST_LINE_TIMEOUT_S + 0.5
         rounds = 0
         while time.monotonic() < end or rounds < 3:
-            took = _reports(honest["socket"], "honest", desc("/ok").measurement_hex(),
+            took = _reports(honest["socket"], "honest", desc("/ok").measurement().hex(),
                             daemon.RESERVED_REQUESTS_PER_TD)
             assert took < BOUND_S, f"honest reports took {took:.2f}s under attack"
             rounds += 1
@@ -196,7 +196,7 @@ def test_a_device_request_is_answered_while_a_create_is_in_flight(sim, tmp_path)
         with pytest.raises(TimeoutError):
             ctl.recv(1)
         # ... and the running TD's reports come at once, twice over.
-        took = _reports(td["socket"], "running", desc("/r").measurement_hex(), 2)
+        took = _reports(td["socket"], "running", desc("/r").measurement().hex(), 2)
         assert took < BOUND_S
         ctl.settimeout(0.05)
         with pytest.raises(TimeoutError):
@@ -218,10 +218,10 @@ def test_a_control_client_that_says_nothing_does_not_hold_up_device_requests(sim
     mute.sendall(b'{"op": "li')  # and nothing more: served until CONTROL_TIMEOUT_S
     try:
         time.sleep(0.1)
-        assert _reports(td["socket"], "td", desc("/t").measurement_hex(), 2) < BOUND_S
+        assert _reports(td["socket"], "td", desc("/t").measurement().hex(), 2) < BOUND_S
     finally:
         mute.close()
-    assert sim.list_tds() == [{"td_id": "td", "measurement": desc("/t").measurement_hex()}]
+    assert sim.list_tds() == [{"td_id": "td", "measurement": desc("/t").measurement().hex()}]
 
 
 def test_a_connection_that_does_not_send_its_request_in_time_is_closed(sim) -> None:
@@ -270,7 +270,7 @@ def test_compromised_tds_flooding_real_requests_do_not_starve_an_honest_td(sim) 
             assert time.monotonic() < deadline, served
             time.sleep(0.01)
         for _ in range(3):
-            took = _reports(honest["socket"], "honest", desc("/ok").measurement_hex(),
+            took = _reports(honest["socket"], "honest", desc("/ok").measurement().hex(),
                             daemon.RESERVED_REQUESTS_PER_TD)
             assert took < BOUND_S, f"honest reports took {took:.2f}s under a flood"
     finally:
@@ -319,7 +319,7 @@ def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning_then_recovers(
     deadline = time.monotonic() + 10
     while True:
         try:
-            _reports(td["socket"], "td", desc("/t").measurement_hex(), 2)
+            _reports(td["socket"], "td", desc("/t").measurement().hex(), 2)
             break
         except (AssertionError, OSError):
             assert time.monotonic() < deadline, "no report after the descriptors came back"

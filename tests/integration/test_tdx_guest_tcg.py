@@ -103,7 +103,7 @@ def test_guest_finds_no_tee_and_stops_before_any_secret(tmp_path, monkeypatch, t
                  'resources = """\n[[resource]]\npath = "default/key/app"\nname = "app.key"\n"""\n')
     process = ProcessSpec(("/bin/busybox", "echo", "workload ran"))
     descriptor = LaunchDescriptor(tee, gr.digest, digest, process)
-    cmdline = vl.cmdline(image.cmdline_value(), descriptor.measurement_hex())
+    cmdline = vl.cmdline(image.cmdline_value(), descriptor.measurement().hex())
     launch = vl.Launch(str(kernel.vmlinux), str(initrd.path), str(image.path), cmdline)
     ctl = tmp_path / "ctl.sock"
     replace = {vl.IN_CONTAINER_KERNEL: launch.kernel, vl.IN_CONTAINER_INITRD: launch.initrd,

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from arca.host.simtee.platform import evidence_bytes, report_json
 from arca.wire.jcs import canonicalize
 from arca.wire.simreport import SimEvidence, SimReport
 
@@ -83,11 +84,11 @@ class SimDeviceServer:
         report = SimReport(self.measurement, self.init_data_hash,
                            self.report_data_override or report_data, self.td_id, "test-platform",
                            tee=self.tee)
-        body = canonicalize(report.to_json())
+        body = canonicalize(report_json(report))
         sig = self.key.sign(body, ec.ECDSA(hashes.SHA384()))
         chain = tuple(c.public_bytes(serialization.Encoding.PEM).decode()
                       for c in (self.platform, self.root))
-        return SimEvidence(body, sig, chain).to_bytes()
+        return evidence_bytes(SimEvidence(body, sig, chain))
 
     def _serve(self) -> None:
         while True:

@@ -17,9 +17,9 @@ import uuid
 
 from arca.host.guestruntime import GuestRuntime
 from arca.host.runtime.bundle import measured_env
+from arca.host.simtee.platform import init_data_hash
 from arca.host.treedigest import tree_digest
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
-from arca.wire.initdata import InitData
 from tests.support.guest_simdevice import SimDeviceServer
 
 APPLETS = ("sh", "echo", "cat", "ls", "sleep", "id", "env", "true", "stat", "test", "grep", "pwd",
@@ -61,7 +61,7 @@ class Td:
         init_hash = bytes(48)
         if init_data is not None:
             (self.devdir / "init-data.toml").write_bytes(init_data)
-            init_hash = InitData.parse(init_data).padded_digest(48)
+            init_hash = init_data_hash(init_data)
         self.device = SimDeviceServer(str(self.devdir / "sim.sock"),
                                       self.descriptor.measurement(), init_hash, td_id=self.id)
         bundle = base / "bundle"

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from arca._internal.net import ServerDidNotStart, wait_until_serving
+from arca.host.simtee.platform import evidence_bytes, report_json
 from arca.wire.jcs import canonicalize
 from arca.wire.simreport import SimEvidence, SimReport
 from tests.support.registry import free_port
@@ -67,11 +68,11 @@ class SimAuthority:
         report = SimReport(measurement=measurement, init_data_hash=init_data_hash,
                            report_data=report_data, td_id="td-1", platform_id="plat-1",
                            debug=debug)
-        raw = canonicalize(report.to_json())
+        raw = canonicalize(report_json(report))
         sig = self.platform_key.sign(raw, ec.ECDSA(hashes.SHA384()))
         chain = (self.platform.public_bytes(serialization.Encoding.PEM).decode(),
                  self.root_pem.decode())
-        return SimEvidence(raw, sig, chain).to_bytes()
+        return evidence_bytes(SimEvidence(raw, sig, chain))
 
 
 def sample_evidence(report_data: bytes) -> bytes:

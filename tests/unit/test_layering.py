@@ -100,13 +100,8 @@ TEE_NAME_EXCEPTIONS = {
                       "reads a sim device socket given by path",
     "demo.py": "`make demo` tells the sim story, naming the TEE on the command lines it shows",
     # Interop with CoCo/Trustee (per-TEE wire shapes their protocol defines, not Arca's choice):
-    "wire/kbs_protocol.py": "report_data(): the KBS protocol's report-data binding per TEE as "
-                            "Trustee defines it (sim: Arca's, sample: unpadded), shared by the "
-                            "broker and the guest client",
     "wire/snpjson.py": "'snp' is a REPORTED_TCB component (the SNP firmware SVN) in Trustee's "
                        "JSON form of an SNP report, not a TEE decision",
-    "guest/kbs_client.py": "the CoCo guest client's envelope: an SNP report goes as Trustee's "
-                           "JSON attestation_report, other binary evidence as a quote",
     "kbs/evidence_formats.py": "CoCo guests' per-TEE evidence JSON shapes and report-data "
                                "padding (Trustee's verifiers), parsed before a verifier runs",
     "kbs/collateral.py": "which collateral each hardware verifier needs (Intel DCAP for "

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
+from arca._internal.fastjson import json_loads
 from arca.host.containers.state import FileLock, root_dir
-from arca.wire.lean import json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -100,7 +100,7 @@ def labels(store: Any, cid: str) -> dict[str, str]:
     """A container's ``--label``s (``Engine.labels`` without importing the engine)."""
     import os
 
-    from arca.wire.lean import json_loads
+    from arca._internal.fastjson import json_loads
 
     try:
         with open(os.path.join(store.dir(cid), "labels.json"), "rb") as f:

@@ -10,15 +10,17 @@ Exit codes: 126 policy refusal or failed evidence check, 125 other failure, 127 
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # ``signal`` sets up enums: ms per start
+import hashlib
+import json
 import os
+import signal
 import sys
 import time
-from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
+from hmac import compare_digest
 
 from arca.guest.boundary import check_boundary
 from arca.guest.evidence import SOURCES, EvidenceSource, evidence_document
-from arca.guest.policy import HostProcess, check_process
+from arca.guest.policy import check_process, host_process
 from arca.wire.constants import SIM_DEVICE_DIR, TD_RUN_DIR
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import (
@@ -31,17 +33,14 @@ from arca.wire.errors import (
     WireFormatError,
 )
 from arca.wire.initdata import ExecPolicy, InitData
-from arca.wire.lean import digest, json_loads
+from arca.wire.record import dataclass
 from arca.wire.simreport import REPORT_DATA_SIZE, SimEvidence
 from arca.wire.tees import SIM_DEVICE, TEES
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from dataclasses import dataclass
     from typing import Any, NoReturn
-else:
-    from arca.wire.record import dataclass
 
 #: A single backoff sleep never exceeds this, whatever init-data asks.
 MAX_BACKOFF_SECONDS = 30.0
@@ -61,7 +60,7 @@ class Paths:
 @dataclass(frozen=True)
 class Inputs:
     descriptor: LaunchDescriptor
-    host: HostProcess
+    host: ProcessSpec
     init_data: InitData | None
     #: What a launch-measured VM booted (``launch-record.json``, RFC 8785, written by
     #: :mod:`arca.guest.vminit` in guest RAM from its own command line and vCPU count).
@@ -69,24 +68,24 @@ class Inputs:
 
 
 def read_inputs(paths: Paths) -> Inputs:
-    with open(paths.input("descriptor.json"), "rb") as f:
-        descriptor = LaunchDescriptor.from_bytes(f.read())
-    with open(paths.input("process.json"), "rb") as f:
-        try:
-            host = HostProcess.from_oci(json_loads(f.read()))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise WireFormatError(f"process.json is not JSON: {e}") from None
+    descriptor = LaunchDescriptor.from_bytes(_read(paths, "descriptor.json"))
     try:
-        with open(paths.input("init-data.toml"), "rb") as f:
-            init_data: InitData | None = InitData.parse(f.read())
-    except FileNotFoundError:
-        init_data = None
+        host = host_process(json.loads(_read(paths, "process.json")))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WireFormatError(f"process.json is not JSON: {e}") from None
+    init = _read(paths, "init-data.toml", optional=True)
+    return Inputs(descriptor, host, None if init is None else InitData.parse(init),
+                  _read(paths, "launch-record.json", optional=True))
+
+
+def _read(paths: Paths, name: str, optional: bool = False) -> Any:  # bytes, None if absent
     try:
-        with open(paths.input("launch-record.json"), "rb") as f:
-            launch_record: bytes | None = f.read()
+        with open(paths.input(name), "rb") as f:
+            return f.read()
     except FileNotFoundError:
-        launch_record = None
-    return Inputs(descriptor, host, init_data, launch_record)
+        if not optional:
+            raise
+        return None
 
 
 def source_for(tee: str, paths: Paths) -> EvidenceSource:
@@ -123,8 +122,9 @@ def check_evidence(inputs: Inputs, source: EvidenceSource,
         raise BindingMismatch("evidence check failed: no launch record of this VM",
                               field="measurement")
     else:  # the VM's launch: the descriptor is bound by the command line (checked by vminit)
+        booted = hashlib.sha384(inputs.launch_record).digest()
         checks.append(("measurement (this VM did not boot the measured kernel command line "
-                       "and vCPUs)", report.measurement, digest("sha384", inputs.launch_record)))
+                       "and vCPUs)", report.measurement, booted))
     for what, got, want in checks:
         if not compare_digest(got, want):
             raise BindingMismatch(f"evidence check failed: {what}", field=what.split(" (")[0])
@@ -220,14 +220,14 @@ def become_workload(spec: ProcessSpec) -> None:
         raise ConfigError(f"cannot become user {spec.uid}:{spec.gid} in {spec.cwd!r}: "
                           f"{e.strerror}") from None
     # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive execve.
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(sig, _signal.SIG_DFL)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def run(paths: Paths) -> NoReturn:
     # Started by the host's ``create``: work now, run the workload only once ``start`` writes
     # to ``go`` (docs/guest.md). As PID 1 we would ignore SIGTERM meanwhile; ``kill`` must work.
-    _signal.signal(_signal.SIGTERM, lambda sig, _f: os._exit(128 + sig))
+    signal.signal(signal.SIGTERM, lambda sig, _f: os._exit(128 + sig))
     go = os.open(paths.input("go"), os.O_RDWR) if os.path.exists(paths.input("go")) else None
     try:
         inputs = read_inputs(paths)

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import _socket  # not ``socket``: its enum set-up costs ~3 ms of every agent start
-import binascii  # not base64: it imports re (~5 ms of every TD start)
+import binascii
 import errno
+import json
 import os
+import socket
 import sys
 
 from arca.wire.constants import EVIDENCE_PATH, SIM_DEVICE_SOCKET
 from arca.wire.errors import ArcaError, EvidenceError
-from arca.wire.lean import json_dumps, json_loads
 from arca.wire.simreport import MAX_EVIDENCE_BYTES, REPORT_DATA_SIZE
 from arca.wire.tees import CONFIGFS_TSM, SIM_DEVICE, TEES
 
@@ -42,17 +42,16 @@ class SimDevice:
     """The sim platform's per-TD socket, one JSON line each way; in a ``vm`` guest the guest's
     init serves it, relaying to the platform over the VM's control port (``tee = "vm"``)."""
 
-    tee = "sim"
-
-    def __init__(self, path: str = SIM_DEVICE_SOCKET, timeout: float = 10.0) -> None:
-        self.path, self.timeout = path, timeout
+    def __init__(self, path: str = SIM_DEVICE_SOCKET, timeout: float = 10.0,
+                 tee: str = "sim") -> None:
+        self.path, self.timeout, self.tee = path, timeout, tee
 
     def get_evidence(self, report_data: bytes) -> bytes:
         _check_report_data(report_data)
-        request = json_dumps({"report_data": report_data.hex()}).encode() + b"\n"
+        request = json.dumps({"report_data": report_data.hex()}).encode() + b"\n"
         chunks: list[bytes] = []
         try:
-            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.settimeout(self.timeout)
                 s.connect(self.path)
@@ -71,7 +70,7 @@ class SimDevice:
 def parse_sim_answer(raw: bytes, path: str) -> bytes:
     """``{"evidence": "<base64>"}`` or ``{"error": "..."}`` -> raw evidence bytes."""
     try:
-        answer = json_loads(raw)
+        answer = json.loads(raw)
         if "error" in answer:
             raise EvidenceError(f"sim device {path} refused: {str(answer['error'])[:500]}")
         return binascii.a2b_base64(answer["evidence"], strict_mode=True)
@@ -127,22 +126,12 @@ class ConfigfsTsm:
     _rmdir = staticmethod(os.rmdir)
 
 
-def _sim_device(tee: str, device_dir: str) -> SimDevice:
-    """The per-TD socket of the sim platform (which also plays a VM's security processor)."""
-    source = SimDevice(os.path.join(device_dir, "sim.sock"))
-    source.tee = tee
-    return source
-
-
 #: The agent's evidence source per kind of the table (``arca.wire.tees.Tee.source``):
-#: ``(tee, device directory) -> source``. Gramine's ``/dev/attestation`` (SGX) is not here yet.
-def _configfs_tsm(tee: str, device_dir: str) -> ConfigfsTsm:
-    return ConfigfsTsm(tee)
-
-
+#: ``(tee, device directory) -> source``; the sim platform's per-TD socket also plays a VM's
+#: security processor. Gramine's ``/dev/attestation`` (SGX) is not here yet.
 SOURCES: dict[str, Callable[[str, str], EvidenceSource]] = {
-    SIM_DEVICE: _sim_device,
-    CONFIGFS_TSM: _configfs_tsm,
+    SIM_DEVICE: lambda tee, device_dir: SimDevice(os.path.join(device_dir, "sim.sock"), tee=tee),
+    CONFIGFS_TSM: lambda tee, _device_dir: ConfigfsTsm(tee),
 }
 
 
@@ -156,7 +145,7 @@ def evidence_document(tee: str, report_data: bytes, evidence: bytes,
     doc = {"tee": tee, "report_data": report_data.hex(),
            "evidence": binascii.b2a_base64(evidence, newline=False).decode(),
            "runtime_data": runtime_data}
-    return json_dumps({k: v for k, v in doc.items() if v is not None}).encode() + b"\n"
+    return json.dumps({k: v for k, v in doc.items() if v is not None}).encode() + b"\n"
 
 
 def main(argv: list[str]) -> int:
@@ -170,8 +159,8 @@ def main(argv: list[str]) -> int:
             print("usage: arca-evidence [--report-data HEX]", file=sys.stderr)
             return 2
         data = bytes.fromhex(argv[1]).ljust(REPORT_DATA_SIZE, b"\0")
-        source: EvidenceSource = (SimDevice() if os.path.exists(SIM_DEVICE_SOCKET) else
-                                  ConfigfsTsm())
+        source: EvidenceSource = (SimDevice(SIM_DEVICE_SOCKET) if os.path.exists(
+            SIM_DEVICE_SOCKET) else ConfigfsTsm())
         evidence = source.get_evidence(data)  # first: an "auto" source learns its tee here
         sys.stdout.buffer.write(evidence_document(source.tee, data, evidence))
         return 0

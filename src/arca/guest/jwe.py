@@ -3,31 +3,22 @@ it: flattened JWE, ``ECDH-ES+A256KW`` / ``A256GCM`` only, checked exactly (RFC 7
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+
 from arca.wire.errors import WireFormatError
 from arca.wire.kbs_protocol import ALG, b64u, b64u_decode  # also re-exported, for tests
-from arca.wire.lean import digest, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey as P256
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    Key = X25519PrivateKey | P256
-try:  # cryptography's compiled core: its Python layer imports typing, re and enum, ~10 ms of
-    # every attested start (docs/guest.md). Same objects, same checks, same OpenSSL calls.
-    from cryptography.hazmat.bindings._rust import openssl as _ossl
-
-    _x25519, _public = _ossl.x25519.generate_key, _ossl.x25519.from_public_bytes
-    AESGCM, aes_key_unwrap = _ossl.aead.AESGCM, _ossl.keywrap.aes_key_unwrap
-except (ImportError, AttributeError):  # another cryptography layout: the public API
-    from cryptography.hazmat.primitives.asymmetric import x25519
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
-
-    _x25519 = x25519.X25519PrivateKey.generate
-    _public = x25519.X25519PublicKey.from_public_bytes
+    Key = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
 
 ENC = "A256GCM"
 _FIELDS = {"protected", "encrypted_key", "iv", "ciphertext", "tag"}
@@ -35,11 +26,9 @@ _FIELDS = {"protected", "encrypted_key", "iv", "ciphertext", "tag"}
 
 def generate_key(curve: str = "X25519") -> Key:
     if curve == "X25519":
-        return _x25519()
+        return x25519.X25519PrivateKey.generate()
     if curve != "P-256":
         raise ValueError(f"tee key curve {curve!r} is neither X25519 nor P-256")
-    from cryptography.hazmat.primitives.asymmetric import ec  # P-256: the slow, Python layer
-
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -63,10 +52,8 @@ def _kek(key: Key, header: dict[str, Any]) -> bytes:
         raise WireFormatError("JWE epk coordinates must be 32 bytes")
     try:  # off-curve points (invalid-curve attacks) and low-order X25519 points are refused
         if ours["kty"] == "OKP":
-            z = key.exchange(_public(x))  # type: ignore[arg-type,call-arg]
+            z = key.exchange(x25519.X25519PublicKey.from_public_bytes(x))  # type: ignore[arg-type,call-arg]
         else:
-            from cryptography.hazmat.primitives.asymmetric import ec
-
             peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\4" + x + y)
             z = key.exchange(ec.ECDH(), peer)  # type: ignore[arg-type,call-arg]
     except ValueError:
@@ -74,7 +61,7 @@ def _kek(key: Key, header: dict[str, Any]) -> bytes:
     other = b"".join(len(f).to_bytes(4, "big") + f for f in (
         ALG.encode(), b64u_decode(header.get("apu", ""), "JWE apu"),
         b64u_decode(header.get("apv", ""), "JWE apv")))
-    return digest("sha256", b"\0\0\0\1" + z + other + (256).to_bytes(4, "big"))
+    return hashlib.sha256(b"\0\0\0\1" + z + other + (256).to_bytes(4, "big")).digest()
 
 
 def decrypt(jwe: Any, key: Key) -> bytes:
@@ -83,7 +70,7 @@ def decrypt(jwe: Any, key: Key) -> bytes:
         raise WireFormatError(f"JWE must have exactly {sorted(_FIELDS)} (and optionally aad)")
     protected_b64 = jwe["protected"]
     try:
-        header = json_loads(b64u_decode(protected_b64, "JWE protected"))
+        header = json.loads(b64u_decode(protected_b64, "JWE protected"))
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise WireFormatError("JWE protected header is not JSON") from None
     if not isinstance(header, dict) or header.get("alg") != ALG or header.get("enc") != ENC:
@@ -102,5 +89,5 @@ def decrypt(jwe: Any, key: Key) -> bytes:
     ct = b64u_decode(jwe["ciphertext"], "JWE ciphertext")
     try:
         return AESGCM(aes_key_unwrap(kek, wrapped)).decrypt(iv, ct + tag, aad)
-    except Exception:  # noqa: BLE001 - InvalidUnwrap/InvalidTag: naming them loads Python code
+    except (InvalidUnwrap, InvalidTag):
         raise WireFormatError("JWE does not decrypt with this key (tampered or not ours)") from None

@@ -1,18 +1,20 @@
 """Guest side of the KBS protocol (RCAR): attest with a fresh key, fetch JWE-wrapped secrets.
-HTTP/1.1, one request per connection, on ``_socket`` (+ ``ssl`` for https): the stdlib clients
-cost ~15 ms per TD start. Secrets are returned, never written; the key lives only in this object;
-evidence comes from a caller-supplied function, so the client knows no TEE (docs/guest.md)."""
+HTTP/1.1, one request per connection, on ``socket`` (+ ``ssl`` for https): ``http.client``'s
+``email`` imports cost ~15 ms per TD start. Secrets are returned, never written; the key lives
+only in this object; evidence comes from a caller-supplied function, so the client knows no
+TEE (docs/guest.md)."""
 
 from __future__ import annotations
 
-import _socket
 import binascii
+import json
+import socket
+import urllib.parse
 
 from arca.wire import kbs_protocol as proto
-from arca.wire import snpjson
+from arca.wire import snpjson, tees
 from arca.wire.errors import ArcaError, BrokerUnavailable, NotFound, PolicyDenied, WireFormatError
 from arca.wire.initdata import NAME_CHARS, is_resource_path
-from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False  # typing and cryptography load after the auth request is sent
 if TYPE_CHECKING:
@@ -38,17 +40,11 @@ class KbsClient:
         self._evidence = evidence
         self._init_data = init_data_toml
         self._timeout, self._curve = timeout, tee_key
-        scheme, _, rest = self.url.partition("://")
-        self._netloc, _, prefix = rest.partition("/")
-        self._prefix = "/" + prefix if prefix else ""
-        if self._netloc.startswith("["):  # [IPv6]:port
-            host, _, port = self._netloc[1:].partition("]")
-            port = port.removeprefix(":")
-        else:
-            host, _, port = self._netloc.partition(":")
-        self._addr = (host, int(port) if port else 443 if scheme == "https" else 80)
+        parts = urllib.parse.urlsplit(self.url)  # a bad port: ValueError
+        self._netloc, self._prefix = parts.netloc, parts.path
+        self._addr = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         self._ssl: Any = None
-        if scheme == "https":
+        if parts.scheme == "https":
             import ssl  # only for https brokers
 
             self._ssl = ssl.create_default_context(cadata=ca_pem.decode() if ca_pem else None)
@@ -60,7 +56,7 @@ class KbsClient:
     def _send(self, method: str, path: str, body: Any = None,
               headers: dict[str, str] | None = None) -> Any:
         """Send one request; the caller may work while the broker does, then ``_receive``."""
-        data = b"" if body is None else json_dumps(body).encode()
+        data = b"" if body is None else json.dumps(body).encode()
         hdrs = {"Host": self._netloc, "Content-Type": "application/json",
                 "Content-Length": str(len(data)), "Connection": "close", **(headers or {})}
         req = f"{method} {self._prefix}{path} HTTP/1.1\r\n" + "".join(
@@ -73,24 +69,10 @@ class KbsClient:
             raise BrokerUnavailable(f"KBS {self.url} unreachable: {e}") from None
 
     def _connect(self) -> Any:
-        if self._ssl is not None:  # ``ssl`` wraps only ``socket.socket``
-            import socket
-
-            sock = socket.create_connection(self._addr, timeout=self._timeout)
-            return self._ssl.wrap_socket(sock, server_hostname=self._addr[0])
-        host, port = self._addr
-        last = OSError(f"no address for {host}")
-        for af, kind, pr, _, addr in _socket.getaddrinfo(
-                host.encode() if host.isascii() else host, port, 0, _socket.SOCK_STREAM):
-            conn = _socket.socket(af, kind, pr)
-            try:
-                conn.settimeout(self._timeout)
-                conn.connect(addr)
-                return conn
-            except OSError as e:  # as socket.create_connection: try the next address
-                conn.close()
-                last = e
-        raise last
+        sock = socket.create_connection(self._addr, timeout=self._timeout)
+        if self._ssl is None:
+            return sock
+        return self._ssl.wrap_socket(sock, server_hostname=self._addr[0])
 
     def _receive(self, conn: Any, method: str,
                  path: str) -> tuple[list[tuple[str, str]], bytes]:
@@ -129,12 +111,12 @@ class KbsClient:
         runtime_data = {"nonce": challenge.nonce, "tee-pubkey": jwe.public_jwk(key)}
         self.runtime_data = runtime_data
         raw = self._evidence(proto.report_data(runtime_data, self.tee))
-        try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary as a quote
-            primary: Any = json_loads(raw)
-        except ValueError:  # an SNP report as Trustee reads it (snp/mod.rs SnpEvidence)
-            primary = {"quote": binascii.b2a_base64(raw, newline=False).decode()} if \
-                self.tee != "snp" or len(raw) != snpjson.REPORT_SIZE else \
-                {"attestation_report": snpjson.to_json(raw), "cert_chain": None}
+        try:  # JSON evidence (sim, sample, CoCo-style) is embedded as a value, binary in the
+            primary: Any = json.loads(raw)  # table's envelope
+        except ValueError:
+            primary = {"quote": binascii.b2a_base64(raw, newline=False).decode()}
+            if tees.get(self.tee).envelope == tees.SNP_REPORT and len(raw) == snpjson.REPORT_SIZE:
+                primary = {"attestation_report": snpjson.to_json(raw), "cert_chain": None}
         init = None if self._init_data is None else proto.InitData("toml", self._init_data)
         att = proto.Attestation(runtime_data, primary, "", init)
         sent = self._send("POST", "/kbs/v0/attest", att.to_json(),
@@ -214,7 +196,7 @@ def _session_cookie(headers: list[tuple[str, str]]) -> str:
 
 def _detail(body: bytes) -> str:
     try:
-        problem = json_loads(body)
+        problem = json.loads(body)
         return f"{problem.get('type', '').rsplit('/', 1)[-1]}: {problem.get('detail', '')}"
     except (ValueError, AttributeError, RecursionError):  # a hostile body
         return body[:200].decode(errors="replace")

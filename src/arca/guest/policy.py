@@ -4,45 +4,33 @@ init-data policy allows. The rules (args, env, cwd/uid/gid) are in docs/guest.md
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from arca.wire.descriptor import ProcessSpec, is_orchestrator_env
 from arca.wire.errors import PolicyDenied, WireFormatError
 from arca.wire.initdata import ExecPolicy
-from arca.wire.lean import fnmatchcase
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass
     from typing import Any
-else:
-    from arca.wire.record import dataclass
 
 
-@dataclass(frozen=True)
-class HostProcess:
-    """The fields of an OCI ``process`` object the policy looks at."""
-
-    args: tuple[str, ...]
-    env: tuple[str, ...]
-    cwd: str
-    uid: int
-    gid: int
-
-    @classmethod
-    def from_oci(cls, obj: Any) -> HostProcess:
-        if not isinstance(obj, dict):
-            raise WireFormatError("process.json must be a JSON object")
-        args, env, cwd = obj.get("args"), obj.get("env", []), obj.get("cwd", "/")
-        user = obj.get("user", {})
-        if not (isinstance(args, list) and args and all(isinstance(a, str) for a in args)):
-            raise WireFormatError("process.json: args must be a non-empty list of strings")
-        if not (isinstance(env, list) and all(isinstance(e, str) for e in env)):
-            raise WireFormatError("process.json: env must be a list of strings")
-        if not isinstance(cwd, str) or not isinstance(user, dict):
-            raise WireFormatError("process.json: cwd must be a string and user an object")
-        uid, gid = user.get("uid", 0), user.get("gid", 0)
-        if type(uid) is not int or type(gid) is not int:
-            raise WireFormatError("process.json: user.uid and user.gid must be integers")
-        return cls(tuple(args), tuple(env), cwd, uid, gid)
+def host_process(obj: Any) -> ProcessSpec:
+    """The fields of the host's OCI ``process`` object (``process.json``) the policy looks at."""
+    if not isinstance(obj, dict):
+        raise WireFormatError("process.json must be a JSON object")
+    args, env, cwd = obj.get("args"), obj.get("env", []), obj.get("cwd", "/")
+    user = obj.get("user", {})
+    if not (isinstance(args, list) and args and all(isinstance(a, str) for a in args)):
+        raise WireFormatError("process.json: args must be a non-empty list of strings")
+    if not (isinstance(env, list) and all(isinstance(e, str) for e in env)):
+        raise WireFormatError("process.json: env must be a list of strings")
+    if not isinstance(cwd, str) or not isinstance(user, dict):
+        raise WireFormatError("process.json: cwd must be a string and user an object")
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    if type(uid) is not int or type(gid) is not int:
+        raise WireFormatError("process.json: user.uid and user.gid must be integers")
+    return ProcessSpec(tuple(args), cwd, uid, gid, tuple(env))
 
 
 def args_allowed(args: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
@@ -54,7 +42,7 @@ def args_allowed(args: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
         fnmatchcase(a, p) for a, p in zip(args, patterns, strict=True))
 
 
-def check_process(host: HostProcess, measured: ProcessSpec, policy: ExecPolicy) -> ProcessSpec:
+def check_process(host: ProcessSpec, measured: ProcessSpec, policy: ExecPolicy) -> ProcessSpec:
     """The process to exec, or :class:`PolicyDenied` naming the offending field."""
     if host.args != measured.args and not any(args_allowed(host.args, p)
                                               for p in policy.allow_args):

@@ -25,6 +25,10 @@ from arca.wire.errors import ConfigError
 PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
 #: Third-party distributions shipped whole (lazy imports inside them are theirs to make).
 PACKAGES = ("cryptography", "cffi", "_cffi_backend")
+#: Stdlib modules left out on purpose. ``_hashlib`` (OpenSSL's hashes): without it ``hashlib``
+#: and ``hmac`` use CPython's builtin SHA-2 (same digests, public API), and a TD start does not
+#: load OpenSSL's libcrypto for three hashes (~4 ms of CPU; ADR 0054). ``ssl`` links it itself.
+OMITTED = ("_hashlib",)
 
 _PROBE = r"""
 import json, pathlib, sys, importlib
@@ -33,14 +37,23 @@ for zone in ("wire", "guest"):
     for f in sorted((src / "arca" / zone).glob("*.py")):
         importlib.import_module(f"arca.{zone}" + ("" if f.stem == "__init__" else "." + f.stem))
 # Exercise the paths the agent takes at run time whose imports happen lazily in the stdlib.
-# (json, re, fnmatch: the fallbacks of arca.wire.lean, which the fast paths never import.)
 import runpy, ssl, urllib.request, http.client, encodings.idna, tomllib, gzip, base64, socket
+# hashlib's builtin implementations, which serve it in the runtime (OMITTED: no _hashlib).
+for m in ("_md5", "_sha1", "_sha256", "_sha512", "_sha2", "_sha3", "_blake2"):
+    try:
+        importlib.import_module(m)
+    except ImportError:  # another Python's names
+        pass
 import json, re, fnmatch
 ssl.create_default_context()
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap, aes_key_unwrap
 k = ec.generate_private_key(ec.SECP256R1()); k.public_key().public_numbers()
+x = x25519.X25519PrivateKey.generate(); x.exchange(x.public_key())
+aes_key_unwrap(bytes(32), aes_key_wrap(bytes(32), bytes(32)))
 AESGCM(bytes(32)).encrypt(bytes(12), b"x", None)
 print(json.dumps({n: getattr(m, "__file__", None) for n, m in list(sys.modules.items())}))
 """
@@ -81,7 +94,7 @@ def build(dest: pathlib.Path) -> str:
 
     modules = _probe_modules(src.parent, site)
     for name, file in sorted(modules.items()):
-        if not file:
+        if not file or name in OMITTED:
             continue
         f = pathlib.Path(file).resolve()
         if f.is_relative_to(stdlib) and "site-packages" not in f.parts:

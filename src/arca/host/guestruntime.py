@@ -35,12 +35,7 @@ import sys
 
 from arca.host import paths
 from arca.wire.constants import GUEST_RUNTIME_MOUNT
-
-TYPE_CHECKING = False  # ``dataclasses`` costs ~8 ms per create: see arca.wire.record
-if TYPE_CHECKING:
-    from dataclasses import dataclass
-else:
-    from arca.wire.record import dataclass
+from arca.wire.record import dataclass
 
 #: The agent's entry point, run with ``python -c``. The cyclic garbage collector is off: the
 #: agent lives for milliseconds and then execs, and collections triggered by its imports

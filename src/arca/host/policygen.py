@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from arca._internal.records import replace as replace_record
 from arca.host.backends import DEFAULT
 from arca.host.backends.base import Reference
 from arca.host.measure import backend_for
@@ -47,7 +48,6 @@ from arca.wire import tees
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ConfigError, InvalidInput
 from arca.wire.initdata import InitData
-from arca.wire.record import replace as replace_record
 
 #: The KBS accepts reference value names of this shape (``arca.kbs.service``).
 _REF_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -165,13 +165,13 @@ def variants(ref: Reference, init_data: bytes | None) -> list[Reference]:
     order), each computed by the TEE's backend with ``ref``'s other launch facts."""
     backend = backend_for(ref.tee, "arca policy generate")
     policy = InitData.parse(init_data).policy if init_data is not None else None
-    out, seen = [ref], {ref.descriptor.measurement_hex()}
+    out, seen = [ref], {ref.descriptor.measurement().hex()}
     extra = {k: v for k, v in ref.extra.items() if k == "rootfs_root"}
     for args in policy.allow_args if policy else ():
         d = replace_record(ref.descriptor, process=replace_record(ref.descriptor.process,
                                                                   args=args))
-        if d.measurement_hex() not in seen:
-            seen.add(d.measurement_hex())
+        if d.measurement().hex() not in seen:
+            seen.add(d.measurement().hex())
             out.append(backend.reference_for(d, init_data, extra))
     return out
 

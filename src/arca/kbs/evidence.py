@@ -106,9 +106,10 @@ def evidence_bytes(tee: str, primary: Any) -> bytes:
     """The raw evidence a verifier takes, from ``tee-evidence.primary_evidence`` (its
     envelope is the table's: a quote in base64, or the evidence document itself)."""
     facts = tees.TEES.get(tee)
-    if facts is not None and facts.envelope == tees.QUOTE:
+    if facts is not None and facts.envelope in (tees.QUOTE, tees.SNP_REPORT):
         # Trustee's structured forms (arca.kbs.evidence_formats), then Arca's {"quote"}.
-        if tee == "snp" and isinstance(primary, dict) and "attestation_report" in primary:
+        if facts.envelope == tees.SNP_REPORT and isinstance(primary, dict) and \
+                "attestation_report" in primary:
             return formats.snp_evidence_bytes(primary)
         if isinstance(primary, dict) and set(primary) != {"quote"}:
             return formats.quote_bytes(tee, primary, MAX_EVIDENCE_BYTES * 4 // 3 + 4)

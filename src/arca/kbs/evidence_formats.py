@@ -23,31 +23,33 @@ What it does:
   rebuilt byte for byte (reserved fields zero, as the ``sev`` crate writes them), so its
   signature verifies only if the rebuilt bytes are those the firmware signed.
 
-What it does not do: verify anything. The TDX event log (``cc_eventlog``) is checked to be
-base64 within bounds and is not replayed: Arca's claims come from the quote's RTMRs alone.
-Unknown fields are refused (the guest is the other zone).
+What it does not do: verify anything. The TDX event log (``cc_eventlog``) is decoded here and
+replayed against the *verified* quote's RTMRs by :mod:`arca.verifier.dcap.ccel`
+(:func:`event_log_claims`, after the quote's verification). Unknown fields are refused (the
+guest is the other zone).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import struct
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from arca.errors import MalformedEvidence
+from arca.verifier.dcap import ccel
 from arca.verifier.snp.certtable import MAX_ENTRIES, MAX_TABLE_BYTES, join_evidence
 from arca.verifier.snp.report import REPORT_SIZE
-from arca.wire import snpjson
+from arca.wire import snpjson, tees
 from arca.wire.jcs import canonicalize
-from arca.wire.lean import digest
 
 #: Report-data field of every TEE Arca verifies (TDX/SNP/SGX REPORTDATA, sim).
 REPORT_DATA_SIZE = 64
-#: TEEs whose report data Trustee compares exactly (no padding): only ``sample``.
-EXACT_REPORT_DATA = frozenset({"sample"})
+#: TEEs whose report data Trustee compares exactly (no padding): the table's.
+EXACT_REPORT_DATA = frozenset(n for n, t in tees.TEES.items() if t.unpadded_report_data)
 #: A TDX event log beyond this is refused before decoding (CCELs are tens of KiB).
 MAX_EVENTLOG_B64 = 512 * 1024
 
@@ -57,7 +59,7 @@ def _runtime_digests(runtime_data: dict[str, Any], additional: str) -> list[byte
     forms = [{**runtime_data, "additional-evidence": additional}]
     if additional == "":
         forms.append(dict(runtime_data))
-    return [digest("sha384", canonicalize(f)) for f in forms]
+    return [hashlib.sha384(canonicalize(f)).digest() for f in forms]
 
 
 def report_data_candidates(tee: str, runtime_data: dict[str, Any], additional: str,
@@ -104,10 +106,24 @@ def quote_bytes(tee: str, primary: Any, limit: int) -> bytes:
     quote = _b64(tee, obj["quote"], "quote", limit)
     if not quote:
         raise _bad(tee, "quote is empty")
-    log = obj.get("cc_eventlog")
-    if log is not None:
-        _b64(tee, log, "cc_eventlog", MAX_EVENTLOG_B64)
+    event_log(tee, obj)  # a malformed log is refused before any verification
     return quote
+
+
+def event_log(tee: str, primary: Any) -> bytes | None:
+    """The decoded ``cc_eventlog`` of structured ``tdx`` evidence; ``None`` without one (absent
+    or empty, as Trustee's ``TdxEvidence`` reads it) and for other TEEs' evidence."""
+    if tee != "tdx" or not isinstance(primary, dict) or not primary.get("cc_eventlog"):
+        return None
+    return _b64(tee, primary["cc_eventlog"], "cc_eventlog", MAX_EVENTLOG_B64)
+
+
+def event_log_claims(tee: str, primary: Any, verified: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``ccel`` claims of ``primary``'s TDX event log once replayed to the RTMRs of the
+    verified claims ``verified`` (:func:`arca.verifier.dcap.ccel.verify`: refused with
+    :class:`MalformedEvidence` or :class:`BindingMismatch` otherwise); ``None`` without a log."""
+    log = event_log(tee, primary)
+    return None if log is None else ccel.verify(log, verified)
 
 
 #: The sev crate's AttestationReport fields, in serde order (one table with the guest's

@@ -4,11 +4,11 @@ digest. Outside the TCB: the guest only builds these messages."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from arca.wire.errors import WireFormatError
 from arca.wire.kbs_protocol import Attestation, InitData, Request, _obj, _str
-from arca.wire.lean import digest
 
 #: Hash names accepted in init-data's ``algorithm`` (IANA names and the short CoCo spellings).
 INIT_DATA_HASHES = {"sha256": "sha256", "sha-256": "sha256", "sha384": "sha384",
@@ -62,4 +62,4 @@ def init_data_digest(body: str) -> bytes:
     if alg is None:
         raise WireFormatError(
             f"init-data algorithm {doc.get('algorithm')!r} is not one of sha256/sha384/sha512")
-    return digest(alg, body.encode())
+    return hashlib.new(alg, body.encode()).digest()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -51,6 +52,7 @@ from arca.kbs.store import AttestedSession, Store, load_kek
 from arca.kbs.tokens import TokenError, TokenSigner, load_admin_key, split, verify_admin
 from arca.verifier.base import Claims, Expected, Verifier
 from arca.wire import kbs_protocol as proto
+from arca.wire import tees
 from arca.wire.errors import (
     ArcaError,
     BindingMismatch,
@@ -262,7 +264,8 @@ class KbsService:
         try:  # step 3
             try:
                 candidates = formats.report_data_candidates(
-                    tee, att.runtime_data, att.additional_evidence, legacy_first=tee == "sim")
+                    tee, att.runtime_data, att.additional_evidence,
+                    legacy_first=tees.get(tee).legacy_runtime_data)
             except (TypeError, ValueError) as e:
                 raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
             init_hash = None
@@ -270,6 +273,9 @@ class KbsService:
                 init_hash = initdata.expected_hash(att.init_data.body, ev.INIT_DATA_FIELD[tee])
             raw = ev.evidence_bytes(tee, att.primary_evidence)
             claims, report_data = self._verify_bound(verifier, raw, candidates, init_hash)
+            replayed = formats.event_log_claims(tee, att.primary_evidence, claims.values)
+            if replayed is not None:  # an event log, replayed to the verified RTMRs
+                claims = dataclasses.replace(claims, values={**claims.values, "ccel": replayed})
             self._recheck(claims.values, "report_data", report_data)
             init_doc = None  # step 5: the policy sees init-data only once it is bound
             if att.init_data is not None and init_hash is not None:

@@ -5,16 +5,17 @@ module is the single definition of both."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from fnmatch import fnmatchcase
+
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
-from arca.wire.lean import digest, fnmatchcase, json_loads
+from arca.wire.record import dataclass, field
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass, field
     from typing import Any
-else:
-    from arca.wire.record import dataclass, field
 
 DESCRIPTOR_VERSION = 1
 
@@ -92,10 +93,7 @@ class LaunchDescriptor:
 
     def measurement(self) -> bytes:
         """SHA-384 of the canonical JSON: 48 bytes."""
-        return digest("sha384", canonicalize(self.to_json()))
-
-    def measurement_hex(self) -> str:
-        return self.measurement().hex()
+        return hashlib.sha384(canonicalize(self.to_json())).digest()
 
     @classmethod
     def from_json(cls, obj: Any) -> LaunchDescriptor:
@@ -119,7 +117,7 @@ class LaunchDescriptor:
     @classmethod
     def from_bytes(cls, data: bytes) -> LaunchDescriptor:
         try:
-            obj = json_loads(data)
+            obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise WireFormatError(f"launch descriptor is not JSON: {e}") from None
         return cls.from_json(obj)

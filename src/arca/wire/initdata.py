@@ -4,15 +4,16 @@ TEE binds). This module parses; it does not fetch."""
 
 from __future__ import annotations
 
-from arca.wire.errors import InvalidInput
-from arca.wire.lean import digest, json_loads, toml_loads
+import hashlib
+import json
+import tomllib
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+from arca.wire.errors import InvalidInput
+from arca.wire.record import dataclass, field
+
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass, field
     from typing import Any
-else:
-    from arca.wire.record import dataclass, field
 
 #: Larger documents are refused before parsing (Kubernetes caps all annotations at 256 KiB).
 MAX_INIT_DATA_BYTES = 256 * 1024
@@ -85,18 +86,14 @@ class InitData:
     agent: AgentOptions = field(default_factory=AgentOptions)
 
     def digest(self) -> bytes:
-        return digest(self.algorithm, self.raw)
-
-    def padded_digest(self, size: int) -> bytes:
-        """The digest zero-padded or cut to a TEE field (the sim platform's and KBS's rule)."""
-        return self.digest()[:size].ljust(size, b"\0")
+        return hashlib.new(self.algorithm, self.raw).digest()
 
     @classmethod
     def parse(cls, raw: bytes) -> InitData:
         if len(raw) > MAX_INIT_DATA_BYTES:
             raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
         try:
-            doc = toml_loads(raw.decode("utf-8"))
+            doc = tomllib.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError) as e:  # Unicode/TOMLDecodeError; deep nesting
             raise InitDataError(f"init-data is not UTF-8 TOML: {e}") from None
         _keys(doc, {"version", "algorithm", "data"}, "init-data")
@@ -140,11 +137,11 @@ def _embedded(text: str, what: str) -> dict[str, Any]:
         return {}
     try:
         if text.lstrip().startswith("{"):
-            doc = json_loads(text)
+            doc = json.loads(text)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
             return doc
-        return toml_loads(text)
+        return tomllib.loads(text)
     except (ValueError, RecursionError) as e:  # TOMLDecodeError is one; deep nesting
         raise InitDataError(f"init-data data.{what} is neither TOML nor a JSON object: "
                             f"{e}") from None

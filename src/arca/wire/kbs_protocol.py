@@ -4,19 +4,19 @@ top-level fields refused: the other side is not trusted); the broker's is ``arca
 
 from __future__ import annotations
 
+import base64
 import binascii
+import hashlib
+import json
 
 from arca.wire import tees
 from arca.wire.errors import WireFormatError
 from arca.wire.jcs import canonicalize
-from arca.wire.lean import digest, json_loads
+from arca.wire.record import dataclass, field
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass, field
     from typing import Any
-else:
-    from arca.wire.record import dataclass, field
 
 PROTOCOL_VERSION = "0.4.0"
 SESSION_COOKIE = "kbs-session-id"
@@ -43,7 +43,7 @@ def _str(value: Any, what: str) -> str:
 
 def parse_json(data: bytes, what: str) -> Any:
     try:
-        return json_loads(data)
+        return json.loads(data)
     except (ValueError, RecursionError) as e:
         raise WireFormatError(f"{what} is not JSON: {e}") from None
 
@@ -106,16 +106,13 @@ class Attestation:
 def runtime_data_digest(runtime_data: dict[str, Any]) -> bytes:
     """SHA-384 of the canonical (RFC 8785) runtime-data: what the evidence must carry."""
     try:
-        return digest("sha384", canonicalize(runtime_data))
+        return hashlib.sha384(canonicalize(runtime_data)).digest()
     except (TypeError, ValueError) as e:
         raise WireFormatError(f"runtime-data has no canonical JSON form: {e}") from None
 
 
-def b64u(data: bytes) -> str:  # binascii: base64 imports re, ms of every TD start
-    return binascii.b2a_base64(data, newline=False).decode().translate(_URLSAFE).rstrip("=")
-
-
-_URLSAFE = str.maketrans("+/", "-_")
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def b64u_decode(text: Any, what: str) -> bytes:
@@ -132,9 +129,11 @@ def b64u_decode(text: Any, what: str) -> bytes:
     return data
 
 
-def report_data(runtime_data: dict[str, Any], tee: str = "sim") -> bytes:
-    # sim: Arca's binding; else Trustee's (kbs/src/attestation/backend.rs), sample unpadded
-    if tee == "sim":
-        return tees.get(tee).report_data(runtime_data_digest(runtime_data))
-    rd = runtime_data_digest({**runtime_data, "additional-evidence": ""})
-    return rd if tee == "sample" else tees.get(tee).report_data(rd)
+def report_data(runtime_data: dict[str, Any], tee: str) -> bytes:
+    """What ``tee`` evidence must carry as report data for ``runtime_data`` (the table's rule:
+    :attr:`arca.wire.tees.Tee.legacy_runtime_data`)."""
+    facts = tees.get(tee)
+    if not facts.legacy_runtime_data:
+        runtime_data = {**runtime_data, "additional-evidence": ""}
+    digest = runtime_data_digest(runtime_data)
+    return digest if facts.unpadded_report_data else facts.report_data(digest)

@@ -3,15 +3,14 @@ imports ``inspect``: ~8 ms per ``arca-runtime create`` and per TD start); module
 ``dataclasses`` only under ``TYPE_CHECKING``, for mypy. Supported: fields in order, defaults and
 ``field(default_factory=...)``, positional/keyword construction, ``==``/``hash``/``repr``, frozen
 attributes; not field inheritance, ``__post_init__``, ``ClassVar`` or ``dataclasses.replace``
-(use :func:`replace`)."""
+(the host's :func:`arca._internal.records.replace`). For mypy these names *are*
+``dataclasses``' (the ``TYPE_CHECKING`` branch at the end): importers write one import."""
 
 from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, TypeVar
-
-    T = TypeVar("T")
+    from typing import Any
 
 
 class _Factory:
@@ -21,16 +20,11 @@ class _Factory:
         self.make = make
 
 
-def field(*, default_factory: Any) -> Any:
+def _field(*, default_factory: Any) -> Any:
     return _Factory(default_factory)
 
 
-def replace(obj: T, **changes: Any) -> T:
-    """A copy of record ``obj`` with some fields changed (``dataclasses.replace``)."""
-    return type(obj)(**{**{n: getattr(obj, n) for n in obj.__record_fields__}, **changes})  # type: ignore[attr-defined]
-
-
-def dataclass(*, frozen: bool = True) -> Any:
+def _dataclass(*, frozen: bool = True) -> Any:
     assert frozen, "only frozen records"
 
     def wrap(cls: Any) -> Any:
@@ -73,3 +67,10 @@ def dataclass(*, frozen: bool = True) -> Any:
         return cls
 
     return wrap
+
+
+if TYPE_CHECKING:
+    from dataclasses import dataclass as dataclass
+    from dataclasses import field as field
+else:
+    dataclass, field = _dataclass, _field

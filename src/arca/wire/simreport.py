@@ -1,22 +1,22 @@
 """The ``sim`` backend's report and evidence formats. Evidence is one JSON document: ``report``
 (base64 of the report JSON), ``signature`` (base64 DER ECDSA P-384/SHA-384 over those exact
 bytes, so the verifier never re-serializes what it checks) and ``cert_chain`` (PEM platform
-cert, PEM sim root). ``sim`` protects a TD against other containers, never against the host."""
+cert, PEM sim root). ``sim`` protects a TD against other containers, never against the host.
+Only the reading side is here (the guest's and the verifier's); the platform, which alone
+writes them, has the writers (:mod:`arca.host.simtee.platform`)."""
 
 from __future__ import annotations
 
 import binascii
+import json
 
 from arca.wire import tees
 from arca.wire.errors import WireFormatError
-from arca.wire.lean import json_dumps, json_loads
+from arca.wire.record import dataclass
 
-TYPE_CHECKING = False  # typing/dataclasses cost ms per start: see arca.wire.record
+TYPE_CHECKING = False  # typing costs ms per start: see arca.wire.record
 if TYPE_CHECKING:
-    from dataclasses import dataclass
     from typing import Any
-else:
-    from arca.wire.record import dataclass
 
 REPORT_VERSION = 1
 REPORT_DATA_SIZE = 64
@@ -40,12 +40,6 @@ class SimReport:
     debug: bool = False
     version: int = REPORT_VERSION
     tee: str = "sim"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "tee": self.tee, "measurement": self.measurement.hex(),
-                "init_data_hash": self.init_data_hash.hex(),
-                "report_data": self.report_data.hex(), "td_id": self.td_id,
-                "platform_id": self.platform_id, "svn": self.svn, "debug": self.debug}
 
     @classmethod
     def from_json(cls, obj: Any) -> SimReport:
@@ -76,22 +70,17 @@ class SimEvidence:
 
     def report(self) -> SimReport:
         try:
-            obj = json_loads(self.report_bytes)
+            obj = json.loads(self.report_bytes)
         except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim report is not JSON: {e}") from None
         return SimReport.from_json(obj)
-
-    def to_bytes(self) -> bytes:
-        return json_dumps({"report": binascii.b2a_base64(self.report_bytes, newline=False).decode(),
-                           "signature": binascii.b2a_base64(self.signature, newline=False).decode(),
-                           "cert_chain": list(self.cert_chain)}).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SimEvidence:
         if len(data) > MAX_EVIDENCE_BYTES:
             raise WireFormatError(f"sim evidence exceeds {MAX_EVIDENCE_BYTES} bytes")
         try:
-            obj = json_loads(data)
+            obj = json.loads(data)
         except (ValueError, RecursionError) as e:
             raise WireFormatError(f"sim evidence is not JSON: {e}") from None
         if not isinstance(obj, dict) or set(obj) != {"report", "signature", "cert_chain"}:

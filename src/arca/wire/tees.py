@@ -5,11 +5,7 @@ In the TCB (the agent imports it): no ``typing``/``dataclasses`` at run time, no
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from dataclasses import dataclass
-else:
-    from arca.wire.record import dataclass
+from arca.wire.record import dataclass
 
 #: What a container asks for when it wants no TEE at all (plain runc).
 NONE = "none"
@@ -19,6 +15,10 @@ NONE = "none"
 DOCUMENT = "document"
 #: ``{"quote": "<base64 of the raw quote/report>"}``.
 QUOTE = "quote"
+#: Trustee's SNP evidence (``deps/verifier/src/snp/mod.rs`` ``SnpEvidence``): the raw report
+#: as the ``sev`` crate's JSON (:mod:`arca.wire.snpjson`) in ``{"attestation_report",
+#: "cert_chain"}``; Arca's broker also takes :data:`QUOTE`.
+SNP_REPORT = "snp-report"
 
 # Where the agent in a TD obtains evidence (``arca.guest.evidence`` maps these to sources).
 #: A per-TD unix socket served by the sim platform, bind-mounted into the TD.
@@ -45,7 +45,7 @@ class Tee:
     #: Bytes of the init-data field, and its name in the TEE's own specification.
     init_data_size: int
     init_data_field: str
-    #: :data:`DOCUMENT` or :data:`QUOTE`.
+    #: :data:`DOCUMENT`, :data:`QUOTE` or :data:`SNP_REPORT`.
     envelope: str
     #: :data:`SIM_DEVICE`, :data:`CONFIGFS_TSM`, :data:`GRAMINE` or :data:`NO_SOURCE`.
     source: str
@@ -58,6 +58,13 @@ class Tee:
     #: descriptor's; the guest's init checks the descriptor against the measured command line,
     #: and the agent that the measurement is of the command line and vCPUs the VM booted.
     launch_measured: bool = False
+    #: The KBS binding of the report data (Trustee's ``kbs/src/attestation/backend.rs``):
+    #: SHA-384 of the RFC 8785 runtime-data with ``additional-evidence``, zero-padded to the
+    #: field. ``legacy_runtime_data``: without ``additional-evidence``, as KBS protocol 0.4.0
+    #: hashed it (Arca's sim guests). ``unpadded_report_data``: the bare digest (Trustee's
+    #: ``sample`` verifier compares it exactly).
+    legacy_runtime_data: bool = False
+    unpadded_report_data: bool = False
 
     def report_data(self, digest: bytes) -> bytes:
         """``digest`` zero-padded to the field, never cut: a longer one is a caller's bug."""
@@ -76,15 +83,16 @@ class Tee:
 #: The table. Row order is the order names are listed in messages.
 TEES: dict[str, Tee] = {t.name: t for t in (
     Tee("sim", False, True, 64, 48, "init_data_hash", DOCUMENT, SIM_DEVICE,
-        agent_checks_report=True),
+        agent_checks_report=True, legacy_runtime_data=True),
     # The vm backend: a plain VM; the sim platform plays its security processor.
     Tee("vm", False, True, 64, 48, "init_data_hash", DOCUMENT, SIM_DEVICE,
         agent_checks_report=True, launch_measured=True),
     Tee("tdx", True, True, 64, 48, "MRCONFIGID", QUOTE, CONFIGFS_TSM, "tdx_guest"),
-    Tee("snp", True, True, 64, 32, "HOST_DATA", QUOTE, CONFIGFS_TSM, "sev_guest"),
+    Tee("snp", True, True, 64, 32, "HOST_DATA", SNP_REPORT, CONFIGFS_TSM, "sev_guest"),
     Tee("sgx", True, True, 64, 64, "CONFIGID", QUOTE, GRAMINE),
     # CoCo's unsigned test evidence: broker-only, proves nothing.
-    Tee("sample", False, False, 64, 48, "init_data", DOCUMENT, NO_SOURCE),
+    Tee("sample", False, False, 64, 48, "init_data", DOCUMENT, NO_SOURCE,
+        unpadded_report_data=True),
 )}
 
 #: What ``io.arca.tee`` / ``--tee`` may name (``none``: plain runc).

@@ -4,6 +4,7 @@ down, secret placement on a real tmpfs, and the whole agent run in a subprocess.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 from arca.guest import agent
 from arca.guest.agent import Inputs, Paths, check_evidence, fetch_secrets, place_secrets
 from arca.guest.evidence import SimDevice
-from arca.guest.policy import HostProcess
+from arca.host.simtee.platform import init_data_hash
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import BindingMismatch, BrokerUnavailable, ConfigError, WireFormatError
 from arca.wire.initdata import InitData
@@ -32,7 +33,7 @@ INIT = b'version = "0.1.0"\nalgorithm = "sha512"\n[data]\n'
 
 
 def inputs(init: bytes | None = None, descriptor: LaunchDescriptor = DESCRIPTOR) -> Inputs:
-    return Inputs(descriptor, HostProcess(SPEC.args, SPEC.env, "/", 0, 0),
+    return Inputs(descriptor, ProcessSpec(SPEC.args, "/", 0, 0, SPEC.env),
                   InitData.parse(init) if init else None)
 
 
@@ -66,7 +67,7 @@ def test_swapped_descriptor_is_refused(device: SimDeviceServer) -> None:
 def test_init_data_must_match_the_bound_hash(device: SimDeviceServer) -> None:
     with pytest.raises(BindingMismatch, match="init-data"):
         check_evidence(inputs(INIT), SimDevice(device.path))  # device bound none
-    device.init_data_hash = InitData.parse(INIT).padded_digest(48)  # sha512 truncated to 48
+    device.init_data_hash = init_data_hash(INIT)  # sha512 truncated to 48
     check_evidence(inputs(INIT), SimDevice(device.path))
     with pytest.raises(BindingMismatch, match="init-data"):
         check_evidence(inputs(), SimDevice(device.path))  # host dropped the init-data
@@ -92,7 +93,6 @@ def test_vm_report_must_be_over_the_launch_record_the_guest_booted(
     from arca.guest.evidence import SOURCES
     from arca.guest.vminit import launch_record
     from arca.host.backends.vm import launch
-    from arca.wire.lean import digest
 
     cmdline = launch.cmdline("ab" * 32 + ":8", "cd" * 48)
     k, i = tmp_path / "vmlinux", tmp_path / "initrd"
@@ -101,7 +101,7 @@ def test_vm_report_must_be_over_the_launch_record_the_guest_booted(
     signed = launch.Launch(str(k), str(i), "rootfs", cmdline, vcpus=2)
     kd, idg = launch.file_sha384(str(k)), launch.file_sha384(str(i))
     booted = launch_record("vm", cmdline, 2, kd, idg)
-    assert digest("sha384", booted) == signed.measurement()  # the host's record, byte for byte
+    assert hashlib.sha384(booted).digest() == signed.measurement()  # the host's record
     vm_desc = LaunchDescriptor("vm", DESCRIPTOR.guest_runtime_digest, DESCRIPTOR.rootfs_digest,
                                SPEC)
     server = SimDeviceServer(str(tmp_path / "sim.sock"), signed.measurement(), tee="vm")

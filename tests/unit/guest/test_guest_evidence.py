@@ -144,7 +144,6 @@ def test_arca_evidence_command(tmp_path: pathlib.Path, device: SimDeviceServer,
     (tmp_path / "evidence.json").write_bytes(stored)
     monkeypatch.setattr(ev, "EVIDENCE_PATH", str(tmp_path / "evidence.json"))
     monkeypatch.setattr(ev, "SIM_DEVICE_SOCKET", device.path)
-    monkeypatch.setattr(ev.SimDevice.__init__, "__defaults__", (device.path, 10.0))
     assert ev.main([]) == 0
     assert capsys.readouterr().out.encode() == stored
     assert ev.main(["--report-data", "ab" * 64]) == 0

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arca.guest.policy import HostProcess, args_allowed, check_process
+from arca.guest.policy import args_allowed, check_process, host_process
 from arca.wire.descriptor import ProcessSpec
 from arca.wire.errors import PolicyDenied, WireFormatError
 from arca.wire.initdata import ExecPolicy
@@ -15,11 +15,11 @@ MEASURED = ProcessSpec(("/app", "--port", "80"), "/srv", 1000, 1000, ("A=1", "PA
 NONE = ExecPolicy()
 
 
-def host(**kw) -> HostProcess:
+def host(**kw) -> ProcessSpec:
     base = {"args": MEASURED.args, "env": MEASURED.env, "cwd": "/srv", "uid": 1000,
             "gid": 1000}
     base.update(kw)
-    return HostProcess(**base)
+    return ProcessSpec(**base)
 
 
 def test_identical_process_is_accepted() -> None:
@@ -96,11 +96,11 @@ def test_no_policy_widens_cwd_or_user() -> None:
 ])
 def test_malformed_process_json(obj) -> None:
     with pytest.raises(WireFormatError):
-        HostProcess.from_oci(obj)
+        host_process(obj)
 
 
 def test_process_json_with_oci_extras() -> None:
-    p = HostProcess.from_oci({"args": ["/app"], "terminal": True, "cwd": "/srv",
+    p = host_process({"args": ["/app"], "terminal": True, "cwd": "/srv",
                               "user": {"uid": 1, "gid": 2, "additionalGids": [3]},
                               "capabilities": {}, "rlimits": []})
     assert (p.args, p.env, p.cwd, p.uid, p.gid) == (("/app",), (), "/srv", 1, 2)
@@ -117,7 +117,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                        json_values, max_size=5))
 def test_fuzz_process_json_and_policy(obj) -> None:
     try:
-        proc = HostProcess.from_oci(obj)
+        proc = host_process(obj)
     except WireFormatError:
         return
     try:

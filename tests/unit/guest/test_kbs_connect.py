@@ -1,9 +1,8 @@
-"""The guest KBS client's plain-HTTP connections (``_socket``, no ``socket`` module): real
-listening sockets on loopback, name resolution, address fall-back, refused connections."""
+"""The guest KBS client's plain-HTTP connections: real listening sockets on loopback, name
+resolution, address fall-back, refused connections."""
 
 from __future__ import annotations
 
-import _socket
 import socket
 import threading
 from collections.abc import Iterator
@@ -69,13 +68,13 @@ def test_falls_back_to_the_next_address(server: tuple[socket.socket, list[bytes]
     dead = socket.create_server(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()  # nothing listens there any more: connecting is refused
-    real = _socket.getaddrinfo
+    real = socket.getaddrinfo
 
     def two_addresses(host: str, port_: int, *args: object) -> list[tuple[object, ...]]:
         first = real("127.0.0.1", dead_port, *args)  # type: ignore[arg-type]
         return [*first, *real("127.0.0.1", port, *args)]  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_socket, "getaddrinfo", two_addresses)
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
     assert _call(_client(f"http://kbs.test:{port}"), "GET", "/")[1] == b"{}"
 
 

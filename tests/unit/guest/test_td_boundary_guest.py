@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from arca.guest.boundary import check_boundary, check_mounts, host_mount_refusal
-from arca.guest.policy import HostProcess, check_process
+from arca.guest.policy import check_process
 from arca.wire.descriptor import ProcessSpec
 from arca.wire.errors import PolicyDenied
 from arca.wire.initdata import ExecPolicy, InitData, InitDataError
@@ -76,8 +76,8 @@ def test_the_agent_must_be_pid_1_of_its_own_namespace() -> None:
 MEASURED = ProcessSpec(("/app",), "/", 0, 0, ("BACKEND_SERVICE_HOST=backend", "PATH=/bin"))
 
 
-def host(*env: str) -> HostProcess:
-    return HostProcess(("/app",), ("PATH=/bin", "BACKEND_SERVICE_HOST=backend", *env), "/", 0, 0)
+def host(*env: str) -> ProcessSpec:
+    return ProcessSpec(("/app",), "/", 0, 0, ("PATH=/bin", "BACKEND_SERVICE_HOST=backend", *env))
 
 
 def test_orchestrator_variables_only_add() -> None:
@@ -86,7 +86,7 @@ def test_orchestrator_variables_only_add() -> None:
     spec = check_process(host("HOSTNAME=x", "KUBERNETES_SERVICE_HOST=10.0.0.1"), MEASURED,
                          ExecPolicy())
     assert "HOSTNAME=x" in spec.env and "KUBERNETES_SERVICE_HOST=10.0.0.1" in spec.env
-    steered = HostProcess(("/app",), ("BACKEND_SERVICE_HOST=attacker", "PATH=/bin"), "/", 0, 0)
+    steered = ProcessSpec(("/app",), "/", 0, 0, ("BACKEND_SERVICE_HOST=attacker", "PATH=/bin"))
     for policy in (ExecPolicy(), ExecPolicy(orchestrator_env=("*_SERVICE_HOST",))):
         with pytest.raises(PolicyDenied, match="BACKEND_SERVICE_HOST"):
             check_process(steered, MEASURED, policy)

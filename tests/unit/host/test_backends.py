@@ -10,11 +10,12 @@ import pytest
 from arca.host import backends
 from arca.host.backends.base import BackendUnavailable, LaunchInputs
 from arca.host.guestruntime import GuestRuntime
+from arca.host.simtee.platform import init_data_hash
 from arca.host.treedigest import rootfs_digest
 from arca.wire import tees
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import ConfigError, InvalidInput
-from arca.wire.initdata import InitData, InitDataError
+from arca.wire.initdata import InitDataError
 
 INIT_DATA = b'version = "0.1.0"\nalgorithm = "sha384"\n[data]\nkbs_url = "http://127.0.0.1:1"\n'
 PROCESS = ProcessSpec(("/bin/app",), "/", 0, 0, ("PATH=/bin",))
@@ -49,7 +50,7 @@ def test_sim_reference_is_the_descriptor_hash(tmp_path: pathlib.Path) -> None:
     backend.check_host()
     ref = backend.reference(LaunchInputs(rootfs, PROCESS, INIT_DATA, gr))
     want = LaunchDescriptor("sim", gr.digest, rootfs_digest(rootfs), PROCESS)
-    assert ref.descriptor == want and ref.measurement == want.measurement_hex()
+    assert ref.descriptor == want and ref.measurement == want.measurement().hex()
     assert ref.init_data_hash == hashlib.sha384(INIT_DATA).hexdigest()  # 48 bytes: all of it
     assert ref == backend.reference_for(want, INIT_DATA, {})
     assert backend.claims(ref) == {"tee": "sim", "measurement": ref.measurement,
@@ -69,9 +70,9 @@ def test_table_rules() -> None:
     with pytest.raises(ValueError, match="holds 64 bytes"):
         tees.get("tdx").report_data(bytes(65))
     # The init-data rule is the one InitData (and so the sim platform) applies.
-    assert tees.get("sim").init_data_hash(digest) == InitData.parse(INIT_DATA).padded_digest(48)
+    assert tees.get("sim").init_data_hash(digest) == init_data_hash(INIT_DATA)
     assert tees.KNOWN_TEES == ("sim", "vm", "tdx", "snp", "sgx", "none")
     assert set(tees.HARDWARE_TEES) == {"tdx", "snp", "sgx"}
     for t in tees.TEES.values():
-        assert t.envelope in (tees.DOCUMENT, tees.QUOTE)
+        assert t.envelope in (tees.DOCUMENT, tees.QUOTE, tees.SNP_REPORT)
         assert (t.source == tees.CONFIGFS_TSM) == bool(t.tsm_provider)

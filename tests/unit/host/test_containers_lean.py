@@ -312,7 +312,7 @@ def test_spawn_exit_codes_stderr_and_fds(tmp_path: Path) -> None:
     assert spawn.run(["true"], quiet=True) == 0
 
 
-# -- json stand-ins (arca.wire.lean) on the arca run path -----------------------------------------
+# -- json stand-ins (arca._internal.fastjson) on the arca run path --------------------------------
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -323,7 +323,7 @@ JSON_VALUES = st.recursive(
 @settings(max_examples=300)
 @given(JSON_VALUES)
 def test_leanjson_writes_and_reads_what_json_does(value: object) -> None:
-    from arca.wire import lean
+    from arca._internal import fastjson as lean
 
     text = lean.json_dumps(value)
     assert text == json.dumps(value)
@@ -334,7 +334,7 @@ def test_leanjson_writes_and_reads_what_json_does(value: object) -> None:
 @settings(max_examples=300)
 @given(st.text(alphabet=' \t\n{}[]",:0123456789.eE+-truefalsnNaIinfy\\u', max_size=30))
 def test_leanjson_parses_or_refuses_as_json_does(text: str) -> None:
-    from arca.wire import lean
+    from arca._internal import fastjson as lean
 
     try:
         expected: object = repr(json.loads(text))
@@ -348,7 +348,7 @@ def test_leanjson_parses_or_refuses_as_json_does(text: str) -> None:
 
 
 def test_leanjson_refuses_what_json_refuses() -> None:
-    from arca.wire import lean
+    from arca._internal import fastjson as lean
 
     for bad in ("", " ", "{", '{"a": 1} x', "[1,]", "\ufeff{}", b"\xff"):
         with pytest.raises(ValueError):

@@ -20,13 +20,13 @@ from arca.host.policygen import (
     measurements,
 )
 from arca.host.runtime.execpolicy import measured_process, policy_of
+from arca.host.simtee.platform import init_data_hash
 from arca.kbs.policy import PolicyEngine, check_policy, default_policy, ear_status
 from arca.kbs.service import resource_path
 from arca.verifier.base import Expected
 from arca.verifier.sim import SimVerifier
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.errors import ConfigError, InvalidInput
-from arca.wire.initdata import InitData
 from tests.support.kbs import SimAuthority
 
 IMAGE_PROCESS = ProcessSpec(("/bin/app", "--serve"), "/srv", 1000, 1000,
@@ -74,16 +74,16 @@ def test_grant_name_fuzz_only_accepts_kbs_resource_paths(path: str):
 
 def test_without_init_data_the_grant_pins_the_all_zero_hash():
     gen = from_descriptor("img", "sha256:x", DESCRIPTOR, None, ["default/key/app"])
-    assert gen.measurements == (DESCRIPTOR.measurement_hex(),)
+    assert gen.measurements == (DESCRIPTOR.measurement().hex(),)
     assert gen.reference_values() == {
-        "release:default:key:app": [f"sim/{DESCRIPTOR.measurement_hex()}/{'00' * 48}"]}
+        "release:default:key:app": [f"sim/{DESCRIPTOR.measurement().hex()}/{'00' * 48}"]}
 
 
 def test_init_data_resources_are_the_default_and_its_hash_is_pinned():
     gen = from_descriptor("img", "sha256:x", DESCRIPTOR, INIT_DATA, [])
     assert gen.resources == ("default/key/app",)
     assert gen.init_data_hash == hashlib.sha384(INIT_DATA).hexdigest()
-    assert init_data_hash_hex(INIT_DATA) == InitData.parse(INIT_DATA).padded_digest(48).hex()
+    assert init_data_hash_hex(INIT_DATA) == init_data_hash(INIT_DATA).hex()
     with pytest.raises(InvalidInput, match="no resources"):
         from_descriptor("img", "sha256:x", DESCRIPTOR, None, [])
     with pytest.raises(ConfigError, match="not supported"):
@@ -96,13 +96,13 @@ def test_measurements_match_what_the_runtime_measures_for_allowed_commands():
     gives a measurement in the generated list; a command it does not allow does not."""
     policy = policy_of(INIT_DATA)
     listed = measurements(DESCRIPTOR, INIT_DATA)
-    assert len(listed) == 3 and listed[0] == DESCRIPTOR.measurement_hex()
+    assert len(listed) == 3 and listed[0] == DESCRIPTOR.measurement().hex()
 
     def runtime_measurement(args: tuple[str, ...], env: tuple[str, ...]) -> str:
         host = ProcessSpec(args, IMAGE_PROCESS.cwd, IMAGE_PROCESS.uid, IMAGE_PROCESS.gid, env)
         spec = measured_process(host, policy)
         return LaunchDescriptor("sim", DESCRIPTOR.guest_runtime_digest,
-                                DESCRIPTOR.rootfs_digest, spec).measurement_hex()
+                                DESCRIPTOR.rootfs_digest, spec).measurement().hex()
 
     env = IMAGE_PROCESS.env
     assert runtime_measurement(IMAGE_PROCESS.args, env) == listed[0]

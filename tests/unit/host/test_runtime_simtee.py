@@ -59,14 +59,14 @@ def test_register_report_verify_unregister(sim) -> None:
     resp = sim.register("c1", desc("/a").to_json(), INIT)
     sock = pathlib.Path(resp["socket"])
     assert sock == locations.device_socket("c1") and sock.is_socket()
-    assert resp["measurement"] == desc("/a").measurement_hex()
+    assert resp["measurement"] == desc("/a").measurement().hex()
     import hashlib
 
     init_hash = hashlib.sha512(INIT).digest()[:48]
     claims = verifier().verify(get_report(sock), expected=Expected(RD, init_hash))
     assert claims.values["td_id"] == "c1"
-    assert claims.values["measurement"] == desc("/a").measurement_hex()
-    assert sim.list_tds() == [{"td_id": "c1", "measurement": desc("/a").measurement_hex()}]
+    assert claims.values["measurement"] == desc("/a").measurement().hex()
+    assert sim.list_tds() == [{"td_id": "c1", "measurement": desc("/a").measurement().hex()}]
     sim.unregister("c1")
     assert not sock.exists() and sim.list_tds() == []
     assert not (locations.registrations_dir() / "c1.json").exists()

@@ -130,7 +130,7 @@ def test_rootfs_image_is_reproducible_and_verity_catches_a_flip(tmp_path: pathli
 def test_vm_reports_verify_only_as_vm(tmp_path: pathlib.Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from arca.host.simtee.locations import root_cert_path
-    from arca.host.simtee.platform import load_platform
+    from arca.host.simtee.platform import evidence_bytes, load_platform
     from arca.verifier.base import Expected
     from arca.verifier.sim import SimVerifier
     from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
@@ -141,7 +141,7 @@ def test_vm_reports_verify_only_as_vm(tmp_path: pathlib.Path,
     rd, measured = bytes(range(64)), bytes([7]) * 48
     desc = LaunchDescriptor("vm", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
                             ProcessSpec(("/bin/true",)))
-    ev = plat.sign_report(desc, None, rd, "td-1", measured).to_bytes()
+    ev = evidence_bytes(plat.sign_report(desc, None, rd, "td-1", measured))
     root = [root_cert_path().read_bytes()]
     claims = SimVerifier(root, tee="vm").verify(ev, expected=Expected(rd, bytes(48)))
     assert (claims.tee, claims.values["measurement"]) == ("vm", measured.hex())
@@ -149,7 +149,7 @@ def test_vm_reports_verify_only_as_vm(tmp_path: pathlib.Path,
         SimVerifier(root).verify(ev, expected=Expected(rd, bytes(48)))
     sim_desc = LaunchDescriptor("sim", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
                                 ProcessSpec(("/bin/true",)))
-    sim_ev = plat.sign_report(sim_desc, None, rd, "td-2").to_bytes()
+    sim_ev = evidence_bytes(plat.sign_report(sim_desc, None, rd, "td-2"))
     with pytest.raises(BindingMismatch, match="report is for tee 'sim'"):
         SimVerifier(root, tee="vm").verify(sim_ev, expected=Expected(rd, bytes(48)))
 

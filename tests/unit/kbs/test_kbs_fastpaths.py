@@ -155,7 +155,7 @@ def kbs(tmp_path: pathlib.Path):
 
 def _attest_body(sim: SimAuthority, nonce: str, pub: dict[str, str]) -> bytes:
     rd = {"nonce": nonce, "tee-pubkey": pub}
-    att = proto.Attestation(rd, json.loads(sim.evidence(proto.report_data(rd))))
+    att = proto.Attestation(rd, json.loads(sim.evidence(proto.report_data(rd, "sim"))))
     return json.dumps(att.to_json()).encode()
 
 

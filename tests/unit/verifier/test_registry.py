@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arca.errors import ConfigError, MalformedEvidence
+from arca.host.simtee.platform import evidence_bytes
 from arca.verifier.base import Expected, Verifier, VerifierOptions
 from arca.verifier.registry import (
     FACTORIES,
@@ -65,7 +66,7 @@ def test_detects_dcap_quotes(tee: str, version: int) -> None:
 
 
 def test_detects_sim_evidence() -> None:
-    ev = SimEvidence(b"{}", b"sig", ("-----BEGIN CERTIFICATE-----",)).to_bytes()
+    ev = evidence_bytes(SimEvidence(b"{}", b"sig", ("-----BEGIN CERTIFICATE-----",)))
     assert detect_tee(ev) == "sim"
 
 

@@ -24,6 +24,7 @@ from arca.errors import (
     SignatureInvalid,
     UntrustedRoot,
 )
+from arca.host.simtee.platform import evidence_bytes, report_json
 from arca.verifier.base import Expected, Verifier, VerifierOptions
 from arca.verifier.sim import MAX_CHAIN_LENGTH, SimVerifier, from_options
 from arca.wire.jcs import canonicalize
@@ -74,10 +75,10 @@ def report(**over) -> SimReport:
 
 def evidence(pki: Pki, rep: SimReport | None = None, *, key=None, chain=None,
              body: bytes | None = None) -> bytes:
-    body = body if body is not None else canonicalize((rep or report()).to_json())
+    body = body if body is not None else canonicalize(report_json(rep or report()))
     sig = (key or pki.key).sign(body, ec.ECDSA(hashes.SHA384()))
     chain = chain if chain is not None else (pem(pki.cert), pem(pki.root))
-    return SimEvidence(body, sig, tuple(chain)).to_bytes()
+    return evidence_bytes(SimEvidence(body, sig, tuple(chain)))
 
 
 def test_genuine_evidence_gives_claims(pki: Pki) -> None:
@@ -156,9 +157,9 @@ def _tamper(ev: bytes) -> bytes:
 def _p256(p: Pki):
     k = ec.generate_private_key(ec.SECP256R1())
     cert = make_cert(k, p.root_key, "platform", "Arca sim root", ca=False)
-    body = canonicalize(report().to_json())
+    body = canonicalize(report_json(report()))
     sig = k.sign(body, ec.ECDSA(hashes.SHA384()))
-    return SimEvidence(body, sig, (pem(cert), pem(p.root))).to_bytes(), SignatureInvalid
+    return evidence_bytes(SimEvidence(body, sig, (pem(cert), pem(p.root)))), SignatureInvalid
 
 
 def _leaf_issuer(p: Pki):
@@ -201,10 +202,10 @@ def test_genuine_platform_of_the_daemon_verifies(tmp_path, monkeypatch) -> None:
     plat = load_platform()
     desc = LaunchDescriptor("sim", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
                             ProcessSpec(("/bin/true",)))
-    ev = plat.sign_report(desc, None, RD, "td-1").to_bytes()
+    ev = evidence_bytes(plat.sign_report(desc, None, RD, "td-1"))
     claims = SimVerifier([root_cert_path().read_bytes()]).verify(
         ev, expected=Expected(RD, bytes(48)))
-    assert claims.values["measurement"] == desc.measurement_hex()
+    assert claims.values["measurement"] == desc.measurement().hex()
     assert claims.values["td_id"] == "td-1"
     assert claims.values["platform_id"] == plat.platform_id
 

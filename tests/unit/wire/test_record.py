@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from arca._internal.records import replace
 from arca.wire import record
 from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
 from arca.wire.initdata import ExecPolicy, InitData
@@ -57,9 +58,9 @@ def test_frozen_eq_hash() -> None:
 
 def test_replace() -> None:
     spec = ProcessSpec(("sh",), "/w", 1, 2, ("A=1",))
-    assert record.replace(spec, cwd="/") == ProcessSpec(("sh",), "/", 1, 2, ("A=1",))
+    assert replace(spec, cwd="/") == ProcessSpec(("sh",), "/", 1, 2, ("A=1",))
     d = LaunchDescriptor("sim", "sha256:" + "0" * 64, "sha256:" + "1" * 64, spec)
-    assert record.replace(d, tee="tdx").process is spec
+    assert replace(d, tee="tdx").process is spec
     assert InitData(b"x").policy == ExecPolicy()
 
 

@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arca.host.simtee.platform import report_json
 from arca.wire.errors import WireFormatError
 from arca.wire.simreport import SimReport
 
-GOOD = SimReport(bytes(range(48)), bytes(48), bytes(range(64)), "td", "plat").to_json()
+GOOD = report_json(SimReport(bytes(range(48)), bytes(48), bytes(range(64)), "td", "plat"))
 
 
 @settings(max_examples=500, deadline=None)

@@ -441,7 +441,7 @@ class ConfidentialVmBackend(Backend):
 
     def reference_for(self, descriptor: LaunchDescriptor, init_data: bytes | None,
                       extra: Mapping[str, str]) -> Reference:
-        cmdline = measured_cmdline(self.settings.cmdline, descriptor.measurement_hex(),
+        cmdline = measured_cmdline(self.settings.cmdline, descriptor.measurement().hex(),
                                    extra.get("rootfs_root"))
         backend = self
         if extra.get("initrd_path") and extra["initrd_path"] != self.settings.initrd:

@@ -54,7 +54,7 @@ class SimBackend(Backend):
 
     def reference_for(self, descriptor: LaunchDescriptor, init_data: bytes | None,
                       extra: Mapping[str, str]) -> Reference:
-        return Reference(self.name, descriptor.measurement_hex(),
+        return Reference(self.name, descriptor.measurement().hex(),
                          self.init_data_hash(init_data).hex(), descriptor, dict(extra))
 
     def prepare(self, launch: Launch, inputs: LaunchInputs, ref: Reference,

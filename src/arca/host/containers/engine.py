@@ -35,6 +35,7 @@ import select
 import sys
 import time
 
+from arca._internal.fastjson import json_dumps, json_loads
 from arca._internal.fsutil import secure_state_dirs
 from arca.errors import ArcaError, InvalidInput, NotFound, StateError
 from arca.host.backends import DEFAULT as DEFAULT_TEE
@@ -49,7 +50,6 @@ from arca.host.containers.state import (
     run_dir,
 )
 from arca.host.images.mount import mount_overlay, umount
-from arca.wire.lean import json_dumps, json_loads
 
 # Every ``arca run`` imports this module: no dataclasses, typing, pathlib, subprocess or the
 # image store's parsers at run time (~40 ms of imports, twice what ``runc run`` takes to run a

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import os
 
+from arca._internal.fastjson import json_dumps, json_loads
 from arca.wire.errors import ArcaError, InvalidInput
-from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import os
 
+from arca._internal.fastjson import json_dumps, json_loads
 from arca._internal.fsutil import write_atomic
 from arca.host.containers.state import root_dir
-from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

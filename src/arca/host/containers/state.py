@@ -20,9 +20,9 @@ import fcntl
 import os
 import time
 
+from arca._internal.fastjson import json_dumps, json_loads
 from arca._internal.fsutil import write_atomic
 from arca.errors import InvalidInput, NotFound, StateError
-from arca.wire.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

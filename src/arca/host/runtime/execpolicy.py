@@ -32,11 +32,11 @@ import fnmatch
 import pathlib
 from typing import Any
 
+from arca._internal.records import replace as replace_record
 from arca.guest.policy import args_allowed
 from arca.wire.descriptor import ProcessSpec
 from arca.wire.errors import InvalidInput, PolicyDenied
 from arca.wire.initdata import ExecPolicy, InitData
-from arca.wire.record import replace as replace_record
 
 INIT_DATA_FILE = "init-data.toml"
 

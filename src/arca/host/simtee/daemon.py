@@ -68,6 +68,7 @@ from arca.host.runtime.state import validate_id, write_atomic
 from arca.host.simtee import locations
 from arca.host.simtee.devicepeer import Peers
 from arca.host.simtee.platform import Platform, init_data_hash, load_platform
+from arca.host.simtee.platform import evidence_bytes as platform_evidence_bytes
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ArcaError, InvalidInput
 from arca.wire.simreport import REPORT_DATA_SIZE
@@ -150,7 +151,7 @@ class Registration:
     def measurement_hex(self) -> str:
         if self.launch_measurement is not None:
             return self.launch_measurement.hex()
-        return self.descriptor.measurement_hex()
+        return self.descriptor.measurement().hex()
 
     def record(self) -> dict[str, Any]:
         return {
@@ -735,7 +736,7 @@ class Daemon:
             report_data = parse_device_request(line)
             ev = self.platform.sign_report(reg.descriptor, reg.init_data, report_data, reg.td_id,
                                            reg.launch_measurement)
-            _send(conn, {"evidence": base64.b64encode(ev.to_bytes()).decode()})
+            _send(conn, {"evidence": base64.b64encode(platform_evidence_bytes(ev)).decode()})
             log.info("report for TD %s to pid %d uid %d", reg.td_id, pid, uid)
         except ArcaError as e:
             _send(conn, {"error": str(e)})

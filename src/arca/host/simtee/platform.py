@@ -12,12 +12,15 @@ first starts (daemon and ``arca simtee root-cert``) agree on one root.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import fcntl
 import hashlib
+import json
 import os
 import pathlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,11 +40,29 @@ PLATFORM_VALIDITY = dt.timedelta(days=3650)
 PLATFORM_SVN = 1
 
 
+def report_json(report: SimReport) -> dict[str, Any]:
+    """The report as the JSON object the platform signs (RFC 8785 form, :func:`canonicalize`)
+    and :meth:`arca.wire.simreport.SimReport.from_json` reads."""
+    return {"version": report.version, "tee": report.tee, "measurement": report.measurement.hex(),
+            "init_data_hash": report.init_data_hash.hex(), "report_data": report.report_data.hex(),
+            "td_id": report.td_id, "platform_id": report.platform_id, "svn": report.svn,
+            "debug": report.debug}
+
+
+def evidence_bytes(evidence: SimEvidence) -> bytes:
+    """The evidence document :meth:`arca.wire.simreport.SimEvidence.from_bytes` reads."""
+    return json.dumps({"report": base64.b64encode(evidence.report_bytes).decode(),
+                       "signature": base64.b64encode(evidence.signature).decode(),
+                       "cert_chain": list(evidence.cert_chain)}).encode()
+
+
 def init_data_hash(init_data: bytes | None) -> bytes:
-    """The 48-byte init-data binding (:meth:`InitData.padded_digest`); zeros without init-data."""
+    """The 48-byte init-data binding: the digest cut or zero-padded to the field (the table's
+    rule, :meth:`arca.wire.tees.Tee.init_data_hash`); zeros without init-data."""
     if init_data is None:
         return bytes(INIT_DATA_HASH_SIZE)
-    return InitData.parse(init_data).padded_digest(INIT_DATA_HASH_SIZE)
+    digest = InitData.parse(init_data).digest()
+    return digest[:INIT_DATA_HASH_SIZE].ljust(INIT_DATA_HASH_SIZE, b"\0")
 
 
 @dataclass(frozen=True)
@@ -67,7 +88,7 @@ class Platform:
             svn=PLATFORM_SVN,
             debug=False,
         )
-        body = canonicalize(report.to_json())
+        body = canonicalize(report_json(report))
         sig = self.key.sign(body, ec.ECDSA(hashes.SHA384()))
         return SimEvidence(body, sig, (self.cert_pem, self.root_pem))
 

@@ -146,7 +146,7 @@ class VmBackend(Backend):
         from arca.wire.jcs import canonicalize
 
         cmdline = launch.cmdline(f"{extra['rootfs_root_hash']}:{extra['rootfs_data_blocks']}",
-                                 descriptor.measurement_hex())
+                                 descriptor.measurement().hex())
         record = {"version": 1, "tee": self.name, "machine": launch.MACHINE,
                   "vcpus": int(extra["vcpus"]), "kernel": extra["kernel"],
                   "initrd": extra["initrd"], "cmdline": cmdline}

@@ -1,12 +1,11 @@
-"""``arca.wire.lean``'s json and fnmatch stand-ins against the stdlib: the same value or the
-same error (type and message) as ``json.loads``/``json.dumps``/``fnmatch.fnmatchcase``, on
+"""``arca._internal.fastjson`` (the host fast paths' json) against the stdlib: the same value or
+the same error (type and message) as ``json.loads``/``json.dumps``, on
 generated values, on valid documents, on documents built from the pieces that trip parsers
 (brackets, quotes, escapes, NaN/Infinity, control characters, BOMs, UTF-16/32, trailing data)
 and on deep nesting."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arca.wire import lean
+from arca._internal import fastjson as lean
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
            | st.text(max_size=12))
@@ -99,18 +98,3 @@ def test_dumps_refuses_as_json_does() -> None:
     assert lean.json_dumps(odd) == json.dumps(odd)
     assert lean.json_dumps(odd, ensure_ascii=False) == json.dumps(odd, ensure_ascii=False)
 
-
-GLOB = st.text(alphabet="ab_*?[]!-", max_size=8)
-
-
-@settings(max_examples=1000, deadline=None)
-@given(st.text(alphabet="ab_-*?[]!", max_size=10), GLOB)
-def test_fnmatchcase_equals_fnmatch(name: str, pattern: str) -> None:
-    assert lean.fnmatchcase(name, pattern) == fnmatch.fnmatchcase(name, pattern)
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.lists(st.text(alphabet="AB_", max_size=3), min_size=1, max_size=5).map("*".join),
-       st.text(alphabet="AB_", max_size=12))
-def test_star_only_patterns_match_as_fnmatch_does(pattern: str, name: str) -> None:
-    assert lean.fnmatchcase(name, pattern) == fnmatch.fnmatchcase(name, pattern)

@@ -1,0 +1,178 @@
+"""TDX CC event log (CCEL) replay: the boot events a TD's firmware logged, checked against the
+RTMRs of its verified quote, so a policy may rely on the events (which kernel, which command
+line) and not only on the four opaque register values.
+
+What it does:
+
+1. Parse the log (:func:`parse`): the TCG2 crypto-agile format of the TCG PC Client Platform
+   Firmware Profile (PFP) 1.06 section 10.2. The first event is a ``TCG_PCR_EVENT`` (SHA-1
+   format, section 10.2.1) whose data is the ``TCG_EfiSpecIDEvent`` (section 10.4.5.1): the
+   digest algorithms of the log and their sizes. Every later event is a ``TCG_PCR_EVENT2``
+   (section 10.2.2): MR index (u32), event type (u32), ``TPML_DIGEST_VALUES`` (count u32, then
+   ``{algorithm u16, digest}``), event size (u32), event data. The ACPI CCEL area the firmware
+   reserved is padded after the last event: eight bytes of ``0xFF`` or of ``0x00`` where an
+   event would start end the log (as Trustee's ``deps/eventlog`` decides).
+2. Replay (:func:`replay`): UEFI 2.11 section 38.4.1 maps the CC MR index of an event to a TDX
+   register: 1..4 are RTMR0..3 (0 is MRTD, which the log never extends). Each RTMR starts at 48
+   zero bytes and becomes ``SHA-384(RTMR || digest)`` for each event of its index, in log
+   order; ``EV_NO_ACTION`` events are informational and never extended (PFP section 10.4.5).
+3. Check (:func:`check`): the replayed RTMRs equal the quote's, all four, or the evidence is
+   refused naming the first register that differs (Trustee: ``replay_and_match``).
+
+What it does not do: verify the quote (the caller passes claims of a verified one) or judge
+the events (that is the attestation policy's, on the claims :func:`claims` returns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from arca.errors import BindingMismatch, MalformedEvidence
+
+#: TCG algorithm IDs (TCG Algorithm Registry) whose digest sizes the log must declare.
+SHA384 = 0x000C
+EV_NO_ACTION = 0x3
+#: CC MR index of RTMR0 (UEFI 2.11 section 38.4.1); RTMR i is index i + 1.
+RTMR_BASE_INDEX = 1
+RTMR_COUNT = 4
+#: The TCG_EfiSpecIDEvent signature of a crypto-agile log (PFP section 10.4.5.1).
+SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
+#: Denial-of-service bounds: a real TD logs tens of events, each of at most a few KiB (EFI
+#: variables); the log itself is bounded by the broker's evidence size limit.
+MAX_EVENTS = 4096
+MAX_ALGORITHMS = 16
+#: Event-data prefixes naming the kernel, as Trustee's claims read them: TDVF's
+#: ``EV_EFI_...`` description (UTF-16 "kernel") and td-shim's ``UEFI_PLATFORM_FIRMWARE_BLOB2``
+#: description "td_payload" (length-prefixed).
+KERNEL_PREFIXES = ("kernel".encode("utf-16-le"), b"\x0btd_payload\0")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One ``TCG_PCR_EVENT2``: its CC MR index, type, SHA-384 digest and data."""
+
+    index: int
+    type: int
+    sha384: bytes
+    data: bytes
+
+
+def _bad(detail: str) -> MalformedEvidence:
+    return MalformedEvidence(f"tdx event log: {detail}", tee="tdx", field="cc_eventlog")
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise _bad(f"truncated in {what} at offset {self.pos}")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u16(self, what: str) -> int:
+        return int(struct.unpack("<H", self.take(2, what))[0])
+
+    def u32(self, what: str) -> int:
+        return int(struct.unpack("<I", self.take(4, what))[0])
+
+
+def _digest_sizes(spec_id: bytes) -> dict[int, int]:
+    """Algorithm -> digest size from the TCG_EfiSpecIDEvent (PFP table 20)."""
+    r = _Reader(spec_id)
+    if r.take(16, "the Spec ID event signature") != SPEC_ID_SIGNATURE:
+        raise _bad("the first event is not a crypto-agile Spec ID event (Spec ID Event03)")
+    r.take(8, "the Spec ID event header")  # platformClass, version, errata, uintnSize
+    count = r.u32("the algorithm count")
+    if not 0 < count <= MAX_ALGORITHMS:
+        raise _bad(f"the Spec ID event lists {count} algorithms")
+    sizes = {}
+    for _ in range(count):
+        alg, size = r.u16("an algorithm id"), r.u16("a digest size")
+        sizes[alg] = size
+    if sizes.get(SHA384) != 48:
+        raise _bad("the log does not carry SHA-384 digests (the TDX RTMR algorithm)")
+    r.take(r.take(1, "the vendor info size")[0], "the vendor info")
+    if r.pos != len(spec_id):
+        raise _bad("the Spec ID event has trailing bytes")
+    return sizes
+
+
+def parse(log: bytes) -> list[Event]:
+    """The events after the Spec ID event; :class:`MalformedEvidence` if the log is not one."""
+    r = _Reader(log)
+    r.take(8, "the first event header")  # PCR index, EV_NO_ACTION
+    r.take(20, "the first event's SHA-1 digest")
+    sizes = _digest_sizes(r.take(r.u32("the first event size"), "the Spec ID event"))
+    events: list[Event] = []
+    while r.pos < len(log):
+        if log[r.pos:r.pos + 8] in (b"\xff" * 8, bytes(8)):
+            break  # the padding of the CCEL area
+        if len(events) == MAX_EVENTS:
+            raise _bad(f"more than {MAX_EVENTS} events")
+        index, kind = r.u32("an MR index"), r.u32("an event type")
+        digests: dict[int, bytes] = {}
+        for _ in range(r.u32("a digest count")):
+            alg = r.u16("a digest algorithm")
+            if alg not in sizes or alg in digests:
+                raise _bad(f"event {len(events) + 1} has an undeclared or repeated digest "
+                           f"algorithm {alg:#06x}")
+            digests[alg] = r.take(sizes[alg], "a digest")
+        if SHA384 not in digests:
+            raise _bad(f"event {len(events) + 1} has no SHA-384 digest")
+        data = r.take(r.u32("an event size"), "event data")
+        events.append(Event(index, kind, digests[SHA384], data))
+    return events
+
+
+def replay(events: list[Event]) -> list[bytes]:
+    """RTMR0..3 as the events extend them (steps in the module docstring)."""
+    rtmrs = [bytes(48)] * RTMR_COUNT
+    for e in events:
+        if e.type == EV_NO_ACTION:
+            continue
+        i = e.index - RTMR_BASE_INDEX
+        if not 0 <= i < RTMR_COUNT:
+            raise _bad(f"an event extends CC MR index {e.index}, which is no RTMR")
+        rtmrs[i] = hashlib.sha384(rtmrs[i] + e.sha384).digest()
+    return rtmrs
+
+
+def check(events: list[Event], quote_rtmrs: list[bytes]) -> None:
+    """Refuse unless the replayed RTMRs are the quote's (its claims ``rtmr0``..``rtmr3``)."""
+    for i, (got, want) in enumerate(zip(replay(events), quote_rtmrs, strict=True)):
+        if not hmac.compare_digest(got, want):
+            raise BindingMismatch(
+                f"tdx event log does not replay to the quote's RTMR{i} (the log was changed, "
+                "or is another TD's)", tee="tdx", field=f"rtmr{i}", expected=want.hex(),
+                actual=got.hex())
+
+
+def claims(events: list[Event]) -> dict[str, Any]:
+    """What a policy may read of a checked log, as Trustee's ``ccel`` claims where cheap:
+    ``kernel`` (the digest of the kernel's event, if the firmware logged one) and the number
+    of events. Not the events themselves: the claims travel in the attestation token, sent
+    back in every resource request's head (a grub boot logs hundreds of events)."""
+    out: dict[str, Any] = {"events": len(events)}
+    kernel = next((e for e in events if e.data.startswith(KERNEL_PREFIXES)), None)
+    if kernel is not None:
+        out["kernel"] = kernel.sha384.hex()
+    return out
+
+
+def verify(log: bytes, rtmr_claims: dict[str, Any]) -> dict[str, Any]:
+    """Parse, replay and check ``log`` against verified claims ``rtmr0``..``rtmr3`` (hex);
+    return the ``ccel`` claims."""
+    try:
+        quote = [bytes.fromhex(rtmr_claims[f"rtmr{i}"]) for i in range(RTMR_COUNT)]
+    except (KeyError, TypeError, ValueError):
+        raise _bad("the verified claims carry no RTMRs to replay against") from None
+    events = parse(log)
+    check(events, quote)
+    return claims(events)
