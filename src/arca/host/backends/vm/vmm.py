@@ -269,7 +269,7 @@ def main() -> int:
                     answer = {"descriptor": read("descriptor.json"),
                               "process": read("process.json"),
                               "init_data": read("init-data.toml"),
-                              "terminal": size,
+                              "terminal": size and terminal_size(),  # its size now
                               "kernel": launch.get("kernel"), "initrd": launch.get("initrd")}
                     guest.send(answer)
                 elif op == "evidence":
