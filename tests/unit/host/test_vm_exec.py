@@ -7,6 +7,7 @@ evidence, and under a measured policy without ``allow_exec`` (ADR 0040). End to 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import pathlib
@@ -132,3 +133,57 @@ def test_guest_checks_the_exec_process_is_well_formed(guest_root: pathlib.Path) 
     with pytest.raises(WireFormatError, match="args"):
         vminit.start_exec({"exec": {"args": []}}, ALLOW)
     vminit.start_exec({"exec": PROCESS, "terminal": [21, 77]}, ALLOW)  # spawned (not run here)
+
+
+def test_the_exec_client_relays_binary_stdin_one_chunk_at_a_time_and_exits_with_the_status(
+        tmp_path: pathlib.Path) -> None:
+    """``vmm.py exec`` against a VMM played by this test (the real one is in the integration
+    tests): the request carries the process; stdin goes out in chunks, the next only after a
+    ``read``; output is written to fd 1/2 byte for byte; the exit status is the client's."""
+    import subprocess
+    import sys
+
+    sock_path = tmp_path / "exec.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    server.listen(1)
+    data = bytes(range(256)) * 300  # 76,800 bytes: three chunks
+    code = (f"import sys; sys.path.insert(0, {str(pathlib.Path(vmm.__file__).parent)!r}); "
+            f"import vmm; vmm.EXEC_SOCKET = {str(sock_path)!r}; "
+            "sys.exit(vmm.exec_client(sys.argv[1]))")
+    (tmp_path / "stdin").write_bytes(data)
+    with open(tmp_path / "stdin", "rb") as stdin:
+        client = subprocess.Popen([sys.executable, "-I", "-S", "-c", code, json.dumps(PROCESS)],
+                                  stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server.settimeout(30)
+    conn = server.accept()[0]
+    conn.settimeout(30)
+    lines = vmm.Lines(conn)
+    got: list[dict[str, object]] = []
+
+    def next_message() -> dict[str, object]:
+        while not got:
+            msgs = lines.recv()
+            assert msgs is not None, "the client hung up"
+            got.extend(msgs)
+        return got.pop(0)
+
+    assert next_message() == {"exec": PROCESS, "terminal": None}  # no terminal here
+    received = b""
+    while True:
+        msg = next_message()
+        assert set(msg) == {"data"} and not got, "one chunk in flight"
+        chunk = base64.b64decode(str(msg["data"]))
+        if not chunk:
+            break
+        assert len(chunk) <= vmm.STDIN_CHUNK
+        received += chunk
+        lines.send({"op": "read", "id": 3})
+    assert received == data
+    lines.send({"op": "out", "id": 3, "fd": 1, "data": base64.b64encode(data).decode()})
+    lines.send({"op": "out", "id": 3, "fd": 2, "data": base64.b64encode(b"err\n").decode()})
+    lines.send({"op": "exit", "id": 3, "status": 7})
+    out, err = client.communicate(timeout=30)
+    conn.close()
+    server.close()
+    assert (client.returncode, out, err) == (7, data, b"err\n")
