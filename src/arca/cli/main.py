@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "arca.cli.simtee_cmd",
     "arca.cli.image_cmd",
     "arca.cli.container_cmd",
+    "arca.cli.pause_cmd",
     "arca.cli.measure_cmd",
     "arca.cli.policy_cmd",
     "arca.cli.demo_cmd",

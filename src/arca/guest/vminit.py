@@ -9,10 +9,11 @@
    ``arca.desc=`` on the command line (so it is measured), the process and init-data are
    checked by the agent as under ``sim``. Write the launch record of what this VM booted
    (:func:`launch_record`) for the agent, which refuses a report not over it.
-4. Run the agent chrooted in the new root, its stdio on the ``arca.stdout``/``arca.stderr``
-   ports. Relay its evidence requests (a unix socket where ``sim`` has its device) and the
-   host's ``start`` (the ``go`` FIFO) and signals; report the workload's exit status and power
-   off.
+4. Run the agent chrooted in the new root, its output on the ``arca.stdout``/``arca.stderr``
+   ports (or a guest terminal's, ``-t``). Relay its evidence requests (a unix socket where
+   ``sim`` has its device), the host's ``start`` (the ``go`` FIFO), stdin, window size and
+   signals; run the execs the TD's measured policy allows (ADR 0040); report the workload's
+   exit status and power off.
 
 A failure before the agent runs goes to the host as exit status 125 (printed as one line).
 Only the standard library: device-mapper is driven with its ioctls (``linux/dm-ioctl.h``);
@@ -21,6 +22,7 @@ busybox does what the standard library cannot (insmod, mount, poweroff).
 
 from __future__ import annotations
 
+import binascii
 import fcntl
 import json
 import os
@@ -31,13 +33,16 @@ import sys
 import time
 
 from arca.guest.boundary import volume_refusal
-from arca.wire.descriptor import LaunchDescriptor
-from arca.wire.errors import PolicyDenied
+from arca.guest.policy import host_process
+from arca.wire.constants import EVIDENCE_PATH
+from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+from arca.wire.errors import ArcaError, PolicyDenied
 from arca.wire.initdata import ExecPolicy, InitData
 from arca.wire.jcs import canonicalize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 BB = "/bin/busybox"
@@ -93,6 +98,11 @@ def port(name: str) -> str:
     raise OSError(f"virtio-serial port {name} missing")
 
 
+def write_all(fd: int, data: bytes) -> None:
+    while data:  # a virtio-serial port takes at most 32 KiB per write
+        data = data[os.write(fd, data):]
+
+
 def dm_call(cmd: int, name: bytes, flags: int = 0, payload: bytes = b"", count: int = 0) -> int:
     size = struct.calcsize(DM_IOCTL_FMT)
     buf = bytearray(struct.pack(DM_IOCTL_FMT, 4, 0, 0, size + len(payload) + 4096, size, count,
@@ -118,25 +128,22 @@ def verity(device: str, root_hash: str, blocks: int) -> str:
 
 
 class Host:
-    """JSON lines over the control port; replies come in request order, signals any time."""
+    """JSON lines over the control port: replies in request order, events any time."""
 
     def __init__(self, path: str) -> None:
         self.fd, self.buf = os.open(path, os.O_RDWR), b""
-        self.signals: list[int] = []
+        self.events: list[dict[str, Any]] = []
 
     def send(self, obj: object) -> None:
-        os.write(self.fd, json.dumps(obj).encode() + b"\n")
+        write_all(self.fd, json.dumps(obj).encode() + b"\n")
 
     def read(self) -> list[dict[str, Any]]:
         self.buf += os.read(self.fd, 65536)
         *lines, self.buf = self.buf.split(b"\n")
-        out = []
+        out: list[dict[str, Any]] = []
         for line in lines:
             msg = json.loads(line)
-            if "signal" in msg:
-                self.signals.append(int(msg["signal"]))
-            else:
-                out.append(msg)
+            (self.events if "id" in msg else out).append(msg)
         return out
 
     def call(self, obj: object) -> dict[str, Any]:
@@ -193,7 +200,7 @@ def volume(tag: str, destination: str, readonly: bool, policy: ExecPolicy) -> No
        NEW + dest)
 
 
-def setup(host: Host) -> tuple[int, list[int] | None]:
+def setup(host: Host) -> dict[str, Any]:
     with open("/proc/cmdline") as f:  # QEMU's -append verbatim; the kernel adds the newline
         cmdline = f.read().removesuffix("\n")
     args = dict(a.partition("=")[::2] for a in cmdline.split())
@@ -242,7 +249,7 @@ def setup(host: Host) -> tuple[int, list[int] | None]:
     os.makedirs(NEW + "/etc", exist_ok=True)
     network()
     log("network up")
-    return loopback_port(inputs.get("init_data")), inputs.get("terminal")
+    return inputs
 
 
 def terminal(size: list[int]) -> tuple[int, int]:
@@ -255,31 +262,74 @@ def terminal(size: list[int]) -> tuple[int, int]:
     return master, slave
 
 
-def agent(out: str, err: str, size: list[int] | None = None) -> tuple[int, int | None]:
-    master, slave = terminal(size) if size else (None, None)
+# A process of the TD (id 0: the agent, then the workload; others: execs). The host's stdin
+# for it goes to ``stdin`` (a pipe, or the terminal's master); ``outs`` (fd -> 1|2) are read
+# and relayed to the host.
+class Proc:
+    def __init__(self, pid: int, stdin: int, outs: dict[int, int], tty: bool) -> None:
+        self.pid, self.pidfd, self.stdin, self.outs = pid, os.pidfd_open(pid), stdin, outs
+        self.tty, self.pending = tty, b""
+        os.set_blocking(stdin, False)  # a workload not reading its stdin must not stop us
+
+
+def spawn(run: Callable[[], None], size: list[int] | None, out: int = -1, err: int = -1
+          ) -> Proc:
+    # Fork ``run`` chrooted in the new root, in its own session, on a terminal of ``size`` or
+    # on pipes (stdout/stderr: ``out``/``err`` when given: the ports, read by the host).
+    if size:
+        master, slave = terminal(size)
+        stdin, child, outs = master, [slave] * 3, {master: 1}
+    else:
+        r, stdin = os.pipe()
+        child, outs = [r, out, err], {}
+        for n in (1, 2):
+            if child[n] < 0:
+                rd, child[n] = os.pipe()
+                outs[rd] = n
     pid = os.fork()
     if pid == 0:
-        try:
-            if slave is not None:  # the workload's controlling terminal, as runc gives it
-                os.setsid()
+        try:  # as runc: a session, the terminal as controlling terminal
+            os.setsid()
+            if size:
                 fcntl.ioctl(slave, TIOCSCTTY, 0)
-                for fd in (0, 1, 2):
-                    os.dup2(slave, fd)
-            else:
-                os.dup2(os.open(out, os.O_RDWR), 0)
-                os.dup2(0, 1)
-                os.dup2(os.open(err, os.O_WRONLY), 2)
+            for n, fd in enumerate(child):
+                os.dup2(fd, n)
             os.chroot(NEW)
             os.chdir("/")
-            loader = "/.arca/lib/ld-linux-x86-64.so.2"
-            os.execve(loader, [  # noqa: S606 - no shell, by design
-                loader, "--library-path", "/.arca/lib", "/.arca/bin/python3", "-I", "-S", "-B",
-                "-c", "import sys; from arca.guest.agent import main; sys.exit(main())"], {})
-        finally:
-            os._exit(127)
-    if slave is not None:
-        os.close(slave)
-    return pid, master
+            run()
+        except BaseException as e:  # noqa: BLE001 - said on its stderr, as a shell would
+            print(f"arca-vminit: error: {e}", file=sys.stderr, flush=True)
+            os._exit(127 if isinstance(e, FileNotFoundError) else 126)
+    for fd in set(child) - {out, err}:
+        os.close(fd)
+    return Proc(pid, stdin, outs, bool(size))
+
+
+def run_agent() -> None:
+    loader = "/.arca/lib/ld-linux-x86-64.so.2"
+    os.execve(loader, [  # noqa: S606 - no shell, by design
+        loader, "--library-path", "/.arca/lib", "/.arca/bin/python3", "-I", "-S", "-B",
+        "-c", "import sys; from arca.guest.agent import main; sys.exit(main())"], {})
+
+
+def start_exec(request: dict[str, Any], init_data: str | None) -> Proc:
+    # An exec the host asks for. The host is not trusted to have applied the policy: it runs
+    # only once the agent has checked that the evidence binds the init-data we hold (then it
+    # wrote ``evidence.json``), and only if that measured policy sets ``allow_exec``.
+    from arca.guest.agent import become_workload
+
+    if not os.path.exists(NEW + EVIDENCE_PATH):
+        raise PolicyDenied("exec refused in the TD: its workload has not started")
+    if init_data is None or not InitData.parse(init_data.encode()).policy.allow_exec:
+        raise PolicyDenied("exec refused in the TD: its measured execution policy does not "
+                           "set allow_exec")
+    spec = host_process(request["exec"])
+
+    def run() -> None:
+        become_workload(spec)
+        os.execvpe(spec.args[0], list(spec.args),  # noqa: S606 - no shell, by design
+                   dict(e.partition("=")[::2] for e in spec.env))
+    return spawn(run, request.get("terminal"))
 
 
 class Relay:
@@ -312,33 +362,61 @@ class Relay:
         other.close()
 
 
-def copy_terminal(master: int, out: int) -> bool:
-    """The terminal's output to the stdout port; False once the terminal is closed."""
+def pump(host: Host, i: int, p: Proc, fd: int, out: int) -> None:
+    """Output of process ``i`` to the host (the workload's terminal: the stdout port)."""
     try:
-        data = os.read(master, 65536)
+        data = os.read(fd, 65536)
     except OSError:  # EIO: the last holder of the terminal is gone
         data = b""
-    if data:
-        os.write(out, data)
-    return bool(data)
+    if not data:
+        del p.outs[fd]
+        if fd != p.stdin:
+            os.close(fd)
+    elif i == 0:
+        write_all(out, data)
+    else:
+        host.send({"op": "out", "id": i, "fd": p.outs[fd],
+                   "data": binascii.b2a_base64(data, newline=False).decode()})
 
 
-def supervise(host: Host, started: tuple[int, int | None], relay_port: int, out: str) -> int:
-    """Relay evidence, ``go``, signals (and the loopback KBS); the workload's exit status."""
+def event(host: Host, procs: dict[int, Proc], e: dict[str, Any], init_data: str | None
+          ) -> None:
+    # From the host for process ``id``: exec, signal, window size, stdin (``""``: EOF). The
+    # host sends more stdin only after our ``read`` (so it never piles up in guest RAM).
+    p = procs.get(i := int(e["id"]))
+    if "exec" in e and i not in procs:
+        try:
+            procs[i] = start_exec(e, init_data)
+        except (ArcaError, OSError, ValueError) as x:
+            host.send({"op": "exit", "id": i, "status": 126, "error": str(x)})
+    elif p is None:
+        return
+    elif "signal" in e:
+        os.kill(p.pid, int(e["signal"]))
+    elif "winch" in e and p.tty:  # the kernel sends SIGWINCH to its foreground
+        fcntl.ioctl(p.stdin, TIOCSWINSZ, struct.pack("HHHH", *map(int, e["winch"]), 0, 0))
+    elif e.get("data"):
+        p.pending += binascii.a2b_base64(e["data"])
+    elif "data" in e and not p.tty and p.stdin >= 0:
+        os.close(p.stdin)  # end of file
+        p.stdin = -1
+
+
+def supervise(host: Host, procs: dict[int, Proc], relay_port: int, out: int,
+              init_data: str | None) -> int:
+    """Relay evidence, ``go``, processes' I/O, signals, execs; the workload's exit status."""
     ev = socket.socket(socket.AF_UNIX)
     ev.bind(f"{TEE_DIR}/sim.sock")
     ev.listen(4)
     relay = Relay(relay_port) if relay_port else None
-    pid, master = started
-    out_fd = os.open(out, os.O_WRONLY) if master is not None else -1
     log("agent started")
-    pidfd, go = os.pidfd_open(pid), False
+    go = False
     waiting: list[socket.socket] = []
     host.send({"op": "go"})
     while True:
-        for sig in host.signals:
-            os.kill(pid, sig)
-        host.signals.clear()
+        for e in host.events:
+            event(host, procs, e, init_data)
+        host.events.clear()
         if go:
             try:
                 fd = os.open(f"{TEE_DIR}/go", os.O_WRONLY | os.O_NONBLOCK)
@@ -347,21 +425,38 @@ def supervise(host: Host, started: tuple[int, int | None], relay_port: int, out:
                 go = False
             except OSError:
                 pass  # the agent has not opened it yet (ENXIO): retried every 10 ms
-        fds: list[Any] = [host.fd, ev, pidfd, *(relay.fds() if relay else []),
-                          *([master] if master is not None else [])]
-        ready = select.select(fds, [], [], 0.01 if go else None)[0]
+        fds: list[Any] = [host.fd, ev, *(relay.fds() if relay else [])]
+        for p in procs.values():
+            fds += [p.pidfd, *p.outs]
+        ready, writable, _ = select.select(fds, [p.stdin for p in procs.values() if p.pending],
+                                           [], 0.01 if go else None)
         for s in ready:
             if relay and (s is relay.listener or s in relay.peer):
                 relay.ready(s)
-        if master is not None and master in ready and not copy_terminal(master, out_fd):
-            master = None
-        if pidfd in ready:
-            while master is not None and select.select([master], [], [], 0.05)[0] and \
-                    copy_terminal(master, out_fd):
-                pass
-            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            log(f"workload exited: {code}")
-            return 128 - code if code < 0 else code  # killed by a signal: as a shell says
+        for i, p in list(procs.items()):
+            if p.stdin in writable:
+                try:
+                    p.pending = p.pending[os.write(p.stdin, p.pending):]
+                except OSError:  # EPIPE: nobody reads it any more
+                    p.pending = b""
+                if not p.pending:
+                    host.send({"op": "read", "id": i})
+            for fd in [fd for fd in p.outs if fd in ready]:
+                pump(host, i, p, fd, out)
+            if p.pidfd not in ready:
+                continue
+            while p.outs and (r := select.select(list(p.outs), [], [], 0.05)[0]):
+                for fd in r:
+                    pump(host, i, p, fd, out)
+            code = os.waitstatus_to_exitcode(os.waitpid(p.pid, 0)[1])
+            status = 128 - code if code < 0 else code  # killed by a signal: as a shell says
+            if i == 0:
+                log(f"workload exited: {code}")
+                return status
+            for fd in {p.stdin, p.pidfd, *p.outs} - {-1}:
+                os.close(fd)
+            del procs[i]
+            host.send({"op": "exit", "id": i, "status": status})
         if ev in ready:
             conn = ev.accept()[0]
             log("evidence requested")
@@ -394,9 +489,11 @@ def main() -> None:
         sh("mount", "-t", "configfs", "configfs", "/sys/kernel/config")
         log("modules loaded")
         host = Host(port("arca.ctl"))
-        out, err = port("arca.stdout"), port("arca.stderr")
-        relay_port, size = setup(host)
-        status = supervise(host, agent(out, err, size), relay_port, out)
+        out, err = (os.open(port(n), os.O_WRONLY) for n in ("arca.stdout", "arca.stderr"))
+        inputs = setup(host)
+        init_data = inputs.get("init_data")
+        status = supervise(host, {0: spawn(run_agent, inputs.get("terminal"), out, err)},
+                           loopback_port(init_data), out, init_data)
         host.send({"op": "exit", "status": status})
     except BaseException as e:  # noqa: BLE001 - PID 1 must not die: the kernel would panic
         log(f"{e!r}")

@@ -43,6 +43,11 @@ owns what is specific to its TEE. Contract of each method:
     relays it rather than replacing it.
 ``check_exec(launch, process)``
     ``exec``: raise ``PolicyDenied`` unless the TD's measured policy allows ``process``.
+``exec_process(launch, process)``
+    ``exec`` (after ``check_exec``): the process ``runc exec`` is to start in the container in
+    place of ``process``, or ``None`` for ``process`` itself (the TD is the container). A VM
+    backend's stands in for it and hands it to the guest, which checks it again: an exec
+    must never run silently in the VMM's host-side container.
 ``undo(cid)``
     Remove the backend's side effects of any prefix of ``prepare`` (registration, platform
     objects). Idempotent, safe with nothing to undo, safe after ``kill -9`` of a ``create`` and
@@ -231,6 +236,9 @@ class Backend:
         from arca.host.runtime.execpolicy import check_exec
 
         check_exec(launch.cid, launch.td_dir, process)
+
+    def exec_process(self, launch: Launch, process: dict[str, Any]) -> dict[str, Any] | None:
+        return None
 
     def undo(self, cid: str) -> None:
         raise NotImplementedError

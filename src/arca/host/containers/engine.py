@@ -773,6 +773,22 @@ class Engine:
             raise ContainerError(f"kill {rec.name}: {err.strip() or f'runtime exited {code}'}")
         return rec
 
+    def pause(self, ref: str, *, resume: bool = False) -> ContainerRecord:
+        """Freeze every process of the container (``runc pause``: its cgroup's freezer), or
+        thaw them (``resume``). A ``vm`` container's processes are its VMM and QEMU: the
+        whole VM stops, guest clock and all, and goes on where it stopped."""
+        rec = self.store.find(ref)
+        if not rec.is_alive():
+            raise StateError(f"container {rec.name} is not running")
+        if rec.paused == (not resume):
+            raise StateError(f"container {rec.name} is {'' if resume else 'already '}"
+                             f"{'not paused' if resume else 'paused'}")
+        verb = "resume" if resume else "pause"
+        code, err = spawn.run_capturing_stderr([*runtime_argv(), verb, rec.id])
+        if code != 0:
+            raise ContainerError(f"{verb} {rec.name}: {err.strip() or f'runtime exited {code}'}")
+        return self.store.update(rec.id, paused=not resume)
+
     def wait(self, ref: str, poll_s: float = 0.05) -> int:
         """Block until the container has exited; its exit code (podman's ``wait``). A
         container whose supervisor was killed has no recorded code: -1."""

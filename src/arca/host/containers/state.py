@@ -98,7 +98,7 @@ _FIELDS: dict[str, Any] = {
     "id": _REQ, "name": _REQ, "image": _REQ, "image_digest": _REQ, "tee": _REQ, "args": _REQ,
     "created": _REQ, "status": "created", "pid": 0, "monitor_pid": 0, "exit_code": None,
     "started": None, "finished": None, "auto_remove": False, "detached": False, "error": None,
-    "process": dict, "tty": False, "interactive": False,
+    "process": dict, "tty": False, "interactive": False, "paused": False,
 }
 _REQUIRED = tuple(k for k, v in _FIELDS.items() if v is _REQ)
 
@@ -126,6 +126,7 @@ class ContainerRecord:
     process: dict[str, Any]
     tty: bool  # the process has a pseudo-terminal (-t)
     interactive: bool  # the foreground process reads arca run's stdin (-i)
+    paused: bool  # frozen by arca pause (runc pause), until arca unpause
 
     def __init__(self, **fields: Any) -> None:
         unknown = set(fields) - set(_FIELDS)
@@ -177,7 +178,7 @@ class ContainerRecord:
             return "exited (lost)"
         if self.status == "exited":
             return f"exited ({self.exit_code})"
-        return self.status
+        return "paused" if self.status == "running" and self.paused else self.status
 
 
 class ContainerStore:

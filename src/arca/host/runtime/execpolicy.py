@@ -19,9 +19,9 @@ evidence, so the policy is measured too. Two host-side rules follow from it:
   same policy, whatever the runtime did.
 
 * **exec.** ``arca-runtime exec`` into a TD is refused unless the measured policy sets
-  ``allow_exec``. This is a convenience an honest host enforces (a hostile one can call runc
-  directly); a real TEE backend refuses it by construction (there is no exec into a VM TD
-  without the agent), see ``docs/secrets.md``.
+  ``allow_exec``. On ``sim`` this is a convenience an honest host enforces (a hostile one can
+  call runc directly); a VM backend's guest checks every exec again against the measured
+  policy it holds (ADR 0040), see ``docs/secrets.md``.
 
 What it does not do: decide anything for containers without init-data other than "no exec".
 """

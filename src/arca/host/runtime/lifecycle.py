@@ -548,4 +548,28 @@ def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
         if not isinstance(process, dict):
             raise InvalidInput(f"exec process file {opts.process} must hold a JSON object")
         check_exec_allowed(saved, process)
+        replaced = _backend(saved).exec_process(_launch(saved), process)
+        if replaced is not None:
+            argv = _with_process(argv, opts, replaced, saved)
     exec_runc(cfg.runc, argv)
+
+
+def _with_process(argv: list[str], opts: argparse.Namespace, process: dict[str, Any],
+                  saved: st.ContainerState) -> list[str]:
+    """``argv`` with ``--process`` naming ``process``: a memfd this process passes on to runc
+    (``/proc/self/fd/N``), so nothing is left on disk whatever happens to runc."""
+    if not opts.process:
+        raise InvalidInput(f"exec into {saved.tee} container {saved.id} needs --process (as "
+                           "containerd and arca give it)")
+    fd = os.memfd_create("arca-exec-process", 0)  # inherited by runc: no MFD_CLOEXEC
+    os.write(fd, json.dumps(process).encode())
+    out = list(argv)
+    for i, arg in enumerate(out):  # the option precedes the id and any command
+        name, eq, _ = arg.partition("=")
+        if name in ("--process", "-process", "-p"):
+            if eq:
+                out[i] = f"{name}=/proc/self/fd/{fd}"
+            else:
+                out[i + 1] = f"/proc/self/fd/{fd}"
+            break
+    return out

@@ -200,6 +200,17 @@ class VmBackend(Backend):
                               "changed during create)")
         return rewrite_config(config, td, vm, shares, own_virtiofsd)
 
+    def exec_process(self, launch: Launch, process: dict[str, Any]) -> dict[str, Any] | None:
+        """The VMM's exec client (``vmm.py exec PROCESS``) in place of ``process``: runc starts
+        it in the VMM's container with the exec's stdio or terminal, pid file and signals; it
+        hands ``process`` to the guest, which runs it only if the TD's measured policy allows
+        it (ADR 0040). Runs as root in the VMM's container, like the VMM."""
+        client = {k: v for k, v in process.items() if k not in ("args", "env", "cwd", "user")}
+        client.update(args=[VMM_PYTHON, "-I", "-S", "/arca-vmm/vmm.py", "exec",
+                            json.dumps(process)],
+                      env=["PATH=/usr/bin:/bin"], cwd="/", user={"uid": 0, "gid": 0})
+        return client
+
     def undo(self, cid: str) -> None:
         self._client().unregister(cid)
 

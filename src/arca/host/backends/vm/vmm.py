@@ -12,8 +12,19 @@ record and the volumes (tag, destination, read-only): untrusted, checked in the 
 ``{"op": "evidence", "request": LINE}`` (relayed to the sim platform's per-TD socket, which
 signs the report over the launch measurement it computed), ``{"op": "go"}`` (answered when the
 runtime's ``start`` writes the ``go`` FIFO), ``{"op": "exit", "status": N}``. Host -> guest:
-replies in request order, and ``{"signal": N}`` for the signals this process receives (the
-guest delivers them to the workload; ``ctr task kill``/``arca stop``).
+replies in request order, and *events* for a process of the TD any time (ADR 0040): ``id`` 0
+is the workload, others are execs. ``{"id": I, "signal": N}`` (the signals this process
+receives: ``ctr task kill``/``arca stop``), ``{"id": I, "data": BASE64}`` (stdin; ``""``: end
+of file; the next chunk only after the guest's ``{"op": "read", "id": I}``),
+``{"id": I, "winch": [ROWS, COLS]}`` (``-t``: this terminal was resized),
+``{"id": I, "exec": PROCESS, "terminal": [ROWS, COLS] | null}`` (an exec, which the guest
+checks against the TD's measured policy); the guest answers an exec with
+``{"op": "out", "id": I, "fd": 1|2, "data": BASE64}`` and ``{"op": "exit", "id": I,
+"status": N[, "error": MESSAGE]}``.
+
+Execs reach the VMM on ``EXEC_SOCKET`` from ``vmm.py exec PROCESS`` (:func:`exec_client`),
+which ``arca-runtime exec`` has ``runc exec`` start in this container in place of the
+requested process: nothing the host asks for ever runs in this (host-side) container.
 
 Exit status: the workload's, as the guest reported it; otherwise 125 with one line naming the
 cause (QEMU failed, the guest panicked or never reported, ...) and the console's last lines.
@@ -21,6 +32,7 @@ cause (QEMU failed, the guest panicked or never reported, ...) and the console's
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -30,7 +42,15 @@ import subprocess
 import sys
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 TD = "/run/arca-vm"
+#: Where the VMM takes exec requests (``vmm.py exec``, started by ``runc exec`` in this
+#: container); in the VMM's private scratch tmpfs (``launch.IN_CONTAINER_SCRATCH``).
+EXEC_SOCKET = "/run/vmm/exec.sock"
+STDIN_CHUNK = 32768
 #: A guest that has not asked for its inputs this long after QEMU started is considered dead
 #: (boot takes ~5 s under TCG on one busy core; the bound only catches a wedged VM).
 BOOT_TIMEOUT_S = float(os.environ.get("ARCA_VM_BOOT_TIMEOUT", "120"))
@@ -119,6 +139,41 @@ def start_virtiofsd(argvs: list[list[str]]) -> None:
                           f"exited: {why[0] if why else DAEMONS[-1].returncode}")
 
 
+class Lines:
+    """JSON lines over a stream socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def send(self, obj: object) -> None:
+        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+
+    def recv(self) -> list[dict[str, Any]] | None:
+        """The complete lines that arrived; ``None`` at end of stream."""
+        data = self.sock.recv(65536)
+        if not data:
+            return None
+        *lines, self.buf = (self.buf + data).split(b"\n")
+        return [json.loads(line) for line in lines]
+
+
+def read_stdin(fd: int) -> str:
+    """One chunk of ``fd`` as base64 (``""``: end of file, also for a terminal hung up)."""
+    try:
+        data = os.read(fd, STDIN_CHUNK)
+    except OSError:
+        data = b""
+    return base64.b64encode(data).decode()
+
+
+def raw_terminal(fd: int) -> None:
+    """The guest's terminal does the line discipline (echo, ^C, CR/LF): this one passes bytes
+    through unchanged, or every typed key would echo twice and every newline gain a CR."""
+    import tty
+
+    tty.setraw(fd)
+
+
 def main() -> int:
     with open(f"{TD}/launch.json", encoding="utf-8") as f:
         launch = json.load(f)
@@ -128,19 +183,28 @@ def main() -> int:
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(ctl_path)
     listener.listen(1)
+    execs = socket.socket(socket.AF_UNIX)
+    execs.bind(EXEC_SOCKET)
+    execs.listen(8)
     # Held open read-write: the runtime's non-blocking open of ``go`` succeeds once we are up.
     go = os.open(f"{TD}/go", os.O_RDWR | os.O_NONBLOCK)
     pending: list[int] = []
+    winch: list[int] = []
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                 signal.SIGUSR2):
         signal.signal(sig, lambda n, _f: pending.append(n))
+    size = terminal_size()
+    if size is not None:  # -t: the container's terminal (its size follows ctr/arca resizes)
+        raw_terminal(1)
+        signal.signal(signal.SIGWINCH, lambda n, _f: winch.append(n))
     try:
         start_virtiofsd(launch.get("virtiofsd") or [])
     except OSError as e:
         return fail(str(e))
     try:
-        qemu = subprocess.Popen(argv, stdin=0, stdout=1, stderr=2, close_fds=True)
+        qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=1, stderr=2,
+                                close_fds=True)
     except OSError as e:
         return fail(f"cannot start {argv[0]}: {e.strerror}")
     # QEMU connects as it starts; wait in short steps so that a QEMU that died (killed from
@@ -162,9 +226,16 @@ def main() -> int:
         if time.monotonic() > deadline:
             return fail("QEMU did not connect to the control port", qemu)
     conn.setblocking(True)
-    buf, wants_go, started = b"", False, time.monotonic()
+    guest = Lines(conn)
+    wants_go, started = False, time.monotonic()
     status: int | None = None
     asked = False
+    #: Our stdin goes to the workload (process 0) once the guest runs it, one chunk at a
+    #: time: the next only after the guest's ``read`` (nothing piles up in guest RAM).
+    stdin_open, stdin_credit = False, True
+    #: exec'd processes: id -> the client connection (``vmm.py exec`` run by ``runc exec``)
+    clients: dict[int, Lines] = {}
+    next_id = 1
     while True:
         while pending:
             n = pending.pop(0)
@@ -172,38 +243,75 @@ def main() -> int:
                 qemu.kill()
                 qemu.wait()
                 return 128 + n
-            conn.sendall(json.dumps({"signal": n}).encode() + b"\n")
-        fds = [conn] + ([go] if wants_go else [])
+            guest.send({"id": 0, "signal": n})
+        if winch:
+            winch.clear()
+            if (size := terminal_size()) is not None:
+                guest.send({"id": 0, "winch": size})
+        fds: list[Any] = [conn, execs, *(c.sock for c in clients.values())]
+        fds += [go] if wants_go else []
+        fds += [0] if stdin_open and stdin_credit else []
         try:
             ready = select.select(fds, [], [], 0.2)[0]
         except InterruptedError:
             continue
         if go in ready and os.read(go, 1):
             wants_go = False
-            conn.sendall(b'{"op": "go"}\n')
+            guest.send({"op": "go"})
+        if 0 in ready:
+            data = read_stdin(0)
+            guest.send({"id": 0, "data": data})
+            stdin_open, stdin_credit = bool(data), False
+        if execs in ready:
+            client = Lines(execs.accept()[0])
+            clients[next_id] = client
+            next_id += 1
+        for i, client in list(clients.items()):
+            if client.sock not in ready:
+                continue
+            try:
+                msgs = client.recv()
+            except (OSError, ValueError):
+                msgs = None
+            if msgs is None:  # the client is gone (SIGKILL): so is its process
+                client.sock.close()
+                del clients[i]
+                guest.send({"id": i, "signal": int(signal.SIGKILL)})
+                continue
+            for msg in msgs:
+                guest.send({**msg, "id": i})
         if conn in ready:
-            data = conn.recv(65536)
-            if not data:
+            msgs = guest.recv()
+            if msgs is None:
                 break
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                msg = json.loads(line)
+            for msg in msgs:
                 op = msg.get("op")
-                if op == "inputs":
+                if msg.get("id"):  # an exec'd process's output, exit or stdin credit
+                    to = clients.get(int(msg["id"]))
+                    if to is not None:
+                        try:
+                            to.send(msg)
+                        except OSError:
+                            pass  # gone: its SIGKILL follows when we see it
+                        if op == "exit":
+                            to.sock.close()
+                            del clients[int(msg["id"])]
+                elif op == "inputs":
                     asked = True
                     answer = {"descriptor": read("descriptor.json"),
                               "process": read("process.json"),
                               "init_data": read("init-data.toml"),
-                              "terminal": terminal_size(),
+                              "terminal": size and terminal_size(),  # its size now
                               "kernel": launch.get("kernel"), "initrd": launch.get("initrd"),
                               "volumes": launch.get("volumes") or []}
-                    conn.sendall(json.dumps(answer).encode() + b"\n")
+                    guest.send(answer)
                 elif op == "evidence":
-                    answer = {"op": "evidence", "answer": relay_evidence(str(msg["request"]))}
-                    conn.sendall(json.dumps(answer).encode() + b"\n")
-                elif op == "go":
-                    wants_go = True
+                    guest.send({"op": "evidence",
+                                "answer": relay_evidence(str(msg["request"]))})
+                elif op == "go":  # the guest runs its agent: it now takes our stdin too
+                    wants_go = stdin_open = True
+                elif op == "read":
+                    stdin_credit = True
                 elif op == "exit":
                     status = int(msg["status"])
                     if msg.get("error"):
@@ -213,6 +321,8 @@ def main() -> int:
             break
         if not asked and time.monotonic() - started > BOOT_TIMEOUT_S:
             return fail(f"the guest did not report within {BOOT_TIMEOUT_S:.0f}s", qemu)
+    for client in clients.values():
+        client.sock.close()  # their processes went with the VM
     rc = qemu.wait()
     if status is None:
         return fail(f"the VM stopped (QEMU status {rc}) without reporting the workload's exit "
@@ -230,7 +340,68 @@ def reap_daemons() -> None:
             p.wait()
 
 
+
+def exec_client(process_json: str) -> int:
+    """``vmm.py exec PROCESS``: what ``runc exec`` runs in the VMM's container for an exec
+    into the VM (the runtime rewrites the exec's process to this). It hands ``PROCESS`` to the
+    VMM, which hands it to the guest (which checks it against the TD's measured policy), and
+    relays this process's stdio, terminal size and signals; it exits with the process's
+    status."""
+    process = json.loads(process_json)
+    size = terminal_size() if process.get("terminal") else None
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect(EXEC_SOCKET)
+    except OSError as e:
+        print(f"arca-vm: error: exec: the VM monitor is not running ({e.strerror})",
+              file=sys.stderr, flush=True)
+        return 125
+    vmm = Lines(sock)
+    vmm.send({"exec": process, "terminal": size})
+    if size is not None:
+        raw_terminal(0)
+    events: list[dict[str, Any]] = []
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                signal.SIGUSR2):
+        signal.signal(sig, lambda n, _f: events.append({"signal": n}))
+    signal.signal(signal.SIGWINCH, lambda n, _f: events.append({"winch": terminal_size()}))
+    stdin_open, credit = True, True
+    while True:
+        while events:
+            event = events.pop(0)
+            if event.get("winch", 0) is not None:
+                vmm.send(event)
+        try:
+            fds: list[Any] = [sock, *([0] if stdin_open and credit else [])]
+            ready = select.select(fds, [], [], 0.2)[0]
+        except InterruptedError:
+            continue
+        if 0 in ready:
+            data = read_stdin(0)
+            vmm.send({"data": data})
+            stdin_open, credit = bool(data), False
+        if sock not in ready:
+            continue
+        msgs = vmm.recv()
+        if msgs is None:
+            print("arca-vm: error: exec: the VM stopped", file=sys.stderr, flush=True)
+            return 137  # as runc's exec'd processes when the container's init dies
+        for msg in msgs:
+            if msg.get("op") == "out":
+                os.write(2 if msg.get("fd") == 2 else 1, base64.b64decode(msg["data"]))
+            elif msg.get("op") == "read":
+                credit = True
+            elif msg.get("op") == "exit":
+                if msg.get("error"):
+                    print(f"arca-vm: error: guest: {str(msg['error'])[:500]}",
+                          file=sys.stderr, flush=True)
+                return int(msg["status"])
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["exec"]:
+        sys.exit(exec_client(sys.argv[2]))
     try:
         code = main()
     finally:
