@@ -126,7 +126,7 @@ def test_detached_interactive_is_refused(world: tuple[str, dict[str, str]],
                                          tmp_path: pathlib.Path) -> None:
     image, env = world
     res = arca(env, "run", "-d", "-i", image, "true")
-    assert res.returncode == 2 and "-i needs the foreground" in res.stderr
+    assert res.returncode == 125 and "-i needs the foreground" in res.stderr
     assert res.stderr.count("\n") == 1
     assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
 

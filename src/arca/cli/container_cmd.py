@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
                                     "namespace: outbound access, ports only with -p) | host "
                                     "(the host's network) | none (loopback only)."),
         publish: list[str] = typer.Option(None, "--publish", "-p", help="[IP:]HOST_PORT:"
-                                          "CONTAINER_PORT[/tcp|udp]: publish a port of the "
-                                          "container on the host."),
+                                          "CONTAINER_PORT (/tcp or /udp after it): publish a port "
+                                          "of the container on the host."),
         entrypoint: str = typer.Option(None, "--entrypoint", help="In place of the image's "
                                        "Entrypoint (and its Cmd; \"\" for none)."),
         user: str = typer.Option(None, "--user", "-u", help="USER[:GROUP] (name or id) in "
