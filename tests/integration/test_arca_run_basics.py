@@ -53,7 +53,7 @@ def test_volumes_rw_and_ro(world, tmp_path: pathlib.Path) -> None:  # type: igno
     assert res.stdout == "from host\n"
     assert (rw / "out").read_text() == "out\n"
     assert not (ro / "no").exists()
-    res = arca(env, "run", "--rm", "-v", "relative-missing:/x", image, "true")
+    res = arca(env, "run", "--rm", "-v", "./relative-missing:/x", image, "true")
     assert res.returncode == 125 and "does not exist" in res.stderr
     assert "Traceback" not in res.stderr
 

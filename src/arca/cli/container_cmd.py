@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option(None, "--name", help="Container name."),
         rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
         env: list[str] = typer.Option(None, "--env", "-e", help="K=V environment variable."),
-        volume: list[str] = typer.Option(None, "--volume", "-v", help="SRC:DST[:ro] bind."),
+        volume: list[str] = typer.Option(None, "--volume", "-v", help="SRC:DST[:ro]: a host "
+                                         "path (/... or ./...) or a named volume (created "
+                                         "if missing; arca volume)."),
         tee: str = typer.Option(DEFAULT_TEE, "--tee", help="sim (a software TD: isolates the "
                                 "container from other containers, never from this host) | "
                                 "none (plain runc)."),

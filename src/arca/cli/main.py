@@ -15,6 +15,8 @@ from arca.wire.errors import ArcaError, ConfigError, InvalidInput
 # No typing or contextlib at run time (~6 ms): `arca run` starts here every time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     import typer
 
 #: Command modules, each owning one group of commands. A module that fails to import is a bug
@@ -25,6 +27,7 @@ COMMAND_MODULES = (
     "arca.cli.simtee_cmd",
     "arca.cli.image_cmd",
     "arca.cli.container_cmd",
+    "arca.cli.volume_cmd",
     "arca.cli.measure_cmd",
     "arca.cli.policy_cmd",
     "arca.cli.demo_cmd",
@@ -105,7 +108,7 @@ def _run_typer(args: list[str]) -> None:
 
     # click's UsageError, whichever click typer uses (recent typers vendor their own copy):
     # the base class of typer's public BadParameter.
-    usage = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    usage: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     old = usage.exit_code
     if not args or args[0] not in OWN_CODES:
         usage.exit_code = OWN_ERROR  # class attribute: every UsageError click raises

@@ -319,6 +319,15 @@ class Engine:
                 mount_overlay(rootfs, lowers, os.path.join(d, "upper"), os.path.join(d, "work"),
                               volatile=opts.auto_remove)
             os.chmod(rootfs, 0o755)  # noqa: S103 - the container's /
+            # named volumes: created if missing, recorded as this container's
+            named = [v for v in volumes if v.volume is not None]
+            if named:
+                from arca.host.containers.volumes import VolumeStore
+
+                paths = VolumeStore(containers=self.store).attach(
+                    rec.id, [str(v.volume) for v in named])
+                for v, path in zip(named, paths, strict=True):
+                    v.source = path
             if config is not None:
                 from pathlib import Path
 
