@@ -5,14 +5,20 @@ or out of it)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pathlib
 import stat
+import subprocess
+import tarfile
+import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
+from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
 from tests.support.images import build_busybox_image
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
@@ -82,3 +88,96 @@ def test_volume_in_a_td_obeys_the_measured_policy(world: tuple[str, dict[str, st
                "vpol:/allowed", image, "sh", "-c", "echo ok > /allowed/x && echo ran")
     assert (res.returncode, res.stdout) == (0, "ran\n"), res.stderr
     assert arca(env, "volume", "rm", "vpol").returncode == 0
+
+
+def _wait_for(env: dict[str, str], name: str, path: str) -> None:
+    deadline = time.monotonic() + 60
+    while arca(env, "exec", name, "test", "-e", path).returncode != 0:
+        assert time.monotonic() < deadline, arca(env, "logs", name).stdout
+        time.sleep(0.1)
+
+
+def test_cp_both_ways_and_symlinks_never_reach_the_host(world: tuple[str, dict[str, str]],
+                                                         tmp_path: pathlib.Path) -> None:
+    image, env = world
+    hostdir = pathlib.Path(tempfile.mkdtemp(prefix="arca-cp-hostdir-"))
+    host_shadow = pathlib.Path("/etc/shadow").read_bytes()
+    # the container plants symlinks toward the host's files and directories
+    plant = (f"echo container-shadow > /etc/shadow; mkdir -p /d/sub; echo one > /d/a; "
+             f"echo two > /d/sub/b; ln -s a /d/rel; ln -s /etc/shadow /x; "
+             f"ln -s ../../../../../../etc/shadow /y; ln -s {hostdir} /hostlink; "
+             f"touch /ready; sleep 300")
+    assert arca(env, "run", "-d", "--name", "cpbox", "--tee", "none", image, "sh", "-c",
+                plant).returncode == 0
+    try:
+        _wait_for(env, "cpbox", "/ready")
+        for link in ("/x", "/y"):  # resolved in the container's root: its file, not ours
+            out = tmp_path / f"out{link[1:]}"
+            res = arca(env, "cp", f"cpbox:{link}", str(out))
+            assert res.returncode == 0, res.stderr
+            assert out.read_bytes() == b"container-shadow\n" != host_shadow
+        # into a symlink to a host directory: lands in the container's namesake, not ours
+        src = tmp_path / "f.txt"
+        src.write_text("copied in\n")
+        assert arca(env, "cp", str(src), "cpbox:/hostlink").returncode == 0
+        # (now a file in the container: asked for as a directory, it is refused)
+        res = arca(env, "cp", str(src), "cpbox:/../../..//hostlink/")
+        assert res.returncode != 0 and "not a directory" in res.stderr, res.stderr
+        assert list(hostdir.iterdir()) == []
+        assert arca(env, "exec", "cpbox", "cat", str(hostdir)).stdout == "copied in\n"
+        # directories, recursively; symlinks inside copied as symlinks
+        res = arca(env, "cp", "cpbox:/d", str(tmp_path / "d"))
+        assert res.returncode == 0, res.stderr
+        assert (tmp_path / "d/a").read_text() == "one\n"
+        assert (tmp_path / "d/sub/b").read_text() == "two\n"
+        assert os.readlink(tmp_path / "d/rel") == "a"
+        (tmp_path / "in/deep").mkdir(parents=True)
+        (tmp_path / "in/deep/c").write_text("three\n")
+        assert arca(env, "cp", str(tmp_path / "in"), "cpbox:/d/").returncode == 0
+        assert arca(env, "exec", "cpbox", "cat", "/d/in/deep/c").stdout == "three\n"
+        # tar streams with -
+        res = subprocess.run([ARCA, "cp", "cpbox:/d/sub", "-"], env=env, capture_output=True,
+                             timeout=60)
+        assert res.returncode == 0, res.stderr
+        with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tar:
+            assert sorted(tar.getnames()) == ["sub", "sub/b"]
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("t.txt")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"tar\n"))
+        res = subprocess.run([ARCA, "cp", "-", "cpbox:/d"], env=env, input=buf.getvalue(),
+                             capture_output=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert arca(env, "exec", "cpbox", "cat", "/d/t.txt").stdout == "tar\n"
+        # a stopped container: its overlay mounted for the copy, and unmounted after
+        assert arca(env, "stop", "-t", "1", "cpbox").returncode == 0
+        assert arca(env, "cp", str(src), "cpbox:/d/stopped").returncode == 0
+        res = arca(env, "cp", "cpbox:/d/stopped", str(tmp_path / "back"))
+        assert res.returncode == 0 and (tmp_path / "back").read_text() == "copied in\n"
+        res = arca(env, "cp", "cpbox:/y", str(tmp_path / "y2"))
+        assert res.returncode == 0 and (tmp_path / "y2").read_bytes() == b"container-shadow\n"
+        assert "/cp-" not in pathlib.Path("/proc/self/mountinfo").read_text()
+        res = arca(env, "cp", "cpbox:/nope", str(tmp_path / "n"))
+        assert res.returncode != 0 and "/nope: no such file" in res.stderr
+        assert res.stderr.count("\n") == 1 and not (tmp_path / "n").exists()
+        assert list(hostdir.iterdir()) == []
+    finally:
+        arca(env, "rm", "-f", "cpbox")
+        hostdir.rmdir()
+    assert pathlib.Path("/etc/shadow").read_bytes() == host_shadow
+
+
+def test_cp_and_a_td_is_refused(world: tuple[str, dict[str, str]],
+                                tmp_path: pathlib.Path) -> None:
+    image, env = world
+    assert arca(env, "run", "--name", "tdcp", "--tee", "sim", image, "true").returncode == 0
+    try:
+        for args in (["tdcp:/etc/hostname", str(tmp_path / "h")],
+                     [str(pathlib.Path(__file__)), "tdcp:/tmp/"]):
+            res = arca(env, "cp", *args)
+            assert res.returncode != 0 and "runs in a TD" in res.stderr, res.stderr
+            assert res.stderr.count("\n") == 1
+        assert not (tmp_path / "h").exists()
+    finally:
+        arca(env, "rm", "-f", "tdcp")

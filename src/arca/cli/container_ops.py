@@ -244,3 +244,13 @@ def stats(containers: list[str], no_stream: bool = False, as_json: bool = False)
                      str(st["pids"]) if st["pids"] is not None else "-"))
     _echo(columns(rows))
     return 0
+
+
+def cp(src: str, dest: str) -> int:
+    """``arca cp CONTAINER:PATH HOSTPATH|-`` and ``arca cp HOSTPATH|- CONTAINER:PATH``."""
+    from arca.host.containers.copy import cp as do_cp
+    from arca.host.containers.engine import Engine
+
+    do_cp(Engine(), src, dest, sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+    return 0
