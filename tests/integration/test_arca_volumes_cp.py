@@ -181,3 +181,67 @@ def test_cp_and_a_td_is_refused(world: tuple[str, dict[str, str]],
         assert not (tmp_path / "h").exists()
     finally:
         arca(env, "rm", "-f", "tdcp")
+
+
+def _inspect(env: dict[str, str], name: str) -> dict:  # type: ignore[type-arg]
+    res = arca(env, "inspect", name)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def _until(cond, what: str, timeout: float = 90):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return got
+
+
+def test_restart_policies(world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    # on-failure:2: run, then twice more, then it stays exited with its code
+    res = arca(env, "run", "-d", "--name", "rf", "--restart", "on-failure:2", "--tee", "none",
+               image, "sh", "-c", "echo run >> /count; wc -l < /count; exit 3")
+    assert res.returncode == 0, res.stderr
+    info = _until(lambda: (i := _inspect(env, "rf"))["RestartCount"] == 2
+                  and i["status"] == "exited" and i, "two restarts")
+    assert info["exit_code"] == 3
+    time.sleep(1.5)  # more than the next back-off: no third restart
+    assert _inspect(env, "rf")["RestartCount"] == 2
+    assert arca(env, "logs", "rf").stdout.split() == ["1", "2", "3"]
+    assert "restarted 2 times" in arca(env, "ps", "-a").stdout
+    assert arca(env, "ps", "-a", "--format", "{{.Names}} {{.Restarts}}").stdout.split(
+        "\n").count("rf 2") == 1
+    assert arca(env, "rm", "rf").returncode == 0
+    # always, in a TD: each run a new TD, measured again; `arca stop` is not undone
+    res = arca(env, "run", "-d", "--name", "ra", "--restart", "always", "--tee", "sim", image,
+               "sh", "-c", "echo run >> /count; sleep 2")
+    assert res.returncode == 0, res.stderr
+    try:
+        first = _inspect(env, "ra")["pid"]
+        # running again, registered as a TD again (the runtime measured it at create)
+        info = _until(lambda: (i := _inspect(env, "ra"))["RestartCount"] >= 1
+                      and i["status"] == "running" and i["id"] in _tds(env) and i,
+                      "a restart in a new TD")
+        assert info["pid"] != first
+        assert arca(env, "stop", "-t", "1", "ra").returncode == 0
+        stopped = _inspect(env, "ra")
+        assert stopped["status"] in ("exited", "error")
+        time.sleep(2.5)
+        after = _inspect(env, "ra")
+        assert (after["status"], after["RestartCount"]) == (stopped["status"],
+                                                            stopped["RestartCount"])
+        assert info["id"] not in _tds(env)
+    finally:
+        arca(env, "rm", "-f", "ra")
+    for bad in (["--restart", "sometimes", "-d"], ["--restart", "always"],
+                ["--restart", "always", "-d", "--rm"], ["--restart", "no:3", "-d"]):
+        res = arca(env, "run", *bad, "--tee", "none", image, "true")
+        assert res.returncode != 0 and "--restart" in res.stderr, res.stderr
+        assert res.stderr.count("\n") == 1
+    assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
+
+
+def _tds(env: dict[str, str]) -> list[str]:
+    out = json.loads(arca(env, "simtee", "status", "--json").stdout)
+    return [td["td_id"] for td in out["tds"]]

@@ -82,6 +82,10 @@ def register(app: typer.Typer) -> None:
                                        "(tmpfs on /tmp, /var/tmp and /run)."),
         memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 512m."),
         cpus: str = typer.Option(None, "--cpus", help="CPU limit, e.g. 1.5."),
+        restart: str = typer.Option("no", "--restart", help="no | on-failure[:N] | always | "
+                                    "unless-stopped: its monitor runs an exited -d container "
+                                    "again (a TD in a new TD, measured again); never after "
+                                    "arca stop."),
     ) -> None:
         """Run a container from an image, each in its own trust domain. An image not in the
         store is pulled first (--pull); pull progress goes to stderr. -e NAME takes NAME's
@@ -90,7 +94,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(ops.run(image, command, detach, name, rm, env, volume, tee, kbs,
                                  init_data, pull, creds, insecure, ca_cert, quiet, tty,
                                  interactive, network, publish, entrypoint, user, workdir,
-                                 env_file, label, read_only, memory, cpus))
+                                 env_file, label, read_only, memory, cpus, restart))
 
     @app.command("ps")
     def ps(

@@ -30,7 +30,7 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
         publish: list[str] | None = None, entrypoint: str | None = None,
         user: str | None = None, workdir: str | None = None, env_file: list[str] | None = None,
         label: list[str] | None = None, read_only: bool = False, memory: str | None = None,
-        cpus: str | None = None) -> int:
+        cpus: str | None = None, restart: str = "no") -> int:
     from arca.host.containers.engine import Engine, PullSettings, RunOptions
     from arca.wire.errors import ConfigError
 
@@ -69,7 +69,7 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
                       interactive=interactive, network=network,
                       publish=list(publish or []), entrypoint=entrypoint, user=user,
                       workdir=workdir, labels=labels, read_only=read_only, memory=memory,
-                      cpus=cpus)
+                      cpus=cpus, restart=restart)
     rec, code = Engine().run(opts)
     if detach:
         _echo(rec.id)
