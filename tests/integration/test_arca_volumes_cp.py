@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pathlib
+import signal
 import stat
 import subprocess
 import tarfile
@@ -245,3 +246,42 @@ def test_restart_policies(world: tuple[str, dict[str, str]]) -> None:
 def _tds(env: dict[str, str]) -> list[str]:
     out = json.loads(arca(env, "simtee", "status", "--json").stdout)
     return [td["td_id"] for td in out["tds"]]
+
+
+def test_attach_streams_until_exit_with_its_code(world: tuple[str, dict[str, str]]) -> None:
+    image, env = world
+    script = ("echo before; while [ ! -e /trig/go ]; do sleep 0.1; done; echo after; "
+              "echo err >&2; exit 5")
+    for tee in ("none", "sim"):
+        name, vol = f"att-{tee}", f"vatt-{tee}"
+        assert arca(env, "run", "-d", "--name", name, "--tee", tee, "-v", f"{vol}:/trig",
+                    image, "sh", "-c", script).returncode == 0
+        try:
+            _until(lambda: "before" in arca(env, "logs", name).stdout,  # noqa: B023
+                   "its first line")
+            proc = subprocess.Popen([ARCA, "attach", name], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            time.sleep(2)  # attached: it follows the log from its end
+            mp = arca(env, "volume", "inspect", "-f", "{{.Mountpoint}}", vol).stdout.strip()
+            pathlib.Path(mp, "go").touch()
+            out, err = proc.communicate(timeout=60)
+            assert (proc.returncode, out) == (5, "after\nerr\n"), err
+        finally:
+            arca(env, "rm", "-f", name)
+            arca(env, "volume", "rm", vol)
+    # Ctrl-C on attach reaches the container (podman's --sig-proxy)
+    assert arca(env, "run", "-d", "--name", "att-sig", "--tee", "none", image, "sh", "-c",
+                "trap 'echo got-int; exit 7' INT; echo ready; "
+                "while :; do sleep 0.1; done").returncode == 0
+    try:
+        _until(lambda: "ready" in arca(env, "logs", "att-sig").stdout, "its trap")
+        proc = subprocess.Popen([ARCA, "attach", "att-sig"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out) == (7, "got-int\n"), err
+    finally:
+        arca(env, "rm", "-f", "att-sig")
+    res = arca(env, "attach", "no-such")
+    assert res.returncode != 0 and "no such container" in res.stderr

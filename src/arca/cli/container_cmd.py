@@ -213,3 +213,16 @@ def register(app: typer.Typer) -> None:
         its root: its symlinks never lead to the host. Refused for a TD (--tee sim...):
         copying in would change what runs there unmeasured, out could read its secrets."""
         raise typer.Exit(ops.cp(src, dest))
+
+    @app.command("attach")
+    def attach(
+        container: str = typer.Argument(..., help="Container name or id."),
+        no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not attach stdin (arca "
+                                      "never does: a detached container's stdin is "
+                                      "/dev/null)."),
+        sig_proxy: bool = typer.Option(True, "--sig-proxy/--no-sig-proxy", help="Pass the "
+                                       "signals arca gets (Ctrl-C) on to the container."),
+    ) -> None:
+        """Follow a running container's output (stdout and stderr, or its terminal) from
+        now until it exits; exits with the container's exit code."""
+        raise typer.Exit(ops.attach(container, no_stdin, sig_proxy))

@@ -254,3 +254,12 @@ def cp(src: str, dest: str) -> int:
     do_cp(Engine(), src, dest, sys.stdin.buffer, sys.stdout.buffer)
     sys.stdout.buffer.flush()
     return 0
+
+
+def attach(container: str, no_stdin: bool = False, sig_proxy: bool = True) -> int:
+    """``arca attach``: the container's output from now until it exits; its exit code."""
+    from arca.host.containers.attach import attach as do_attach
+    from arca.host.containers.engine import Engine
+
+    sys.stdout.flush()
+    return do_attach(Engine(), container, sys.stdout.fileno(), sig_proxy=sig_proxy)
