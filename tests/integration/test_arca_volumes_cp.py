@@ -285,3 +285,33 @@ def test_attach_streams_until_exit_with_its_code(world: tuple[str, dict[str, str
         arca(env, "rm", "-f", "att-sig")
     res = arca(env, "attach", "no-such")
     assert res.returncode != 0 and "no such container" in res.stderr
+
+
+def test_attach_stdin_of_a_detached_interactive_container(
+        world: tuple[str, dict[str, str]]) -> None:
+    """``run -d -i`` keeps the container's stdin open for ``attach`` (as podman); one
+    client's end of input is not the container's: the next attach still writes to it."""
+    image, env = world
+    for tee in ("none", "sim"):
+        name = f"att-in-{tee}"
+        res = arca(env, "run", "-d", "-i", "--name", name, "--tee", tee, image, "sh", "-c",
+                   "echo ready; read a; echo got:$a; read b; echo got:$b; exit 4")
+        assert res.returncode == 0, res.stderr
+        try:
+            _until(lambda: "ready" in arca(env, "logs", name).stdout,  # noqa: B023
+                   "it waits for input")
+            first = subprocess.Popen([ARCA, "attach", name], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert first.stdin is not None
+            first.stdin.write(b"one\n")
+            first.stdin.close()  # its end of input: the container's stdin stays open
+            _until(lambda: "got:one" in arca(env, "logs", name).stdout,  # noqa: B023
+                   "the first line arrived")
+            second = subprocess.run([ARCA, "attach", name], env=env, input=b"two\n",
+                                    capture_output=True, timeout=60)
+            assert (second.returncode, second.stdout) == (4, b"got:two\n"), second.stderr
+            assert first.wait(timeout=60) == 4 and first.stdout is not None
+            assert first.stdout.read() == b"got:one\ngot:two\n"
+            assert arca(env, "logs", name).stdout == "ready\ngot:one\ngot:two\n"
+        finally:
+            arca(env, "rm", "-f", name)

@@ -60,8 +60,8 @@ def register(app: typer.Typer) -> None:
                                  "shows its output)."),
         interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open "
                                          "for the process (else it reads /dev/null); with -t "
-                                         "on a terminal, yours goes raw until it exits. Not "
-                                         "with -d."),
+                                         "on a terminal, yours goes raw until it exits. With "
+                                         "-d: for arca attach."),
         network: str = typer.Option("private", "--network", help="private (its own network "
                                     "namespace: outbound access, ports only with -p) | host "
                                     "(the host's network) | none (loopback only)."),
@@ -217,12 +217,13 @@ def register(app: typer.Typer) -> None:
     @app.command("attach")
     def attach(
         container: str = typer.Argument(..., help="Container name or id."),
-        no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not attach stdin (arca "
-                                      "never does: a detached container's stdin is "
-                                      "/dev/null)."),
+        no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not send stdin to a "
+                                      "container started with -d -i (Ctrl-P Ctrl-Q detaches "
+                                      "from one with -t)."),
         sig_proxy: bool = typer.Option(True, "--sig-proxy/--no-sig-proxy", help="Pass the "
                                        "signals arca gets (Ctrl-C) on to the container."),
     ) -> None:
         """Follow a running container's output (stdout and stderr, or its terminal) from
-        now until it exits; exits with the container's exit code."""
+        now until it exits, and give it your stdin if it runs with -d -i; exits with the
+        container's exit code."""
         raise typer.Exit(ops.attach(container, no_stdin, sig_proxy))

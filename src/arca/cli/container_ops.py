@@ -257,9 +257,11 @@ def cp(src: str, dest: str) -> int:
 
 
 def attach(container: str, no_stdin: bool = False, sig_proxy: bool = True) -> int:
-    """``arca attach``: the container's output from now until it exits; its exit code."""
+    """``arca attach``: the container's output from now until it exits (and our stdin to it
+    if it runs with ``-d -i``); its exit code."""
     from arca.host.containers.attach import attach as do_attach
     from arca.host.containers.engine import Engine
 
     sys.stdout.flush()
-    return do_attach(Engine(), container, sys.stdout.fileno(), sig_proxy=sig_proxy)
+    return do_attach(Engine(), container, sys.stdout.fileno(), sig_proxy=sig_proxy,
+                     stdin=not no_stdin)

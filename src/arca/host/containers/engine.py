@@ -20,7 +20,8 @@ With ``-t`` the supervisor receives the container's terminal from runc and copie
 
 ``exec`` goes through ``arca-runtime exec``, so the TD's execution policy applies; ``exec -t``
 gets its own terminal the same way as ``run -t`` (``exec --detach`` with a console socket, the
-process inherited as subreaper), ``-i`` gives it stdin (else /dev/null). Not here: ``attach``.
+process inherited as subreaper), ``-i`` gives it stdin (else /dev/null). ``attach``:
+:mod:`.attach` (a ``-d -i`` container's stdin is a pipe its monitor keeps open for it).
 
 Each container has a private network namespace connected by pasta, ``-p`` publishing its
 ports (:mod:`.network`), unless ``--network host`` or ``none``; the supervisor sets it up right
@@ -292,9 +293,6 @@ class Engine:
         if opts.restart != "no" and (opts.auto_remove or not opts.detach):
             raise InvalidInput(f"--restart {opts.restart} needs -d and no --rm: a detached "
                                "container's monitor restarts it")
-        if opts.detach and opts.interactive:
-            raise InvalidInput("-i needs the foreground: a detached container's stdin cannot "
-                               "be attached later (-d -t gives it a terminal that stays open)")
         net = network.NetworkPlan.parse(opts.network, opts.publish, init_data)
         overrides = (opts.entrypoint, opts.user, opts.workdir) != (None, None, None)
         limits: dict[str, Any] = {}
@@ -481,11 +479,20 @@ class Engine:
             os.close(started_w)
             return pid, started_r
         code = 1
+        attach_sock = ""
         try:
             os.close(started_r)
             os.setsid()
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
+            if self.store.load(cid).interactive:
+                # -d -i: the container's stdin is a pipe kept open for `arca attach`
+                from arca.host.containers.attach import serve_stdin
+
+                stdin_r, stdin_w = os.pipe()
+                os.dup2(stdin_r, 0)
+                os.close(stdin_r)
+                attach_sock = serve_stdin(cid, stdin_w)
+            else:
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
             self._monitor(cid, started_w)
@@ -497,6 +504,11 @@ class Engine:
 
             traceback.print_exc()
         finally:
+            if attach_sock:
+                try:
+                    os.unlink(attach_sock)
+                except OSError:
+                    pass
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -553,7 +565,8 @@ class Engine:
         step = "run" if rec.tee == "none" and net is None else "create"
         # -t: runc sends the terminal's master side over this socket during the step
         console = self._console_socket(cid) if rec.tty else None
-        reads_stdin = foreground and rec.interactive
+        # in the foreground our stdin; a -d -i container's monitor's (a pipe for attach)
+        reads_stdin = rec.interactive
         master = -1
         # A foreground container that stays (no --rm) keeps its output for `arca logs`, as
         # podman's does: its stdout and stderr are pipes the supervisor copies to ours and to
