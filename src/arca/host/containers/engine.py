@@ -628,7 +628,10 @@ class Engine:
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
             if started_fd is not None:
-                os.write(started_fd, b"1")
+                try:
+                    os.write(started_fd, b"1")
+                except BrokenPipeError:
+                    pass  # `arca run -d` saw the record first and stopped listening
                 os.close(started_fd)
             if master >= 0:
                 from arca.host.containers import terminal
