@@ -152,10 +152,9 @@ def test_attach_to_a_detached_terminal_and_detach_with_ctrl_p_ctrl_q(
             time.sleep(0.1)
         t = UserTerminal(env, "attach", "att-tty")
         terminal.append(t)
-        time.sleep(2)  # attached
+        _until_raw(t)  # attached: raw once it follows the log, then it sends what we type
         t.type(b"hello\r")
         t.read_until(b"got:hello")
-        assert termios.tcgetattr(t.slave) != t.cooked  # raw while attached
         t.type(b"\x10\x11")
         assert t.finish() == 0
         assert termios.tcgetattr(t.slave) == t.cooked
@@ -163,8 +162,16 @@ def test_attach_to_a_detached_terminal_and_detach_with_ctrl_p_ctrl_q(
         # attached again, its end of input (Ctrl-D on its terminal) ends it with its code
         t2 = UserTerminal(env, "attach", "att-tty")
         terminal.append(t2)
-        time.sleep(2)
+        _until_raw(t2)
         t2.type(b"\x04")
         assert t2.finish() == 6
     finally:
         arca(env, "rm", "-f", "att-tty")
+
+
+def _until_raw(t: UserTerminal) -> None:
+    deadline = time.monotonic() + 60
+    while termios.tcgetattr(t.slave) == t.cooked:
+        assert time.monotonic() < deadline, t.out
+        time.sleep(0.05)
+    time.sleep(0.2)  # raw comes just before its input thread starts

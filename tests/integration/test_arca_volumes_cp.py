@@ -243,6 +243,18 @@ def test_restart_policies(world: tuple[str, dict[str, str]]) -> None:
     assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
 
 
+def _attached(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """Once ``arca attach`` holds the container's log open, it follows it and relays
+    signals (it opens the log after installing its handlers)."""
+    def holds_log() -> bool:
+        fds = pathlib.Path(f"/proc/{proc.pid}/fd")
+        try:
+            return any(os.readlink(fd).endswith("/container.log") for fd in fds.iterdir())
+        except OSError:
+            return False
+    _until(holds_log, "arca attach follows the log")
+
+
 def _tds(env: dict[str, str]) -> list[str]:
     out = json.loads(arca(env, "simtee", "status", "--json").stdout)
     return [td["td_id"] for td in out["tds"]]
@@ -261,7 +273,7 @@ def test_attach_streams_until_exit_with_its_code(world: tuple[str, dict[str, str
                    "its first line")
             proc = subprocess.Popen([ARCA, "attach", name], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
-            time.sleep(2)  # attached: it follows the log from its end
+            _attached(proc)  # it follows the log from its end
             mp = arca(env, "volume", "inspect", "-f", "{{.Mountpoint}}", vol).stdout.strip()
             pathlib.Path(mp, "go").touch()
             out, err = proc.communicate(timeout=60)
@@ -277,7 +289,7 @@ def test_attach_streams_until_exit_with_its_code(world: tuple[str, dict[str, str
         _until(lambda: "ready" in arca(env, "logs", "att-sig").stdout, "its trap")
         proc = subprocess.Popen([ARCA, "attach", "att-sig"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(2)
+        _attached(proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert (proc.returncode, out) == (7, "got-int\n"), err

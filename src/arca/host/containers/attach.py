@@ -122,23 +122,6 @@ def attach(engine: Engine, ref: str, out_fd: int = 1, *, sig_proxy: bool = True,
     if not rec.is_alive():
         raise StateError(f"container {rec.name} is not running: arca attach needs a running "
                          "container (arca logs shows what it printed)")
-    f = open(engine.log_path(rec.id), "rb")  # noqa: SIM115 - closed below
-    f.seek(0, os.SEEK_END)
-    sender = None
-    raw = None
-    if stdin and rec.interactive and rec.detached:
-        from arca.host.containers import terminal
-
-        keys = rec.tty and terminal.local_terminal() is not None and os.isatty(0)
-        if keys:
-            raw = terminal.RawMode(0)
-            raw.__enter__()
-        try:
-            sender = _StdinSender(rec.id, keys)
-        except BaseException:
-            if raw is not None:
-                raw.__exit__(None, None, None)
-            raise
     proxied = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     old: dict[int, Any] = {}
     if sig_proxy:
@@ -147,7 +130,22 @@ def attach(engine: Engine, ref: str, out_fd: int = 1, *, sig_proxy: bool = True,
                       quiet=True)
 
         old = {s: signal.signal(s, relay) for s in proxied}
+    f = None
+    raw = None
     try:
+        # Order: signals relayed, then the log's end taken, then our input sent, so neither
+        # an early Ctrl-C nor the answer to our first line is lost.
+        f = open(engine.log_path(rec.id), "rb")  # noqa: SIM115 - closed below
+        f.seek(0, os.SEEK_END)
+        sender = None
+        if stdin and rec.interactive and rec.detached:
+            from arca.host.containers import terminal
+
+            keys = rec.tty and terminal.local_terminal() is not None and os.isatty(0)
+            if keys:
+                raw = terminal.RawMode(0)
+                raw.__enter__()
+            sender = _StdinSender(rec.id, keys)
         while True:
             chunk = f.read(65536)
             if chunk:
@@ -167,7 +165,8 @@ def attach(engine: Engine, ref: str, out_fd: int = 1, *, sig_proxy: bool = True,
                 return code
             time.sleep(POLL_S)
     finally:
-        f.close()
+        if f is not None:
+            f.close()
         for s, h in old.items():
             signal.signal(s, h)
         if raw is not None:
