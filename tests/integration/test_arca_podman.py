@@ -61,7 +61,7 @@ def test_run_flags(world: tuple[str, dict[str, str]], tmp_path: pathlib.Path) ->
                "touch /tmp/ok && ! touch /nope 2>/dev/null && echo ro")
     assert (res.returncode, res.stdout) == (0, "ro\n"), res.stderr
     res = arca(env, "run", "--rm", "--tee", "none", "-m", "1x", image, "true")
-    assert res.returncode == 2 and res.stderr == (
+    assert res.returncode == 125 and res.stderr == (
         "arca: error: --memory '1x': expected a size such as 512m or 2g\n")
 
 
@@ -100,12 +100,12 @@ def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -
         assert arca(env, "inspect", "--format", "{{.State}} {{json .Labels}}",
                     "lim").stdout == 'running {"tier": "web"}\n'
         bad = arca(env, "inspect", "-f", "{{.Nope}}", "lim")
-        assert bad.returncode == 2 and "no field 'Nope'" in bad.stderr
+        assert bad.returncode == 125 and "no field 'Nope'" in bad.stderr
         waiter = subprocess.Popen([ARCA, "wait", "lim"], env=env, stdout=subprocess.PIPE,
                                   text=True)
         assert arca(env, "kill", "-s", "SIGKILL", "lim").returncode == 0
         assert waiter.communicate(timeout=30)[0] == "137\n"
-        assert arca(env, "kill", "lim").returncode == 1  # not running any more
+        assert arca(env, "kill", "lim").returncode == 125  # not running any more
     finally:
         arca(env, "rm", "-f", "lim")
 
@@ -207,4 +207,4 @@ def test_start_and_restart_keep_the_rootfs_and_measure_again(
         assert after["id"] in _tds(env)
     finally:
         arca(env, "rm", "-f", "svc")
-    assert arca(env, "start", "no-such").returncode == 1
+    assert arca(env, "start", "no-such").returncode == 125

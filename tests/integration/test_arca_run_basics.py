@@ -53,8 +53,8 @@ def test_volumes_rw_and_ro(world, tmp_path: pathlib.Path) -> None:  # type: igno
     assert res.stdout == "from host\n"
     assert (rw / "out").read_text() == "out\n"
     assert not (ro / "no").exists()
-    res = arca(env, "run", "--rm", "-v", "relative-missing:/x", image, "true")
-    assert res.returncode == 2 and "does not exist" in res.stderr
+    res = arca(env, "run", "--rm", "-v", "./relative-missing:/x", image, "true")
+    assert res.returncode == 125 and "does not exist" in res.stderr
     assert "Traceback" not in res.stderr
 
 
@@ -79,9 +79,9 @@ def test_detached_logs_exec_stop_rm(world, tmp_path: pathlib.Path) -> None:  # t
     ex = arca(env, "exec", "svc", "sh", "-c", "echo exec $GREETING; exit 4")
     assert (ex.returncode, ex.stdout) == (4, "exec hello\n"), ex.stderr
     dup = arca(env, "run", "-d", "--name", "svc", image, "true")
-    assert dup.returncode == 1 and "already in use" in dup.stderr
+    assert dup.returncode == 125 and "already in use" in dup.stderr
     rm_running = arca(env, "rm", "svc")
-    assert rm_running.returncode == 1 and "is running" in rm_running.stderr
+    assert rm_running.returncode == 125 and "is running" in rm_running.stderr
     assert arca(env, "stop", "svc").returncode == 0
     info = json.loads(arca(env, "inspect", "svc").stdout)
     assert (info["status"], info["exit_code"]) == ("exited", 3)
@@ -89,7 +89,7 @@ def test_detached_logs_exec_stop_rm(world, tmp_path: pathlib.Path) -> None:  # t
     assert mounts_under(f"/containers/{cid}/") == []  # unmounted at exit
     assert arca(env, "rm", "svc").returncode == 0
     assert not (pathlib.Path(env["ARCA_ROOT"]) / "containers" / cid).exists()
-    assert arca(env, "inspect", "svc").returncode == 1
+    assert arca(env, "inspect", "svc").returncode == 125
 
 
 def test_detached_rm_cleans_up_itself(world) -> None:  # type: ignore[no-untyped-def]
@@ -108,11 +108,11 @@ def test_missing_image_and_bad_tee(world) -> None:  # type: ignore[no-untyped-de
     _, env, _ = world
     # (--pull never: by default arca run would try to pull it; test_arca_run_pull covers that)
     res = arca(env, "run", "--rm", "--pull", "never", "example.com/none:v1", "true")
-    assert res.returncode == 1
+    assert res.returncode == 125
     assert res.stderr.startswith("arca: error: image 'example.com/none:v1' is not in the store")
     res = arca(env, "run", "--tee", "tdx", "example.com/none:v1")
     # tdx is a backend now (issue 12): refused before any pull, naming what this host lacks
-    assert res.returncode == 2 and "arca run supports sim" in res.stderr, res.stderr
+    assert res.returncode == 125 and "arca run supports sim" in res.stderr, res.stderr
     assert "none on this host (" in res.stderr and res.stderr.count("\n") == 1, res.stderr
 
 
@@ -124,7 +124,7 @@ def test_image_in_use_cannot_be_removed(world) -> None:  # type: ignore[no-untyp
     try:
         name = json.loads(arca(env, "inspect", "holder").stdout)["image"]
         rm = arca(env, "image", "rm", name)
-        assert rm.returncode == 1 and "used by container(s) holder" in rm.stderr
+        assert rm.returncode == 125 and "used by container(s) holder" in rm.stderr
         # forced: the record goes, but prune keeps the layers the running container mounts
         assert arca(env, "image", "rm", "--force", name).returncode == 0
         assert arca(env, "image", "prune").returncode == 0
@@ -155,7 +155,7 @@ def test_runtime_refusal_is_reported_and_leaves_no_mount(world, tmp_path: pathli
     bad = tmp_path / "bad.toml"
     bad.write_text('version = "9.9"\n')
     res = arca(env, "run", "--name", "refused", "--init-data", str(bad), image, "true")
-    assert res.returncode == 1
+    assert res.returncode == 125
     assert "arca: error: container refused:" in res.stderr and "version" in res.stderr
     assert "Traceback" not in res.stderr
     info = json.loads(arca(env, "inspect", "refused").stdout)
@@ -163,5 +163,5 @@ def test_runtime_refusal_is_reported_and_leaves_no_mount(world, tmp_path: pathli
     assert mounts_under(info["id"]) == []
     assert arca(env, "rm", "refused").returncode == 0
     res = arca(env, "run", "--rm", "--init-data", str(bad), image, "true")
-    assert res.returncode == 1
+    assert res.returncode == 125
     assert [c for c in json.loads(arca(env, "ps", "-a", "--json").stdout)] == []

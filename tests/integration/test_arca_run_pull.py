@@ -103,13 +103,13 @@ def test_pull_never_refuses_an_image_not_in_the_store(registry: RecordingProxy,
     seen = len(registry.exchanges)
     res = arca(env, "run", "--rm", "--pull", "never", "--insecure",
                f"{registry.host}/arca/bb:v1")
-    assert res.returncode == 1
+    assert res.returncode == 125
     assert res.stderr.startswith("arca: error: image ") and "not in the store" in res.stderr
     assert res.stderr.count("\n") == 1
     assert len(registry.exchanges) == seen
     assert_nothing_left(env)
     res = arca(env, "run", "--pull", "sometimes", f"{registry.host}/arca/bb:v1")
-    assert res.returncode == 2 and "--pull 'sometimes'" in res.stderr
+    assert res.returncode == 125 and "--pull 'sometimes'" in res.stderr
 
 
 def test_pull_always_on_an_unchanged_image_downloads_no_blob(
@@ -144,7 +144,7 @@ def test_unreachable_registry_is_one_line_and_leaves_nothing(env: dict[str, str]
                                                              fast: str) -> None:
     ref = f"127.0.0.1:{free_port()}/arca/bb:v1"
     res = arca({**env, "ARCA_CLI_FASTPATH": fast}, "run", "--rm", "--insecure", ref)
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == 125, res.stderr
     lines = [line for line in res.stderr.splitlines() if not line.startswith("registry ")]
     assert len(lines) == 1, res.stderr  # (plus --insecure's warning of the HTTPS fallback)
     assert lines[0].startswith(f"arca: error: image {ref!r} is not in the store, and cannot "
@@ -153,7 +153,7 @@ def test_unreachable_registry_is_one_line_and_leaves_nothing(env: dict[str, str]
     assert_nothing_left(env)
     # without --insecure the same registry is refused over HTTPS, saying what to do
     res = arca(env, "run", "--rm", ref)
-    assert res.returncode == 1
+    assert res.returncode == 125
     assert f"cannot pull image {ref}: registry unreachable" in res.stderr
     assert "needs --insecure" in res.stderr
     assert_nothing_left(env)
@@ -162,7 +162,7 @@ def test_unreachable_registry_is_one_line_and_leaves_nothing(env: dict[str, str]
 def test_unknown_manifest_is_named(registry: RecordingProxy, env: dict[str, str]) -> None:
     ref = f"{registry.host}/arca/bb:nosuchtag"
     res = arca(env, "run", "--rm", "--insecure", ref)
-    assert res.returncode == 1
+    assert res.returncode == 125
     assert res.stderr.splitlines()[-1].startswith(
         f"arca: error: image {ref!r} is not in the store, and cannot pull image {ref}: "
         "manifest unknown: ")
@@ -184,20 +184,20 @@ def test_pull_from_a_registry_needing_basic_auth(auth_registry: str, env: dict[s
     plain = f"http://{auth_registry}/private/bb:v1"
     # no credentials: one line, unauthorized, nothing left
     res = arca(env, "run", "--rm", "--tee", "none", "--insecure", plain)
-    assert res.returncode == 1
+    assert res.returncode == 125
     assert res.stderr.splitlines()[-1].endswith(
         f"cannot pull image {auth_registry}/private/bb:v1: unauthorized: registry "
         f"{auth_registry} requires credentials (--creds)")
     assert_nothing_left(env)
     # wrong credentials
     res = arca(env, "run", "--rm", "--tee", "none", "--insecure", "--creds", "alice:nope", plain)
-    assert res.returncode == 1 and ": unauthorized: " in res.stderr, res.stderr
+    assert res.returncode == 125 and ": unauthorized: " in res.stderr, res.stderr
     assert_nothing_left(env)
     # the same safety rule as `arca image pull`: credentials never follow an HTTPS->HTTP
     # fallback; only a registry named http://... gets them
     res = arca(env, "run", "--rm", "--tee", "none", "--insecure", "--creds", "alice:s3cret",
                f"{auth_registry}/private/bb:v1")
-    assert res.returncode == 1 and "credentials were not sent" in res.stderr, res.stderr
+    assert res.returncode == 125 and "credentials were not sent" in res.stderr, res.stderr
     assert_nothing_left(env)
     res = arca(env, "run", "--rm", "--tee", "none", "--insecure", "--creds", "alice:s3cret",
                plain)

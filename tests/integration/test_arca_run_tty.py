@@ -122,15 +122,6 @@ def test_stdin_only_with_interactive(world: tuple[str, dict[str, str]]) -> None:
     assert b"got:a" in res.stdout
 
 
-def test_detached_interactive_is_refused(world: tuple[str, dict[str, str]],
-                                         tmp_path: pathlib.Path) -> None:
-    image, env = world
-    res = arca(env, "run", "-d", "-i", image, "true")
-    assert res.returncode == 2 and "-i needs the foreground" in res.stderr
-    assert res.stderr.count("\n") == 1
-    assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
-
-
 def test_a_terminal_does_not_change_the_measurement(world: tuple[str, dict[str, str]]) -> None:
     """``terminal``/``consoleSize`` are not part of the measured process: the TD of a ``-t``
     container has the same launch descriptor as without."""
@@ -144,3 +135,43 @@ def test_a_terminal_does_not_change_the_measurement(world: tuple[str, dict[str, 
         descriptors.append(json.loads(path.read_text()))
         assert arca(env, "rm", "-f", cid).returncode == 0
     assert descriptors[0] == descriptors[1]
+
+
+def test_attach_to_a_detached_terminal_and_detach_with_ctrl_p_ctrl_q(
+        world: tuple[str, dict[str, str]], terminal: list[UserTerminal]) -> None:
+    """``run -d -i -t`` then ``attach``: the user's terminal goes raw, keys reach the
+    container's terminal, Ctrl-P Ctrl-Q detaches (podman's keys) and leaves it running."""
+    image, env = world
+    res = arca(env, "run", "-d", "-i", "-t", "--name", "att-tty", "--tee", "none", image,
+               "sh", "-c", "echo up; while read x; do echo got:$x; done; exit 6")
+    assert res.returncode == 0, res.stderr
+    try:
+        deadline = time.monotonic() + 60
+        while "up" not in arca(env, "logs", "att-tty").stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        t = UserTerminal(env, "attach", "att-tty")
+        terminal.append(t)
+        _until_raw(t)  # attached: raw once it follows the log, then it sends what we type
+        t.type(b"hello\r")
+        t.read_until(b"got:hello")
+        t.type(b"\x10\x11")
+        assert t.finish() == 0
+        assert termios.tcgetattr(t.slave) == t.cooked
+        assert json.loads(arca(env, "inspect", "att-tty").stdout)["state"] == "running"
+        # attached again, its end of input (Ctrl-D on its terminal) ends it with its code
+        t2 = UserTerminal(env, "attach", "att-tty")
+        terminal.append(t2)
+        _until_raw(t2)
+        t2.type(b"\x04")
+        assert t2.finish() == 6
+    finally:
+        arca(env, "rm", "-f", "att-tty")
+
+
+def _until_raw(t: UserTerminal) -> None:
+    deadline = time.monotonic() + 60
+    while termios.tcgetattr(t.slave) == t.cooked:
+        assert time.monotonic() < deadline, t.out
+        time.sleep(0.05)
+    time.sleep(0.2)  # raw comes just before its input thread starts

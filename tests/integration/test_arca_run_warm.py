@@ -66,7 +66,7 @@ def test_warm_run_sees_a_retagged_layout_and_a_removed_image(world) -> None:  # 
     assert arca(env, "image", "rm", "local/warm:v1").returncode == 0
     # --pull never: the remembered lookup must not resurrect it, and no registry is asked.
     res = arca(env, "run", "--rm", "--pull", "never", "--tee", "none", "local/warm:v1", "true")
-    assert res.returncode == 1 and "is not in the store" in res.stderr
+    assert res.returncode == 125 and "is not in the store" in res.stderr
 
 
 @pytest.mark.parametrize("how", ["env", "config"])

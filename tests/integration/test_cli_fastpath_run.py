@@ -58,4 +58,4 @@ def test_detached_lifecycle_through_typer(world) -> None:  # type: ignore[no-unt
     res = arca(env, "0", "rm", "slow")
     assert (res.returncode, res.stdout) == (0, "slow\n")
     res = arca(env, "0", "rm", "slow")
-    assert res.returncode == 1 and res.stderr.startswith("arca: error: ")
+    assert res.returncode == 125 and res.stderr.startswith("arca: error: ")

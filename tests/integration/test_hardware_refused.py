@@ -77,7 +77,7 @@ def test_refused_by_arca_run_before_anything_starts(world, tee):
     res = subprocess.run([str(BIN / "arca"), "run", "--rm", "--tee", tee,
                           f"oci:{layout}:latest", "true"], capture_output=True, text=True,
                          timeout=120, env={**os.environ, **env.vars}, check=False)
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == 125, res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
     assert reason in res.stderr and f"--tee '{tee}'" in res.stderr
     containers = pathlib.Path(env.vars["ARCA_RUN"]) / "containers"

@@ -123,7 +123,7 @@ def test_image_cli_ls_inspect_rm_prune(built: tuple[str, dict], store: ImageStor
     assert store.list() == []
     assert os.listdir(store.root / "layers") == []
     assert os.listdir(store.root / "blobs" / "sha256") == []
-    assert cli("image", "inspect", "local/bb:v1") == 1
+    assert cli("image", "inspect", "local/bb:v1") == 125
     err = capsys.readouterr().err
     assert err.startswith("arca: error: image 'local/bb:v1' is not in the store")
     assert "Traceback" not in err
@@ -131,11 +131,11 @@ def test_image_cli_ls_inspect_rm_prune(built: tuple[str, dict], store: ImageStor
 
 def test_cli_errors_are_one_line(store: ImageStore, capsys: pytest.CaptureFixture[str],
                                  tmp_path: pathlib.Path) -> None:
-    assert cli("image", "pull", "Not/A/Valid:Ref") == 2
+    assert cli("image", "pull", "Not/A/Valid:Ref") == 125
     err = capsys.readouterr().err
     assert err.startswith("arca: error: invalid repository name") and err.count("\n") == 1
-    assert cli("image", "load", str(tmp_path)) == 2
+    assert cli("image", "load", str(tmp_path)) == 125
     assert "is not an OCI layout" in capsys.readouterr().err
-    assert cli("image", "pull", "--insecure", "127.0.0.1:1/x/y:z") == 1
+    assert cli("image", "pull", "--insecure", "127.0.0.1:1/x/y:z") == 125
     err = capsys.readouterr().err
     assert "registry 127.0.0.1:1" in err and "Traceback" not in err

@@ -49,7 +49,7 @@ def test_lean_and_typer_admin_agree(tmp_path: pathlib.Path, capsys: pytest.Captu
             assert cli(capsys, monkeypatch, lean, "kbs", "admin", "get-resource",
                        "a/b/c")[:2] == (0, "s3")
             code, _, err = cli(capsys, monkeypatch, lean, "kbs", "admin", "get-resource", "n/o/ne")
-            assert code == 1 and err.startswith("arca: error: KBS ") and err.count("\n") == 1
+            assert code == 125 and err.startswith("arca: error: KBS ") and err.count("\n") == 1
             monkeypatch.delenv("ARCA_KBS_URL")
     # forms the lean path leaves to typer (help, usage errors) decide nothing themselves
     for argv in (["kbs", "admin", "--help"], ["kbs", "admin", "get-resource", "--help"],

@@ -91,7 +91,7 @@ def test_plain_http_needs_explicit_flag(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from arca.cli.main import main; main()", "kbs",
                         "serve", "--data-dir", str(tmp_path), "--listen",
                         f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
+    assert r.returncode == 125
     assert "--tls-cert" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -126,18 +126,18 @@ def test_cli_admin_and_get_resource(tls_kbs, tmp_path, capsys):
     assert run_cli(capsys, *base, "set-resource-policy", "--file", str(policy))[0] == 0
     code, _, err = run_cli(capsys, "kbs", "get-resource", "--url", kbs.url, "--cacert",
                            str(ca), "--tee", "sample", "cli/key/one")
-    assert code == 1 and "PolicyDeny" in err and "Traceback" not in err
+    assert code == 125 and "PolicyDeny" in err and "Traceback" not in err
     default = tmp_path / "default.rego"
     default.write_text('package policy\nimport rego.v1\ndefault allow := false\n'
                        'allow if input.submods.cpu0["ear.status"] == "affirming"\n')
     assert run_cli(capsys, *base, "set-resource-policy", "--file", str(default))[0] == 0
     assert run_cli(capsys, *base, "delete-resource", "cli/key/one")[0] == 0
     code, _, err = run_cli(capsys, *base, "get-resource", "cli/key/one")
-    assert code == 1 and "ResourceNotFound" in err
+    assert code == 125 and "ResourceNotFound" in err
     bad = tmp_path / "bad.rego"
     bad.write_text("package policy\nallow := 1 +\n")
     code, _, err = run_cli(capsys, *base, "set-attestation-policy", "--file", str(bad))
-    assert code == 1 and "not valid Rego" in err
+    assert code == 125 and "not valid Rego" in err
 
 
 def test_cli_keygen(tmp_path, capsys):
@@ -145,7 +145,7 @@ def test_cli_keygen(tmp_path, capsys):
     assert code == 0 and (tmp_path / "adm.key").stat().st_mode & 0o777 == 0o600
     assert b"PUBLIC KEY" in (tmp_path / "adm.pub").read_bytes()
     code, _, err = run_cli(capsys, "kbs", "keygen", "--out", str(tmp_path / "adm"))
-    assert code == 2 and "refusing to overwrite" in err
+    assert code == 125 and "refusing to overwrite" in err
 
 
 def test_cli_admin_wrong_key(tls_kbs, tmp_path, capsys):
@@ -154,7 +154,7 @@ def test_cli_admin_wrong_key(tls_kbs, tmp_path, capsys):
     code, _, err = run_cli(capsys, "kbs", "admin", "--url", kbs.url, "--admin-key",
                            str(tmp_path / "admin.key"), "--cacert", str(ca),
                            "get-reference-values")
-    assert code == 1 and "401" in err and "AdminAuth" in err
+    assert code == 125 and "401" in err and "AdminAuth" in err
 
 
 def test_serve_from_config_file(tmp_path):
@@ -167,4 +167,4 @@ def test_serve_from_config_file(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from arca.cli.main import main; main()", "kbs",
                         "serve", "--config", str(cfg), "--data-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "unknown_setting" in r.stderr
+    assert r.returncode == 125 and "unknown_setting" in r.stderr

@@ -132,7 +132,7 @@ def test_bad_launch_input_is_one_line(capsys, image, args, message):
     before = sorted(p.name for p in (tmp / "root").rglob("*")) if (tmp / "root").exists() \
         else []
     code, out, err = run(capsys, "measure", f"oci:{layout}:one", *args)
-    assert code == 2 and message in err and "Traceback" not in err, err
+    assert code == 125 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     after = sorted(p.name for p in (tmp / "root").rglob("*")) if (tmp / "root").exists() \
         else []
@@ -143,7 +143,7 @@ def test_firmware_of_the_other_tee_is_refused(capsys, image):
     layout, _, initrd = image
     code, _, err = run(capsys, "measure", f"oci:{layout}:one", "--tee", "snp",
                        "--firmware", str(fixture(TDVF)), "--kernel", str(fixture(SHIM)))
-    assert code == 2 and "SNP" in err and "Traceback" not in err, err
+    assert code == 125 and "SNP" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("tee", ["tdx", "snp"])

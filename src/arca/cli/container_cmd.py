@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option(None, "--name", help="Container name."),
         rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
         env: list[str] = typer.Option(None, "--env", "-e", help="K=V environment variable."),
-        volume: list[str] = typer.Option(None, "--volume", "-v", help="SRC:DST[:ro] bind."),
+        volume: list[str] = typer.Option(None, "--volume", "-v", help="SRC:DST[:ro]: a host "
+                                         "path (/... or ./...) or a named volume (created "
+                                         "if missing; arca volume)."),
         tee: str = typer.Option(DEFAULT_TEE, "--tee", help="sim (a software TD: isolates the "
                                 "container from other containers, never from this host) | "
                                 "none (plain runc)."),
@@ -58,14 +60,14 @@ def register(app: typer.Typer) -> None:
                                  "shows its output)."),
         interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open "
                                          "for the process (else it reads /dev/null); with -t "
-                                         "on a terminal, yours goes raw until it exits. Not "
-                                         "with -d."),
+                                         "on a terminal, yours goes raw until it exits. With "
+                                         "-d: for arca attach."),
         network: str = typer.Option("private", "--network", help="private (its own network "
                                     "namespace: outbound access, ports only with -p) | host "
                                     "(the host's network) | none (loopback only)."),
         publish: list[str] = typer.Option(None, "--publish", "-p", help="[IP:]HOST_PORT:"
-                                          "CONTAINER_PORT[/tcp|udp]: publish a port of the "
-                                          "container on the host."),
+                                          "CONTAINER_PORT (/tcp or /udp after it): publish a port "
+                                          "of the container on the host."),
         entrypoint: str = typer.Option(None, "--entrypoint", help="In place of the image's "
                                        "Entrypoint (and its Cmd; \"\" for none)."),
         user: str = typer.Option(None, "--user", "-u", help="USER[:GROUP] (name or id) in "
@@ -80,6 +82,10 @@ def register(app: typer.Typer) -> None:
                                        "(tmpfs on /tmp, /var/tmp and /run)."),
         memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 512m."),
         cpus: str = typer.Option(None, "--cpus", help="CPU limit, e.g. 1.5."),
+        restart: str = typer.Option("no", "--restart", help="no | on-failure[:N] | always | "
+                                    "unless-stopped: its monitor runs an exited -d container "
+                                    "again (a TD in a new TD, measured again); never after "
+                                    "arca stop."),
     ) -> None:
         """Run a container from an image, each in its own trust domain. An image not in the
         store is pulled first (--pull); pull progress goes to stderr. -e NAME takes NAME's
@@ -88,7 +94,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(ops.run(image, command, detach, name, rm, env, volume, tee, kbs,
                                  init_data, pull, creds, insecure, ca_cert, quiet, tty,
                                  interactive, network, publish, entrypoint, user, workdir,
-                                 env_file, label, read_only, memory, cpus))
+                                 env_file, label, read_only, memory, cpus, restart))
 
     @app.command("ps")
     def ps(
@@ -194,3 +200,30 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """CPU time, memory use and limit, and processes of running containers."""
         raise typer.Exit(ops.stats(containers, no_stream, as_json))
+
+    @app.command("cp")
+    def cp(
+        src: str = typer.Argument(..., help="CONTAINER:PATH, a host path, or - (a tar "
+                                  "stream on stdin)."),
+        dest: str = typer.Argument(..., help="CONTAINER:PATH, a host path, or - (a tar "
+                                   "stream on stdout)."),
+    ) -> None:
+        """Copy files between a container and the host, as podman cp (directories
+        recursively; a running or stopped container). Paths in the container are resolved in
+        its root: its symlinks never lead to the host. Refused for a TD (--tee sim...):
+        copying in would change what runs there unmeasured, out could read its secrets."""
+        raise typer.Exit(ops.cp(src, dest))
+
+    @app.command("attach")
+    def attach(
+        container: str = typer.Argument(..., help="Container name or id."),
+        no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not send stdin to a "
+                                      "container started with -d -i (Ctrl-P Ctrl-Q detaches "
+                                      "from one with -t)."),
+        sig_proxy: bool = typer.Option(True, "--sig-proxy/--no-sig-proxy", help="Pass the "
+                                       "signals arca gets (Ctrl-C) on to the container."),
+    ) -> None:
+        """Follow a running container's output (stdout and stderr, or its terminal) from
+        now until it exits, and give it your stdin if it runs with -d -i; exits with the
+        container's exit code."""
+        raise typer.Exit(ops.attach(container, no_stdin, sig_proxy))

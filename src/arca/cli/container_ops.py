@@ -30,7 +30,7 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
         publish: list[str] | None = None, entrypoint: str | None = None,
         user: str | None = None, workdir: str | None = None, env_file: list[str] | None = None,
         label: list[str] | None = None, read_only: bool = False, memory: str | None = None,
-        cpus: str | None = None) -> int:
+        cpus: str | None = None, restart: str = "no") -> int:
     from arca.host.containers.engine import Engine, PullSettings, RunOptions
     from arca.wire.errors import ConfigError
 
@@ -69,7 +69,7 @@ def run(image: str, command: list[str] | None, detach: bool, name: str | None, r
                       interactive=interactive, network=network,
                       publish=list(publish or []), entrypoint=entrypoint, user=user,
                       workdir=workdir, labels=labels, read_only=read_only, memory=memory,
-                      cpus=cpus)
+                      cpus=cpus, restart=restart)
     rec, code = Engine().run(opts)
     if detach:
         _echo(rec.id)
@@ -244,3 +244,24 @@ def stats(containers: list[str], no_stream: bool = False, as_json: bool = False)
                      str(st["pids"]) if st["pids"] is not None else "-"))
     _echo(columns(rows))
     return 0
+
+
+def cp(src: str, dest: str) -> int:
+    """``arca cp CONTAINER:PATH HOSTPATH|-`` and ``arca cp HOSTPATH|- CONTAINER:PATH``."""
+    from arca.host.containers.copy import cp as do_cp
+    from arca.host.containers.engine import Engine
+
+    do_cp(Engine(), src, dest, sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def attach(container: str, no_stdin: bool = False, sig_proxy: bool = True) -> int:
+    """``arca attach``: the container's output from now until it exits (and our stdin to it
+    if it runs with ``-d -i``); its exit code."""
+    from arca.host.containers.attach import attach as do_attach
+    from arca.host.containers.engine import Engine
+
+    sys.stdout.flush()
+    return do_attach(Engine(), container, sys.stdout.fileno(), sig_proxy=sig_proxy,
+                     stdin=not no_stdin)

@@ -102,6 +102,7 @@ COMMANDS: dict[str, Command] = {
         Opt("read_only", ("--read-only",), "flag", False),
         Opt("memory", ("--memory", "-m"), "value"),
         Opt("cpus", ("--cpus",), "value"),
+        Opt("restart", ("--restart",), "value", "no"),
     ), interspersed=False),
     "ps": Command("ps", (), (Opt("all_", ("--all", "-a"), "flag", False),
                              Opt("as_json", ("--json",), "flag", False),

@@ -15,6 +15,8 @@ from arca.wire.errors import ArcaError, ConfigError, InvalidInput
 # No typing or contextlib at run time (~6 ms): `arca run` starts here every time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     import typer
 
 #: Command modules, each owning one group of commands. A module that fails to import is a bug
@@ -26,6 +28,7 @@ COMMAND_MODULES = (
     "arca.cli.image_cmd",
     "arca.cli.container_cmd",
     "arca.cli.pause_cmd",
+    "arca.cli.volume_cmd",
     "arca.cli.measure_cmd",
     "arca.cli.policy_cmd",
     "arca.cli.demo_cmd",
@@ -79,13 +82,41 @@ def describe_os_error(err: OSError) -> str:
     return msg
 
 
-def exit_code_for(err: ArcaError) -> int:
-    """Usage/input/config problems exit 2; refusals and failed checks exit 1; a container
-    command that cannot run exits as podman's: 127 (not found), 126 (not executable)."""
+#: Command groups keeping their own documented exit codes for Arca's errors instead of
+#: podman's 125: ``arca verify`` answers 0 valid, 1 invalid (a refused check), 2 usage or
+#: unreadable input, as scripts around quote verifiers expect (ADR 0050).
+OWN_CODES = frozenset({"verify"})
+
+
+def exit_code_for(err: ArcaError, command: str | None = None) -> int:
+    """podman's codes (ADR 0050): an error that carries its own (a container's command that
+    cannot run: 126 not executable, 127 not found) keeps it; any other error of Arca's is
+    125, so it cannot be mistaken for a workload's exit code. ``arca verify`` (``command``)
+    keeps 1 for a refused check and 2 for bad input or configuration."""
     code = getattr(err, "exit_code", None)
     if isinstance(code, int):
         return code
-    return 2 if isinstance(err, (InvalidInput, ConfigError)) else 1
+    if command in OWN_CODES:
+        return 2 if isinstance(err, (InvalidInput, ConfigError)) else 1
+    return OWN_ERROR
+
+
+def _run_typer(args: list[str]) -> None:
+    """The typer app in standalone mode (it prints usage errors itself and exits); a usage
+    error (unknown flag, missing argument) exits 125 as podman's do, except for the groups
+    in :data:`OWN_CODES` (click's 2)."""
+    import typer
+
+    # click's UsageError, whichever click typer uses (recent typers vendor their own copy):
+    # the base class of typer's public BadParameter.
+    usage: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    old = usage.exit_code
+    if not args or args[0] not in OWN_CODES:
+        usage.exit_code = OWN_ERROR  # class attribute: every UsageError click raises
+    try:
+        build_app()(args=args, prog_name="arca")
+    finally:
+        usage.exit_code = old
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,12 +144,11 @@ def main(argv: list[str] | None = None) -> None:
                 from arca.cli.kbs_admin_args import hoist_admin
 
                 args = hoist_admin(args)
-            # Standalone mode: click prints usage errors itself and exits 2.
-            build_app()(args=args, prog_name="arca")
+            _run_typer(args)
             return  # not reached: standalone mode exits itself
     except ArcaError as err:
         print(f"arca: error: {err}", file=sys.stderr)
-        sys.exit(exit_code_for(err))
+        sys.exit(exit_code_for(err, args[0] if args else None))
     except OSError as err:
         # Not an ArcaError: something on this host refused (no traceback, one line, podman's
         # code for an error of the tool itself).

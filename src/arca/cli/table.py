@@ -56,10 +56,16 @@ def status(r: ContainerRecord) -> str:
     if shown == "running" and r.monitor_pid > 0 and not _alive(r.monitor_pid):
         return f"running, up {up} (monitor lost: arca rm)"
     if shown == "running":
-        return f"running, up {up}" if up else "running"
+        return (f"running, up {up}" if up else "running") + restarts(r)
     if r.status == "exited":
-        return f"exited ({r.exit_code}) {ago(r.finished)}".rstrip()
+        return f"exited ({r.exit_code}) {ago(r.finished)}".rstrip() + restarts(r)
     return shown
+
+
+def restarts(r: ContainerRecord) -> str:
+    """How often its restart policy ran it again (podman's RestartCount), when it did."""
+    n = r.restart_count
+    return f", restarted {n} time{'s' if n > 1 else ''}" if n else ""
 
 
 def _alive(pid: int) -> bool:
@@ -119,6 +125,7 @@ def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[
         "Created": ago(r.created), "RunningFor": ago(r.created).removesuffix(" ago"),
         "Status": status(r), "State": r.display_status, "Labels": dict(labels or {}),
         "Pid": r.pid, "ExitCode": r.exit_code, "TEE": r.tee,
+        "Restarts": r.restart_count, "RestartPolicy": r.restart_policy,
     }
 
 

@@ -144,11 +144,11 @@ def test_errors_are_one_line_with_the_same_exit_code(
     monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
     for argv, code, msg in (
-            (["run", "--tee", "tdx", "img"], 2, "arca: error: --tee 'tdx': arca run supports"),
-            (["run", "--init-data", str(tmp_path / "none.toml"), "img"], 2,
+            (["run", "--tee", "tdx", "img"], 125, "arca: error: --tee 'tdx': arca run supports"),
+            (["run", "--init-data", str(tmp_path / "none.toml"), "img"], 125,
              "arca: error: cannot read init-data"),
-            (["inspect", "nope"], 1, "arca: error: no such container"),
-            (["rm", "nope"], 1, "arca: error: no such container")):
+            (["inspect", "nope"], 125, "arca: error: no such container"),
+            (["rm", "nope"], 125, "arca: error: no such container")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == code
@@ -170,7 +170,7 @@ def test_ps_prints_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 def test_fast_path_imports_neither_typer_nor_rich_nor_pydantic(tmp_path: Path) -> None:
     code = ("import sys\nfrom arca.cli.main import main\ntry:\n    main(['inspect', 'nope'])\n"
-            "except SystemExit as e:\n    assert e.code == 1\n"
+            "except SystemExit as e:\n    assert e.code == 125\n"
             "print(sorted(m for m in ('typer', 'rich', 'pydantic', 'click', 'httpx') "
             "if m in sys.modules))")
     env = {**os.environ, "ARCA_ROOT": str(tmp_path / "root")}

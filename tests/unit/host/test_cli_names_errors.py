@@ -79,7 +79,7 @@ def test_admin_help_needs_no_credentials_and_missing_ones_are_named(
     assert e.value.code == 0 and "--file" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["kbs", "admin", "get-reference-values"])
-    assert e.value.code == 2
+    assert e.value.code == 125
     assert capsys.readouterr().err == ("arca: error: arca kbs admin needs the KBS URL: --url "
                                        "URL or $ARCA_KBS_URL\n")
     monkeypatch.setenv("ARCA_KBS_URL", "http://127.0.0.1:9")

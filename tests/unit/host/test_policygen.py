@@ -204,10 +204,10 @@ def test_written_files_and_admin_commands(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message", "code"), [
-    (["--resource", "default/../app"], "is not repo/type/tag", 2),
+    (["--resource", "default/../app"], "is not repo/type/tag", 125),
     (["--resource", "a/b/c", "--init-data", "/nonexistent/init.toml"],
-     "cannot read init-data /nonexistent/init.toml", 2),
-    ([], "no resources to grant", 2),
+     "cannot read init-data /nonexistent/init.toml", 125),
+    ([], "no resources to grant", 125),
 ])
 def test_cli_user_errors(args: list[str], message: str, code: int, capsys, tmp_path,
                          monkeypatch: pytest.MonkeyPatch):
@@ -230,7 +230,7 @@ def test_cli_refuses_bad_init_data_before_touching_the_image(capsys, tmp_path):
         main(["policy", "generate", "oci:/nonexistent", "--init-data", str(bad),
               "--resource", "a/b/c", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "unknown key(s) surprise" in err, err
+    assert e.value.code == 125 and "unknown key(s) surprise" in err, err
 
 
 def test_merge_keeps_existing_grants_of_the_listed_resources_only():

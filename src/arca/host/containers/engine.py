@@ -20,7 +20,8 @@ With ``-t`` the supervisor receives the container's terminal from runc and copie
 
 ``exec`` goes through ``arca-runtime exec``, so the TD's execution policy applies; ``exec -t``
 gets its own terminal the same way as ``run -t`` (``exec --detach`` with a console socket, the
-process inherited as subreaper), ``-i`` gives it stdin (else /dev/null). Not here: ``attach``.
+process inherited as subreaper), ``-i`` gives it stdin (else /dev/null). ``attach``:
+:mod:`.attach` (a ``-d -i`` container's stdin is a pipe its monitor keeps open for it).
 
 Each container has a private network namespace connected by pasta, ``-p`` publishing its
 ports (:mod:`.network`), unless ``--network host`` or ``none``; the supervisor sets it up right
@@ -67,6 +68,12 @@ else:
     import _signal as signal  # signal without its enums: see spawn.py
 
 PR_SET_CHILD_SUBREAPER = 36
+#: ``--restart`` policies (podman's); ``on-failure`` takes ``:N``, the most restarts.
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+#: The monitor waits this long before a restart, doubling per restart up to the cap (as
+#: podman/docker back off), so a container that exits at once does not spin a CPU.
+RESTART_DELAY_S = 0.1
+RESTART_DELAY_MAX_S = 5.0
 #: How long ``run -d`` waits for the monitor to report the container started.
 START_TIMEOUT_S = 60.0
 #: The spec ``arca run`` wrote, kept for ``arca start`` (next to the record).
@@ -130,7 +137,8 @@ class RunOptions:
 
     __slots__ = ("image", "command", "name", "detach", "auto_remove", "env", "volumes", "tee",
                  "kbs_url", "init_data", "pull", "tty", "interactive", "network", "publish",
-                 "entrypoint", "user", "workdir", "labels", "read_only", "memory", "cpus")
+                 "entrypoint", "user", "workdir", "labels", "read_only", "memory", "cpus",
+                 "restart")
 
     def __init__(self, image: str, command: list[str] | None = None, name: str | None = None,
                  detach: bool = False, auto_remove: bool = False, env: list[str] | None = None,
@@ -141,7 +149,8 @@ class RunOptions:
                  publish: list[str] | None = None, entrypoint: str | None = None,
                  user: str | None = None, workdir: str | None = None,
                  labels: dict[str, str] | None = None, read_only: bool = False,
-                 memory: str | None = None, cpus: str | None = None) -> None:
+                 memory: str | None = None, cpus: str | None = None,
+                 restart: str = "no") -> None:
         self.image = image
         self.command = list(command or [])
         self.name = name
@@ -166,6 +175,7 @@ class RunOptions:
         self.read_only = read_only  # the rootfs read-only, tmpfs on /tmp, /var/tmp, /run
         self.memory = memory  # --memory 512m
         self.cpus = cpus  # --cpus 1.5
+        self.restart = restart  # --restart no|on-failure[:N]|always|unless-stopped
 
 
 def runtime_argv() -> list[str]:
@@ -191,6 +201,42 @@ def runtime_env(tee: str) -> Mapping[str, str]:
     bundle then carries no Arca annotation and the runtime's C front end hands it to runc
     without starting Python or asking the sim daemon."""
     return {**os.environ, "ARCA_TEE": "none"} if tee == "none" else os.environ
+
+
+def parse_restart(policy: str) -> tuple[str, int | None]:
+    """``--restart`` as (policy, most restarts or None for unlimited)."""
+    name, colon, count = policy.partition(":")
+    if name not in RESTART_POLICIES or (colon and name != "on-failure"):
+        raise InvalidInput(f"--restart {policy!r}: must be no, on-failure[:N], always or "
+                           "unless-stopped")
+    if not colon:
+        return name, None
+    if not count.isdigit():
+        raise InvalidInput(f"--restart {policy!r}: N must be a number of restarts")
+    return name, int(count) or None
+
+
+def restart_due(rec: ContainerRecord) -> bool:
+    """Whether the monitor runs the exited container ``rec`` again: per its policy, never
+    after ``arca stop`` (``manual_stop``). ``unless-stopped`` is ``always`` here: with no
+    daemon there is no host boot to tell them apart."""
+    if rec.manual_stop or rec.status != "exited":
+        return False
+    name, most = parse_restart(rec.restart_policy)
+    if name in ("always", "unless-stopped"):
+        return True
+    if name == "on-failure":
+        return rec.exit_code != 0 and (most is None or rec.restart_count < most)
+    return False
+
+
+class _StoppedMeanwhile(ArcaError):
+    """`arca stop` came while the monitor was preparing a restart."""
+
+
+def _not_stopped(rec: ContainerRecord) -> None:
+    if rec.manual_stop:
+        raise _StoppedMeanwhile(f"container {rec.name} was stopped")
 
 
 def _set_subreaper() -> None:
@@ -243,9 +289,10 @@ class Engine:
             init_data = generated_init_data(opts.kbs_url, [v.destination for v in volumes])
         if init_data is not None and opts.tee == "none":
             raise InvalidInput(f"init-data needs a TEE (--tee {DEFAULT_TEE})")
-        if opts.detach and opts.interactive:
-            raise InvalidInput("-i needs the foreground: a detached container's stdin cannot "
-                               "be attached later (-d -t gives it a terminal that stays open)")
+        parse_restart(opts.restart)
+        if opts.restart != "no" and (opts.auto_remove or not opts.detach):
+            raise InvalidInput(f"--restart {opts.restart} needs -d and no --rm: a detached "
+                               "container's monitor restarts it")
         net = network.NetworkPlan.parse(opts.network, opts.publish, init_data)
         overrides = (opts.entrypoint, opts.user, opts.workdir) != (None, None, None)
         limits: dict[str, Any] = {}
@@ -300,7 +347,7 @@ class Engine:
                                 tee=opts.tee, args=(), auto_remove=opts.auto_remove,
                                 monitor_pid=os.getpid(),
                                 detached=opts.detach, tty=opts.tty,
-                                interactive=opts.interactive)
+                                interactive=opts.interactive, restart_policy=opts.restart)
         try:
             d = self._dir(rec.id)
             bundle = self._bundle(rec.id)
@@ -319,6 +366,15 @@ class Engine:
                 mount_overlay(rootfs, lowers, os.path.join(d, "upper"), os.path.join(d, "work"),
                               volatile=opts.auto_remove)
             os.chmod(rootfs, 0o755)  # noqa: S103 - the container's /
+            # named volumes: created if missing, recorded as this container's
+            named = [v for v in volumes if v.volume is not None]
+            if named:
+                from arca.host.containers.volumes import VolumeStore
+
+                paths = VolumeStore(containers=self.store).attach(
+                    rec.id, [str(v.volume) for v in named])
+                for v, path in zip(named, paths, strict=True):
+                    v.source = path
             if config is not None:
                 from pathlib import Path
 
@@ -429,14 +485,23 @@ class Engine:
             os.close(started_w)
             return pid, started_r
         code = 1
+        attach_sock = ""
         try:
             os.close(started_r)
             os.setsid()
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
+            if self.store.load(cid).interactive:
+                # -d -i: the container's stdin is a pipe kept open for `arca attach`
+                from arca.host.containers.attach import serve_stdin
+
+                stdin_r, stdin_w = os.pipe()
+                os.dup2(stdin_r, 0)
+                os.close(stdin_r)
+                attach_sock = serve_stdin(cid, stdin_w)
+            else:
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
-            self.supervise(cid, foreground=False, started_fd=started_w)
+            self._monitor(cid, started_w)
             code = 0
         except ArcaError as e:
             print(f"arca-monitor: error: {e}", file=sys.stderr)
@@ -445,12 +510,37 @@ class Engine:
 
             traceback.print_exc()
         finally:
+            if attach_sock:
+                try:
+                    os.unlink(attach_sock)
+                except OSError:
+                    pass
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
             except Exception:  # noqa: BLE001,S110 - exiting anyway
                 pass
             os._exit(code)
+
+    def _monitor(self, cid: str, started_fd: int) -> None:
+        """A detached container's monitor: supervise it, and run it again while its restart
+        policy says so (a TEE container in a new TD, measured again, as ``arca start``)."""
+        self.supervise(cid, foreground=False, started_fd=started_fd)
+        while True:
+            try:
+                rec = self.store.load(cid)
+            except NotFound:
+                return  # removed
+            if not restart_due(rec):
+                return
+            time.sleep(min(RESTART_DELAY_S * 2 ** min(rec.restart_count, 8),
+                           RESTART_DELAY_MAX_S))
+            try:
+                self._rearm(rec, restart_count=rec.restart_count + 1,
+                            monitor_pid=os.getpid(), check=_not_stopped)
+            except (_StoppedMeanwhile, NotFound):
+                return
+            self.supervise(cid, foreground=False)
 
     def supervise(self, cid: str, *, foreground: bool, started_fd: int | None = None) -> int:
         """Create, start and wait for the container; returns its exit code (128+N on signal N).
@@ -481,7 +571,8 @@ class Engine:
         step = "run" if rec.tee == "none" and net is None else "create"
         # -t: runc sends the terminal's master side over this socket during the step
         console = self._console_socket(cid) if rec.tty else None
-        reads_stdin = foreground and rec.interactive
+        # in the foreground our stdin; a -d -i container's monitor's (a pipe for attach)
+        reads_stdin = rec.interactive
         master = -1
         # A foreground container that stays (no --rm) keeps its output for `arca logs`, as
         # podman's does: its stdout and stderr are pipes the supervisor copies to ours and to
@@ -543,7 +634,10 @@ class Engine:
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
             if started_fd is not None:
-                os.write(started_fd, b"1")
+                try:
+                    os.write(started_fd, b"1")
+                except BrokenPipeError:
+                    pass  # `arca run -d` saw the record first and stopped listening
                 os.close(started_fd)
             if master >= 0:
                 from arca.host.containers import terminal
@@ -634,6 +728,15 @@ class Engine:
     # -- other commands -------------------------------------------------------------------------
     def stop(self, ref: str, timeout: float = STOP_TIMEOUT_S) -> ContainerRecord:
         rec = self.store.find(ref)
+        if rec.restart_policy != "no":
+            # first, so its monitor restarts it no more; one restarting right now (created,
+            # not yet running) is waited for and stopped like a running one
+            rec = self.store.update(rec.id, manual_stop=True)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while (rec.status == "created" and _pid_alive(rec.monitor_pid)
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+                rec = self.store.load(rec.id)
         if not rec.is_alive():
             return rec
         rt = runtime_argv()
@@ -656,6 +759,21 @@ class Engine:
             return rec  # podman: starting a running container is no error
         if rec.status not in ("exited", "error"):
             raise StateError(f"container {rec.name} is {rec.status}: cannot start it")
+        rec = self._rearm(rec, detached=True, interactive=False, monitor_pid=os.getpid(),
+                          manual_stop=False)
+        monitor, started = self._spawn_monitor(rec.id)
+        try:
+            return self._await_start(rec, monitor, started)[0]
+        finally:
+            os.close(started)
+
+    def _rearm(self, rec: ContainerRecord,
+               check: Callable[[ContainerRecord], None] | None = None,
+               **changes: Any) -> ContainerRecord:
+        """Make an exited container ready to run again (``start``, a restart): the runtime's
+        old state deleted, the bundle's spec as ``arca run`` wrote it (the runtime rewrote
+        it for a TD), the overlay mounted again; recorded ``created`` with ``changes`` if
+        ``check`` (under the store's lock) allows it, else unmounted again."""
         from arca.host.images.errors import ImageNotFound
 
         try:
@@ -677,14 +795,13 @@ class Engine:
         umount(rootfs, lazy=True)
         with FileLock(os.path.join(os.fspath(self.images.root), "gc.lock"), shared=True):
             mount_overlay(rootfs, lowers, os.path.join(d, "upper"), os.path.join(d, "work"))
-        rec = self.store.update(rec.id, status="created", pid=0, exit_code=None, started=None,
-                                finished=None, error=None, detached=True, interactive=False,
-                                monitor_pid=os.getpid())
-        monitor, started = self._spawn_monitor(rec.id)
         try:
-            return self._await_start(rec, monitor, started)[0]
-        finally:
-            os.close(started)
+            return self.store.update(rec.id, check=check, status="created", pid=0,
+                                     exit_code=None, started=None, finished=None, error=None,
+                                     **changes)
+        except BaseException:
+            umount(rootfs, lazy=True)
+            raise
 
     def restart(self, ref: str, timeout: float = STOP_TIMEOUT_S) -> ContainerRecord:
         self.stop(ref, timeout)
@@ -872,6 +989,8 @@ class Engine:
         if rec.is_alive():
             if not force:
                 raise StateError(f"container {rec.name} is running (stop it first, or use -f)")
+            if rec.restart_policy != "no":
+                self.store.update(rec.id, manual_stop=True)  # its monitor: no restart
             spawn.run([*runtime_argv(), "kill", rec.id, "KILL"], quiet=True)
             self._wait_exit(rec.id, 10.0)
         if not os.path.exists(self.store.dir(rec.id)):
@@ -1008,6 +1127,7 @@ class Engine:
         obj["bundle"] = self._bundle(rec.id)
         obj["log"] = self.log_path(rec.id)
         obj["labels"] = self.labels(rec.id)
+        obj["RestartCount"] = rec.restart_count  # podman's name, for --format
         return obj
 
     def labels(self, cid: str) -> dict[str, str]:

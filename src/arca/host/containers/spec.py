@@ -43,25 +43,33 @@ HOST_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
 
 class Volume:
-    """A ``-v SRC:DST[:ro]`` bind mount; ``source`` is absolute with symlinks resolved."""
+    """A ``-v SRC:DST[:ro]`` bind mount; ``source`` is absolute with symlinks resolved. For a
+    named volume (``-v NAME:DST``, podman's rule: SRC not starting with ``/`` or ``.``),
+    ``volume`` is the name and ``source`` is empty until the volume store resolves it
+    (:mod:`.volumes`)."""
 
-    __slots__ = ("source", "destination", "readonly")
+    __slots__ = ("source", "destination", "readonly", "volume")
 
-    def __init__(self, source: str, destination: str, readonly: bool = False) -> None:
+    def __init__(self, source: str, destination: str, readonly: bool = False,
+                 volume: str | None = None) -> None:
         self.source = source
         self.destination = destination
         self.readonly = readonly
+        self.volume = volume
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Volume) and (self.source, self.destination, self.readonly) == (
-            other.source, other.destination, other.readonly)
+        return isinstance(other, Volume) and (
+            self.source, self.destination, self.readonly, self.volume) == (
+            other.source, other.destination, other.readonly, other.volume)
 
     def __repr__(self) -> str:
-        return f"Volume({self.source!r}, {self.destination!r}, {self.readonly!r})"
+        return (f"Volume({self.source!r}, {self.destination!r}, {self.readonly!r}, "
+                f"{self.volume!r})")
 
     @classmethod
     def parse(cls, spec: str) -> Volume:
-        """``SRC:DST[:ro|rw]``; SRC must exist on the host, DST must be absolute."""
+        """``SRC:DST[:ro|rw]``; SRC must exist on the host (or name a volume), DST must be
+        absolute."""
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise InvalidInput(f"volume {spec!r}: expected SRC:DST[:ro]")
@@ -70,13 +78,20 @@ class Volume:
             if parts[2] not in ("ro", "rw"):
                 raise InvalidInput(f"volume {spec!r}: mode must be 'ro' or 'rw'")
             ro = parts[2] == "ro"
-        src = os.path.realpath(parts[0])
-        if not os.path.exists(src):
-            raise InvalidInput(f"volume {spec!r}: source {src} does not exist")
         dst = os.path.normpath(parts[1])
         if not dst.startswith("/") or dst == "/":
             raise InvalidInput(f"volume {spec!r}: destination must be an absolute path "
                                "other than /")
+        if not parts[0].startswith(("/", ".")):
+            from arca.host.containers.state import valid_name
+
+            if not valid_name(parts[0]):
+                raise InvalidInput(f"invalid volume name {parts[0]!r} (letters, digits, "
+                                   "_ . -; starting with a letter or digit)")
+            return cls("", dst, ro, volume=parts[0])
+        src = os.path.realpath(parts[0])
+        if not os.path.exists(src):
+            raise InvalidInput(f"volume {spec!r}: source {src} does not exist")
         return cls(src, dst, ro)
 
     def to_mount(self) -> dict[str, Any]:

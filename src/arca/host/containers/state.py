@@ -26,6 +26,7 @@ from arca.errors import InvalidInput, NotFound, StateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from os import PathLike
     from typing import Any
 
@@ -99,6 +100,7 @@ _FIELDS: dict[str, Any] = {
     "created": _REQ, "status": "created", "pid": 0, "monitor_pid": 0, "exit_code": None,
     "started": None, "finished": None, "auto_remove": False, "detached": False, "error": None,
     "process": dict, "tty": False, "interactive": False, "paused": False,
+    "restart_policy": "no", "restart_count": 0, "manual_stop": False,
 }
 _REQUIRED = tuple(k for k, v in _FIELDS.items() if v is _REQ)
 
@@ -127,6 +129,9 @@ class ContainerRecord:
     tty: bool  # the process has a pseudo-terminal (-t)
     interactive: bool  # the foreground process reads arca run's stdin (-i)
     paused: bool  # frozen by arca pause (runc pause), until arca unpause
+    restart_policy: str  # --restart: no | on-failure[:N] | always | unless-stopped
+    restart_count: int  # times its monitor ran it again (podman's RestartCount)
+    manual_stop: bool  # `arca stop`/`rm -f` ended it: the restart policy must not undo that
 
     def __init__(self, **fields: Any) -> None:
         unknown = set(fields) - set(_FIELDS)
@@ -239,9 +244,14 @@ class ContainerStore:
         except (ValueError, TypeError, AttributeError):
             return _unreadable(cid)
 
-    def update(self, cid: str, **changes: Any) -> ContainerRecord:
+    def update(self, cid: str, check: Callable[[ContainerRecord], None] | None = None,
+               **changes: Any) -> ContainerRecord:
+        """Change the record; ``check`` (raising to refuse) sees it first, under the lock."""
         with self.lock():
-            rec = self.load(cid).replace(**changes)
+            rec = self.load(cid)
+            if check is not None:
+                check(rec)
+            rec = rec.replace(**changes)
             _write_record(os.path.join(self.dir(cid), "container.json"), rec)
         return rec
 

@@ -13,7 +13,8 @@ them) and is restored when the container exits, also on errors. Without ``-i`` i
 is and Ctrl-C reaches ``arca run``, which passes SIGINT on. The window size is copied to the
 container's terminal at the start and on every SIGWINCH.
 
-Not here: attaching to a running container later (there is no ``attach``).
+Attaching to a detached container later: :mod:`.attach` (``-d -i``: the monitor's stdin pipe
+is copied to the terminal here).
 """
 
 from __future__ import annotations

@@ -1,0 +1,44 @@
+"""podman's exit codes for Arca's own errors (ADR 0050): 125, usage errors included; ``arca
+verify`` keeps its documented 0 valid / 1 invalid / 2 usage."""
+
+from __future__ import annotations
+
+import pytest
+
+from arca.cli import fastpath
+from arca.cli.main import main
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+@pytest.mark.parametrize(("argv", "code", "says"), [
+    (["run", "--no-such-flag", "img"], 125, "No such option"),
+    (["ps", "--nope"], 125, "No such option"),
+    (["no-such-command"], 125, "No such command"),
+    (["inspect"], 125, "Missing argument"),
+    (["kbs", "keygen", "--out"], 125, "requires an argument"),
+    (["inspect", "nope"], 125, "arca: error: no such container: nope"),
+    (["verify", "--nope"], 2, "No such option"),
+])
+def test_own_errors_exit_125(argv: list[str], code: int, says: str, fast: str,
+                             tmp_path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(fastpath.DISABLE_ENV, fast)
+    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == code
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+
+
+def test_usage_error_code_is_not_left_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 125 of a usage error applies to that one call: a later ``arca verify`` in the same
+    process (tests, embedders) still gets click's 2."""
+    import typer
+
+    usage = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    monkeypatch.setenv(fastpath.DISABLE_ENV, "0")
+    with pytest.raises(SystemExit):
+        main(["ps", "--nope"])
+    assert usage.exit_code == 2
