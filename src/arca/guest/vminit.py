@@ -35,7 +35,7 @@ import time
 from arca.guest.boundary import volume_refusal
 from arca.guest.policy import host_process
 from arca.wire.constants import EVIDENCE_PATH
-from arca.wire.descriptor import LaunchDescriptor, ProcessSpec
+from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ArcaError, PolicyDenied
 from arca.wire.initdata import ExecPolicy, InitData
 from arca.wire.jcs import canonicalize
