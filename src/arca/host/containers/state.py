@@ -9,7 +9,7 @@ States: ``created`` (bundle ready) -> ``running`` -> ``exited``; ``error`` when 
 refused to create or start it (the reason is kept in ``error``).
 
 Every ``arca run`` imports this module, so it uses nothing beyond ``os``, ``fcntl`` and the
-json stand-ins of :mod:`arca.wire.lean`: no dataclasses, typing, pathlib, re, json, secrets
+json stand-ins of :mod:`arca._internal.fastjson`: no dataclasses, typing, pathlib, re, json, secrets
 or datetime (together ~15 ms of imports, about what ``runc run`` takes to run a container).
 Paths are ``str``.
 """

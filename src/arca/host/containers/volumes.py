@@ -28,7 +28,7 @@ from arca.host.containers.state import (
     valid_id,
     valid_name,
 )
-from arca.wire.lean import json_dumps, json_loads
+from arca._internal.fastjson import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
