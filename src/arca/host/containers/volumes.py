@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from arca._internal.fastjson import json_dumps, json_loads
 from arca._internal.fsutil import private_dir, write_atomic
 from arca.errors import InvalidInput, NotFound, StateError
 from arca.host.containers.state import (
@@ -28,7 +29,6 @@ from arca.host.containers.state import (
     valid_id,
     valid_name,
 )
-from arca._internal.fastjson import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
