@@ -15,8 +15,8 @@ import pytest
 
 from arca.guest import vminit
 from arca.host.backends.vm import launch, rewrite_config
-from arca.host.backends.vm.initramfs import write_cpio
-from arca.wire.errors import InvalidInput
+from arca.host.backends.vm.initramfs import SIG_MAGIC, unsigned, write_cpio
+from arca.wire.errors import ConfigError, InvalidInput
 
 HAVE_IMAGE_TOOLS = bool(shutil.which("mkfs.erofs") and shutil.which("veritysetup"))
 
@@ -43,6 +43,31 @@ def test_cpio_is_reproducible_and_sorted(tmp_path: pathlib.Path) -> None:
                  for line in listing.splitlines()]
         assert names == ["a", "a/x", "b"]
         assert "1970" in listing  # mtime 0
+
+
+def test_unsigned_drops_exactly_the_appended_signature() -> None:
+    import lzma
+
+    from arca.host.backends.vm import assets
+
+    try:
+        kernel = assets.Kernel(assets.data_dir())
+    except assets.VmUnavailable as e:
+        pytest.skip(str(e))
+    ko = next(kernel.modules.rglob("erofs.ko*"))
+    raw = ko.read_bytes()
+    raw = lzma.decompress(raw) if ko.name.endswith(".xz") else raw
+    assert raw.endswith(SIG_MAGIC)  # Debian signs its modules
+    bare = unsigned(raw)
+    trailer = raw[len(bare):]
+    # what is cut: the PKCS#7 signature, its 12-byte struct module_signature (length last,
+    # big-endian), the magic; the module's ELF before it is untouched
+    assert len(trailer) == int.from_bytes(trailer[-len(SIG_MAGIC) - 4:-len(SIG_MAGIC)],
+                                          "big") + 12 + len(SIG_MAGIC)
+    assert raw.startswith(bare) and bare[:4] == b"\x7fELF"
+    assert unsigned(bare) == bare  # an unsigned module passes unchanged
+    with pytest.raises(ConfigError, match="signature trailer"):
+        unsigned(b"\x7fELF" + (1 << 20).to_bytes(4, "big") + SIG_MAGIC)
 
 
 def _launch(**kw: object) -> launch.Launch:
@@ -152,3 +177,24 @@ def test_vm_reports_verify_only_as_vm(tmp_path: pathlib.Path,
     sim_ev = plat.sign_report(sim_desc, None, rd, "td-2").to_bytes()
     with pytest.raises(BindingMismatch, match="report is for tee 'sim'"):
         SimVerifier(root, tee="vm").verify(sim_ev, expected=Expected(rd, bytes(48)))
+
+
+def test_installed_qemu_takes_the_bounded_translation_cache() -> None:
+    """``-accel tcg,tb-size=N`` as qemu_argv passes it: QEMU starts with it, and really checks
+    the property (a misspelt one is refused), so the bound is not silently ignored."""
+    from arca.host.backends.vm import assets
+
+    qemu = shutil.which(assets.QEMU)
+    if qemu is None:
+        pytest.skip("no QEMU installed")
+    argv = launch.qemu_argv(qemu, _launch())
+    accel = argv[argv.index("-accel") + 1]
+    assert accel == f"tcg,tb-size={launch.TCG_TB_MIB}"
+
+    def run(acc: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([qemu, "-nodefaults", "-accel", acc, "-machine", "none",
+                               "-display", "none", "-S", "-monitor", "stdio"], input="quit\n",
+                              text=True, capture_output=True, timeout=60, check=False)
+
+    assert run(accel).returncode == 0
+    assert "tb-sise" in run(accel.replace("tb-size", "tb-sise")).stderr

@@ -99,7 +99,7 @@ class VmBackend(Backend):
         kernel = assets.check_host()
         digest = rootfs_digest(inputs.rootfs)
         image = ensure_rootfs_image(inputs.rootfs, digest)
-        initrd = ensure_initramfs(inputs.guest_runtime, kernel)
+        initrd = ensure_initramfs(inputs.guest_runtime, kernel, strip_signatures=True)
         vcpus, memory = launch.shape_from_spec(dict(inputs.oci))
         descriptor = LaunchDescriptor(self.name, inputs.guest_runtime.digest, digest,
                                       inputs.process)
