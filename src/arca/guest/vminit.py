@@ -9,10 +9,10 @@
    ``arca.desc=`` on the command line (so it is measured), the process and init-data are
    checked by the agent as under ``sim``. Write the launch record of what this VM booted
    (:func:`launch_record`) for the agent, which refuses a report not over it.
-4. Run the agent chrooted in the new root, its stdio on the ``arca.stdout``/``arca.stderr``
-   ports. Relay its evidence requests (a unix socket where ``sim`` has its device) and the
-   host's ``start`` (the ``go`` FIFO) and signals; report the workload's exit status and power
-   off.
+4. Run the agent (forked: no second interpreter) chrooted in the new root, its stdio on the
+   ``arca.stdout``/``arca.stderr`` ports. Relay its evidence requests (a unix socket where
+   ``sim`` has its device) and the host's ``start`` (the ``go`` FIFO) and signals; report the
+   workload's exit status and power off.
 
 A failure before the agent runs goes to the host as exit status 125 (printed as one line).
 Only the standard library: device-mapper is driven with its ioctls (``linux/dm-ioctl.h``);
@@ -251,11 +251,16 @@ def agent(out: str, err: str, size: list[int] | None = None) -> tuple[int, int |
                 os.dup2(os.open(err, os.O_WRONLY), 2)
             os.chroot(NEW)
             os.chdir("/")
-            loader = "/.arca/lib/ld-linux-x86-64.so.2"
-            os.execve(loader, [  # noqa: S606 - no shell, by design
-                loader, "--library-path", "/.arca/lib", "/.arca/bin/python3", "-I", "-S", "-B",
-                "-c", "import sys; from arca.guest.agent import main; sys.exit(main())"], {})
-        finally:
+            # The agent in this forked interpreter, not a second one: under TCG a new
+            # interpreter and the imports both need cost ~0.5 s (docs/vm.md "Performance").
+            # /.arca is the same tree in the new root; the environment (the kernel's HOME and
+            # TERM) is not the workload's, which the agent builds from process.json.
+            from arca.guest.agent import main as agent_main
+
+            sys.exit(agent_main())
+        except SystemExit as e:  # the agent's status (126/127: the workload cannot run)
+            os._exit(int(e.code or 0))
+        finally:  # never back into PID 1's code (an uncaught bug in the agent: 127)
             os._exit(127)
     if slave is not None:
         os.close(slave)
