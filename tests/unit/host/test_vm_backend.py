@@ -115,6 +115,12 @@ def test_rewrite_makes_qemu_the_process_and_refuses_volumes(tmp_path: pathlib.Pa
         assert d in dests
     assert "ro" in dests[launch.IN_CONTAINER_ROOTFS]["options"]
     assert dests[launch.IN_CONTAINER_TD]["source"] == str(tmp_path / "td")
+    # the one capability added (the VMM pages QEMU's boot images out), no other
+    caps = new["process"]["capabilities"]
+    assert all(caps[k] == ["CAP_SYS_NICE"] for k in ("bounding", "effective", "permitted"))
+    kept = rewrite_config({**config, "process": {**config["process"], "capabilities": {
+        "bounding": ["CAP_KILL"]}}}, tmp_path / "td", vm)["process"]["capabilities"]
+    assert kept["bounding"] == ["CAP_KILL", "CAP_SYS_NICE"]
     volume = {"destination": "/data", "type": "bind", "source": "/srv/data",
               "options": ["rbind"]}
     with pytest.raises(InvalidInput, match="mount /srv/data -> /data refused"):

@@ -215,6 +215,12 @@ def rewrite_config(config: dict[str, Any], td: pathlib.Path, vm: Any) -> dict[st
         proc["env"].append(f"ARCA_VM_BOOT_TIMEOUT={os.environ['ARCA_VM_BOOT_TIMEOUT']}")
     proc["cwd"] = "/"
     proc["user"] = {"uid": 0, "gid": 0}
+    # process_madvise(MADV_PAGEOUT) of QEMU's initramfs mapping once the guest runs
+    # (vmm.release_boot_images) needs CAP_SYS_NICE; QEMU gains only nice/scheduling rights.
+    caps = proc.setdefault("capabilities", {})
+    for kind in ("bounding", "effective", "permitted"):
+        if "CAP_SYS_NICE" not in caps.setdefault(kind, []):
+            caps[kind].append("CAP_SYS_NICE")
     return new
 
 
