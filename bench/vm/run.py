@@ -188,38 +188,42 @@ def startup(b: Bench, rounds: int) -> tuple[dict[str, list[float]], dict[str, li
     return times, cpu
 
 
-def breakdown(b: Bench) -> list[tuple[str, float]]:
+def breakdown(b: Bench) -> list[tuple[str, float, float | None, str]]:
     """One ``vm`` start watched from the host: QEMU's appearance and the guest console's
-    milestones (the TD directory's ``console.log``, polled every 5 ms)."""
+    milestones (the TD directory's ``console.log``, polled every 5 ms), each as (what, seconds
+    since ``ctr run``, QEMU's CPU seconds then, the guest's uptime stamp)."""
     from arca.host import paths
 
     cid = f"bd{uuid.uuid4().hex[:6]}"
-    marks: list[tuple[str, float]] = []
+    marks: list[tuple[str, float, float | None, str]] = []
+    pid: list[int] = []
+
+    def cpu() -> float | None:
+        with contextlib.suppress(OSError, IndexError):
+            return cpu_seconds(pid[0])
+        return None
 
     def watch(proc, t0: float) -> None:  # type: ignore[no-untyped-def]
         console = paths.run_dir() / "td" / cid / "console.log"
         seen: set[str] = set()
-        qemu = False
         while proc.poll() is None and time.monotonic() - t0 < TIMEOUT:
-            if not qemu and qemu_of(cid):
-                qemu = True
+            if not pid and (found := qemu_of(cid)):
+                pid.append(found[0])
                 marks.append(("create: runtime, rootfs cache lookup, runc -> QEMU running",
-                              time.monotonic() - t0))
+                              time.monotonic() - t0, cpu(), ""))
             with contextlib.suppress(OSError):
                 # complete lines only: QEMU may be halfway through writing the last one
                 for line in console.read_text(errors="replace").split("\n")[:-1]:
-                    if line.startswith("arca-vminit: ") and line not in seen:
+                    up, sep, what = line.partition("arca-vminit: ")
+                    if sep and line not in seen:
                         seen.add(line)
-                        marks.append((line.removeprefix("arca-vminit: "),
-                                      time.monotonic() - t0))
-            if any("released" in m for m, _ in marks):
-                return
+                        marks.append((what, time.monotonic() - t0, cpu(),
+                                      up.strip(" []")))
             if select.select([proc.stdout], [], [], 0.005)[0]:
+                marks.append(("first workload output", time.monotonic() - t0, cpu(), ""))
                 return
 
-    total = first_line(b.ctr_run("latest", b.tee, "echo", "first", cid=cid), "first",
-                       on_start=watch)
-    marks.append(("first workload output", total))
+    first_line(b.ctr_run("latest", b.tee, "echo", "first", cid=cid), "first", on_start=watch)
     return marks
 
 
@@ -407,10 +411,12 @@ def main() -> int:
             print("breakdown of one start (seconds since ctr run, as the host sees them):")
             print(f"  rootfs cache, cold build of the busybox image: "
                   f"{rootfs_cold_build(b):.2f}s (warm: a lookup)")
-            prev = 0.0
-            for what, at in breakdown(b):
-                print(f"  {at:6.2f}s (+{at - prev:5.2f})  {what}")
-                prev = at
+            print("  (host seconds since ctr run; QEMU CPU seconds; guest uptime)")
+            prev, prev_cpu = 0.0, 0.0
+            for what, at, qcpu, up in breakdown(b):
+                c = f"cpu {qcpu:6.2f} (+{qcpu - prev_cpu:5.2f})" if qcpu is not None else ""
+                print(f"  {at:6.2f}s (+{at - prev:5.2f})  {c:22s} {up:>8s}  {what}")
+                prev, prev_cpu = at, qcpu if qcpu is not None else prev_cpu
             mem = memory(b)
             print(f"memory of one idle {opts.tee} container: guest RAM "
                   f"{mem['guest_ram_mib']:.0f} MiB (default); QEMU RSS "
