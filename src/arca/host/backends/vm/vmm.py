@@ -159,7 +159,7 @@ def main() -> int:
         if time.monotonic() > deadline:
             return fail("QEMU did not connect to the control port", qemu)
     conn.setblocking(True)
-    buf, wants_go, started = b"", False, time.monotonic()
+    buf, wants_go, started, next_release = b"", False, time.monotonic(), 0.0
     status: int | None = None
     asked = False
     while True:
@@ -189,7 +189,6 @@ def main() -> int:
                 op = msg.get("op")
                 if op == "inputs":
                     asked = True
-                    release_boot_images(qemu.pid)  # the guest has unpacked its initramfs
                     answer = {"descriptor": read("descriptor.json"),
                               "process": read("process.json"),
                               "init_data": read("init-data.toml"),
@@ -208,6 +207,9 @@ def main() -> int:
                               file=sys.stderr, flush=True)
         if qemu.poll() is not None:
             break
+        if asked and time.monotonic() >= next_release:  # the guest has unpacked its initramfs;
+            release_boot_images(qemu.pid)  # again later: pages another VM mapped then stayed
+            next_release = time.monotonic() + 30
         if not asked and time.monotonic() - started > BOOT_TIMEOUT_S:
             return fail(f"the guest did not report within {BOOT_TIMEOUT_S:.0f}s", qemu)
     rc = qemu.wait()
