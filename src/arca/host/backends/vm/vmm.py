@@ -104,16 +104,19 @@ def release_boot_images(pid: int) -> None:
     import ctypes
 
     ranges: list[int] = []
-    with open(f"/proc/{pid}/maps", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 5 and fields[5] in ("/arca-vm/initrd", "/arca-vm/vmlinux"):
-                lo, hi = (int(x, 16) for x in fields[0].split("-"))
-                ranges += [lo, hi - lo]
-    if not ranges:
+    try:  # a QEMU that just exited has no mappings (or no /proc entry): nothing to do
+        with open(f"/proc/{pid}/maps", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 5 and fields[5] in ("/arca-vm/initrd", "/arca-vm/vmlinux"):
+                    lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                    ranges += [lo, hi - lo]
+        if not ranges:
+            return
+        iov = (ctypes.c_size_t * len(ranges))(*ranges)  # struct iovec {base, len} pairs
+        fd = os.pidfd_open(pid)
+    except OSError:
         return
-    iov = (ctypes.c_size_t * len(ranges))(*ranges)  # struct iovec {base, len} pairs
-    fd = os.pidfd_open(pid)
     try:  # process_madvise(pidfd, iov, n, MADV_PAGEOUT, 0): 440 and 21 on every Linux arch
         ctypes.CDLL(None, use_errno=True).syscall(440, fd, iov, len(ranges) // 2, 21, 0)
     finally:
