@@ -137,6 +137,17 @@ def test_arca_run_output_exit_code_and_measurement(world) -> None:  # type: igno
     assert leftovers(env) == []
 
 
+def test_a_command_the_guest_cannot_run_is_127_and_one_line(world) -> None:  # type: ignore[no-untyped-def]
+    """vminit forks the agent (no second interpreter): the agent's own exit status still
+    reaches the host (127: not found, as a shell, runc and podman say it), with its line."""
+    _, layout, env = world
+    res = arca(env, "run", "--rm", "--tee", "vm", f"oci:{layout}:v1", "/no/such-command")
+    assert res.returncode == 127, res.stderr
+    assert "cannot execute '/no/such-command'" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert leftovers(env) == []
+
+
 def test_two_vms_of_one_image_share_one_rootfs_image(world) -> None:  # type: ignore[no-untyped-def]
     _, layout, env = world
     ids = []

@@ -9,7 +9,7 @@
    ``arca.desc=`` on the command line (so it is measured), the process and init-data are
    checked by the agent as under ``sim``. Write the launch record of what this VM booted
    (:func:`launch_record`) for the agent, which refuses a report not over it.
-4. Run the agent chrooted in the new root, its output on the ``arca.stdout``/``arca.stderr``
+4. Run the agent (forked: no second interpreter) chrooted in the new root, its output on the ``arca.stdout``/``arca.stderr``
    ports (or a guest terminal's, ``-t``). Relay its evidence requests (a unix socket where
    ``sim`` has its device), the host's ``start`` (the ``go`` FIFO), stdin, window size and
    signals; run the execs the TD's measured policy allows (ADR 0040); report the workload's
@@ -306,10 +306,20 @@ def spawn(run: Callable[[], None], size: list[int] | None, out: int = -1, err: i
 
 
 def run_agent() -> None:
-    loader = "/.arca/lib/ld-linux-x86-64.so.2"
-    os.execve(loader, [  # noqa: S606 - no shell, by design
-        loader, "--library-path", "/.arca/lib", "/.arca/bin/python3", "-I", "-S", "-B",
-        "-c", "import sys; from arca.guest.agent import main; sys.exit(main())"], {})
+    # The agent in this forked interpreter, not a second one: under TCG a new interpreter and
+    # the imports both need cost ~0.5 s (docs/vm.md "Performance"). /.arca is the same tree in
+    # the new root; the environment (the kernel's HOME and TERM) is not the workload's, which
+    # the agent builds from process.json. Never back into PID 1's code: the agent's status
+    # (126/127: the workload cannot run) ends this process here.
+    from arca.guest.agent import main as agent_main
+
+    try:
+        code = agent_main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 def start_exec(request: dict[str, Any], init_data: str | None) -> Proc:

@@ -15,8 +15,8 @@ import pytest
 
 from arca.guest import vminit
 from arca.host.backends.vm import launch, rewrite_config
-from arca.host.backends.vm.initramfs import write_cpio
-from arca.wire.errors import InvalidInput
+from arca.host.backends.vm.initramfs import SIG_MAGIC, unsigned, write_cpio
+from arca.wire.errors import ConfigError, InvalidInput
 
 HAVE_IMAGE_TOOLS = bool(shutil.which("mkfs.erofs") and shutil.which("veritysetup"))
 
@@ -43,6 +43,31 @@ def test_cpio_is_reproducible_and_sorted(tmp_path: pathlib.Path) -> None:
                  for line in listing.splitlines()]
         assert names == ["a", "a/x", "b"]
         assert "1970" in listing  # mtime 0
+
+
+def test_unsigned_drops_exactly_the_appended_signature() -> None:
+    import lzma
+
+    from arca.host.backends.vm import assets
+
+    try:
+        kernel = assets.Kernel(assets.data_dir())
+    except assets.VmUnavailable as e:
+        pytest.skip(str(e))
+    ko = next(kernel.modules.rglob("erofs.ko*"))
+    raw = ko.read_bytes()
+    raw = lzma.decompress(raw) if ko.name.endswith(".xz") else raw
+    assert raw.endswith(SIG_MAGIC)  # Debian signs its modules
+    bare = unsigned(raw)
+    trailer = raw[len(bare):]
+    # what is cut: the PKCS#7 signature, its 12-byte struct module_signature (length last,
+    # big-endian), the magic; the module's ELF before it is untouched
+    assert len(trailer) == int.from_bytes(trailer[-len(SIG_MAGIC) - 4:-len(SIG_MAGIC)],
+                                          "big") + 12 + len(SIG_MAGIC)
+    assert raw.startswith(bare) and bare[:4] == b"\x7fELF"
+    assert unsigned(bare) == bare  # an unsigned module passes unchanged
+    with pytest.raises(ConfigError, match="signature trailer"):
+        unsigned(b"\x7fELF" + (1 << 20).to_bytes(4, "big") + SIG_MAGIC)
 
 
 def _launch(**kw: object) -> launch.Launch:
@@ -90,6 +115,12 @@ def test_rewrite_makes_qemu_the_process_and_refuses_volumes(tmp_path: pathlib.Pa
         assert d in dests
     assert "ro" in dests[launch.IN_CONTAINER_ROOTFS]["options"]
     assert dests[launch.IN_CONTAINER_TD]["source"] == str(tmp_path / "td")
+    # the one capability added (the VMM pages QEMU's boot images out), no other
+    caps = new["process"]["capabilities"]
+    assert all(caps[k] == ["CAP_SYS_NICE"] for k in ("bounding", "effective", "permitted"))
+    kept = rewrite_config({**config, "process": {**config["process"], "capabilities": {
+        "bounding": ["CAP_KILL"]}}}, tmp_path / "td", vm)["process"]["capabilities"]
+    assert kept["bounding"] == ["CAP_KILL", "CAP_SYS_NICE"]
     volume = {"destination": "/data", "type": "bind", "source": "/srv/data",
               "options": ["rbind"]}
     with pytest.raises(InvalidInput, match="mount /srv/data -> /data refused"):
@@ -239,3 +270,24 @@ def test_the_guest_mounts_a_volume_only_where_the_measured_policy_allows(
     assert calls == [("mount", "-t", "virtiofs", "-o", "ro,nosuid,nodev", "arca-vol1",
                       f"{root}/data")]
     assert (root / "data").is_dir()
+
+
+def test_installed_qemu_takes_the_bounded_translation_cache() -> None:
+    """``-accel tcg,tb-size=N`` as qemu_argv passes it: QEMU starts with it, and really checks
+    the property (a misspelt one is refused), so the bound is not silently ignored."""
+    from arca.host.backends.vm import assets
+
+    qemu = shutil.which(assets.QEMU)
+    if qemu is None:
+        pytest.skip("no QEMU installed")
+    argv = launch.qemu_argv(qemu, _launch())
+    accel = argv[argv.index("-accel") + 1]
+    assert accel == f"tcg,tb-size={launch.TCG_TB_MIB}"
+
+    def run(acc: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([qemu, "-nodefaults", "-accel", acc, "-machine", "none",
+                               "-display", "none", "-S", "-monitor", "stdio"], input="quit\n",
+                              text=True, capture_output=True, timeout=60, check=False)
+
+    assert run(accel).returncode == 0
+    assert "tb-sise" in run(accel.replace("tb-size", "tb-sise")).stderr

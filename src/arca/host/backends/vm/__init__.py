@@ -123,7 +123,7 @@ class VmBackend(Backend):
         kernel = assets.check_host()
         digest = rootfs_digest(inputs.rootfs)
         image = ensure_rootfs_image(inputs.rootfs, digest)
-        initrd = ensure_initramfs(inputs.guest_runtime, kernel)
+        initrd = ensure_initramfs(inputs.guest_runtime, kernel, strip_signatures=True)
         vcpus, memory = launch.shape_from_spec(dict(inputs.oci))
         descriptor = LaunchDescriptor(self.name, inputs.guest_runtime.digest, digest,
                                       inputs.process)
@@ -277,6 +277,12 @@ def rewrite_config(config: dict[str, Any], td: pathlib.Path, vm: Any,
         proc["env"].append(f"ARCA_VM_BOOT_TIMEOUT={os.environ['ARCA_VM_BOOT_TIMEOUT']}")
     proc["cwd"] = "/"
     proc["user"] = {"uid": 0, "gid": 0}
+    # process_madvise(MADV_PAGEOUT) of QEMU's initramfs mapping once the guest runs
+    # (vmm.release_boot_images) needs CAP_SYS_NICE; QEMU gains only nice/scheduling rights.
+    caps = proc.setdefault("capabilities", {})
+    for kind in ("bounding", "effective", "permitted"):
+        if "CAP_SYS_NICE" not in caps.setdefault(kind, []):
+            caps[kind].append("CAP_SYS_NICE")
     return new
 
 

@@ -10,7 +10,8 @@ Content (all of it is the TD's code, listed with digests in ``<key>.json`` and d
 * ``/.arca``: the guest runtime (:mod:`arca.host.guestruntime`: interpreter, trimmed stdlib,
   ``cryptography``, ``arca.guest``/``arca.wire``), the tree the ``sim`` TD mounts with the
   debug sections of its ELF files stripped;
-* ``/lib/modules/*.ko`` (decompressed from the kernel package) and ``/lib/modules/order``.
+* ``/lib/modules/*.ko`` (decompressed from the kernel package) and ``/lib/modules/order``;
+  for ``vm`` without the signature Debian appends to each module (:func:`unsigned`).
 
 Reproducible: newc cpio written here (not by ``cpio``), entries sorted by path, mtime 0, owner
 root, modes normalized, inode numbers assigned in order, no compression (a compressed initramfs
@@ -35,7 +36,7 @@ from arca.host.guestruntime import GuestRuntime
 from arca.wire.constants import GUEST_RUNTIME_MOUNT
 from arca.wire.errors import ConfigError
 
-BUILD_VERSION = "3"
+BUILD_VERSION = "4"
 #: What the guest loads, in dependency order (modules.dep of the 6.12 cloud kernel):
 #: virtio-mmio transport, the host's entropy (keys made before the kernel's own pool is ready
 #: would block), block device, dm-verity, erofs, overlay for the writable layer, virtio-net.
@@ -45,6 +46,9 @@ MODULES = ("virtio_mmio", "virtio-rng", "virtio_blk", "dm-mod", "dm-bufio", "ree
 #: configfs-tsm's providers (tdx/snp guests): each loads only in its own TEE's guest
 #: (elsewhere insmod says ENODEV), so the guest tries them and goes on ("?" in ``order``).
 OPTIONAL_MODULES = ("tdx-guest", "sev-guest")
+#: What the kernel appends to a signed module (include/linux/module_signature.h): the
+#: signature, a 12-byte ``struct module_signature`` ending in its big-endian length, this.
+SIG_MAGIC = b"~Module signature appended~\n"
 INIT = (b"#!/bin/busybox sh\n"
         b"# Arca vm guest: everything else is arca.guest.vminit (docs/vm.md).\n"
         b"exec /.arca/lib/ld-linux-x86-64.so.2 --library-path /.arca/lib /.arca/bin/python3 "
@@ -75,17 +79,21 @@ def _module_files(kernel: Kernel) -> list[tuple[str, pathlib.Path]]:
     return out
 
 
-def _key(gr: GuestRuntime, kernel: Kernel) -> str:
-    h = hashlib.sha256(f"{BUILD_VERSION}\0{gr.digest}\0{kernel.package}\0".encode())
+def _key(gr: GuestRuntime, kernel: Kernel, strip_signatures: bool) -> str:
+    h = hashlib.sha256(f"{BUILD_VERSION}\0{gr.digest}\0{kernel.package}\0"
+                       f"{int(strip_signatures)}\0".encode())
     h.update(INIT)
     st = os.stat(BUSYBOX)
     h.update(f"{st.st_size}\0{st.st_mtime_ns}\0{','.join(MODULES)}".encode())
     return h.hexdigest()[:32]
 
 
-def ensure_initramfs(gr: GuestRuntime, kernel: Kernel) -> Initramfs:
+def ensure_initramfs(gr: GuestRuntime, kernel: Kernel, *, strip_signatures: bool = False
+                     ) -> Initramfs:
+    """The cached initramfs for ``gr`` and ``kernel``, built if needed. ``strip_signatures``
+    (the ``vm`` backend): modules without their appended signatures (:func:`unsigned`)."""
     base = cache_dir()
-    key = _key(gr, kernel)
+    key = _key(gr, kernel, strip_signatures)
     found = _load(base, key)
     if found:
         return found
@@ -94,7 +102,7 @@ def ensure_initramfs(gr: GuestRuntime, kernel: Kernel) -> Initramfs:
         fcntl.flock(lock, fcntl.LOCK_EX)
         found = _load(base, key)
         if found is None:
-            found = _build(gr, kernel, base, key)
+            found = _build(gr, kernel, base, key, strip_signatures)
     return found
 
 
@@ -107,7 +115,25 @@ def _load(base: pathlib.Path, key: str) -> Initramfs | None:
         return None
 
 
-def entries(gr: GuestRuntime, kernel: Kernel) -> dict[str, tuple[int, bytes, int]]:
+def unsigned(module: bytes) -> bytes:
+    """``module`` without its appended signature (unchanged if it has none): the bytes the
+    kernel itself loads after checking it. The check adds nothing in a TD, whose initramfs is
+    measured as a whole, and costs ~90 ms of emulated RSA per module under TCG (1.4 s of every
+    ``vm`` boot, measured: docs/vm.md "Performance"); an unsigned module taints the kernel
+    ("E") and loads, as ``CONFIG_MODULE_SIG_FORCE`` is off and nothing locks the ``vm`` guest
+    down. Not for ``tdx``/``snp``, whose firmware's Secure Boot may lock the kernel down."""
+    if not module.endswith(SIG_MAGIC):
+        return module
+    end = len(module) - len(SIG_MAGIC)
+    sig_len = int.from_bytes(module[end - 4:end], "big")
+    cut = end - 12 - sig_len
+    if cut <= 0:
+        raise ConfigError("malformed module signature trailer")
+    return module[:cut]
+
+
+def entries(gr: GuestRuntime, kernel: Kernel, strip_signatures: bool = False
+            ) -> dict[str, tuple[int, bytes, int]]:
     """path -> (mode, content or symlink target, rdev) of every initramfs entry."""
     d, f, lnk = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFLNK | 0o777
     out: dict[str, tuple[int, bytes, int]] = {}
@@ -126,6 +152,8 @@ def entries(gr: GuestRuntime, kernel: Kernel) -> dict[str, tuple[int, bytes, int
         raw = path.read_bytes()
         if path.name.endswith(".xz"):
             raw = lzma.decompress(raw)
+        if strip_signatures:
+            raw = unsigned(raw)
         out[f"lib/modules/{name}.ko"] = (f | 0o644, raw, 0)
         order.append(("?" if name in OPTIONAL_MODULES else "") + f"{name}.ko")
     out["lib/modules/order"] = (f | 0o644, ("\n".join(order) + "\n").encode(), 0)
@@ -187,8 +215,9 @@ def write_cpio(items: dict[str, tuple[int, bytes, int]], out: pathlib.Path) -> s
     return "sha256:" + h.hexdigest()
 
 
-def _build(gr: GuestRuntime, kernel: Kernel, base: pathlib.Path, key: str) -> Initramfs:
-    items = entries(gr, kernel)
+def _build(gr: GuestRuntime, kernel: Kernel, base: pathlib.Path, key: str,
+           strip_signatures: bool) -> Initramfs:
+    items = entries(gr, kernel, strip_signatures)
     tmp = base / f".{key}.cpio.tmp"
     digest = write_cpio(items, tmp)
     os.chmod(tmp, 0o444)
@@ -196,7 +225,7 @@ def _build(gr: GuestRuntime, kernel: Kernel, base: pathlib.Path, key: str) -> In
     listing = {p: hashlib.sha256(c).hexdigest() for p, (m, c, _) in sorted(items.items())
                if stat.S_ISREG(m) and not p.startswith(GUEST_RUNTIME_MOUNT.strip("/") + "/")}
     meta = {"digest": digest, "kernel": kernel.package, "guest_runtime": gr.digest,
-            "files": listing}
+            "module_signatures": "stripped" if strip_signatures else "kept", "files": listing}
     (base / f".{key}.json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(base / f".{key}.json.tmp", base / f"{key}.json")
     return Initramfs(base / f"{key}.cpio", digest)

@@ -32,6 +32,12 @@ DEFAULT_MEMORY_MIB = 256
 #: memory limit must leave this much beside guest RAM or the VMM is OOM-killed.
 VMM_OVERHEAD_MIB = 192
 MIN_MEMORY_MIB = 128
+#: TCG's translation cache. QEMU's default is 1 GiB, touched as guest code is translated: ~70
+#: MiB resident after one container's boot and attestation here, and a long-running workload
+#: keeps translating new code up to the full GiB. 32 MiB bounds it (a full cache is flushed
+#: and refilled) for ~5-10% more CPU per boot (measured: docs/vm.md "Performance", ADR 0044).
+TCG_TB_MIB = 32
+ACCEL = f"tcg,tb-size={TCG_TB_MIB}"
 #: Names of the virtio-serial ports (the guest finds them in /sys/class/virtio-ports).
 PORT_CONTROL, PORT_STDOUT, PORT_STDERR = "arca.ctl", "arca.stdout", "arca.stderr"
 #: Fixed paths inside the VMM's container (bind-mounted read-only by the runtime).
@@ -119,7 +125,7 @@ def shape_from_spec(config: dict[str, Any]) -> tuple[int, int]:
     return vcpus, memory
 
 
-def qemu_argv(qemu: str, launch: Launch, *, accel: str = "tcg") -> list[str]:
+def qemu_argv(qemu: str, launch: Launch, *, accel: str = ACCEL) -> list[str]:
     """QEMU's arguments for ``launch``, with the in-container paths of its files."""
     td = IN_CONTAINER_TD
     return [
