@@ -69,7 +69,7 @@ def test_record_round_trip_replace_and_immutability() -> None:
     assert list(obj) == ["id", "name", "image", "image_digest", "tee", "args", "created",
                          "status", "pid", "monitor_pid", "exit_code", "started", "finished",
                          "auto_remove", "detached", "error", "process", "tty", "interactive",
-                         "restart_policy", "restart_count", "manual_stop"]
+                         "paused", "restart_policy", "restart_count", "manual_stop"]
     assert obj["args"] == ["sh"] and obj["status"] == "created" and obj["exit_code"] is None
     assert ContainerRecord.from_json(json.loads(json.dumps(obj))) == rec
     changed = rec.replace(status="running", pid=7)
