@@ -11,9 +11,9 @@
    (:func:`launch_record`) for the agent, which refuses a report not over it.
 4. Run the agent (forked: no second interpreter) chrooted in the new root, its output on the
    ``arca.stdout``/``arca.stderr`` ports (or a guest terminal's, ``-t``). Relay its evidence
-   requests (a unix socket where ``sim`` has its device), the host's ``start`` (the ``go`` FIFO), stdin, window size and
-   signals; run the execs the TD's measured policy allows (ADR 0040); report the workload's
-   exit status and power off.
+   requests (a unix socket where ``sim`` has its device), the host's ``start`` (the ``go``
+   FIFO), stdin, window size and signals; run the execs the TD's measured policy allows
+   (ADR 0040); report the workload's exit status and power off.
 
 A failure before the agent runs goes to the host as exit status 125 (printed as one line).
 Only the standard library: device-mapper is driven with its ioctls (``linux/dm-ioctl.h``);
