@@ -36,7 +36,7 @@ VERSION = "0.1.0"
 _GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
 _GLOBAL_FLAGS = {"--debug", "--systemd-cgroup", "--help", "-h", "--version", "-v"}
 #: Commands Arca handles itself; everything else goes straight to runc.
-_HANDLED = {"create", "delete", "exec", "run", "checkpoint", "restore", "start", "state"}
+HANDLED = {"create", "delete", "exec", "run", "checkpoint", "restore", "start", "state"}
 
 
 def split_globals(argv: list[str]) -> tuple[dict[str, str | bool], int]:
@@ -159,7 +159,7 @@ def decide(argv: list[str]) -> str:
     command = argv[i] if i < len(argv) else ""
     if not command:
         return ARCA if globals_.get("version") else RUNC  # runc's help and usage errors
-    if command not in _HANDLED:
+    if command not in HANDLED:
         return RUNC
     if command in ("create", "run"):
         # The hot path of every plain container (pods' sandboxes, plain workloads).
