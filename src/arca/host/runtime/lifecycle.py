@@ -552,8 +552,8 @@ def arca_handles(command: str, args: list[str],
     """Whether ``start``/``state`` with ``args`` under the runc root of ``globals_`` is Arca's
     (else runc's own, unchanged): ``start`` of a container in CREATING (refused) or CREATED
     (released); ``state`` of one in CREATED (read as ``created``) or with corrupt state
-    (refused). The C front end decides the same from the same files
-    (``has_arca_state``/``created``/``unreleased`` in frontend.c)."""
+    (refused). The C front end hands every ``start``/``state`` of a container with Arca state
+    over, so this runs in Python for it too (ADR 0046)."""
     if len(args) != 1:
         return False  # odd arguments: runc's own message
     try:
@@ -582,7 +582,8 @@ def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
 
 def release(globals_: dict[str, str | bool], cid: str,
             timeout: float = AGENT_READY_TIMEOUT_S) -> None:
-    """The backend's ``release`` of a prestarted TD (the ``go`` FIFO protocol)."""
+    """The backend's ``release`` of a prestarted TD (the ``go`` FIFO protocol); in the sim
+    daemon when the C front end handed ``start`` over."""
     saved = _safe_load(cid, globals_)
     if saved is None:
         raise StateError(f"container {cid} does not exist")
