@@ -105,7 +105,8 @@ def test_a_create_is_not_held_up_by_another_containers_create(rt: Runtime) -> No
     client.ensure_running()
     warm = f"pc-warm-{RUN}"  # guest runtime built and rootfs digest cached before timing
     b = rt.bundle(warm, ["true"])
-    assert client.request(_request(rt, "create", b, warm))["then"] == "create-done"
+    # The first create builds the guest runtime: seconds, more on a loaded machine.
+    assert client.request(_request(rt, "create", b, warm), timeout=300)["then"] == "create-done"
     assert client.request(_request(rt, "create-done", b, warm))["rc"] == 1
     slow, quick = f"pc-slow-{RUN}", f"pc-quick-{RUN}"
     ctl, fifo = _stuck_create(rt, slow)

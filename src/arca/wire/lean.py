@@ -8,11 +8,13 @@ from _json import encode_basestring, encode_basestring_ascii, make_encoder, make
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-try:  # at module level, so the guest runtime's builder ships them
+# At module level, so the guest runtime's builder ships them. CPython's own C hashes (no
+# OpenSSL): _sha2 since Python 3.12 (Debian 13's 3.13), _sha256/_sha512 before (Debian 12).
+try:
+    from _sha2 import sha256, sha384, sha512  # type: ignore[import-not-found]
+except ImportError:
     from _sha256 import sha256  # type: ignore[import-not-found]
     from _sha512 import sha384, sha512  # type: ignore[import-not-found]
-except ImportError:  # Python >= 3.12 calls them _sha2
-    from hashlib import sha256, sha384, sha512
 
 
 def digest(algorithm: str, data: bytes) -> bytes:

@@ -54,7 +54,8 @@ extern char **environ;
 #endif
 
 #define MAX_CONFIG_BYTES (4 * 1024 * 1024)
-/* sha256 of the sources the daemon's create runs (fastcreate.code_stamp); "" disables it. */
+/* sha256 of the sources the daemon runs for us (fastcreate.code_stamp); "" disables the
+ * hand-off to the daemon (every handed-over call then goes to Python). */
 #ifndef ARCA_STAMP
 #define ARCA_STAMP ""
 #endif
@@ -484,8 +485,8 @@ static void hand_off(int argc, char **argv, int i, const char *runc) {
     snprintf(op, sizeof(op), "%s", argv[i]);
     for (;;) {
         struct buf req = {0};
-        if (!request(&req, op, first ? NULL : &rc, argc, argv)) return;
-        char *raw = daemon_call(run, req.p, req.len);
+        char *raw = request(&req, op, first ? NULL : &rc, argc, argv)
+                        ? daemon_call(run, req.p, req.len) : NULL;
         struct answer a = {0};
         const char *what = raw && parse_answer(raw, &a) ? a.do_.p : "";
         if (!strcmp(what, "runc")) run_runc(runc, argv);
