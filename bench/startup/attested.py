@@ -159,6 +159,13 @@ def main() -> int:
         gen = generate(f"oci:{layout}:bench", init_data=raw)
         gen_proxied = generate(f"oci:{layout}:bench", init_data=raw_proxied).merge(
             gen.reference_values())
+        if opts.baseline:  # the baseline's TDs may measure differently: grant them too
+            from bench.startup import baseline
+
+            gen_proxied = gen_proxied.merge({
+                name: [*values, *baseline.reference_values(opts.baseline, f"oci:{layout}:bench",
+                                                          raw, arca_env).get(name, [])]
+                for name, values in gen_proxied.reference_values().items()})
         admin = AdminClient(kbs.url, admin_key)
         admin.set_resource("bench/key/k", SECRET)
         admin.set_policy("resource", gen.policy_text)

@@ -48,3 +48,18 @@ def stop(tree: pathlib.Path, run_dir: pathlib.Path) -> None:
     py = tree.resolve() / ".venv" / "bin" / "python3"
     subprocess.run([str(py), "-c", "from arca.host.simtee import client; client.stop()"],
                    env={**os.environ, "ARCA_RUN": str(run_dir)}, cwd="/", check=False)
+
+
+def reference_values(tree: pathlib.Path, image: str, init_data: bytes,
+                     env: dict[str, str]) -> dict[str, list[str]]:
+    """The grants ``arca policy generate`` of the baseline computes for ``image`` (its guest
+    runtime may differ, and so its measurement): a broker's policy must admit both trees."""
+    py = tree.resolve() / ".venv" / "bin" / "python3"
+    code = ("import json, sys; from arca.host.policygen import generate; "
+            "g = generate(sys.argv[1], init_data=sys.stdin.buffer.read()); "
+            "print(json.dumps(g.reference_values()))")
+    import json
+
+    out = subprocess.run([str(py), "-c", code, image], input=init_data, capture_output=True,
+                         env={**os.environ, **env}, cwd="/", check=True).stdout
+    return dict(json.loads(out))
