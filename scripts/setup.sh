@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent setup of a fresh Debian 12 machine (as root): system packages and the .venv.
+# Idempotent setup of a fresh Debian 12 (bookworm) or 13 (trixie) machine (as root): system
+# packages and the .venv (scripts/check-trixie.sh checks 13 in a chroot from any host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc containerd docker-registry skopeo umoci busybox-static postgresql
               iproute2 procps psmisc util-linux ca-certificates openssl gcc libc6-dev
-              passt)  # passt: pasta, the private network of `arca run` containers (ADR 0026)
+              passt   # passt: pasta, the private network of `arca run` containers (ADR 0026)
+              python3-venv)  # Debian's python3 makes no venv without it (ensurepip)
 PYTHON=${PYTHON:-python3}
 
 # The benchmarks compare against podman (bench/cli): `make bench` (ARCA_SETUP_BENCH=1) adds it.
@@ -50,7 +52,9 @@ vm_missing=()
 for p in "${VM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || vm_missing+=("$p")
 done
-qemu_major=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | sed 's/^[0-9]*://; s/\..*//')
+# (`|| true`: not installed yet is the fresh machine's case; with pipefail it would end setup.)
+qemu_major=$( (dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true) \
+             | sed 's/^[0-9]*://; s/\..*//')
 if [ ${#vm_missing[@]} -gt 0 ] || [ "${qemu_major:-0}" -lt 10 ]; then
   echo "setup: installing QEMU from $VM_SUITE and ${vm_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -63,8 +67,10 @@ fi
 # do not leave the packaged system services running.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+# A venv whose creation failed half-way (e.g. before python3-venv was there) has a python but
+# no pip: made again.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  "$PYTHON" -m venv --clear .venv
 fi
 stamp=.venv/.arca-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

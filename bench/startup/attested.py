@@ -32,8 +32,12 @@ placed in a cgroup under one parent per variant (``ctr run --cgroup``); the pare
 the agent, the workload — while containerd, the shim, ``create`` and the sim platform daemon
 stay outside it. Medians of the per-run deltas (cgroup v1 ``cpuacct`` only; skipped otherwise).
 
-Goal: attested start ≤ 1.5 × plain runc. Usage: ``attested.py [--runs N] [--warmup N]``
-(also ``BENCH_RUNS``). Needs root. Not a test: no assertions beyond "the runs worked".
+``--baseline DIR`` adds ``arca-sim-base`` and ``arca-sim+kbs-base``: the front end and sim
+daemon of another checkout (``baseline.py``), interleaved with the others.
+
+Goal: attested start ≤ 1.5 × plain runc. Usage: ``attested.py [--runs N] [--warmup N]
+[--baseline DIR]`` (also ``BENCH_RUNS``). Needs root. Not a test: no assertions beyond "the
+runs worked".
 """
 
 from __future__ import annotations
@@ -120,6 +124,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "30")))
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--baseline", type=pathlib.Path,
+                    help="another checkout whose front end and daemon run as *-base variants")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/startup/attested.py needs root", file=sys.stderr)
@@ -153,6 +159,13 @@ def main() -> int:
         gen = generate(f"oci:{layout}:bench", init_data=raw)
         gen_proxied = generate(f"oci:{layout}:bench", init_data=raw_proxied).merge(
             gen.reference_values())
+        if opts.baseline:  # the baseline's TDs may measure differently: grant them too
+            from bench.startup import baseline
+
+            gen_proxied = gen_proxied.merge({
+                name: [*values, *baseline.reference_values(opts.baseline, f"oci:{layout}:bench",
+                                                          raw, arca_env).get(name, [])]
+                for name, values in gen_proxied.reference_values().items()})
         admin = AdminClient(kbs.url, admin_key)
         admin.set_resource("bench/key/k", SECRET)
         admin.set_policy("resource", gen.policy_text)
@@ -174,6 +187,13 @@ def main() -> int:
                 "arca-sim": [*ctrd.run_args(RUNTIME), *ann_sim],
                 "arca-sim+kbs": [*ctrd.run_args(RUNTIME), *ann_kbs],
             }
+            if opts.baseline:
+                from bench.startup import baseline
+
+                base_runtime = baseline.build(opts.baseline, tmp / "baseline",
+                                              tmp / "arca-run-base")
+                variants["arca-sim-base"] = [*ctrd.run_args(base_runtime), *ann_sim]
+                variants["arca-sim+kbs-base"] = [*ctrd.run_args(base_runtime), *ann_kbs]
             times = {k: [] for k in variants}
             exits = {k: [] for k in variants}
             cpu = {k: [] for k in variants}
@@ -195,7 +215,7 @@ def main() -> int:
                            *(runtime_args or variants[name]), image, f"a{n}"])
                 if cg:
                     cpu[name].append((int((group / "cpuacct.usage").read_text()) - before) / 1e9)
-                if name == "arca-sim+kbs" and SECRET not in out:
+                if name.startswith("arca-sim+kbs") and SECRET not in out:
                     raise SystemExit(f"attested run did not receive its secret: {out!r}")
                 return t_first, t_exit
 
@@ -228,6 +248,10 @@ def main() -> int:
         proxy.close()
         kbs.kill()
         client.stop()
+        if opts.baseline:
+            from bench.startup import baseline
+
+            baseline.stop(opts.baseline, tmp / "arca-run-base")
         for d in sorted(pathlib.Path("/sys/fs/cgroup").glob(f"*/arca-bench-{os.getpid()}/*"),
                         reverse=True) + list(pathlib.Path("/sys/fs/cgroup").glob(
                             f"*/arca-bench-{os.getpid()}")):
@@ -247,6 +271,11 @@ def main() -> int:
             for name, xs in cpu.items()))
     attested = statistics.median(times["arca-sim+kbs"]) / base
     print(f"ratio attested/runc (medians): {attested:.2f} (goal <= 1.5)")
+    if opts.baseline:
+        from bench.startup.run import print_baseline
+
+        print_baseline(times, "arca-sim", "arca-sim-base")
+        print_baseline(times, "arca-sim+kbs", "arca-sim+kbs-base")
     sim, att = statistics.median(times["arca-sim"]), statistics.median(times["arca-sim+kbs"])
     create_runc, create_arca = (statistics.median(calls[k][0]) for k in ("runc", "arca"))
     start_runc, start_arca = (statistics.median(calls[k][1]) for k in ("runc", "arca"))

@@ -7,8 +7,11 @@ rootfs digest cached). Prints medians, p90s and the median ratio; the goal is â‰
 A third variant runs ``arca-runtime`` without a TEE: the cost of the wrapper alone. A fourth,
 ``arca-sim-py``, is the same front end built without a code stamp, so every TEE ``create``
 starts Python as before the daemon took it over (ADR 0003): the before/after in one run.
+``--baseline DIR`` adds ``arca-sim-base``: the front end and sim daemon of another checkout
+(``baseline.py``), interleaved with the others â€” another tree's before/after in one run.
 
-Usage: ``run.py [--runs N] [--cmd "true"]`` (also ``BENCH_RUNS``). Needs root. Not a test.
+Usage: ``run.py [--runs N] [--cmd "true"] [--baseline DIR] [--no-py]`` (also ``BENCH_RUNS``).
+Needs root. Not a test.
 """
 
 from __future__ import annotations
@@ -50,11 +53,25 @@ def build_python_create_front_end(tmp: pathlib.Path) -> str:
     return str(out)
 
 
+def print_baseline(times: dict[str, list[float]], name: str, base: str) -> None:
+    """This tree against the baseline's: ratio of medians, and the median of the per-round
+    differences (both ran in the same round, moments apart)."""
+    diffs = [a - b for a, b in zip(times[name], times[base], strict=True)]
+    print(f"ratio {name}/{base} (medians): "
+          f"{statistics.median(times[name]) / statistics.median(times[base]):.3f}; "
+          f"same-round difference median {statistics.median(diffs) * 1000:+.1f} ms, "
+          f"quartiles {statistics.quantiles(diffs, n=4)[0] * 1000:+.1f} / "
+          f"{statistics.quantiles(diffs, n=4)[2] * 1000:+.1f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "30")))
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--cmd", default="true", help="command run in the container")
+    ap.add_argument("--baseline", type=pathlib.Path,
+                    help="another checkout whose front end and daemon run as arca-sim-base")
+    ap.add_argument("--no-py", action="store_true", help="leave out the arca-sim-py variant")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/startup needs root", file=sys.stderr)
@@ -84,6 +101,15 @@ def main() -> int:
                 "arca-sim": [*ctrd.run_args(RUNTIME), "--annotation", "io.arca.tee=sim"],
                 "arca-sim-py": [*ctrd.run_args(py_runtime), "--annotation", "io.arca.tee=sim"],
             }
+            if opts.no_py:
+                del variants["arca-sim-py"]
+            if opts.baseline:
+                from bench.startup import baseline
+
+                base_runtime = baseline.build(opts.baseline, tmp / "baseline",
+                                              tmp / "arca-run-base")
+                variants["arca-sim-base"] = [*ctrd.run_args(base_runtime), "--annotation",
+                                             "io.arca.tee=sim"]
             times: dict[str, list[float]] = {k: [] for k in variants}
             n = 0
 
@@ -108,6 +134,10 @@ def main() -> int:
                     times[name].append(one(name))
     finally:
         client.stop()
+        if opts.baseline:
+            from bench.startup import baseline
+
+            baseline.stop(opts.baseline, tmp / "arca-run-base")
     base = statistics.median(times["runc"])
     print(f"ctr run --rm <busybox> {opts.cmd}: {opts.runs} interleaved runs each "
           f"(after {opts.warmup} warm-up)")
@@ -117,6 +147,8 @@ def main() -> int:
               f"ratio {med / base:5.2f}")
     print(f"ratio arca-sim/runc (medians): {statistics.median(times['arca-sim']) / base:.2f} "
           "(goal <= 1.3)")
+    if opts.baseline:
+        print_baseline(times, "arca-sim", "arca-sim-base")
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)

@@ -196,7 +196,7 @@ def test_a_create_whose_front_end_died_before_the_answer_is_undone(rt: Runtime) 
     assert_clean(rt, cid)
     # The same request from a caller that stays creates the container's Arca state.
     answer = client.request(req)
-    assert answer == {"create": "ok", "id": cid}
+    assert answer["do"] == "spawn" and answer["then"] == "create-done", answer
     assert leftovers(rt, cid)["state"] == [cid]
     rt.run("delete", "--force", cid)
     assert_clean(rt, cid)
@@ -214,7 +214,58 @@ def test_other_sources_or_odd_requests_fall_back(rt: Runtime) -> None:
                    {"argv": ["run", "x"]}, {"argv": "create x"}, {"umask": "022"},
                    {"umask": 0o1000}):
         answer = client.request({**base, **change})
-        assert "fallback" in answer and "create" not in answer, change
+        assert answer["do"] == "python" and set(answer) == {"do", "why"}, change
     # A well-formed request for a bundle that is not there: refused, in one line.
     answer = client.request({**base, "argv": ["create", "--bundle", "/nonexistent", "x"]})
-    assert answer["create"] == "error" and "\n" not in answer["msg"]
+    assert answer["do"] == "error" and "\n" not in answer["msg"]
+
+
+def test_the_whole_lifecycle_with_the_daemon_up_starts_no_python(
+        rt: Runtime, tmp_path: pathlib.Path) -> None:
+    """create, state, start, state and delete of a TEE container through a front end that
+    cannot start Python: with the daemon up every step is handed to it (ADR 0046), and the
+    front end only carries out its answers."""
+    import time
+
+    from arca.host.simtee import client
+
+    client.ensure_running()
+    fe = tmp_path / "arca-runtime"
+    subprocess.run(["gcc", "-O2", '-DARCA_PYTHON="/nonexistent/py"', '-DARCA_SRC="/x"',
+                    '-DARCA_SITE="/x"', f'-DARCA_STAMP="{code_stamp()}"', "-o", str(fe),
+                    str(pathlib.Path(__file__).resolve().parents[2]
+                        / "src/arca/host/runtime/frontend.c")], check=True)
+    cid = f"fc-nopy-{RUN}"
+    b = rt.bundle(cid, ["sh", "-c", "echo hello-from-the-td"])
+    out = tmp_path / "out"
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        err = tmp_path / "err"
+        with open(out, "a") as o, open(err, "w") as e:  # files: the container inherits them
+            proc = subprocess.run([str(fe), *rt.argv(*args)[1:]], stdout=o, stderr=e,
+                                  stdin=subprocess.DEVNULL, timeout=60)
+        res = subprocess.CompletedProcess(proc.args, proc.returncode, "", err.read_text())
+        assert "cannot execute /nonexistent/py" not in res.stderr, (args, res.stderr)
+        return res
+
+    def state() -> str:
+        res = subprocess.run([str(fe), *rt.argv("state", cid)[1:]], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return str(json.loads(res.stdout)["status"])
+
+    assert call("create", "--bundle", str(b), cid).returncode == 0
+    assert _last_parent(rt) == str(fe)  # runc's run --detach: the front end's child
+    assert _state(cid)["status"] == "created" and state() == "created"
+    assert call("start", cid).returncode == 0
+    deadline = time.monotonic() + 30
+    while "hello-from-the-td" not in out.read_text():
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.05)
+    assert call("start", cid).returncode != 0  # runc's own refusal of a second start
+    while state() != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    res = call("delete", cid)
+    assert res.returncode == 0, res.stderr
+    assert_clean(rt, cid)

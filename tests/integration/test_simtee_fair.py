@@ -206,7 +206,7 @@ def test_a_device_request_is_answered_while_a_create_is_in_flight(sim, tmp_path)
         os.close(fifo)
     ctl.settimeout(20)
     answer = _answer(ctl)
-    assert answer["create"] == "error" and "malformed config.json" in answer["msg"], answer
+    assert answer["do"] == "error" and "malformed config.json" in answer["msg"], answer
     assert sim.is_running()
 
 

@@ -64,10 +64,10 @@ def test_any_request_gets_an_answer_and_leaves_the_daemon_as_it_was(
     answer = fastcreate.handle(req, object(), stamp)
     assert dict(os.environ) == before and os.umask(mask) == 0o22
     assert isinstance(answer, dict)
-    if "create" in answer:
-        assert answer["create"] == "error" and "\n" not in answer["msg"]
+    if answer["do"] == "error":
+        assert set(answer) == {"do", "msg"} and "\n" not in answer["msg"]
     else:
-        assert set(answer) == {"fallback"}
+        assert set(answer) == {"do", "why"} and answer["do"] == "python"
     assert not (run_dir / "run" / "containers").exists() or not any(
         (run_dir / "run" / "containers").iterdir())
 
@@ -84,22 +84,25 @@ class _Daemon:
 
 
 @pytest.mark.parametrize("status", ["created", "creating"])
-def test_delete_undo_runs_the_backends_undo_for_created_containers_only(
-        run_dir: pathlib.Path, status: str) -> None:
-    """The front end's delete hands Arca's part to the daemon (lifecycle._undo there)."""
+def test_delete_is_two_steps_in_the_daemon(run_dir: pathlib.Path, status: str) -> None:
+    """The front end's delete: the daemon says which runc delete to run, then (runc's status
+    back) runs the backend's undo and removes Arca's files (lifecycle.step there)."""
     from arca.host.runtime import state as st
 
     st.save(st.ContainerState("c1", "sim", "/b", status, "ab"))
     st.td_dir("c1").mkdir(parents=True)
     daemon = _Daemon()
-    req = {"op": "delete-undo", "stamp": fastcreate.code_stamp(), "argv": ["delete", "c1"],
+    req = {"op": "delete", "stamp": fastcreate.code_stamp(), "argv": ["delete", "c1"],
            "cwd": "/", "env": {"ARCA_RUN": os.environ["ARCA_RUN"]}, "umask": 0o22}
     answer = fastcreate.handle(req, daemon, fastcreate.code_stamp())
-    if status == "created":
-        assert answer == {"delete": "undone"} and daemon.unregistered == ["c1"]
-        assert st.load("c1") is None and not st.td_dir("c1").exists()
-    else:  # half-created: Python's delete (it waits for an orphaned create) decides
-        assert set(answer) == {"fallback"} and daemon.unregistered == []
-        assert st.load("c1") is not None
-    assert fastcreate.handle({**req, "argv": ["create", "c1"]}, daemon,
-                             fastcreate.code_stamp()) == {"fallback": "not a delete"}
+    assert answer == {"do": "spawn", "args": ["delete", "c1"], "then": "delete-done"}
+    assert st.load("c1") is not None and daemon.unregistered == []
+    answer = fastcreate.handle({**req, "op": "delete-done", "rc": 0}, daemon,
+                               fastcreate.code_stamp())
+    assert answer == {"do": "exit", "rc": 0, "stdout": "", "stderr": ""}
+    assert daemon.unregistered == ["c1"] and st.load("c1") is None
+    assert not st.td_dir("c1").exists()
+    assert fastcreate.handle({**req, "op": "create-done"}, daemon, fastcreate.code_stamp()
+                             )["do"] == "python"
+    assert fastcreate.handle({**req, "op": "bogus"}, daemon, fastcreate.code_stamp()
+                             )["do"] == "python"

@@ -162,12 +162,28 @@ def _tee_state(env: dict[str, str], cid: str, status: str = "created") -> pathli
     return run
 
 
-def test_tee_delete_without_python(no_python: str, env: dict[str, str],
-                                   tmp_path: pathlib.Path) -> None:
+PY = [sys.executable, "-c", "import sys; from arca.host.runtime.cli import main; "
+      "sys.exit(main())"]
+
+
+@pytest.mark.parametrize("argv", [["delete", "--force", "t1"], ["delete", "t1"],
+                                  ["start", "t1"], ["state", "t1"]])
+def test_tee_calls_are_handed_over(no_python: str, env: dict[str, str], tmp_path: pathlib.Path,
+                                   argv: list[str]) -> None:
+    """The front end keeps no state logic (ADR 0046): with no daemon to hand a TEE container's
+    call to, Python gets it, and the front end has touched nothing."""
+    run_fe = _tee_state(env, "t1")
+    before = sorted(run_fe.rglob("*"))
+    res = run(no_python, ["--root", str(tmp_path / "runc"), *argv], env)
+    assert res.returncode == 1 and "cannot execute /nonexistent/py" in res.stderr
+    assert not (tmp_path / "calls").exists() and sorted(run_fe.rglob("*")) == before
+
+
+def test_tee_delete_in_python(env: dict[str, str], tmp_path: pathlib.Path) -> None:
     """runc delete, then the TD's registration (no daemon: its file) and Arca's files go."""
     run_fe = _tee_state(env, "t1")
-    res = subprocess.run([no_python, "--root", str(tmp_path / "runc"), "delete", "--force",
-                          "t1"], capture_output=True, text=True, env=env, timeout=30)
+    res = subprocess.run([*PY, "--root", str(tmp_path / "runc"), "delete", "--force", "t1"],
+                         capture_output=True, text=True, env=env, timeout=30)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "calls").read_text() == f"--root {tmp_path / 'runc'} delete --force t1\n"
     assert not (run_fe / "containers" / "t1").exists() and not (run_fe / "td" / "t1").exists()
@@ -175,12 +191,12 @@ def test_tee_delete_without_python(no_python: str, env: dict[str, str],
 
 
 def test_tee_delete_keeps_state_while_runc_keeps_the_container(
-        no_python: str, env: dict[str, str], tmp_path: pathlib.Path) -> None:
+        env: dict[str, str], tmp_path: pathlib.Path) -> None:
     run = _tee_state(env, "t2")
     (tmp_path / "fake-runc").write_text("#!/bin/sh\nexit 7\n")
     (tmp_path / "runc" / "t2").mkdir(parents=True)
     (tmp_path / "runc" / "t2" / "state.json").write_text("{}")
-    res = subprocess.run([no_python, "--root", str(tmp_path / "runc"), "delete", "t2"],
+    res = subprocess.run([*PY, "--root", str(tmp_path / "runc"), "delete", "t2"],
                          capture_output=True, text=True, env=env, timeout=30)
     assert res.returncode == 7
     assert (run / "containers" / "t2" / "state.json").exists() and (run / "td" / "t2").exists()
@@ -239,7 +255,7 @@ def test_arca_state_of_another_runc_root_is_not_this_containers(
             del _os.environ["ARCA_RUN"]
         else:
             _os.environ["ARCA_RUN"] = old
-    # Under its own root the TEE delete is Arca's: runc, then Arca's files go.
+    # Under its own root the TEE delete is Arca's: handed over (no daemon here: to Python).
     res = run(no_python, ["--root", "/run/containerd/runc/ns-a", "delete", "c1"], env)
-    assert res.returncode == 0, res.stderr
-    assert not (run_dir / "containers" / "c1").exists()
+    assert res.returncode == 1 and "cannot execute /nonexistent/py" in res.stderr
+    assert len((tmp_path / "calls").read_text().splitlines()) == 3

@@ -1,18 +1,24 @@
-"""The C front end and the Python runtime make the same routing decision, call by call.
+"""The C front end and the Python runtime route every call alike, and the sim daemon's answers
+to the front end's hand-off are the in-process Python's (ADR 0012, ADR 0046).
 
 Python's decision is :func:`arca.host.runtime.cli.decide` — the function ``cli.main`` itself
 routes by, not a copy. The front end's is observed: it is built with a Python that does not
 exist and a fake runc that records its argv, so each call ends in one of
 
 * ``runc``: runc ran once with the caller's exact argv (pass-through);
-* ``python``: the front end tried to start Python ("cannot execute /nonexistent/py");
-* ``own``: the front end did Arca's part itself (runc with other arguments, a ``state`` answer
-  rewritten to ``created``, Arca's files removed, or a one-line refusal of its own).
+* ``python``: the front end handed the call over — with no daemon running, to Python
+  ("cannot execute /nonexistent/py").
 
-``runc`` must mean Python says RUNC; ``python``/``own`` must mean Python says ARCA. The only
-allowed differences are listed (``CONSERVATIVE``): the front end may send to Python a call
-Python would pass through, never the reverse. A disagreement fails the test — there is no
-silent fallback to hide it.
+``runc`` must mean Python says RUNC; ``python`` must mean Python says ARCA. The only allowed
+differences are listed (``CONSERVATIVE``): the front end may hand over a call Python would pass
+through, never the reverse. The front end has no third outcome: it keeps no state logic, so
+a call it neither passes through nor hands over fails the test.
+
+Then every handed-over call is made again twice from the same files: through the same front
+end (with the code stamp) while a real sim daemon of these sources runs — it must answer, not
+send the call to Python — and through Python in-process (``cli.main``). The two must end
+alike: exit status, runc's calls, stdout, stderr and Arca's files left behind. A disagreement
+fails the test; there is no silent fallback to hide it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,15 +42,41 @@ SOURCE = REPO / "src" / "arca" / "host" / "runtime" / "frontend.c"
 DEAD_PID = 4194305
 
 
-@pytest.fixture(scope="module")
-def front_end(tmp_path_factory: pytest.TempPathFactory) -> str:
+def _build(out: pathlib.Path, stamp: str = "") -> str:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
-    out = tmp_path_factory.mktemp("frontend") / "arca-runtime"
     subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", '-DARCA_PYTHON="/nonexistent/py"',
-                    '-DARCA_SRC="/nonexistent/src"', '-DARCA_SITE="/nonexistent/site"', "-o",
-                    str(out), str(SOURCE)], check=True)
+                    '-DARCA_SRC="/nonexistent/src"', '-DARCA_SITE="/nonexistent/site"',
+                    f'-DARCA_STAMP="{stamp}"', "-o", str(out), str(SOURCE)], check=True)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def front_end(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _build(tmp_path_factory.mktemp("frontend") / "arca-runtime")
+
+
+@pytest.fixture(scope="module")
+def with_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, pathlib.Path]]:
+    """The front end with the code stamp of these sources, and the run directory of a real sim
+    daemon started from them (its control socket is root-only)."""
+    if os.geteuid() != 0:
+        pytest.skip("the sim daemon's control socket serves root only")
+    from arca.host.runtime.fastcreate import code_stamp
+
+    tmp = tmp_path_factory.mktemp("daemon")
+    binary = _build(tmp / "arca-runtime", code_stamp())
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCA_RUN", str(tmp / "run"))
+    mp.setenv("ARCA_ROOT", str(tmp / "root"))
+    from arca.host.simtee import client
+
+    try:
+        client.ensure_running()
+        yield binary, tmp / "run"
+    finally:
+        client.stop()
+        mp.undo()
 
 
 def _bundle(d: pathlib.Path, annotations: dict[str, str] | None = None, raw: str | None = None,
@@ -180,7 +214,8 @@ PINNED = {
     "delete created, default root recorded": cli.RUNC,
 }
 
-#: Calls the front end sends to Python although Python passes them through, and why.
+#: Calls the front end hands over although Python passes them through, and why. Handed to
+#: the daemon, they end in runc all the same (the second test checks it).
 CONSERVATIVE = {
     "help": "no command: the front end leaves --version/--help/usage to Python",
     "no command": "no command: the front end leaves --version/--help/usage to Python",
@@ -190,13 +225,19 @@ CONSERVATIVE = {
     "create io.arca in env": "any io.arca text: the front end does not parse JSON",
     "start, two ids": "odd arguments to start/state of a container with Arca state: Python "
                       "decides (it passes them to runc for runc's own message)",
-    "state creating": "Arca state that is not 'created' (creating, or corrupt): the front end "
-                      "does not tell them apart",
+    "state creating": "start/state of a container with Arca state: which state it is in is "
+                      "Python's to read (ADR 0046)",
+    "start released": "the same: a second start is runc's, Python tells",
+    "start, no prestart": "the same: no go FIFO, runc's start, Python tells",
+    "state released": "the same: runc's state unchanged once released, Python tells",
 }
+
+#: Calls the front end gives to Python without asking the daemon (no command to hand over).
+NOT_HANDED_OVER = {"help", "no command", "version"}
 
 
 def front_end_outcome(binary: str, argv: list[str], env: dict[str, str],
-                      tmp: pathlib.Path, had_state: bool) -> str:
+                      tmp: pathlib.Path) -> str:
     calls = tmp / "calls"
     calls.unlink(missing_ok=True)
     res = subprocess.run([binary, *argv], capture_output=True, text=True, env=env, timeout=30)
@@ -204,30 +245,23 @@ def front_end_outcome(binary: str, argv: list[str], env: dict[str, str],
     if "cannot execute /nonexistent/py" in res.stderr:
         assert not got, "the front end ran runc and then Python"
         return "python"
-    state_dir = pathlib.Path(env["ARCA_RUN"]) / "containers" / "c1"
-    passed = (res.returncode == 0 and got == [" ".join(argv)]
-              and '"status": "created"' not in res.stdout)
-    if passed and (state_dir.exists() or not had_state):  # a delete may remove Arca's files
-        return "runc"
-    return "own"
+    assert res.returncode == 0 and got == [" ".join(argv)], \
+        f"the front end neither passed {argv} to runc nor handed it over: {res}, runc {got}"
+    return "runc"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_front_end_and_python_decide_alike(front_end: str, tmp_path: pathlib.Path,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           case: tuple[str, list[str], str, dict[str, str],
-                                                       tuple[str, bool, bool] | None]) -> None:
+def _setup(case: Case, tmp: pathlib.Path, run: pathlib.Path) -> tuple[list[str], dict[str, str]]:
+    """The files of a row (bundle, Arca's state, runc's state) and its argv and environment."""
     name, argv_t, kind, extra_env, state = case
-    fake = tmp_path / "fake-runc"
-    # A runc whose `state` answer shows whether the front end rewrote it.
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n'
+    fake = tmp / "fake-runc"
+    # A runc whose `state` answer shows whether the call rewrote it.
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {tmp}/calls\n'
                     'case "$*" in *state*) echo \'{"status": "running"}\';; esac\n')
     fake.chmod(0o755)
-    run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCA_")}
-    env.update({"ARCA_RUNC": str(fake), "ARCA_RUN": str(run), "ARCA_ROOT": str(tmp_path / "root"),
-                "ARCA_RUNTIME_CONFIG": str(tmp_path / "absent.json"), **extra_env})
-    b = tmp_path / "b"
+    env.update({"ARCA_RUNC": str(fake), "ARCA_RUN": str(run), "ARCA_ROOT": str(tmp / "root"),
+                "ARCA_RUNTIME_CONFIG": str(tmp / "absent.json"), **extra_env})
+    b = tmp / "b"
     if kind == "plain":
         _bundle(b, {"a": "b"})
     elif kind == "tee":
@@ -243,25 +277,34 @@ def test_front_end_and_python_decide_alike(front_end: str, tmp_path: pathlib.Pat
     elif kind.startswith("join-"):
         _bundle(b, {"a": "b"}, join=kind[len("join-"):])
     argv = [a.replace("{b}", str(b)) for a in argv_t]
-    runc_root = tmp_path / "runc"
+    runc_root = tmp / "runc"
     if state is not None:
-        recorded = {"this": str(runc_root), "other": str(tmp_path / "other-runc"),
+        recorded = {"this": str(runc_root), "other": str(tmp / "other-runc"),
                     "default": "/run/runc"}.get(RECORDED_ROOT.get(name, ""))
         _state(run, "c1", state[0], go=state[1], released=state[2], runc_root=recorded)
-        (runc_root / "c1").mkdir(parents=True)  # runc has it, its agent is gone
+        (runc_root / "c1").mkdir(parents=True, exist_ok=True)  # runc has it, its agent is gone
         (runc_root / "c1" / "state.json").write_text(json.dumps({"init_process_pid": DEAD_PID}))
         argv = ["--root", str(runc_root), *argv] if "--root" not in argv else argv
+    return argv, env
 
+
+Case = tuple[str, list[str], str, dict[str, str], tuple[str, bool, bool] | None]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_front_end_and_python_decide_alike(front_end: str, tmp_path: pathlib.Path,
+                                           monkeypatch: pytest.MonkeyPatch, case: Case) -> None:
+    name = case[0]
+    argv, env = _setup(case, tmp_path, tmp_path / "run")
     for k, v in env.items():
         if k.startswith("ARCA_"):
             monkeypatch.setenv(k, v)
-    for k in ("ARCA_TEE",):
-        if k not in env:
-            monkeypatch.delenv(k, raising=False)
+    if "ARCA_TEE" not in env:
+        monkeypatch.delenv("ARCA_TEE", raising=False)
     python = cli.decide(argv)
     if name in PINNED:
         assert python == PINNED[name], f"{name}: Python says {python}, ADR 0020 {PINNED[name]}"
-    c = front_end_outcome(front_end, argv, env, tmp_path, state is not None)
+    c = front_end_outcome(front_end, argv, env, tmp_path)
     if name in CONSERVATIVE:
         assert (c, python) == ("python", cli.RUNC), \
             f"{name}: listed as conservative ({CONSERVATIVE[name]}), now {c}/{python}"
@@ -271,8 +314,54 @@ def test_front_end_and_python_decide_alike(front_end: str, tmp_path: pathlib.Pat
                             f"{python!r} for {argv}")
 
 
+def _outcome(cmd: list[str], env: dict[str, str], tmp: pathlib.Path,
+             run: pathlib.Path) -> tuple[int, list[str], str, str, list[str]]:
+    """Exit status, runc's calls, stdout, stderr and Arca's files after one call."""
+    calls = tmp / "calls"
+    calls.unlink(missing_ok=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    files = sorted(str(f.relative_to(run)) for d in ("containers", "td")
+                   if (run / d).exists() for f in (run / d).rglob("*"))
+    return (res.returncode, calls.read_text().splitlines() if calls.exists() else [],
+            res.stdout, res.stderr, files)
+
+
+def _fresh(tmp: pathlib.Path, run: pathlib.Path) -> None:
+    for d in (tmp, run / "containers", run / "td"):
+        shutil.rmtree(d, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+
+HANDED_OVER = [c for c in CASES if c[0] not in NOT_HANDED_OVER]
+
+
+@pytest.mark.parametrize("case", HANDED_OVER, ids=[c[0] for c in HANDED_OVER])
+def test_the_daemons_answers_are_the_in_process_pythons(
+        front_end: str, with_daemon: tuple[str, pathlib.Path], tmp_path: pathlib.Path,
+        case: Case) -> None:
+    binary, run = with_daemon
+    tmp = tmp_path / "row"
+    _fresh(tmp, run)
+    argv, env = _setup(case, tmp, run)
+    if front_end_outcome(front_end, argv, env, tmp) == "runc":
+        return  # passed through (the first test): nothing is handed over
+    _fresh(tmp, run)
+    argv, env = _setup(case, tmp, run)
+    via_daemon = _outcome([binary, *argv], env, tmp, run)
+    assert "cannot execute /nonexistent/py" not in via_daemon[3], \
+        f"{case[0]}: the daemon sent the call to Python instead of answering it"
+    _fresh(tmp, run)
+    argv, env = _setup(case, tmp, run)
+    py = [sys.executable, "-I", "-S", "-c", "import sys; sys.path += " + repr(sys.path) + "; "
+          "from arca.host.runtime.cli import main; sys.exit(main())"]
+    in_process = _outcome([*py, *argv], env, tmp, run)
+    assert via_daemon == in_process, f"{case[0]}: daemon (left) and in-process Python differ"
+    _fresh(tmp, run)
+
+
 def test_every_conservative_case_is_in_the_table() -> None:
     assert set(CONSERVATIVE) <= {c[0] for c in CASES}
     assert set(RECORDED_ROOT) <= {c[0] for c in CASES if c[4] is not None}
     assert set(PINNED) <= {c[0] for c in CASES}
+    assert NOT_HANDED_OVER <= set(CONSERVATIVE) | {"version"}
 

@@ -1,7 +1,8 @@
 """``exec`` into a ``vm`` container without booting a VM: the runtime has runc start the VMM's
 exec client (never the requested process) in the VMM's container, the process reaching runc
-through a memfd; and the guest's own check refuses an exec before the agent has checked the
-evidence, and under a measured policy without ``allow_exec`` (ADR 0040). End to end:
+in a file of the TD's root-only directory that the step after runc removes; and the guest's
+own check refuses an exec before the agent has checked the evidence, and under a measured
+policy without ``allow_exec`` (ADR 0040). End to end:
 ``tests/integration/test_vm_ctr_io.py``, ``test_vm_arca_io.py``."""
 
 from __future__ import annotations
@@ -58,19 +59,21 @@ def _saved() -> st.ContainerState:
 
 @pytest.mark.parametrize("form", [["--process", "P"], ["--process=P"], ["-p", "P"],
                                   ["-process", "P"]])
-def test_the_runtime_hands_runc_the_replaced_process_in_a_memfd(form: list[str]) -> None:
+def test_the_runtime_hands_runc_the_replaced_process_in_a_td_file(
+        form: list[str], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCA_RUN", str(tmp_path))
+    st.td_dir("c1").mkdir(parents=True)
     argv = ["--root", "/r", "exec", "--detach", *form, "--pid-file", "/x.pid", "c1"]
-    opts = argparse.Namespace(process="P")
+    opts = argparse.Namespace(process="P", id="c1")
     out = lifecycle._with_process(argv, opts, {"args": ["client"]}, _saved())
-    (path,) = [a.split("=", 1)[-1] for a in out if "/proc/self/fd/" in a]
+    (path,) = [a.split("=", 1)[-1] for a in out if a.split("=", 1)[-1].startswith(str(tmp_path))]
     assert len(out) == len(argv) and out[-3:] == argv[-3:]
-    fd = int(path.rsplit("/", 1)[1])
-    try:
-        with open(path, "rb") as f:
-            assert json.load(f) == {"args": ["client"]}
-        assert os.get_inheritable(fd), "runc must inherit it"
-    finally:
-        os.close(fd)
+    assert pathlib.Path(path).parent == st.td_dir("c1")
+    assert json.loads(pathlib.Path(path).read_text()) == {"args": ["client"]}
+    assert pathlib.Path(path).stat().st_mode & 0o077 == 0  # root-only
+    monkeypatch.setattr(lifecycle, "_safe_load", lambda cid, g=None: _saved())
+    assert lifecycle._exec_done({}, argv, opts, 3) == lifecycle._exit(3)
+    assert not pathlib.Path(path).exists()
 
 
 def test_an_exec_without_a_process_file_is_refused_for_vm() -> None:

@@ -39,8 +39,8 @@ owns what is specific to its TEE. Contract of each method:
     runtime's ``released`` marker decides which ``start`` calls it). Raise ``StateError`` when
     the TD is gone (``init_pid`` dead) or does not become ready within ``timeout``. The base
     class implements the runtime's one protocol (a byte on the TD directory's ``go`` FIFO),
-    which the C front end also speaks; a backend whose TD cannot hold the FIFO itself (a VM)
-    relays it rather than replacing it.
+    run by the sim daemon for the C front end too; a backend whose TD cannot hold the FIFO
+    itself (a VM) relays it rather than replacing it.
 ``check_exec(launch, process)``
     ``exec``: raise ``PolicyDenied`` unless the TD's measured policy allows ``process``.
 ``exec_process(launch, process)``
@@ -198,10 +198,11 @@ class Backend:
         raise NotImplementedError
 
     def release(self, launch: Launch, init_pid: int, timeout: float) -> None:
-        """The runtime's release protocol, the same for every backend (and done in C by the
-        front end, ADR 0003): one byte to the ``go`` FIFO in the TD directory once the TD's
-        side holds it open. The agent opens it ``O_RDWR`` first thing, so a non-blocking open
-        for writing succeeds exactly when it is there; a VM backend relays it to its guest."""
+        """The runtime's release protocol, the same for every backend (the sim daemon runs it
+        for the C front end, ADR 0046): one byte to the ``go`` FIFO in the TD directory once
+        the TD's side holds it open. The agent opens it ``O_RDWR`` first thing, so a
+        non-blocking open for writing succeeds exactly when it is there; a VM backend relays it
+        to its guest."""
         import errno
         import os
         import time

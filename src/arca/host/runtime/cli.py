@@ -10,10 +10,10 @@ files and exit codes are runc's own. ``create``, ``delete``, ``exec``, ``run``,
 :mod:`.lifecycle`.
 
 Installed as ``.venv/bin/arca-runtime`` this module sits behind a C front end
-(``frontend.c``, ADR 0003) that makes the same pass-through decisions (and the delete of a
-fully created TEE container) without starting Python, hands Arca's part of a TEE ``create``
-to the running sim daemon (:mod:`.fastcreate`), and runs this module with ``python -I -S``
-for the rest. The Python checks here stay complete on their own.
+(``frontend.c``, ADR 0003, ADR 0046) that makes the same pass-through decisions without
+starting Python and hands every other call over: to the running sim daemon, which runs
+:func:`.lifecycle.step` for it (:mod:`.fastcreate`), or, with no daemon of the same sources,
+to this module with ``python -I -S``. The Python checks here stay complete on their own.
 
 Errors are one line, never a traceback: a JSON line ``{"level":"error","msg":...}`` in the
 ``--log`` file (what containerd's shim shows as ``OCI runtime create failed: <msg>``) and
@@ -36,7 +36,7 @@ VERSION = "0.1.0"
 _GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
 _GLOBAL_FLAGS = {"--debug", "--systemd-cgroup", "--help", "-h", "--version", "-v"}
 #: Commands Arca handles itself; everything else goes straight to runc.
-_HANDLED = {"create", "delete", "exec", "run", "checkpoint", "restore", "start", "state"}
+HANDLED = {"create", "delete", "exec", "run", "checkpoint", "restore", "start", "state"}
 
 
 def split_globals(argv: list[str]) -> tuple[dict[str, str | bool], int]:
@@ -151,15 +151,16 @@ RUNC, ARCA = "runc", "arca"
 def decide(argv: list[str]) -> str:
     """Where a call goes: :data:`RUNC` (``exec`` runc, nothing for Arca to do) or :data:`ARCA`
     (:mod:`.lifecycle`, which may still end in runc after full validation, e.g. ``exec`` of a
-    container without Arca state). The C front end (``frontend.c``) makes this decision for
-    the calls it answers itself, and hands everything else here;
+    container without Arca state). The C front end (``frontend.c``) makes the RUNC part of
+    this decision and hands everything else over (a few calls more than ARCA: it does not read
+    Arca's state, only whether there is some);
     ``tests/unit/host/test_runtime_frontend_agreement.py`` fails when the two differ.
     No side effects; cheap for the pass-through cases (``os`` only)."""
     globals_, i = split_globals(argv)
     command = argv[i] if i < len(argv) else ""
     if not command:
         return ARCA if globals_.get("version") else RUNC  # runc's help and usage errors
-    if command not in _HANDLED:
+    if command not in HANDLED:
         return RUNC
     if command in ("create", "run"):
         # The hot path of every plain container (pods' sandboxes, plain workloads).

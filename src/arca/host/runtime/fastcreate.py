@@ -1,44 +1,41 @@
-"""``create`` of a TEE container done inside the sim platform daemon, for the C front end.
+"""The hand-off: ``arca-runtime`` calls served inside the sim platform daemon, for the C front end.
 
-A fresh Python interpreter costs ≈ 30 ms per ``create`` (start-up and imports) before Arca's
-≈ 10 ms of work. The sim daemon is a long-lived root process with all of it imported, so the
-front end (``frontend.c``) sends it one control request::
+(Named for its first use, ``create``; it now serves every call the front end does not pass
+straight to runc, ADR 0046.) A fresh Python interpreter costs ≈ 30 ms per call (start-up and
+imports) before Arca's few milliseconds of work. The sim daemon is a long-lived root process
+with all of it imported, so the front end (``frontend.c``) sends it one control request per
+step::
 
-    {"op": "create", "stamp": <code stamp>, "argv": [...], "umask": 18, "cwd": "/abs",
-     "env": {"ARCA_*": ...}}
+    {"op": <step>, "stamp": <code stamp>, "argv": [...], "umask": 18, "cwd": "/abs",
+     "env": {"ARCA_*": ...}, "rc": <runc's status, steps after a spawn only>}
 
-and the daemon runs :func:`arca.host.runtime.lifecycle.prepare` (the same function as the
-Python path) with the *request's* ``ARCA_*`` environment, umask and working directory,
-registering the TD in-process. Answers (one JSON line):
+and the daemon runs :func:`arca.host.runtime.lifecycle.step` — the same function the Python
+path runs in-process — with the *request's* ``ARCA_*`` environment and umask, paths relative
+to its ``cwd``, registering TDs in-process. ``op`` is the command (``create``, ``delete``,
+``start``, ``state``, ``exec``, ...) or a step that follows a spawn (``create-done``,
+``delete-done``). Answers (one JSON line, UTF-8; the front end acts on nothing else):
 
-* ``{"create": "ok", "id": ID}``: Arca state is ``creating`` and ``state.created.json`` beside
-  it holds the final state; the front end runs ``runc create`` itself (its own stdio, fds, cwd)
-  and on success renames that file over ``state.json`` (what the Python path writes at the
-  same point), on failure sends ``{"op": "create-undo", ...}`` (same fields) and exits with
-  runc's status.
-* ``{"create": "runc"}``: no TEE after all: the front end ``exec``s runc.
-* ``{"create": "error", "msg": "<one line>"}``: refused; the front end reports it as the
-  Python path would (``--log`` JSON line, stderr, exit 1).
-* anything else (``{"fallback": why}``, an older daemon's unknown-op error, no answer): the
-  front end runs the Python path, which decides everything again.
+* ``{"do": "runc"}``: the call is runc's after all: exec runc with the caller's argv.
+* ``{"do": "exit", "rc": N, "stdout": S, "stderr": E}``: write S and E, exit N.
+* ``{"do": "spawn", "args": [...], "then": STEP}``: run runc with ``args`` as a child (its
+  own stdio, fds and cwd: the caller's), then send the same request with ``op`` STEP and
+  ``rc`` runc's exit status, and act on that answer.
+* ``{"do": "error", "msg": "<one line>"}``: refused; reported as the Python path does
+  (``--log`` line, stderr, exit 1).
+* ``{"do": "python", "why": ...}`` (first step only; likewise no answer at all): the front end
+  runs the Python path, which decides everything again in-process.
 
-``{"op": "delete-undo", ...}`` (same fields, ``argv`` a ``delete``): the front end's ``runc
-delete`` of a created TEE container succeeded; the daemon runs Arca's part of ``delete`` (the
-backend's ``undo``, Arca's files) and answers ``{"delete": "undone"}``. Otherwise the front end
-does it without Python (the platform's registration file, Arca's files: a daemon-less host).
-
-Falls back on: a code stamp other than the daemon's (a daemon left running from other
-sources), relative paths in the environment or cwd, a run directory other than the daemon's,
-``run`` rather than ``create``. The daemon serves creates of different containers at once
-(issue 13, item 15); it installs a request's ``ARCA_*`` environment and umask itself, shared
-by concurrent creates asking for the same ones (``settings``), because both are
-process-wide. Called alone, :func:`handle` swaps them for the length of the request.
+Falls back to Python on: a code stamp other than the daemon's (a daemon left running from
+other sources), relative paths in the environment or cwd, a run directory other than the
+daemon's, a step that does not match the command. The daemon serves requests about different
+containers at once (issue 13, item 15); it installs a request's ``ARCA_*`` environment and
+umask itself, shared by concurrent requests asking for the same ones (``settings``), because
+both are process-wide. Called alone, :func:`handle` swaps them for the length of the request.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pathlib
 from collections.abc import Callable
@@ -47,10 +44,7 @@ from typing import Any
 
 from arca.host import paths
 from arca.host.runtime import lifecycle
-from arca.host.runtime import machine as sm
-from arca.host.runtime import state as st
-from arca.host.runtime.cli import split_globals
-from arca.host.runtime.config import load_config
+from arca.host.runtime.cli import HANDLED, split_globals
 from arca.wire.descriptor import LaunchDescriptor
 from arca.wire.errors import ArcaError
 
@@ -60,7 +54,6 @@ from arca.wire.errors import ArcaError
 ENV_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG", "ARCA_RUNC", "ARCA_TEE",
             "ARCA_VM_DATA", "ARCA_VM_QEMU", "ARCA_VM_BOOT_TIMEOUT")
 _PATH_KEYS = ("ARCA_ROOT", "ARCA_RUN", "ARCA_RUNTIME_CONFIG")
-CREATED_STATE = "state.created.json"
 _SRC = pathlib.Path(__file__).resolve().parents[3]
 
 
@@ -92,26 +85,34 @@ class _InProcess:
         self.daemon.unregister(td_id)
 
 
+#: Steps that change a container's files or its registration: the daemon serves those of one
+#: container one at a time (``simtee.daemon._KeyedLocks``), like the register/unregister they
+#: make. The others (start, state, exec, delete's first step) take no lock, as in Python.
+LOCKED_STEPS = ("create", lifecycle.CREATE_DONE, lifecycle.DELETE_DONE)
+#: Every step the daemon serves (``op`` of a request).
+STEPS = frozenset({*HANDLED, lifecycle.CREATE_DONE, lifecycle.DELETE_DONE})
+
+
 def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
            settings: Callable[[dict[str, str], int], AbstractContextManager[None]] | None = None
            ) -> dict[str, Any]:
-    """Answer a ``create``/``create-undo``/``delete-undo`` request; never raises.
-    ``settings(env, umask)`` installs the request's ``ARCA_*`` environment and umask for the
-    work (the daemon's, shared by concurrent creates); without it they are swapped here."""
+    """Answer one step of a call; never raises. ``settings(env, umask)`` installs the
+    request's ``ARCA_*`` environment and umask for the work (the daemon's, shared by concurrent
+    requests); without it they are swapped here."""
     try:
         why = _unusual(req, stamp)
         if why:
-            return {"fallback": why}
+            return {"do": "python", "why": why}
         if settings is not None:
             with settings(req["env"], req["umask"]):
-                return _dispatch(req, daemon)
+                return _step(req, daemon)
         old = {k: os.environ.get(k) for k in ENV_KEYS}
         old_umask = os.umask(req["umask"])  # files get the caller's modes, as in Python
         try:
             for k in ENV_KEYS:
                 os.environ.pop(k, None)
             os.environ.update(req["env"])
-            return _dispatch(req, daemon)
+            return _step(req, daemon)
         finally:
             os.umask(old_umask)
             for k, v in old.items():
@@ -120,31 +121,44 @@ def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
                 else:
                     os.environ[k] = v
     except ArcaError as e:
-        return {"create": "error", "msg": " ".join(str(e).split())}
+        return {"do": "error", "msg": " ".join(str(e).split())}
     except Exception as e:  # noqa: BLE001 - one request's failure must not stop the daemon
-        return {"create": "error", "msg": f"internal error: {type(e).__name__}: "
-                                          f"{' '.join(str(e).split())}"}
+        return {"do": "error", "msg": f"internal error: {type(e).__name__}: "
+                                      f"{' '.join(str(e).split())}"}
 
 
-def _dispatch(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
+def _step(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
     """One request's work, once its environment and umask are installed."""
-    if req["op"] == "create-undo":
-        return _undo(req, daemon)
-    if req["op"] == "delete-undo":
-        return _delete_undo(req, daemon)
-    return _create(req, daemon)
+    return lifecycle.step(req["op"], req["argv"], rc=req.get("rc", 0), cwd=req["cwd"],
+                          platform=_InProcess(daemon))
+
+
+def container_id(req: dict[str, Any]) -> str | None:
+    """The container a request of :data:`LOCKED_STEPS` is about (``None``: another step, or
+    it does not parse: refused by the step itself)."""
+    try:
+        if req.get("op") not in LOCKED_STEPS:
+            return None
+        argv = req["argv"]
+        _, i = split_globals(argv)
+        parse = lifecycle.parse_delete if argv[i] == "delete" else lifecycle.parse_create
+        return str(parse(argv[i + 1:]).id)
+    except (ArcaError, KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def _unusual(req: dict[str, Any], stamp: str) -> str:
     """Why this request should take the Python path instead, or ``""``."""
     if req.get("stamp") != stamp:
         return "sim daemon runs other sources than the runtime (code stamp differs)"
-    argv, cwd, env, mask = req.get("argv"), req.get("cwd"), req.get("env"), req.get("umask")
-    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)
-            and type(mask) is int and 0 <= mask <= 0o777
+    op, argv, cwd, env = req.get("op"), req.get("argv"), req.get("cwd"), req.get("env")
+    mask, rc = req.get("umask"), req.get("rc", 0)
+    if not (isinstance(op, str) and isinstance(argv, list)
+            and all(isinstance(a, str) for a in argv)
+            and type(mask) is int and 0 <= mask <= 0o777 and type(rc) is int
             and isinstance(cwd, str) and os.path.isabs(cwd) and isinstance(env, dict)
             and set(env) <= set(ENV_KEYS) and all(isinstance(v, str) for v in env.values())):
-        return "malformed create request"
+        return "malformed request"
     if any(k in env and not os.path.isabs(env[k]) and (env[k] or k != "ARCA_RUNTIME_CONFIG")
            for k in _PATH_KEYS):
         return "relative path in the ARCA_* environment"
@@ -152,51 +166,7 @@ def _unusual(req: dict[str, Any], stamp: str) -> str:
     if os.path.realpath(env.get("ARCA_RUN") or "/run/arca-host") != ours:
         return "run directory is not the daemon's"
     _, i = split_globals(argv)
-    want = "delete" if req.get("op") == "delete-undo" else "create"
-    if i >= len(argv) or argv[i] != want:
-        return f"not a {want}"
+    command = argv[i] if i < len(argv) else ""
+    if command not in HANDLED or op not in (command, f"{command}-done"):
+        return f"step {op!r} of {command!r}"
     return ""
-
-
-def _create(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
-    argv = req["argv"]
-    globals_, i = split_globals(argv)
-    opts = lifecycle.parse_create(argv[i + 1:])
-    opts.bundle = os.path.join(req["cwd"], opts.bundle)
-    opts.root = st.runc_root(globals_)
-    prepared = lifecycle.prepare(load_config(), opts, platform=_InProcess(daemon))
-    if prepared is None:
-        return {"create": "runc"}
-    cid, tee, bundle_path, ref = prepared
-    final = st.ContainerState(cid, tee, str(bundle_path), sm.CREATED, ref.measurement)
-    try:
-        st.write_atomic(st.state_path(cid).parent / CREATED_STATE,
-                        json.dumps(final.to_json()).encode())
-    except BaseException:
-        lifecycle._undo(cid, bundle_path, _InProcess(daemon))
-        raise
-    return {"create": "ok", "id": cid}
-
-
-def _undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
-    """``runc create`` failed after a fast create: undo Arca's part, as the Python path does."""
-    argv = req["argv"]
-    _, i = split_globals(argv)
-    cid = lifecycle.parse_create(argv[i + 1:]).id
-    saved = lifecycle._safe_load(st.validate_id(cid), split_globals(argv)[0])
-    if saved is not None and saved.status == sm.CREATING:
-        lifecycle._undo(cid, pathlib.Path(saved.bundle), _InProcess(daemon))
-    return {"create": "undone"}
-
-
-def _delete_undo(req: dict[str, Any], daemon: Any) -> dict[str, Any]:
-    """The front end's ``runc delete`` of a created TEE container succeeded (runc no longer
-    has it): the backend's undo and Arca's files, exactly as ``lifecycle.delete`` does."""
-    cid = st.validate_id(req["argv"][-1])
-    saved = lifecycle._safe_load(cid, split_globals(req["argv"])[0])
-    if saved is None:  # a concurrent delete came first (or it is another runc root's: not ours)
-        return {"delete": "undone"}
-    if saved.status != sm.CREATED:
-        return {"fallback": f"container {cid} is {saved.status}"}
-    lifecycle._undo(cid, None, backend=lifecycle._backend(saved, _InProcess(daemon)))
-    return {"delete": "undone"}

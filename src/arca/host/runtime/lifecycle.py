@@ -20,8 +20,11 @@ and records ``released``; before that, ``state`` says ``created`` (runc would sa
 ``delete`` without ``--force`` kills it (as runc does with created containers) and ``kill``
 reaches the agent. A second ``start`` is runc's (it refuses a running container).
 
-Steps 1-5 are :func:`prepare`, which the sim daemon also runs for the C front end
-(:mod:`.fastcreate`); the front end then does steps 6-7 itself, and ``start``/``state`` too.
+Every command is a sequence of :func:`step` calls, each answering what the caller does next
+(exec runc, exit, or run runc as a child and come back with its status): ``create`` is steps
+1-5 and then runc's ``run --detach`` (step 6) followed by ``create-done`` (record CREATED or
+undo). The same steps run here for the Python path (:func:`dispatch`) and in the sim daemon for
+the C front end (:mod:`.fastcreate`, ADR 0046), which only carries out the answers.
 
 ``delete`` runs ``runc delete`` and then removes the registration and all Arca state once runc
 no longer has the container. Everything here refuses in one line via ``ArcaError``.
@@ -36,7 +39,6 @@ import pathlib
 from arca.errors import ArcaError, InvalidInput, PolicyDenied, StateError  # noqa: F401
 from arca.host.runtime import machine as sm
 from arca.host.runtime import state as st
-from arca.host.runtime.cli import exec_runc
 from arca.host.runtime.config import RuntimeConfig, load_config
 
 TYPE_CHECKING = False  # ``typing`` costs ~3 ms per arca-runtime call
@@ -169,25 +171,98 @@ def _go_flags(args: list[str]) -> list[str]:
             else a for a in args]
 
 
+class PassThrough(Exception):  # noqa: N818 - a decision, not an error
+    """This call is runc's after all (a plain container, a second ``start``, ...): the caller
+    execs runc with its own argument vector. Raised, never exec'd here, because the sim daemon
+    runs this module for the C front end: it answers ``runc`` instead (see :func:`step`)."""
+
+
+#: :func:`step`'s answers (``do``): exec runc with the caller's argv; exit with ``rc`` after
+#: writing ``stdout``/``stderr``; run runc as a child with ``args`` (every fd inherited) and
+#: come back with its status as step ``then``. Errors are ``ArcaError``s (the daemon answers
+#: ``{"do": "error", "msg"}``). The CLI (:func:`dispatch`), the daemon
+#: (:mod:`.fastcreate`) and the C front end carry out the same answers.
+RUNC, EXIT, SPAWN = "runc", "exit", "spawn"
+#: The steps that follow a ``spawn`` (``rc``: runc's exit status).
+CREATE_DONE, DELETE_DONE, EXEC_DONE = "create-done", "delete-done", "exec-done"
+#: Beside ``state.json`` during a create: the state to record once runc succeeded.
+CREATED_STATE = "state.created.json"
+
+
+def _exit(rc: int, stdout: str = "", stderr: str = "") -> dict[str, Any]:
+    return {"do": EXIT, "rc": rc, "stdout": stdout, "stderr": stderr}
+
+
+def _spawn(args: list[str], then: str) -> dict[str, Any]:
+    return {"do": SPAWN, "args": args, "then": then}
+
+
+def step(op: str, argv: list[str], *, rc: int = 0, cwd: str | None = None,
+         platform: Any = None) -> dict[str, Any]:
+    """One step of ``arca-runtime <argv>``: what the caller does next (the answers above).
+    ``op`` is the command (``argv``'s) or a step that follows a ``spawn``; relative paths in
+    ``argv`` are relative to ``cwd`` (the caller's: the daemon runs elsewhere); ``platform``
+    is the sim daemon when it runs this (it registers TDs in-process). All of the runtime's
+    state logic is here: the front end only decides what is plainly runc's and hands the rest
+    over (ADR 0046). Raises ``ArcaError`` with one line when refused."""
+    from arca.host.runtime.cli import split_globals
+
+    globals_, i = split_globals(argv)
+    command, args = (argv[i] if i < len(argv) else ""), argv[i + 1:]
+    cfg = load_config()
+    try:
+        if op == CREATE_DONE and command == "create":
+            return _create_done(globals_, parse_create(args), rc, platform)
+        if op == DELETE_DONE and command == "delete":
+            return _delete_done(globals_, parse_delete(args), rc, platform)
+        if op == EXEC_DONE and command == "exec":
+            return _exec_done(globals_, argv, parse_exec(args), rc)
+        if op != command:
+            raise InvalidInput(f"arca-runtime: step {op!r} does not follow {command!r}")
+        if command in ("create", "run"):
+            opts = parse_create(args)
+            if cwd is not None:
+                opts.bundle = os.path.join(cwd, opts.bundle)
+            return create(cfg, globals_, argv, opts, run=command == "run", platform=platform)
+        if command == "delete":
+            return delete(cfg, globals_, argv, parse_delete(args))
+        if command == "exec":
+            return exec_(cfg, argv, parse_exec(args), cwd)
+        if command in ("start", "state"):
+            return (start if command == "start" else state)(cfg, globals_, argv, args)
+        if command in ("checkpoint", "restore"):
+            # The container id is the last argument.
+            cid = args[-1] if args else ""
+            if _safe_load(cid, globals_) is not None:
+                raise StateError(f"{command} of TEE container {cid} refused: a trust domain's "
+                                 "memory must not be written to host disk")
+        raise PassThrough  # not a command Arca handles (cli.decide sends none here)
+    except PassThrough:
+        return {"do": RUNC}
+
+
 def dispatch(globals_: dict[str, str | bool], command: str, argv: list[str],
              args: list[str]) -> int:
-    cfg = load_config()
-    if command in ("create", "run"):
-        return create(cfg, globals_, argv, parse_create(args), run=command == "run")
-    if command == "delete":
-        return delete(cfg, globals_, argv, parse_delete(args))
-    if command == "exec":
-        return exec_(cfg, argv, parse_exec(args))
-    if command in ("start", "state"):
-        return (start if command == "start" else state)(cfg, globals_, argv, args)
-    # checkpoint/restore: the container id is the last argument.
-    cid = args[-1] if args else ""
-    if _safe_load(cid, globals_) is not None:
-        raise StateError(
-            f"{command} of TEE container {cid} refused: a trust domain's memory must not be "
-            "written to host disk"
-        )
-    exec_runc(cfg.runc, argv)
+    """The Python path: carry out :func:`step`'s answers in this process."""
+    from arca.host.runtime.cli import exec_runc
+
+    answer = step(command, argv)
+    while answer["do"] == SPAWN:
+        try:
+            rc = _run_runc(load_config().runc, answer["args"])
+        except ArcaError:
+            step(answer["then"], argv, rc=127)  # runc never ran: undo what the step did
+            raise
+        answer = step(answer["then"], argv, rc=rc)
+    if answer["do"] == RUNC:
+        exec_runc(load_config().runc, argv)
+    import sys
+
+    for stream, text in ((sys.stdout, answer["stdout"]), (sys.stderr, answer["stderr"])):
+        if text:
+            stream.buffer.write(text.encode())
+            stream.flush()
+    return int(answer["rc"])
 
 
 def _safe_load(container_id: str, globals_: dict[str, str | bool] | None = None
@@ -208,22 +283,47 @@ def _safe_load(container_id: str, globals_: dict[str, str | bool] | None = None
 
 
 def create(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
-           opts: Args, *, run: bool = False) -> int:
+           opts: Args, *, run: bool = False, platform: Any = None) -> dict[str, Any]:
+    """Steps 1-5 (:func:`prepare`), then step 6 for the caller to run: create and prestart
+    in one runc process (``run --detach`` takes every ``create`` option and saves a second
+    runc start-up, ~10 ms, on the way to the agent; runc destroys what it made when it
+    fails), then :data:`CREATE_DONE`."""
     opts.root = st.runc_root(globals_)
-    prepared = prepare(cfg, opts, run=run)
+    prepared = prepare(cfg, opts, run=run, platform=platform)
     if prepared is None:
-        exec_runc(cfg.runc, argv)
+        raise PassThrough
     cid, tee, bundle_path, ref = prepared
-    # Create and prestart in one runc process: ``run --detach`` takes every ``create`` option
-    # and saves a second runc start-up (~10 ms) on the way to the agent; runc destroys what it
-    # made when it fails.
+    final = st.ContainerState(cid, tee, str(bundle_path), sm.CREATED, ref.measurement)
+    try:
+        st.write_atomic(st.state_path(cid).parent / CREATED_STATE,
+                        json.dumps(final.to_json()).encode())
+    except BaseException:
+        _undo(cid, bundle_path, platform)
+        raise
     ci = _command_index(argv)
-    rc = _run_runc(cfg.runc, [*argv[:ci], "run", "--detach", *argv[ci + 1:]])
+    return _spawn([*argv[:ci], "run", "--detach", *argv[ci + 1:]], CREATE_DONE)
+
+
+def _create_done(globals_: dict[str, str | bool], opts: Args, rc: int,
+                 platform: Any = None) -> dict[str, Any]:
+    """runc's ``run --detach`` ended with ``rc``: record CREATED, or undo Arca's part."""
+    cid = st.validate_id(opts.id)
+    saved = _safe_load(cid, globals_)
+    if saved is None or saved.status != sm.CREATING:
+        # A `delete --force` came between (it undid Arca's part): runc's container is
+        # nobody's now, so this create did not happen as far as Arca is concerned.
+        if rc == 0:
+            raise StateError(f"container {cid} was deleted while it was being created")
+        return _exit(rc)
     if rc != 0:
-        _undo(cid, bundle_path)
-        return rc
-    st.save(st.ContainerState(cid, tee, str(bundle_path), sm.CREATED, ref.measurement))
-    return 0
+        _undo(cid, pathlib.Path(saved.bundle), platform)
+        return _exit(rc)
+    sm.require(cid, sm.CREATING, "created")
+    try:
+        os.rename(st.state_path(cid).parent / CREATED_STATE, st.state_path(cid))
+    except OSError as e:
+        raise StateError(f"cannot record the state of container {cid}: {e.strerror}") from None
+    return _exit(0)
 
 
 def prepare(cfg: RuntimeConfig, opts: Args, *, run: bool = False,
@@ -398,28 +498,37 @@ def wait_for_inflight_create(cid: str, timeout: float = INFLIGHT_CREATE_TIMEOUT_
 
 
 def delete(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
-           opts: Args) -> int:
+           opts: Args) -> dict[str, Any]:
+    """runc's ``delete`` for the caller to run (with ``--force`` added for a prestarted agent
+    that was never released), then :data:`DELETE_DONE`."""
     cid = opts.id
     saved = _safe_load(cid, globals_)
     if saved is None:
         st.remove_half_made(cid)  # a create killed inside its first state write
-        exec_runc(cfg.runc, argv)
+        raise PassThrough
     if saved.status != "created":
         # A create that crashed (or was killed) may have left its ``runc create`` child
         # running; deleting under it would let it finish a container nobody knows about.
         wait_for_inflight_create(cid)
+    i = _command_index(argv)
     if not opts.force and st.unreleased(cid):
         # Prestarted (or maybe, when create was killed half-way), never started: runc sees a
         # running container and would refuse; runc itself kills a created one on delete.
-        i = _command_index(argv)
         argv = [*argv[:i + 1], "--force", *argv[i + 1:]]
-    rc = _run_runc(cfg.runc, argv)
+    return _spawn(argv, DELETE_DONE)
+
+
+def _delete_done(globals_: dict[str, str | bool], opts: Args, rc: int,
+                 platform: Any = None) -> dict[str, Any]:
+    cid = opts.id
+    saved = _safe_load(cid, globals_)
     if rc == 0 or not runc_has(globals_, cid):
         # runc no longer has the container (deleted now, or a create that never reached it):
         # nothing can use the TD any more, so its registration and files go.
-        _undo(cid, None, backend=_backend(saved))
-        return 0
-    return rc
+        if saved is not None:
+            _undo(cid, None, backend=_backend(saved, platform))
+        return _exit(0)
+    return _exit(rc)
 
 
 # -- start and state --------------------------------------------------------------------------
@@ -445,8 +554,8 @@ def arca_handles(command: str, args: list[str],
     """Whether ``start``/``state`` with ``args`` under the runc root of ``globals_`` is Arca's
     (else runc's own, unchanged): ``start`` of a container in CREATING (refused) or CREATED
     (released); ``state`` of one in CREATED (read as ``created``) or with corrupt state
-    (refused). The C front end decides the same from the same files
-    (``has_arca_state``/``created``/``unreleased`` in frontend.c)."""
+    (refused). The C front end hands every ``start``/``state`` of a container with Arca state
+    over, so this runs in Python for it too (ADR 0046)."""
     if len(args) != 1:
         return False  # odd arguments: runc's own message
     try:
@@ -459,23 +568,24 @@ def arca_handles(command: str, args: list[str],
 
 
 def start(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
-          args: list[str]) -> int:
+          args: list[str]) -> dict[str, Any]:
     """Release the prestarted agent of a TEE container; anything else is runc's ``start``."""
     if not arca_handles("start", args, globals_):
-        exec_runc(cfg.runc, argv)  # a plain container, a second start, odd arguments: runc's
+        raise PassThrough  # a plain container, a second start, odd arguments: runc's
     cid = args[0]
     sm.require(cid, _state_of(cid, globals_), "start")
     try:  # at most one start releases; a second one gets runc's answer (already running)
         os.close(os.open(st.released_path(cid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
-        exec_runc(cfg.runc, argv)
+        raise PassThrough from None
     release(globals_, cid)
-    return 0
+    return _exit(0)
 
 
 def release(globals_: dict[str, str | bool], cid: str,
             timeout: float = AGENT_READY_TIMEOUT_S) -> None:
-    """The backend's ``release`` of a prestarted TD (the ``go`` FIFO protocol)."""
+    """The backend's ``release`` of a prestarted TD (the ``go`` FIFO protocol); in the sim
+    daemon when the C front end handed ``start`` over."""
     saved = _safe_load(cid, globals_)
     if saved is None:
         raise StateError(f"container {cid} does not exist")
@@ -494,22 +604,23 @@ def _init_pid(globals_: dict[str, str | bool], cid: str) -> int:
 
 
 def state(cfg: RuntimeConfig, globals_: dict[str, str | bool], argv: list[str],
-          args: list[str]) -> int:
+          args: list[str]) -> dict[str, Any]:
     """runc's ``state``, but ``created`` for a prestarted TEE container not yet started."""
     if not arca_handles("state", args, globals_):
-        exec_runc(cfg.runc, argv)
+        raise PassThrough
     cid = args[0]
     _state_of(cid, globals_)  # corrupt state: refused in one line before runc runs
     import subprocess
-    import sys
 
-    res = subprocess.run([cfg.runc, *argv], stdout=subprocess.PIPE, check=False)
+    try:
+        res = subprocess.run([cfg.runc, *argv], capture_output=True, check=False)
+    except OSError as e:
+        raise ArcaError(f"cannot execute runc binary {cfg.runc!r}: {e.strerror}") from None
     out = res.stdout
     if res.returncode == 0 and _prestarted(cid, globals_):  # again: ``start`` may have come
         out = out.replace(b'"status": "running"', b'"status": "created"', 1)
-    sys.stdout.buffer.write(out)
-    sys.stdout.flush()
-    return res.returncode
+    return _exit(res.returncode, out.decode(errors="replace"),
+                 res.stderr.decode(errors="replace"))
 
 
 # -- exec -------------------------------------------------------------------------------------
@@ -524,7 +635,9 @@ def check_exec_allowed(state: st.ContainerState, process: dict[str, Any]) -> Non
     _backend(state).check_exec(_launch(state), process)
 
 
-def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
+def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace,
+          cwd: str | None = None) -> dict[str, Any]:
+    """Refuse an ``exec`` the TD's policy does not allow; otherwise it is runc's."""
     from arca.host.runtime.cli import split_globals
 
     globals_ = split_globals(argv)[0]
@@ -538,7 +651,7 @@ def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
         process: dict[str, Any] = {}
         if opts.process:
             try:
-                with open(opts.process, "rb") as f:
+                with open(os.path.join(cwd or "", opts.process), "rb") as f:
                     process = json.load(f)
             except (OSError, ValueError) as e:
                 raise InvalidInput(f"cannot read exec process file {opts.process}: {e}") from None
@@ -550,26 +663,49 @@ def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace) -> int:
         check_exec_allowed(saved, process)
         replaced = _backend(saved).exec_process(_launch(saved), process)
         if replaced is not None:
-            argv = _with_process(argv, opts, replaced, saved)
-    exec_runc(cfg.runc, argv)
+            return _spawn(_with_process(argv, opts, replaced, saved), EXEC_DONE)
+    raise PassThrough
+
+
+def _exec_file(saved: st.ContainerState, argv: list[str]) -> pathlib.Path:
+    """Where the rewritten process of the exec ``argv`` waits for runc: in the TD's own
+    root-only directory (gone with the container), named by the call so :data:`EXEC_DONE`
+    finds it again (containerd and arca name a new process file for every exec)."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:24]
+    return st.td_dir(saved.id) / f"exec-{digest}.json"
 
 
 def _with_process(argv: list[str], opts: argparse.Namespace, process: dict[str, Any],
                   saved: st.ContainerState) -> list[str]:
-    """``argv`` with ``--process`` naming ``process``: a memfd this process passes on to runc
-    (``/proc/self/fd/N``), so nothing is left on disk whatever happens to runc."""
+    """``argv`` with ``--process`` naming ``process`` (written to :func:`_exec_file`; runc runs
+    as the caller's child and :data:`EXEC_DONE` removes it: the sim daemon may be the one
+    answering, so no file descriptor of this process can carry it)."""
     if not opts.process:
         raise InvalidInput(f"exec into {saved.tee} container {saved.id} needs --process (as "
                            "containerd and arca give it)")
-    fd = os.memfd_create("arca-exec-process", 0)  # inherited by runc: no MFD_CLOEXEC
-    os.write(fd, json.dumps(process).encode())
+    path = _exec_file(saved, argv)
+    st.write_atomic(path, json.dumps(process).encode(), 0o600)
     out = list(argv)
     for i, arg in enumerate(out):  # the option precedes the id and any command
         name, eq, _ = arg.partition("=")
         if name in ("--process", "-process", "-p"):
             if eq:
-                out[i] = f"{name}=/proc/self/fd/{fd}"
+                out[i] = f"{name}={path}"
             else:
-                out[i + 1] = f"/proc/self/fd/{fd}"
+                out[i + 1] = str(path)
             break
     return out
+
+
+def _exec_done(globals_: dict[str, str | bool], argv: list[str], opts: argparse.Namespace,
+               rc: int) -> dict[str, Any]:
+    """After runc ran a rewritten exec: drop its process file, exit with runc's status."""
+    saved = _safe_load(opts.id, globals_)
+    if saved is not None:
+        try:
+            _exec_file(saved, argv).unlink()
+        except FileNotFoundError:
+            pass
+    return _exit(rc)

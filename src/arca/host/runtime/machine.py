@@ -33,8 +33,10 @@ Transitions (``arca-runtime`` commands; anything else is refused with :class:`St
 ``create`` of an id that is not ABSENT says it exists; ``start``/``exec`` in CREATING say the
 create has not completed; a second ``start`` (RELEASED) is runc's own refusal (already
 running / stopped); ``checkpoint``/``restore`` are refused in every state but ABSENT (a TD's
-memory must not reach host disk). The C front end (``frontend.c``) reads the same files for
-its fast paths: ``created``/``unreleased`` there are CREATED/RELEASED here.
+memory must not reach host disk). Only Python reads these files to tell the states apart: the
+C front end (``frontend.c``) checks whether ``state.json`` exists under the caller's runc root
+and hands every such call over (ADR 0046); ``lifecycle.step`` runs the transitions, in the
+sim daemon for the front end or in-process.
 """
 
 from __future__ import annotations

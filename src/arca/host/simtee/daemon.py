@@ -5,8 +5,8 @@ Protocols (one JSON line each way per connection, then close):
 * control (``locations.control_socket()``, mode 0600, peer must be uid 0):
   ``{"op": "register", "td_id", "descriptor", "init_data"}`` (init-data base64 or null),
   ``{"op": "unregister", "td_id"}``, ``{"op": "list"}``, ``{"op": "ping"}``, ``{"op": "stop"}``,
-  and ``{"op": "create"|"create-undo", ...}``: the runtime's create for the C front end
-  (:mod:`arca.host.runtime.fastcreate`).
+  and ``{"op": "create"|"create-done"|"start"|"delete"|..., ...}``: a step of an
+  ``arca-runtime`` call for the C front end (:mod:`arca.host.runtime.fastcreate`).
 * device (``<run>/td/<id>/sim.sock``, contract §4): ``{"report_data": "<128 hex>"}`` →
   ``{"evidence": "<base64>"}`` or ``{"error": "..."}``. The socket a request arrives on decides
   which TD the report is about; nothing in the request can name another TD.
@@ -22,8 +22,8 @@ Serving model — no TD, and no slow control request, can make another TD wait f
   most ``MAX_CONCURRENT_CONTROL`` at once): a long ``create`` (hashing a big rootfs on first
   use) delays neither a device request nor the create of another container (issue 13, item
   15; ``ARCA_SIMTEE_CONTROL_CONCURRENCY=1`` serves one at a time, as before). Requests
-  naming the same container (create, create-undo, register, unregister) are served one at a
-  time, in order (:class:`_KeyedLocks`), as all of them were before. A create
+  naming the same container (create and the steps after its runc, the end of a delete,
+  register, unregister) are served one at a time, in order (:class:`_KeyedLocks`). A create
   runs with the caller's ``ARCA_*`` environment and umask, which are process-wide: creates
   asking for the same ones share them (installed by the first, restored by the last), a create
   asking for others waits until those have finished, and later ones wait behind it
@@ -287,21 +287,6 @@ class _ProcessSettings:
                 self._cond.notify_all()
 
 
-def _create_id(req: dict[str, Any]) -> str | None:
-    """The container a create (or delete-undo) request is about (None when it does not
-    parse: refused later)."""
-    try:
-        from arca.host.runtime import lifecycle
-        from arca.host.runtime.cli import split_globals
-
-        argv = req["argv"]
-        _, i = split_globals(argv)
-        parse = lifecycle.parse_delete if argv[i] == "delete" else lifecycle.parse_create
-        return str(parse(argv[i + 1:]).id)
-    except (ArcaError, KeyError, TypeError, ValueError, IndexError, AttributeError):
-        return None
-
-
 @dataclass(eq=False)
 class _Pending:
     """A device connection whose request line has not fully arrived (main thread only)."""
@@ -529,11 +514,10 @@ class Daemon:
             if not isinstance(req, dict):
                 raise InvalidInput("control request must be a JSON object")
             answer = self._control(req)
-            if not _send(conn, answer) and req.get("op") == "create" and \
-                    answer.get("create") == "ok":
+            if not _send(conn, answer) and answer.get("then") == "create-done":
                 # The front end died (kill -9) before it heard the answer: nobody will run runc
                 # or undo this create, and its `delete --force` may already have come and gone.
-                self._fastcreate({**req, "op": "create-undo"})
+                self._fastcreate({**req, "op": "create-done", "rc": 1})
         except (ArcaError, ValueError, KeyError, TypeError, binascii.Error, RecursionError) as e:
             _send(conn, {"error": str(e) or type(e).__name__})
         except OSError as e:
@@ -557,7 +541,9 @@ class Daemon:
                 reg = self.register(td_id, LaunchDescriptor.from_json(req["descriptor"]), init,
                                     launch=launch)
             return {"ok": True, "socket": str(reg.path), "measurement": reg.measurement_hex()}
-        if op in ("create", "create-undo", "delete-undo"):
+        from arca.host.runtime.fastcreate import STEPS
+
+        if op in STEPS:  # a step of an arca-runtime call for the C front end
             return self._fastcreate(req)
         if op == "unregister":
             td_id = str(req["td_id"])
@@ -574,11 +560,12 @@ class Daemon:
         raise InvalidInput(f"unknown control op {op!r}")
 
     def _fastcreate(self, req: dict[str, Any]) -> dict[str, Any]:
-        """The runtime's create (or its undo) for the C front end, under the container's
-        lock and with the request's environment and umask installed (see module docstring)."""
+        """A step of an ``arca-runtime`` call for the C front end (create, delete, start, ...),
+        under the container's lock when it changes its files (``fastcreate.LOCKED_STEPS``) and
+        with the request's environment and umask installed (see module docstring)."""
         from arca.host.runtime import fastcreate
 
-        with self._per_td.holding(_create_id(req)):
+        with self._per_td.holding(fastcreate.container_id(req)):
             return fastcreate.handle(req, self, self.code_stamp, settings=self._settings.holding)
 
     def _serve_control(self, conn: socket.socket) -> None:

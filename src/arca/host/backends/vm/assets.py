@@ -135,7 +135,14 @@ def install(deb: pathlib.Path, dest: pathlib.Path) -> None:
         (new / "vmlinux").write_bytes(extract_pvh(bz[0].read_bytes()))
         # The EFI-stub bzImage as shipped: what OVMF/TDVF boot for tdx/snp guests.
         shutil.copy(bz[0], new / "vmlinuz")
-        shutil.move(str(x / "lib" / "modules" / release), new / "lib" / "modules" / release)
+        # Debian 12's packages ship the modules in /lib/modules, Debian 13's (merged /usr) in
+        # /usr/lib/modules; the data directory keeps one layout.
+        mods = [d for d in (x / "lib" / "modules" / release, x / "usr/lib/modules" / release)
+                if d.is_dir()]
+        if len(mods) != 1:
+            raise ConfigError(f"{deb}: expected the modules of {release} in /lib/modules or "
+                              f"/usr/lib/modules, found {len(mods)}")
+        shutil.move(str(mods[0]), new / "lib" / "modules" / release)
         # The package ships no modules.dep (its postinst runs depmod): make it here.
         subprocess.run(["depmod", "-b", str(new), release], check=True)
         shutil.copy(x / "boot" / f"config-{release}", new / "config")
