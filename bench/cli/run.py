@@ -131,7 +131,9 @@ def _run(opts: argparse.Namespace, tmp: pathlib.Path, env: dict[str, str], pod: 
     init = work / "init-data.toml"
     init.write_text(f'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
                     f'kbs_url = "http://127.0.0.1:{port}"\nresources = \'\'\'\n[[resource]]\n'
-                    'path = "default/app/key"\nname = "key"\n\'\'\'\n')
+                    'path = "default/app/key"\nname = "key"\n\'\'\'\n'
+                    # the bench's KBS is plain HTTP on loopback, as the agent must be told
+                    "agent = '''\ninsecure_kbs = true\n'''\n")
     (work / "key.bin").write_text("s3cret\n")
 
     def arca(*args: str) -> None:

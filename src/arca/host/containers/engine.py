@@ -306,6 +306,10 @@ class Engine:
             bundle = self._bundle(rec.id)
             rootfs = os.path.join(bundle, "rootfs")
             os.mkdir(bundle, 0o711)
+            if opts.tee != "none":  # what `arca ps` shows of the TD
+                from arca.host.containers import tdinfo
+
+                tdinfo.record(d, opts.tee, init_data)
             if opts.labels:
                 with open(os.path.join(d, LABELS_FILE), "w") as f:
                     f.write(json_dumps(opts.labels))
@@ -536,6 +540,10 @@ class Engine:
                 raise ContainerError(f"container {rec.name}: {msg}")
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
+            if rec.tee != "none":
+                from arca.host.containers import tdinfo
+
+                tdinfo.add_measurement(d, cid, run_dir())
             if started_fd is not None:
                 os.write(started_fd, b"1")
                 os.close(started_fd)
@@ -986,6 +994,10 @@ class Engine:
         obj["bundle"] = self._bundle(rec.id)
         obj["log"] = self.log_path(rec.id)
         obj["labels"] = self.labels(rec.id)
+        from arca.host.containers import tdinfo
+
+        obj["td"] = tdinfo.describe(self._dir(rec.id), rec.status, rec.exit_code,
+                                    self.log_path(rec.id))
         return obj
 
     def labels(self, cid: str) -> dict[str, str]:
