@@ -323,6 +323,10 @@ class Engine:
                 mount_overlay(rootfs, lowers, os.path.join(d, "upper"), os.path.join(d, "work"),
                               volatile=opts.auto_remove)
             os.chmod(rootfs, 0o755)  # noqa: S103 - the container's /
+            if opts.tee != "none":
+                from arca.host.hashprogress import warm_rootfs_digest
+
+                warm_rootfs_digest(rootfs, image_name)  # the runtime's hash, with progress
             if config is not None:
                 from pathlib import Path
 
