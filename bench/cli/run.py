@@ -21,6 +21,7 @@ import argparse
 import importlib.util
 import os
 import pathlib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,6 +83,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "15")))
     ap.add_argument("--pull-runs", type=int, default=3)
+    ap.add_argument("--pull-only", action="store_true", help="only the pull comparison")
     ap.add_argument("--net-default", action="store_true",
                     help="also podman run with its default network")
     opts = ap.parse_args()
@@ -100,7 +102,10 @@ def main() -> int:
     kbs = None
     try:
         with run_registry(tmp / "registry") as reg:
-            kbs = _run(opts, tmp, env, pod, reg.host)
+            if opts.pull_only:
+                _pull(opts, tmp, env, reg.host)
+            else:
+                kbs = _run(opts, tmp, env, pod, reg.host)
     finally:
         if kbs is not None:
             kbs.kill()
@@ -131,7 +136,9 @@ def _run(opts: argparse.Namespace, tmp: pathlib.Path, env: dict[str, str], pod: 
     init = work / "init-data.toml"
     init.write_text(f'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n'
                     f'kbs_url = "http://127.0.0.1:{port}"\nresources = \'\'\'\n[[resource]]\n'
-                    'path = "default/app/key"\nname = "key"\n\'\'\'\n')
+                    'path = "default/app/key"\nname = "key"\n\'\'\'\n'
+                    # the bench's KBS is plain HTTP on loopback, as the agent must be told
+                    "agent = '''\ninsecure_kbs = true\n'''\n")
     (work / "key.bin").write_text("s3cret\n")
 
     def arca(*args: str) -> None:
@@ -207,28 +214,45 @@ def _run(opts: argparse.Namespace, tmp: pathlib.Path, env: dict[str, str], pod: 
         print(f"  {k:<42} {ms(v):>8}")
     print(f"  ratio -it / -i -t: {med['arca run --rm -it'] / med['arca run --rm -i -t']:.2f}")
 
-    # pull of a ~100 MB multi-layer image into an empty store
+    _pull(opts, tmp, env, registry)
+    return kbs
+
+
+def _pull(opts: argparse.Namespace, tmp: pathlib.Path, env: dict[str, str],
+          registry: str) -> None:
+    """Pull of a ~100 MB multi-layer image into an empty store, arca and podman in turn."""
     big = _big_image()
     manifest, blobs, raw_size = big.make_image(tmp / "big")  # type: ignore[attr-defined]
     push_raw(f"http://{registry}", "bench/big", "v1", tmp, manifest,
              "application/vnd.oci.image.manifest.v1+json", blobs)
     big_ref = f"{registry}/bench/big:v1"
     mb = raw_size / 1e6
-    a_t, p_t = [], []
+    a_t, p_t, a_cpu, p_cpu = [], [], [], []
+
+    def children_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
     for i in range(opts.pull_runs):
         penv = {**env, "ARCA_ROOT": str(tmp / f"pull-{i}")}
+        c0 = children_cpu()
         a_t.append(timed([ARCA, "pull", "-q", "--insecure", big_ref], penv))
+        a_cpu.append(children_cpu() - c0)
         shutil.rmtree(tmp / f"pull-{i}", ignore_errors=True)
         proot = ["podman", "--root", str(tmp / f"ppull-{i}"), "--runroot",
                  str(tmp / f"ppull-run-{i}"), "--storage-driver", "overlay"]
+        c0 = children_cpu()
         p_t.append(timed([*proot, "pull", "-q", "--tls-verify=false", big_ref], env))
+        p_cpu.append(children_cpu() - c0)
         subprocess.run([*proot, "system", "reset", "--force"], capture_output=True)
         shutil.rmtree(tmp / f"ppull-{i}", ignore_errors=True)
     a, p = statistics.median(a_t), statistics.median(p_t)
     print(f"== pull of {mb:.0f} MB / {len(blobs) - 1} layers, medians of {opts.pull_runs}")
     print(f"  arca pull   {a:.2f} s ({mb / a:.0f} MB/s)\n  podman pull {p:.2f} s "
           f"({mb / p:.0f} MB/s)\n  ratio arca/podman {a / p:.2f} (goal ≤ 1)")
-    return kbs
+    cpu = statistics.median(a_cpu), statistics.median(p_cpu)
+    print(f"  CPU (user+sys of the command and its children): arca {cpu[0]:.2f} s, podman "
+          f"{cpu[1]:.2f} s, ratio {cpu[0] / cpu[1]:.2f}")
 
 
 if __name__ == "__main__":

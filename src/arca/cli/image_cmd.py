@@ -11,8 +11,6 @@ from pathlib import Path
 
 import typer
 
-from arca.cli._common import registry_credentials
-
 
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -41,19 +39,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Pull an image from an OCI distribution registry (linux/amd64 of an index)."""
-        from arca.host.images import ImageStore
-        from arca.host.images import pull as do_pull
-        from arca.host.images.progress import for_terminal
+        from arca.cli.image_ops import pull as do_pull
 
-        bars = None if quiet else for_terminal()
-        kwargs = dict(credentials=registry_credentials(creds, reference), insecure=insecure,
-                      ca_file=str(ca_cert) if ca_cert else None)
-        if bars:
-            with bars:
-                rec = do_pull(ImageStore(), reference, progress=bars, **kwargs)  # type: ignore[arg-type]
-        else:
-            rec = do_pull(ImageStore(), reference, **kwargs)  # type: ignore[arg-type]
-        typer.echo(f"{rec.name} {rec.digest}")
+        raise typer.Exit(do_pull(reference, creds, insecure, str(ca_cert) if ca_cert else None,
+                                 quiet))
 
     @image.command("load")
     def load(

@@ -52,11 +52,9 @@ def admin_client(url: str | None, admin_key: str | None, cacert: str | None) -> 
     if not admin_key:
         raise ConfigError("arca kbs admin needs the admin private key: --admin-key FILE or "
                           f"${ADMIN_ENV['admin_key']}")
-    import pathlib
-
     from arca.kbs.admin_client import AdminClient, load_admin_private_key
 
-    return AdminClient(url, load_admin_private_key(pathlib.Path(admin_key)), cacert=cacert)
+    return AdminClient(url, load_admin_private_key(admin_key), cacert=cacert)
 
 
 def read_file(path: str, what: str) -> bytes:
@@ -65,6 +63,28 @@ def read_file(path: str, what: str) -> bytes:
             return f.read()
     except OSError as e:
         raise ConfigError(f"{what} {path}: {e.strerror}") from None
+
+
+def pretty_values(values: Any) -> str:
+    """``json.dumps(values, indent=2, sort_keys=True)`` for ``{NAME: [VALUE, ...]}`` without
+    importing json (and re): ~10 ms of `arca kbs admin get-reference-values`."""
+    from arca.wire.lean import json_dumps
+
+    if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for k, v in values.items()):
+        import json
+
+        return json.dumps(values, indent=2, sort_keys=True)
+    if not values:
+        return "{}"
+    items = []
+    for name in sorted(values):
+        vals = values[name]
+        body = ("[\n" + ",\n".join(f"    {json_dumps(v)}" for v in vals) + "\n  ]"
+                if vals else "[]")
+        items.append(f"  {json_dumps(name)}: {body}")
+    return "{\n" + ",\n".join(items) + "\n}"
 
 
 def run(client: Any, cmd: str, args: list[str], file: str | None) -> int:
@@ -91,9 +111,7 @@ def run(client: Any, cmd: str, args: list[str], file: str | None) -> int:
         names = client.set_reference_values(values)
         print(f"set {len(names)} reference value(s): {', '.join(names)}")
     elif cmd == "get-reference-values":
-        import json
-
-        print(json.dumps(client.get_reference_values(), indent=2, sort_keys=True))
+        print(pretty_values(client.get_reference_values()))
     else:
         raise ValueError(f"unknown admin command {cmd!r}")
     return 0

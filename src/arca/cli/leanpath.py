@@ -24,7 +24,47 @@ def dispatch(argv: list[str]) -> int | None:
             return images(rest == ["--json"])
     if argv[:2] == ["kbs", "admin"]:
         return kbs_admin(argv)
+    if argv[:1] == ["pull"] or argv[:2] == ["image", "pull"]:
+        return pull(argv[1:] if argv[0] == "pull" else argv[2:])
     return None
+
+
+#: ``arca pull`` / ``arca image pull`` options: flag or takes a value (image_cmd.pull's).
+PULL_OPTIONS = {"-q": False, "--quiet": False, "--insecure": False, "--creds": True,
+                "--ca-cert": True}
+
+
+def pull(args: list[str]) -> int | None:
+    """``[OPTIONS] REFERENCE`` in any order; anything else (help, ``--``, an unknown or
+    incomplete option, no or two references) is typer's."""
+    opts: dict[str, str | bool] = {}
+    refs: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, val = a.partition("=") if a.startswith("--") else (a, "", "")
+        if not a.startswith("-"):
+            refs.append(a)
+        elif name not in PULL_OPTIONS or eq and not PULL_OPTIONS[name]:
+            return None
+        elif PULL_OPTIONS[name]:
+            if not eq:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                val = args[i]
+            opts[name] = val
+        else:
+            opts[name] = True
+        i += 1
+    if len(refs) != 1:
+        return None
+    from arca.cli.image_ops import pull as do_pull
+
+    creds, ca = opts.get("--creds"), opts.get("--ca-cert")
+    return do_pull(refs[0], creds if isinstance(creds, str) else None,
+                   bool(opts.get("--insecure")), ca if isinstance(ca, str) else None,
+                   bool(opts.get("-q") or opts.get("--quiet")))
 
 
 #: ``arca kbs admin`` subcommands: (positionals: a count, or -1 for NAME VALUE...; takes

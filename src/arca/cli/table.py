@@ -119,7 +119,7 @@ def labels(store: Any, cid: str) -> dict[str, str]:
 def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A container as ``arca ps --format`` sees it: podman's field names."""
     return {
-        "Measurement": measurement(r),
+        **td_fields(r),
         "ID": r.id[:12], "FullID": r.id, "Names": r.name, "Image": r.image,
         "ImageID": r.image_digest, "Command": " ".join(r.args), "CreatedAt": r.created,
         "Created": ago(r.created), "RunningFor": ago(r.created).removesuffix(" ago"),
@@ -130,13 +130,39 @@ def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[
 
 
 def ps_table(recs: list[ContainerRecord]) -> str:
-    head = ("CONTAINER ID", "NAME", "TD (MEASUREMENT)", "CREATED", "STATUS", "IMAGE",
-            "COMMAND")
+    head = ("CONTAINER ID", "NAME", "TD (MEASUREMENT)", "ATTESTATION (AS THE TD REPORTS)",
+            "CREATED", "STATUS", "IMAGE", "COMMAND")
     rows = [head] + [(f["ID"], f["Names"],
                       f["TEE"] + (f" {f['Measurement'][:12]}…" if f["Measurement"] else ""),
-                      f["Created"], f["Status"], f["Image"], _cut(f["Command"], 40))
+                      attestation_cell(f), f["Created"], f["Status"], f["Image"],
+                      _cut(f["Command"], 40))
                      for f in (ps_fields(r) for r in recs)]
     return columns(rows)
+
+
+def attestation_cell(f: dict[str, Any]) -> str:
+    """``allowed by URL`` / ``refused by URL`` / ``no broker``; empty without a TD."""
+    if not f["Verdict"]:
+        return ""
+    return str(f["Verdict"]) + (f" by {f['Broker']}" if f["Broker"] else "")
+
+
+def td_fields(r: ContainerRecord) -> dict[str, Any]:
+    """Measurement, broker and verdict of a container's TD (:mod:`arca.host.containers.tdinfo`);
+    the measurement from the runtime's live state when ``td.json`` has none yet."""
+    if r.tee == "none":
+        return {"Measurement": "", "Broker": None, "Verdict": "", "VerdictDetail": ""}
+    import os
+
+    from arca.host.containers import tdinfo
+    from arca.host.containers.state import root_dir
+
+    d = os.path.join(root_dir(), "containers", r.id)
+    info = tdinfo.load(d) or {}
+    word, detail = (tdinfo.verdict(r.status, r.exit_code, info.get("broker"),
+                                   os.path.join(d, "container.log")) if info else ("", ""))
+    return {"Measurement": str(info.get("measurement") or "") or measurement(r),
+            "Broker": info.get("broker"), "Verdict": word, "VerdictDetail": detail}
 
 
 def _cut(text: str, n: int) -> str:

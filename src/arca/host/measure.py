@@ -116,6 +116,9 @@ def measure(image: str, tee: str | None = None, init_data: bytes | None = None, 
     config = store.config_of(record)
     gr = ensure_guest_runtime()
     with mounted_rootfs(store, record) as rootfs:
+        from arca.host.hashprogress import warm_rootfs_digest
+
+        warm_rootfs_digest(rootfs, record.name)  # progress on a terminal (first hash only)
         proc = process_from_image(config, rootfs, args=args, env=env)
         # The runtime's rule: what the measured execution policy lets vary is not measured.
         spec = measured_process(process_spec(proc.to_oci()), policy_of(init_data))

@@ -31,6 +31,13 @@ import stat
 from arca._internal.fsutil import write_atomic
 from arca.host import paths
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    #: ``progress(done, total)``: bytes of file content hashed so far, and in all.
+    Progress = Callable[[int, int], None]
+
 #: Read size for content hashing: large reads keep syscalls negligible on big layers.
 READ_SIZE = 1 << 20
 #: Bump when the record encoding changes, so old cache entries are never reused.
@@ -97,15 +104,23 @@ def entry_record(root: bytes, rel: bytes, st: os.stat_result, buf: bytearray) ->
     return b"".join(parts) + b"\n"
 
 
-def tree_digest(root: pathlib.Path) -> str:
-    """``"sha256:<hex>"`` over the tree below ``root`` (see the module docstring)."""
+def tree_digest(root: pathlib.Path, progress: Progress | None = None) -> str:
+    """``"sha256:<hex>"`` over the tree below ``root`` (see the module docstring).
+    ``progress(done, total)`` is called with the bytes of file content hashed so far and in
+    all, after each file."""
     broot = os.fsencode(root)
     if not stat.S_ISDIR(os.stat(broot).st_mode):
         raise NotADirectoryError(f"tree digest: {root} is not a directory")
     h = hashlib.sha256(_field(FORMAT_VERSION))
     buf = bytearray(READ_SIZE)
-    for rel, st in sorted(_walk(broot), key=lambda e: e[0]):
+    entries = sorted(_walk(broot), key=lambda e: e[0])
+    total = sum(st.st_size for _, st in entries if stat.S_ISREG(st.st_mode))
+    done = 0
+    for rel, st in entries:
         h.update(entry_record(broot, rel, st, buf))
+        if progress is not None and stat.S_ISREG(st.st_mode):
+            done += st.st_size
+            progress(done, total)
     return "sha256:" + h.hexdigest()
 
 
@@ -201,20 +216,37 @@ def overlay_cache_key(rootfs: pathlib.Path) -> str | None:
     return h.hexdigest()
 
 
-def rootfs_digest(rootfs: pathlib.Path, cache_dir: pathlib.Path | None = None) -> str:
+def cached_rootfs_digest(rootfs: pathlib.Path, cache_dir: pathlib.Path | None = None
+                         ) -> str | None:
+    """The cached digest of ``rootfs`` (None: not an overlay the cache knows, or a miss)."""
+    key = overlay_cache_key(rootfs)
+    if key is None:
+        return None
+    try:
+        cached = ((cache_dir or _cache_dir()) / key).read_text().strip()
+    except OSError:
+        return None
+    return cached if cached.startswith("sha256:") and len(cached) == 71 else None
+
+
+def _cache_dir() -> pathlib.Path:
+    return paths.root_dir() / "cache" / "rootfs"
+
+
+def rootfs_digest(rootfs: pathlib.Path, cache_dir: pathlib.Path | None = None,
+                  progress: Progress | None = None) -> str:
     """:func:`tree_digest` of ``rootfs``, cached for overlay mounts with an empty upperdir."""
     key = overlay_cache_key(rootfs)
     if key is None:
-        return tree_digest(rootfs)
-    cache_dir = cache_dir or paths.root_dir() / "cache" / "rootfs"
-    entry = cache_dir / key
+        return tree_digest(rootfs, progress)
+    entry = (cache_dir or _cache_dir()) / key
     try:
         cached = entry.read_text().strip()
         if cached.startswith("sha256:") and len(cached) == 71:
             return cached
     except OSError:
         pass
-    digest = tree_digest(rootfs)
+    digest = tree_digest(rootfs, progress)
     _write_atomic(entry, digest.encode())
     return digest
 

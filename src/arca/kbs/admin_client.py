@@ -1,26 +1,46 @@
 """Client of the KBS admin API (used by ``arca kbs admin``): mints a short-lived EdDSA admin
-token per request from the admin private key and maps problem answers to Arca errors."""
+token per request from the admin private key and maps problem answers to Arca errors.
+
+``arca kbs admin`` is typed often (issue 15: start-up ≤ 80 ms), so this module imports only
+``socket`` (``ssl`` for https) and cryptography's Ed25519: no httpx (~0.5 s with its
+dependencies), no ``http.client`` (~40 ms: it loads the email parser) and no
+``cryptography...serialization`` (it loads every key format). One request per connection
+(``Connection: close``), as the CLI makes one or a few calls; :mod:`arca.kbs.admin_http` has
+the HTTP/1.1 framing.
+"""
 
 from __future__ import annotations
 
-import base64
-import pathlib
-import ssl
-from typing import Any
+import binascii
+import time
 
-import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from arca.kbs.tokens import make_admin_token
+from arca.kbs.admin_http import HttpError, Response, request
 from arca.wire.errors import ArcaError, BrokerUnavailable, ConfigError, NotFound, PolicyDenied
+from arca.wire.lean import json_dumps
+
+TYPE_CHECKING = False  # typing, pathlib (urllib, re) and json: ~30 ms of every admin command
+if TYPE_CHECKING:
+    import pathlib
+    import ssl
+    from os import PathLike
+    from typing import Any
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
 #: Admin tokens live this long: enough for one request, useless if captured later.
 ADMIN_TOKEN_LIFETIME = 60
+#: DER of a PKCS#8 Ed25519 private key (RFC 8410) before its 32-byte seed: every such key
+#: (ours, openssl genpkey -algorithm ed25519) is this prefix + seed, 48 bytes in all.
+_PKCS8_ED25519 = bytes.fromhex("302e020100300506032b657004220420")
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_PEM_BEGIN, _PEM_END = "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----"
 
 
 def keygen(prefix: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """Write an Ed25519 admin key pair: ``PREFIX.key`` (private, 0600) and ``PREFIX.pub``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     priv, pub = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
     if not priv.parent.is_dir():
@@ -38,14 +58,57 @@ def keygen(prefix: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     return priv, pub
 
 
-def load_admin_private_key(path: pathlib.Path) -> ed25519.Ed25519PrivateKey:
+def load_admin_private_key(path: str | PathLike[str]) -> ed25519.Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-    except (OSError, ValueError, TypeError) as e:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"admin key {path}: {e}") from None
+    seed = _pkcs8_seed(data)
+    if seed is not None:
+        return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    # any other encoding: cryptography's loader, with its own error message
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_private_key(data, None)
+    except (ValueError, TypeError) as e:
         raise ConfigError(f"admin key {path}: {e}") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"admin key {path} is not an Ed25519 private key")
     return key
+
+
+def _pkcs8_seed(pem: bytes) -> bytes | None:
+    """The seed of an unencrypted PKCS#8 Ed25519 PEM key; None for anything else."""
+    text = pem.decode("ascii", errors="replace").strip()
+    if not (text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END)):
+        return None
+    try:
+        der = binascii.a2b_base64(text[len(_PEM_BEGIN):-len(_PEM_END)])
+    except binascii.Error:
+        return None
+    if len(der) != 48 or not der.startswith(_PKCS8_ED25519):
+        return None
+    return der[16:]
+
+
+def _b64u(data: bytes) -> str:
+    # binascii, not base64 (which imports re: ~10 ms of every `arca kbs admin`)
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE).decode()
+
+
+def admin_token(key: ed25519.Ed25519PrivateKey, lifetime: int = ADMIN_TOKEN_LIFETIME,
+                now: float | None = None) -> str:
+    """An EdDSA admin token: ``iat`` now, ``exp`` after ``lifetime`` seconds (the KBS checks
+    it with :func:`arca.kbs.tokens.verify_admin`)."""
+    t = int(time.time() if now is None else now)
+    head = _b64u(b'{"alg":"EdDSA","typ":"JWT"}')
+    body = _b64u(f'{{"exp":{t + lifetime},"iat":{t}}}'.encode())
+    signing_input = f"{head}.{body}"
+    return f"{signing_input}.{_b64u(key.sign(signing_input.encode()))}"
 
 
 class AdminClient:
@@ -53,25 +116,32 @@ class AdminClient:
                  cacert: str | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self.key = key
-        verify: ssl.SSLContext | bool = True
-        if cacert:
+        self.timeout = timeout
+        self._tls: ssl.SSLContext | None = None
+        if self.url.startswith("https://"):
+            import ssl
+
             try:
-                verify = ssl.create_default_context(cafile=cacert)
+                self._tls = ssl.create_default_context(cafile=cacert)
             except OSError as e:
                 raise ConfigError(f"CA file {cacert}: {e}") from None
-        self.http = httpx.Client(verify=verify, timeout=timeout)
+        elif not self.url.startswith("http://"):
+            raise ConfigError(f"KBS URL {url!r} must be http:// or https://")
 
     def close(self) -> None:
-        self.http.close()
+        pass  # one connection per request, closed by it
 
     def _call(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-              **kw: Any) -> httpx.Response:
-        token = make_admin_token(self.key, lifetime=ADMIN_TOKEN_LIFETIME)
+              content: bytes | None = None, json: Any = None) -> Response:
+        token = admin_token(self.key)
+        hdrs = {**(headers or {}), "Authorization": f"Bearer {token}"}
+        if json is not None:
+            content = json_dumps(json).encode()
+            hdrs["Content-Type"] = "application/json"
         try:
-            r = self.http.request(method, self.url + path,
-                                  headers={**(headers or {}), "Authorization": f"Bearer {token}"},
-                                  **kw)
-        except httpx.HTTPError as e:
+            r = request(method, self.url + path, hdrs, content, timeout=self.timeout,
+                        tls=self._tls)
+        except (OSError, HttpError) as e:
             raise BrokerUnavailable(f"KBS {self.url} unreachable: {e}") from None
         if r.status_code < 300:
             return r
@@ -100,13 +170,14 @@ class AdminClient:
         self._call("DELETE", f"/kbs/v0/resource/{path}")
 
     def set_policy(self, kind: str, text: str) -> None:
-        body: dict[str, Any] = {"policy": base64.b64encode(text.encode()).decode()}
+        body: dict[str, Any] = {
+            "policy": binascii.b2a_base64(text.encode(), newline=False).decode()}
         if kind == "attestation":
             body.update(type="rego", policy_id="default")
         self._call("POST", f"/kbs/v0/{kind}-policy", json=body)
 
     def get_policy(self, kind: str) -> str:
-        return base64.b64decode(self._call("GET", f"/kbs/v0/{kind}-policy").json()["policy"]
+        return binascii.a2b_base64(self._call("GET", f"/kbs/v0/{kind}-policy").json()["policy"]
                                 ).decode()
 
     def set_reference_value(self, name: str, values: list[str]) -> None:

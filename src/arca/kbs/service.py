@@ -392,7 +392,10 @@ class KbsService:
         except PolicyError as e:
             raise KbsProblem("PolicyEngine", str(e)) from None
         if not allowed:
-            raise KbsProblem("PolicyDeny", f"resource policy denies {path}")
+            from arca.kbs.refusal import denial_detail  # refusals only
+
+            raise KbsProblem("PolicyDeny", denial_detail(path, claims,
+                                                         self.store.reference_values()))
         data = self.store.get_resource(path)
         if data is None:
             raise KbsProblem("ResourceNotFound", f"no resource {path}")

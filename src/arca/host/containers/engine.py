@@ -353,6 +353,10 @@ class Engine:
             bundle = self._bundle(rec.id)
             rootfs = os.path.join(bundle, "rootfs")
             os.mkdir(bundle, 0o711)
+            if opts.tee != "none":  # what `arca ps` shows of the TD
+                from arca.host.containers import tdinfo
+
+                tdinfo.record(d, opts.tee, init_data)
             if opts.labels:
                 with open(os.path.join(d, LABELS_FILE), "w") as f:
                     f.write(json_dumps(opts.labels))
@@ -375,6 +379,10 @@ class Engine:
                     rec.id, [str(v.volume) for v in named])
                 for v, path in zip(named, paths, strict=True):
                     v.source = path
+            if opts.tee != "none":
+                from arca.host.hashprogress import warm_rootfs_digest
+
+                warm_rootfs_digest(rootfs, image_name)  # the runtime's hash, with progress
             if config is not None:
                 from pathlib import Path
 
@@ -633,6 +641,10 @@ class Engine:
                 raise ContainerError(f"container {rec.name}: {msg}")
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
+            if rec.tee != "none":
+                from arca.host.containers import tdinfo
+
+                tdinfo.add_measurement(d, cid, run_dir())
             if started_fd is not None:
                 try:
                     os.write(started_fd, b"1")
@@ -1128,6 +1140,10 @@ class Engine:
         obj["log"] = self.log_path(rec.id)
         obj["labels"] = self.labels(rec.id)
         obj["RestartCount"] = rec.restart_count  # podman's name, for --format
+        from arca.host.containers import tdinfo
+
+        obj["td"] = tdinfo.describe(self._dir(rec.id), rec.status, rec.exit_code,
+                                    self.log_path(rec.id))
         return obj
 
     def labels(self, cid: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,8 +43,6 @@ if TYPE_CHECKING:  # httpx and rich cost ~60 ms to import: only pulls need them
     from arca.host.images.registry import Credentials
 
 DEFAULT_PLATFORM = Platform("linux", "amd64")
-#: A layer download that breaks off is retried (from the start) this many times in total.
-DOWNLOAD_ATTEMPTS = 3
 RETRY_DELAY_S = 0.2
 #: Concurrent layer downloads of one pull (registries commonly allow a handful per client).
 PARALLEL_DOWNLOADS = 3
@@ -96,42 +94,24 @@ def pull(
         store.put_blob(manifest.config.digest, cfg_data, "image config")
         config = parse_config(cfg_data)
 
-        def download(desc: Descriptor) -> None:
+        def source(desc: Descriptor) -> Callable[[], Iterator[bytes]]:
             task = prog.add(f"layer {desc.digest.hex[:12]}", desc.size)
-            for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-                try:
-                    store.ingest_blob(
-                        desc.digest, desc.size,
-                        lambda: client.blob_chunks(ref.repository, desc.digest),
-                        f"layer {desc.digest}", lambda n: prog.advance(task, n))
-                    return
-                except RegistryUnavailable:
-                    # a dropped connection is worth another try; a digest mismatch is not
-                    if attempt == DOWNLOAD_ATTEMPTS:
-                        raise
-                    prog.message(f"layer {desc.digest.hex[:12]}: transfer broke off, retrying")
-                    time.sleep(RETRY_DELAY_S * attempt)
 
-        # Layers download in parallel; each is unpacked (bottom first) as soon as it and the
-        # layers below it are in, overlapping with the downloads still running.
-        from concurrent.futures import ThreadPoolExecutor  # pull only, not `arca run oci:...`
+            def chunks() -> Iterator[bytes]:
+                for chunk in client.blob_chunks(ref.repository, desc.digest):
+                    prog.advance(task, len(chunk))
+                    yield chunk
+            return chunks
 
-        with ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS) as pool:
-            futures = [pool.submit(download, d) if not store.has_blob(d.digest) else None
-                       for d in manifest.layers]
+        def retrying(desc: Descriptor, attempt: int) -> None:
+            prog.message(f"layer {desc.digest.hex[:12]}: transfer broke off, retrying")
+            time.sleep(RETRY_DELAY_S * attempt)
 
-            def downloaded(i: int) -> None:
-                f = futures[i]
-                if f is not None:
-                    f.result()  # re-raises that download's error
-
-            try:
-                layers = store.unpack(manifest, config, before=downloaded)
-            except BaseException:
-                for f in futures:
-                    if f:
-                        f.cancel()
-                raise
+        # Layers download in parallel, each unpacked while it downloads (no compressed copy
+        # is written: see ImageStore.unpack); a dropped connection is worth another try, a
+        # digest mismatch is not.
+        layers = store.unpack(manifest, config, source, workers=PARALLEL_DOWNLOADS,
+                              retry=RegistryUnavailable, on_retry=retrying)
         return store.record(str(ref), mdigest, manifest, config, layers)
 
 
@@ -225,12 +205,11 @@ def load_layout(
         store.put_blob(doc.config.digest, cfg, "image config")
         config = parse_config(cfg)
         for layer in doc.layers:
-            src = _layout_blob(layout, layer.digest)
-            if not src.is_file():
+            if not _layout_blob(layout, layer.digest).is_file():
                 raise BadManifest(f"OCI layout {layout}: layer blob {layer.digest} is missing")
-            store.ingest_blob(layer.digest, layer.size, lambda s=src: _file_chunks(s),  # type: ignore[misc]
-                              f"layer {layer.digest}")
-        layers = store.unpack(doc, config)
+        # each layer unpacked straight from the layout's blob, verified as it is read
+        layers = store.unpack(doc, config, lambda d: lambda: _file_chunks(
+            _layout_blob(layout, d.digest)), workers=PARALLEL_DOWNLOADS)
         if name is None and repository is not None:
             name = local_name(repository, tag)
         return store.record(name or f"oci:{layout}:{tag or 'latest'}", desc.digest, doc,

@@ -82,28 +82,70 @@ def human(n: int) -> str:
 
 
 class ImageBudget:
-    """The uncompressed bytes left for one image; shared by the meters of its layers."""
+    """The uncompressed bytes left for one image; shared by the meters of its layers.
+
+    Layers may unpack in parallel. Any charge that takes the total past the limit refuses,
+    naming the layer that takes it past *in layer order* (the lowest one whose bytes and
+    those of the layers below it exceed the limit), as when they unpack one by one."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
+        import threading
 
-    def charge(self, n: int, label: str) -> None:
-        self.used += n
-        if self.used > self.limit:
-            raise UnsafeArchive(
-                f"{label}: the image expands to more than {human(self.limit)} of uncompressed "
-                f"content (per-image limit; raise {ImageLimits.env_name('image_bytes')} if "
-                "the image is legitimate)", limit=self.limit)
+        self.limit = limit
+        self._by_layer: dict[int, int] = {}
+        self._labels: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        return sum(self._by_layer.values())
+
+    def refund(self, n: int, index: int = 0) -> None:
+        """Give back what a layer charged before it was thrown away (to be fetched again)."""
+        with self._lock:
+            self._by_layer[index] = self._by_layer.get(index, 0) - n
+
+    def charge(self, n: int, label: str, index: int = 0) -> None:
+        with self._lock:
+            self._by_layer[index] = self._by_layer.get(index, 0) + n
+            self._labels.setdefault(index, label)
+            culprit = self._culprit()
+        if culprit is not None:
+            self.refuse(culprit)
+
+    def check_ahead(self, n: int, label: str, index: int = 0) -> None:
+        """Refuse now if ``n`` more bytes of layer ``index`` would cross the limit."""
+        if self.used + n > self.limit:
+            self.charge(n, label, index)  # raises
+            self.refund(n, index)  # not reached unless the others shrank meanwhile
+
+    def _culprit(self) -> str | None:
+        if sum(self._by_layer.values()) <= self.limit:
+            return None
+        total = 0
+        for k in sorted(self._by_layer):
+            total += self._by_layer[k]
+            if total > self.limit:
+                return self._labels.get(k, f"layer {k}")
+        return None
+
+    def refuse(self, label: str) -> None:
+        raise UnsafeArchive(
+            f"{label}: the image expands to more than {human(self.limit)} of uncompressed "
+            f"content (per-image limit; raise {ImageLimits.env_name('image_bytes')} if "
+            "the image is legitimate)", limit=self.limit)
 
 
 class LayerMeter:
-    """Counts what one layer produces; refuses past the layer or image limit."""
+    """Counts what one layer produces; refuses past the layer or image limit. ``index``: the
+    layer's place in its image (see :class:`ImageBudget`)."""
 
-    def __init__(self, label: str, limit: int, image: ImageBudget | None = None) -> None:
+    def __init__(self, label: str, limit: int, image: ImageBudget | None = None,
+                 index: int = 0) -> None:
         self.label = label
         self.limit = limit
         self.image = image
+        self.index = index
         self.used = 0
         #: bytes of the decompressed tar stream charged so far (the rest of ``used`` is bytes
         #: written beyond the stream: sparse holes, copy-ups)
@@ -118,14 +160,14 @@ class LayerMeter:
         if self.used > self.limit:
             self._refuse()
         if self.image is not None:
-            self.image.charge(n, self.label)
+            self.image.charge(n, self.label, self.index)
 
     def check_ahead(self, n: int) -> None:
         """Refuse now if ``n`` more bytes would cross a limit (before writing any of them)."""
         if self.used + n > self.limit:
             self._refuse()
-        if self.image is not None and self.image.used + n > self.image.limit:
-            self.image.charge(n, self.label)  # raises with the image message
+        if self.image is not None:
+            self.image.check_ahead(n, self.label, self.index)
 
     def _refuse(self) -> None:
         raise UnsafeArchive(

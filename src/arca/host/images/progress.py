@@ -5,17 +5,10 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:  # rich costs ~40 ms to import (more under load): only for a terminal
+    from rich.progress import TaskID
 
 
 class PullProgress(Protocol):
@@ -40,10 +33,19 @@ class RichProgress:
     done line at the end (bytes, time, speed); use as a context manager."""
 
     def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
         self._console = Console(stderr=True)
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                            TransferSpeedColumn(), console=self._console, transient=False)
-        self._total: TaskID | None = None
+        self._total: TaskID | None = None  # rich's TaskID is an int
         self._bytes = 0
         self._layers = 0
         self._t0 = 0.0
@@ -69,7 +71,7 @@ class RichProgress:
 
     def advance(self, task: object, n: int) -> None:
         assert isinstance(task, int)
-        self._p.advance(TaskID(task), n)
+        self._p.advance(task, n)  # type: ignore[arg-type]  # a TaskID (NewType of int)
         if self._total is not None:
             self._p.advance(self._total, n)
         self._bytes += n

@@ -2,16 +2,19 @@
 
 Layout::
 
-    blobs/<alg>/<hex>       verified blobs (manifests, configs, compressed layers)
+    blobs/<alg>/<hex>       verified blobs (indexes, manifests, configs; a compressed layer
+                            is never stored: it is unpacked as it streams in, ADR 0053)
     layers/<chainid-hex>/   each layer unpacked once, in overlayfs layer format, shared by
                             every image and container that has the same layer chain
     images.json             the image records (name -> manifest, config, layers)
     tmp/                    in-progress downloads and unpacks (never read as content)
 
 Consistency: a blob or layer appears under its final name only by ``rename`` after it was
-verified (blob digest while streaming; layer diff_id while unpacking), and an image record is
-written only after all its blobs and layers are in place, so an interrupted or refused pull
-leaves at most unreferenced temporary files that ``prune`` removes. What a layer may expand to
+verified (blob digest while streaming; a layer's compressed digest and diff_id while unpacking)
+and, for a layer, written back to disk (one ``syncfs`` before the rename), and an image record
+is written (durably) only after all its blobs and layers are in place, so an interrupted or
+refused pull, or a host crash, leaves at most unreferenced temporary files that ``prune``
+removes. What a layer may expand to
 is bounded by :class:`~.limits.ImageLimits` (decompression bombs are refused mid-unpack and their
 partial directory removed). Concurrency: per-blob and
 per-layer locks make concurrent pulls of the same image do each piece once; pulls hold
@@ -41,12 +44,19 @@ from arca.host.images.digest import Digest, VerifyingWriter
 from arca.host.images.errors import (
     BadManifest,
     DigestMismatch,
+    ImageError,
     ImageInUse,
     ImageNotFound,
     UnsafeArchive,
 )
 from arca.host.images.locks import locked, write_atomic
-from arca.host.images.manifest import LAYER_TYPES, ImageConfig, Manifest, parse_config
+from arca.host.images.manifest import (
+    LAYER_TYPES,
+    Descriptor,
+    ImageConfig,
+    Manifest,
+    parse_config,
+)
 from arca.wire.errors import ArcaError
 
 if TYPE_CHECKING:  # imported where used: `arca run` needs the store, not the limits
@@ -54,6 +64,27 @@ if TYPE_CHECKING:  # imported where used: `arca run` needs the store, not the li
 
 #: Called with the number of bytes just transferred (progress bars).
 ProgressFn = Callable[[int], None]
+#: ``source(desc)`` -> a function giving the compressed blob of layer ``desc`` as chunks
+#: (called again for a retry).
+LayerSource = Callable[["Descriptor"], Callable[[], Iterable[bytes]]]
+#: A layer whose download broke off is fetched again (from the start) up to this many times
+#: in all.
+DOWNLOAD_ATTEMPTS = 3
+
+
+class _LowersWhenReady(list):  # type: ignore[type-arg]
+    """The lower layer directories of a layer being unpacked, waiting (``ready()``) for those
+    layers to be complete the first time they are read (the unpacker only iterates them)."""
+
+    def __init__(self, dirs: list[Path], ready: Callable[[], None]) -> None:
+        super().__init__(dirs)
+        self._ready: Callable[[], None] | None = ready
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        if self._ready is not None:
+            self._ready()
+            self._ready = None
+        return super().__iter__()
 
 
 def chain_ids(diff_ids: Iterable[Digest]) -> list[Digest]:
@@ -233,12 +264,20 @@ class ImageStore:
         return True
 
     # -- layers --------------------------------------------------------------------------------
-    def unpack(self, manifest: Manifest, config: ImageConfig,
-               before: Callable[[int], None] | None = None) -> tuple[LayerRecord, ...]:
-        """Unpack every layer not yet unpacked (bottom first); returns the layer records.
+    def unpack(self, manifest: Manifest, config: ImageConfig, source: LayerSource, *,
+               workers: int = 1, retry: type[BaseException] | None = None,
+               on_retry: Callable[[Descriptor, int], None] | None = None
+               ) -> tuple[LayerRecord, ...]:
+        """Unpack every layer not yet in the store, streamed from ``source(desc)()`` (the
+        compressed blob's chunks, verified while they pass: see :class:`~.unpack.BlobStream`);
+        returns the layer records.
 
-        ``before(i)`` is called before layer ``i`` is looked at: a pull uses it to wait for
-        that layer's download, so unpacking overlaps the downloads of the layers above it."""
+        With ``workers`` > 1 the layers are fetched and unpacked in parallel. A layer reads
+        the layers below it only for some entries (a directory it names only implicitly,
+        whiteouts, hard-link copy-ups), and waits for them to be complete at its first such
+        read; layers are started bottom first, so the lowest unfinished one never waits. An
+        error of ``retry``'s type (a dropped download) restarts that layer, up to
+        ``DOWNLOAD_ATTEMPTS`` times in all."""
         if len(config.diff_ids) != len(manifest.layers):
             raise BadManifest(
                 f"image config lists {len(config.diff_ids)} layers (rootfs.diff_ids), the "
@@ -249,38 +288,88 @@ class ImageStore:
         from arca.host.images.limits import ImageBudget
 
         budget = ImageBudget(self.limits.image_bytes)
-        records: list[LayerRecord] = []
-        for i, (desc, diff_id, chain) in enumerate(
-                zip(manifest.layers, config.diff_ids, chains, strict=True)):
-            if before:
-                before(i)
-            target = self.layer_dir(chain)
-            if not target.is_dir():
-                with locked(self.root / "locks" / f"layer-{chain.hex}"):
-                    if not target.is_dir():
-                        lowers = [self.layer_dir(c) for c in reversed(chains[:i])]
-                        self._unpack_one(desc.digest, LAYER_TYPES[desc.media_type], diff_id,
-                                         target, lowers, budget)
-            records.append(LayerRecord(str(desc.digest), str(diff_id), str(chain),
-                                       desc.media_type, desc.size))
-        return tuple(records)
+        n = len(manifest.layers)
+        import threading
 
-    def _unpack_one(self, blob: Digest, compression: str, diff_id: Digest, target: Path,
-                    lowers: list[Path], budget: ImageBudget) -> None:
-        work = Path(tempfile.mkdtemp(dir=self.tmp_dir(), prefix=f"layer-{target.name[:16]}-"))
-        try:
-            os.chmod(work, 0o755)  # noqa: S103 - becomes the layer's root directory
-            from arca.host.images.limits import LayerMeter
-            from arca.host.images.unpack import unpack_layer  # tarfile, zstandard: not for run
+        done = [threading.Event() for _ in range(n)]
+        failed: list[int] = []
 
-            meter = LayerMeter(f"layer {blob}", self.limits.layer_bytes, budget)
-            unpack_layer(self.blob_path(blob), compression, work, lowers, diff_id,
-                         limits=self.limits, meter=meter)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(work, target)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        def lowers_ready(i: int) -> None:
+            for j in range(i):
+                done[j].wait()
+            if any(j < i for j in failed):
+                raise ImageError(f"layer {i}: a layer below it failed")
+
+        def one(i: int) -> None:
+            desc, diff_id, chain = manifest.layers[i], config.diff_ids[i], chains[i]
+            try:
+                target = self.layer_dir(chain)
+                if not target.is_dir():
+                    with locked(self.root / "locks" / f"layer-{chain.hex}"):
+                        if not target.is_dir():
+                            lowers = _LowersWhenReady(
+                                [self.layer_dir(c) for c in reversed(chains[:i])],
+                                lambda: lowers_ready(i))
+                            self._unpack_one(i, desc, source, diff_id, target, lowers,
+                                             budget, retry, on_retry)
+            except BaseException:
+                failed.append(i)
+                raise
+            finally:
+                done[i].set()
+
+        if workers <= 1 or n <= 1:
+            for i in range(n):
+                one(i)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(workers, n)) as pool:
+                futures = [pool.submit(one, i) for i in range(n)]
+                try:
+                    for f in futures:  # the lowest failed layer's error is the one raised
+                        f.result()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        return tuple(LayerRecord(str(d.digest), str(diff), str(c), d.media_type, d.size)
+                     for d, diff, c in zip(manifest.layers, config.diff_ids, chains,
+                                           strict=True))
+
+    def _unpack_one(self, index: int, desc: Descriptor, source: LayerSource, diff_id: Digest,
+                    target: Path, lowers: list[Path], budget: ImageBudget,
+                    retry: type[BaseException] | None,
+                    on_retry: Callable[[Descriptor, int], None] | None) -> None:
+        from arca.host.images.limits import LayerMeter
+        from arca.host.images.unpack import BlobStream, unpack_layer  # tarfile: not for run
+
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            work = Path(tempfile.mkdtemp(dir=self.tmp_dir(),
+                                         prefix=f"layer-{target.name[:16]}-"))
+            meter = LayerMeter(f"layer {desc.digest}", self.limits.layer_bytes, budget, index)
+            stream = BlobStream(source(desc)(),
+                                VerifyingWriter(-1, desc.digest, desc.size,
+                                                f"layer {desc.digest}"))
+            try:
+                os.chmod(work, 0o755)  # noqa: S103 - becomes the layer's root directory
+                unpack_layer(stream, LAYER_TYPES[desc.media_type], work, lowers, diff_id,
+                             limits=self.limits, meter=meter)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # Durable before it is named: a crash leaves no torn layer under its final
+                # name for a later pull to trust (see _sync_filesystem).
+                _sync_filesystem(work)
+                os.rename(work, target)
+                return
+            except BaseException as e:
+                shutil.rmtree(work, ignore_errors=True)
+                budget.refund(meter.used, index)
+                if retry is None or not isinstance(e, retry) or attempt == DOWNLOAD_ATTEMPTS:
+                    raise
+                if on_retry is not None:
+                    on_retry(desc, attempt)
+            finally:
+                stream.close()
 
     def lowerdirs(self, record: ImageRecord) -> list[Path]:
         """The layer directories of ``record``, top layer first (overlayfs lowerdir order)."""
@@ -399,6 +488,21 @@ class ImageStore:
             shutil.rmtree(self.root / "tmp", ignore_errors=True)
             shutil.rmtree(self.root / "locks", ignore_errors=True)
         return removed, freed
+
+
+def _sync_filesystem(path: Path) -> None:
+    """Flush the file system holding ``path`` (``syncfs(2)``): one call writes back a whole
+    unpacked layer, where an fsync per file would cost one round trip each (thousands in an
+    OS layer). Falls back to ``sync()`` where libc has no syncfs."""
+    import ctypes  # pulls only
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def _short_name_match(ref: str, images: Sequence[ImageRecord]) -> ImageRecord | None:
