@@ -68,7 +68,7 @@ def read_file(path: str, what: str) -> bytes:
 def pretty_values(values: Any) -> str:
     """``json.dumps(values, indent=2, sort_keys=True)`` for ``{NAME: [VALUE, ...]}`` without
     importing json (and re): ~10 ms of `arca kbs admin get-reference-values`."""
-    from arca.wire.lean import json_dumps
+    from arca._internal.fastjson import json_dumps
 
     if not isinstance(values, dict) or not all(
             isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)

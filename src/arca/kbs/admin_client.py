@@ -14,9 +14,9 @@ from __future__ import annotations
 import binascii
 import time
 
+from arca._internal.fastjson import json_dumps
 from arca.kbs.admin_http import HttpError, Response, request
 from arca.wire.errors import ArcaError, BrokerUnavailable, ConfigError, NotFound, PolicyDenied
-from arca.wire.lean import json_dumps
 
 TYPE_CHECKING = False  # typing, pathlib (urllib, re) and json: ~30 ms of every admin command
 if TYPE_CHECKING:

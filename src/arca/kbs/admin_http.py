@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import _socket  # socket.py imports enum, selectors...: ~10 ms; https loads it with ssl
 
-from arca.wire.lean import json_loads
+from arca._internal.fastjson import json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

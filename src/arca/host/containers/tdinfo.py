@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-from arca.wire.lean import json_dumps, json_loads
+from arca._internal.fastjson import json_dumps, json_loads
 
 TD_FILE = "td.json"
 #: The agent's one error line (arca.guest.agent.main) and the words it uses per cause.
