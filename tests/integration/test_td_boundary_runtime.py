@@ -272,15 +272,26 @@ def _ask(sock_path: str) -> dict[str, str]:
     return dict(json.loads(buf))
 
 
+def _wait_for_workload(pid: int, uid: int) -> int:
+    """The host uid of in-container ``uid`` once the agent became the workload."""
+    deadline = time.monotonic() + 20
+    while True:
+        inside, host, _ = (int(x) for x in pathlib.Path(f"/proc/{pid}/uid_map").read_text()
+                           .split()[:3])
+        if f"Uid:\t{host + uid - inside}\t" in pathlib.Path(f"/proc/{pid}/status").read_text():
+            return host + uid - inside
+        assert time.monotonic() < deadline, "the workload never ran"
+        time.sleep(0.02)
+
+
 def test_the_td_device_answers_no_host_user_with_the_workloads_uid(rt: Runtime) -> None:
     cid = f"dev-uid-{RUN}"
     uid = 40000 + os.getpid() % 20000
     pid = _sleeper(rt, cid, user=uid)
     try:
-        deadline = time.monotonic() + 20  # until the agent became the workload
-        while f"Uid:\t{uid}\t" not in pathlib.Path(f"/proc/{pid}/status").read_text():
-            assert time.monotonic() < deadline, "the workload never ran"
-            time.sleep(0.02)
+        # The workload's host uid (its user namespace shifts it, ADR 0048): no local user has
+        # it, but the device must refuse even one who had (defence in depth).
+        uid = _wait_for_workload(pid, uid)
         sock = f"/proc/{pid}/root/run/arca/tee/sim.sock"
         r, w = os.pipe()
         child = os.fork()
