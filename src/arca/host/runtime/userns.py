@@ -73,8 +73,10 @@ def host_id(slot: int) -> int:
 # -- the registry of ranges --------------------------------------------------------------------
 
 
-def allocate(owner: str, registry: str = REGISTRY) -> int:
-    """A free slot, now ``owner``'s (an absolute path that exists while it is in use)."""
+def allocate(owner: str, registry: str = REGISTRY, note: Any = None) -> int:
+    """A free slot, now ``owner``'s (an absolute path that exists while it is in use).
+    ``note(slot)`` is called before each attempt, so a caller killed at any point has
+    recorded the slot it may hold."""
     os.makedirs(registry, 0o711, exist_ok=True)
     os.chmod(registry, 0o711)  # noqa: S103 - runc resolves REGISTRY/<slot>/rootfs in the userns
     new = os.path.join(registry, f".new-{os.getpid()}-{os.urandom(6).hex()}")
@@ -90,6 +92,8 @@ def allocate(owner: str, registry: str = REGISTRY) -> int:
             slot = (first + i) % SLOTS
             path = os.path.join(registry, str(slot))
             for _ in range(2):  # the second time after reclaiming a stale slot
+                if note is not None:
+                    note(slot)
                 try:
                     os.rename(new, path)
                     return slot
@@ -353,8 +357,8 @@ def isolate_td(cid: str, config: dict[str, Any], rootfs: str, td_dir: str) -> di
     from arca.host.runtime import state as st
 
     owner = str(st.state_path(cid).parent)
-    slot = allocate(owner)
-    st.write_atomic(st.state_path(cid).parent / SLOT_FILE, str(slot).encode())
+    record = st.state_path(cid).parent / SLOT_FILE
+    slot = allocate(owner, note=lambda k: st.write_atomic(record, str(k).encode()))
     host = host_id(slot)
     new = isolate(config, host, os.path.join(REGISTRY, str(slot), ROOTFS))
     os.chown(os.path.join(td_dir, st.GO_FIFO), host, host)
