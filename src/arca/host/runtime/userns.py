@@ -53,12 +53,15 @@ SLOTS = (0x7FFE_0000 - BASE) // SIZE
 REGISTRY = "/run/arca-userns"
 OWNER = "owner"
 ROOTFS = "rootfs"
+#: A slot's user namespace, kept (an nsfs bind mount) when it was made before the container:
+#: ``arca run`` makes the TD's network namespace in it (see :func:`reserve`).
+USERNS = "userns"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442  # the same on x86-64 and arm64
 _OPEN_TREE_CLONE, _O_CLOEXEC, _AT_EMPTY_PATH = 1, 0o2000000, 0x1000
 _MOUNT_ATTR_IDMAP, _MOVE_MOUNT_F_EMPTY_PATH, _AT_FDCWD, _MNT_DETACH = 0x100000, 4, -100, 2
-_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWUSER, _MS_BIND, _NS_GET_USERNS = 0x10000000, 4096, 0xB701
 
 
 class UsernsError(ArcaError):
@@ -146,15 +149,13 @@ def release(slot: int, owner: str, registry: str = REGISTRY) -> None:
 def _remove(path: str) -> None:
     """Unmount and remove a slot's mounts and files (lazily: a dying TD may still hold them;
     EINVAL where nothing is mounted is fine)."""
-    layers = os.path.join(path, "layers")
-    mounts = [os.path.join(layers, n) for n in _listdir(layers)]
-    for d in (os.path.join(path, ROOTFS), *mounts):
-        _libc.umount2(os.fsencode(d), _MNT_DETACH)
-    for d in (*mounts, layers, os.path.join(path, ROOTFS)):
-        try:
-            os.rmdir(d)
-        except FileNotFoundError:
-            pass
+    unmount_root(path)
+    ns = os.path.join(path, USERNS)
+    _libc.umount2(os.fsencode(ns), _MNT_DETACH)
+    try:
+        os.unlink(ns)
+    except FileNotFoundError:
+        pass
     try:
         os.unlink(os.path.join(path, OWNER))
     except FileNotFoundError:
@@ -163,6 +164,72 @@ def _remove(path: str) -> None:
         os.rmdir(path)
     except FileNotFoundError:
         pass
+
+
+def unmount_root(path: str) -> None:
+    """Unmount and remove the TD root of the slot directory ``path`` (not the slot)."""
+    layers = os.path.join(path, "layers")
+    mounts = [os.path.join(layers, n) for n in _listdir(layers)]
+    for d in (os.path.join(path, ROOTFS), *mounts):
+        _libc.umount2(os.fsencode(d), _MNT_DETACH)
+    for d in (*mounts, layers, os.path.join(path, ROOTFS)):
+        try:
+            os.rmdir(d) if os.path.isdir(d) else os.unlink(d)
+        except FileNotFoundError:
+            pass
+
+
+def reserve(owner: str) -> int:
+    """A slot for ``owner`` whose user namespace is kept at ``REGISTRY/<slot>/userns``, for a
+    network namespace made before the container (``arca run``'s pasta namespace): it must be
+    owned by the TD's user namespace, or runc 1.1's ``exec`` (user namespace joined first)
+    cannot enter it. The runtime's create finds the slot from the network namespace."""
+    slot = allocate(owner)
+    try:
+        nsfd = userns_fd(host_id(slot))
+        try:
+            path = os.path.join(REGISTRY, str(slot), USERNS)
+            with open(path, "x"):
+                pass
+            if _libc.mount(f"/proc/self/fd/{nsfd}".encode(), os.fsencode(path), None, _MS_BIND,
+                           None) != 0:
+                e = ctypes.get_errno()
+                raise UsernsError(f"cannot keep a TD's user namespace: {os.strerror(e)}")
+        finally:
+            os.close(nsfd)
+    except BaseException:
+        release(slot, owner)
+        raise
+    return slot
+
+
+def slot_of_netns(netns: str, registry: str = REGISTRY) -> int | None:
+    """The slot whose kept user namespace owns the network namespace ``netns``, or ``None``."""
+    import fcntl
+
+    try:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        ufd = fcntl.ioctl(fd, _NS_GET_USERNS)
+    except OSError:
+        return None  # owned by a namespace we cannot see (the host's): not one of ours
+    finally:
+        os.close(fd)
+    try:
+        st = os.fstat(ufd)
+    finally:
+        os.close(ufd)
+    for name in _listdir(registry):
+        if name.isdigit():
+            try:
+                kept = os.stat(os.path.join(registry, name, USERNS))
+            except OSError:
+                continue
+            if (kept.st_dev, kept.st_ino) == (st.st_dev, st.st_ino):
+                return int(name)
+    return None
 
 
 def _listdir(path: str) -> list[str]:
@@ -228,7 +295,7 @@ def idmapped_bind(source: str, target: str, nsfd: int) -> None:
         os.close(fd)
 
 
-def mount_rootfs(rootfs: str, slot_dir: str, nsfd: int) -> str:
+def mount_rootfs(rootfs: str, slot_dir: str, host: int, nsfd: int) -> str:
     """The TD's root as its user namespace must see it, mounted at ``slot_dir/rootfs``."""
     from arca.host.treedigest import overlay_options
 
@@ -243,27 +310,61 @@ def mount_rootfs(rootfs: str, slot_dir: str, nsfd: int) -> str:
         layers = os.path.join(slot_dir, "layers")
         os.mkdir(layers, 0o700)
         mapped = []
-        # upper and work must share one mount: map their common parent (each snapshot's).
-        dirs = [*lowers, *([os.path.dirname(upper)] if upper else [])]
-        for i, d in enumerate(dirs):
+        for i, d in enumerate(lowers):
             m = os.path.join(layers, str(i))
             os.mkdir(m, 0o700)
             idmapped_bind(d, m, nsfd)
             mapped.append(m)
-        new_upper = new_work = None
-        if upper and work:
-            new_upper = os.path.join(mapped.pop(), os.path.basename(upper))
-            new_work = os.path.join(os.path.dirname(new_upper), os.path.basename(work))
+        # The upper layer is not id-mapped: overlayfs writes its work directory and copies up
+        # as the mounter (host root), which an id-mapped mount cannot represent. The TD's
+        # writes are stored shifted; what an earlier TD of this container wrote is shifted to
+        # this range first (``arca start`` of a stopped TD).
+        if upper is not None:
+            _reshift(upper, host)
         # The orchestrator's mount goes first: two overlays on one upper directory are
         # undefined (and refused with index=on). It unmounts the path later and finds nothing.
         _libc.umount2(os.fsencode(rootfs), _MNT_DETACH)
-        _mount_overlay(target, mapped, new_upper, new_work, rest)
-        for m in (*mapped, *([os.path.dirname(new_upper)] if new_upper else [])):
+        try:
+            if work is not None and any(o in ("volatile", "fsync=volatile") for o in rest):
+                # The mount we just detached was running: its volatile marker is not a crash's.
+                _rmtree(os.path.join(work, "work", "incompat"))
+            _mount_overlay(target, mapped, upper, work, rest)
+        except OSError:
+            _mount_overlay(rootfs, lowers, upper, work, rest)  # give it back as it was
+            raise
+        for m in mapped:
             _libc.umount2(os.fsencode(m), _MNT_DETACH)  # the overlay holds its own clones
     except OSError as e:
         raise UsernsError(f"cannot id-map the TD's rootfs {rootfs} for its user namespace: "
                           f"{e.strerror}") from None
     return target
+
+
+def _reshift(upper: str, host: int) -> None:
+    """Entries of ``upper`` owned by another TD range (an earlier run of this container) are
+    given the same ids in ``host``'s range; anything else is left as it is."""
+    def shift(i: int) -> int:
+        return host + (i - BASE) % SIZE if BASE <= i < BASE + SLOTS * SIZE else i
+
+    st = os.lstat(upper)  # the merged root's owner: the image's root (0) is the range's first
+    if st.st_uid < SIZE and st.st_gid < SIZE:
+        os.chown(upper, host + st.st_uid, host + st.st_gid)
+    for d, dirs, files in os.walk(upper):
+        for name in (*dirs, *files):
+            p = os.path.join(d, name)
+            st = os.lstat(p)
+            if (shift(st.st_uid), shift(st.st_gid)) != (st.st_uid, st.st_gid):
+                os.lchown(p, shift(st.st_uid), shift(st.st_gid))
+
+
+def _rmtree(path: str) -> None:
+    for d, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(d, name))
+        for name in dirs:
+            os.rmdir(os.path.join(d, name))
+    if os.path.isdir(path):
+        os.rmdir(path)
 
 
 def _mount_overlay(target: str, lowers: list[str], upper: str | None, work: str | None,
@@ -302,16 +403,14 @@ def _layers(opts: list[str]) -> tuple[list[str], str | None, str | None, list[st
         if not os.path.isabs(d):
             raise UsernsError(f"the TD's rootfs overlay names layer {d!r} relative to a "
                               "directory Arca cannot know; it cannot be id-mapped")
-    if upper is not None and (work is None or os.path.dirname(upper) != os.path.dirname(work)):
-        raise UsernsError("the TD's rootfs overlay has its upper and work directories in "
-                          "different parents; it cannot be id-mapped")
     return lowers, upper, work, rest
 
 
 # -- the OCI config ---------------------------------------------------------------------------
 
 
-def isolate(config: dict[str, Any], host: int, root: str) -> dict[str, Any]:
+def isolate(config: dict[str, Any], host: int, root: str, userns: str | None = None
+            ) -> dict[str, Any]:
     """``config`` with a new user namespace mapping 0..SIZE-1 to ``host``.., ``root`` as its
     root, and sysfs bound from the host where the TD joins a network namespace it does not own
     (mounting sysfs needs one its user namespace owns; runc 1.1 fails with EPERM)."""
@@ -331,7 +430,7 @@ def isolate(config: dict[str, Any], host: int, root: str) -> dict[str, Any]:
         if int(g) >= SIZE:
             raise InvalidInput(f"process.user.additionalGids {g} is not mapped in a TD's user "
                                f"namespace (ids 0-{SIZE - 1})")
-    linux["namespaces"] = [*nss, {"type": "user"}]
+    linux["namespaces"] = [*nss, {"type": "user", **({"path": userns} if userns else {})}]
     linux["uidMappings"] = [{"containerID": 0, "hostID": host, "size": SIZE}]
     linux["gidMappings"] = [{"containerID": 0, "hostID": host, "size": SIZE}]
     config.setdefault("root", {})["path"] = root
@@ -353,31 +452,79 @@ SLOT_FILE = "userns-slot"
 def isolate_td(cid: str, config: dict[str, Any], rootfs: str, td_dir: str) -> dict[str, Any]:
     """Give the TD ``cid`` (Arca state recorded) its range, its id-mapped root and the TD
     directory's ``go`` FIFO (the agent runs as the range's first id); ``config`` rewritten.
-    What was done is recorded first, so :func:`release_td` undoes any prefix of it."""
+    A TD joining a network namespace made in a reserved slot's user namespace (``arca run``)
+    joins that slot; otherwise it gets a slot of its own. What was done is recorded first, so
+    :func:`release_td` undoes any prefix of it."""
     from arca.host.runtime import state as st
 
     owner = str(st.state_path(cid).parent)
     record = st.state_path(cid).parent / SLOT_FILE
-    slot = allocate(owner, note=lambda k: st.write_atomic(record, str(k).encode()))
+    nss = (config.get("linux") or {}).get("namespaces") or []
+    net = next((n.get("path") for n in nss if n.get("type") == "network" and n.get("path")),
+               None)
+    slot = slot_of_netns(net) if net else None
+    kept = None
+    if slot is not None:
+        holder = owner_of(slot)
+        if not holder or not os.path.exists(holder):
+            raise UsernsError(f"the network namespace {net} belongs to a released uid range")
+        st.write_atomic(record, f"{slot} borrowed".encode())
+        kept = os.path.join(REGISTRY, str(slot), USERNS)
+    else:
+        slot = allocate(owner, note=lambda k: st.write_atomic(record, str(k).encode()))
     host = host_id(slot)
-    new = isolate(config, host, os.path.join(REGISTRY, str(slot), ROOTFS))
+    new = isolate(config, host, os.path.join(REGISTRY, str(slot), ROOTFS), kept)
     os.chown(os.path.join(td_dir, st.GO_FIFO), host, host)
-    nsfd = userns_fd(host)
+    nsfd = os.open(kept, os.O_RDONLY | os.O_CLOEXEC) if kept else userns_fd(host)
     try:
-        mount_rootfs(rootfs, os.path.join(REGISTRY, str(slot)), nsfd)
+        mount_rootfs(rootfs, os.path.join(REGISTRY, str(slot)), host, nsfd)
+        _map_binds(new, os.path.join(REGISTRY, str(slot), "layers"), nsfd)
     finally:
         os.close(nsfd)
     return new
 
 
+def _map_binds(config: dict[str, Any], layers: str, nsfd: int) -> None:
+    """Host files and directories bind-mounted into the TD (volumes, ``/etc/hosts``,
+    ``resolv.conf``) keep their owners inside, as without a user namespace: each source is
+    bound id-mapped under the slot and the mount points there. Arca's own mounts (the TD
+    directory, the guest runtime), kernel trees, and sources whose filesystem cannot be
+    id-mapped stay as they are (their files show as ``nobody``)."""
+    from arca.wire.constants import GUEST_RUNTIME_MOUNT, SIM_DEVICE_DIR
+
+    os.makedirs(layers, 0o700, exist_ok=True)
+    for i, m in enumerate(config.get("mounts") or ()):
+        dest, src = str(m.get("destination", "")), m.get("source")
+        if m.get("type") not in ("bind", "none") or not isinstance(src, str) \
+                or dest in (GUEST_RUNTIME_MOUNT, SIM_DEVICE_DIR) \
+                or any(src == t or src.startswith(t + "/") for t in ("/proc", "/sys", "/dev")):
+            continue
+        target = os.path.join(layers, f"bind{i}")
+        try:
+            if os.path.isdir(src):
+                os.mkdir(target, 0o700)
+            else:
+                with open(target, "x"):
+                    pass
+            idmapped_bind(src, target, nsfd)
+        except OSError:
+            continue  # not id-mappable (or gone): runc binds the source itself, unmapped
+        m["source"] = target
+
+
 def release_td(cid: str) -> None:
-    """Unmount the TD's root and free its range (idempotent; nothing recorded: nothing)."""
+    """Unmount the TD's root and free its range (a borrowed one stays its holder's);
+    idempotent; nothing recorded: nothing."""
     from arca.host.runtime import state as st
 
     record = st.state_path(cid).parent / SLOT_FILE
     try:
-        slot = int(record.read_text())
+        slot_s, _, how = record.read_text().partition(" ")
+        slot = int(slot_s)
     except (OSError, ValueError):
         return
-    release(slot, str(record.parent))
+    if how == "borrowed":
+        unmount_root(os.path.join(REGISTRY, str(slot)))
+    else:
+        release(slot, str(record.parent))
     record.unlink(missing_ok=True)
