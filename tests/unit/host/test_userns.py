@@ -67,6 +67,11 @@ def test_isolate_maps_the_range_and_keeps_the_process_ids() -> None:
     own = _config()
     own["linux"]["namespaces"].append({"type": "network"})
     assert userns.isolate(own, host, "/x")["mounts"][0]["type"] == "sysfs"
+    # A pod's sandbox IPC namespace (joined by path) cannot mount mqueue: left out.
+    pod = _config()
+    pod["mounts"].append({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue"})
+    pod["linux"]["namespaces"].append({"type": "ipc", "path": "/proc/1/ns/ipc"})
+    assert [m["destination"] for m in userns.isolate(pod, host, "/x")["mounts"]] == ["/sys"]
 
 
 @pytest.mark.parametrize("change, words", [
