@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 class SimBackend(Backend):
     name = "sim"
+    user_namespace = True
 
     def _client(self) -> Any:
         """The platform: the daemon itself when it runs ``create`` (fastcreate), else the

@@ -1130,10 +1130,15 @@ USERNS_SLOT = "userns-slot"
 def _td_userns(d: str, tee: str, plan: network.NetworkPlan) -> str | None:
     """The kept user namespace of the TD's uid range (reserved on first use, kept across
     ``arca start``), in which its private network namespace is made; ``None`` for a plain
-    container or a TD without a private network (the runtime then allocates at create)."""
+    container, a TD without a private network (the runtime then allocates at create) or of a
+    backend without user namespaces."""
     if tee == "none" or plan.mode != "private":
         return None
+    from arca.host import backends
     from arca.host.runtime import userns
+
+    if not backends.available(tee) or not backends.get(tee).user_namespace:
+        return None  # a VM's monitor: no user namespace (ADR 0048)
 
     path = os.path.join(d, USERNS_SLOT)
     try:
