@@ -25,6 +25,8 @@ def test_ranges_are_disjoint_never_shared_and_reclaimed_only_when_their_owner_is
     assert abs(userns.host_id(sa) - userns.host_id(sb)) >= userns.SIZE
     assert userns.owner_of(sa, reg) == str(a) and userns.owner_of(sb, reg) == str(b)
     assert (pathlib.Path(reg).stat().st_mode & 0o777) == 0o711
+    st = (pathlib.Path(reg) / str(sa)).stat()  # only the range's root (and host root) enter
+    assert (st.st_mode & 0o777, st.st_uid) == (0o700, userns.host_id(sa))
     # Same owner name again: a slot of its own, never a held one.
     again = userns.allocate(str(a), reg)
     assert again not in (sa, sb)

@@ -23,7 +23,8 @@ ids that Arca allocated to it alone (ADR 0048):
   says is uid 0 or 1000 is uid 0 or 1000 inside, and what the workload writes is stored with
   its in-container ids, as without a user namespace: nothing is copied or chowned. The
   registry directories are traversable (0711) because runc resolves the root path from inside
-  the user namespace.
+  the user namespace; each slot directory is its range root's, 0700, so no local user reaches
+  the image's setuid files and device nodes below it.
 
 What it does not do: map a TD's uids above 65,535 (refused at create); make host files of a
 bind mount (volumes, ``/etc/hosts``) owned inside (they show as ``nobody``: readable when
@@ -99,10 +100,16 @@ def allocate(owner: str, registry: str = REGISTRY, note: Any = None) -> int:
                     note(slot)
                 try:
                     os.rename(new, path)
-                    return slot
                 except OSError as e:
                     if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not _reclaim(path):
                         break
+                    continue
+                # Only the range's root (runc in the TD's user namespace) and host root pass:
+                # the TD's root below holds the image's setuid files and device nodes, which
+                # no local user may reach (issue 13 item 12).
+                os.chown(path, host_id(slot), host_id(slot))
+                os.chmod(path, 0o700)
+                return slot
         raise UsernsError(f"no free uid range for a TD: all {SLOTS} ranges of {REGISTRY} are "
                           "in use")
     finally:
