@@ -459,3 +459,15 @@ def test_a_same_id_under_another_runc_root_never_touches_the_td(rt: Runtime) -> 
     finally:
         rt.run("delete", "--force", cid, check=False)
     assert_clean(rt, cid)
+
+
+def test_a_delete_without_the_sim_daemon_still_frees_the_tds_uid_range(rt: Runtime) -> None:
+    """The C front end undoes a delete itself when no daemon of its sources answers; a TD's
+    uid range and id-mapped root are left to Python's delete then (ADR 0048), not leaked."""
+    from arca.host.simtee import client
+
+    cid = f"nodaemon-{RUN}"
+    _sleeper(rt, cid)
+    client.stop()  # the next create starts it again
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)

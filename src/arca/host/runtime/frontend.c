@@ -564,6 +564,10 @@ static void delete_tee(int argc, char **argv, int i, const char *runc, const cha
         report_error(msg ? msg + 7 : "\"the sim platform refused the delete\"");
         exit(1);
     }
+    /* A TD's uid range and id-mapped root (userns.release_td, ADR 0048) are Python's too:
+     * its delete finds runc's part done and undoes Arca's. */
+    snprintf(path, sizeof(path), "%s/containers/%s/userns-slot", run, id);
+    if (access(path, F_OK) == 0) run_python(argv);
     if (unregister(run, id) != 0) exit(1);
     snprintf(path, sizeof(path), "%s/td/%s", run, id);
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
