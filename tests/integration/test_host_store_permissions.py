@@ -79,10 +79,15 @@ def test_local_user_cannot_reach_setuid_files_or_devices_of_images(
     inside = arca(env, "run", "--rm", "--tee", "none", image, "sh", "-c",
                   "test -u /bin/suid && test -c /zero2 && echo ok")
     assert inside.stdout.strip() == "ok", inside.stderr
-    suids = [*glob.glob(f"{root}/images/layers/*/bin/suid"),
-             f"{root}/containers/{cid}/bundle/rootfs/bin/suid"]
-    nodes = [*glob.glob(f"{root}/images/layers/*/zero2"),
-             f"{root}/containers/{cid}/bundle/rootfs/zero2"]
+    # A TD's root is mounted in its uid range's slot (ADR 0048), a plain container's in place.
+    top = f"{root}/containers/{cid}/bundle/rootfs"
+    if tee != "none":
+        from arca.host.runtime import userns
+
+        slot = pathlib.Path(f"{root}/containers/{cid}/userns-slot").read_text()
+        top = f"{userns.REGISTRY}/{slot}/{userns.ROOTFS}"
+    suids = [*glob.glob(f"{root}/images/layers/*/bin/suid"), f"{top}/bin/suid"]
+    nodes = [*glob.glob(f"{root}/images/layers/*/zero2"), f"{top}/zero2"]
     assert len(suids) == 2 and len(nodes) == 2
     for p in suids:
         assert os.stat(p).st_mode & stat.S_ISUID  # there, setuid root, seen by root

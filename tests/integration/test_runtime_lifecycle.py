@@ -146,7 +146,18 @@ def leftovers(rt: Runtime, cid: str) -> dict[str, list[str]]:
         "records": [p.name for p in locations.registrations_dir().glob(f"{cid}.json")],
         "cgroups": cgroups_named(cid),
         "processes": _processes_with_id(cid),
+        "uid_range": _userns_slots_of(run / "containers" / cid),
     }
+
+
+def _userns_slots_of(owner: pathlib.Path) -> list[str]:
+    """Slots of the machine-wide uid-range registry still held for this container (its
+    user namespace, ADR 0048)."""
+    from arca.host.runtime import userns
+
+    reg = pathlib.Path(userns.REGISTRY)
+    return [p.name for p in reg.iterdir() if p.name.isdigit()
+            and userns.owner_of(int(p.name)) == str(owner)] if reg.is_dir() else []
 
 
 def kill_create_then_force_delete(rt: Runtime, cid: str, delay: float) -> None:

@@ -206,3 +206,97 @@ def test_arca_policy_generate_warns_about_patterns_that_admit_host_code(
     assert res.returncode == 0, res.stderr
     assert "warning: allow_args entry ['/bin/sh', '-c', 'echo *'] runs '/bin/sh'" in res.stderr
     assert (tmp_path / "out" / "reference-values.json").exists()
+
+
+# -- item 2: a TD's workload runs under host ids of its own (ADR 0048) -------------------------
+
+_OWNERS = "stat -c %u:%g /bin/busybox; touch /etc/td-wrote && echo wrote; id -u"
+
+
+@NEEDS_CTR
+def test_ctr_td_workload_runs_under_a_host_uid_of_its_own(world) -> None:  # type: ignore[no-untyped-def]
+    """Through containerd: the image's files are root's inside and writable by the TD's root,
+    whose host uid is a range of the registry no local user has; a local user cannot read the
+    TD's /proc; everything is released at delete."""
+    import pwd
+
+    from arca.host.runtime import userns
+
+    ctrd, image, _ = world
+    res = _run(ctrd, image, f"ctr-owners-{RUN}", "sh", "-c", _OWNERS)
+    assert res.returncode == 0 and res.stdout.split() == ["0:0", "wrote", "0"], res.stderr
+    td = f"ctr-uid-{RUN}"
+    res = _run(ctrd, image, td, "sleep", "60", extra=("-d", "--env", "TOKEN=ctr-secret-4711"),
+               rm=False)
+    assert res.returncode == 0, res.stderr
+    try:
+        pid = next(int(line.split()[1]) for line in ctrd.ctr("tasks", "ls").stdout.splitlines()
+                   if line.split()[:1] == [td])
+        deadline = time.monotonic() + 20
+        while "sleep" not in pathlib.Path(f"/proc/{pid}/cmdline").read_text():
+            assert time.monotonic() < deadline, "the workload never ran"
+            time.sleep(0.05)
+        host = int(next(line.split()[1] for line in pathlib.Path(f"/proc/{pid}/status")
+                        .read_text().splitlines() if line.startswith("Uid:")))
+        slot = (host - userns.BASE) // userns.SIZE
+        assert host == userns.host_id(slot) and 0 <= slot < userns.SLOTS, host
+        with pytest.raises(KeyError):
+            pwd.getpwuid(host)
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # a local user (uid 1000; container root's host uid is no one's)
+            os.setgroups([])
+            os.setgid(1000)
+            os.setuid(1000)
+            try:
+                got = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
+            except PermissionError:
+                got = b"denied"
+            os.write(w, got[:200])
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            assert f.read() == b"denied"
+        os.waitpid(child, 0)
+    finally:
+        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", td, check=False)
+        deadline = time.monotonic() + 10
+        while ctrd.ctr("tasks", "delete", td, check=False).returncode != 0 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ctrd.ctr("containers", "delete", td, check=False)
+    assert_nothing_left(ctrd, td)
+    assert not os.path.exists(f"{userns.REGISTRY}/{slot}/{userns.OWNER}") \
+        or userns.owner_of(slot) != str(pathlib.Path(os.environ["ARCA_RUN"]) / "containers" / td)
+
+
+@NEEDS_ROOT_RUNC_UMOCI
+def test_arca_run_td_sees_the_images_owners_and_reads_a_volume(tmp_path: pathlib.Path) -> None:
+    """``arca run``: the same id-mapped root over the image's layers, writable by the TD's
+    root, stopped and started again (its changes shifted to the new range); a volume of host
+    files is readable (owned by ``nobody`` inside: docs/threat-model.md)."""
+    layout = tmp_path / "layout"
+    build_busybox_image(layout, "v1")
+    image = f"oci:{layout}:v1"
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "f").write_text("volume-data\n")
+    tenant = tmp_path / "init.toml"
+    tenant.write_text('version = "0.1.0"\n[data]\npolicy = \'{"allow_mounts": ["/data"]}\'\n')
+    with arca_env(tmp_path, "tdbu-") as env:
+        res = arca(env, "run", "--rm", "--init-data", str(tenant), "-v", f"{vol}:/data", image,
+                   "sh", "-c", f"{_OWNERS}; cat /data/f")
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["0:0", "wrote", "0", "volume-data"], res.stdout
+        # Stopped and started again: what it wrote is still its own.
+        res = arca(env, "run", "--name", "again", image, "sh", "-c",
+                   "test -e /etc/td-wrote && cat /etc/td-wrote; echo x > /etc/td-wrote; "
+                   "stat -c %u /etc/td-wrote")
+        assert res.returncode == 0 and res.stdout.split() == ["0"], (res.stdout, res.stderr)
+        res = arca(env, "start", "again")
+        assert res.returncode == 0, res.stderr
+        assert arca(env, "wait", "again").stdout.strip() == "0"
+        res = arca(env, "logs", "again")
+        assert res.stdout.split()[-2:] == ["x", "0"], (res.stdout, res.stderr)
+        arca(env, "rm", "again")
+        assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []

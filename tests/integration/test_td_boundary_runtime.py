@@ -99,8 +99,11 @@ def test_the_hosts_namespaces_are_refused(rt: Runtime, ns: str) -> None:
     _refused(rt, f"hostns-{ns}-{RUN}", drop, f"the host's {ns} namespace")
 
 
-def _sleeper(rt: Runtime, cid: str, tee: str | None = "sim", user: int = 0) -> int:
-    b = rt.bundle(cid, ["sleep", "60"], tee=tee)
+def _sleeper(rt: Runtime, cid: str, tee: str | None = "sim", user: int = 0,
+             args: tuple[str, ...] = ("sleep", "60"), env: tuple[str, ...] = ()) -> int:
+    b = rt.bundle(cid, list(args), tee=tee)
+    if env:
+        _edit(b, lambda cfg: cfg["process"]["env"].extend(env))
     if user:  # the agent drops to it: CAP_SETUID/CAP_SETGID, as containerd's default spec
         caps = ["CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL"]
         _edit(b, lambda cfg: cfg["process"].update(
@@ -272,39 +275,160 @@ def _ask(sock_path: str) -> dict[str, str]:
     return dict(json.loads(buf))
 
 
+def _wait_for_workload(pid: int, uid: int) -> int:
+    """The host uid of in-container ``uid`` once the agent became the workload."""
+    deadline = time.monotonic() + 20
+    while True:
+        inside, host, _ = (int(x) for x in pathlib.Path(f"/proc/{pid}/uid_map").read_text()
+                           .split()[:3])
+        if f"Uid:\t{host + uid - inside}\t" in pathlib.Path(f"/proc/{pid}/status").read_text():
+            return host + uid - inside
+        assert time.monotonic() < deadline, "the workload never ran"
+        time.sleep(0.02)
+
+
+def _as_user(uid: int, attack) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """``attack()`` (a dict of what it got) run by a local user of ``uid`` (fork, setuid:
+    ``setpriv --reuid``), ``PermissionError`` reported as ``"denied"``."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            got = attack()
+        except Exception as e:  # noqa: BLE001
+            got = {"exception": repr(e)}
+        os.write(w, json.dumps(got).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        got = json.loads(f.read())
+    os.waitpid(child, 0)
+    return dict(got)
+
+
+def _read(path: str) -> str:
+    try:
+        if os.path.isdir(path):
+            return " ".join(sorted(os.listdir(path)))
+        return pathlib.Path(path).read_bytes().decode(errors="replace")
+    except PermissionError:
+        return "denied"
+
+
 def test_the_td_device_answers_no_host_user_with_the_workloads_uid(rt: Runtime) -> None:
     cid = f"dev-uid-{RUN}"
     uid = 40000 + os.getpid() % 20000
     pid = _sleeper(rt, cid, user=uid)
     try:
-        deadline = time.monotonic() + 20  # until the agent became the workload
-        while f"Uid:\t{uid}\t" not in pathlib.Path(f"/proc/{pid}/status").read_text():
-            assert time.monotonic() < deadline, "the workload never ran"
-            time.sleep(0.02)
+        host_uid = _wait_for_workload(pid, uid)
         sock = f"/proc/{pid}/root/run/arca/tee/sim.sock"
-        r, w = os.pipe()
-        child = os.fork()
-        if child == 0:  # a local user whose uid is the workload's
-            os.close(r)
-            try:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-                answer = _ask(sock)
-            except Exception as e:  # noqa: BLE001
-                answer = {"exception": repr(e)}
-            os.write(w, json.dumps(answer).encode())
-            os._exit(0)
-        os.close(w)
-        with os.fdopen(r) as f:
-            answer = json.loads(f.read())
-        os.waitpid(child, 0)
-        assert "evidence" not in answer, "a host user got a report about the TD"
+        # A local user whose uid is the workload's in-container uid, or even its host uid
+        # (which no local user has: its range is the TD's alone), cannot reach the device:
+        # the TD's processes are in a user namespace theirs does not own (ADR 0048).
+        for attacker in (uid, host_uid):
+            answer = _as_user(attacker, lambda: _ask(sock))
+            assert "evidence" not in answer, "a host user got a report about the TD"
+            assert "PermissionError" in answer.get("exception", ""), answer
+        # A process outside the TD that does reach the socket (root here) is refused by the
+        # device itself: it answers only the TD's own namespaces (ADR 0020).
+        answer = _ask(sock)
+        assert "evidence" not in answer, "a process outside the TD got a report about it"
         assert "answers only processes of that TD" in answer.get("error", ""), answer
         # (The TD's own processes still get reports: test_containerd_sim's arca-evidence.)
     finally:
         rt.run("delete", "--force", cid, check=False)
     assert_clean(rt, cid)
+
+
+# -- item 2: local users ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tee", ["sim", None])
+def test_a_local_user_with_the_workloads_uid_cannot_read_the_tds_secrets(
+        rt: Runtime, tee: str | None) -> None:
+    """A local user of uid 1000 against a workload of uid 1000: a TD's ``/proc/<pid>/environ``
+    and files through ``/proc/<pid>/root`` stay closed; a plain container (no user namespace,
+    podman's rootful default) shows the difference."""
+    cid = f"localuser-{tee or 'none'}-{RUN}"
+    uid = 1000
+    pid = _sleeper(rt, cid, tee=tee, user=uid, env=("TOKEN=env-secret-4711",), args=(
+        "sh", "-c", "umask 077; echo file-secret-4711 > /dev/shm/secret; exec sleep 60"))
+    try:
+        host_uid = _wait_for_workload(pid, uid)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(f"/proc/{pid}/root/dev/shm/secret"):
+            assert time.monotonic() < deadline, "the workload never wrote its file"
+            time.sleep(0.02)
+
+        def attack() -> dict[str, str]:
+            return {"environ": _read(f"/proc/{pid}/environ"),
+                    "file": _read(f"/proc/{pid}/root/dev/shm/secret"),
+                    "run_arca": _read(f"/proc/{pid}/root/run/arca")}
+
+        got = _as_user(uid, attack)
+        if tee is None:  # same host uid: the kernel lets the user in
+            assert host_uid == uid
+            assert "TOKEN=env-secret-4711" in got["environ"], got
+            assert "file-secret-4711" in got["file"], got
+            return
+        from arca.host.runtime import userns
+
+        assert host_uid >= userns.BASE + uid, host_uid
+        assert got == {"environ": "denied", "file": "denied", "run_arca": "denied"}, got
+        # Even with the workload's host uid (which no local user has) the namespace holds.
+        assert _as_user(host_uid, attack) == got
+    finally:
+        rt.run("delete", "--force", cid, check=False)
+    assert_clean(rt, cid)
+
+
+def test_each_td_gets_host_ids_no_one_else_has_and_sees_the_images_owners(rt: Runtime) -> None:
+    """Container root of two TDs: two disjoint ranges of the registry, each owned by its
+    container, no local user's or subordinate id; image files keep their owners inside
+    (id-mapped root: uid 0 inside, the range's first id from the host); freed at delete."""
+    import pwd
+
+    from arca.host.runtime import userns
+
+    cids = [f"range-{i}-{RUN}" for i in (1, 2)]
+    hosts, slots = [], []
+    try:
+        for cid in cids:
+            pid = _sleeper(rt, cid, args=(
+                "sh", "-c", "stat -c %u:%g /bin/busybox > /dev/shm/owner; exec sleep 60"))
+            host = _wait_for_workload(pid, 0)
+            slot = (host - userns.BASE) // userns.SIZE
+            assert host == userns.host_id(slot) and 0 <= slot < userns.SLOTS
+            assert userns.owner_of(slot) == str(pathlib.Path(os.environ["ARCA_RUN"])
+                                                / "containers" / cid)
+            owner = pathlib.Path(f"/proc/{pid}/root/dev/shm/owner")
+            deadline = time.monotonic() + 20
+            while not owner.exists() or not owner.read_text():
+                assert time.monotonic() < deadline, "the workload never wrote its file"
+                time.sleep(0.02)
+            assert owner.read_text().strip() == "0:0"  # as the image says
+            assert os.stat(f"/proc/{pid}/root/bin/busybox").st_uid == host  # from the host
+            hosts.append(host)
+            slots.append(slot)
+        assert abs(hosts[0] - hosts[1]) >= userns.SIZE
+        for host in hosts:
+            with pytest.raises(KeyError):
+                pwd.getpwuid(host)
+            for line in pathlib.Path("/etc/subuid").read_text().splitlines() \
+                    if os.path.exists("/etc/subuid") else ():
+                _, start, count = line.split(":")
+                assert not (int(start) <= host < int(start) + int(count)
+                            or host <= int(start) < host + userns.SIZE), line
+    finally:
+        for cid in cids:
+            rt.run("delete", "--force", cid, check=False)
+    for cid, slot in zip(cids, slots):
+        assert_clean(rt, cid)
+        assert not os.path.ismount(f"{userns.REGISTRY}/{slot}/{userns.ROOTFS}")
 
 
 # -- item 3: identity is runc root + id, and exec fails closed --------------------------------
@@ -334,4 +458,16 @@ def test_a_same_id_under_another_runc_root_never_touches_the_td(rt: Runtime) -> 
         shutil.copytree(rt.tmp / "saved-state", state.parent)
     finally:
         rt.run("delete", "--force", cid, check=False)
+    assert_clean(rt, cid)
+
+
+def test_a_delete_without_the_sim_daemon_still_frees_the_tds_uid_range(rt: Runtime) -> None:
+    """The C front end undoes a delete itself when no daemon of its sources answers; a TD's
+    uid range and id-mapped root are left to Python's delete then (ADR 0048), not leaked."""
+    from arca.host.simtee import client
+
+    cid = f"nodaemon-{RUN}"
+    _sleeper(rt, cid)
+    client.stop()  # the next create starts it again
+    rt.run("delete", "--force", cid)
     assert_clean(rt, cid)

@@ -147,14 +147,15 @@ def _split_lowerdirs(value: str) -> list[str]:
     return [p for p in parts if p]
 
 
-def overlay_layers(mountpoint: pathlib.Path, mountinfo: str | None = None) -> (
-        tuple[list[str], str | None] | None):
-    """(lowerdirs top to bottom, upperdir or None) when ``mountpoint`` is an overlay mount."""
+def overlay_options(mountpoint: pathlib.Path | str, mountinfo: str | None = None
+                    ) -> list[str] | None:
+    """The (unescaped) super options of the overlay mounted topmost at ``mountpoint``, or
+    ``None`` when what is mounted there last is no overlay (or nothing is)."""
     if mountinfo is None:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
             mountinfo = f.read()
     target = os.path.realpath(mountpoint)
-    found: tuple[list[str], str | None] | None = None
+    found: list[str] | None = None
     for line in mountinfo.splitlines():
         pre, sep, post = line.partition(" - ")
         fields, tail = pre.split(), post.split()
@@ -162,22 +163,32 @@ def overlay_layers(mountpoint: pathlib.Path, mountinfo: str | None = None) -> (
             continue
         if _unescape_mountinfo(fields[4]) != target:
             continue
-        found = None  # a later mount on the same point hides the earlier one
-        if tail[0] != "overlay":
-            continue
-        lower: list[str] = []
-        upper: str | None = None
-        for opt in _split_options(_unescape_mountinfo(tail[2])):
-            key, _, value = opt.partition("=")
-            if key == "lowerdir":
-                lower += _split_lowerdirs(value)
-            elif key == "lowerdir+" and value:
-                lower.append(value)
-            elif key == "upperdir":
-                upper = value
-        if lower:
-            found = (lower, upper)
+        # a later mount on the same point hides the earlier one
+        found = _split_options(_unescape_mountinfo(tail[2])) if tail[0] == "overlay" else None
     return found
+
+
+#: Public for :mod:`arca.host.runtime.userns`, which mounts such a rootfs again.
+split_lowerdirs = _split_lowerdirs
+
+
+def overlay_layers(mountpoint: pathlib.Path, mountinfo: str | None = None) -> (
+        tuple[list[str], str | None] | None):
+    """(lowerdirs top to bottom, upperdir or None) when ``mountpoint`` is an overlay mount."""
+    opts = overlay_options(mountpoint, mountinfo)
+    if opts is None:
+        return None
+    lower: list[str] = []
+    upper: str | None = None
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key == "lowerdir":
+            lower += _split_lowerdirs(value)
+        elif key == "lowerdir+" and value:
+            lower.append(value)
+        elif key == "upperdir":
+            upper = value
+    return (lower, upper) if lower else None
 
 
 def _split_options(opts: str) -> list[str]:

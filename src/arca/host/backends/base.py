@@ -146,6 +146,9 @@ class Backend:
     #: Components of the ``reported_tcb`` claim a policy may require minimums of, for a TEE
     #: whose verifier reports no TCB status (SNP); empty: the verifier's status decides.
     tcb_components: tuple[str, ...] = ()
+    #: The TD's processes run on this host's kernel in a user namespace of their own (ADR
+    #: 0048); ``arca run`` then makes its private network namespace inside it.
+    user_namespace = False
 
     def __init__(self, platform: Any = None) -> None:
         self.platform = platform

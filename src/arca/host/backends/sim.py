@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 class SimBackend(Backend):
     name = "sim"
+    user_namespace = True
 
     def _client(self) -> Any:
         """The platform: the daemon itself when it runs ``create`` (fastcreate), else the
@@ -69,12 +70,23 @@ class SimBackend(Backend):
         if inputs.init_data is not None:
             st.write_atomic(td / "init-data.toml", inputs.init_data, 0o644)
         self._client().register(launch.cid, descriptor, inputs.init_data)
-        return rewrite_config(config, td_dir=td, guest_runtime_path=gr.path,
-                              agent_args=list(gr.agent_args()), agent_env=list(gr.agent_env()))
+        new = rewrite_config(config, td_dir=td, guest_runtime_path=gr.path,
+                             agent_args=list(gr.agent_args()), agent_env=list(gr.agent_env()))
+        # Host uids nobody else has (issue 13 item 2, ADR 0048): the TD's processes run on
+        # this kernel, where a local user of the same uid could read their /proc.
+        from arca.host.runtime.userns import isolate_td
+
+        return isolate_td(launch.cid, new, str(inputs.rootfs), str(td))
 
     def undo(self, cid: str) -> None:
-        """Unregister the TD (without a running daemon: drop its registration file)."""
-        self._client().unregister(cid)
+        """Unregister the TD (without a running daemon: drop its registration file), then
+        unmount its root and free its uid range."""
+        from arca.host.runtime.userns import release_td
+
+        try:
+            self._client().unregister(cid)
+        finally:
+            release_td(cid)
 
 
 BACKEND = SimBackend

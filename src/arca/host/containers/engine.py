@@ -564,7 +564,7 @@ class Engine:
         # A private network: its namespace now, pasta connecting it meanwhile (:mod:`.network`).
         try:
             plan = network.NetworkPlan.load(d)
-            net = network.start(plan, run_dir(), cid)
+            net = network.start(plan, run_dir(), cid, userns=_td_userns(d, rec.tee, plan))
             if plan.early:
                 network.wait_ready(net)  # a TD's agent starts at create: it may need the KBS
                 net = None
@@ -678,16 +678,22 @@ class Engine:
             return code  # `arca rm -f` removed it meanwhile and cleaned up
         # Arca's own cleanup overlaps the runtime's delete, which needs none of it (runc's
         # state and the TD's files live in the run directory): ~2 ms off every --rm.
-        deleting = spawn.spawn([*rt, "delete", "--force", cid], env=env, quiet=True)
+        deleting: int | None = spawn.spawn([*rt, "delete", "--force", cid], env=env, quiet=True)
         try:
             network.teardown(run_dir(), cid)
             if rec.auto_remove:
+                # A TD's root is the runtime's overlay over upper/ (its user namespace, ADR
+                # 0048) until that delete unmounts it: only then may upper/ go.
+                if rec.tee != "none" and deleting is not None:
+                    spawn.wait(deleting)
+                    deleting = None
                 self._cleanup(cid)
             else:
                 # No restarts: the rootfs is not needed until `rm` (its changes stay in upper/).
                 umount(os.path.join(self._bundle(cid), "rootfs"), lazy=True)
         finally:
-            spawn.wait(deleting)
+            if deleting is not None:
+                spawn.wait(deleting)
         return code
 
     def _console_socket(self, cid: str) -> Any:
@@ -735,6 +741,7 @@ class Engine:
     def _cleanup(self, cid: str) -> None:
         network.teardown(run_dir(), cid)
         umount(os.path.join(self._bundle(cid), "rootfs"), lazy=True)
+        _release_td_userns(self._dir(cid))
         self.store.delete(cid)
 
     # -- other commands -------------------------------------------------------------------------
@@ -1272,3 +1279,44 @@ def _last_error(log: str) -> str | None:
         if isinstance(obj, dict) and obj.get("level") == "error":
             return str(obj.get("msg"))
     return None
+
+
+#: In a TD container's directory: the uid-range slot reserved for it (ADR 0048).
+USERNS_SLOT = "userns-slot"
+
+
+def _td_userns(d: str, tee: str, plan: network.NetworkPlan) -> str | None:
+    """The kept user namespace of the TD's uid range (reserved on first use, kept across
+    ``arca start``), in which its private network namespace is made; ``None`` for a plain
+    container, a TD without a private network (the runtime then allocates at create) or of a
+    backend without user namespaces."""
+    if tee == "none" or plan.mode != "private":
+        return None
+    from arca.host import backends
+    from arca.host.runtime import userns
+
+    if not backends.available(tee) or not backends.get(tee).user_namespace:
+        return None  # a VM's monitor: no user namespace (ADR 0048)
+
+    path = os.path.join(d, USERNS_SLOT)
+    try:
+        with open(path, encoding="ascii") as f:
+            slot = int(f.read())
+        if userns.owner_of(slot) != d:
+            raise ValueError("not ours any more")
+    except (OSError, ValueError):
+        slot = userns.reserve(d)
+        with open(path, "w", encoding="ascii") as f:
+            f.write(str(slot))
+    return os.path.join(userns.REGISTRY, str(slot), userns.USERNS)
+
+
+def _release_td_userns(d: str) -> None:
+    try:
+        with open(os.path.join(d, USERNS_SLOT), encoding="ascii") as f:
+            slot = int(f.read())
+    except (OSError, ValueError):
+        return
+    from arca.host.runtime import userns
+
+    userns.release(slot, d)

@@ -267,10 +267,12 @@ class Starting:
                                                                     cid)
 
 
-def start(plan: NetworkPlan, run_dir: str, cid: str) -> Starting | None:
+def start(plan: NetworkPlan, run_dir: str, cid: str, userns: str | None = None
+          ) -> Starting | None:
     """Make the container's namespace and start pasta on it, without waiting for pasta to be
     ready (it is about as slow as the runtime's ``create``, which can run meanwhile); None
-    when the container needs no pasta."""
+    when the container needs no pasta. ``userns``: the kept user namespace of a TD's uid
+    range, which must own the network namespace (ADR 0048)."""
     if plan.mode != "private":
         return None
     from arca.host.containers import spawn
@@ -284,7 +286,7 @@ def start(plan: NetworkPlan, run_dir: str, cid: str) -> Starting | None:
     if os.path.exists(netns):
         teardown(run_dir, cid)  # left by a supervisor that was killed: start afresh
     try:
-        _make_netns(netns)
+        _make_netns(netns) if userns is None else _make_netns_in(netns, userns)
         r, w = os.pipe()
         try:
             pid = spawn.spawn([pasta, *pasta_argv(plan, netns, netns + PASTA_PID)[1:]],
@@ -385,6 +387,42 @@ def _make_netns(path: str) -> None:
                                    + os.strerror(ctypes.get_errno()))
     finally:
         os.close(old)
+
+
+def _make_netns_in(path: str, userns: str) -> None:
+    """As :func:`_make_netns`, the namespace owned by the user namespace at ``userns``: a
+    child joins it (only a single-threaded process may) and unshares; we bind-mount it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(path, "x"):
+        pass
+    ufd = os.open(userns, os.O_RDONLY | os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only joins, unshares and waits
+        try:
+            os.close(go_w)
+            ok = libc.setns(ufd, 0x10000000) == 0 and libc.unshare(CLONE_NEWNET) == 0
+            os.write(ready_w, b"1" if ok else b"0")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    os.close(ufd)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise NetworkError("cannot create a network namespace in the TD's user namespace")
+        if libc.mount(f"/proc/{pid}/ns/net".encode(), os.fsencode(path), None, MS_BIND,
+                      None) != 0:
+            raise OSError(ctypes.get_errno(), "bind mount of the namespace: "
+                          + os.strerror(ctypes.get_errno()))
+    finally:
+        os.close(go_w)
+        os.close(ready_r)
+        os.waitpid(pid, 0)
 
 
 def teardown(run_dir: str, cid: str) -> None:
