@@ -412,13 +412,14 @@ def event(host: Host, procs: dict[int, Proc], e: dict[str, Any], init_data: str 
         p.stdin = -1
 
 
-def supervise(host: Host, procs: dict[int, Proc], relay_port: int, out: int,
+def supervise(host: Host, agent: Callable[[], Proc], relay_port: int, out: int,
               init_data: str | None) -> int:
     """Relay evidence, ``go``, processes' I/O, signals, execs; the workload's exit status."""
     ev = socket.socket(socket.AF_UNIX)
     ev.bind(f"{TEE_DIR}/sim.sock")
     ev.listen(4)
     relay = Relay(relay_port) if relay_port else None
+    procs = {0: agent()}  # only now: the forked agent asks for evidence at once
     log("agent started")
     go = False
     waiting: list[socket.socket] = []
@@ -502,7 +503,7 @@ def main() -> None:
         out, err = (os.open(port(n), os.O_WRONLY) for n in ("arca.stdout", "arca.stderr"))
         inputs = setup(host)
         init_data = inputs.get("init_data")
-        status = supervise(host, {0: spawn(run_agent, inputs.get("terminal"), out, err)},
+        status = supervise(host, lambda: spawn(run_agent, inputs.get("terminal"), out, err),
                            loopback_port(init_data), out, init_data)
         host.send({"op": "exit", "status": status})
     except BaseException as e:  # noqa: BLE001 - PID 1 must not die: the kernel would panic

@@ -639,6 +639,8 @@ class Engine:
                 msg = no_terminal or err.strip() or f"arca-runtime start exited {start_code}"
                 self._failed(cid, msg, foreground)
                 raise ContainerError(f"container {rec.name}: {msg}")
+            if rec.tee != "none" and not foreground:
+                _wait_released(pid)
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
             if rec.tee != "none":
@@ -1247,6 +1249,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _wait_released(pid: int, timeout: float = 600.0) -> None:
+    """Until a container TD's agent (the only process whose command line starts ``/.arca/``)
+    has placed its secrets and exec'd the workload, or ended. ``start`` returns once the go
+    byte is written, which the agent reads only after that work (prestart, ADR 0003): without
+    this wait ``arca run -d`` would return while the agent still attests, and an ``arca exec``
+    right after would not find the secrets yet. A VM's monitor never starts so: no wait."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if not f.read(8).startswith(b"/.arca/"):
+                    return  # the workload (or a zombie: empty)
+        except OSError:
+            return
+        time.sleep(0.01)
 
 
 def _kill(pid: int, sig: int) -> None:
