@@ -13,7 +13,7 @@ and the daemon runs :func:`arca.host.runtime.lifecycle.step` — the same functi
 path runs in-process — with the *request's* ``ARCA_*`` environment and umask, paths relative
 to its ``cwd``, registering TDs in-process. ``op`` is the command (``create``, ``delete``,
 ``start``, ``state``, ``exec``, ...) or a step that follows a spawn (``create-done``,
-``delete-done``). Answers (one JSON line, UTF-8; the front end acts on nothing else):
+``delete-done``, ``exec-done``). Answers (one JSON line, UTF-8; the front end acts on nothing else):
 
 * ``{"do": "runc"}``: the call is runc's after all: exec runc with the caller's argv.
 * ``{"do": "exit", "rc": N, "stdout": S, "stderr": E}``: write S and E, exit N.
@@ -90,7 +90,7 @@ class _InProcess:
 #: make. The others (start, state, exec, delete's first step) take no lock, as in Python.
 LOCKED_STEPS = ("create", lifecycle.CREATE_DONE, lifecycle.DELETE_DONE)
 #: Every step the daemon serves (``op`` of a request).
-STEPS = frozenset({*HANDLED, lifecycle.CREATE_DONE, lifecycle.DELETE_DONE})
+STEPS = frozenset({*HANDLED, lifecycle.CREATE_DONE, lifecycle.DELETE_DONE, lifecycle.EXEC_DONE})
 
 
 def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
