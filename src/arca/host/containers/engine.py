@@ -640,7 +640,11 @@ class Engine:
                 self._failed(cid, msg, foreground)
                 raise ContainerError(f"container {rec.name}: {msg}")
             if rec.tee != "none" and not foreground:
-                _wait_released(cid, pid)
+                from arca.wire.tees import TEES
+
+                facts = TEES.get(rec.tee)
+                if facts is not None and not facts.launch_measured:  # a VM's guest takes it
+                    _wait_released(cid, pid)  # (through its VMM) only once it has booted
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
             if rec.tee != "none":
