@@ -23,13 +23,12 @@ import pytest
 from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
 from tests.support.containerd import mounts_mentioning
 from tests.support.images import build_busybox_image
-from tests.support.vm import qemu_of, sockets_under, vm_images, vm_unavailable
+from tests.support.vm import needs_vm, qemu_of, sockets_under, vm_images
 
-_WHY_NOT = vm_unavailable()
 pytestmark = [
     pytest.mark.integration,
     NEEDS_ROOT_RUNC_UMOCI,
-    pytest.mark.skipif(_WHY_NOT is not None, reason=f"this host cannot run a VM: {_WHY_NOT}"),
+    needs_vm(),
 ]
 
 RUN = uuid.uuid4().hex[:6]

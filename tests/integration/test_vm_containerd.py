@@ -38,19 +38,18 @@ from tests.support.registry import registry_available, run_registry
 from tests.support.vm import (
     ARCA,
     RUNTIME,
+    needs_vm,
     open_rootfs_image,
     qemu_of,
     sockets_under,
     vm_images,
-    vm_unavailable,
 )
 
-_WHY_NOT = vm_unavailable()
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not (containerd_available() and registry_available()),
                        reason="needs root, containerd, ctr and docker-registry"),
-    pytest.mark.skipif(_WHY_NOT is not None, reason=f"this host cannot run a VM: {_WHY_NOT}"),
+    needs_vm(),
 ]
 
 VM = ("--annotation", "io.arca.tee=vm")

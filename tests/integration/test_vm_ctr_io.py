@@ -37,14 +37,13 @@ from tests.support.containerd import (
 from tests.support.images import build_busybox_image, push
 from tests.support.registry import registry_available, run_registry
 from tests.support.user_terminal import set_size
-from tests.support.vm import RUNTIME, qemu_of, vm_unavailable
+from tests.support.vm import RUNTIME, needs_vm, qemu_of
 
-_WHY_NOT = vm_unavailable()
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not (containerd_available() and registry_available()),
                        reason="needs root, containerd, ctr and docker-registry"),
-    pytest.mark.skipif(_WHY_NOT is not None, reason=f"this host cannot run a VM: {_WHY_NOT}"),
+    needs_vm(),
 ]
 
 VM = ("--annotation", "io.arca.tee=vm")

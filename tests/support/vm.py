@@ -14,6 +14,8 @@ import pathlib
 import stat
 import sys
 
+import pytest
+
 QEMU_NAME = "qemu-system-x86_64"
 RUNTIME = str(pathlib.Path(sys.executable).parent / "arca-runtime")
 ARCA = str(pathlib.Path(sys.executable).parent / "arca")
@@ -110,3 +112,9 @@ def td_dirs(arca_run: pathlib.Path) -> list[str]:
         if d.is_dir():
             out += [str(p) for p in d.iterdir()]
     return out
+
+
+def needs_vm() -> pytest.MarkDecorator:
+    """The skip mark of every vm test module: this host cannot boot a VM (the reason said)."""
+    why = vm_unavailable()
+    return pytest.mark.skipif(why is not None, reason=f"this host cannot run a VM: {why}")
