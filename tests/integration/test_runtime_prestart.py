@@ -208,3 +208,30 @@ def test_kill_9_during_the_prestart_then_delete_force_leaves_nothing(
     monkeypatch.setenv("SLOW_START", "0.2")
     kill_create_then_force_delete(
         rt, f"ps-k9-{rt.path[0]}-{int(delay * 1000)}-{RUN}", delay)  # type: ignore[attr-defined]
+
+
+def test_kill_9_while_runc_makes_the_container_then_delete_force_leaves_nothing(
+        rt: Runtime) -> None:
+    """The kill lands while create's runc child (step 6, ``run --detach``) is half-way
+    through making the container (held in a ``createRuntime`` hook, which runs in the
+    runtime's namespaces and is allowed for TDs): the orphan goes on after its parent died,
+    so ``delete --force`` must wait for it and then remove what it made. A race of this kind
+    once left a process behind in CI."""
+    cid = f"ps-orphan-{rt.path}-{RUN}"  # type: ignore[attr-defined]
+    b = rt.bundle(cid, ["sleep", "30"])
+    marker = rt.tmp / f"{cid}.hook"
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"touch {marker}; sleep 1.5"]}]}
+    (b / "config.json").write_text(json.dumps(cfg))
+    proc = subprocess.Popen(rt.argv("create", "--bundle", str(b), cid),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "runc never got going"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)

@@ -472,8 +472,10 @@ INFLIGHT_CREATE_TIMEOUT_S = 10.0
 
 
 def inflight_creates(cid: str) -> list[int]:
-    """Pids of live ``... create ... <cid>`` processes: an orphaned ``runc create`` or a
-    concurrent ``arca-runtime create`` of the same container (the id is the last argument)."""
+    """Pids of live ``... create ... <cid>`` or ``... run --detach ... <cid>`` processes: an
+    orphaned runc child of a killed create (step 6 is ``run --detach``, possibly behind a
+    wrapper still starting it) or a concurrent ``arca-runtime create`` of the same container
+    (the id is the last argument)."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -483,10 +485,14 @@ def inflight_creates(cid: str) -> list[int]:
                 args = f.read().split(b"\0")[:-1]
         except OSError:
             continue
-        if len(args) > 2 and args[-1] == cid.encode() and b"create" in args \
-                and int(entry.name) != os.getpid():
+        if len(args) > 2 and args[-1] == cid.encode() and int(entry.name) != os.getpid() \
+                and _is_create(args[:-1]):
             pids.append(int(entry.name))
     return pids
+
+
+def _is_create(args: list[bytes]) -> bool:
+    return b"create" in args or (b"run" in args and (b"--detach" in args or b"-d" in args))
 
 
 def wait_for_inflight_create(cid: str, timeout: float = INFLIGHT_CREATE_TIMEOUT_S) -> None:
