@@ -76,6 +76,25 @@ def test_event_digests_are_guest_components_known_answers() -> None:
     assert len(el_header()) == 69  # EL_HEADER: [u8; 69]
 
 
+def test_digests_of_a_real_aa_on_a_real_platform() -> None:
+    """Trustee ``deps/eventlog/test_data/CCEL_AAEL_alibabacloud_out.json``: the two AAEL events
+    an AA logged in an Alibaba Cloud TD (CC MR index 4, ``digest_matches_event`` true), their
+    text and SHA-384 digests; the tagged form here reproduces both, and the claim reads the
+    second one's content as JSON, as Trustee's does."""
+    known = {
+        "coco.com some-operation some-content":
+            "2330183d89750c6a374ac9827d33a33636e7876733544584c8ccc88df0df87eada37e5d71d0773502234"
+            "c2b5fbc7448e",
+        'coco.com some-operation {"key": "value", "nested-key": {"sub-key": "value"}}':
+            "82b3e7dd09cbe55777a6eeed67614e9e5a25508ec1cd03ecbfbe10c913fa76ed451fbc275babc6a01a8e"
+            "5c08e853419b"}
+    for text, digest in known.items():
+        assert hashlib.sha384(tagged(text)).hexdigest() == digest
+    log = aa_only_log(list(known))
+    got = ccel.verify(log, claims_of([bytes(48)] * 3 + [rtmr3_of(list(known))]))
+    assert got["aael"][1]["content"] == {"key": "value", "nested-key": {"sub-key": "value"}}
+
+
 def test_an_aa_log_without_a_ccel_replays_to_rtmr3_and_becomes_claims() -> None:
     rtmrs = [bytes(48)] * 3 + [rtmr3_of(ENTRIES)]
     got = ccel.verify(aa_only_log(), claims_of(rtmrs))
