@@ -100,11 +100,12 @@ def _digest_sizes(spec_id: bytes) -> dict[int, int]:
     """Algorithm -> digest size from the TCG_EfiSpecIDEvent (PFP table 20)."""
     r = _Reader(spec_id)
     signature = r.take(16, "the Spec ID event signature")
-    if signature not in (SPEC_ID_SIGNATURE, ZERO_SPEC_ID_HEADER[:16]) or (
-            # platformClass, version, errata, uintnSize: zero after a zero signature
-            r.take(8, "the Spec ID event header") != ZERO_SPEC_ID_HEADER[16:]
-            and signature != SPEC_ID_SIGNATURE):
+    if signature not in (SPEC_ID_SIGNATURE, ZERO_SPEC_ID_HEADER[:16]):
         raise _bad("the first event is not a crypto-agile Spec ID event (Spec ID Event03)")
+    header = r.take(8, "the Spec ID event header")  # platformClass, version, errata, uintnSize
+    if signature != SPEC_ID_SIGNATURE and header != ZERO_SPEC_ID_HEADER[16:]:
+        raise _bad("the first event is not a crypto-agile Spec ID event (a zero signature "
+                   "with a non-zero header)")
     count = r.u32("the algorithm count")
     if not 0 < count <= MAX_ALGORITHMS:
         raise _bad(f"the Spec ID event lists {count} algorithms")
@@ -192,8 +193,11 @@ def claims(events: list[Event], legacy: list[aael.AaEvent] | None = None) -> dic
     kernel = next((e for e in events if e.data.startswith(KERNEL_PREFIXES)), None)
     if kernel is not None:
         out["kernel"] = kernel.sha384.hex()
-    runtime = [a for n, e in enumerate(events, start=1) if e.type == aael.EV_EVENT_TAG
-               and (a := aael.from_tagged(n, e.index - RTMR_BASE_INDEX, e.data, e.sha384))]
+    runtime: list[aael.AaEvent] = []
+    for n, e in enumerate(events, start=1):
+        if e.type == aael.EV_EVENT_TAG:  # firmware tags events too: from_tagged skips those
+            entry = aael.from_tagged(n, e.index - RTMR_BASE_INDEX, e.data, e.sha384)
+            runtime += [entry] if entry is not None else []
     runtime += legacy or []
     if runtime:
         out["aael"] = aael.claims(runtime)
