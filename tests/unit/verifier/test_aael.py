@@ -186,11 +186,18 @@ def test_a_malformed_aa_entry_is_refused(event_bytes: bytes, why: str) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_aa_entries_beyond_what_a_token_carries_are_refused() -> None:
-    entries = [f"d op {'x' * 1000} {i}" for i in range(40)]
+@pytest.mark.parametrize("entries", [
+    [f"d op {'x' * 1000} {i}" for i in range(40)],
+    ["d op " + '"' * 17000],  # 17 KB of text, 34 KB once the token escapes it
+    ["d op " + "é" * 6000],  # 12 KB of UTF-8, 36 KB as \u escapes
+])
+def test_aa_entries_beyond_what_a_token_carries_are_refused(entries: list[str]) -> None:
     log = aa_only_log(entries)
     with pytest.raises(MalformedEvidence, match="more than the 32768"):
         ccel.verify(log, claims_of([bytes(48)] * 3 + [rtmr3_of(entries)]))
+    fewer = entries[:20] if len(entries) > 1 else [entries[0][:4000]]  # under the limit
+    assert len(ccel.verify(aa_only_log(fewer), claims_of([bytes(48)] * 3 + [rtmr3_of(fewer)])
+                           )["aael"]) == len(fewer)
 
 
 def test_every_truncation_of_an_aa_log_is_refused() -> None:

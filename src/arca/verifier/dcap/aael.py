@@ -41,9 +41,10 @@ from arca.errors import MalformedEvidence
 EV_EVENT_TAG = 0x6
 #: ``TCG_PCClientTaggedEvent.taggedEventID`` of an AAEL entry: ASCII "AAEL".
 AAEL_TAG = 0x4141454C
-#: The claims travel in the attestation token; entries beyond this many bytes of text are
-#: refused rather than cut (a cut list would let a policy miss an event).
-MAX_TEXT_BYTES = 32 * 1024
+#: The claims travel in the attestation token (sent back in a request head of at most 64 KiB,
+#: base64url: 4/3); entries beyond this many bytes of claim JSON are refused rather than cut (a
+#: cut list would let a policy miss an event).
+MAX_CLAIM_BYTES = 32 * 1024
 INIT_PREFIX = "INIT sha384/"
 
 
@@ -125,9 +126,11 @@ def replay_text(log: str, start: bytes) -> tuple[bytes, list[AaEvent]]:
 
 
 def claims(events: list[AaEvent]) -> list[dict[str, Any]]:
-    """The entries as claims, refused beyond :data:`MAX_TEXT_BYTES` of text."""
-    size = sum(len(f"{e.domain} {e.operation} {e.content}".encode()) for e in events)
-    if size > MAX_TEXT_BYTES:
-        raise _bad("cc_eventlog", f"{len(events)} entries of {size} bytes, more than the "
-                                  f"{MAX_TEXT_BYTES} an attestation token carries")
-    return [e.claim() for e in events]
+    """The entries as claims, refused beyond :data:`MAX_CLAIM_BYTES` of JSON (as the token
+    encodes it: escapes included)."""
+    out = [e.claim() for e in events]
+    size = len(json.dumps(out))
+    if size > MAX_CLAIM_BYTES:
+        raise _bad("cc_eventlog", f"{len(events)} entries make {size} bytes of claims, more "
+                                  f"than the {MAX_CLAIM_BYTES} an attestation token carries")
+    return out
