@@ -73,7 +73,9 @@ def test_event_digests_are_guest_components_known_answers() -> None:
     assert hashlib.sha384(b"domain operation content").hexdigest() == (
         "26d944cb8d99096590252283b8c807b9508329b068703bdb7bac7eb6efe5b32fc0fadf1462662b95d2c708"
         "aa49c0bfe1")
-    assert len(el_header()) == 69  # EL_HEADER: [u8; 69]
+    # EL_HEADER: [u8; 69], byte for byte
+    assert el_header() == bytes.fromhex("00000000" "03000000" + "00" * 20 + "25000000"
+                                        + "00" * 24 + "02000000" "0c003000" "12002000" "00")
 
 
 def test_digests_of_a_real_aa_on_a_real_platform() -> None:
