@@ -2,7 +2,9 @@
 
 Exit status: 0 valid and accepted, 1 invalid or rejected (the failed check is printed),
 2 usage error or unreadable input. Argument handling only; the work is
-:func:`arca.verifier.registry.verify_evidence`.
+:func:`arca.verifier.registry.verify_evidence` and, for TDX evidence in Trustee's form with
+event logs, the KBS's own replay (:func:`arca.kbs.evidence_formats.event_log_claims`): a log
+that does not replay to the verified quote's RTMRs rejects the evidence (exit 1).
 """
 
 from __future__ import annotations
@@ -80,28 +82,59 @@ def _unpack(doc: dict[str, Any], tee: str) -> tuple[bytes, str, bytes | None]:
     return raw, doc["tee"], said
 
 
-def _coco_evidence(data: bytes, tee: str) -> tuple[bytes, str]:
+def _coco_evidence(data: bytes, tee: str) -> tuple[bytes, str, dict[str, Any] | None]:
     """CoCo attesters' JSON evidence (``{"attestation_report", "cert_chain"}`` for SNP,
-    ``{"quote", "cc_eventlog"?}`` for TDX/SGX) as the raw bytes the verifiers take."""
+    ``{"quote", "cc_eventlog"?, "aa_eventlog"?}`` for TDX/SGX) as the raw bytes the verifiers
+    take, and the TDX document whose event logs are replayed once the quote verified."""
     if not data.lstrip().startswith(b"{"):
-        return data, tee
+        return data, tee, None
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):
-        return data, tee
+        return data, tee, None
     if not isinstance(doc, dict):
-        return data, tee
+        return data, tee, None
     from arca.kbs import evidence_formats as formats
 
     try:
         if "attestation_report" in doc and tee in ("auto", "snp"):
-            return formats.snp_evidence_bytes(doc), "snp"
-        if "quote" in doc and set(doc) <= {"quote", "cc_eventlog"} and tee != "sim":
-            return formats.quote_bytes("tdx" if tee == "auto" else tee, doc,
-                                       4 * MAX_EVIDENCE_BYTES // 3 + 4), tee
+            return formats.snp_evidence_bytes(doc), "snp", None
+        if "quote" in doc and set(doc) <= {"quote", *formats.TDX_LOGS} and tee != "sim":
+            kind = "tdx" if tee == "auto" else tee
+            return formats.quote_bytes(kind, doc, 4 * MAX_EVIDENCE_BYTES // 3 + 4), tee, \
+                doc if kind == "tdx" else None
     except EvidenceError as e:
         raise ConfigError(f"CoCo evidence document: {e}") from None
-    return data, tee
+    return data, tee, None
+
+
+def _replay_event_logs(doc: dict[str, Any], result: dict[str, Any]) -> None:
+    """Replay ``doc``'s event logs to the verified quote's RTMRs, as the KBS does (one code
+    path), into ``result["event_log"]``; a log that does not replay rejects the evidence."""
+    from arca.kbs import evidence_formats as formats
+
+    try:
+        replayed = formats.event_log_claims("tdx", doc, result["claims"])
+    except EvidenceError as e:
+        result["event_log"] = {"replayed": False, "error": e.describe()}
+        result["error"] = result["error"] or f"event log: {e.describe()}"
+        return
+    result["event_log"] = None if replayed is None else {"replayed": True, **replayed}
+
+
+def _event_log_lines(log: dict[str, Any] | None) -> list[str]:
+    if log is None:
+        return ["event log: none sent (the RTMRs are not explained by events)"]
+    if not log["replayed"]:
+        return [f"event log: does not replay ({log['error']})"]
+    lines = [f"event log: replays to the quote's RTMRs ({log['events']} events)"]
+    if "kernel" in log:
+        lines.append(f"  kernel: {log['kernel']}")
+    for e in log.get("aael", ()):
+        content = e["content"] if isinstance(e["content"], str) else json.dumps(e["content"])
+        lines.append(f"  runtime event (RTMR{e['rtmr']}): {e['domain']} {e['operation']} "
+                     f"{content}")
+    return lines
 
 
 def _human(value: Any) -> str:
@@ -124,6 +157,8 @@ def _emit(as_json: bool, result: dict[str, Any]) -> None:
             print(f"rejected: {result['error']}")
         for key, value in sorted(result["claims"].items()):
             print(f"  {key}: {_human(value)}")
+        if "event_log" in result:
+            print("\n".join(_event_log_lines(result["event_log"])))
         for note in result.get("notes", ()):
             print(f"note: {note}")
     else:
@@ -165,7 +200,7 @@ def register(app: typer.Typer) -> None:
         except OSError as e:
             raise ConfigError(f"cannot read evidence {evidence}: {e}") from None
         notes: list[str] = []
-        data, tee = _coco_evidence(data, tee)
+        data, tee, coco_tdx = _coco_evidence(data, tee)
         doc = evidence_document(data)
         if doc is not None:
             data, tee, said = _unpack(doc, tee)
@@ -209,6 +244,8 @@ def register(app: typer.Typer) -> None:
         else:
             claims_dict = claims.to_dict()
             result.update(valid=True, claims=claims_dict, tcb_status=claims.tcb_status)
+        if coco_tdx is not None and result["valid"] and result["tee"] == "tdx":
+            _replay_event_logs(coco_tdx, result)
         if notes and not as_json:
             result["notes"] = notes
         _emit(as_json, result)

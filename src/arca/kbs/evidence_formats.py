@@ -15,7 +15,9 @@ What it does:
   SHA-384, what guest-components' ``attester/src/sample/mod.rs`` puts in), and also the digest
   zero-padded to 64 (what Arca's own ``sample`` evidence carried). Never a truncation.
 * **Structured evidence.** ``primary_evidence`` for ``tdx`` is ``{"cc_eventlog", "quote"}``
-  (Trustee ``deps/verifier/src/tdx/mod.rs`` ``TdxEvidence``), for ``sgx`` ``{"quote"}``, for
+  (Trustee ``deps/verifier/src/tdx/mod.rs`` ``TdxEvidence``), plus ``aa_eventlog``, the
+  attestation agent's text log as Trustee took it from mid-2024 to mid-2025 (the AA's events
+  now travel in ``cc_eventlog``), for ``sgx`` ``{"quote"}``, for
   ``snp`` ``{"attestation_report", "cert_chain"}`` with the report in the JSON form of the
   ``sev`` crate (6.x ``AttestationReport`` serde: byte arrays as lists of integers, TCB versions
   as objects) and the certificates as ``CertTableEntry`` objects. These become the raw bytes
@@ -23,8 +25,8 @@ What it does:
   rebuilt byte for byte (reserved fields zero, as the ``sev`` crate writes them), so its
   signature verifies only if the rebuilt bytes are those the firmware signed.
 
-What it does not do: verify anything. The TDX event log (``cc_eventlog``) is decoded here and
-replayed against the *verified* quote's RTMRs by :mod:`arca.verifier.dcap.ccel`
+What it does not do: verify anything. The TDX event logs (``cc_eventlog``, ``aa_eventlog``)
+are decoded here and replayed against the *verified* quote's RTMRs by :mod:`arca.verifier.dcap.ccel`
 (:func:`event_log_claims`, after the quote's verification). Unknown fields are refused (the
 guest is the other zone).
 """
@@ -52,6 +54,8 @@ REPORT_DATA_SIZE = 64
 EXACT_REPORT_DATA = frozenset(n for n, t in tees.TEES.items() if t.unpadded_report_data)
 #: A TDX event log beyond this is refused before decoding (CCELs are tens of KiB).
 MAX_EVENTLOG_B64 = 512 * 1024
+#: The optional event-log fields of Trustee's ``TdxEvidence``, current and legacy.
+TDX_LOGS = frozenset({"cc_eventlog", "aa_eventlog"})
 
 
 def _runtime_digests(runtime_data: dict[str, Any], additional: str) -> list[bytes]:
@@ -101,12 +105,14 @@ def _b64(tee: str, value: Any, name: str, limit: int) -> bytes:
 
 
 def quote_bytes(tee: str, primary: Any, limit: int) -> bytes:
-    """``tdx``: ``{"quote", "cc_eventlog"?}``; ``sgx``: ``{"quote"}``; the raw quote."""
-    obj = _fields(tee, primary, {"quote"}, {"cc_eventlog"} if tee == "tdx" else set())
+    """``tdx``: ``{"quote", "cc_eventlog"?, "aa_eventlog"?}``; ``sgx``: ``{"quote"}``; the raw
+    quote."""
+    obj = _fields(tee, primary, {"quote"}, set(TDX_LOGS) if tee == "tdx" else set())
     quote = _b64(tee, obj["quote"], "quote", limit)
     if not quote:
         raise _bad(tee, "quote is empty")
     event_log(tee, obj)  # a malformed log is refused before any verification
+    aa_event_log(tee, obj)
     return quote
 
 
@@ -118,12 +124,25 @@ def event_log(tee: str, primary: Any) -> bytes | None:
     return _b64(tee, primary["cc_eventlog"], "cc_eventlog", MAX_EVENTLOG_B64)
 
 
+def aa_event_log(tee: str, primary: Any) -> str | None:
+    """The legacy ``aa_eventlog`` text of structured ``tdx`` evidence; ``None`` without one."""
+    if tee != "tdx" or not isinstance(primary, dict) or not primary.get("aa_eventlog"):
+        return None
+    text = primary["aa_eventlog"]
+    if not isinstance(text, str) or len(text) > MAX_EVENTLOG_B64:
+        raise _bad(tee, f"aa_eventlog must be a string of at most {MAX_EVENTLOG_B64} "
+                        "characters")
+    return text
+
+
 def event_log_claims(tee: str, primary: Any, verified: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``ccel`` claims of ``primary``'s TDX event log once replayed to the RTMRs of the
+    """The ``ccel`` claims of ``primary``'s TDX event logs once replayed to the RTMRs of the
     verified claims ``verified`` (:func:`arca.verifier.dcap.ccel.verify`: refused with
-    :class:`MalformedEvidence` or :class:`BindingMismatch` otherwise); ``None`` without a log."""
-    log = event_log(tee, primary)
-    return None if log is None else ccel.verify(log, verified)
+    :class:`MalformedEvidence` or :class:`BindingMismatch` otherwise); ``None`` without one."""
+    log, aa_log = event_log(tee, primary), aa_event_log(tee, primary)
+    if log is None and aa_log is None:
+        return None
+    return ccel.verify(log, verified, aa_log)
 
 
 #: The sev crate's AttestationReport fields, in serde order (one table with the guest's

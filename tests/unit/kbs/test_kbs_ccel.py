@@ -44,12 +44,15 @@ def kbs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     svc.close()
 
 
-def attest(client: TestClient, log: bytes | None) -> tuple[int, dict]:
+def attest(client: TestClient, log: bytes | None, aa_log: str | None = None
+           ) -> tuple[int, dict]:
     _, quote = vector(CASE)
     nonce = client.post("/kbs/v0/auth", json=proto.Request("tdx").to_json()).json()["nonce"]
     primary = {"quote": base64.b64encode(quote).decode()}
     if log is not None:
         primary["cc_eventlog"] = base64.b64encode(log).decode()
+    if aa_log is not None:
+        primary["aa_eventlog"] = aa_log
     r = client.post("/kbs/v0/attest", json={
         "runtime-data": {"nonce": nonce, "tee-pubkey": jwe.public_jwk(jwe.generate_key())},
         "tee-evidence": {"primary_evidence": primary, "additional_evidence": ""}})
@@ -76,8 +79,8 @@ def test_without_a_log_the_quote_alone_decides(kbs) -> None:  # type: ignore[no-
     assert status == 200 and "ccel" not in claims
 
 
-def _refusal(kbs, log: bytes) -> str:  # type: ignore[no-untyped-def]
-    status, problem = attest(kbs, log)
+def _refusal(kbs, log: bytes | None, aa_log: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    status, problem = attest(kbs, log, aa_log)
     assert status == 401, problem
     detail = str(problem["detail"])
     assert "\n" not in detail and "Traceback" not in detail
@@ -109,3 +112,18 @@ def test_truncated_logs_are_refused_with_one_line(kbs, cut: int) -> None:  # typ
 
 def test_garbage_is_refused_with_one_line(kbs) -> None:  # type: ignore[no-untyped-def]
     assert "tdx event log" in _refusal(kbs, b"\x17" * 300)
+
+
+def test_runtime_events_the_quotes_rtmr3_does_not_hold_are_refused(kbs) -> None:  # type: ignore[no-untyped-def]
+    """The AA's events as guest-components' ``read_eventlog`` appends them to the CCEL
+    (``attester/src/utils.rs``), and the legacy ``aa_eventlog`` text (Trustee's TdxEvidence
+    before 09080e2f): this TD's quote has RTMR3 zero, so any runtime event is refused."""
+    from tests.unit.verifier.test_aael import ENTRIES, INIT, aa_event
+
+    log = real_log()
+    end = log.index(b"\xff" * 8, 0x4000)
+    appended = log[:end] + b"".join(aa_event(t) for t in ENTRIES) + b"\xff" * 8
+    assert "RTMR3" in _refusal(kbs, appended)
+    assert "RTMR3" in _refusal(kbs, log, INIT + "\nimage-rs PullImage alpine\n")
+    assert "RTMR3" in _refusal(kbs, None, INIT + "\n")
+    assert "AA event log: the first line" in _refusal(kbs, log, "not a log")

@@ -194,9 +194,14 @@ def test_tdx_evidence_with_event_log_field():
     log = base64.b64encode(b"ccel").decode()
     assert evidence_bytes("tdx", {"cc_eventlog": log, "quote": quote}) == b"quote-bytes"
     assert evidence_bytes("tdx", {"cc_eventlog": None, "quote": quote}) == b"quote-bytes"
+    # Trustee's TdxEvidence of mid-2024 to mid-2025 carried the AA's text log beside the CCEL
+    assert evidence_bytes("tdx", {"cc_eventlog": log, "quote": quote,
+                                  "aa_eventlog": "INIT sha384/00\n"}) == b"quote-bytes"
     assert evidence_bytes("sgx", {"quote": quote}) == b"quote-bytes"
     for tee, bad in (("tdx", {"cc_eventlog": "!", "quote": quote}),
-                     ("tdx", {"quote": quote, "aa_eventlog": log}),
+                     ("tdx", {"quote": quote, "aa_eventlog": 7}),  # legacy: a text log
+                     ("tdx", {"quote": quote, "aa_eventlog": "x" * 600_000}),
+                     ("tdx", {"quote": quote, "eventlog": log}),
                      ("sgx", {"cc_eventlog": log, "quote": quote}),
                      ("tdx", {"cc_eventlog": log, "quote": ""}),
                      ("snp", {"quote": quote, "cert_chain": None})):

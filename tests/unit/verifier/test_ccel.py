@@ -78,6 +78,37 @@ def test_the_real_log_with_a_duplicated_separator_is_refused() -> None:
     assert info.value.fields["field"] == "rtmr0"
 
 
+#: go-eventlog ``ccel/cceventlog_test.go`` ``COS113TDXPadded``/``COS113TDXUnpadded``: the RTMRs
+#: the log with the duplicated separator replays to (RTMR2 is the real log's).
+DUPE_RTMRS = [bytes.fromhex(h) for h in (
+    "a4de2df23e9611299123ba4359c42a5e578b0f8488bf1bba8ef5606d9ea5d81c97c064b482a5eac537d166bd0f0f752d",
+    "0ee9366c928a77092f55e9e114c7394181fd264699155f0df77d23577618d5f650568a17d379355a07bd846e552f4e20",
+)] + COS_RTMRS[2:]
+
+
+@pytest.mark.parametrize("name", ["cos-113-intel-tdx-dupe-separator.bin",
+                                  "cos-113-intel-tdx-dupe-separator-unpadded.bin"])
+def test_real_logs_padded_or_not_replay_to_go_eventlogs_values(name: str) -> None:
+    """The CCEL area as the firmware reserved it (padded with 0xFF to 256 KiB) and the same log
+    cut at its last event replay alike, to the values go-eventlog's tests state."""
+    events = ccel.parse(fixture(CCEL_DIR / name).read_bytes())
+    assert len(events) == 43 and ccel.replay(events) == DUPE_RTMRS
+    # real firmware logs carry vendor event types (0x800000e0: not in PFP 1.06's table)
+    assert {e.type for e in events} >= {0x800000E0, 0xD, EV_SEPARATOR}
+
+
+def test_no_action_events_without_digests_are_accepted_and_never_extended() -> None:
+    """PFP 10.4.5: EV_NO_ACTION events (StartupLocality, a repeated Spec ID) are informational;
+    a firmware may log them at MR index 0 and with no SHA-384 digest."""
+    log, rtmrs = log_and_rtmrs()
+    locality = struct.pack("<IIIH", 0, EV_NO_ACTION, 1, SHA256) + bytes(32) + struct.pack(
+        "<I", 17) + b"StartupLocality\0\3"
+    no_digest = struct.pack("<III", 1, EV_NO_ACTION, 0) + struct.pack("<I", 4) + b"info"
+    assert ccel.verify(log + locality + no_digest, claims_of(rtmrs))["events"] == 7
+    with pytest.raises(MalformedEvidence, match="no SHA-384"):  # an extending event needs one
+        ccel.verify(log + struct.pack("<IIII", 1, EV_SEPARATOR, 0, 0), claims_of(rtmrs))
+
+
 def test_a_constructed_log_replays_and_names_the_kernel() -> None:
     log, rtmrs = log_and_rtmrs()
     assert ccel.verify(log, claims_of(rtmrs)) == {

@@ -117,3 +117,70 @@ def test_coco_attester_json_evidence(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["verify", str(snp)])
     assert info.value.code == 2 and "CoCo evidence document" in capsys.readouterr().err
+
+
+EVENTLOG_CASE = VECTORS / "tdx-gotdxguest-1"  # the quote of the TD of go-eventlog's cos-113 log
+
+
+@pytest.mark.skipif(not (EVENTLOG_CASE / "quote.bin").exists(), reason="shared vectors absent")
+def test_tdx_event_logs_are_replayed_as_the_kbs_does(tmp_path, capsys):
+    """Trustee's TdxEvidence (``deps/verifier/src/tdx/mod.rs``) with the TD's real CCEL: the
+    same replay as the KBS (``evidence_formats.event_log_claims``), in text and JSON; a log
+    that does not replay (another TD's, runtime events RTMR3 does not hold) exits 1."""
+    import base64
+
+    from tests.support.tee_fixtures import GO_EVENTLOG, fixture
+    from tests.unit.verifier.test_aael import ENTRIES, INIT, aa_event
+    from tests.unit.verifier.test_ccel import COS_SHA256
+
+    ccel_dir = GO_EVENTLOG / "testdata/eventlogs/ccel"
+    log = fixture(ccel_dir / "cos-113-intel-tdx.bin", COS_SHA256).read_bytes()
+    at = json.loads((EVENTLOG_CASE / "expected.json").read_text())["verify_at"]
+    quote = base64.b64encode((EVENTLOG_CASE / "quote.bin").read_bytes()).decode()
+    doc = tmp_path / "evidence.json"
+
+    def verify(cc: bytes | None, *extra: str, aa: str | None = None) -> tuple[int, str]:
+        body: dict[str, object] = {"quote": quote, "cc_eventlog": None if cc is None else
+                                   base64.b64encode(cc).decode()}
+        if aa is not None:
+            body["aa_eventlog"] = aa
+        doc.write_text(json.dumps(body))
+        return run(capsys, str(doc), "--collateral", str(EVENTLOG_CASE), "--at", at, *extra)
+
+    code, out = verify(log)
+    assert code == 0, out
+    assert "event log: replays to the quote's RTMRs (43 events)" in out
+    assert not PYTHON_WORDS.search(out), out
+    code, out = verify(log, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["event_log"] == {"replayed": True, "events": 43}
+    code, out = verify(None)
+    assert code == 0 and "event log: none sent" in out
+
+    other = fixture(ccel_dir / "cos-113-intel-tdx-dupe-separator.bin").read_bytes()
+    code, out = verify(other)
+    assert code == 1 and out.startswith("valid: tdx evidence"), out
+    assert "rejected: event log: binding: tdx event log does not replay to the quote's " \
+        "RTMR0" in out
+    end = log.index(b"\xff" * 8, 0x4000)
+    code, out = verify(log[:end] + aa_event(ENTRIES[0]) + b"\xff" * 8, "--json")
+    result = json.loads(out)
+    assert code == 1 and result["event_log"]["replayed"] is False
+    assert "RTMR3" in result["error"] and result["valid"] is True  # authentic, rejected
+    code, out = verify(log, aa=INIT + "\n")
+    assert code == 1 and "RTMR3" in out
+    code, out = verify(log[:5000])
+    assert code == 1 and "tdx event log: truncated" in out
+
+
+def test_runtime_events_are_printed_for_people():
+    from arca.cli.verify_cmd import _event_log_lines
+    from arca.verifier.dcap import ccel
+    from tests.unit.verifier.test_aael import ENTRIES, aa_only_log, rtmr3_of
+    from tests.unit.verifier.test_ccel import claims_of
+
+    got = ccel.verify(aa_only_log(), claims_of([bytes(48)] * 3 + [rtmr3_of(ENTRIES)]))
+    lines = _event_log_lines({"replayed": True, **got})
+    assert lines[0] == "event log: replays to the quote's RTMRs (3 events)"
+    assert lines[2] == ('  runtime event (RTMR3): kata-agent CreateContainer '
+                        '{"id": "c1", "image": "alpine"}')
