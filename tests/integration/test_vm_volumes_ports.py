@@ -135,10 +135,13 @@ def test_published_port_and_volumes_reach_the_guest(world) -> None:  # type: ign
         assert (rw / "app.txt").read_text() == "conf-from-the-host\n"
         assert (rw / "file-ro.txt").read_text() == "file-ro-enforced\n"
         assert (etc / "app.conf").read_text() == "conf-from-the-host\n"
-        served = [sorted(os.listdir(f"/proc/{line.split(':')[0]}/root"))
-                  for line in processes_mentioning("virtiofsd")
-                  if env["ARCA_RUN"] in pathlib.Path(
-                      f"/proc/{line.split(':')[0]}/mountinfo").read_text()]
+        vmm = [line.split(":")[0] for line in processes_mentioning("/arca-vmm/vmm.py")
+               if env["ARCA_RUN"] in pathlib.Path(
+                   f"/proc/{line.split(':')[0]}/mountinfo").read_text()]
+        served = [sorted(os.listdir(f"/proc/{pid}/root"))  # chrooted: its root is its share
+                  for pid in (line.split(":")[0] for line in processes_mentioning("virtiofsd"))
+                  if pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+                  in vmm]
         assert ["file"] in served and len(served) == 3, served
         assert not any("sibling.key" in names for names in served), served
         # live: a file the host writes now is served by the guest at once
@@ -153,7 +156,9 @@ def test_published_port_and_volumes_reach_the_guest(world) -> None:  # type: ign
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/guest.txt", timeout=2)
     assert leftovers(env) == []
-    assert sorted(os.listdir(rw)) == ["copied.txt", "guest.txt", "late.txt", "ro.txt"]
+    assert sorted(os.listdir(rw)) == ["app.txt", "copied.txt", "file-ro.txt", "guest.txt",
+                                      "late.txt", "ro.txt"]
+    assert sorted(os.listdir(etc)) == ["app.conf", "sibling.key"]
 
 
 def test_volume_not_allowed_or_over_the_image_is_refused_at_create(world) -> None:  # type: ignore[no-untyped-def]
