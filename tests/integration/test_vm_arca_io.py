@@ -1,7 +1,9 @@
 """Issue 11, process semantics of the ``vm`` backend through ``arca run --tee vm``: stdin (``-i``,
 binary, end of file), ``-t`` with the window size followed after start (SIGWINCH), ``arca exec``
 run *inside the guest* and only as the TD's measured policy allows (the guest re-checks: an
-exec forced past the host's check is refused in the TD), and ``arca pause``/``unpause`` (a
+exec forced past the host's check is refused in the TD), also with the command on
+``arca-runtime exec``'s line, ``arca top`` listing the guest's processes only under a policy
+with ``allow_exec`` (ADR 0057), and ``arca pause``/``unpause`` (a
 paused VM makes no progress, and goes on after).
 
 Three VMs for the module (seconds each under TCG): one reading stdin under a policy without
@@ -23,7 +25,7 @@ import pytest
 from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
 from tests.support.containerd import mounts_mentioning
 from tests.support.images import build_busybox_image
-from tests.support.vm import needs_vm, qemu_of, sockets_under, vm_images
+from tests.support.vm import RUNTIME, needs_vm, qemu_of, sockets_under, vm_images
 
 pytestmark = [
     pytest.mark.integration,
@@ -147,6 +149,13 @@ def test_stdin_is_binary_safe_with_eof_and_a_forbidden_exec_is_refused_in_the_gu
         assert "PWNED" not in res.stdout
         line = res.stderr.strip().splitlines()[-1]
         assert "exec refused in the TD" in line and "allow_exec" in line, res.stderr
+        # arca top asks the guest directly (no host check on the way): the guest's process
+        # list is metadata this TD's measured policy does not give the host (ADR 0057)
+        res = world.arca("top", name)
+        assert res.returncode == 125, res.stdout
+        assert "process listing refused in the TD" in res.stderr, res.stderr
+        assert "allow_exec" in res.stderr and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "cat" not in res.stdout
         out, err = proc.communicate(DATA, timeout=BOOT)
     finally:
         if proc.poll() is None:
@@ -206,6 +215,24 @@ def test_exec_runs_in_the_guest_and_pause_stops_the_vm(world: World) -> None:
         kernel, *rest = res.stdout.split()
         assert kernel != os.uname().release and rest == ["in-td", "not-vmm"], res.stdout
         assert res.stderr.strip() == "err"
+        # arca top: the guest's processes as the guest sees them (ADR 0057), not the VMM's
+        res = world.arca("top", name)
+        assert res.returncode == 0, res.stderr
+        head, *rows = res.stdout.splitlines()
+        assert head.split() == ["PID", "PPID", "UID", "USER", "TIME", "COMMAND"], res.stdout
+        procs = [r.split(None, 5) for r in rows]
+        (workload,) = [p for p in procs if p[5].startswith("sh -c i=0; while")]
+        assert workload[1:4] == ["1", "0", "root"], res.stdout  # under the guest's PID 1
+        assert not any("qemu" in p[5] or "vmm.py" in p[5] for p in procs), res.stdout
+        # runc exec with the command on the line (no --process), as podman-style callers
+        # send it: the same exec in the guest, built from the container's own process
+        cli = subprocess.run([RUNTIME, "--root", os.path.join(world.env["ARCA_RUN"], "runc"),
+                              "exec", "--env", "X=on-the-line", world.cid(name), "sh", "-c",
+                              "uname -r; test -e /run/arca/evidence.json && echo in-td; "
+                              "echo $X; exit 5"],
+                             capture_output=True, text=True, env=world.env, timeout=BOOT)
+        assert cli.returncode == 5, cli.stderr
+        assert cli.stdout.split() == [kernel, "in-td", "on-the-line"], cli.stdout
         # -i: binary stdin and its end
         got = subprocess.run([ARCA, "exec", "-i", name, "sh", "-c", "cat; echo eof:$?"],
                              input=DATA, capture_output=True, env=world.env, timeout=BOOT)

@@ -3,7 +3,8 @@
 with the window size followed when ctr's terminal is resized (the shim's console resize, then
 SIGWINCH in the guest), ``ctr task exec`` run *inside the guest* and only as the TD's measured
 policy allows (the guest re-checks: an exec forced past the host's check is refused in the
-TD), and ``ctr task pause``/``resume`` (a paused VM makes no progress, and goes on after).
+TD), ``ctr task ps`` (containerd's own: the VM's host processes; ADR 0057), and ``ctr task
+pause``/``resume`` (a paused VM makes no progress, and goes on after).
 
 Two VMs for the module (seconds each under TCG): one reading stdin under no init-data (no
 exec), one on a terminal under a policy with ``allow_exec``.
@@ -223,6 +224,12 @@ def test_terminal_resize_exec_in_the_guest_and_pause(world) -> None:
         kernel, *rest = res.stdout.split()
         assert kernel != os.uname().release and rest == ["in-td", "not-vmm"], res.stdout
         assert res.stderr.strip() == "err"
+        # ctr task ps is containerd's own (the runc shim lists the container's cgroup): the
+        # VM's host side, VMM and QEMU; the guest's processes are arca top's (ADR 0057)
+        ps = world.ctr("task", "ps", cid).stdout.splitlines()[1:]
+        cmds = [pathlib.Path(f"/proc/{ln.split()[0]}/cmdline").read_bytes() for ln in ps]
+        assert any(b"/arca-vmm/vmm.py" in c for c in cmds), cmds
+        assert any(b"qemu-system" in c for c in cmds), cmds
         # exec -t: a terminal in the guest of ctr's size
         ex, ex_master = _on_terminal(world.ctr_argv(
             "task", "exec", "-t", "--exec-id", "e2", cid, "sh", "-c",

@@ -3,7 +3,8 @@ virtiofsd and pasta: a real HTTP request from the host reaches busybox ``httpd``
 host directories are shared into the guest (rw both ways, live; ``:ro`` enforced); a volume the
 measured init-data does not allow, or one over the image's content, is refused at create by the
 host and — when a hostile host skips that and edits the VM's launch — by the guest before its
-agent runs (so before any evidence or secret)."""
+agent runs (so before any evidence or secret). A file volume reaches the guest without its
+siblings, and one the host swaps for a symlink into the TD is refused by the guest (ADR 0057)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ pytestmark = [pytest.mark.integration,
 BOOT = 300
 #: In the guest: copy the ro volume's file into the rw one, try to write to the ro one, then
 #: serve the rw volume over HTTP (busybox httpd) on the published port.
-SERVE = ("cat /conf/in.txt > /data/copied.txt; "
+SERVE = ("cat /conf/in.txt > /data/copied.txt; cat /etc/app.conf > /data/app.txt; "
+         "if echo x >> /etc/app.conf; then echo file-ro-broken; else echo file-ro-enforced; fi "
+         "> /data/file-ro.txt 2>/dev/null; "
          "if echo x > /conf/new.txt; then echo ro-broken; else echo ro-enforced; fi "
          "> /data/ro.txt 2>/dev/null; echo guest-wrote > /data/guest.txt; "
          "exec busybox httpd -f -p 8080 -h /data")
@@ -107,9 +110,15 @@ def test_published_port_and_volumes_reach_the_guest(world) -> None:  # type: ign
     rw.mkdir()
     ro.mkdir()
     (ro / "in.txt").write_text("written-by-the-host\n")
+    # a file volume (ADR 0057) whose directory holds a sibling the guest must never see
+    etc = tmp / "host-etc"
+    etc.mkdir()
+    (etc / "app.conf").write_text("conf-from-the-host\n")
+    (etc / "sibling.key").write_text("host-only\n")
     port = free_port()
     res = arca(env, "run", "-d", "--name", "web", "--tee", "vm", "-p", f"127.0.0.1:{port}:8080",
-               "-v", f"{rw}:/data", "-v", f"{ro}:/conf:ro", image, "sh", "-c", SERVE,
+               "-v", f"{rw}:/data", "-v", f"{ro}:/conf:ro",
+               "-v", f"{etc / 'app.conf'}:/etc/app.conf:ro", image, "sh", "-c", SERVE,
                timeout=BOOT)
     assert res.returncode == 0, res.stderr
     try:
@@ -121,6 +130,20 @@ def test_published_port_and_volumes_reach_the_guest(world) -> None:  # type: ign
         # :ro is enforced in the guest, and nothing reached the host's directory
         assert (rw / "ro.txt").read_text() == "ro-enforced\n"
         assert sorted(os.listdir(ro)) == ["in.txt"]
+        # the file volume: read in the guest at /etc/app.conf, :ro there too; its virtiofsd
+        # (chrooted in what it serves) sees one entry, the file, and none of its siblings
+        assert (rw / "app.txt").read_text() == "conf-from-the-host\n"
+        assert (rw / "file-ro.txt").read_text() == "file-ro-enforced\n"
+        assert (etc / "app.conf").read_text() == "conf-from-the-host\n"
+        vmm = [line.split(":")[0] for line in processes_mentioning("/arca-vmm/vmm.py")
+               if env["ARCA_RUN"] in pathlib.Path(
+                   f"/proc/{line.split(':')[0]}/mountinfo").read_text()]
+        served = [sorted(os.listdir(f"/proc/{pid}/root"))  # chrooted: its root is its share
+                  for pid in (line.split(":")[0] for line in processes_mentioning("virtiofsd"))
+                  if pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+                  in vmm]
+        assert ["file"] in served and len(served) == 3, served
+        assert not any("sibling.key" in names for names in served), served
         # live: a file the host writes now is served by the guest at once
         (rw / "late.txt").write_text("host-wrote-later\n")
         assert get(f"http://127.0.0.1:{port}/late.txt", 30) == b"host-wrote-later\n"
@@ -133,7 +156,9 @@ def test_published_port_and_volumes_reach_the_guest(world) -> None:  # type: ign
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/guest.txt", timeout=2)
     assert leftovers(env) == []
-    assert sorted(os.listdir(rw)) == ["copied.txt", "guest.txt", "late.txt", "ro.txt"]
+    assert sorted(os.listdir(rw)) == ["app.txt", "copied.txt", "file-ro.txt", "guest.txt",
+                                      "late.txt", "ro.txt"]
+    assert sorted(os.listdir(etc)) == ["app.conf", "sibling.key"]
 
 
 def test_volume_not_allowed_or_over_the_image_is_refused_at_create(world) -> None:  # type: ignore[no-untyped-def]
@@ -196,4 +221,39 @@ def test_volume_the_host_redirects_is_refused_in_the_guest(world, destination: s
     # before the agent ran: no evidence was asked for, no workload output
     assert f"guest: volume arca-vol0 at {destination} refused: {why}" in res.stderr, res.stderr
     assert "workload-ran" not in res.stdout
+    assert leftovers(env) == []
+
+
+def test_file_volume_the_host_swaps_for_a_symlink_is_refused_in_the_guest(world) -> None:  # type: ignore[no-untyped-def]
+    """ADR 0057: after the runtime checked a file volume, a hostile runc serves, in its place, a
+    directory whose ``file`` is a symlink into the TD (the image's /etc/passwd; it could as well
+    be a file the workload then serves). The guest binds the share's one entry and keeps it only
+    if it is a regular file of that share: refused, named, before the agent runs."""
+    tmp, image, env = world
+    conf = tmp / "swap.conf"
+    conf.write_text("honest\n")
+    evil = tmp / "evil-share"
+    evil.mkdir(exist_ok=True)
+    if not (evil / "file").is_symlink():
+        (evil / "file").symlink_to("/newroot/etc/passwd")
+    runc = tmp / "hostile-runc-swap"
+    runc.write_text(f"""#!{sys.executable}
+import json, os, shutil, sys
+args = sys.argv[1:]
+if "--bundle" in args:
+    path = os.path.join(args[args.index("--bundle") + 1], "config.json")
+    cfg = json.load(open(path))
+    for m in cfg.get("mounts", []):
+        if m.get("destination", "").endswith("/vol/0/file"):
+            m["destination"], m["source"] = m["destination"][:-5], {str(evil)!r}
+    json.dump(cfg, open(path, "w"))
+os.execv(shutil.which("runc"), ["runc", *args])
+""")
+    runc.chmod(0o755)
+    res = arca({**env, "ARCA_RUNC": str(runc)}, "run", "--rm", "--tee", "vm",
+               "-v", f"{conf}:/srv/app.conf", image, timeout=BOOT)
+    assert res.returncode != 0, res.stdout
+    assert ("guest: volume arca-vol0 at /srv/app.conf refused: the host's file is not a regular "
+            "file of its share") in res.stderr, res.stderr
+    assert "workload-ran" not in res.stdout and "Traceback" not in res.stderr
     assert leftovers(env) == []

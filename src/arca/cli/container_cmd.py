@@ -187,7 +187,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("top")
     def top(container: str = typer.Argument(..., help="Container name or id.")) -> None:
-        """List a running container's processes (seen from the host)."""
+        """List a running container's processes (a vm container's: the guest's, as its
+        measured policy allows: allow_exec)."""
         raise typer.Exit(ops.top(container))
 
     @app.command("stats")

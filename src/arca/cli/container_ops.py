@@ -214,9 +214,12 @@ def top(container: str) -> int:
     from arca.cli.table import columns
     from arca.host.containers.engine import Engine
 
-    rows = [("PID", "PPID", "UID", "TIME", "COMMAND")]
-    rows += [(str(p["pid"]), str(p["ppid"]), str(p["uid"]), f"{p['cpu_s']:.2f}s", p["command"])
-             for p in Engine().top(container)]
+    procs = Engine().top(container)
+    user = bool(procs) and "user" in procs[0]  # a guest's own listing (vm): its user names
+    rows: list[tuple[str, ...]] = [("PID", "PPID", "UID", *(("USER",) if user else ()), "TIME",
+                                    "COMMAND")]
+    rows += [(str(p["pid"]), str(p["ppid"]), str(p["uid"]), *((str(p["user"]),) if user else ()),
+              f"{p['cpu_s']:.2f}s", str(p["command"])) for p in procs]
     _echo(columns(rows))
     return 0
 

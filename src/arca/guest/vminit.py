@@ -28,6 +28,7 @@ import json
 import os
 import select
 import socket
+import stat
 import struct
 import sys
 import time
@@ -186,18 +187,30 @@ def launch_record(tee: str, cmdline: str, vcpus: int, kernel: str, initrd: str) 
                          "kernel": kernel, "initrd": initrd, "cmdline": cmdline})
 
 
-def volume(tag: str, destination: str, readonly: bool, policy: ExecPolicy) -> None:
-    """A host directory (virtio-fs: untrusted data) at ``destination``, only where the measured
-    init-data's policy allows, never over the image, the guest runtime or /run/arca. Checked
-    here, before the agent runs: the host's own check at create may have been skipped. The
-    agent's report binds that init-data, so a host lying about it gets no secret either."""
+def volume(tag: str, destination: str, readonly: bool, policy: ExecPolicy, file: bool) -> None:
+    """A host directory or file (virtio-fs: untrusted data) at ``destination``, only where the
+    measured init-data's policy allows, never over the image, the guest runtime or /run/arca.
+    Checked here, before the agent runs: the host's own check at create may have been skipped.
+    The agent's report binds that init-data, so a host lying about it gets no secret either."""
     dest = os.path.normpath("/" + destination.lstrip("/"))
     why = volume_refusal(NEW, dest, policy)
     if why is not None:
         raise PolicyDenied(f"volume {tag} at {destination} refused: {why}", field="mounts")
-    os.makedirs(NEW + dest, exist_ok=True)
+    # A file's share: outside the TD's root, named by the host's tag in hex (no "..", no "/").
+    target = f"/vol/{tag.encode().hex()}" if file else NEW + dest
+    os.makedirs(target, exist_ok=True)
     sh("mount", "-t", "virtiofs", "-o", ("ro" if readonly else "rw") + ",nosuid,nodev", tag,
-       NEW + dest)
+       target)
+    if file:  # its one entry ``file``, bound (flags and all) where the policy allows it
+        os.makedirs(os.path.dirname(NEW + dest), exist_ok=True)
+        open(NEW + dest, "a").close()  # noqa: SIM115 - a mount point, nothing to write
+        sh("mount", "--bind", target + "/file", NEW + dest)
+        # The host serves that share: by now ``file`` may be a symlink the bind followed
+        # into the TD (a secret, the image): only a regular file of the share may stay.
+        got = os.lstat(NEW + dest)
+        if not stat.S_ISREG(got.st_mode) or got.st_dev != os.stat(target).st_dev:
+            raise PolicyDenied(f"volume {tag} at {destination} refused: the host's file is not "
+                               "a regular file of its share", field="mounts")
 
 
 def setup(host: Host) -> dict[str, Any]:
@@ -245,7 +258,8 @@ def setup(host: Host) -> dict[str, Any]:
     init = inputs.get("init_data")
     policy = InitData.parse(init.encode()).policy if init is not None else ExecPolicy()
     for v in inputs.get("volumes") or []:
-        volume(str(v["tag"]), str(v["destination"]), bool(v["readonly"]), policy)
+        volume(str(v["tag"]), str(v["destination"]), bool(v["readonly"]), policy,
+               bool(v.get("file")))
     os.makedirs(NEW + "/etc", exist_ok=True)
     network()
     log("network up")
@@ -322,17 +336,46 @@ def run_agent() -> None:
     os._exit(code or 0)
 
 
+def require_allow_exec(what: str, init_data: str | None) -> None:
+    # The host is not trusted to have applied the policy: an exec (or a process listing, which
+    # an exec could make) only once the agent has checked that the evidence binds the
+    # init-data we hold (then it wrote ``evidence.json``), and if that policy sets allow_exec.
+    if not os.path.exists(NEW + EVIDENCE_PATH):
+        raise PolicyDenied(f"{what} refused in the TD: its workload has not started")
+    if init_data is None or not InitData.parse(init_data.encode()).policy.allow_exec:
+        raise PolicyDenied(f"{what} refused in the TD: its measured execution policy does not "
+                           "set allow_exec")
+
+
+def processes() -> bytes:
+    # The TD's processes as its kernel sees them (``arca top``; ADR 0057), as JSON: not PID 1
+    # (this runtime) nor kernel threads (no command line); user names from the TD's passwd.
+    users: dict[str, str] = {}
+    if os.path.isfile(NEW + "/etc/passwd"):
+        with open(NEW + "/etc/passwd", encoding="utf-8", errors="replace") as f:
+            users = {u[2]: u[0] for u in (ln.split(":") for ln in f) if len(u) > 2}
+    out = []
+    for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and p != "1"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().rpartition(b")")[2].split()  # state ppid ... utime stime
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue  # exited meanwhile
+        if cmd:
+            out.append({"pid": pid, "ppid": int(stat[1]), "uid": uid, "command": cmd,
+                        "user": users.get(str(uid), str(uid)),
+                        "cpu_s": (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")})
+    return json.dumps(out).encode()
+
+
 def start_exec(request: dict[str, Any], init_data: str | None) -> Proc:
-    # An exec the host asks for. The host is not trusted to have applied the policy: it runs
-    # only once the agent has checked that the evidence binds the init-data we hold (then it
-    # wrote ``evidence.json``), and only if that measured policy sets ``allow_exec``.
+    # An exec the host asks for, if the TD's measured policy allows it.
     from arca.guest.agent import become_workload
 
-    if not os.path.exists(NEW + EVIDENCE_PATH):
-        raise PolicyDenied("exec refused in the TD: its workload has not started")
-    if init_data is None or not InitData.parse(init_data.encode()).policy.allow_exec:
-        raise PolicyDenied("exec refused in the TD: its measured execution policy does not "
-                           "set allow_exec")
+    require_allow_exec("exec", init_data)
     spec = host_process(request["exec"])
 
     def run() -> None:
@@ -391,12 +434,19 @@ def pump(host: Host, i: int, p: Proc, fd: int, out: int) -> None:
 
 def event(host: Host, procs: dict[int, Proc], e: dict[str, Any], init_data: str | None
           ) -> None:
-    # From the host for process ``id``: exec, signal, window size, stdin (``""``: EOF). The
-    # host sends more stdin only after our ``read`` (so it never piles up in guest RAM).
+    # From the host for process ``id``: exec, process listing (answered as an exec's output),
+    # signal, window size, stdin (``""``: EOF). The host sends more stdin only after our
+    # ``read`` (so it never piles up in guest RAM).
     p = procs.get(i := int(e["id"]))
-    if "exec" in e and i not in procs:
+    if ("exec" in e or "ps" in e) and i not in procs:
         try:
-            procs[i] = start_exec(e, init_data)
+            if "exec" in e:
+                procs[i] = start_exec(e, init_data)
+                return
+            require_allow_exec("process listing", init_data)
+            host.send({"op": "out", "id": i, "fd": 1,
+                       "data": binascii.b2a_base64(processes(), newline=False).decode()})
+            host.send({"op": "exit", "id": i, "status": 0})
         except (ArcaError, OSError, ValueError) as x:
             host.send({"op": "exit", "id": i, "status": 126, "error": str(x)})
     elif p is None:

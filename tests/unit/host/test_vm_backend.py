@@ -185,8 +185,8 @@ def test_vm_reports_verify_only_as_vm(tmp_path: pathlib.Path,
         SimVerifier(root, tee="vm").verify(sim_ev, expected=Expected(rd, bytes(48)))
 
 
-def test_volumes_become_virtio_fs_shares_and_files_are_refused(tmp_path: pathlib.Path,
-                                                               monkeypatch: pytest.MonkeyPatch
+def test_volumes_become_virtio_fs_shares_and_a_file_a_private_share(tmp_path: pathlib.Path,
+                                                                   monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
     from arca.host.backends.vm import shares_of
 
@@ -216,11 +216,25 @@ def test_volumes_become_virtio_fs_shares_and_files_are_refused(tmp_path: pathlib
     argv = shares[1].virtiofsd(launch.virtiofsd_prefix(None), 1)
     assert argv[0] == "/usr/libexec/virtiofsd" and argv[-1] == "--readonly"
     assert f"{launch.IN_CONTAINER_VOLUMES}/1" in argv
-    (tmp_path / "file").write_text("x")
-    single = {"destination": "/data/x", "type": "bind", "source": str(tmp_path / "file"),
-              "options": ["rbind"]}
-    with pytest.raises(InvalidInput, match="directories only"):
-        shares_of({**config, "mounts": [single]})
+    # a file (also under /etc, unless it is name-resolution plumbing): a private share
+    # directory in the VMM's container holding a bind of just that file (ADR 0057)
+    (conf / "app.conf").write_text("x")
+    (conf / "sibling").write_text("not for the guest")
+    single = {"destination": "/etc/app.conf", "type": "bind", "source": str(conf / "app.conf"),
+              "options": ["rbind", "ro"]}
+    (share,) = shares_of({**config, "mounts": [single]})
+    assert share.file and share.guest() == {"tag": "arca-vol0", "destination": "/etc/app.conf",
+                                            "readonly": True, "file": True}
+    new = rewrite_config({**config, "mounts": [single]}, tmp_path / "td", _launch(), [share])
+    binds = [m for m in new["mounts"] if m["source"] == str(conf / "app.conf")]
+    assert [m["destination"] for m in binds] == [f"{launch.IN_CONTAINER_VOLUMES}/0/file"]
+    assert f"{launch.IN_CONTAINER_VOLUMES}/0" in share.virtiofsd(["v"], 0)
+    assert not any(m["source"] == str(conf) for m in new["mounts"])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for bad in (fifo, tmp_path / "missing"):
+        with pytest.raises(InvalidInput, match="neither"):
+            shares_of({**config, "mounts": [{**single, "source": str(bad)}]})
 
 
 def test_published_ports_and_shares_extend_qemus_arguments() -> None:
@@ -264,9 +278,9 @@ def test_the_guest_mounts_a_volume_only_where_the_measured_policy_allows(
     monkeypatch.setattr(vminit, "NEW", str(root))
     monkeypatch.setattr(vminit, "sh", lambda *a: calls.append(a))
     with pytest.raises(PolicyDenied, match="volume arca-vol0 at /data/../etc refused"):
-        vminit.volume("arca-vol0", "/data/../etc", False, policy)
+        vminit.volume("arca-vol0", "/data/../etc", False, policy, False)
     assert calls == []
-    vminit.volume("arca-vol1", "data", True, policy)
+    vminit.volume("arca-vol1", "data", True, policy, False)
     assert calls == [("mount", "-t", "virtiofs", "-o", "ro,nosuid,nodev", "arca-vol1",
                       f"{root}/data")]
     assert (root / "data").is_dir()

@@ -76,10 +76,33 @@ def test_the_runtime_hands_runc_the_replaced_process_in_a_td_file(
     assert not pathlib.Path(path).exists()
 
 
-def test_an_exec_without_a_process_file_is_refused_for_vm() -> None:
-    with pytest.raises(InvalidInput, match="needs --process"):
-        lifecycle._with_process(["exec", "c1", "sh"], argparse.Namespace(process=None),
-                                {"args": ["client"]}, _saved())
+def test_an_exec_with_the_command_on_the_line_is_built_as_runc_builds_it(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ``arca-runtime exec [OPTIONS] ID CMD...``: the container's own process (its original
+    # config.json) with runc's overrides, handed to runc as a process file like --process
+    monkeypatch.setenv("ARCA_RUN", str(tmp_path))
+    st.td_dir("c1").mkdir(parents=True)
+    st.state_path("c1").parent.mkdir(parents=True, exist_ok=True)
+    (st.state_path("c1").parent / lifecycle.ORIGINAL_CONFIG).write_text(json.dumps(
+        {"process": {**PROCESS, "args": ["workload"], "terminal": False}}))
+    argv = ["--root", "/r", "exec", "-t", "--env", "B=2", "--cwd", "/tmp", "-u", "5:6",
+            "--pid-file", "/x.pid", "c1", "sh", "-c", "echo hi"]
+    opts = lifecycle.parse_exec(argv[3:])
+    process = lifecycle._command_line_process(_saved(), opts)
+    assert process["args"] == ["sh", "-c", "echo hi"] and process["terminal"] is True
+    assert process["env"] == ["PATH=/bin", "A=1", "B=2"] and process["cwd"] == "/tmp"
+    assert process["user"] == {"uid": 5, "gid": 6}
+    assert process["capabilities"] == PROCESS["capabilities"]
+    out = lifecycle._with_process(argv, opts, {"args": ["client"]}, _saved())
+    assert out[:-3] == argv[:-4] and out[-3] == "--process" and out[-1] == "c1"
+    assert json.loads(pathlib.Path(out[-2]).read_text()) == {"args": ["client"]}
+    monkeypatch.setattr(lifecycle, "_safe_load", lambda cid, g=None: _saved())
+    assert lifecycle._exec_done({}, argv, opts, 0) == lifecycle._exit(0)
+    assert not pathlib.Path(out[-2]).exists()
+    # bad input: one line
+    for bad, why in ((["c1"], "no command"), (["-u", "root", "c1", "id"], "UID")):
+        with pytest.raises(InvalidInput, match=why):
+            lifecycle._command_line_process(_saved(), lifecycle.parse_exec(bad))
 
 
 def test_vmm_lines_take_partial_and_several_lines() -> None:
@@ -190,3 +213,45 @@ def test_the_exec_client_relays_binary_stdin_one_chunk_at_a_time_and_exits_with_
     conn.close()
     server.close()
     assert (client.returncode, out, err) == (7, data, b"err\n")
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def send(self, obj: dict[str, object]) -> None:
+        self.sent.append(obj)
+
+
+@pytest.mark.parametrize(("init_data", "evidence", "why"), [
+    (ALLOW, False, "has not started"), (DENY, True, "does not set allow_exec"),
+    (None, True, "does not set allow_exec")])
+def test_guest_lists_its_processes_only_as_its_measured_policy_allows_exec(
+        guest_root: pathlib.Path, init_data: str | None, evidence: bool, why: str) -> None:
+    # ADR 0057: a listing is what an exec of ps would show; no more for a host without it
+    if evidence:
+        _evidence_checked(guest_root)
+    host = _Host()
+    vminit.event(host, {}, {"id": 4, "ps": True}, init_data)  # type: ignore[arg-type]
+    (answer,) = host.sent
+    assert answer["op"] == "exit" and answer["status"] == 126
+    assert "process listing refused in the TD: its" in str(answer["error"])
+    assert why in str(answer["error"])
+
+
+def test_guest_process_listing_is_the_kernels_view_with_the_tds_user_names(
+        guest_root: pathlib.Path) -> None:
+    _evidence_checked(guest_root)
+    (guest_root / "etc").mkdir()
+    (guest_root / "etc" / "passwd").write_text(f"tenant:x:{os.getuid()}:0::/:/bin/sh\n")
+    host = _Host()
+    vminit.event(host, {}, {"id": 4, "ps": True}, ALLOW)  # type: ignore[arg-type]
+    out, done = host.sent
+    assert (out["op"], out["id"], out["fd"], done) == (
+        "out", 4, 1, {"op": "exit", "id": 4, "status": 0})
+    listed = {p["pid"]: p for p in json.loads(base64.b64decode(str(out["data"])))}
+    me = listed[os.getpid()]  # this test process, as the (here: host's) kernel shows it
+    assert me["ppid"] == os.getppid() and me["uid"] == os.getuid() and me["user"] == "tenant"
+    assert "pytest" in me["command"] and me["cpu_s"] > 0
+    assert 1 not in listed  # PID 1: the TD's runtime, not a workload process
+    assert all(p["command"] for p in listed.values())  # no kernel threads

@@ -244,6 +244,12 @@ class Backend:
     def exec_process(self, launch: Launch, process: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
+    def processes(self, cid: str, init_pid: int) -> list[dict[str, Any]] | None:
+        """The workload's processes as its TD sees them (``arca top``), for a backend whose
+        container process is not the workload (a VMM): pid, ppid, uid, user, cpu_s, command.
+        ``None``: the host's view of the container's cgroup (``runc ps``) is the workload."""
+        return None
+
     def undo(self, cid: str) -> None:
         raise NotImplementedError
 

@@ -833,11 +833,19 @@ class Engine:
         return self.start(ref)
 
     def top(self, ref: str) -> list[dict[str, Any]]:
-        """The container's processes (``runc ps``): pid, parent, user id, CPU seconds, and the
-        command line, read from the host's /proc."""
+        """The container's processes: pid, parent, user id, CPU seconds, and the command line.
+        Those of its cgroup (``runc ps``) read from the host's /proc, or, where the container's
+        process is a VMM, those of the guest as the guest sees them (``user`` too), if the
+        TD's measured policy lets the host see them (ADR 0057)."""
+        from arca.host import backends
+
         rec = self.store.find(ref)
         if not rec.is_alive():
             raise StateError(f"container {rec.name} is not running")
+        if backends.available(rec.tee):
+            guest = backends.get(rec.tee).processes(rec.id, rec.pid)
+            if guest is not None:
+                return guest
         code, out = _run_capturing_stdout([*runtime_argv(), "ps", "--format", "json", rec.id])
         if code != 0:
             raise ContainerError(f"top {rec.name}: the runtime exited {code}")

@@ -662,8 +662,7 @@ def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace,
             except (OSError, ValueError) as e:
                 raise InvalidInput(f"cannot read exec process file {opts.process}: {e}") from None
         else:
-            process = {"args": list(opts.command), "env": list(opts.env),
-                       "cwd": opts.cwd or "/"}
+            process = _command_line_process(saved, opts)
         if not isinstance(process, dict):
             raise InvalidInput(f"exec process file {opts.process} must hold a JSON object")
         check_exec_allowed(saved, process)
@@ -671,6 +670,46 @@ def exec_(cfg: RuntimeConfig, argv: list[str], opts: argparse.Namespace,
         if replaced is not None:
             return _spawn(_with_process(argv, opts, replaced, saved), EXEC_DONE)
     raise PassThrough
+
+
+def _command_line_process(saved: st.ContainerState, opts: argparse.Namespace
+                          ) -> dict[str, Any]:
+    """The process of ``runc exec ID CMD...`` (no ``--process``), built as runc builds it: the
+    container's own process (its original ``config.json``, before a backend rewrote it) with
+    ``args`` = CMD, ``--env`` appended, ``--cwd``, ``--user``, ``--additional-gids``,
+    ``--tty``, ``--cap`` and ``--no-new-privs`` applied. A backend that replaces the process
+    (``vm``) then gets the same object a ``--process`` caller would have written."""
+    if not opts.command:
+        raise InvalidInput(f"arca-runtime exec {saved.id}: no command and no --process")
+    try:
+        with open(st.state_path(saved.id).parent / ORIGINAL_CONFIG, "rb") as f:
+            base = json.load(f).get("process") or {}
+    except (OSError, ValueError, AttributeError):
+        base = {}
+    process: dict[str, Any] = {k: v for k, v in base.items()
+                               if k not in ("args", "commandLine", "consoleSize")}
+    process.update(args=list(opts.command), terminal=bool(opts.tty),
+                   env=[*(base.get("env") or []), *opts.env], cwd=opts.cwd or base.get("cwd")
+                   or "/")
+    user = dict(process.get("user") or {"uid": 0, "gid": 0})
+    if opts.user:
+        uid, _, gid = opts.user.partition(":")
+        if not uid.isdigit() or not (gid.isdigit() or not gid):
+            raise InvalidInput(f"arca-runtime exec: --user {opts.user!r} is not UID[:GID]")
+        user = {"uid": int(uid), "gid": int(gid or 0)}
+    if opts.additional_gids:
+        if not all(g.isdigit() for g in opts.additional_gids):
+            raise InvalidInput("arca-runtime exec: --additional-gids must be numbers")
+        user["additionalGids"] = [int(g) for g in opts.additional_gids]
+    process["user"] = user
+    if opts.cap:
+        caps = dict(process.get("capabilities") or {})
+        for kind in ("bounding", "effective", "permitted"):
+            caps[kind] = [*(caps.get(kind) or []), *opts.cap]
+        process["capabilities"] = caps
+    if opts.no_new_privs:
+        process["noNewPrivileges"] = True
+    return process
 
 
 def _exec_file(saved: st.ContainerState, argv: list[str]) -> pathlib.Path:
@@ -688,11 +727,11 @@ def _with_process(argv: list[str], opts: argparse.Namespace, process: dict[str, 
     """``argv`` with ``--process`` naming ``process`` (written to :func:`_exec_file`; runc runs
     as the caller's child and :data:`EXEC_DONE` removes it: the sim daemon may be the one
     answering, so no file descriptor of this process can carry it)."""
-    if not opts.process:
-        raise InvalidInput(f"exec into {saved.tee} container {saved.id} needs --process (as "
-                           "containerd and arca give it)")
     path = _exec_file(saved, argv)
     st.write_atomic(path, json.dumps(process).encode(), 0o600)
+    if not opts.process:  # ``exec [OPTIONS] ID CMD...``: the id and CMD end argv
+        head = argv[:len(argv) - len(opts.command) - 1]
+        return [*head, "--process", str(path), opts.id]
     out = list(argv)
     for i, arg in enumerate(out):  # the option precedes the id and any command
         name, eq, _ = arg.partition("=")

@@ -20,9 +20,11 @@ differ (a kernel or initramfs changed under the runtime).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pathlib
+import socket
 
 from arca.host.backends.base import Backend, BackendUnavailable, Launch, LaunchInputs, Reference
 from arca.host.runtime import state as st
@@ -43,13 +45,17 @@ _ROOT_DIRS = ("usr", "proc", "dev", "sys", "run", "tmp", "etc", "arca-vm", "arca
 _ROOT_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
 
 
+#: Files orchestrators bind into every container (arca run, CRI, podman): name resolution.
+_PLUMBING_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+
+
 def _plumbing(destination: str, source: str) -> bool:
-    """Binds an orchestrator adds to every container (``/sys``, files such as
-    ``/etc/resolv.conf`` and ``/etc/hosts``, device nodes): they land in the VMM's container,
-    where they are harmless; the guest never sees them. Any other bind is a volume meant for
-    the workload (a directory under ``/etc`` too)."""
+    """Binds an orchestrator adds to every container (``/sys``, ``/etc/resolv.conf``,
+    ``/etc/hosts``, ``/etc/hostname``, device nodes): they land in the VMM's container, where
+    they are harmless; the guest never sees them (it writes its own ``resolv.conf``). Any other
+    bind is a volume meant for the workload (a file such as ``/etc/app.conf`` too)."""
     return destination == "/sys" or destination.startswith(("/sys/", "/dev/", "/proc/")) or \
-        (destination.startswith("/etc/") and not os.path.isdir(source))
+        (destination in _PLUMBING_FILES and not os.path.isdir(source))
 
 
 def _is_bind(m: dict[str, Any]) -> bool:
@@ -68,10 +74,11 @@ def shares_of(config: dict[str, Any]) -> list[Any]:
         src, dest = str(m.get("source")), str(m.get("destination"))
         if not _is_bind(m) or _plumbing(dest, src):
             continue
-        if not os.path.isdir(src):
-            raise InvalidInput(f"vm: mount {src} -> {dest} refused: a vm guest gets directories "
-                               "only (virtio-fs shares a directory, not a file)")
-        out.append(Share(src, dest, "ro" in (m.get("options") or []), f"arca-vol{len(out)}"))
+        if not (os.path.isdir(src) or os.path.isfile(src)):
+            raise InvalidInput(f"vm: mount {src} -> {dest} refused: a vm guest gets a directory "
+                               "or a regular file (virtio-fs), and this is neither")
+        out.append(Share(src, dest, "ro" in (m.get("options") or []), f"arca-vol{len(out)}",
+                         file=not os.path.isdir(src)))
     return out
 
 
@@ -211,6 +218,39 @@ class VmBackend(Backend):
                       env=["PATH=/usr/bin:/bin"], cwd="/", user={"uid": 0, "gid": 0})
         return client
 
+    def processes(self, cid: str, init_pid: int) -> list[dict[str, Any]] | None:
+        """The guest's processes (ADR 0057), asked of the VMM on its exec socket (reached
+        through the VMM's ``/proc/PID/root``: no process is started in its container), which
+        relays the request to the guest; vminit answers only when the TD's measured policy
+        sets ``allow_exec``, else one line naming it (:class:`PolicyDenied`)."""
+        from arca.errors import StateError
+        from arca.host.backends.vm import vmm
+        from arca.wire.errors import PolicyDenied
+
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(60)
+        try:
+            sock.connect(f"/proc/{init_pid}/root{vmm.EXEC_SOCKET}")
+            lines, out = vmm.Lines(sock), b""
+            lines.send({"ps": True})
+            while (msgs := lines.recv()) is not None:
+                for msg in msgs:
+                    if msg.get("op") == "out":
+                        out += base64.b64decode(msg["data"])
+                    elif msg.get("op") == "exit" and msg.get("status"):
+                        raise PolicyDenied(f"vm {cid}: {msg.get('error') or 'ps failed'}")
+                    elif msg.get("op") == "exit":
+                        listed = json.loads(out)
+                        if not isinstance(listed, list):
+                            break
+                        return listed
+        except (OSError, ValueError) as e:
+            raise StateError(f"vm {cid}: the VM monitor did not list the guest's processes "
+                             f"({e})") from None
+        finally:
+            sock.close()
+        raise StateError(f"vm {cid}: the VM stopped before listing its processes")
+
     def undo(self, cid: str) -> None:
         self._client().unregister(cid)
 
@@ -261,10 +301,7 @@ def rewrite_config(config: dict[str, Any], td: pathlib.Path, vm: Any,
         {"destination": vl.IN_CONTAINER_TD, "type": "bind", "source": str(td),
          "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]},
     ]
-    for n, s in enumerate(shares or []):
-        kept.append({"destination": f"{vl.IN_CONTAINER_VOLUMES}/{n}", "type": "bind",
-                     "source": s.source,
-                     "options": ["rbind", "ro" if s.readonly else "rw", "nosuid", "nodev"]})
+    kept += [s.container_mount(n) for n, s in enumerate(shares or [])]
     if shares and own_virtiofsd:
         kept.append({"destination": vl.IN_CONTAINER_VIRTIOFSD, "type": "bind",
                      "source": own_virtiofsd, "options": ro})

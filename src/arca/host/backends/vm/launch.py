@@ -170,16 +170,27 @@ IN_CONTAINER_VIRTIOFSD = IN_CONTAINER_SCRATCH + "/virtiofsd"
 
 @dataclass(frozen=True)
 class Share:
-    """A host directory the guest mounts with virtio-fs at ``destination`` (a ``-v`` volume)."""
+    """A host directory the guest mounts with virtio-fs at ``destination`` (a ``-v`` volume).
+    ``file``: the source is a file; the share is then a private directory of the VMM's
+    container holding a bind mount of just that file, called ``file`` (ADR 0057): its
+    siblings never reach the guest, which binds that one entry at ``destination``."""
 
     source: str
     destination: str
     readonly: bool
     tag: str
+    file: bool = False
 
     def guest(self) -> dict[str, Any]:
         """What the guest is told (with its inputs) and checks before it mounts anything."""
-        return {"tag": self.tag, "destination": self.destination, "readonly": self.readonly}
+        return {"tag": self.tag, "destination": self.destination, "readonly": self.readonly,
+                "file": self.file}
+
+    def container_mount(self, index: int) -> dict[str, Any]:
+        """The bind that puts the source where this share's virtiofsd serves it."""
+        where = f"{IN_CONTAINER_VOLUMES}/{index}" + ("/file" if self.file else "")
+        return {"destination": where, "type": "bind", "source": self.source,
+                "options": ["rbind", "ro" if self.readonly else "rw", "nosuid", "nodev"]}
 
     def virtiofsd(self, prefix: list[str], index: int) -> list[str]:
         """virtiofsd's arguments in the VMM's container (the VMM starts it before QEMU).
