@@ -14,11 +14,19 @@ import datetime as dt
 import json
 import pathlib
 
+from typing import Any
+
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from arca.errors import MalformedEvidence
 from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.dcap import SgxVerifier, TdxVerifier
+from arca.verifier.snp import SnpVerifier
+from arca.verifier.snp.report import REPORT_SIZE, SIGNED_SIZE
+from tests.support.snp_factory import NOW, SnpCase, _leaf_key, build_case
 
 VECTORS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "vectors"
 DEV = VECTORS / "dev"
@@ -57,3 +65,85 @@ def test_anything_but_zeros_after_a_quote_is_refused(case: str, tail: bytes) -> 
     quote, verifier, at, _ = _quote_case(case)
     with pytest.raises(MalformedEvidence, match="only zero padding may follow a quote"):
         verifier.verify(quote + tail, at=at)
+
+
+# -- SNP: reserved fields, per report version (test PKI, re-signed) ---------------------------
+
+
+def _resigned(case: SnpCase, pos: int, value: int) -> SnpCase:
+    """``case`` with report byte ``pos`` set to ``value`` and signed again by its leaf key, so
+    the only thing wrong is that byte (test PKI: a real report cannot be re-signed)."""
+    buf = bytearray(case.report)
+    buf[pos] = value
+    key = _leaf_key(f"{case.product}-{'VCEK' if case.fields.signing_key == 0 else 'VLEK'}")
+    if pos < SIGNED_SIZE:
+        r, s = decode_dss_signature(key.sign(bytes(buf[:SIGNED_SIZE]),
+                                             ec.ECDSA(hashes.SHA384())))
+        buf[0x2A0:0x2E8] = r.to_bytes(72, "little")
+        buf[0x2E8:0x330] = s.to_bytes(72, "little")
+    return SnpCase(bytes(buf), case.files, case.pins, case.fields, case.product)
+
+
+def _snp_verify(case: SnpCase) -> dict[str, Any]:
+    return SnpVerifier(case.collateral(), pinned_arks=case.pins).verify(
+        case.report, at=NOW).to_dict()
+
+
+#: (product, version, a reserved offset of that version). 0x1F8-0x207 is reserved before
+#: version 5 and the mitigation vectors from it; 0x188-0x18A is reserved in version 2 only.
+RESERVED = [("Milan", 2, 0x04C), ("Milan", 2, 0x188), ("Milan", 2, 0x19F), ("Milan", 2, 0x1EB),
+            ("Genoa", 3, 0x18B), ("Genoa", 3, 0x1EF), ("Genoa", 3, 0x1F8), ("Genoa", 3, 0x29F),
+            ("Turin", 5, 0x208), ("Turin", 5, 0x29F), ("Turin", 5, 0x330),
+            ("Turin", 5, REPORT_SIZE - 1)]
+
+
+@pytest.mark.parametrize("product,version,pos", RESERVED)
+def test_snp_reserved_byte_set_is_refused(product: str, version: int, pos: int) -> None:
+    case = build_case(product, version)
+    _snp_verify(case)  # the unchanged report verifies
+    with pytest.raises(MalformedEvidence, match="reserved bytes") as info:
+        _snp_verify(_resigned(case, pos, 0x01))
+    assert info.value.fields["field"] == "reserved"
+
+
+@pytest.mark.parametrize("pos,value,name", [(0x1F8, 0x09, "launch_mit_vector"),
+                                            (0x200, 0x03, "current_mit_vector")])
+def test_snp_v5_mitigation_vectors_are_fields_not_reserved(pos: int, value: int,
+                                                           name: str) -> None:
+    claims = _snp_verify(_resigned(build_case("Turin", 5), pos, value))
+    assert claims[name] == value
+
+
+@pytest.mark.parametrize("policy,why", [(0x0000, "bit 17"), (0x10000, "bit 17"),
+                                        (0x30000 | 1 << 26, "reserved bits"),
+                                        (0x30000 | 1 << 63, "reserved bits")])
+def test_snp_policy_outside_the_abi_is_refused(policy: int, why: str) -> None:
+    with pytest.raises(MalformedEvidence, match=why) as info:
+        _snp_verify(build_case("Genoa", 3, policy=policy))
+    assert info.value.fields["field"] == "policy"
+
+
+def test_snp_newest_policy_bits_are_decoded() -> None:
+    # Bits 21-25 (CXL, AES-256-XTS, RAPL, ciphertext hiding, page swap) are Genoa/Turin-era.
+    claims = _snp_verify(build_case("Turin", 5, policy=0x30000 | 0x1F << 21))
+    flags = claims["policy_flags"]
+    assert all(flags[k] for k in ("cxl_allowed", "mem_aes_256_xts", "rapl_disabled",
+                                  "ciphertext_hiding", "page_swap_disabled"))
+
+
+def test_snp_key_info_reserved_bits_are_refused() -> None:
+    case = build_case("Milan", 3)
+    with pytest.raises(MalformedEvidence, match="KEY_INFO"):
+        _snp_verify(_resigned(case, 0x048, 0x20))  # bit 5, above SIGNING_KEY
+
+
+def test_snp_platform_info_is_decoded_with_its_raw_value() -> None:
+    # PLATFORM_INFO grows with firmware without a report version change: a bit unknown here
+    # is passed on raw for policy, not refused (ADR 0062).
+    case = _resigned(build_case("Turin", 5), 0x040, 0xA5)  # bits 0, 2, 5, 7
+    info = _snp_verify(case)["platform_info"]
+    assert info["smt_enabled"] and info["ecc_enabled"] and info["alias_check_complete"]
+    assert info["tio_enabled"] and not info["tsme_enabled"]
+    assert info["raw"] == "0x00000000000000a5"
+    high = _snp_verify(_resigned(build_case("Turin", 5), 0x041, 0x01))["platform_info"]
+    assert high["raw"] == "0x0000000000000101"  # the factory sets SMT_EN
