@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pathlib
-
 from typing import Any
 
 import pytest
