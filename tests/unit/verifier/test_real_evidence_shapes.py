@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pathlib
+import struct
 from typing import Any
 
 import pytest
@@ -23,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from arca.errors import MalformedEvidence
 from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.dcap import SgxVerifier, TdxVerifier
-from arca.verifier.snp import SnpVerifier
+from arca.verifier.snp import SnpVerifier, certtable
+from arca.verifier.snp.certs import load_amd_cert
+from arca.verifier.snp.certtable import ENTRY_SIZE
 from arca.verifier.snp.report import REPORT_SIZE, SIGNED_SIZE
 from tests.support.snp_factory import NOW, SnpCase, _leaf_key, build_case
 
@@ -146,3 +149,48 @@ def test_snp_platform_info_is_decoded_with_its_raw_value() -> None:
     assert info["raw"] == "0x00000000000000a5"
     high = _snp_verify(_resigned(build_case("Turin", 5), 0x041, 0x01))["platform_info"]
     assert high["raw"] == "0x0000000000000101"  # the factory sets SMT_EN
+
+
+# -- SNP: the host's certificate table as hosts lay it out ------------------------------------
+
+_GUID = {name: guid for guid, name in certtable.CERT_GUIDS.items()}
+_CRL_GUID = bytes.fromhex("92f81bc358114d3d97ffd19f88dc67ea")  # sev crate CertType::CRL
+_EXTRA_GUID = bytes.fromhex("ecae0c0f950243b1afa20ae2e0d565b6")  # go-sev-guest extra info
+
+
+def _table(entries: list[tuple[bytes, bytes]], *, pad: int = 0,
+           offset_fix: int = 0) -> bytes:
+    """A GHCB certificate table: entries, terminator, data in entry order, ``pad`` zeros."""
+    start = ENTRY_SIZE * (len(entries) + 1) + offset_fix
+    head, data = b"", b""
+    for guid, blob in entries:
+        head += guid + struct.pack("<II", start + len(data) if blob else 0, len(blob))
+        data += blob
+    return head + bytes(ENTRY_SIZE) + data + bytes(pad)
+
+
+def _der(pem: bytes) -> bytes:
+    return load_amd_cert(pem, "x").der
+
+
+@pytest.mark.parametrize("kind", ["VCEK", "VLEK"])
+def test_snp_table_in_host_order_with_extras_verifies(kind: str) -> None:
+    case = build_case("Genoa", 3, kind)
+    leaf = case.files["vcek.pem" if kind == "VCEK" else "vlek.pem"]
+    ca = case.files["ask.pem" if kind == "VCEK" else "asvk.pem"]
+    # ARK first, the CA under the ASK GUID (the table has no ASVK GUID), a CRL and an extra
+    # platform-info blob, an empty entry for the other leaf kind, then page padding.
+    other = "vlek.pem" if kind == "VCEK" else "vcek.pem"
+    table = _table([(_GUID["ark.pem"], _der(case.files["ark.pem"])),
+                    (_CRL_GUID, b"crl bytes"), (_GUID["ask.pem"], _der(ca)),
+                    (_GUID[other], b""), (_EXTRA_GUID, b"\x08\x00\x00\x00\x11\x0f\xa1\x00"),
+                    (_GUID[kind.lower() + ".pem"], _der(leaf))], pad=4096)
+    got = SnpVerifier(None, pinned_arks=case.pins).verify(case.report + table, at=NOW)
+    assert got.values["signing_key"] == kind and got.values["product"] == "Genoa"
+
+
+def test_snp_table_entry_pointing_into_the_header_is_refused() -> None:
+    case = build_case("Milan", 2)
+    table = _table([(_GUID["vcek.pem"], _der(case.files["vcek.pem"]))], offset_fix=-8)
+    with pytest.raises(MalformedEvidence, match="outside the table's data"):
+        certtable.split_evidence(case.report + table)
