@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from arca.errors import MalformedEvidence
 from arca.verifier.collateral import DirectoryCollateral
-from arca.verifier.dcap import SgxVerifier, TdxVerifier
+from arca.verifier.dcap import SgxVerifier, TdxVerifier, parse_quote
 from arca.verifier.snp import SnpVerifier, certtable
 from arca.verifier.snp.certs import load_amd_cert
 from arca.verifier.snp.certtable import ENTRY_SIZE
@@ -194,3 +194,39 @@ def test_snp_table_entry_pointing_into_the_header_is_refused() -> None:
     table = _table([(_GUID["vcek.pem"], _der(case.files["vcek.pem"]))], offset_fix=-8)
     with pytest.raises(MalformedEvidence, match="outside the table's data"):
         certtable.split_evidence(case.report + table)
+
+
+# -- DCAP: certification data types ----------------------------------------------------------
+
+
+def _with_u16(quote: bytes, pos: int, value: int) -> bytes:
+    return quote[:pos] + struct.pack("<H", value) + quote[pos + 2:]
+
+
+@needs_vectors
+@pytest.mark.parametrize("cert_type", [1, 2, 3, 4, 6, 7, 8])
+def test_sgx_v3_certification_data_other_than_a_pck_chain_is_refused(cert_type: int) -> None:
+    # Types 1-3 carry an (encrypted) PPID for a PCK lookup, 4 a lone leaf, 7 a platform
+    # manifest: none names a chain to a pinned root in the quote itself. The type field is
+    # outside the signed bytes, so this is the real quote as a platform configured so sends it.
+    quote, verifier, at, _ = _quote_case("sgx-dcapqvl-1")
+    pos = quote.index(parse_quote(quote).signature.cert_data) - 6
+    assert struct.unpack_from("<H", quote, pos)[0] == 5
+    with pytest.raises(MalformedEvidence, match="certification_data.type"):
+        verifier.verify(_with_u16(quote, pos, cert_type), at=at)
+
+
+@needs_vectors
+@pytest.mark.parametrize("case", ["tdx-dcapqvl-1", "tdx-gotdxguest-2"])
+def test_tdx_certification_data_must_nest_a_pck_chain_in_a_qe_report(case: str) -> None:
+    quote, verifier, at, _ = _quote_case(case)
+    q = parse_quote(quote)
+    inner = quote.index(q.signature.cert_data) - 6
+    outer = len(q.signed_region) + 4 + 128  # signature data: signature, attestation key
+    assert struct.unpack_from("<H", quote, outer)[0] == 6
+    assert struct.unpack_from("<H", quote, inner)[0] == 5
+    with pytest.raises(MalformedEvidence, match="expected 6 \\(QE report\\)"):
+        verifier.verify(_with_u16(quote, outer, 5), at=at)
+    for other in (1, 3, 6, 7):
+        with pytest.raises(MalformedEvidence, match="certification_data.type"):
+            verifier.verify(_with_u16(quote, inner, other), at=at)
