@@ -230,3 +230,34 @@ def test_tdx_certification_data_must_nest_a_pck_chain_in_a_qe_report(case: str) 
     for other in (1, 3, 6, 7):
         with pytest.raises(MalformedEvidence, match="certification_data.type"):
             verifier.verify(_with_u16(quote, inner, other), at=at)
+
+
+def _replace_cert_data(quote: bytes, new: bytes) -> bytes:
+    """``quote`` with its PCK chain PEM replaced by ``new`` and every enclosing (unsigned)
+    length field adjusted: certification data, QE certification data (v4/v5), signature data."""
+    q = parse_quote(quote)
+    start = quote.index(q.signature.cert_data)
+    end = start + len(q.signature.cert_data)
+    delta = len(new) - (end - start)
+    out = bytearray(quote[:start] + new + quote[end:])
+    sizes = [len(q.signed_region), start - 4]  # signature data size, certification data size
+    if q.version >= 4:
+        sizes.append(len(q.signed_region) + 4 + 128 + 2)  # outer (type 6) size
+    for pos in sizes:
+        struct.pack_into("<I", out, pos, struct.unpack_from("<I", out, pos)[0] + delta)
+    return bytes(out)
+
+
+@needs_vectors
+@pytest.mark.parametrize("case", QUOTE_CASES)
+def test_chain_ending_in_the_2033_root_certificate_verifies(case: str) -> None:
+    # Intel re-issued its SGX Root CA certificate (valid to 2049) with the same key; chains in
+    # the field still embed the 2033 one. The pin is the key, so both verify the same.
+    quote, verifier, at, _ = _quote_case(case)
+    pem = parse_quote(quote).signature.cert_data
+    current = (VECTORS / "roots" / "intel-sgx-root-ca.pem").read_bytes().strip()
+    old = (VECTORS / "roots" / "intel-sgx-root-ca-2033.pem").read_bytes().strip()
+    assert current in pem
+    swapped = _replace_cert_data(quote, pem.replace(current, old))
+    assert parse_quote(swapped).signature.cert_data.count(old) == 1
+    assert verifier.verify(swapped, at=at).to_dict() == verifier.verify(quote, at=at).to_dict()
