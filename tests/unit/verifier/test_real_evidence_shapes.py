@@ -21,14 +21,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from arca.errors import MalformedEvidence
+from arca.errors import ChainInvalid, MalformedEvidence
 from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.dcap import SgxVerifier, TdxVerifier, parse_quote
 from arca.verifier.snp import SnpVerifier, certtable
 from arca.verifier.snp.certs import load_amd_cert
 from arca.verifier.snp.certtable import ENTRY_SIZE
 from arca.verifier.snp.report import REPORT_SIZE, SIGNED_SIZE
-from tests.support.snp_factory import NOW, SnpCase, _leaf_key, build_case
+from tests.support.snp_factory import NOW, SnpCase, _leaf_key, build_case, make_pki
 
 VECTORS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "vectors"
 DEV = VECTORS / "dev"
@@ -261,3 +261,15 @@ def test_chain_ending_in_the_2033_root_certificate_verifies(case: str) -> None:
     swapped = _replace_cert_data(quote, pem.replace(current, old))
     assert parse_quote(swapped).signature.cert_data.count(old) == 1
     assert verifier.verify(swapped, at=at).to_dict() == verifier.verify(quote, at=at).to_dict()
+
+
+# -- SNP: where a VLEK's CA comes from ---------------------------------------------------------
+
+
+def test_vlek_ca_filed_as_ask_pem_is_found_and_still_must_be_an_asvk() -> None:
+    case = build_case("Milan", 3, "VLEK")
+    case.files["ask.pem"] = case.files.pop("asvk.pem")
+    assert _snp_verify(case)["signing_key"] == "VLEK"
+    case.files["ask.pem"] = make_pki("Milan").ask_pem  # a VCEK's ASK is not a VLEK's CA
+    with pytest.raises(ChainInvalid, match="asvk: CN 'SEV-Milan' is not SEV-VLEK-Milan"):
+        _snp_verify(case)
