@@ -306,8 +306,8 @@ def parse_quote(data: bytes) -> Quote:
     sig_len = r.u32("signature_data.size")
     sig_data = r.take(sig_len, "signature_data")
     # Quote generators hand the quote out in a fixed-size buffer (the TDX guest driver's, a
-    # QGS reply): real quotes arrive followed by zero padding, which Intel's and other
-    # verifiers ignore. Zeros carry nothing; any other trailing byte is refused.
+    # QGS reply): real quotes arrive followed by zero padding (ADR 0062). Zeros carry
+    # nothing; any other trailing byte is refused.
     if any(data[r.pos:]):
         raise _bad("quote", f"{len(data) - r.pos} unexpected bytes after the signature data "
                             "(only zero padding may follow a quote)")
