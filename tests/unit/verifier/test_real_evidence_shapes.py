@@ -28,7 +28,14 @@ from arca.verifier.snp import SnpVerifier, certtable
 from arca.verifier.snp.certs import load_amd_cert
 from arca.verifier.snp.certtable import ENTRY_SIZE
 from arca.verifier.snp.report import REPORT_SIZE, SIGNED_SIZE
-from tests.support.snp_factory import NOW, SnpCase, _leaf_key, build_case, make_pki
+from tests.support.snp_factory import (
+    NOW,
+    MemoryCollateral,
+    SnpCase,
+    _leaf_key,
+    build_case,
+    make_pki,
+)
 
 VECTORS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "vectors"
 DEV = VECTORS / "dev"
@@ -273,3 +280,40 @@ def test_vlek_ca_filed_as_ask_pem_is_found_and_still_must_be_an_asvk() -> None:
     case.files["ask.pem"] = make_pki("Milan").ask_pem  # a VCEK's ASK is not a VLEK's CA
     with pytest.raises(ChainInvalid, match="asvk: CN 'SEV-Milan' is not SEV-VLEK-Milan"):
         _snp_verify(case)
+
+
+# -- SNP: the real dev reports ----------------------------------------------------------------
+
+SNP_CASES = sorted(p.name for p in DEV.glob("snp-*")) if DEV.is_dir() else []
+
+
+def _snp_dev(name: str) -> tuple[bytes, SnpVerifier, dt.datetime]:
+    folder = DEV / name
+    exp = json.loads((folder / "expected.json").read_text())
+    files = {p.name: p.read_bytes() for p in folder.glob("*.pem")}
+    at = dt.datetime.fromisoformat(exp["verify_at"].replace("Z", "+00:00"))
+    return (folder / "report.bin").read_bytes(), SnpVerifier(MemoryCollateral(files)), at
+
+
+@needs_vectors
+@pytest.mark.parametrize("case", SNP_CASES)
+def test_real_snp_report_with_an_empty_certificate_table_verifies(case: str) -> None:
+    # SNP_GET_EXT_REPORT on a host with no certificates configured: the pages are all zero,
+    # i.e. a table that is only its terminator.
+    report, verifier, at = _snp_dev(case)
+    assert verifier.verify(report + bytes(4096), at=at).to_dict() == \
+        verifier.verify(report, at=at).to_dict()
+
+
+@needs_vectors
+@pytest.mark.parametrize("case", SNP_CASES)
+@pytest.mark.parametrize("pos", [0x04C, 0x188, 0x1EB, 0x1EF, 0x1F8, 0x29F, 0x400])
+def test_real_snp_report_reserved_bytes_are_zero_and_checked(case: str, pos: int) -> None:
+    # The vendor-signed reports verify, so their reserved bytes are zero; setting one is named
+    # as what it is, before (and whatever) the signature says.
+    report, verifier, at = _snp_dev(case)
+    assert report[pos] == 0
+    mutated = report[:pos] + b"\x01" + report[pos + 1:]
+    with pytest.raises(MalformedEvidence, match="reserved bytes") as info:
+        verifier.verify(mutated, at=at)
+    assert info.value.fields["field"] == "reserved"
