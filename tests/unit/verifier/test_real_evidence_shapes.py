@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from arca.errors import ChainInvalid, MalformedEvidence
+from arca.verifier.base import Expected
 from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.dcap import SgxVerifier, TdxVerifier, parse_quote
 from arca.verifier.snp import SnpVerifier, certtable
@@ -317,3 +318,20 @@ def test_real_snp_report_reserved_bytes_are_zero_and_checked(case: str, pos: int
     with pytest.raises(MalformedEvidence, match="reserved bytes") as info:
         verifier.verify(mutated, at=at)
     assert info.value.fields["field"] == "reserved"
+
+
+@pytest.mark.parametrize("vmpl", [0, 1, 3])
+def test_snp_reports_from_each_guest_vmpl_verify(vmpl: int) -> None:
+    assert _snp_verify(build_case("Genoa", 5, vmpl=vmpl))["vmpl"] == vmpl
+
+
+@pytest.mark.parametrize("vmpl", [4, 0xFFFFFFFF])
+def test_snp_report_not_requested_by_a_guest_vmpl_is_refused(vmpl: int) -> None:
+    # Attack: the hypervisor asks the firmware for a report on the guest's behalf, putting the
+    # broker's nonce and its own key digest in REPORT_DATA. Genuinely signed, but no guest
+    # bound anything in it: refused before any binding is compared.
+    case = build_case("Genoa", 5, vmpl=vmpl)
+    with pytest.raises(MalformedEvidence, match="not a guest VMPL") as info:
+        SnpVerifier(case.collateral(), pinned_arks=case.pins).verify(
+            case.report, at=NOW, expected=Expected(report_data=case.fields.report_data))
+    assert info.value.fields["field"] == "vmpl"

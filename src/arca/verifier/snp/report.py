@@ -151,6 +151,8 @@ RESERVED_RANGES = {
 #: comes from firmware that defines a bit this verifier cannot judge.
 POLICY_MUST_BE_ONE = 1 << 17
 POLICY_KNOWN_BITS = (1 << 26) - 1
+#: A guest requests reports from VMPL 0-3 (ABI spec Table 23, VMPL).
+MAX_GUEST_VMPL = 3
 #: KEY_INFO bits 31:5 are reserved (ABI spec Table 23, offset 0x048).
 KEY_INFO_KNOWN_BITS = 0x1F
 
@@ -250,6 +252,12 @@ class SnpReport:
                 tee="snp", field="version", actual=version,
             )
         vmpl, sig_algo = struct.unpack_from("<II", data, 0x030)
+        if vmpl > MAX_GUEST_VMPL:
+            # Not a level a guest runs at: the firmware writes such a value only for a report
+            # the hypervisor requested, whose REPORT_DATA is the host's, not the guest's.
+            raise MalformedEvidence(
+                f"SNP report VMPL 0x{vmpl:x} is not a guest VMPL (0-3): the guest did not "
+                "request this report", tee="snp", field="vmpl", actual=vmpl)
         platform_info, key_info = struct.unpack_from("<QI", data, 0x040)
         # The 72-byte R and S fields hold 48-byte P-384 scalars; the high 24 bytes must be zero.
         r_raw, s_raw = data[0x2A0:0x2E8], data[0x2E8:0x330]
