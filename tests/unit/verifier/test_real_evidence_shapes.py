@@ -103,6 +103,7 @@ def _snp_verify(case: SnpCase) -> dict[str, Any]:
 #: version 5 and the mitigation vectors from it; 0x188-0x18A is reserved in version 2 only.
 RESERVED = [("Milan", 2, 0x04C), ("Milan", 2, 0x188), ("Milan", 2, 0x19F), ("Milan", 2, 0x1EB),
             ("Genoa", 3, 0x18B), ("Genoa", 3, 0x1EF), ("Genoa", 3, 0x1F8), ("Genoa", 3, 0x29F),
+            ("Genoa", 4, 0x18B), ("Genoa", 4, 0x1F8), ("Genoa", 4, 0x207),
             ("Turin", 5, 0x208), ("Turin", 5, 0x29F), ("Turin", 5, 0x330),
             ("Turin", 5, REPORT_SIZE - 1)]
 
