@@ -336,3 +336,14 @@ def test_snp_report_not_requested_by_a_guest_vmpl_is_refused(vmpl: int) -> None:
         SnpVerifier(case.collateral(), pinned_arks=case.pins).verify(
             case.report, at=NOW, expected=Expected(report_data=case.fields.report_data))
     assert info.value.fields["field"] == "vmpl"
+
+
+@pytest.mark.parametrize("product,version,pos", [
+    ("Milan", 2, 0x038 + 2), ("Genoa", 3, 0x180 + 5), ("Genoa", 5, 0x1E0 + 3),
+    ("Turin", 3, 0x1F0 + 4), ("Turin", 5, 0x180 + 6)])
+def test_snp_tcb_version_reserved_bytes_of_the_products_layout_are_refused(
+        product: str, version: int, pos: int) -> None:
+    # A Milan/Genoa TCB_VERSION reserves bytes 2-5, Turin's (FMC first) bytes 4-6: a value
+    # there is a layout this verifier would misread. Real reports have zeros (dev vectors).
+    with pytest.raises(MalformedEvidence, match="TCB_VERSION layout reserves"):
+        _snp_verify(_resigned(build_case(product, version), pos, 0x01))

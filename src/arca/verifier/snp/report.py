@@ -70,6 +70,11 @@ class TcbVersion:
         # Milan/Genoa: BOOT_LOADER, TEE, reserved[4], SNP, MICROCODE.
         return {"bootloader": b[0], "tee": b[1], "snp": b[6], "microcode": b[7]}
 
+    def reserved(self, product: str) -> bytes:
+        """The bytes the product's layout reserves (zero in every report the firmware signs;
+        anything else is a layout this parser does not know for ``product``)."""
+        return self.raw[4:7] if product == "Turin" else self.raw[2:6]
+
 
 @dataclass(frozen=True)
 class GuestPolicy:

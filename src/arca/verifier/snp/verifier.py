@@ -211,6 +211,15 @@ class SnpVerifier:
             raise ChainInvalid(
                 f"product: {kind} productName {ext.product_name!r} is not a {product}",
                 tee="snp", field="product", expected=product, actual=ext.product_name)
+        # The four TCB_VERSIONs in the product's layout: its reserved bytes are zero.
+        for name, tcb in (("current_tcb", report.current_tcb),
+                          ("reported_tcb", report.reported_tcb),
+                          ("committed_tcb", report.committed_tcb),
+                          ("launch_tcb", report.launch_tcb)):
+            if any(tcb.reserved(product)):
+                raise MalformedEvidence(
+                    f"SNP report {name.upper()} {tcb.raw.hex()} sets bytes the {product} "
+                    "TCB_VERSION layout reserves", tee="snp", field=name, actual=tcb.raw.hex())
         # 7. hwID binds a VCEK to one chip.
         if kind == "VCEK" and not report.chip_id_masked:
             hwid = ext.hwid
