@@ -347,3 +347,18 @@ def test_snp_tcb_version_reserved_bytes_of_the_products_layout_are_refused(
     # there is a layout this verifier would misread. Real reports have zeros (dev vectors).
     with pytest.raises(MalformedEvidence, match="TCB_VERSION layout reserves"):
         _snp_verify(_resigned(build_case(product, version), pos, 0x01))
+
+
+@needs_vectors
+@pytest.mark.parametrize("case", SNP_CASES)
+def test_real_snp_report_carrying_its_real_certificates_in_a_table_verifies(case: str) -> None:
+    # The extended report a guest gets when the host configured AMD's certificates: ARK, ASK,
+    # VCEK in the host's order, a CRL entry, page padding; no collateral source at all.
+    report, verifier, at = _snp_dev(case)
+    folder = DEV / case
+    table = _table([(_GUID["ark.pem"], _der((folder / "ark.pem").read_bytes())),
+                    (_GUID["ask.pem"], _der((folder / "ask.pem").read_bytes())),
+                    (_CRL_GUID, b"\x30\x00"),
+                    (_GUID["vcek.pem"], _der((folder / "vcek.pem").read_bytes()))], pad=2048)
+    alone = SnpVerifier(None).verify(report + table, at=at).to_dict()
+    assert alone == verifier.verify(report, at=at).to_dict()
