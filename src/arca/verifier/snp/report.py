@@ -141,9 +141,10 @@ def platform_info_claims(value: int) -> dict[str, Any]:
 
 
 #: Reserved byte ranges [start, end) of each report version, which the firmware writes as
-#: zero (ABI spec Table 23; the same ranges go-sev-guest checks). A non-zero byte there is a
-#: field this parser does not know: refused, never skipped. Version 4 has the version 3
-#: layout (as the sev crate reads it); version 5 adds the mitigation vectors at 0x1F8-0x207.
+#: zero (ABI spec Table 23; go-sev-guest checks the same, bar 0x1F8-0x207 before version 5).
+#: A non-zero byte there is a field this parser does not know: refused, never skipped.
+#: Version 4 has the version 3 layout (as the sev crate reads it); version 5 adds the
+#: mitigation vectors at 0x1F8-0x207.
 _RESERVED_COMMON = ((0x04C, 0x050), (0x1EB, 0x1EC), (0x1EF, 0x1F0), (0x330, REPORT_SIZE))
 RESERVED_RANGES = {
     2: ((0x188, 0x1A0), (0x1F8, SIGNED_SIZE), *_RESERVED_COMMON),
@@ -258,8 +259,8 @@ class SnpReport:
             )
         vmpl, sig_algo = struct.unpack_from("<II", data, 0x030)
         if vmpl > MAX_GUEST_VMPL:
-            # Not a level a guest runs at: the firmware writes such a value only for a report
-            # the hypervisor requested, whose REPORT_DATA is the host's, not the guest's.
+            # Not a level a guest runs at: the request was not the guest's (the hypervisor's,
+            # whose REPORT_DATA the host chooses), so the report binds nothing (ADR 0062).
             raise MalformedEvidence(
                 f"SNP report VMPL 0x{vmpl:x} is not a guest VMPL (0-3): the guest did not "
                 "request this report", tee="snp", field="vmpl", actual=vmpl)
