@@ -3,7 +3,9 @@
 What it does: turns the 1184-byte report into a frozen, typed :class:`SnpReport`, decodes the
 guest policy, platform info, key info and TCB versions, and exposes the signed region
 (0x000-0x29F) and the ECDSA P-384 signature as integers. It never trusts a field to size
-anything: the report has one fixed size and every offset below is a constant.
+anything: the report has one fixed size and every offset below is a constant. It refuses what
+it cannot read: reserved bytes of the report's version that are not zero, POLICY or KEY_INFO
+reserved bits, a VMPL no guest runs at (ADR 0062).
 
 What it does not do: check the signature, the certificate chain or any binding; that is
 :mod:`arca.verifier.snp.verifier`.
