@@ -1,8 +1,9 @@
 """Intel DCAP quote parser: quote versions 3 (SGX), 4 and 5 (SGX and TDX).
 
 Pure parsing into frozen, typed models; no cryptography and no policy. Every length field is
-checked against the bytes actually present and against a named upper bound before use, and a
-quote with bytes after its signature data is refused.
+checked against the bytes actually present and against a named upper bound before use. Only
+zero padding may follow the signature data (real quotes come in fixed-size buffers); any
+other byte after it is refused.
 
 Layouts follow the *Intel SGX ECDSA Quote Library Reference (DCAP)* (quote v3, appendix A) and
 the *Intel TDX DCAP Quoting Library API* (quote v4 and v5, appendix A). Offsets in comments are
@@ -304,7 +305,11 @@ def parse_quote(data: bytes) -> Quote:
         body = parse_td_report_body(raw_body)
     sig_len = r.u32("signature_data.size")
     sig_data = r.take(sig_len, "signature_data")
-    if r.pos != len(data):
-        raise _bad("quote", f"{len(data) - r.pos} unexpected bytes after the signature data")
+    # Quote generators hand the quote out in a fixed-size buffer (the TDX guest driver's, a
+    # QGS reply): real quotes arrive followed by zero padding (ADR 0062). Zeros carry
+    # nothing; any other trailing byte is refused.
+    if any(data[r.pos:]):
+        raise _bad("quote", f"{len(data) - r.pos} unexpected bytes after the signature data "
+                            "(only zero padding may follow a quote)")
     return Quote(data, header, body_type, body, signed_region,
                  _parse_signature(sig_data, header.version))

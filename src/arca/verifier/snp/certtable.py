@@ -39,13 +39,20 @@ def _bad(detail: str) -> MalformedEvidence:
 
 
 def split_evidence(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
-    """(report bytes, {collateral name: DER}) of plain or extended SNP evidence."""
+    """(report bytes, {collateral name: DER}) of plain or extended SNP evidence.
+
+    Entries may come in any order; data lies after the whole header (terminator included, as
+    the GHCB table is laid out and go-sev-guest checks); an entry of length zero carries
+    nothing and is skipped (its certificate, if needed, comes from the collateral source);
+    entries with other GUIDs (a CRL, extra platform info) are ignored; bytes after the data
+    (the rest of the guest's certificate pages) are not read.
+    """
     if len(evidence) <= REPORT_SIZE:
         return evidence, {}
     table = evidence[REPORT_SIZE:]
     if len(table) > MAX_TABLE_BYTES:
         raise _bad(f"{len(table)} bytes exceeds {MAX_TABLE_BYTES}")
-    certs: dict[str, bytes] = {}
+    entries: list[tuple[bytes, int, int]] = []
     for i in range(MAX_ENTRIES + 1):
         pos = i * ENTRY_SIZE
         if pos + ENTRY_SIZE > len(table):
@@ -53,18 +60,24 @@ def split_evidence(evidence: bytes) -> tuple[bytes, dict[str, bytes]]:
         guid = table[pos : pos + 16]
         offset, length = struct.unpack_from("<II", table, pos + 16)
         if not any(guid) and offset == 0 and length == 0:
-            return evidence[:REPORT_SIZE], certs
-        if i == MAX_ENTRIES:
             break
-        if length == 0 or offset < pos + ENTRY_SIZE or offset + length > len(table):
-            raise _bad(f"entry {i} points outside the table ({offset}+{length})")
+        entries.append((guid, offset, length))
+    else:
+        raise _bad(f"more than {MAX_ENTRIES} entries")
+    header_end = (len(entries) + 1) * ENTRY_SIZE
+    certs: dict[str, bytes] = {}
+    for i, (guid, offset, length) in enumerate(entries):
+        if length == 0:
+            continue
+        if offset < header_end or offset + length > len(table):
+            raise _bad(f"entry {i} points outside the table's data ({offset}+{length})")
         name = CERT_GUIDS.get(guid)
         if name is None:
             continue
         if name in certs:
             raise _bad(f"{name} appears twice")
         certs[name] = table[offset : offset + length]
-    raise _bad(f"more than {MAX_ENTRIES} entries")
+    return evidence[:REPORT_SIZE], certs
 
 
 def join_evidence(report: bytes, certs: dict[str, bytes]) -> bytes:

@@ -3,7 +3,9 @@
 What it does: turns the 1184-byte report into a frozen, typed :class:`SnpReport`, decodes the
 guest policy, platform info, key info and TCB versions, and exposes the signed region
 (0x000-0x29F) and the ECDSA P-384 signature as integers. It never trusts a field to size
-anything: the report has one fixed size and every offset below is a constant.
+anything: the report has one fixed size and every offset below is a constant. It refuses what
+it cannot read: reserved bytes of the report's version that are not zero, POLICY or KEY_INFO
+reserved bits, a VMPL no guest runs at (ADR 0062).
 
 What it does not do: check the signature, the certificate chain or any binding; that is
 :mod:`arca.verifier.snp.verifier`.
@@ -70,6 +72,11 @@ class TcbVersion:
         # Milan/Genoa: BOOT_LOADER, TEE, reserved[4], SNP, MICROCODE.
         return {"bootloader": b[0], "tee": b[1], "snp": b[6], "microcode": b[7]}
 
+    def reserved(self, product: str) -> bytes:
+        """The bytes the product's layout reserves (zero in every report the firmware signs;
+        anything else is a layout this parser does not know for ``product``)."""
+        return self.raw[4:7] if product == "Turin" else self.raw[2:6]
+
 
 @dataclass(frozen=True)
 class GuestPolicy:
@@ -120,11 +127,61 @@ class GuestPolicy:
         }
 
 
-def platform_info_claims(value: int) -> dict[str, bool]:
-    """PLATFORM_INFO (ABI spec Table 23, offset 0x40) bit flags."""
-    names = ("smt_enabled", "tsme_enabled", "ecc_enabled", "rapl_disabled",
-             "ciphertext_hiding_enabled", "alias_check_complete")
-    return {name: bool((value >> i) & 1) for i, name in enumerate(names)}
+#: PLATFORM_INFO bits (ABI spec Table 23, offset 0x40; bit 6 is reserved, 7 is TIO_EN).
+PLATFORM_INFO_BITS = {0: "smt_enabled", 1: "tsme_enabled", 2: "ecc_enabled", 3: "rapl_disabled",
+                      4: "ciphertext_hiding_enabled", 5: "alias_check_complete",
+                      7: "tio_enabled"}
+
+
+def platform_info_claims(value: int) -> dict[str, Any]:
+    """PLATFORM_INFO bit flags, plus the raw value: the field states the host's configuration
+    and grows with firmware releases without a report version change, so a bit unknown here is
+    passed on (``raw``) for policy to judge rather than refused."""
+    out: dict[str, Any] = {name: bool((value >> i) & 1) for i, name in PLATFORM_INFO_BITS.items()}
+    out["raw"] = f"0x{value:016x}"
+    return out
+
+
+#: Reserved byte ranges [start, end) of each report version, which the firmware writes as
+#: zero (ABI spec Table 23; go-sev-guest checks the same, bar 0x1F8-0x207 before version 5).
+#: A non-zero byte there is a field this parser does not know: refused, never skipped.
+#: Version 4 has the version 3 layout (as the sev crate reads it); version 5 adds the
+#: mitigation vectors at 0x1F8-0x207.
+_RESERVED_COMMON = ((0x04C, 0x050), (0x1EB, 0x1EC), (0x1EF, 0x1F0), (0x330, REPORT_SIZE))
+RESERVED_RANGES = {
+    2: ((0x188, 0x1A0), (0x1F8, SIGNED_SIZE), *_RESERVED_COMMON),
+    3: ((0x18B, 0x1A0), (0x1F8, SIGNED_SIZE), *_RESERVED_COMMON),
+    4: ((0x18B, 0x1A0), (0x1F8, SIGNED_SIZE), *_RESERVED_COMMON),
+    5: ((0x18B, 0x1A0), (0x208, SIGNED_SIZE), *_RESERVED_COMMON),
+}
+#: POLICY bit 17 is reserved and must be one; bits 63:26 are reserved and must be zero
+#: (ABI spec Table 9). SNP_LAUNCH_START refuses any other policy, so a report showing one
+#: comes from firmware that defines a bit this verifier cannot judge.
+POLICY_MUST_BE_ONE = 1 << 17
+POLICY_KNOWN_BITS = (1 << 26) - 1
+#: A guest requests reports from VMPL 0-3 (ABI spec Table 23, VMPL).
+MAX_GUEST_VMPL = 3
+#: KEY_INFO bits 31:5 are reserved (ABI spec Table 23, offset 0x048).
+KEY_INFO_KNOWN_BITS = 0x1F
+
+
+def _check_reserved(data: bytes, version: int, policy: int, key_info: int) -> None:
+    for start, end in RESERVED_RANGES[version]:
+        if any(data[start:end]):
+            raise MalformedEvidence(
+                f"SNP report version {version} reserved bytes 0x{start:03X}-0x{end - 1:03X} "
+                f"are not zero", tee="snp", field="reserved", actual=data[start:end].hex())
+    if not policy & POLICY_MUST_BE_ONE:
+        raise MalformedEvidence("SNP report POLICY bit 17 (reserved, must be one) is zero",
+                                tee="snp", field="policy", actual=f"0x{policy:016x}")
+    if policy & ~POLICY_KNOWN_BITS:
+        raise MalformedEvidence(
+            f"SNP report POLICY sets reserved bits 0x{policy & ~POLICY_KNOWN_BITS:x} (63:26)",
+            tee="snp", field="policy", actual=f"0x{policy:016x}")
+    if key_info & ~KEY_INFO_KNOWN_BITS:
+        raise MalformedEvidence(f"SNP report KEY_INFO sets reserved bits (31:5): "
+                                f"0x{key_info:08x}", tee="snp", field="key_info",
+                                actual=key_info)
 
 
 @dataclass(frozen=True)
@@ -203,6 +260,12 @@ class SnpReport:
                 tee="snp", field="version", actual=version,
             )
         vmpl, sig_algo = struct.unpack_from("<II", data, 0x030)
+        if vmpl > MAX_GUEST_VMPL:
+            # Not a level a guest runs at: the request was not the guest's (the hypervisor's,
+            # whose REPORT_DATA the host chooses), so the report binds nothing (ADR 0062).
+            raise MalformedEvidence(
+                f"SNP report VMPL 0x{vmpl:x} is not a guest VMPL (0-3): the guest did not "
+                "request this report", tee="snp", field="vmpl", actual=vmpl)
         platform_info, key_info = struct.unpack_from("<QI", data, 0x040)
         # The 72-byte R and S fields hold 48-byte P-384 scalars; the high 24 bytes must be zero.
         r_raw, s_raw = data[0x2A0:0x2E8], data[0x2E8:0x330]
@@ -211,6 +274,7 @@ class SnpReport:
                                     tee="snp", field="signature")
         has_cpuid = version >= 3
         has_mit = version >= 5
+        _check_reserved(data, version, policy, key_info)
         u8 = data.__getitem__
 
         def tcb(off: int) -> TcbVersion:

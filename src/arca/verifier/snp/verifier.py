@@ -5,7 +5,8 @@ report (:mod:`.certtable`). What it does, in order (each step raises an ``Eviden
 subclass naming its check):
 
 1. parse the report (:mod:`.report`); SIGNING_KEY must name a VCEK or VLEK;
-2. get the leaf (``vcek.pem``/``vlek.pem``), its CA (``ask.pem``/``asvk.pem``) and ``ark.pem``
+2. get the leaf (``vcek.pem``/``vlek.pem``), its CA (``ask.pem``/``asvk.pem``, a VLEK's CA
+   filed as ``ask.pem`` too) and ``ark.pem``
    from the evidence's certificate table, else the collateral source (context keys: ``tee``
    = ``snp``, ``signing_key``, ``chip_id`` hex, ``product`` from CPUID or empty), else from
    AMD KDS when one is configured;
@@ -115,6 +116,10 @@ class SnpVerifier:
                    "product": report.cpuid_product or ""}
             leaf = leaf if leaf is not None else src.get(leaf_name, ctx)
             ca = ca if ca is not None else src.get(ca_name, ctx)
+            if ca is None and kind == "VLEK":
+                # KDS's /vlek/.../cert_chain and the GHCB table call the ASVK the ASK; an
+                # operator's file may too. Its CN must still be SEV-VLEK-<product> (step 3).
+                ca = src.get("ask.pem", ctx)
             ark = ark if ark is not None else src.get("ark.pem", ctx)
         if (leaf is None or ca is None or ark is None) and self._kds is not None:
             leaf, ca, ark = self._from_kds(report, kind, leaf, ca, ark)
@@ -206,6 +211,15 @@ class SnpVerifier:
             raise ChainInvalid(
                 f"product: {kind} productName {ext.product_name!r} is not a {product}",
                 tee="snp", field="product", expected=product, actual=ext.product_name)
+        # The four TCB_VERSIONs in the product's layout: its reserved bytes are zero.
+        for name, tcb in (("current_tcb", report.current_tcb),
+                          ("reported_tcb", report.reported_tcb),
+                          ("committed_tcb", report.committed_tcb),
+                          ("launch_tcb", report.launch_tcb)):
+            if any(tcb.reserved(product)):
+                raise MalformedEvidence(
+                    f"SNP report {name.upper()} {tcb.raw.hex()} sets bytes the {product} "
+                    "TCB_VERSION layout reserves", tee="snp", field=name, actual=tcb.raw.hex())
         # 7. hwID binds a VCEK to one chip.
         if kind == "VCEK" and not report.chip_id_masked:
             hwid = ext.hwid
