@@ -264,3 +264,49 @@ def test_kbs_client_builtin_resource_policies(tmp_path):
         assert _release(kbs.url, key, tok, deny_all, svn_reference=True) == 403
         assert _release(kbs.url, key, tok, affirming, svn_reference=True) == 200
         assert _release(kbs.url, key, tok, affirming, svn_reference=False) == 403
+
+
+def test_an_empty_trustee_acl_lets_no_admin_token_in(tmp_path):
+    """Red team: a Trustee config whose regex ACL lists no rule (an operator locking the admin
+    API, or one who has not granted any role yet). Trustee's ``RegexAclAuthorizer`` allows
+    only what a rule matches, so nothing; Arca read the empty list as "no ACL" and let every
+    token of the admin key replace the resource policy — then any evidence gets the secrets."""
+    key, pub = admin_keypair(tmp_path)
+    port = free_port()
+    cfg = tmp_path / "kbs-config.toml"
+    cfg.write_text(f"""
+[http_server]
+sockets = ["127.0.0.1:{port}"]
+insecure_http = true
+
+[admin]
+authorization_mode = "AuthenticatedAuthorization"
+
+[admin.authentication.bearer_jwt]
+identity_providers = [{{ issuer = "TrusteeInDocker", public_key_uri = "{pub}" }}]
+
+[admin.authorization.regex_acl]
+acls = []
+
+[storage_backend.backends.local_fs]
+dir_path = "{tmp_path / 'storage'}"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "arca.cli.main", "kbs", "serve", "--config",
+                             str(cfg)], stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        from arca._internal.net import wait_until_serving
+
+        wait_until_serving(proc, "127.0.0.1", port, what="arca kbs serve", timeout=30)
+        tok = compose_token(key, lifetime=600)
+        allow_all = base64.urlsafe_b64encode(b"package policy\ndefault allow := true\n")
+        for method, path, body in (
+                ("POST", "/kbs/v0/resource-policy", _json({"policy": allow_all.decode()})),
+                ("POST", "/kbs/v0/resource/a/b/c", b"planted"),
+                ("GET", "/kbs/v0/resource-policy", None)):
+            status, answer = call(url, method, path, tok, body, "application/json")
+            assert status == 401, (path, answer)
+            assert "may not call" in json.loads(answer)["detail"], answer
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -70,9 +70,10 @@ class KbsConfig:
     #: ``identity_providers`` ``issuer``/``audience``); ``None``: not checked.
     admin_token_issuer: str | None = None
     admin_token_audience: str | None = None
-    #: (role, endpoint regex) pairs (Trustee's ``regex_acl``): when set, an admin token's
-    #: ``role`` must be one whose regex matches the request path.
-    admin_acls: tuple[tuple[str, str], ...] = ()
+    #: (role, endpoint regex) pairs (Trustee's ``regex_acl``): an admin token's ``role`` must
+    #: be one whose regex matches the request path; an empty tuple allows no call (as
+    #: Trustee's). ``None``: no ACL, every valid admin token may call everything.
+    admin_acls: tuple[tuple[str, str], ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,7 +125,8 @@ class KbsConfig:
         obj = json.loads(text)
         for name in _PATH_LISTS:
             obj[name] = tuple(obj.get(name, ()))
-        obj["admin_acls"] = tuple(tuple(a) for a in obj.get("admin_acls", ()))
+        acls = obj.get("admin_acls")
+        obj["admin_acls"] = None if acls is None else tuple(tuple(a) for a in acls)
         return cls(**obj)
 
 

@@ -436,9 +436,11 @@ class KbsService:
             auds = aud if isinstance(aud, list) else [aud]
             if cfg.admin_token_audience not in auds:
                 raise KbsProblem("AdminAuth", "admin token audience is not the configured one")
-        if cfg.admin_acls:
+        if cfg.admin_acls is not None:  # configured, even empty: only what a rule allows
             role = claims.get("role")
-            if not any(role == r and path is not None and re.search(rx, path)
+            # fullmatch: the rules are anchored (^/kbs...$, checked at load) and Rust's "$",
+            # unlike Python's, never matches before a trailing newline
+            if not any(role == r and path is not None and re.fullmatch(rx, path)
                        for r, rx in cfg.admin_acls):
                 raise KbsProblem("AdminAuth", f"admin token role {str(role)[:64]!r} may not "
                                  f"call {str(path)[:200]}")

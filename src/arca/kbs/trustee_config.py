@@ -93,6 +93,7 @@ def _admin(t: dict[str, Any], r: _Reader, out: dict[str, Any]) -> None:
         r.done(jwt, "admin.authentication.bearer_jwt")
         r.done(authn, "admin.authentication")
         authz = r.table(t, "admin.authorization")
+        configured = "regex_acl" in authz  # absent: no ACL (any valid admin token)
         acl = r.table(authz, "admin.authorization.regex_acl")
         acls = acl.pop("acls", [])
         if not isinstance(acls, list) or not all(
@@ -100,10 +101,28 @@ def _admin(t: dict[str, Any], r: _Reader, out: dict[str, Any]) -> None:
                 and all(isinstance(v, str) for v in a.values()) for a in acls):
             raise r.fail("admin.authorization.regex_acl.acls",
                          "must be a list of {role, allowed_endpoints} strings")
-        out["admin_acls"] = tuple((a["role"], a["allowed_endpoints"]) for a in acls)
+        for a in acls:  # as Trustee's RegexAclAuthorizer: anchored, else refused
+            rx = a["allowed_endpoints"]
+            if not (rx.startswith("^/kbs") and rx.endswith("$")) or not _compiles(rx):
+                raise r.fail("admin.authorization.regex_acl.acls", f"allowed_endpoints "
+                             f"{rx[:80]!r} must be a regular expression anchored as "
+                             "^/kbs...$ (Trustee refuses unanchored ones)")
+        # Kept even when empty: Trustee's ACL then allows no admin call, and so does Arca's.
+        if configured:
+            out["admin_acls"] = tuple((a["role"], a["allowed_endpoints"]) for a in acls)
         r.done(acl, "admin.authorization.regex_acl")
         r.done(authz, "admin.authorization")
     r.done(t, "admin")
+
+
+def _compiles(rx: str) -> bool:
+    import re
+
+    try:
+        re.compile(rx)
+    except re.error:
+        return False
+    return True
 
 
 def _attestation_service(t: dict[str, Any], r: _Reader, out: dict[str, Any]) -> None:

@@ -74,6 +74,30 @@ def test_arca_table_and_cli_overrides(tmp_path):
                         '[arca]\ndata_dir = "/y"\n')
 
 
+_AUTHN = ('[admin]\nauthorization_mode = "AuthenticatedAuthorization"\n'
+          '[admin.authentication.bearer_jwt]\n'
+          'identity_providers = [{ public_key_uri = "/k.pub" }]\n')
+
+
+def test_an_acl_is_kept_even_empty_and_only_without_one_is_there_none(tmp_path):
+    """Trustee's regex ACL allows only what one of its rules matches: an empty list allows no
+    admin call. Read as "no ACL", it let every valid admin token do everything (red team)."""
+    empty = _load(tmp_path, _AUTHN + "[admin.authorization.regex_acl]\nacls = []\n",
+                  data_dir="/d")
+    assert empty.admin_acls == ()
+    assert kbs_config.KbsConfig.from_json(empty.to_json()).admin_acls == ()
+    assert _load(tmp_path, _AUTHN, data_dir="/d").admin_acls is None
+
+
+@pytest.mark.parametrize("rx", ["/kbs/v0/resource/a/.+", "^/kbs/v0/resource/a/", "^/kbs/(+$",
+                                ".*/kbs/v0/resource/a/.+$"])
+def test_an_unanchored_or_broken_acl_regex_is_refused(tmp_path, rx):
+    text = (_AUTHN + "[admin.authorization.regex_acl]\n"
+            f"acls = [{{ role = \"r\", allowed_endpoints = '{rx}' }}]\n")
+    with pytest.raises(ConfigError, match="anchored as"):
+        _load(tmp_path, text, data_dir="/d")
+
+
 @pytest.mark.parametrize("text,key", [
     ('[admin]\nauthorization_mode = "AuthenticatedAuthorization"\n'
      '[admin.authentication.bearer_jwt]\nidentity_providers = [{ jwk_set_uri = "https://x" }]\n',
