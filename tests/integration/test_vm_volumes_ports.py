@@ -14,6 +14,7 @@ import pathlib
 import shutil
 import socket
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -256,4 +257,79 @@ os.execv(shutil.which("runc"), ["runc", *args])
     assert ("guest: volume arca-vol0 at /srv/app.conf refused: the host's file is not a regular "
             "file of its share") in res.stderr, res.stderr
     assert "workload-ran" not in res.stdout and "Traceback" not in res.stderr
+
+
+def _uncached_runc(tmp: pathlib.Path) -> pathlib.Path:
+    """A runc that starts the volumes' virtiofsd with ``--cache never`` (as a hostile host may:
+    virtiofsd is the host's), so the guest looks every path up again: what the host's share
+    holds at the moment the guest resolves a path is what it gets."""
+    path = tmp / "uncached-runc"
+    path.write_text(f"""#!{sys.executable}
+import json, os, shutil, sys
+args = sys.argv[1:]
+if "--bundle" in args:
+    cfg = json.load(open(os.path.join(args[args.index("--bundle") + 1], "config.json")))
+    for m in cfg.get("mounts", []):
+        if m.get("destination") == "/run/arca-vm":
+            launch = os.path.join(m["source"], "launch.json")
+            doc = json.load(open(launch))
+            for argv in doc["virtiofsd"]:
+                argv[argv.index("--cache") + 1] = "never"
+            json.dump(doc, open(launch, "w"))
+os.execv(shutil.which("runc"), ["runc", *args])
+""")
+    path.chmod(0o755)
+    return path
+
+
+def _swap_for_a_link(directory: pathlib.Path, target: str, stop: threading.Event) -> None:
+    """The hostile host's half of the race: the moment the guest creates ``directory`` (the
+    mount point of a volume nested in another volume), replace it with a symbolic link."""
+    while not stop.is_set():
+        try:
+            if directory.is_dir() and not directory.is_symlink():
+                directory.rmdir()
+                directory.symlink_to(target)
+                return
+        except OSError:
+            pass
+        time.sleep(0.0002)
+
+
+def test_a_nested_volume_the_host_swaps_for_a_link_never_lands_outside(world) -> None:  # type: ignore[no-untyped-def]
+    """Two volumes the measured policy allows, one nested in the other (``/data``,
+    ``/data/sub``): the inner one's mount point lies in the outer share, which the host
+    controls. The guest checked it (missing: fine) and created it; the host swaps it for a
+    link to ``/bin`` before the guest mounts, and a link resolves from PID 1's root — the
+    initramfs, outside everything the agent checks. Before the fix the inner share (the host's
+    ``busybox``) covered the initramfs's ``/bin`` and the guest's PID 1 ran it as root: host
+    code in the TD, before the agent. Now the guest mounts on the directory it walked to
+    without following a link, or refuses the volume, naming it."""
+    tmp, image, env = world
+    outer, payload = tmp / "outer", tmp / "payload"
+    outer.mkdir()
+    payload.mkdir()
+    shutil.copy2(assets.BUSYBOX, payload / "busybox.real")
+    marker = payload / "ran-in-the-guest"
+    (payload / "busybox").write_text(f"#!/bin/busybox.real sh\necho \"$*\" >> /bin/{marker.name}"
+                                     "\nexec /bin/busybox.real \"$@\"\n")
+    (payload / "busybox").chmod(0o755)
+    hostile = {**env, "ARCA_RUNC": str(_uncached_runc(tmp))}
+    stop = threading.Event()
+    racer = threading.Thread(target=_swap_for_a_link, args=(outer / "sub", "/bin", stop),
+                             daemon=True)
+    racer.start()
+    try:
+        res = arca(hostile, "run", "--rm", "--tee", "vm", "-v", f"{outer}:/data",
+                   "-v", f"{payload}:/data/sub", image, timeout=BOOT)
+    finally:
+        stop.set()
+        racer.join()
+    assert (outer / "sub").is_symlink(), "the host's swap never happened: the test proves nothing"
+    assert not marker.exists(), f"the host's busybox ran in the guest: {marker.read_text()!r}"
+    if res.returncode != 0:  # refused in the guest, before the agent ran, naming the volume
+        assert "guest: volume arca-vol1 at /data/sub refused" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and "workload-ran" not in res.stdout
+    else:  # or mounted where the guest walked to: the workload ran as usual
+        assert "workload-ran" in res.stdout
     assert leftovers(env) == []

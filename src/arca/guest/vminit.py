@@ -66,10 +66,13 @@ def log(msg: str) -> None:
     print(f"[{up:>12}] arca-vminit: {msg}", file=sys.stderr, flush=True)
 
 
-def sh(*args: str) -> None:
+def sh(*args: str, on: int = -1) -> None:
     pid = os.fork()
     if pid == 0:
         try:
+            if on >= 0:  # last argument: what ``on`` holds open, whatever path led to it
+                os.set_inheritable(on, True)
+                args = (*args, f"/proc/self/fd/{on}")
             os.execv(BB, [BB, *args])  # noqa: S606 - no shell, by design
         finally:
             os._exit(127)
@@ -196,21 +199,55 @@ def volume(tag: str, destination: str, readonly: bool, policy: ExecPolicy, file:
     why = volume_refusal(NEW, dest, policy)
     if why is not None:
         raise PolicyDenied(f"volume {tag} at {destination} refused: {why}", field="mounts")
-    # A file's share: outside the TD's root, named by the host's tag in hex (no "..", no "/").
-    target = f"/vol/{tag.encode().hex()}" if file else NEW + dest
-    os.makedirs(target, exist_ok=True)
-    sh("mount", "-t", "virtiofs", "-o", ("ro" if readonly else "rw") + ",nosuid,nodev", tag,
-       target)
-    if file:  # its one entry ``file``, bound (flags and all) where the policy allows it
-        os.makedirs(os.path.dirname(NEW + dest), exist_ok=True)
-        open(NEW + dest, "a").close()  # noqa: SIM115 - a mount point, nothing to write
-        sh("mount", "--bind", target + "/file", NEW + dest)
+    # Below another volume the path is the host's: it can swap a directory checked above for a
+    # link before the mount, and a link resolves from this PID 1's root (the initramfs, which
+    # the agent never sees). So walk to the mount point never following a link (ADR 0060) and
+    # mount on what we hold open.
+    parts = dest.strip("/").split("/")
+    at = walk(tag, destination, parts[:-1] if file else parts)
+    opts = ("ro" if readonly else "rw") + ",nosuid,nodev"
+    try:
+        if not file:
+            sh("mount", "-t", "virtiofs", "-o", opts, tag, on=at)
+            return
+        # A file's share: outside the TD's root, named by the host's tag in hex (no "..", "/").
+        share = f"/vol/{tag.encode().hex()}"
+        os.makedirs(share, exist_ok=True)
+        sh("mount", "-t", "virtiofs", "-o", opts, tag, share)
+        try:  # its one entry ``file``, bound (flags and all) where the policy allows it
+            point = os.open(parts[-1], os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=at)
+        except OSError as e:
+            raise PolicyDenied(f"volume {tag} at {destination} refused: its mount point is a "
+                               f"symbolic link ({e.strerror})", field="mounts") from None
+        sh("mount", "--bind", share + "/file", on=point)  # (failing: PID 1 powers off)
+        os.close(point)
         # The host serves that share: by now ``file`` may be a symlink the bind followed
         # into the TD (a secret, the image): only a regular file of the share may stay.
-        got = os.lstat(NEW + dest)
-        if not stat.S_ISREG(got.st_mode) or got.st_dev != os.stat(target).st_dev:
+        got = os.stat(parts[-1], dir_fd=at, follow_symlinks=False)
+        if not stat.S_ISREG(got.st_mode) or got.st_dev != os.stat(share).st_dev:
             raise PolicyDenied(f"volume {tag} at {destination} refused: the host's file is not "
                                "a regular file of its share", field="mounts")
+    finally:
+        os.close(at)
+
+
+def walk(tag: str, destination: str, parts: list[str]) -> int:
+    # A descriptor of the directory NEW/parts, each made if missing and reached without
+    # following a link; else the volume is refused, naming it.
+    fd = os.open(NEW, os.O_RDONLY | os.O_DIRECTORY)
+    for part in parts:
+        try:
+            try:  # (not listdir first: a share's directory may be huge)
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            fd, old = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd), fd
+        except OSError as e:  # a link (ELOOP), a file, or the host changing it meanwhile
+            os.close(fd)
+            raise PolicyDenied(f"volume {tag} at {destination} refused: {part} is a symbolic "
+                               f"link or not a directory ({e.strerror})", field="mounts") from None
+        os.close(old)
+    return fd
 
 
 def setup(host: Host) -> dict[str, Any]:

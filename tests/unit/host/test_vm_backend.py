@@ -274,16 +274,53 @@ def test_the_guest_mounts_a_volume_only_where_the_measured_policy_allows(
         assert why in (volume_refusal(str(root), dest, policy) or ""), dest
     assert volume_refusal(str(root), "/data", policy) is None
     assert volume_refusal(str(root), "/empty", policy) is None
-    calls: list[tuple[str, ...]] = []
+    calls: list[tuple[tuple[str, ...], str]] = []
     monkeypatch.setattr(vminit, "NEW", str(root))
-    monkeypatch.setattr(vminit, "sh", lambda *a: calls.append(a))
+    # the mount lands on the directory the guest walked to and holds open (ADR 0060)
+    monkeypatch.setattr(vminit, "sh", lambda *a, on: calls.append(
+        (a, os.readlink(f"/proc/self/fd/{on}"))))
     with pytest.raises(PolicyDenied, match="volume arca-vol0 at /data/../etc refused"):
         vminit.volume("arca-vol0", "/data/../etc", False, policy, False)
     assert calls == []
     vminit.volume("arca-vol1", "data", True, policy, False)
-    assert calls == [("mount", "-t", "virtiofs", "-o", "ro,nosuid,nodev", "arca-vol1",
+    assert calls == [(("mount", "-t", "virtiofs", "-o", "ro,nosuid,nodev", "arca-vol1"),
                       f"{root}/data")]
     assert (root / "data").is_dir()
+
+
+def test_a_nested_volumes_mount_point_swapped_for_a_link_after_the_check_is_refused(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADR 0060 without a VM: the inner mount point of nested volumes lies in the outer share,
+    which the host controls. It passes the check (missing), then the host makes it a link
+    (here: right after the check); the guest must not mount through it."""
+    from arca.guest import boundary
+    from arca.wire.errors import PolicyDenied
+    from arca.wire.initdata import ExecPolicy
+
+    root, outside = tmp_path / "newroot", tmp_path / "initramfs-bin"
+    (root / "data").mkdir(parents=True)  # the outer volume's share
+    outside.mkdir()
+    policy = ExecPolicy(allow_mounts=("/data", "/data/sub"))
+    calls: list[str] = []
+    monkeypatch.setattr(vminit, "NEW", str(root))
+    monkeypatch.setattr(vminit, "sh", lambda *a, on: calls.append(
+        os.readlink(f"/proc/self/fd/{on}")))
+    check = boundary.volume_refusal
+
+    def check_then_swap(rootfs: str, dest: str, pol: ExecPolicy) -> str | None:
+        why = check(rootfs, dest, pol)
+        (root / "data" / "sub").symlink_to(outside)  # the host, right after the check
+        return why
+
+    monkeypatch.setattr(vminit, "volume_refusal", check_then_swap)
+    with pytest.raises(PolicyDenied, match="volume arca-vol1 at /data/sub refused: sub is a "
+                       "symbolic link or not a directory"):
+        vminit.volume("arca-vol1", "/data/sub", False, policy, False)
+    assert calls == []
+    (root / "data" / "sub").unlink()
+    monkeypatch.setattr(vminit, "volume_refusal", check)
+    vminit.volume("arca-vol1", "/data/sub", False, policy, False)
+    assert calls == [f"{root}/data/sub"]
 
 
 def test_installed_qemu_takes_the_bounded_translation_cache() -> None:
