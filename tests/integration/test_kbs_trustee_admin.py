@@ -122,6 +122,14 @@ def test_kbs_client_admin_calls(tmp_path):
                                 "application/json")
             assert status == 400 and json.loads(body)["type"].endswith("/SerdeError"), body
         assert call(kbs.url, "GET", "/kbs/v0/reference-value/none", tok)[0] == 404
+        # one bad entry refuses the whole message: nothing of it is stored (red team: the
+        # entries before it were, half a registration)
+        half = base64.b64encode(b'{"tdx.half":"1","bad name!":"2"}').decode()
+        status, body = call(kbs.url, "POST", "/kbs/v0/reference-value", tok,
+                            _json({"payload": half, "type": "sample", "version": "0.1.0"}),
+                            "application/json")
+        assert status == 400, body
+        assert call(kbs.url, "GET", "/kbs/v0/reference-value/tdx.half", tok)[0] == 404
         assert call(kbs.url, "DELETE", "/kbs/v0/resource/alice/key/example", tok)[0] == 200
         assert call(kbs.url, "GET", "/kbs/v0/resource/alice/key/example", tok)[0] == 404
         # anonymous, as kbs-client sends without a token file: refused

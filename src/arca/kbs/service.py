@@ -92,6 +92,15 @@ def resource_path(path: str) -> str:
     return path
 
 
+def _check_reference_value(name: Any, values: Any) -> None:
+    if not isinstance(name, str) or not _REF_NAME.fullmatch(name):
+        raise KbsProblem("SerdeError", "reference value name must match [A-Za-z0-9_.:-]+")
+    if (not isinstance(values, list) or len(values) > MAX_REFERENCE_VALUES
+            or not all(isinstance(v, str) and len(v) <= 1024 for v in values)):
+        raise KbsProblem("SerdeError", f"reference values must be a list of at most "
+                         f"{MAX_REFERENCE_VALUES} strings")
+
+
 def _tee_key(jwk: Any) -> tuple[kbs_jwe.TeeKey, str]:
     """Step 2: the TEE's key and the key-management algorithm to encrypt to it."""
     try:
@@ -479,12 +488,7 @@ class KbsService:
         if not isinstance(obj, dict) or set(obj) != {"name", "values"}:
             raise KbsProblem("SerdeError", "reference-value body must be {\"name\", \"values\"}")
         name, values = obj["name"], obj["values"]
-        if not isinstance(name, str) or not _REF_NAME.fullmatch(name):
-            raise KbsProblem("SerdeError", "reference value name must match [A-Za-z0-9_.:-]+")
-        if (not isinstance(values, list) or len(values) > MAX_REFERENCE_VALUES
-                or not all(isinstance(v, str) and len(v) <= 1024 for v in values)):
-            raise KbsProblem("SerdeError", f"reference values must be a list of at most "
-                             f"{MAX_REFERENCE_VALUES} strings")
+        _check_reference_value(name, values)
         self.store.put_reference_value(name, values)
         self._invalidate()
 
@@ -511,13 +515,16 @@ class KbsService:
                              ) from None
         if not isinstance(payload, dict) or not payload:
             raise KbsProblem("SerdeError", "RVPS payload must be a non-empty JSON object")
-        for name, value in payload.items():
-            values = value if isinstance(value, list) else [value]
+        pairs = [(name, value if isinstance(value, list) else [value])
+                 for name, value in payload.items()]
+        for name, values in pairs:  # all checked before any is stored: never half a message
             if not all(isinstance(v, str) for v in values):
                 raise KbsProblem("SerdeError", f"reference value {name[:128]!r} must be a "
                                  "string or a list of strings (Arca's claims are strings)")
-            self.admin_set_reference_value(json.dumps({"name": name, "values": values}
-                                                      ).encode())
+            _check_reference_value(name, values)
+        for name, values in pairs:
+            self.store.put_reference_value(name, values)
+        self._invalidate()
 
     def admin_get_reference_value(self, name: str) -> list[str]:
         """``GET /kbs/v0/reference-value/<name>`` (Trustee ``kbs/src/api_server.rs``)."""
