@@ -68,9 +68,14 @@ class Created:
     """A TEE container created with its stdio in files and its agent waiting for start."""
 
     def __init__(self, rt: Runtime, cid: str, args: list[str],
-                 annotations: dict[str, str] | None = None) -> None:
+                 annotations: dict[str, str] | None = None, host_network: bool = False) -> None:
         self.rt, self.cid = rt, cid
         b = rt.bundle(cid, args, annotations=annotations)
+        if host_network:
+            cfg = json.loads((b / "config.json").read_text())
+            cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
+                                          if n["type"] != "network"]
+            (b / "config.json").write_text(json.dumps(cfg))
         self.out, self.err = rt.tmp / f"{cid}.out", rt.tmp / f"{cid}.err"
         pid_file = rt.tmp / f"{cid}.pid"
         with open(self.out, "wb") as o, open(self.err, "wb") as e:
@@ -234,4 +239,42 @@ def test_kill_9_while_runc_makes_the_container_then_delete_force_leaves_nothing(
     proc.kill()
     proc.wait()
     rt.run("delete", "--force", cid)
+    assert_clean(rt, cid)
+
+
+def test_start_returns_once_the_agent_has_taken_go(rt: Runtime) -> None:
+    """``start`` returns only after the agent took the ``go`` byte, which it reads once its
+    broker work is done: a caller's exec right after ``start`` (``ctr run -d`` then ``ctr task
+    exec``) must not come before the secrets. The broker here holds the agent's connection
+    for 2 s and then drops it (the agent's error is then reported after ``start``)."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    closed: list[float] = []
+
+    def stall() -> None:
+        conn, _ = srv.accept()
+        time.sleep(2)
+        closed.append(time.monotonic())
+        conn.close()
+
+    threading.Thread(target=stall, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    init = (f'version = "0.1.0"\n[data]\nkbs_url = "{url}"\n'
+            "agent = '{\"kbs_retries\": 0, \"insecure_kbs\": true}'\n").encode()
+    cid = f"ps-taken-{rt.path}-{RUN}"  # type: ignore[attr-defined]
+    # The host's network namespace, where the stalling broker listens on loopback.
+    c = Created(rt, cid, ["sh", "-c", "echo workload-ran"],
+                {"io.arca.init-data": base64.b64encode(init).decode()}, host_network=True)
+    try:
+        rt.run("start", cid)
+        returned = time.monotonic()
+        assert closed and returned >= closed[0], "start returned while the agent still attested"
+        c.wait_exit()
+        assert url in c.err.read_text() and c.out.read_text() == ""
+    finally:
+        srv.close()
+        rt.run("delete", "--force", cid)
     assert_clean(rt, cid)

@@ -205,7 +205,14 @@ class Backend:
         for the C front end, ADR 0046): one byte to the ``go`` FIFO in the TD directory once
         the TD's side holds it open. The agent opens it ``O_RDWR`` first thing, so a
         non-blocking open for writing succeeds exactly when it is there; a VM backend relays it
-        to its guest."""
+        to its guest.
+
+        Where the agent itself takes the byte (no VM between), ``start`` also waits until it
+        has (at most :data:`TAKEN_TIMEOUT_S`, or until the agent ended): it reads the byte only
+        once its secrets are placed (ADR 0003), so a caller's ``exec`` right after ``start``
+        (``ctr run -d`` then ``ctr task exec``, ``arca run -d`` then ``arca exec``) finds them,
+        as runc's ``start`` returns once the process runs. A VM's monitor relays the byte only
+        after its guest booted: waiting there would hold ``start`` for the boot."""
         import errno
         import os
         import time
@@ -231,6 +238,8 @@ class Backend:
             time.sleep(0.001)
         try:
             os.write(fd, b"1")
+            if not self.facts.launch_measured:
+                _wait_taken(fd, init_pid, TAKEN_TIMEOUT_S)
         finally:
             os.close(fd)
 
@@ -252,6 +261,27 @@ class Backend:
 
     def undo(self, cid: str) -> None:
         raise NotImplementedError
+
+
+#: How long ``start`` waits for the agent to take ``go`` (it may still be attesting); after
+#: that ``start`` returns anyway: the agent goes on by itself, only the wait is given up.
+TAKEN_TIMEOUT_S = 60.0
+
+
+def _wait_taken(fd: int, init_pid: int, timeout: float) -> None:
+    """Until the byte written to the FIFO ``fd`` is read (FIONREAD counts what is unread; the
+    byte is never read here), the reader ``init_pid`` ended, or ``timeout``."""
+    import fcntl
+    import sys
+    import termios
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(init_pid):
+        unread = fcntl.ioctl(fd, termios.FIONREAD, bytes(4))
+        if int.from_bytes(unread, sys.byteorder) == 0:
+            return
+        time.sleep(0.002)
 
 
 def _alive(pid: int) -> bool:

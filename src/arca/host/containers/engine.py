@@ -639,12 +639,6 @@ class Engine:
                 msg = no_terminal or err.strip() or f"arca-runtime start exited {start_code}"
                 self._failed(cid, msg, foreground)
                 raise ContainerError(f"container {rec.name}: {msg}")
-            if rec.tee != "none" and not foreground:
-                from arca.wire.tees import TEES
-
-                facts = TEES.get(rec.tee)
-                if facts is not None and not facts.launch_measured:  # a VM's guest takes it
-                    _wait_released(cid, pid)  # (through its VMM) only once it has booted
             self.store.update(cid, status="running", pid=pid, started=now(),
                               monitor_pid=os.getpid())
             if rec.tee != "none":
@@ -1261,39 +1255,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _wait_released(cid: str, pid: int, timeout: float = 600.0) -> None:
-    """Until a TD's agent has taken the ``go`` byte ``start`` wrote, or the container ended.
-    The agent holds ``go`` open from its start and reads the byte only once its secrets are
-    placed (prestart, ADR 0003), so ``start`` returns while it may still attest: without this
-    wait ``arca run -d`` would return then, and an ``arca exec`` right after would not find
-    the secrets yet. The byte is never read here (FIONREAD counts what is unread); without a
-    ``go`` (no prestart) there is nothing to wait for."""
-    import fcntl
-    import termios
-
-    from arca.host.runtime import state as rst
-
-    try:
-        fd = os.open(rst.td_dir(cid) / rst.GO_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            unread = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
-            if unread == 0:
-                return
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                        return  # ended without taking it
-            except OSError:
-                return
-            time.sleep(0.01)
-    finally:
-        os.close(fd)
 
 
 def _kill(pid: int, sig: int) -> None:
