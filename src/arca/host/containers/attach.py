@@ -20,6 +20,7 @@ container running.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from arca.errors import NotFound, StateError
@@ -28,10 +29,7 @@ from arca.host.containers.engine import Engine, runtime_argv, runtime_env
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
     from typing import Any
-else:
-    import _signal as signal  # signal without its enums: see spawn.py
 
 POLL_S = 0.05
 #: podman's default detach keys: Ctrl-P, Ctrl-Q.
