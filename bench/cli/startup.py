@@ -1,7 +1,9 @@
 """Start-up of the commands typed often, this tree against another checkout, in one run.
 
 ``arca ps``, ``images``, ``logs``, ``inspect``, ``version`` and ``kbs admin
-get-reference-values`` (goal ≤ 80 ms each, ``run.py`` part 3), plus ``python -c "import M"``
+get-reference-values`` (goal ≤ 80 ms each, ``run.py`` part 3), the warm ``arca run --rm --tee
+none IMG true`` (each tree in an ``ARCA_ROOT`` of its own: a run plan is a tree's), plus
+``python -c "import M"``
 for the modules every ``arca run`` and ``arca-runtime`` call import (``--module``), each run
 by this tree's ``.venv`` and by the ``--baseline`` checkout's (its own ``.venv``: ``make
 setup`` there), interleaved run by run over one ``ARCA_ROOT`` (one image, one detached
@@ -74,6 +76,7 @@ def main() -> int:
     env = {**os.environ, "ARCA_ROOT": str(tmp / "arca"), "ARCA_RUN": run_dir}
     arca = str(REPO / ".venv/bin/arca")
     kbs = None
+    run_dirs = [run_dir]
     try:
         with run_registry(tmp / "registry") as reg:
             ref = push(build_busybox_image(tmp / "layout", "v1"), reg.host, "bench/startup:v1")
@@ -107,6 +110,15 @@ def main() -> int:
                 for tree in trees:
                     variants[(f"import {mod}", tree)] = (
                         [str(trees[tree] / ".venv/bin/python"), "-c", f"import {mod}"], env)
+            for tree in trees:  # each tree's warm run: its own store, image pulled, plan made
+                tree_env = {**env, "ARCA_ROOT": str(tmp / f"arca-{tree}"),
+                            "ARCA_RUN": tempfile.mkdtemp(prefix=f"abs-{tree}-", dir="/tmp")}
+                run_dirs.append(tree_env["ARCA_RUN"])
+                tree_arca = str(trees[tree] / ".venv/bin/arca")
+                subprocess.run([tree_arca, "pull", "-q", "--insecure", ref], env=tree_env,
+                               check=True, capture_output=True)
+                variants[("run --rm --tee none IMG true", tree)] = (
+                    [tree_arca, "run", "--rm", "--tee", "none", ref, "true"], tree_env)
             walls: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
             cpus: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
             for i in range(opts.warmup + opts.runs):
@@ -121,7 +133,8 @@ def main() -> int:
             kbs.wait()
         subprocess.run([arca, "rm", "-f", "bench-startup"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        for d in run_dirs:
+            shutil.rmtree(d, ignore_errors=True)
     print(f"medians of {opts.runs} interleaved runs (after {opts.warmup} warm-up); "
           f"this = {REPO}, base = {trees['base']}; load {os.getloadavg()[0]:.1f}")
     print(f"  {'command':<44} {'wall this':>9} {'base':>7} {'ratio':>6}   "
