@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arca._internal import fastjson as lean
+
+
+@pytest.fixture(autouse=True, scope="module")
+def unlimited_owned_reader() -> Iterator[None]:
+    """Every document here goes through the owned reader first (its per-process budget would
+    otherwise hand the later examples straight to json)."""
+    saved, lean._budget[0] = lean._budget[0], 1 << 62
+    yield
+    lean._budget[0] = saved
+
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
            | st.text(max_size=12))
@@ -130,4 +142,16 @@ def test_plain_records_never_import_json() -> None:
             "assert json_loads(json_dumps(rec)) == {**rec, 'args': list(rec['args'])}; "
             "assert 'json' not in sys.modules, 'json imported'; "
             "json_loads('[NaN]'); assert 'json' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_past_its_budget_the_reader_hands_over_to_json() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from arca._internal import fastjson as f; doc = '[' + '1, ' * 999 + '1]'; "
+            "n = f.OWNED_BUDGET_CHARS // len(doc); "
+            "assert all(f.json_loads(doc) == [1] * 1000 for _ in range(n)); "
+            "assert 'json' not in sys.modules; "
+            "assert f.json_loads(doc) == [1] * 1000 and 'json' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
