@@ -9,9 +9,10 @@ ADR 0056 for all of ``src/arca``). Read from the AST of every module, including 
   ``from typing import _GenericAlias``);
 - a ``_``-prefixed attribute of a module imported from outside Arca (``hashlib._Hash``,
   ``sys._getframe``);
-- a ``super()._x(...)`` call in a class with a base from outside Arca, or a method ``_x``
+- in a class with a base from outside Arca: a ``super()._x(...)`` call, a method ``_x``
   defined over one the base already has (a library class's private hook; the base is
-  imported to see its attributes).
+  imported to see its attributes), or ``self._x`` read where the class never sets or
+  defines ``_x`` (the base's private state).
 
 Dunder names (``__future__``, ``__version__``) are public. :data:`ALLOWED` is the explicit,
 justified exception list (each entry is argued in ADR 0056)."""
@@ -131,6 +132,25 @@ class _Scan(ast.NodeVisitor):
                 for base in self.bases[-1]:
                     if hasattr(_resolve(base), item.name):
                         self.report(item, f"{base}.{item.name}")
+        if self.bases[-1]:
+            # ``self._x`` read but never set nor defined here: the library base's own
+            mine = {i.name for i in node.body if isinstance(
+                i, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)} | {
+                t.id for i in node.body if isinstance(i, ast.Assign | ast.AnnAssign)
+                for t in (i.targets if isinstance(i, ast.Assign) else [i.target])
+                if isinstance(t, ast.Name)}
+            used: dict[str, ast.Attribute] = {}
+            for a in ast.walk(node):
+                if (isinstance(a, ast.Attribute) and isinstance(a.value, ast.Name)
+                        and a.value.id == "self" and _private(a.attr)):
+                    if isinstance(a.ctx, ast.Store | ast.Del):
+                        mine.add(a.attr)
+                    else:
+                        used.setdefault(a.attr, a)
+            for attr, a in used.items():
+                if attr not in mine:
+                    for base in self.bases[-1]:
+                        self.report(a, f"{base}.{attr}")
         self.generic_visit(node)
         self.bases.pop()
 
@@ -176,9 +196,14 @@ def test_the_check_catches_private_apis(tmp_path: pathlib.Path) -> None:
         "    class T(tarfile.TarInfo):\n"
         "        def _proc_member(self, tf):\n            return super()._proc_member(tf)\n"
         "        def _mine(self):\n            pass\n"
-        "class Mine:\n    def _y(self):\n        return super()._y()\n")
+        "class Mine:\n    def _y(self):\n        return super()._y()\n"
+        "import asyncio\nclass P(asyncio.Protocol):\n    _k = 1\n"
+        "    def __init__(self):\n        self._t = None\n"
+        "    def go(self):\n        return self._t, self._k, self._go(), self._loop\n"
+        "    def _go(self):\n        return 1\n")
     assert [w for _, w in private_uses(f)] == [
         "_socket", "_operator", "_operator._compare_digest",
         "cryptography.hazmat.bindings._rust", "_typeshed", "hashlib._Hash",
         "sys._getframe", "os.path._joinrealpath", "_json", "encodings._x",
-        "tarfile.TarInfo._proc_member", "tarfile.TarInfo._proc_member"]
+        "tarfile.TarInfo._proc_member", "tarfile.TarInfo._proc_member",
+        "asyncio.Protocol._loop"]
