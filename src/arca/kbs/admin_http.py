@@ -9,7 +9,7 @@ policies, reference values and resources, none near it).
 
 from __future__ import annotations
 
-import _socket  # socket.py imports enum, selectors...: ~10 ms; https loads it with ssl
+import socket
 
 from arca._internal.fastjson import json_loads
 
@@ -50,35 +50,13 @@ def request(method: str, url: str, headers: dict[str, str], body: bytes | None, 
             "Content-Length": str(len(body or b"")), **headers}
     head = f"{method} {target} HTTP/1.1\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
-    if tls is not None:
-        import socket
-
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                tls.wrap_socket(raw, server_hostname=host) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        if tls is None:
+            raw.sendall(head.encode("latin-1") + (body or b""))
+            return _read_response(raw, method)
+        with tls.wrap_socket(raw, server_hostname=host) as sock:
             sock.sendall(head.encode("latin-1") + (body or b""))
             return _read_response(sock, method)
-    plain = _connect(host, port, timeout)
-    try:
-        plain.sendall(head.encode("latin-1") + (body or b""))
-        return _read_response(plain, method)
-    finally:
-        plain.close()
-
-
-def _connect(host: str, port: int, timeout: float) -> Any:
-    """``socket.create_connection`` on ``_socket``: each address in turn."""
-    err: OSError | None = None
-    for family, kind, proto, _, addr in _socket.getaddrinfo(host, port, 0,
-                                                           _socket.SOCK_STREAM):
-        s = _socket.socket(family, kind, proto)
-        try:
-            s.settimeout(timeout)
-            s.connect(addr)
-            return s
-        except OSError as e:
-            s.close()
-            err = e
-    raise err or OSError(f"cannot resolve {host}")
 
 
 def split_url(url: str) -> tuple[str, int, str]:

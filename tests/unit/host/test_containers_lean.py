@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,16 @@ def test_spawn_exit_codes_stderr_and_fds(tmp_path: Path) -> None:
 
 
 # -- json stand-ins (arca._internal.fastjson) on the arca run path --------------------------------
+
+@pytest.fixture(autouse=True, scope="module")
+def owned_json() -> Iterator[None]:
+    """The owned reader without its per-process budget (see test_fastjson.py)."""
+    from arca._internal import fastjson
+
+    saved, fastjson._budget[0] = fastjson._budget[0], 1 << 62
+    yield
+    fastjson._budget[0] = saved
+
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

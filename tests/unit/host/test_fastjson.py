@@ -1,19 +1,32 @@
-"""``arca._internal.fastjson`` (the host fast paths' json) against the stdlib: the same value or
-the same error (type and message) as ``json.loads``/``json.dumps``, on
+"""``arca._internal.fastjson`` (the host fast paths' owned json, ADR 0056) against the stdlib:
+the same value or the same error (type and message) as ``json.loads``/``json.dumps``, on
 generated values, on valid documents, on documents built from the pieces that trip parsers
 (brackets, quotes, escapes, NaN/Infinity, control characters, BOMs, UTF-16/32, trailing data)
-and on deep nesting."""
+and on deep nesting; and the owned reader and writer answer themselves (not json behind them)
+for the plain JSON Arca writes."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arca._internal import fastjson as lean
+
+
+@pytest.fixture(autouse=True, scope="module")
+def unlimited_owned_reader() -> Iterator[None]:
+    """Every document here goes through the owned reader first (its per-process budget would
+    otherwise hand the later examples straight to json)."""
+    saved, lean._budget[0] = lean._budget[0], 1 << 62
+    yield
+    lean._budget[0] = saved
+
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
            | st.text(max_size=12))
@@ -98,3 +111,47 @@ def test_dumps_refuses_as_json_does() -> None:
     assert lean.json_dumps(odd) == json.dumps(odd)
     assert lean.json_dumps(odd, ensure_ascii=False) == json.dumps(odd, ensure_ascii=False)
 
+
+
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=4) | st.tuples(kids, kids)
+    | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=15)
+
+
+@settings(max_examples=400, deadline=None)
+@given(PLAIN, st.booleans(), st.sampled_from([None, 1, 2, "\t"]))
+def test_the_owned_parts_answer_plain_json_themselves(value: Any, ascii_only: bool,
+                                                      indent: Any) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    parsed, end = lean._value(text, 0)  # no fallback here: a refusal raises
+    assert end == len(text) and repr(parsed) == repr(json.loads(text))
+    out: list[str] = []
+    lean._dump(value, out, lean._OUT_ASCII if ascii_only else lean._OUT, ascii_only)
+    assert "".join(out) == json.dumps(value, ensure_ascii=ascii_only)
+
+
+def test_plain_records_never_import_json() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from arca._internal.fastjson import json_dumps, json_loads; "
+            "rec = {'id': 'a' * 64, 'args': ('sh', '-c', 'echo \"hi\"\\n'), 'pid': 7, "
+            "'exit_code': None, 'tty': False, 'cpu': 1.5e-3, 'env': ['A=\\u00e9\\t']}; "
+            "assert json_loads(json_dumps(rec)) == {**rec, 'args': list(rec['args'])}; "
+            "assert 'json' not in sys.modules, 'json imported'; "
+            "json_loads('[NaN]'); assert 'json' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_past_its_budget_the_reader_hands_over_to_json() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from arca._internal import fastjson as f; doc = '[' + '1, ' * 999 + '1]'; "
+            "n = f.OWNED_BUDGET_CHARS // len(doc); "
+            "assert all(f.json_loads(doc) == [1] * 1000 for _ in range(n)); "
+            "assert 'json' not in sys.modules; "
+            "assert f.json_loads(doc) == [1] * 1000 and 'json' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

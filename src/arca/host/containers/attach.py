@@ -28,10 +28,7 @@ from arca.host.containers.engine import Engine, runtime_argv, runtime_env
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
     from typing import Any
-else:
-    import _signal as signal  # signal without its enums: see spawn.py
 
 POLL_S = 0.05
 #: podman's default detach keys: Ctrl-P, Ctrl-Q.
@@ -118,6 +115,8 @@ class _StdinSender:
 
 def attach(engine: Engine, ref: str, out_fd: int = 1, *, sig_proxy: bool = True,
            stdin: bool = True) -> int:
+    import signal  # here, not for serve_stdin (arca run -d -i): its enums cost ~3 ms
+
     rec = engine.store.find(ref)
     if not rec.is_alive():
         raise StateError(f"container {rec.name} is not running: arca attach needs a running "

@@ -55,17 +55,15 @@ from arca.host.images.mount import mount_overlay, umount
 # Every ``arca run`` imports this module: no dataclasses, typing, pathlib, subprocess or the
 # image store's parsers at run time (~40 ms of imports, twice what ``runc run`` takes to run a
 # container). The store is imported when a run plan is missing (:mod:`.runplan`) and for
-# ``images_in_use``.
+# ``images_in_use``. :mod:`signal` (its enums: ~3 ms) is imported by the methods that send or
+# catch signals, not by ``inspect``, ``logs`` and the like.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
     from collections.abc import Callable, Iterator, Mapping
     from typing import Any
 
     from arca.host.images.registry import Credentials
     from arca.host.images.store import ImageStore
-else:
-    import _signal as signal  # signal without its enums: see spawn.py
 
 PR_SET_CHILD_SUBREAPER = 36
 #: ``--restart`` policies (podman's); ``on-failure`` takes ``:N``, the most restarts.
@@ -554,6 +552,7 @@ class Engine:
         """Create, start and wait for the container; returns its exit code (128+N on signal N).
         Runs in the ``arca run`` process or in the monitor; the monitor passes ``started_fd``,
         written to and closed once the container is recorded running."""
+        import signal
         _set_subreaper()
         rec = self.store.load(cid)
         d = self._dir(cid)
@@ -708,6 +707,8 @@ class Engine:
         """The user's terminal on the container's: window size now and on SIGWINCH (its old
         handler goes into ``old_handlers`` to be put back), raw mode with ``-i``. Returns the
         entered raw mode, to be left when the container exits."""
+        import signal
+
         from arca.host.containers import terminal
 
         local = terminal.local_terminal()
@@ -905,6 +906,7 @@ class Engine:
     def kill(self, ref: str, sig: str = "KILL") -> ContainerRecord:
         """Send ``sig`` (a name, with or without SIG, or a number) to the container's process,
         through the runtime (a TD's agent passes it on like runc does)."""
+        import signal
         name = sig.upper().removeprefix("SIG")
         if not (name.isdigit() and 0 < int(name) < 65) and not (
                 name.isalnum() and hasattr(signal, "SIG" + name)):
@@ -1071,6 +1073,8 @@ class Engine:
         runc sends the process's terminal here and returns once it runs; as a child subreaper
         we inherit the process, copy its terminal to ours (ours raw with ``-i``, window size
         followed) and reap it."""
+        import signal
+
         from arca.host.containers import terminal
 
         _set_subreaper()

@@ -14,14 +14,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
     from collections.abc import Mapping
-else:
-    # The C module behind :mod:`signal`, which only adds enum wrappers for numbers and
-    # handlers: those cost ~3 ms of imports (enum, functools, collections) per `arca run`.
-    import _signal as signal
-
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def _seal_inherited_fds() -> None:
@@ -41,6 +34,8 @@ def spawn(argv: list[str], *, env: Mapping[str, str] | None = None, quiet: bool 
     """Start ``argv``; its pid. ``quiet``: stdout and stderr to /dev/null; ``stderr_fd``:
     stderr to that descriptor (stdout to /dev/null, unless ``stdout_fd`` names one);
     ``no_stdin``: stdin from /dev/null."""
+    import signal  # here: a module that only waits for children need not load it
+
     _seal_inherited_fds()
     actions: list[tuple[object, ...]] = []
     if no_stdin:
@@ -56,7 +51,7 @@ def spawn(argv: list[str], *, env: Mapping[str, str] | None = None, quiet: bool 
         else:
             actions.append((os.POSIX_SPAWN_DUP2, stderr_fd, 2))
     return os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
-                           file_actions=actions, setsigdef=_DEFAULT_SIGNALS)
+                           file_actions=actions, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
 
 
 def wait(pid: int) -> int:

@@ -13,6 +13,19 @@ from dataclasses import dataclass
 
 from arca.host.images.errors import BadManifest, DigestMismatch
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Hasher(Protocol):
+        """What ``hashlib.new`` returns, as used here (its typeshed name, ``hashlib._Hash``,
+        is private)."""
+
+        def update(self, data: bytes, /) -> None: ...
+
+        def hexdigest(self) -> str: ...
+
+
 _HEX_LEN = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -40,7 +53,7 @@ class Digest:
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
 
-    def hasher(self) -> hashlib._Hash:
+    def hasher(self) -> Hasher:
         return hashlib.new(self.algorithm)
 
     def verify(self, data: bytes, what: str = "content") -> None:

@@ -7,10 +7,10 @@ daemon when it is absent, detached from the caller: its own session, stdio on it
 
 from __future__ import annotations
 
-import _socket  # not ``socket``: its enum set-up costs ~3 ms per create and delete
 import base64
 import json
 import os
+import socket
 import time
 
 from arca.host.simtee import locations
@@ -35,7 +35,7 @@ class PlatformRefused(InvalidInput):
 
 def request(req: dict[str, Any], *, timeout: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
     path = str(locations.control_socket())
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         try:
