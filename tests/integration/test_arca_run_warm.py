@@ -15,11 +15,12 @@ from tests.support.images import build_busybox_image
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 #: What the slow path needs and the warm path must not import (each costs milliseconds).
-#: ``signal`` (and with it ``enum``) is not among them: forwarding signals to the container
-#: needs :mod:`signal`, and its private C half is not for Arca to use (ADR 0056).
+#: ``signal`` (and with it ``enum``) and ``json`` (with ``re``) are not among them: forwarding
+#: signals needs :mod:`signal`, reading state needs :mod:`json`, and their private C halves are
+#: not for Arca to use (ADR 0056).
 HEAVY = ("dataclasses", "typing", "pathlib", "subprocess", "shutil", "datetime", "hashlib",
          "arca.host.images.store", "arca.host.images.ingest", "arca.host.imageconfig",
-         "arca.host.paths", "typer", "json", "re", "socket", "selectors")
+         "arca.host.paths", "typer", "socket", "selectors")
 
 
 @pytest.fixture(scope="module")

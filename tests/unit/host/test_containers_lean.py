@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -312,63 +311,3 @@ def test_spawn_exit_codes_stderr_and_fds(tmp_path: Path) -> None:
     ignored = int(re.findall(r"SigIgn:\s*([0-9a-f]+)", status)[0], 16)
     assert not ignored & (1 << (13 - 1)) and not ignored & (1 << (25 - 1))
     assert spawn.run(["true"], quiet=True) == 0
-
-
-# -- json stand-ins (arca._internal.fastjson) on the arca run path --------------------------------
-
-@pytest.fixture(autouse=True, scope="module")
-def owned_json() -> Iterator[None]:
-    """The owned reader without its per-process budget (see test_fastjson.py)."""
-    from arca._internal import fastjson
-
-    saved, fastjson._budget[0] = fastjson._budget[0], 1 << 62
-    yield
-    fastjson._budget[0] = saved
-
-
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-    max_leaves=20)
-
-
-@settings(max_examples=300)
-@given(JSON_VALUES)
-def test_leanjson_writes_and_reads_what_json_does(value: object) -> None:
-    from arca._internal import fastjson as lean
-
-    text = lean.json_dumps(value)
-    assert text == json.dumps(value)
-    assert repr(lean.json_loads(text)) == repr(json.loads(text))  # repr: NaN != NaN
-    assert repr(lean.json_loads(text.encode())) == repr(json.loads(text))
-
-
-@settings(max_examples=300)
-@given(st.text(alphabet=' \t\n{}[]",:0123456789.eE+-truefalsnNaIinfy\\u', max_size=30))
-def test_leanjson_parses_or_refuses_as_json_does(text: str) -> None:
-    from arca._internal import fastjson as lean
-
-    try:
-        expected: object = repr(json.loads(text))
-    except ValueError:
-        expected = ValueError
-    try:
-        got: object = repr(lean.json_loads(text))
-    except ValueError:
-        got = ValueError
-    assert got == expected
-
-
-def test_leanjson_refuses_what_json_refuses() -> None:
-    from arca._internal import fastjson as lean
-
-    for bad in ("", " ", "{", '{"a": 1} x', "[1,]", "\ufeff{}", b"\xff"):
-        with pytest.raises(ValueError):
-            lean.json_loads(bad)
-    loop: list[object] = []
-    loop.append(loop)
-    with pytest.raises(ValueError, match="Circular"):
-        lean.json_dumps(loop)
-    with pytest.raises(TypeError, match="not JSON serializable"):
-        lean.json_dumps({"a": object()})
-    assert lean.json_dumps([1]) == "[1]"  # the encoder is fresh after an error
