@@ -101,12 +101,14 @@ def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = Non
         if recs:
             _echo("\n".join(r.id[:12] for r in recs))
         return 0
+    from arca.cli import table
+
     if as_json or format_ == "json":
         import json
 
-        _echo(json.dumps([{**r.to_json(), "state": r.display_status} for r in recs], indent=2))
+        shape = table.ps_record_json if as_json else table.ps_podman_json
+        _echo(json.dumps([shape(r, table.labels(store, r.id)) for r in recs], indent=2))
         return 0
-    from arca.cli import table
 
     if format_:
         out = table.render_each(format_, [table.ps_fields(r, table.labels(store, r.id))

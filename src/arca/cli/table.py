@@ -49,17 +49,17 @@ def ago(iso: str | None, now: float | None = None) -> str:
 
 
 def status(r: ContainerRecord) -> str:
-    """STATUS: the state and how long, as podman's ``Up 3 minutes`` / ``Exited (0) 2 seconds
-    ago`` but with Arca's state names (``running, up 3 minutes``)."""
+    """STATUS in podman's words (``Up 3 minutes``, ``Exited (0) 2 seconds ago``, ``Created``:
+    scripts match them), with what only Arca knows appended (a lost monitor, restarts)."""
     shown = r.display_status
-    up = ago(r.started).removesuffix(" ago").replace("Less than a second", "just started")
+    up = ago(r.started).removesuffix(" ago")
     if shown == "running" and r.monitor_pid > 0 and not _alive(r.monitor_pid):
-        return f"running, up {up} (monitor lost: arca rm)"
+        return f"Up {up} (monitor lost: arca rm)"
     if shown == "running":
-        return (f"running, up {up}" if up else "running") + restarts(r)
+        return (f"Up {up}" if up else "Up") + restarts(r)
     if r.status == "exited":
-        return f"exited ({r.exit_code}) {ago(r.finished)}".rstrip() + restarts(r)
-    return shown
+        return f"Exited ({r.exit_code}) {ago(r.finished)}".rstrip() + restarts(r)
+    return shown[:1].upper() + shown[1:]
 
 
 def restarts(r: ContainerRecord) -> str:
@@ -126,6 +126,46 @@ def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[
         "Status": status(r), "State": r.display_status, "Labels": dict(labels or {}),
         "Pid": r.pid, "ExitCode": r.exit_code, "TEE": r.tee,
         "Restarts": r.restart_count, "RestartPolicy": r.restart_policy,
+    }
+
+
+def td_json(r: ContainerRecord) -> dict[str, Any] | None:
+    """The ``td`` object of ``arca inspect`` (backend, measurement, broker, verdict) for a
+    container's TD; None without one."""
+    if r.tee == "none":
+        return None
+    import os
+
+    from arca.host.containers import tdinfo
+    from arca.host.containers.state import root_dir
+
+    d = os.path.join(root_dir(), "containers", r.id)
+    td = tdinfo.describe(d, r.status, r.exit_code, os.path.join(d, "container.log"))
+    if td is not None and not td["measurement"]:
+        td["measurement"] = measurement(r)  # the runtime's live state, before td.json has it
+    return td
+
+
+def ps_record_json(r: ContainerRecord, labels: dict[str, str]) -> dict[str, Any]:
+    """``arca ps --json``: Arca's record (as ``inspect`` has it) with the TD's fields."""
+    return {**r.to_json(), "state": r.display_status, "labels": labels, "td": td_json(r)}
+
+
+def ps_podman_json(r: ContainerRecord, labels: dict[str, str]) -> dict[str, Any]:
+    """``arca ps --format json``: podman's keys and value types for what Arca has (so ``jq
+    '.[].Names[0]'`` works as with podman), plus ``TEE`` and the TD's ``td`` object."""
+    def secs(iso: str | None) -> int:
+        t = epoch(iso) if iso else None
+        return int(t) if t is not None else 0
+
+    return {
+        "AutoRemove": r.auto_remove, "Command": list(r.args), "Created": secs(r.created),
+        "CreatedAt": ago(r.created), "Exited": r.status == "exited",
+        "ExitedAt": secs(r.finished), "ExitCode": r.exit_code or 0, "Id": r.id,
+        "Image": r.image, "ImageID": r.image_digest, "Labels": labels or None,
+        "Names": [r.name], "Pid": r.pid if r.is_alive() else 0,
+        "Restarts": r.restart_count, "StartedAt": secs(r.started),
+        "State": r.display_status, "Status": status(r), "TEE": r.tee, "td": td_json(r),
     }
 
 
