@@ -69,13 +69,14 @@ def pull(reference: str, creds: str | None = None, insecure: bool = False,
     from arca.cli._common import registry_credentials
     from arca.host.images import ImageStore
     from arca.host.images import pull as do_pull
-    from arca.host.images.progress import for_terminal
+    from arca.host.images.progress import for_stderr
 
-    bars = None if quiet else for_terminal()
+    bars = None if quiet else for_stderr()
     kwargs = dict(credentials=registry_credentials(creds, reference), insecure=insecure,
                   ca_file=ca_cert)
     if bars:
         with bars:
+            bars.message(f"pulling {reference}")
             rec = do_pull(ImageStore(), reference, progress=bars, **kwargs)  # type: ignore[arg-type]
     else:
         rec = do_pull(ImageStore(), reference, **kwargs)  # type: ignore[arg-type]

@@ -95,3 +95,29 @@ def test_pull_progress_totals_and_done_line(capsys: pytest.CaptureFixture[str]) 
         assert (total.description, total.total, total.completed) == ("total", 5000, 5000)
     err = capsys.readouterr().err
     assert "done: 2 layers, 0.0 MB in" in err
+
+
+def test_plain_pull_progress_lines() -> None:
+    """Not a terminal: whole lines, a running total when due, messages held until the first
+    layer (a pull that downloads nothing says only its done line)."""
+    import io
+
+    from arca.host.images.progress import PlainProgress
+
+    out = io.StringIO()
+    prog = PlainProgress(out)
+    prog.EVERY = 0.0
+    with prog as p:
+        p.message("pulling x")
+        assert out.getvalue() == ""
+        a = p.add("layer aaaaaaaaaaaa", 2_000_000)
+        p.advance(a, 1_000_000)
+        p.advance(a, 1_000_000)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "pulling x" and "layer aaaaaaaaaaaa: 2.0 MB done" in lines
+    assert any(ln.startswith("pulled 1.0 / 2.0 MB (") for ln in lines), lines
+    assert lines[-1].startswith("done: 1 layer, 2.0 MB in ")
+    out = io.StringIO()
+    with PlainProgress(out) as p:
+        p.message("pulling y")
+    assert out.getvalue() == "done: nothing to download (all layers already in the store)\n"
