@@ -382,7 +382,9 @@ class Engine:
             if opts.tee != "none":
                 from arca.host.hashprogress import warm_rootfs_digest
 
-                warm_rootfs_digest(rootfs, image_name)  # the runtime's hash, with progress
+                # the runtime's hash, with progress (in a log too, unless a run plan says
+                # this image ran here before: see warm_rootfs_digest)
+                warm_rootfs_digest(rootfs, image_name, plain=plan is None)
             if config is not None:
                 from pathlib import Path
 
