@@ -60,11 +60,21 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{rec.name} {rec.digest}")
 
     @image.command("ls")
-    def ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    def ls(
+        as_json: bool = typer.Option(False, "--json", help="Arca's image records as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the image ids."),
+        format_: str = typer.Option(None, "--format", help="Go template, as podman's: "
+                                    "'{{.Repository}}:{{.Tag}} {{.ID}}', 'table ...', "
+                                    "'json' (podman's keys)."),
+        noheading: bool = typer.Option(False, "--noheading", "-n", help="No header row."),
+        no_trunc: bool = typer.Option(False, "--no-trunc", help="Full image ids."),
+        all_: bool = typer.Option(False, "--all", "-a", help="Accepted as podman's (a store "
+                                  "of pulled images has no intermediate images)."),
+    ) -> None:
         """List the images in the store."""
         from arca.cli.image_ops import images
 
-        raise typer.Exit(images(as_json))
+        raise typer.Exit(images(as_json, quiet, format_, noheading, no_trunc, all_))
 
     @image.command("inspect")
     def inspect(ref: str = typer.Argument(..., help="Image name, id or digest.")) -> None:
