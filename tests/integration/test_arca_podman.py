@@ -151,6 +151,39 @@ def test_sigkilled_run_rm_is_reaped_by_the_next_command(
         os.kill(info["pid"], 0)
 
 
+def test_name_of_a_sigkilled_run_rm_is_free_for_the_next_run(
+        world: tuple[str, dict[str, str]]) -> None:
+    """The next command may be the same ``arca run --name`` again (no ``ps`` between): it
+    reaps the lost container holding the name, TD included, and runs."""
+    image, env = world
+    proc = subprocess.Popen([ARCA, "run", "--rm", "--name", "again", "--tee", "sim", image,
+                             "sleep", "300"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def running() -> bool:
+            r = arca(env, "inspect", "again")
+            return r.returncode == 0 and json.loads(r.stdout)["status"] == "running"
+
+        _wait_for(running)
+        first = json.loads(arca(env, "inspect", "again").stdout)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    res = arca(env, "run", "--rm", "--name", "again", "--tee", "sim", image, "echo", "reused")
+    assert (res.returncode, res.stdout) == (0, "reused\n"), res.stderr
+    assert first["id"] not in _tds(env)
+    with pytest.raises(ProcessLookupError):
+        os.kill(first["pid"], 0)
+    # a live holder keeps its name
+    res = arca(env, "run", "-d", "--name", "held", "--tee", "none", image, "sleep", "300")
+    assert res.returncode == 0, res.stderr
+    try:
+        res = arca(env, "run", "--rm", "--name", "held", "--tee", "none", image, "true")
+        assert res.returncode == 125 and "already in use" in res.stderr, res.stderr
+    finally:
+        arca(env, "rm", "-f", "held")
+
+
 def test_detached_container_with_killed_monitor_is_removed_without_force(
         world: tuple[str, dict[str, str]]) -> None:
     image, env = world

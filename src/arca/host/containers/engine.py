@@ -343,11 +343,20 @@ class Engine:
             lowers = [os.fspath(p) for p in self.images.lowerdirs(record)]
         # monitor_pid: this process until a -d container's monitor takes over, so a killed
         # `arca run` leaves a record that says whose it was (:meth:`reap_lost`)
-        rec = self.store.create(name=opts.name, image=image_name, image_digest=image_digest,
-                                tee=opts.tee, args=(), auto_remove=opts.auto_remove,
-                                monitor_pid=os.getpid(),
-                                detached=opts.detach, tty=opts.tty,
-                                interactive=opts.interactive, restart_policy=opts.restart)
+        fields = dict(image=image_name, image_digest=image_digest,
+                      tee=opts.tee, args=(), auto_remove=opts.auto_remove,
+                      monitor_pid=os.getpid(),
+                      detached=opts.detach, tty=opts.tty,
+                      interactive=opts.interactive, restart_policy=opts.restart)
+        try:
+            rec = self.store.create(name=opts.name, **fields)  # type: ignore[arg-type]
+        except StateError:
+            # The name may be held by a lost foreground container (its `arca run` was
+            # killed): reap it as `ps` would, then take the name if that freed it (a --rm
+            # one is gone; another stays, exited, as podman's does, and the name with it).
+            if opts.name is None or not self._reap_holder(opts.name):
+                raise
+            rec = self.store.create(name=opts.name, **fields)  # type: ignore[arg-type]
         try:
             d = self._dir(rec.id)
             bundle = self._bundle(rec.id)
@@ -987,6 +996,17 @@ class Engine:
             self._finish_lost(rec)
             reaped.append(rec)
         return reaped
+
+    def _reap_holder(self, name: str) -> bool:
+        """Reap the lost foreground container named ``name``, if that is what it is."""
+        try:
+            holder = self.store.find(name)
+        except NotFound:
+            return False
+        if holder.detached or not self.is_lost(holder):
+            return False
+        self._finish_lost(holder)
+        return True
 
     def _finish_lost(self, rec: ContainerRecord) -> None:
         env = runtime_env(rec.tee)
