@@ -97,6 +97,20 @@ def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -
         assert out == f"{cid[:12]} lim map[tier:web] running\n"
         table = arca(env, "ps", "--format", "table {{.Names}}\\t{{.Image}}").stdout
         assert table.splitlines()[0].split() == ["NAMES", "IMAGE"]
+        # podman's ps filters and the rest of its everyday flags
+        for flt, want in ((["name=^li"], [cid[:12]]), (["name=^nope"], []),
+                          (["label=tier=web"], [cid[:12]]), (["label=tier"], [cid[:12]]),
+                          (["label=tier=db"], []), (["status=running", "id=" + cid[:5]],
+                                                    [cid[:12]]), (["status=exited"], [])):
+            args = [a for f in flt for a in ("--filter", f)]
+            assert arca(env, "ps", "-a", "-q", *args).stdout.split() == want, flt
+        assert arca(env, "ps", "-q", "--no-trunc").stdout.split() == [cid]
+        assert arca(env, "ps", "-l", "-q").stdout.split() == [cid[:12]]
+        assert arca(env, "ps", "-n", "0", "-q").stdout == ""
+        row = arca(env, "ps", "--noheading").stdout.splitlines()
+        assert len(row) == 1 and row[0].startswith(cid[:12])
+        bad = arca(env, "ps", "--filter", "colour=red")
+        assert bad.returncode == 125 and bad.stderr.count("\n") == 1, bad.stderr
         assert arca(env, "inspect", "--format", "{{.State}} {{json .Labels}}",
                     "lim").stdout == 'running {"tier": "web"}\n'
         bad = arca(env, "inspect", "-f", "{{.Nope}}", "lim")

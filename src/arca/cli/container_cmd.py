@@ -103,9 +103,20 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the container ids."),
         format_: str = typer.Option(None, "--format", help="Go template, as podman's: "
                                     "'{{.ID}} {{.Names}} {{.Status}}', 'table ...', 'json'."),
+        filter_: list[str] = typer.Option(None, "--filter", "-f", help="KEY=VALUE, as "
+                                          "podman's: id, name (a regular expression), "
+                                          "status, label (KEY or KEY=VALUE), ancestor "
+                                          "(image); repeated: any of one key, all keys."),
+        last: int = typer.Option(-1, "--last", "-n", help="The N most recently created "
+                                 "(all states)."),
+        latest: bool = typer.Option(False, "--latest", "-l", help="The most recently "
+                                    "created (all states)."),
+        noheading: bool = typer.Option(False, "--noheading", help="No header row."),
+        no_trunc: bool = typer.Option(False, "--no-trunc", help="Full ids and commands."),
     ) -> None:
         """List containers."""
-        raise typer.Exit(ops.ps(all_, as_json, quiet, format_))
+        raise typer.Exit(ops.ps(all_, as_json, quiet, format_, filter_, last, latest,
+                                noheading, no_trunc))
 
     @app.command("logs")
     def logs(

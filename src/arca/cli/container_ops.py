@@ -84,7 +84,9 @@ def _credentials(creds: str | None, reference: str) -> Credentials | None:
     return registry_credentials(creds, reference)
 
 
-def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = None) -> int:
+def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = None,
+       filter_: list[str] | None = None, last: int = -1, latest: bool = False,
+       noheading: bool = False, no_trunc: bool = False) -> int:
     from arca.cli.table import supervisor_gone
     from arca.host.containers.state import ContainerStore
 
@@ -96,27 +98,40 @@ def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = Non
 
         Engine(containers=store).reap_lost()
         recs = store.list()
-    recs = [r for r in recs if all_ or r.is_alive()]
-    if quiet:
-        if recs:
-            _echo("\n".join(r.id[:12] for r in recs))
-        return 0
+    if latest:
+        last = 1
+    # podman: --last/--latest look at every container, whatever its state
+    recs = [r for r in recs if all_ or last >= 0 or r.is_alive()]
     from arca.cli import table
 
+    if filter_:
+        keep = table.ps_filter(filter_, lambda cid: table.labels(store, cid))
+        recs = [r for r in recs if keep(r)]
+    if last >= 0:
+        recs = sorted(recs, key=lambda r: r.created, reverse=True)[:last]
+    if quiet:
+        if recs:
+            _echo("\n".join(r.id if no_trunc else r.id[:12] for r in recs))
+        return 0
     if as_json or format_ == "json":
         import json
 
         shape = table.ps_record_json if as_json else table.ps_podman_json
         _echo(json.dumps([shape(r, table.labels(store, r.id)) for r in recs], indent=2))
         return 0
-
     if format_:
         out = table.render_each(format_, [table.ps_fields(r, table.labels(store, r.id))
                                           for r in recs])
+        if noheading and format_.startswith("table"):
+            out = "\n".join(out.splitlines()[1:])
         if out:
             _echo(out)
         return 0
-    _echo(table.ps_table(recs))
+    out = table.ps_table(recs, no_trunc=no_trunc)
+    if noheading:
+        out = "\n".join(out.splitlines()[1:])
+    if out:
+        _echo(out)
     return 0
 
 

@@ -13,7 +13,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from arca.host.containers.state import ContainerRecord
@@ -169,15 +169,59 @@ def ps_podman_json(r: ContainerRecord, labels: dict[str, str]) -> dict[str, Any]
     }
 
 
-def ps_table(recs: list[ContainerRecord]) -> str:
+def ps_table(recs: list[ContainerRecord], no_trunc: bool = False) -> str:
     head = ("CONTAINER ID", "NAME", "TD (MEASUREMENT)", "ATTESTATION (AS THE TD REPORTS)",
             "CREATED", "STATUS", "IMAGE", "COMMAND")
-    rows = [head] + [(f["ID"], f["Names"],
-                      f["TEE"] + (f" {f['Measurement'][:12]}…" if f["Measurement"] else ""),
+    rows = [head] + [(f["FullID"] if no_trunc else f["ID"], f["Names"],
+                      f["TEE"] + ((f" {f['Measurement']}" if no_trunc else
+                                   f" {f['Measurement'][:12]}…") if f["Measurement"] else ""),
                       attestation_cell(f), f["Created"], f["Status"], f["Image"],
-                      _cut(f["Command"], 40))
+                      f["Command"] if no_trunc else _cut(f["Command"], 40))
                      for f in (ps_fields(r) for r in recs)]
     return columns(rows)
+
+
+def ps_filter(filters: list[str], labels_of: Any) -> Any:
+    """A predicate for ``ps --filter KEY=VALUE`` (podman's keys ``id``, ``name``, ``status``,
+    ``label``, ``ancestor``): values of one key are alternatives, different keys must all
+    match; an unknown key or a bad expression is refused, not ignored."""
+    from arca.wire.errors import InvalidInput
+
+    by_key: dict[str, list[str]] = {}
+    for f in filters:
+        key, eq, value = f.partition("=")
+        if not eq or key not in ("id", "name", "status", "label", "ancestor"):
+            raise InvalidInput(f"--filter {f!r}: expected id=, name=, status=, label= or "
+                               "ancestor=")
+        by_key.setdefault(key, []).append(value)
+    import re
+
+    try:
+        names = [re.compile(v) for v in by_key.get("name", [])]
+    except re.error as e:
+        raise InvalidInput(f"--filter name=: not a regular expression: {e}") from None
+
+    def label_ok(r: ContainerRecord, want: str) -> bool:
+        k, eq, v = want.partition("=")
+        have = labels_of(r.id)
+        return k in have and (not eq or have[k] == v)
+
+    def keep(r: ContainerRecord) -> bool:
+        checks: dict[str, Callable[[str], bool]] = {
+            "id": lambda v: r.id.startswith(v),
+            "status": lambda v: r.display_status == v or r.status == v,
+            "label": lambda v: label_ok(r, v),
+            "ancestor": lambda v: v in (r.image, r.image_digest) or r.image.endswith("/" + v),
+        }
+        for key, values in by_key.items():
+            if key == "name":
+                if not any(p.search(r.name) for p in names):
+                    return False
+            elif not any(checks[key](v) for v in values):
+                return False
+        return True
+
+    return keep
 
 
 def attestation_cell(f: dict[str, Any]) -> str:
