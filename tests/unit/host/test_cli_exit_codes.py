@@ -18,6 +18,9 @@ from arca.cli.main import main
     (["kbs", "keygen", "--out"], 125, "requires an argument"),
     (["inspect", "nope"], 125, "arca: error: no such container: nope"),
     (["verify", "--nope"], 2, "No such option"),
+    (["kbs", "admin", "get-resource", "a/b/c", "--url", "http://127.0.0.1:9",
+      "--admin-key", "/nonexistent/admin.key"], 125,
+     "arca: error: admin key /nonexistent/admin.key: No such file or directory\n"),
 ])
 def test_own_errors_exit_125(argv: list[str], code: int, says: str, fast: str,
                              tmp_path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
