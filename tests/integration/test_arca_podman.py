@@ -44,6 +44,28 @@ def test_exit_codes_as_podman(world: tuple[str, dict[str, str]]) -> None:
         assert "Traceback" not in res.stderr
     assert json.loads(arca(env, "ps", "-a", "--json").stdout) == []
 
+def test_exec_exit_codes_as_podman(world: tuple[str, dict[str, str]],
+                                   tmp_path: pathlib.Path) -> None:
+    """``arca exec``: 127 for a command not found, 126 for one that cannot be executed (not
+    runc's 255), the command's own code otherwise (255 included); one line of why."""
+    image, env = world
+    init = tmp_path / "init.toml"
+    init.write_text('version = "0.1.0"\nalgorithm = "sha384"\n[data]\n'
+                    'policy = """\nallow_exec = true\n"""\n')
+    for tee in ("none", "sim"):
+        name = f"ex-{tee}"
+        td = ["--init-data", str(init)] if tee != "none" else []
+        res = arca(env, "run", "-d", "--name", name, "--tee", tee, *td, image, "sleep", "300")
+        assert res.returncode == 0, res.stderr
+        try:
+            for cmd, code in ((["no-such-command"], 127), (["/etc/passwd"], 126),
+                              (["sh", "-c", "exit 255"], 255), (["sh", "-c", "exit 4"], 4)):
+                res = arca(env, "exec", name, *cmd)
+                assert res.returncode == code, (tee, cmd, res.stderr)
+                assert res.stderr.count("\n") == (1 if code in (126, 127) else 0), res.stderr
+        finally:
+            arca(env, "rm", "-f", name)
+
 
 def test_run_flags(world: tuple[str, dict[str, str]], tmp_path: pathlib.Path) -> None:
     image, env = world

@@ -108,6 +108,9 @@ def _start_failure(name: str, msg: str) -> ContainerError:
     return ContainerError(f"container {name}: {msg}")
 
 
+#: runc exec's exit status when it could not start the process at all.
+RUNC_CANNOT_EXEC = 255
+
 #: ``--pull``: when ``arca run`` pulls the image (:mod:`.imagepull`).
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -1075,16 +1078,27 @@ class Engine:
         pf = os.path.join(self._dir(rec.id), f"exec-{os.getpid()}.json")
         with open(pf, "w") as f:
             f.write(json_dumps(proc))
+        log = os.path.join(self._dir(rec.id), f"exec-{os.getpid()}.log")
         try:
             if tty:
                 return self._exec_tty(rec, pf, interactive)
-            return spawn.run([*runtime_argv(), "exec", "--process", pf, rec.id],
-                             no_stdin=not interactive)
+            # runc's own words on stderr as they are (one line); its log says why it could
+            # not start the command, for podman's 127 (not found) / 126 (not executable)
+            # instead of runc's 255
+            code = spawn.run([*runtime_argv(), "--log", log, "--log-format", "json", "exec",
+                              "--process", pf, rec.id], no_stdin=not interactive)
+            if code == RUNC_CANNOT_EXEC:
+                msg = _last_error(log)
+                err = _start_failure(rec.name, msg) if msg else None
+                if isinstance(err, CommandCannotRun):
+                    return err.exit_code
+            return code
         finally:
-            try:
-                os.unlink(pf)
-            except FileNotFoundError:
-                pass
+            for f in (pf, log):
+                try:
+                    os.unlink(f)
+                except FileNotFoundError:
+                    pass
 
     def _exec_tty(self, rec: ContainerRecord, process_file: str, interactive: bool) -> int:
         """``exec -t``: ``arca-runtime exec --detach`` with a console socket, as ``run -t``.
