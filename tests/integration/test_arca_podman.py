@@ -142,6 +142,12 @@ def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -
         assert arca(env, "kill", "-s", "SIGKILL", "lim").returncode == 0
         assert waiter.communicate(timeout=30)[0] == "137\n"
         assert arca(env, "kill", "lim").returncode == 125  # not running any more
+        # podman's inspect objects, as scripts use them
+        got = arca(env, "inspect", "-f", "{{.State.Status}} {{.State.Running}} "
+                   "{{.State.ExitCode}} {{.State.Pid}} {{.Config.Image}} "
+                   "{{json .Config.Labels}}", "lim").stdout
+        assert got == f'exited false 137 0 localhost/{image} {{"tier": "web"}}\n', got
+        assert json.loads(arca(env, "inspect", "lim").stdout)["State"]["ExitCode"] == 137
     finally:
         arca(env, "rm", "-f", "lim")
 

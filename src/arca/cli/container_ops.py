@@ -176,12 +176,11 @@ def exec_(container: str, command: list[str], env: list[str] | None, tty: bool =
 def inspect(container: str, format_: str | None = None) -> int:
     import json
 
+    from arca.cli import table
     from arca.host.containers.engine import Engine
 
-    info = Engine().inspect(container)
+    info = table.inspect_podman(Engine().inspect(container))
     if format_:
-        from arca.cli import table
-
         _echo(table.render_each(format_, [info]))
         return 0
     _echo(json.dumps(info, indent=2))

@@ -169,6 +169,35 @@ def ps_podman_json(r: ContainerRecord, labels: dict[str, str]) -> dict[str, Any]
     }
 
 
+class Status(dict):  # type: ignore[type-arg]
+    """podman's ``State`` object of ``inspect``; on its own in a template (``{{.State}}``)
+    it prints the state's name (podman prints the whole struct, which no script reads)."""
+
+
+def inspect_podman(info: dict[str, Any]) -> dict[str, Any]:
+    """``arca inspect``'s object with podman's ``State`` and ``Config`` objects and
+    ``ImageName`` added, so that ``-f '{{.State.Status}}'``, ``{{.State.Running}}``,
+    ``{{.State.ExitCode}}``, ``{{.State.Pid}}``, ``{{.Config.Image}}``, ``{{.Config.Labels}}``
+    and their ``jq`` twins work as with podman."""
+    proc = info.get("process") or {}
+    user = proc.get("user") or {}
+    state = "paused" if info.get("paused") else str(info["status"])  # podman's names
+    alive = state in ("running", "paused")
+    return {
+        **info,
+        "State": Status(
+            Status=state, Running=state == "running", Paused=state == "paused",
+            Dead=state == "error", ExitCode=info.get("exit_code") or 0,
+            Pid=info.get("pid") if alive else 0, StartedAt=info.get("started") or "",
+            FinishedAt=info.get("finished") or "", Error=info.get("error") or ""),
+        "Config": {"Image": info["image"], "Labels": info.get("labels") or {},
+                   "Cmd": list(info.get("args") or []), "Env": list(proc.get("env") or []),
+                   "WorkingDir": proc.get("cwd", "/"),
+                   "User": f"{user.get('uid', 0)}:{user.get('gid', 0)}", "Tty": info["tty"]},
+        "ImageName": info["image"],
+    }
+
+
 def ps_table(recs: list[ContainerRecord], no_trunc: bool = False) -> str:
     head = ("CONTAINER ID", "NAME", "TD (MEASUREMENT)", "ATTESTATION (AS THE TD REPORTS)",
             "CREATED", "STATUS", "IMAGE", "COMMAND")
@@ -287,6 +316,8 @@ def _lookup(obj: Any, path: str) -> Any:
 def _text(value: Any) -> str:
     if isinstance(value, _Names):
         return value.name
+    if isinstance(value, Status):
+        return str(value["Status"])
     if value is None:
         return "<nil>"
     if isinstance(value, bool):

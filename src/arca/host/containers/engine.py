@@ -1094,9 +1094,9 @@ class Engine:
                     return err.exit_code
             return code
         finally:
-            for f in (pf, log):
+            for path in (pf, log):
                 try:
-                    os.unlink(f)
+                    os.unlink(path)
                 except FileNotFoundError:
                     pass
 
