@@ -156,13 +156,28 @@ def stop(containers: list[str], time_: float) -> int:
 
 
 def rm(containers: list[str], force: bool) -> int:
+    """podman's ``rm`` codes: every container is tried; 1 if one did not exist (with ``-f``
+    that is no error at all), 2 if one is running (without ``-f``); any other error of
+    Arca's stops there (125)."""
+    from arca.errors import NotFound, StateError
     from arca.host.containers.engine import Engine
 
     eng = Engine()
+    code = 0
     for c in containers:
-        eng.remove(c, force=force)
+        try:
+            eng.remove(c, force=force)
+        except NotFound as e:
+            if not force:
+                print(f"arca: error: {e}", file=sys.stderr)
+                code = max(code, 1)
+            continue
+        except StateError as e:
+            print(f"arca: error: {e}", file=sys.stderr)
+            code = 2
+            continue
         _echo(c)
-    return 0
+    return code
 
 
 def exec_(container: str, command: list[str], env: list[str] | None, tty: bool = False,

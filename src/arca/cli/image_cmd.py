@@ -93,16 +93,25 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", "-f", help="Remove even if containers "
                                    "use it (their mounted layers stay until they are removed)."),
     ) -> None:
-        """Remove images from the store (their content goes at the next prune)."""
+        """Remove images from the store (their content goes at the next prune). Exit codes
+        as podman's rmi: 1 if an image was not there, 2 if one is in use (without -f)."""
         from arca.host.containers.engine import Engine
         from arca.host.images import ImageStore
+        from arca.host.images.errors import ImageInUse, ImageNotFound
 
         store = ImageStore()
         eng = Engine(images=store)
+        code = 0
         for ref in refs:
-            rec = store.remove(ref, force=force,
-                               in_use=lambda r: eng.images_in_use(r.digest))
+            try:
+                rec = store.remove(ref, force=force,
+                                   in_use=lambda r: eng.images_in_use(r.digest))
+            except (ImageNotFound, ImageInUse) as e:
+                typer.echo(f"arca: error: {e}", err=True)
+                code = 2 if isinstance(e, ImageInUse) else max(code, 1)
+                continue
             typer.echo(f"removed {rec.name}")
+        raise typer.Exit(code)
 
     # podman's top-level spellings of the same commands
     app.command("pull", help="Pull an image (as arca image pull).")(pull)

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 
 def dispatch(argv: list[str]) -> int | None:
+    if argv in (["--version"], ["-v"]):  # podman's spelling
+        from arca import __version__
+
+        print(f"arca version {__version__}")
+        return 0
     if argv == ["version"]:
         from arca import __version__
 

@@ -76,3 +76,12 @@ def test_usage_error_code_is_not_left_changed(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SystemExit):
         main(["ps", "--nope"])
     assert usage.exit_code == 2
+
+
+@pytest.mark.parametrize("flag", ["--version", "-v"])
+def test_version_flag_as_podman(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from arca import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main([flag])
+    assert e.value.code == 0 and capsys.readouterr().out == f"arca version {__version__}\n"
