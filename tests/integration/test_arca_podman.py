@@ -256,6 +256,9 @@ def test_foreground_output_is_kept_for_logs(world: tuple[str, dict[str, str]]) -
                          " | head -1", shell=True, env=env, capture_output=True, text=True)
     assert res.stdout == "line 0\n"
     assert len(arca(env, "logs", "fg-pipe").stdout.splitlines()) == 5000
+    assert arca(env, "logs", "--tail", "2", "fg-pipe").stdout == "line 4998\nline 4999\n"
+    assert arca(env, "logs", "--tail", "0", "fg-pipe").stdout == ""
+    assert arca(env, "logs", "--tail=1", "-f", "fg-pipe").stdout == "line 4999\n"
     assert arca(env, "rm", "fg-pipe").returncode == 0
 
 

@@ -122,10 +122,11 @@ def register(app: typer.Typer) -> None:
     def logs(
         container: str = typer.Argument(..., help="Container name or id."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow until it exits."),
+        tail: int = typer.Option(-1, "--tail", help="Only the last N lines (-1: all)."),
     ) -> None:
         """Print a container's output (stdout and stderr, interleaved): a detached one's, and
         a foreground one's unless it ran with --rm or -t (its terminal is not kept)."""
-        raise typer.Exit(ops.logs(container, follow))
+        raise typer.Exit(ops.logs(container, follow, tail))
 
     @app.command("stop")
     def stop(

@@ -135,11 +135,11 @@ def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = Non
     return 0
 
 
-def logs(container: str, follow: bool) -> int:
+def logs(container: str, follow: bool, tail: int = -1) -> int:
     from arca.host.containers.engine import Engine
 
     out = sys.stdout.buffer
-    for chunk in Engine().logs(container, follow=follow):
+    for chunk in Engine().logs(container, follow=follow, tail=tail):
         out.write(chunk)
         out.flush()
     return 0

@@ -1154,7 +1154,9 @@ class Engine:
                 signal.signal(s, h)
             os.close(master)
 
-    def logs(self, ref: str, *, follow: bool = False) -> Iterator[bytes]:
+    def logs(self, ref: str, *, follow: bool = False, tail: int = -1) -> Iterator[bytes]:
+        """The container's log; ``tail`` >= 0: only its last ``tail`` lines so far (podman's
+        ``--tail``), then, with ``follow``, what comes."""
         rec = self.store.find(ref)
         path = self.log_path(rec.id)
         try:
@@ -1162,6 +1164,10 @@ class Engine:
         except FileNotFoundError:
             return
         with f:
+            if tail >= 0:
+                lines = f.read().splitlines(keepends=True)
+                if tail:
+                    yield b"".join(lines[-tail:])
             while True:
                 chunk = f.read(65536)
                 if chunk:
