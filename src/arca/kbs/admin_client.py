@@ -142,7 +142,9 @@ class AdminClient:
             r = request(method, self.url + path, hdrs, content, timeout=self.timeout,
                         tls=self._tls)
         except (OSError, HttpError) as e:
-            raise BrokerUnavailable(f"KBS {self.url} unreachable: {e}") from None
+            # "Connection refused", not "[Errno 111] Connection refused"
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise BrokerUnavailable(f"KBS {self.url} unreachable: {why}") from None
         if r.status_code < 300:
             return r
         try:
