@@ -110,6 +110,10 @@ def test_limits_labels_kill_wait_ps_inspect(world: tuple[str, dict[str, str]]) -
         (st,) = json.loads(arca(env, "stats", "--no-stream", "--json", "lim").stdout)
         assert (st["name"], st["memory_limit_bytes"], st["pids"]) == ("lim", 64 << 20, 1)
         assert st["memory_bytes"] > 0 and st["cpu_seconds"] >= 0
+        assert json.loads(arca(env, "stats", "--format", "json", "lim").stdout)[0]["name"] == "lim"
+        line = arca(env, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}",
+                    "lim").stdout
+        assert line.startswith("lim 1 ") and line.rstrip().endswith(" / 67.1MB"), line
         top = arca(env, "top", "lim").stdout.splitlines()
         assert top[0].split() == ["PID", "PPID", "UID", "TIME", "COMMAND"]
         assert [ln.split()[0] for ln in top[1:]] == [str(info["pid"])]

@@ -209,9 +209,11 @@ def register(app: typer.Typer) -> None:
         no_stream: bool = typer.Option(False, "--no-stream", help="One sample (what arca "
                                        "always prints)."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        format_: str = typer.Option(None, "--format", help="'json', or a Go template as "
+                                    "podman's: '{{.Name}} {{.MemUsage}} {{.PIDs}}'."),
     ) -> None:
         """CPU time, memory use and limit, and processes of running containers."""
-        raise typer.Exit(ops.stats(containers, no_stream, as_json))
+        raise typer.Exit(ops.stats(containers, no_stream, as_json, format_))
 
     @app.command("cp")
     def cp(

@@ -252,8 +252,11 @@ def top(container: str) -> int:
     return 0
 
 
-def stats(containers: list[str], no_stream: bool = False, as_json: bool = False) -> int:
-    """One sample of each container (``--no-stream`` is what this always does)."""
+def stats(containers: list[str], no_stream: bool = False, as_json: bool = False,
+          format_: str | None = None) -> int:
+    """One sample of each container (``--no-stream`` is what this always does); ``--format``
+    as podman's: ``json``, or a template over podman's names (``{{.ID}}``, ``{{.Name}}``,
+    ``{{.MemUsage}}``, ``{{.PIDs}}``) and ``{{.CPUTime}}``."""
     from arca.cli.image_ops import size
     from arca.cli.table import columns
     from arca.host.containers.engine import Engine
@@ -261,18 +264,29 @@ def stats(containers: list[str], no_stream: bool = False, as_json: bool = False)
     eng = Engine()
     names = containers or [r.id for r in eng.store.list() if r.is_alive()]
     samples = [eng.stats(c) for c in names]
-    if as_json:
+    if as_json or format_ == "json":
         import json
 
         _echo(json.dumps(samples, indent=2))
         return 0
-    rows = [("ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS")]
+    fields = []
     for st in samples:
         mem = size(st["memory_bytes"]) if st["memory_bytes"] is not None else "-"
         lim = size(st["memory_limit_bytes"]) if st["memory_limit_bytes"] else "unlimited"
-        cpu = f"{st['cpu_seconds']:.2f}s" if st["cpu_seconds"] is not None else "-"
-        rows.append((st["id"][:12], st["name"], cpu, f"{mem} / {lim}",
-                     str(st["pids"]) if st["pids"] is not None else "-"))
+        fields.append({"ID": st["id"][:12], "Name": st["name"],
+                       "CPUTime": (f"{st['cpu_seconds']:.2f}s" if st["cpu_seconds"] is not None
+                                   else "-"),
+                       "MemUsage": f"{mem} / {lim}",
+                       "PIDs": str(st["pids"]) if st["pids"] is not None else "-"})
+    if format_:
+        from arca.cli.table import render_each
+
+        out = render_each(format_, fields)
+        if out:
+            _echo(out)
+        return 0
+    rows = [("ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS")]
+    rows += [(f["ID"], f["Name"], f["CPUTime"], f["MemUsage"], f["PIDs"]) for f in fields]
     _echo(columns(rows))
     return 0
 

@@ -134,7 +134,8 @@ COMMANDS: dict[str, Command] = {
     "top": Command("top", (Arg("container"),), ()),
     "stats": Command("stats", (Arg("containers", many=True, required=False),),
                      (Opt("no_stream", ("--no-stream",), "flag", False),
-                      Opt("as_json", ("--json",), "flag", False))),
+                      Opt("as_json", ("--json",), "flag", False),
+                      Opt("format_", ("--format",), "value"))),
     "restart": Command("restart", (Arg("containers", many=True),),
                        (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
 }
