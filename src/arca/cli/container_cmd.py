@@ -202,6 +202,14 @@ def register(app: typer.Typer) -> None:
         """List a running container's processes (seen from the host)."""
         raise typer.Exit(ops.top(container))
 
+    @app.command("port")
+    def port(
+        container: str = typer.Argument(..., help="Container name or id."),
+        private: str = typer.Argument(None, help="PORT[/tcp|udp] in the container."),
+    ) -> None:
+        """The container's published ports (-p), as podman's port."""
+        raise typer.Exit(ops.port(container, private))
+
     @app.command("stats")
     def stats(
         containers: list[str] = typer.Argument(None, help="Container names or ids (default: "

@@ -291,6 +291,29 @@ def stats(containers: list[str], no_stream: bool = False, as_json: bool = False,
     return 0
 
 
+def port(container: str, private: str | None = None) -> int:
+    """podman's ``port``: ``80/tcp -> 0.0.0.0:8080`` per published port, or the host side
+    of one (``arca port web 80``); exit 125 when that port is not published."""
+    from arca.errors import NotFound
+    from arca.host.containers.network import NetworkPlan
+    from arca.host.containers.state import ContainerStore
+
+    store = ContainerStore()
+    rec = store.find(container)
+    maps = NetworkPlan.load(store.dir(rec.id)).publish
+    if private is not None:
+        want, _, proto = private.partition("/")
+        maps = [m for m in maps if str(m.container_port) == want and m.proto == (proto or "tcp")]
+        if not maps:
+            raise NotFound(f"container {rec.name}: port {private} is not published")
+        _echo("\n".join(f"{m.host_ip or '0.0.0.0'}:{m.host_port}" for m in maps))
+        return 0
+    if maps:
+        _echo("\n".join(f"{m.container_port}/{m.proto} -> {m.host_ip or '0.0.0.0'}:"
+                         f"{m.host_port}" for m in maps))
+    return 0
+
+
 def cp(src: str, dest: str) -> int:
     """``arca cp CONTAINER:PATH HOSTPATH|-`` and ``arca cp HOSTPATH|- CONTAINER:PATH``."""
     from arca.host.containers.copy import cp as do_cp

@@ -132,6 +132,7 @@ COMMANDS: dict[str, Command] = {
     "wait": Command("wait", (Arg("containers", many=True),), ()),
     "start": Command("start", (Arg("containers", many=True),), ()),
     "top": Command("top", (Arg("container"),), ()),
+    "port": Command("port", (Arg("container"), Arg("private", required=False)), ()),
     "stats": Command("stats", (Arg("containers", many=True, required=False),),
                      (Opt("no_stream", ("--no-stream",), "flag", False),
                       Opt("as_json", ("--json",), "flag", False),
@@ -196,8 +197,10 @@ def parse(cmd: Command, argv: list[str]) -> dict[str, Any] | None:
             values[arg.dest], pos = pos, []
         elif pos:
             values[arg.dest] = pos.pop(0)
+        elif not arg.required:
+            values[arg.dest] = None
         else:
-            return None  # every single positional here is required
+            return None  # a missing required positional: typer's usage error
     return None if pos else values
 
 
