@@ -53,8 +53,8 @@ def register(app: typer.Typer) -> None:
                                       "credentials after such a fallback)."),
         ca_cert: Path = typer.Option(None, "--ca-cert", help="PEM CA bundle to verify the "
                                      "registry's TLS certificate in a pull."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull progress bars "
-                                   "(there are none anyway when stderr is not a terminal)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull progress (bars "
+                                   "on a terminal, plain lines in a log)."),
         tty: bool = typer.Option(False, "--tty", "-t", help="Give the process a pseudo-"
                                  "terminal (its window size follows yours; with -d, arca logs "
                                  "shows its output)."),

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
                                       "them)."),
         ca_cert: Path = typer.Option(None, "--ca-cert", help="PEM CA bundle to verify the "
                                      "registry's TLS certificate."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (bars on a "
+                                  "terminal, plain lines in a log)."),
     ) -> None:
         """Pull an image from an OCI distribution registry (linux/amd64 of an index)."""
         from arca.cli.image_ops import pull as do_pull
