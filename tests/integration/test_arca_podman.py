@@ -290,3 +290,38 @@ def test_start_and_restart_keep_the_rootfs_and_measure_again(
     finally:
         arca(env, "rm", "-f", "svc")
     assert arca(env, "start", "no-such").returncode == 125
+
+
+def test_non_root_run_is_told_what_needs_root(tmp_path: pathlib.Path) -> None:
+    """A user who is not root: ``arca image load`` into a store of their own works; ``arca
+    run`` is refused in one line saying what needs root and why, and leaves nothing behind
+    (before: 'unmount ... failed' from the clean-up, masking the cause, and a half-made
+    container directory)."""
+    import shutil
+    import sys
+    import tempfile
+
+    home = pathlib.Path(tempfile.mkdtemp(prefix="arca-nonroot-", dir="/tmp"))
+    try:
+        build_busybox_image(home / "app", "v1", cmd=["true"])
+        for p in [home, *home.rglob("*")]:
+            os.chown(p, 65534, 65534, follow_symlinks=False)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARCA_")}
+        env.update(ARCA_ROOT=str(home / "root"), ARCA_RUN=str(home / "run"))
+
+        def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                                   "--clear-groups", sys.executable, "-m", "arca.cli.main",
+                                   *argv], env=env, capture_output=True, text=True, cwd="/",
+                                  timeout=120)
+
+        res = as_nobody("image", "load", str(home / "app"), "--tag", "v1")
+        assert res.returncode == 0, res.stderr
+        for tee in ("none", "sim"):
+            res = as_nobody("run", "--rm", "--tee", tee, "app:v1")
+            assert res.returncode == 125, res.stderr
+            assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+            assert "Operation not permitted (containers need root" in res.stderr, res.stderr
+            assert sorted(os.listdir(home / "root" / "containers")) == ["lock", "names.json"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
