@@ -136,6 +136,7 @@ def test_td_without_broker_and_plain_container(world) -> None:  # type: ignore[n
     by_name = {c["Names"][0]: c for c in json.loads(arca(env, "ps", "-a", "--format",
                                                          "json").stdout)}
     assert by_name["plain"]["td"] is None and by_name["plain"]["Exited"] is True
+    assert by_name["plain"]["State"] == "exited" and by_name["plain"]["ExitCode"] == 0
     assert by_name["plain"]["Status"].startswith("Exited (0) ")
     assert by_name["nobroker"]["td"]["attestation"]["verdict"] == "no broker"
     assert len(by_name["nobroker"]["td"]["measurement"]) == 96

@@ -165,7 +165,9 @@ def ps_podman_json(r: ContainerRecord, labels: dict[str, str]) -> dict[str, Any]
         "Image": r.image, "ImageID": r.image_digest, "Labels": labels or None,
         "Names": [r.name], "Pid": r.pid if r.is_alive() else 0,
         "Restarts": r.restart_count, "StartedAt": secs(r.started),
-        "State": r.display_status, "Status": status(r), "TEE": r.tee, "td": td_json(r),
+        # podman's state names (running, paused, exited, created); Status says the rest
+        "State": "paused" if r.paused and r.status == "running" else r.status,
+        "Status": status(r), "TEE": r.tee, "td": td_json(r),
     }
 
 
