@@ -81,7 +81,10 @@ def test_detached_logs_exec_stop_rm(world, tmp_path: pathlib.Path) -> None:  # t
     dup = arca(env, "run", "-d", "--name", "svc", image, "true")
     assert dup.returncode == 125 and "already in use" in dup.stderr
     rm_running = arca(env, "rm", "svc")
-    assert rm_running.returncode == 125 and "is running" in rm_running.stderr
+    assert rm_running.returncode == 2 and "is running" in rm_running.stderr  # podman's 2
+    both = arca(env, "rm", "nope", "svc")  # every one tried; the worst code
+    assert both.returncode == 2 and both.stderr.count("\n") == 2, both.stderr
+    assert arca(env, "rm", "-f", "nope").returncode == 0  # podman: -f ignores missing ones
     assert arca(env, "stop", "svc").returncode == 0
     info = json.loads(arca(env, "inspect", "svc").stdout)
     assert (info["status"], info["exit_code"]) == ("exited", 3)
@@ -124,7 +127,9 @@ def test_image_in_use_cannot_be_removed(world) -> None:  # type: ignore[no-untyp
     try:
         name = json.loads(arca(env, "inspect", "holder").stdout)["image"]
         rm = arca(env, "image", "rm", name)
-        assert rm.returncode == 125 and "used by container(s) holder" in rm.stderr
+        assert rm.returncode == 2 and "used by container(s) holder" in rm.stderr  # podman's
+        gone = arca(env, "rmi", "no-such-image:v9")
+        assert gone.returncode == 1 and gone.stderr.count("\n") == 1, gone.stderr
         # forced: the record goes, but prune keeps the layers the running container mounts
         assert arca(env, "image", "rm", "--force", name).returncode == 0
         assert arca(env, "image", "prune").returncode == 0

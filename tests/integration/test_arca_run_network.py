@@ -148,6 +148,10 @@ def test_publish_reaches_the_container(world: tuple[str, dict[str, str]], tee: s
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         assert body.startswith(b"published-")
+        # podman's port: every mapping, or the host side of one
+        assert arca(env, "port", name).stdout == f"8080/tcp -> 127.0.0.1:{port}\n"
+        assert arca(env, "port", name, "8080/tcp").stdout == f"127.0.0.1:{port}\n"
+        assert arca(env, "port", name, "81").returncode == 125
         # the port is taken: a second container publishing it fails in one line
         again = arca(env, "run", "--rm", "--tee", "none", "-p", f"127.0.0.1:{port}:80", image,
                      "true")

@@ -256,3 +256,35 @@ def test_progress_goes_to_a_terminal_on_stderr_only(registry: RecordingProxy,
         os.close(master)
     assert (proc.returncode, proc.stdout) == (0, b"one\n")
     assert b"pulling " in shown and b"layer " in shown, bytes(shown)
+
+
+def test_pull_progress_in_a_log_is_plain_lines(registry: RecordingProxy,
+                                               env: dict[str, str]) -> None:
+    """stderr not a terminal (a CI log): podman prints plain lines there, and so does arca --
+    what is pulled, each layer as it arrives, the done line with totals and speed; no bar
+    redrawn with carriage returns or escape codes. -q: none of it. Stored: nothing downloaded."""
+    ref = f"{registry.host}/arca/bb:v1"
+    res = arca(env, "pull", "--insecure", ref)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"{ref} sha256:")
+    assert "\r" not in res.stderr and "\x1b" not in res.stderr, repr(res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("registry ")]
+    layers = [ln for ln in lines if re.fullmatch(r"layer [0-9a-f]{12}: \d+\.\d MB done", ln)]
+    assert lines[0] == f"pulling {ref}" and len(layers) == 2, res.stderr  # busybox + files
+    assert re.fullmatch(r"done: 2 layers, \d+\.\d MB in \d+\.\d s \(\d+\.\d MB/s\)",
+                        lines[-1]), res.stderr
+    res = arca(env, "pull", "--insecure", ref)  # all stored: says so, downloads nothing
+    assert res.returncode == 0
+    assert res.stderr.splitlines()[-1] == ("done: nothing to download (all layers already "
+                                           "in the store)"), res.stderr
+    assert arca(env, "rmi", ref).returncode == 0
+    assert arca(env, "image", "prune").returncode == 0
+    # arca run's own pull: the same lines, before the workload's output; -q: none of them
+    res = arca(env, "run", "--rm", "--tee", "none", "--insecure", ref)
+    assert (res.returncode, res.stdout) == (0, "one\n"), res.stderr
+    assert f"pulling {ref}" in res.stderr and "done: 2 layers" in res.stderr, res.stderr
+    assert arca(env, "rmi", ref).returncode == 0
+    assert arca(env, "image", "prune").returncode == 0
+    res = arca(env, "pull", "-q", "--insecure", ref)
+    assert res.returncode == 0
+    assert [ln for ln in res.stderr.splitlines() if not ln.startswith("registry ")] == []

@@ -81,6 +81,14 @@ def test_allowed_td_shows_backend_measurement_verdict_and_broker(world) -> None:
     assert row[head.index("TD (MEASUREMENT)"):].startswith(f"sim {info['measurement'][:12]}…")
     fmt = arca(env, "ps", "--format", "{{.Names}} {{.TEE}} {{.Verdict}} {{.Broker}}").stdout
     assert f"{LONG} sim allowed {world['kbs']}" in fmt.splitlines()
+    # the JSON forms carry the same TD object as inspect: podman's keys (--format json) and
+    # Arca's record (--json)
+    (pod,) = json.loads(arca(env, "ps", "--format", "json").stdout)
+    assert pod["Names"] == [LONG] and pod["State"] == "running" and pod["TEE"] == "sim"
+    assert pod["Status"].startswith("Up ") and isinstance(pod["Created"], int)
+    assert pod["td"] == info
+    (rec,) = json.loads(arca(env, "ps", "--json").stdout)
+    assert rec["name"] == LONG and rec["td"] == info
     assert arca(env, "rm", "-f", LONG).returncode == 0
 
 
@@ -125,5 +133,12 @@ def test_td_without_broker_and_plain_container(world) -> None:  # type: ignore[n
     head, row = ps_row(out, "plain")
     assert row[head.index("ATTESTATION"):head.index("CREATED")].strip() == ""
     assert json.loads(arca(env, "inspect", "plain").stdout)["td"] is None
+    by_name = {c["Names"][0]: c for c in json.loads(arca(env, "ps", "-a", "--format",
+                                                         "json").stdout)}
+    assert by_name["plain"]["td"] is None and by_name["plain"]["Exited"] is True
+    assert by_name["plain"]["State"] == "exited" and by_name["plain"]["ExitCode"] == 0
+    assert by_name["plain"]["Status"].startswith("Exited (0) ")
+    assert by_name["nobroker"]["td"]["attestation"]["verdict"] == "no broker"
+    assert len(by_name["nobroker"]["td"]["measurement"]) == 96
     for name in ("nobroker", "plain"):
         assert arca(env, "rm", "-f", name).returncode == 0

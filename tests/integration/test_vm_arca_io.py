@@ -254,7 +254,7 @@ def test_exec_runs_in_the_guest_and_pause_stops_the_vm(world: World) -> None:
         assert len(qemu) == 1, qemu
         res = world.arca("pause", name)
         assert res.returncode == 0, res.stderr
-        assert "paused" in world.arca("ps").stdout
+        assert "Paused" in world.arca("ps").stdout  # podman's STATUS word
         time.sleep(1)  # what was in flight is written
         before, cpu = _ticks(world, name), _cpu_ticks(qemu[0])
         time.sleep(4)

@@ -229,7 +229,7 @@ def test_stop_delivers_sigterm_to_the_workload_in_the_guest(world) -> None:  # t
             time.sleep(1)
         assert arca(env, "stop", "sig").returncode == 0
         assert "got-term" in arca(env, "logs", "sig").stdout
-        assert "exited (42)" in arca(env, "ps", "-a").stdout
+        assert "Exited (42)" in arca(env, "ps", "-a").stdout
     finally:
         arca(env, "rm", "-f", "sig")
     assert leftovers(env) == []

@@ -53,8 +53,8 @@ def register(app: typer.Typer) -> None:
                                       "credentials after such a fallback)."),
         ca_cert: Path = typer.Option(None, "--ca-cert", help="PEM CA bundle to verify the "
                                      "registry's TLS certificate in a pull."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull progress bars "
-                                   "(there are none anyway when stderr is not a terminal)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull progress (bars "
+                                   "on a terminal, plain lines in a log)."),
         tty: bool = typer.Option(False, "--tty", "-t", help="Give the process a pseudo-"
                                  "terminal (its window size follows yours; with -d, arca logs "
                                  "shows its output)."),
@@ -103,18 +103,30 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the container ids."),
         format_: str = typer.Option(None, "--format", help="Go template, as podman's: "
                                     "'{{.ID}} {{.Names}} {{.Status}}', 'table ...', 'json'."),
+        filter_: list[str] = typer.Option(None, "--filter", "-f", help="KEY=VALUE, as "
+                                          "podman's: id, name (a regular expression), "
+                                          "status, label (KEY or KEY=VALUE), ancestor "
+                                          "(image); repeated: any of one key, all keys."),
+        last: int = typer.Option(-1, "--last", "-n", help="The N most recently created "
+                                 "(all states)."),
+        latest: bool = typer.Option(False, "--latest", "-l", help="The most recently "
+                                    "created (all states)."),
+        noheading: bool = typer.Option(False, "--noheading", help="No header row."),
+        no_trunc: bool = typer.Option(False, "--no-trunc", help="Full ids and commands."),
     ) -> None:
         """List containers."""
-        raise typer.Exit(ops.ps(all_, as_json, quiet, format_))
+        raise typer.Exit(ops.ps(all_, as_json, quiet, format_, filter_, last, latest,
+                                noheading, no_trunc))
 
     @app.command("logs")
     def logs(
         container: str = typer.Argument(..., help="Container name or id."),
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow until it exits."),
+        tail: int = typer.Option(-1, "--tail", help="Only the last N lines (-1: all)."),
     ) -> None:
         """Print a container's output (stdout and stderr, interleaved): a detached one's, and
         a foreground one's unless it ran with --rm or -t (its terminal is not kept)."""
-        raise typer.Exit(ops.logs(container, follow))
+        raise typer.Exit(ops.logs(container, follow, tail))
 
     @app.command("stop")
     def stop(
@@ -191,6 +203,14 @@ def register(app: typer.Typer) -> None:
         measured policy allows: allow_exec)."""
         raise typer.Exit(ops.top(container))
 
+    @app.command("port")
+    def port(
+        container: str = typer.Argument(..., help="Container name or id."),
+        private: str = typer.Argument(None, help="PORT[/tcp|udp] in the container."),
+    ) -> None:
+        """The container's published ports (-p), as podman's port."""
+        raise typer.Exit(ops.port(container, private))
+
     @app.command("stats")
     def stats(
         containers: list[str] = typer.Argument(None, help="Container names or ids (default: "
@@ -198,9 +218,11 @@ def register(app: typer.Typer) -> None:
         no_stream: bool = typer.Option(False, "--no-stream", help="One sample (what arca "
                                        "always prints)."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        format_: str = typer.Option(None, "--format", help="'json', or a Go template as "
+                                    "podman's: '{{.Name}} {{.MemUsage}} {{.PIDs}}'."),
     ) -> None:
         """CPU time, memory use and limit, and processes of running containers."""
-        raise typer.Exit(ops.stats(containers, no_stream, as_json))
+        raise typer.Exit(ops.stats(containers, no_stream, as_json, format_))
 
     @app.command("cp")
     def cp(

@@ -84,7 +84,9 @@ def _credentials(creds: str | None, reference: str) -> Credentials | None:
     return registry_credentials(creds, reference)
 
 
-def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = None) -> int:
+def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = None,
+       filter_: list[str] | None = None, last: int = -1, latest: bool = False,
+       noheading: bool = False, no_trunc: bool = False) -> int:
     from arca.cli.table import supervisor_gone
     from arca.host.containers.state import ContainerStore
 
@@ -96,33 +98,48 @@ def ps(all_: bool, as_json: bool, quiet: bool = False, format_: str | None = Non
 
         Engine(containers=store).reap_lost()
         recs = store.list()
-    recs = [r for r in recs if all_ or r.is_alive()]
+    if latest:
+        last = 1
+    # podman: --last/--latest look at every container, whatever its state
+    recs = [r for r in recs if all_ or last >= 0 or r.is_alive()]
+    from arca.cli import table
+
+    if filter_:
+        keep = table.ps_filter(filter_, lambda cid: table.labels(store, cid))
+        recs = [r for r in recs if keep(r)]
+    if last >= 0:
+        recs = sorted(recs, key=lambda r: r.created, reverse=True)[:last]
     if quiet:
         if recs:
-            _echo("\n".join(r.id[:12] for r in recs))
+            _echo("\n".join(r.id if no_trunc else r.id[:12] for r in recs))
         return 0
     if as_json or format_ == "json":
         import json
 
-        _echo(json.dumps([{**r.to_json(), "state": r.display_status} for r in recs], indent=2))
+        shape = table.ps_record_json if as_json else table.ps_podman_json
+        _echo(json.dumps([shape(r, table.labels(store, r.id)) for r in recs], indent=2))
         return 0
-    from arca.cli import table
-
     if format_:
         out = table.render_each(format_, [table.ps_fields(r, table.labels(store, r.id))
                                           for r in recs])
+        if noheading and format_.startswith("table"):
+            out = "\n".join(out.splitlines()[1:])
         if out:
             _echo(out)
         return 0
-    _echo(table.ps_table(recs))
+    out = table.ps_table(recs, no_trunc=no_trunc)
+    if noheading:
+        out = "\n".join(out.splitlines()[1:])
+    if out:
+        _echo(out)
     return 0
 
 
-def logs(container: str, follow: bool) -> int:
+def logs(container: str, follow: bool, tail: int = -1) -> int:
     from arca.host.containers.engine import Engine
 
     out = sys.stdout.buffer
-    for chunk in Engine().logs(container, follow=follow):
+    for chunk in Engine().logs(container, follow=follow, tail=tail):
         out.write(chunk)
         out.flush()
     return 0
@@ -139,13 +156,28 @@ def stop(containers: list[str], time_: float) -> int:
 
 
 def rm(containers: list[str], force: bool) -> int:
+    """podman's ``rm`` codes: every container is tried; 1 if one did not exist (with ``-f``
+    that is no error at all), 2 if one is running (without ``-f``); any other error of
+    Arca's stops there (125)."""
+    from arca.errors import NotFound, StateError
     from arca.host.containers.engine import Engine
 
     eng = Engine()
+    code = 0
     for c in containers:
-        eng.remove(c, force=force)
+        try:
+            eng.remove(c, force=force)
+        except NotFound as e:
+            if not force:
+                print(f"arca: error: {e}", file=sys.stderr)
+                code = max(code, 1)
+            continue
+        except StateError as e:
+            print(f"arca: error: {e}", file=sys.stderr)
+            code = 2
+            continue
         _echo(c)
-    return 0
+    return code
 
 
 def exec_(container: str, command: list[str], env: list[str] | None, tty: bool = False,
@@ -159,12 +191,11 @@ def exec_(container: str, command: list[str], env: list[str] | None, tty: bool =
 def inspect(container: str, format_: str | None = None) -> int:
     import json
 
+    from arca.cli import table
     from arca.host.containers.engine import Engine
 
-    info = Engine().inspect(container)
+    info = table.inspect_podman(Engine().inspect(container))
     if format_:
-        from arca.cli import table
-
         _echo(table.render_each(format_, [info]))
         return 0
     _echo(json.dumps(info, indent=2))
@@ -224,8 +255,11 @@ def top(container: str) -> int:
     return 0
 
 
-def stats(containers: list[str], no_stream: bool = False, as_json: bool = False) -> int:
-    """One sample of each container (``--no-stream`` is what this always does)."""
+def stats(containers: list[str], no_stream: bool = False, as_json: bool = False,
+          format_: str | None = None) -> int:
+    """One sample of each container (``--no-stream`` is what this always does); ``--format``
+    as podman's: ``json``, or a template over podman's names (``{{.ID}}``, ``{{.Name}}``,
+    ``{{.MemUsage}}``, ``{{.PIDs}}``) and ``{{.CPUTime}}``."""
     from arca.cli.image_ops import size
     from arca.cli.table import columns
     from arca.host.containers.engine import Engine
@@ -233,19 +267,53 @@ def stats(containers: list[str], no_stream: bool = False, as_json: bool = False)
     eng = Engine()
     names = containers or [r.id for r in eng.store.list() if r.is_alive()]
     samples = [eng.stats(c) for c in names]
-    if as_json:
+    if as_json or format_ == "json":
         import json
 
         _echo(json.dumps(samples, indent=2))
         return 0
-    rows = [("ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS")]
+    fields = []
     for st in samples:
         mem = size(st["memory_bytes"]) if st["memory_bytes"] is not None else "-"
         lim = size(st["memory_limit_bytes"]) if st["memory_limit_bytes"] else "unlimited"
-        cpu = f"{st['cpu_seconds']:.2f}s" if st["cpu_seconds"] is not None else "-"
-        rows.append((st["id"][:12], st["name"], cpu, f"{mem} / {lim}",
-                     str(st["pids"]) if st["pids"] is not None else "-"))
+        fields.append({"ID": st["id"][:12], "Name": st["name"],
+                       "CPUTime": (f"{st['cpu_seconds']:.2f}s" if st["cpu_seconds"] is not None
+                                   else "-"),
+                       "MemUsage": f"{mem} / {lim}",
+                       "PIDs": str(st["pids"]) if st["pids"] is not None else "-"})
+    if format_:
+        from arca.cli.table import render_each
+
+        out = render_each(format_, fields)
+        if out:
+            _echo(out)
+        return 0
+    rows = [("ID", "NAME", "CPU TIME", "MEM USAGE / LIMIT", "PIDS")]
+    rows += [(f["ID"], f["Name"], f["CPUTime"], f["MemUsage"], f["PIDs"]) for f in fields]
     _echo(columns(rows))
+    return 0
+
+
+def port(container: str, private: str | None = None) -> int:
+    """podman's ``port``: ``80/tcp -> 0.0.0.0:8080`` per published port, or the host side
+    of one (``arca port web 80``); exit 125 when that port is not published."""
+    from arca.errors import NotFound
+    from arca.host.containers.network import NetworkPlan
+    from arca.host.containers.state import ContainerStore
+
+    store = ContainerStore()
+    rec = store.find(container)
+    maps = NetworkPlan.load(store.dir(rec.id)).publish
+    if private is not None:
+        want, _, proto = private.partition("/")
+        maps = [m for m in maps if str(m.container_port) == want and m.proto == (proto or "tcp")]
+        if not maps:
+            raise NotFound(f"container {rec.name}: port {private} is not published")
+        _echo("\n".join(f"{m.host_ip or '0.0.0.0'}:{m.host_port}" for m in maps))
+        return 0
+    if maps:
+        _echo("\n".join(f"{m.container_port}/{m.proto} -> {m.host_ip or '0.0.0.0'}:"
+                         f"{m.host_port}" for m in maps))
     return 0
 
 

@@ -107,9 +107,15 @@ COMMANDS: dict[str, Command] = {
     "ps": Command("ps", (), (Opt("all_", ("--all", "-a"), "flag", False),
                              Opt("as_json", ("--json",), "flag", False),
                              Opt("quiet", ("--quiet", "-q"), "flag", False),
-                             Opt("format_", ("--format",), "value"))),
+                             Opt("format_", ("--format",), "value"),
+                             Opt("filter_", ("--filter", "-f"), "multi"),
+                             Opt("last", ("--last", "-n"), "value", -1, int),
+                             Opt("latest", ("--latest", "-l"), "flag", False),
+                             Opt("noheading", ("--noheading",), "flag", False),
+                             Opt("no_trunc", ("--no-trunc",), "flag", False))),
     "logs": Command("logs", (Arg("container"),),
-                    (Opt("follow", ("--follow", "-f"), "flag", False),)),
+                    (Opt("follow", ("--follow", "-f"), "flag", False),
+                     Opt("tail", ("--tail",), "value", -1, int))),
     "stop": Command("stop", (Arg("containers", many=True),),
                     (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
     "rm": Command("rm", (Arg("containers", many=True),),
@@ -126,9 +132,11 @@ COMMANDS: dict[str, Command] = {
     "wait": Command("wait", (Arg("containers", many=True),), ()),
     "start": Command("start", (Arg("containers", many=True),), ()),
     "top": Command("top", (Arg("container"),), ()),
+    "port": Command("port", (Arg("container"), Arg("private", required=False)), ()),
     "stats": Command("stats", (Arg("containers", many=True, required=False),),
                      (Opt("no_stream", ("--no-stream",), "flag", False),
-                      Opt("as_json", ("--json",), "flag", False))),
+                      Opt("as_json", ("--json",), "flag", False),
+                      Opt("format_", ("--format",), "value"))),
     "restart": Command("restart", (Arg("containers", many=True),),
                        (Opt("time_", ("--time", "-t"), "value", 10.0, float),)),
 }
@@ -189,8 +197,10 @@ def parse(cmd: Command, argv: list[str]) -> dict[str, Any] | None:
             values[arg.dest], pos = pos, []
         elif pos:
             values[arg.dest] = pos.pop(0)
+        elif not arg.required:
+            values[arg.dest] = None
         else:
-            return None  # every single positional here is required
+            return None  # a missing required positional: typer's usage error
     return None if pos else values
 
 

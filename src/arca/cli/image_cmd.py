@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
                                       "them)."),
         ca_cert: Path = typer.Option(None, "--ca-cert", help="PEM CA bundle to verify the "
                                      "registry's TLS certificate."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (bars on a "
+                                  "terminal, plain lines in a log)."),
     ) -> None:
         """Pull an image from an OCI distribution registry (linux/amd64 of an index)."""
         from arca.cli.image_ops import pull as do_pull
@@ -60,11 +61,21 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{rec.name} {rec.digest}")
 
     @image.command("ls")
-    def ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    def ls(
+        as_json: bool = typer.Option(False, "--json", help="Arca's image records as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the image ids."),
+        format_: str = typer.Option(None, "--format", help="Go template, as podman's: "
+                                    "'{{.Repository}}:{{.Tag}} {{.ID}}', 'table ...', "
+                                    "'json' (podman's keys)."),
+        noheading: bool = typer.Option(False, "--noheading", "-n", help="No header row."),
+        no_trunc: bool = typer.Option(False, "--no-trunc", help="Full image ids."),
+        all_: bool = typer.Option(False, "--all", "-a", help="Accepted as podman's (a store "
+                                  "of pulled images has no intermediate images)."),
+    ) -> None:
         """List the images in the store."""
         from arca.cli.image_ops import images
 
-        raise typer.Exit(images(as_json))
+        raise typer.Exit(images(as_json, quiet, format_, noheading, no_trunc, all_))
 
     @image.command("inspect")
     def inspect(ref: str = typer.Argument(..., help="Image name, id or digest.")) -> None:
@@ -83,16 +94,25 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", "-f", help="Remove even if containers "
                                    "use it (their mounted layers stay until they are removed)."),
     ) -> None:
-        """Remove images from the store (their content goes at the next prune)."""
+        """Remove images from the store (their content goes at the next prune). Exit codes
+        as podman's rmi: 1 if an image was not there, 2 if one is in use (without -f)."""
         from arca.host.containers.engine import Engine
         from arca.host.images import ImageStore
+        from arca.host.images.errors import ImageInUse, ImageNotFound
 
         store = ImageStore()
         eng = Engine(images=store)
+        code = 0
         for ref in refs:
-            rec = store.remove(ref, force=force,
-                               in_use=lambda r: eng.images_in_use(r.digest))
+            try:
+                rec = store.remove(ref, force=force,
+                                   in_use=lambda r: eng.images_in_use(r.digest))
+            except (ImageNotFound, ImageInUse) as e:
+                typer.echo(f"arca: error: {e}", err=True)
+                code = 2 if isinstance(e, ImageInUse) else max(code, 1)
+                continue
             typer.echo(f"removed {rec.name}")
+        raise typer.Exit(code)
 
     # podman's top-level spellings of the same commands
     app.command("pull", help="Pull an image (as arca image pull).")(pull)

@@ -9,25 +9,52 @@ call the same bodies. The container commands have their own lean parser
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def dispatch(argv: list[str]) -> int | None:
+    if argv in (["--version"], ["-v"]):  # podman's spelling
+        from arca import __version__
+
+        print(f"arca version {__version__}")
+        return 0
     if argv == ["version"]:
         from arca import __version__
 
         print(__version__)
         return 0
     if argv[:1] == ["images"] or argv[:2] == ["image", "ls"]:
-        rest = argv[1:] if argv[0] == "images" else argv[2:]
-        if rest in ([], ["--json"]):
-            from arca.cli.image_ops import images
+        from arca.cli.fastpath import parse
 
-            return images(rest == ["--json"])
+        kwargs = parse(IMAGES, argv[1:] if argv[0] == "images" else argv[2:])
+        if kwargs is None:
+            return None
+        from arca.cli.image_ops import images
+
+        return images(**kwargs)
     if argv[:2] == ["kbs", "admin"]:
         return kbs_admin(argv)
     if argv[:1] == ["pull"] or argv[:2] == ["image", "pull"]:
         return pull(argv[1:] if argv[0] == "pull" else argv[2:])
     return None
 
+
+def _images_command() -> Any:
+    from arca.cli.fastpath import Command, Opt
+
+    return Command("images", (), (
+        Opt("as_json", ("--json",), "flag", False),
+        Opt("quiet", ("--quiet", "-q"), "flag", False),
+        Opt("format_", ("--format",), "value"),
+        Opt("noheading", ("--noheading", "-n"), "flag", False),
+        Opt("no_trunc", ("--no-trunc",), "flag", False),
+        Opt("all_", ("--all", "-a"), "flag", False)))
+
+
+#: ``arca images`` / ``arca image ls`` options (image_cmd.ls's).
+IMAGES = _images_command()
 
 #: ``arca pull`` / ``arca image pull`` options: flag or takes a value (image_cmd.pull's).
 PULL_OPTIONS = {"-q": False, "--quiet": False, "--insecure": False, "--creds": True,

@@ -101,22 +101,33 @@ def exit_code_for(err: ArcaError, command: str | None = None) -> int:
     return OWN_ERROR
 
 
-def _run_typer(args: list[str]) -> None:
-    """The typer app in standalone mode (it prints usage errors itself and exits); a usage
-    error (unknown flag, missing argument) exits 125 as podman's do, except for the groups
-    in :data:`OWN_CODES` (click's 2)."""
+def _run_typer(args: list[str]) -> int:
+    """The typer app; its exit code. A usage error (unknown flag, missing argument) is one
+    line naming what was wrong, as every other error of Arca's, and exits 125 as podman's
+    do, except for the groups in :data:`OWN_CODES` (click's 2). Typer's own rendering of it
+    is a box of five lines or more on stderr (rich's), which a log or a script cannot use."""
     import typer
 
-    # click's UsageError, whichever click typer uses (recent typers vendor their own copy):
-    # the base class of typer's public BadParameter.
-    usage: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-    old = usage.exit_code
-    if not args or args[0] not in OWN_CODES:
-        usage.exit_code = OWN_ERROR  # class attribute: every UsageError click raises
+    # click's exceptions, whichever click typer uses (recent typers vendor their own copy):
+    # the bases of typer's public BadParameter.
+    mro = {c.__name__: c for c in typer.BadParameter.__mro__}
+    usage: Any = mro["UsageError"]
+    click_error: Any = mro["ClickException"]
+    own = bool(args) and args[0] in OWN_CODES
     try:
-        build_app()(args=args, prog_name="arca")
-    finally:
-        usage.exit_code = old
+        code = build_app()(args=args, prog_name="arca", standalone_mode=False)
+    except click_error as err:
+        msg = " ".join(err.format_message().split())
+        ctx = getattr(err, "ctx", None)
+        if msg and isinstance(err, usage) and ctx is not None:
+            msg += f" (see '{ctx.command_path} --help')"
+        if msg:  # (a group called bare has printed its help instead: nothing more to say)
+            print(f"arca: error: {msg}", file=sys.stderr)
+        return (2 if isinstance(err, usage) else 1) if own else OWN_ERROR
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)  # as click says it
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,8 +155,7 @@ def main(argv: list[str] | None = None) -> None:
                 from arca.cli.kbs_admin_args import hoist_admin
 
                 args = hoist_admin(args)
-            _run_typer(args)
-            return  # not reached: standalone mode exits itself
+            sys.exit(_run_typer(args))
     except ArcaError as err:
         print(f"arca: error: {err}", file=sys.stderr)
         sys.exit(exit_code_for(err, args[0] if args else None))

@@ -13,7 +13,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from arca.host.containers.state import ContainerRecord
@@ -49,17 +49,17 @@ def ago(iso: str | None, now: float | None = None) -> str:
 
 
 def status(r: ContainerRecord) -> str:
-    """STATUS: the state and how long, as podman's ``Up 3 minutes`` / ``Exited (0) 2 seconds
-    ago`` but with Arca's state names (``running, up 3 minutes``)."""
+    """STATUS in podman's words (``Up 3 minutes``, ``Exited (0) 2 seconds ago``, ``Created``:
+    scripts match them), with what only Arca knows appended (a lost monitor, restarts)."""
     shown = r.display_status
-    up = ago(r.started).removesuffix(" ago").replace("Less than a second", "just started")
+    up = ago(r.started).removesuffix(" ago")
     if shown == "running" and r.monitor_pid > 0 and not _alive(r.monitor_pid):
-        return f"running, up {up} (monitor lost: arca rm)"
+        return f"Up {up} (monitor lost: arca rm)"
     if shown == "running":
-        return (f"running, up {up}" if up else "running") + restarts(r)
+        return (f"Up {up}" if up else "Up") + restarts(r)
     if r.status == "exited":
-        return f"exited ({r.exit_code}) {ago(r.finished)}".rstrip() + restarts(r)
-    return shown
+        return f"Exited ({r.exit_code}) {ago(r.finished)}".rstrip() + restarts(r)
+    return shown[:1].upper() + shown[1:]
 
 
 def restarts(r: ContainerRecord) -> str:
@@ -129,15 +129,130 @@ def ps_fields(r: ContainerRecord, labels: dict[str, str] | None = None) -> dict[
     }
 
 
-def ps_table(recs: list[ContainerRecord]) -> str:
+def td_json(r: ContainerRecord) -> dict[str, Any] | None:
+    """The ``td`` object of ``arca inspect`` (backend, measurement, broker, verdict) for a
+    container's TD; None without one."""
+    if r.tee == "none":
+        return None
+    import os
+
+    from arca.host.containers import tdinfo
+    from arca.host.containers.state import root_dir
+
+    d = os.path.join(root_dir(), "containers", r.id)
+    td = tdinfo.describe(d, r.status, r.exit_code, os.path.join(d, "container.log"))
+    if td is not None and not td["measurement"]:
+        td["measurement"] = measurement(r)  # the runtime's live state, before td.json has it
+    return td
+
+
+def ps_record_json(r: ContainerRecord, labels: dict[str, str]) -> dict[str, Any]:
+    """``arca ps --json``: Arca's record (as ``inspect`` has it) with the TD's fields."""
+    return {**r.to_json(), "state": r.display_status, "labels": labels, "td": td_json(r)}
+
+
+def ps_podman_json(r: ContainerRecord, labels: dict[str, str]) -> dict[str, Any]:
+    """``arca ps --format json``: podman's keys and value types for what Arca has (so ``jq
+    '.[].Names[0]'`` works as with podman), plus ``TEE`` and the TD's ``td`` object."""
+    def secs(iso: str | None) -> int:
+        t = epoch(iso) if iso else None
+        return int(t) if t is not None else 0
+
+    return {
+        "AutoRemove": r.auto_remove, "Command": list(r.args), "Created": secs(r.created),
+        "CreatedAt": ago(r.created), "Exited": r.status == "exited",
+        "ExitedAt": secs(r.finished), "ExitCode": r.exit_code or 0, "Id": r.id,
+        "Image": r.image, "ImageID": r.image_digest, "Labels": labels or None,
+        "Names": [r.name], "Pid": r.pid if r.is_alive() else 0,
+        "Restarts": r.restart_count, "StartedAt": secs(r.started),
+        # podman's state names (running, paused, exited, created); Status says the rest
+        "State": "paused" if r.paused and r.status == "running" else r.status,
+        "Status": status(r), "TEE": r.tee, "td": td_json(r),
+    }
+
+
+class Status(dict):  # type: ignore[type-arg]
+    """podman's ``State`` object of ``inspect``; on its own in a template (``{{.State}}``)
+    it prints the state's name (podman prints the whole struct, which no script reads)."""
+
+
+def inspect_podman(info: dict[str, Any]) -> dict[str, Any]:
+    """``arca inspect``'s object with podman's ``State`` and ``Config`` objects and
+    ``ImageName`` added, so that ``-f '{{.State.Status}}'``, ``{{.State.Running}}``,
+    ``{{.State.ExitCode}}``, ``{{.State.Pid}}``, ``{{.Config.Image}}``, ``{{.Config.Labels}}``
+    and their ``jq`` twins work as with podman."""
+    proc = info.get("process") or {}
+    user = proc.get("user") or {}
+    state = "paused" if info.get("paused") else str(info["status"])  # podman's names
+    alive = state in ("running", "paused")
+    return {
+        **info,
+        "State": Status(
+            Status=state, Running=state == "running", Paused=state == "paused",
+            Dead=state == "error", ExitCode=info.get("exit_code") or 0,
+            Pid=info.get("pid") if alive else 0, StartedAt=info.get("started") or "",
+            FinishedAt=info.get("finished") or "", Error=info.get("error") or ""),
+        "Config": {"Image": info["image"], "Labels": info.get("labels") or {},
+                   "Cmd": list(info.get("args") or []), "Env": list(proc.get("env") or []),
+                   "WorkingDir": proc.get("cwd", "/"),
+                   "User": f"{user.get('uid', 0)}:{user.get('gid', 0)}", "Tty": info["tty"]},
+        "ImageName": info["image"],
+    }
+
+
+def ps_table(recs: list[ContainerRecord], no_trunc: bool = False) -> str:
     head = ("CONTAINER ID", "NAME", "TD (MEASUREMENT)", "ATTESTATION (AS THE TD REPORTS)",
             "CREATED", "STATUS", "IMAGE", "COMMAND")
-    rows = [head] + [(f["ID"], f["Names"],
-                      f["TEE"] + (f" {f['Measurement'][:12]}…" if f["Measurement"] else ""),
+    rows = [head] + [(f["FullID"] if no_trunc else f["ID"], f["Names"],
+                      f["TEE"] + ((f" {f['Measurement']}" if no_trunc else
+                                   f" {f['Measurement'][:12]}…") if f["Measurement"] else ""),
                       attestation_cell(f), f["Created"], f["Status"], f["Image"],
-                      _cut(f["Command"], 40))
+                      f["Command"] if no_trunc else _cut(f["Command"], 40))
                      for f in (ps_fields(r) for r in recs)]
     return columns(rows)
+
+
+def ps_filter(filters: list[str], labels_of: Any) -> Any:
+    """A predicate for ``ps --filter KEY=VALUE`` (podman's keys ``id``, ``name``, ``status``,
+    ``label``, ``ancestor``): values of one key are alternatives, different keys must all
+    match; an unknown key or a bad expression is refused, not ignored."""
+    from arca.wire.errors import InvalidInput
+
+    by_key: dict[str, list[str]] = {}
+    for f in filters:
+        key, eq, value = f.partition("=")
+        if not eq or key not in ("id", "name", "status", "label", "ancestor"):
+            raise InvalidInput(f"--filter {f!r}: expected id=, name=, status=, label= or "
+                               "ancestor=")
+        by_key.setdefault(key, []).append(value)
+    import re
+
+    try:
+        names = [re.compile(v) for v in by_key.get("name", [])]
+    except re.error as e:
+        raise InvalidInput(f"--filter name=: not a regular expression: {e}") from None
+
+    def label_ok(r: ContainerRecord, want: str) -> bool:
+        k, eq, v = want.partition("=")
+        have = labels_of(r.id)
+        return k in have and (not eq or have[k] == v)
+
+    def keep(r: ContainerRecord) -> bool:
+        checks: dict[str, Callable[[str], bool]] = {
+            "id": lambda v: r.id.startswith(v),
+            "status": lambda v: r.display_status == v or r.status == v,
+            "label": lambda v: label_ok(r, v),
+            "ancestor": lambda v: v in (r.image, r.image_digest) or r.image.endswith("/" + v),
+        }
+        for key, values in by_key.items():
+            if key == "name":
+                if not any(p.search(r.name) for p in names):
+                    return False
+            elif not any(checks[key](v) for v in values):
+                return False
+        return True
+
+    return keep
 
 
 def attestation_cell(f: dict[str, Any]) -> str:
@@ -203,6 +318,8 @@ def _lookup(obj: Any, path: str) -> Any:
 def _text(value: Any) -> str:
     if isinstance(value, _Names):
         return value.name
+    if isinstance(value, Status):
+        return str(value["Status"])
     if value is None:
         return "<nil>"
     if isinstance(value, bool):

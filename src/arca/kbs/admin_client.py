@@ -64,8 +64,8 @@ def load_admin_private_key(path: str | PathLike[str]) -> ed25519.Ed25519PrivateK
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except OSError as e:
-        raise ConfigError(f"admin key {path}: {e}") from None
+    except OSError as e:  # "admin key k.pem: No such file or directory", not "[Errno 2] ..."
+        raise ConfigError(f"admin key {path}: {e.strerror or e}") from None
     seed = _pkcs8_seed(data)
     if seed is not None:
         return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
@@ -142,7 +142,9 @@ class AdminClient:
             r = request(method, self.url + path, hdrs, content, timeout=self.timeout,
                         tls=self._tls)
         except (OSError, HttpError) as e:
-            raise BrokerUnavailable(f"KBS {self.url} unreachable: {e}") from None
+            # "Connection refused", not "[Errno 111] Connection refused"
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise BrokerUnavailable(f"KBS {self.url} unreachable: {why}") from None
         if r.status_code < 300:
             return r
         try:

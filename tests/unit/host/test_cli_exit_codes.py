@@ -18,6 +18,9 @@ from arca.cli.main import main
     (["kbs", "keygen", "--out"], 125, "requires an argument"),
     (["inspect", "nope"], 125, "arca: error: no such container: nope"),
     (["verify", "--nope"], 2, "No such option"),
+    (["kbs", "admin", "get-resource", "a/b/c", "--url", "http://127.0.0.1:9",
+      "--admin-key", "/nonexistent/admin.key"], 125,
+     "arca: error: admin key /nonexistent/admin.key: No such file or directory\n"),
 ])
 def test_own_errors_exit_125(argv: list[str], code: int, says: str, fast: str,
                              tmp_path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
@@ -30,6 +33,37 @@ def test_own_errors_exit_125(argv: list[str], code: int, says: str, fast: str,
     assert e.value.code == code
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err, err
+    # one line in Arca's error style, not typer's box (issue 15): podman's is one line too
+    assert err.count("\n") == 1 and err.startswith("arca: error: "), err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["images", "--bogus"], "No such option: --bogus (see 'arca images --help')"),
+    (["kbs", "admin", "get-resource"], "Missing argument"),
+    (["stop", "--time", "abc", "x"], "Invalid value for '--time'"),
+])
+def test_usage_errors_are_one_line_naming_the_help(
+        argv: list[str], says: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(fastpath.DISABLE_ENV, "0")
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 125 and err.count("\n") == 1, err
+    assert err.startswith("arca: error: ") and says in err, err
+
+
+def test_help_and_a_bare_group_print_help(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(fastpath.DISABLE_ENV, "0")
+    with pytest.raises(SystemExit) as e:
+        main(["ps", "--help"])
+    out = capsys.readouterr()
+    assert e.value.code == 0 and "--format" in out.out and out.err == ""
+    with pytest.raises(SystemExit) as e:
+        main(["volume"])  # podman's code for a group without its command: 125, help shown
+    out = capsys.readouterr()
+    assert e.value.code == 125 and "create" in out.out + out.err and "error" not in out.err
 
 
 def test_usage_error_code_is_not_left_changed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,3 +76,12 @@ def test_usage_error_code_is_not_left_changed(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SystemExit):
         main(["ps", "--nope"])
     assert usage.exit_code == 2
+
+
+@pytest.mark.parametrize("flag", ["--version", "-v"])
+def test_version_flag_as_podman(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from arca import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main([flag])
+    assert e.value.code == 0 and capsys.readouterr().out == f"arca version {__version__}\n"

@@ -66,7 +66,10 @@ def test_lean_version_and_images_print_what_typer_prints(
                          "created": "2026-01-01T00:00:00+00:00", "platform": "linux/amd64"}
                      for n in ("localhost/b:v1", "127.0.0.1:5000/a:v1")}}
     (tmp_path / "images" / "images.json").write_text(json.dumps(db))
-    for argv in (["version"], ["images"], ["image", "ls"], ["image", "ls", "--json"]):
+    for argv in (["version"], ["images"], ["image", "ls"], ["image", "ls", "--json"],
+                 ["images", "-q"], ["images", "-n", "--no-trunc"], ["images", "-a"],
+                 ["images", "--format", "json"],
+                 ["images", "--format", "table {{.Repository}}\t{{.Tag}}\t{{.Size}}"]):
         assert leanpath.dispatch(argv) == 0
         lean = capsys.readouterr().out
         monkeypatch.setenv("ARCA_CLI_FASTPATH", "0")
@@ -75,9 +78,26 @@ def test_lean_version_and_images_print_what_typer_prints(
         monkeypatch.delenv("ARCA_CLI_FASTPATH")
         assert e.value.code == 0
         assert capsys.readouterr().out == lean
-    assert [r["name"] for r in json.loads(lean)] == ["127.0.0.1:5000/a:v1", "localhost/b:v1"]
+        if argv == ["image", "ls", "--json"]:
+            assert [r["name"] for r in json.loads(lean)] == ["127.0.0.1:5000/a:v1",
+                                                             "localhost/b:v1"]
+        if argv == ["images"]:  # podman's columns; a missing config: the pull time
+            assert lean.splitlines()[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID",
+                                                    "CREATED", "SIZE"]
+            assert lean.splitlines()[1].split()[:3] == ["127.0.0.1:5000/a", "v1", "2" * 12]
+            assert lean.splitlines()[1].endswith("   1.23 MB")
+        if argv == ["images", "-q"]:  # one id per image, as podman
+            assert lean == "2" * 12 + "\n"
+        if argv[1:] == ["-n", "--no-trunc"]:
+            assert lean.splitlines()[0].split()[2] == "sha256:" + "2" * 64
+        if argv[1:2] == ["--format"] and argv[2] == "json":
+            pod = json.loads(lean)
+            assert pod[0]["Names"] == ["127.0.0.1:5000/a:v1"] and pod[0]["Size"] == 1234567
+            assert pod[0]["RepoDigests"] == ["127.0.0.1:5000/a@sha256:" + "1" * 64]
+        if "table" in argv[-1]:
+            assert lean.splitlines()[1].split() == ["127.0.0.1:5000/a", "v1", "1.23", "MB"]
     assert leanpath.dispatch(["images", "--help"]) is None
-    assert leanpath.dispatch(["image", "ls", "-q"]) is None
+    assert leanpath.dispatch(["image", "ls", "--bogus"]) is None
     assert os.environ.get("ARCA_CLI_FASTPATH") is None
 
 
@@ -95,3 +115,29 @@ def test_pull_progress_totals_and_done_line(capsys: pytest.CaptureFixture[str]) 
         assert (total.description, total.total, total.completed) == ("total", 5000, 5000)
     err = capsys.readouterr().err
     assert "done: 2 layers, 0.0 MB in" in err
+
+
+def test_plain_pull_progress_lines() -> None:
+    """Not a terminal: whole lines, a running total when due, messages held until the first
+    layer (a pull that downloads nothing says only its done line)."""
+    import io
+
+    from arca.host.images.progress import PlainProgress
+
+    out = io.StringIO()
+    prog = PlainProgress(out)
+    prog.EVERY = 0.0
+    with prog as p:
+        p.message("pulling x")
+        assert out.getvalue() == ""
+        a = p.add("layer aaaaaaaaaaaa", 2_000_000)
+        p.advance(a, 1_000_000)
+        p.advance(a, 1_000_000)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "pulling x" and "layer aaaaaaaaaaaa: 2.0 MB done" in lines
+    assert any(ln.startswith("pulled 1.0 / 2.0 MB (") for ln in lines), lines
+    assert lines[-1].startswith("done: 1 layer, 2.0 MB in ")
+    out = io.StringIO()
+    with PlainProgress(out) as p:
+        p.message("pulling y")
+    assert out.getvalue() == "done: nothing to download (all layers already in the store)\n"

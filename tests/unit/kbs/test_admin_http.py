@@ -110,5 +110,4 @@ def test_unreachable_kbs_is_one_line(tmp_path: pathlib.Path, capsys: pytest.Capt
               str(tmp_path / "admin.key"), "get-reference-values"])
     assert e.value.code != 0
     err = capsys.readouterr().err
-    assert err.startswith(f"arca: error: KBS http://127.0.0.1:{port} unreachable") \
-        and err.count("\n") == 1
+    assert err == f"arca: error: KBS http://127.0.0.1:{port} unreachable: Connection refused\n"

@@ -106,6 +106,9 @@ def _start_failure(name: str, msg: str) -> ContainerError:
     return ContainerError(f"container {name}: {msg}")
 
 
+#: runc exec's exit status when it could not start the process at all.
+RUNC_CANNOT_EXEC = 255
+
 #: ``--pull``: when ``arca run`` pulls the image (:mod:`.imagepull`).
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -341,11 +344,20 @@ class Engine:
             lowers = [os.fspath(p) for p in self.images.lowerdirs(record)]
         # monitor_pid: this process until a -d container's monitor takes over, so a killed
         # `arca run` leaves a record that says whose it was (:meth:`reap_lost`)
-        rec = self.store.create(name=opts.name, image=image_name, image_digest=image_digest,
-                                tee=opts.tee, args=(), auto_remove=opts.auto_remove,
-                                monitor_pid=os.getpid(),
-                                detached=opts.detach, tty=opts.tty,
-                                interactive=opts.interactive, restart_policy=opts.restart)
+        fields = dict(image=image_name, image_digest=image_digest,
+                      tee=opts.tee, args=(), auto_remove=opts.auto_remove,
+                      monitor_pid=os.getpid(),
+                      detached=opts.detach, tty=opts.tty,
+                      interactive=opts.interactive, restart_policy=opts.restart)
+        try:
+            rec = self.store.create(name=opts.name, **fields)  # type: ignore[arg-type]
+        except StateError:
+            # The name may be held by a lost foreground container (its `arca run` was
+            # killed): reap it as `ps` would, then take the name if that freed it (a --rm
+            # one is gone; another stays, exited, as podman's does, and the name with it).
+            if opts.name is None or not self._reap_holder(opts.name):
+                raise
+            rec = self.store.create(name=opts.name, **fields)  # type: ignore[arg-type]
         try:
             d = self._dir(rec.id)
             bundle = self._bundle(rec.id)
@@ -380,7 +392,9 @@ class Engine:
             if opts.tee != "none":
                 from arca.host.hashprogress import warm_rootfs_digest
 
-                warm_rootfs_digest(rootfs, image_name)  # the runtime's hash, with progress
+                # the runtime's hash, with progress (in a log too, unless a run plan says
+                # this image ran here before: see warm_rootfs_digest)
+                warm_rootfs_digest(rootfs, image_name, plain=plan is None)
             if config is not None:
                 from pathlib import Path
 
@@ -990,6 +1004,17 @@ class Engine:
             reaped.append(rec)
         return reaped
 
+    def _reap_holder(self, name: str) -> bool:
+        """Reap the lost foreground container named ``name``, if that is what it is."""
+        try:
+            holder = self.store.find(name)
+        except NotFound:
+            return False
+        if holder.detached or not self.is_lost(holder):
+            return False
+        self._finish_lost(holder)
+        return True
+
     def _finish_lost(self, rec: ContainerRecord) -> None:
         env = runtime_env(rec.tee)
         if rec.is_alive():
@@ -1057,16 +1082,27 @@ class Engine:
         pf = os.path.join(self._dir(rec.id), f"exec-{os.getpid()}.json")
         with open(pf, "w") as f:
             f.write(json_dumps(proc))
+        log = os.path.join(self._dir(rec.id), f"exec-{os.getpid()}.log")
         try:
             if tty:
                 return self._exec_tty(rec, pf, interactive)
-            return spawn.run([*runtime_argv(), "exec", "--process", pf, rec.id],
-                             no_stdin=not interactive)
+            # runc's own words on stderr as they are (one line); its log says why it could
+            # not start the command, for podman's 127 (not found) / 126 (not executable)
+            # instead of runc's 255
+            code = spawn.run([*runtime_argv(), "--log", log, "--log-format", "json", "exec",
+                              "--process", pf, rec.id], no_stdin=not interactive)
+            if code == RUNC_CANNOT_EXEC:
+                msg = _last_error(log)
+                err = _start_failure(rec.name, msg) if msg else None
+                if isinstance(err, CommandCannotRun):
+                    return err.exit_code
+            return code
         finally:
-            try:
-                os.unlink(pf)
-            except FileNotFoundError:
-                pass
+            for path in (pf, log):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     def _exec_tty(self, rec: ContainerRecord, process_file: str, interactive: bool) -> int:
         """``exec -t``: ``arca-runtime exec --detach`` with a console socket, as ``run -t``.
@@ -1124,7 +1160,9 @@ class Engine:
                 signal.signal(s, h)
             os.close(master)
 
-    def logs(self, ref: str, *, follow: bool = False) -> Iterator[bytes]:
+    def logs(self, ref: str, *, follow: bool = False, tail: int = -1) -> Iterator[bytes]:
+        """The container's log; ``tail`` >= 0: only its last ``tail`` lines so far (podman's
+        ``--tail``), then, with ``follow``, what comes."""
         rec = self.store.find(ref)
         path = self.log_path(rec.id)
         try:
@@ -1132,6 +1170,10 @@ class Engine:
         except FileNotFoundError:
             return
         with f:
+            if tail >= 0:
+                lines = f.read().splitlines(keepends=True)
+                if tail:
+                    yield b"".join(lines[-tail:])
             while True:
                 chunk = f.read(65536)
                 if chunk:

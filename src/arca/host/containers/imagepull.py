@@ -96,9 +96,9 @@ def _pull(store: ImageStore, image: str, settings: PullSettings, context: str = 
                       ca_file=settings.ca_file)
         bars = None
         if not settings.quiet:
-            from arca.host.images.progress import for_terminal
+            from arca.host.images.progress import for_stderr
 
-            bars = for_terminal()
+            bars = for_stderr()
         if bars is None:
             pull(store, image, **kwargs)  # type: ignore[arg-type]
             return

@@ -9,6 +9,7 @@ with a fresh, empty upperdir, like containerd's overlay snapshotter, so
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 # Every ``arca run`` imports this: paths may be str or Path, and pathlib (~3 ms) and the
@@ -56,14 +57,20 @@ def mount_overlay(target: StrPath, lowers: Sequence[StrPath], upper: StrPath, wo
         os.makedirs(d, exist_ok=True)
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, data.encode()) != 0:
         err = ctypes.get_errno()
-        raise _error(f"overlay mount on {os.fspath(target)} failed: {os.strerror(err)}")
+        why = ""
+        if err == errno.EPERM and os.geteuid() != 0:  # tell a non-root user what and why
+            why = (" (containers need root: their root filesystem is an overlay mount and "
+                   "runc creates namespaces and cgroups; run it as root, e.g. sudo arca ...)")
+        raise _error(f"overlay mount on {os.fspath(target)} failed: {os.strerror(err)}{why}")
 
 
 def umount(target: StrPath, *, lazy: bool = False) -> None:
     if _libc.umount2(os.fsencode(target), MNT_DETACH if lazy else 0) != 0:
         err = ctypes.get_errno()
-        if err == 22:  # EINVAL: not a mount point (already unmounted)
+        if err == errno.EINVAL:  # not a mount point (already unmounted)
             return
+        if err == errno.EPERM and os.geteuid() != 0 and not is_mounted(target):
+            return  # a non-root caller gets EPERM for any path: nothing was mounted there
         raise _error(f"unmount of {os.fspath(target)} failed: {os.strerror(err)}")
 
 

@@ -1,13 +1,18 @@
-"""Progress display for pulls: rich bars on a terminal, nothing otherwise."""
+"""Progress display for pulls: rich bars on a terminal; elsewhere (a CI log, a pipe) plain
+lines, as podman prints there: one per layer when it has arrived, a running total now and then
+on a long pull, and the done line (totals and speed); nothing with ``--quiet``."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # rich costs ~40 ms to import (more under load): only for a terminal
+    from typing import Any, TextIO
+
     from rich.progress import TaskID
 
 
@@ -89,6 +94,70 @@ def done_line(layers: int, nbytes: int, seconds: float) -> str:
             f"{seconds:.1f} s ({speed:.1f} MB/s)")
 
 
-def for_terminal() -> RichProgress | None:
-    """A rich progress display when stderr is a terminal, else None (quiet)."""
-    return RichProgress() if sys.stderr.isatty() else None
+class PlainProgress:
+    """Whole lines on stderr, no cursor movement (use as a context manager): what a log keeps.
+    Layers arrive in parallel threads, hence the lock. Messages given before the first layer
+    (``pulling NAME``) wait for it: a pull that downloads nothing, or fails before its first
+    layer, prints only its done line or its one error line."""
+
+    #: A running total at most this often (seconds), for pulls long enough to need one.
+    EVERY = 5.0
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._out = stream or sys.stderr
+        self._lock = threading.Lock()
+        self._tasks: list[list[Any]] = []  # [label, total, done]
+        self._pending: list[str] = []
+        self._bytes = 0
+        self._t0 = 0.0
+        self._next = 0.0
+
+    def __enter__(self) -> PlainProgress:
+        self._t0 = time.monotonic()
+        self._next = self._t0 + self.EVERY
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is None:
+            self._line(done_line(len(self._tasks), self._bytes, time.monotonic() - self._t0))
+
+    def _line(self, text: str) -> None:
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    def add(self, label: str, total: int) -> object:
+        with self._lock:
+            for text in self._pending:
+                self._line(text)
+            self._pending.clear()
+            self._tasks.append([label, total, 0])
+            return len(self._tasks) - 1
+
+    def advance(self, task: object, n: int) -> None:
+        assert isinstance(task, int)
+        with self._lock:
+            t = self._tasks[task]
+            t[2] += n
+            self._bytes += n
+            if t[2] == t[1]:
+                self._line(f"{t[0]}: {t[1] / 1e6:.1f} MB done")
+            now = time.monotonic()
+            if now >= self._next:
+                self._next = now + self.EVERY
+                total = sum(x[1] for x in self._tasks)
+                speed = self._bytes / (now - self._t0) / 1e6
+                self._line(f"pulled {self._bytes / 1e6:.1f} / {total / 1e6:.1f} MB "
+                           f"({speed:.1f} MB/s)")
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            if self._tasks:
+                self._line(text)
+            else:
+                self._pending.append(text)
+
+
+def for_stderr() -> RichProgress | PlainProgress:
+    """Bars on a terminal, plain lines otherwise (a CI log wants the lines, not silence)."""
+    return RichProgress() if sys.stderr.isatty() else PlainProgress()
