@@ -21,6 +21,19 @@ def read_init_data(path: Path | None) -> bytes | None:
         raise ConfigError(f"cannot read init-data {path}: {e.strerror}") from None
 
 
+def measured_init_data(path: Path | None, kbs: str | None, volumes: list[str]) -> bytes | None:
+    """The init-data ``arca measure``/``policy generate`` compute for: the ``--init-data`` file,
+    or what ``arca run --kbs URL -v ...:DST`` generates (the two exclude each other)."""
+    raw = read_init_data(path)
+    if kbs is not None or volumes:
+        from arca.host.containers.spec import Volume, generated_init_data
+
+        if raw is not None:
+            raise ConfigError("--kbs/--volume and --init-data exclude each other")
+        raw = generated_init_data(kbs, [Volume.parse(f"/:{v}").destination for v in volumes])
+    return raw
+
+
 def registry_credentials(creds: str | None, reference: str) -> Credentials | None:
     """--creds, else $ARCA_REGISTRY_CREDS, else the registry's entry in Docker's
     config.json (``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -21,6 +22,7 @@ from arca.host.backends import names
 
 def register(app: typer.Typer) -> None:
     @app.command("measure")
+    @lo.with_launch_options
     def measure(
         image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
         tee: str = typer.Option(DEFAULT_TEE, "--tee", help=f"TEE backend ({', '.join(names())})."),
@@ -30,32 +32,14 @@ def register(app: typer.Typer) -> None:
                                 "generates."),
         volume: list[str] = lo.VOLUME,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-        firmware: Path = lo.FIRMWARE,
-        kernel: Path = lo.KERNEL,
-        initrd: Path = lo.INITRD,
-        vcpus: int = lo.VCPUS,
-        memory: int = lo.MEMORY,
-        cpu: str = lo.CPU,
-        guest_features: str = lo.GUEST_FEATURES,
-        snp_policy: str = lo.SNP_POLICY,
-        rtmr0: str = lo.RTMR0,
-        cmdline: str = lo.CMDLINE,
+        *, launch: dict[str, Any],
     ) -> None:
         """Compute the launch measurement and its inputs for IMAGE."""
-        from arca.cli._common import launch_options, read_init_data
+        from arca.cli._common import launch_options, measured_init_data
         from arca.host.measure import measure as do_measure
-        from arca.wire.errors import ConfigError
 
-        raw = read_init_data(init_data)
-        if kbs is not None or volume:
-            from arca.host.containers.spec import Volume, generated_init_data
-
-            if raw is not None:
-                raise ConfigError("--kbs/--volume and --init-data exclude each other")
-            raw = generated_init_data(kbs, [Volume.parse(f"/:{v}").destination for v in volume])
-        options = launch_options(firmware=firmware, kernel=kernel, initrd=initrd, vcpus=vcpus,
-                                 memory=memory, cpu=cpu, guest_features=guest_features,
-                                 snp_policy=snp_policy, rtmr0=rtmr0, cmdline=cmdline)
+        raw = measured_init_data(init_data, kbs, volume)
+        options = launch_options(**launch)
         res = do_measure(image, tee, raw, options=options)
         from arca.host.runtime.execpolicy import policy_of
         from arca.host.runtime.tdchecks import allowed_mounts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,6 +24,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(policy_app, name="policy")
 
     @policy_app.command("generate")
+    @lo.with_launch_options
     def generate(
         image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
         tee: str = typer.Option(DEFAULT_TEE, "--tee", help=f"TEE backend ({', '.join(names())})."),
@@ -43,38 +45,21 @@ def register(app: typer.Typer) -> None:
         min_tcb: list[str] = typer.Option([], "--min-tcb", help="snp: lowest acceptable "
                                           "REPORTED_TCB component, COMPONENT=N (repeatable: "
                                           "bootloader, tee, snp, microcode, fmc)."),
-        firmware: Path = lo.FIRMWARE,
-        kernel: Path = lo.KERNEL,
-        initrd: Path = lo.INITRD,
-        vcpus: int = lo.VCPUS,
-        memory: int = lo.MEMORY,
-        cpu: str = lo.CPU,
-        guest_features: str = lo.GUEST_FEATURES,
-        snp_policy: str = lo.SNP_POLICY,
-        rtmr0: str = lo.RTMR0,
-        cmdline: str = lo.CMDLINE,
+        *, launch: dict[str, Any],
     ) -> None:
         """Release exactly the listed resources exactly to IMAGE's measurement."""
-        from arca.cli._common import launch_options, read_init_data
+        from arca.cli._common import launch_options, measured_init_data
         from arca.host.policygen import generate as do_generate
         from arca.wire.errors import ConfigError
 
-        raw = read_init_data(init_data)
-        if kbs is not None or volume:
-            from arca.host.containers.spec import Volume, generated_init_data
-
-            if raw is not None:
-                raise ConfigError("--kbs/--volume and --init-data exclude each other")
-            raw = generated_init_data(kbs, [Volume.parse(f"/:{v}").destination for v in volume])
+        raw = measured_init_data(init_data, kbs, volume)
         current = None
         if merge is not None:
             try:
                 current = json.loads(merge.read_text())
             except (OSError, ValueError) as e:
                 raise ConfigError(f"cannot read reference values {merge}: {e}") from None
-        options = launch_options(firmware=firmware, kernel=kernel, initrd=initrd, vcpus=vcpus,
-                                 memory=memory, cpu=cpu, guest_features=guest_features,
-                                 snp_policy=snp_policy, rtmr0=rtmr0, cmdline=cmdline)
+        options = launch_options(**launch)
         res = do_generate(image, tee=tee, init_data=raw, resources=resource, options=options,
                           min_tcb=min_tcb)
         from arca.host.policylint import init_data_warnings
