@@ -55,8 +55,19 @@ def _plain(text: str, inp: dict[str, object], q: str = "data.policy.allow") -> o
     ("package policy\nallow if input[\"a\"][x]\n", (("a",),)),
     ("package policy\nallow if input[`raw`]\n", None),
     ("package policy\n# a comment about input\nallow if input .a\n", None),
+    ('package policy\nallow if $"{input.a}" == "1"\n', None),            # template string
+    ("package policy\nallow if $`{input.a}` == `1`\n", None),            # raw template
+    ("package policy\nallow if h with input.a as 1\nh if input.b\n", None),  # with
+    ('package policy\nallow if input[concat("", ["a"])]\n', None),       # computed key
+    ("package policy\nallow if walk(input, [_, 1])\n", None),            # walk
+    ("package policy\nallow if input.a @ 1\n", None),                     # unknown character
+    ('package policy\nallow if input.a == "unterminated\n', None),       # broken string
+    ("package policy\nallow if input.a# comment\n", (("a",),)),
+    ('package policy\nallow if input["a"]["\\u0062"].c\n', (("a", "b", "c"),)),
+    ("package policy\nallow if x.input.a\nallow if input.d\n", (("d",),)),  # a field "input"
 ])
 def test_input_paths(text, paths):
+    """What a policy reads of its input; everything (None) when unsure."""
     assert input_paths(text) == paths
 
 
@@ -135,51 +146,45 @@ def _ref(draw: st.DrawFn) -> str:
     return out
 
 
+#: Literal kinds -> (helper rule or "", literal), as ``str.format`` templates over one draw
+#: each of: ``ref``/``ref2`` (input references), ``c``/``c2`` (constants), ``seg`` (a name,
+#: quoted), ``path`` (a list of names), ``shown`` (a constant inside a template string),
+#: ``raw`` (a name as a raw string), ``count`` and ``n`` (the helper's number).
+LITERALS = {
+    "eq": ("", "{ref} == {c}"),
+    "template": ("", '$"{{{ref}}}" == "{shown}"'),
+    "walk": ("h{n} if {{ walk(input, [_, v]); v == {c} }}", "h{n}"),
+    "objget": ("", "object.get(input, {seg}, {c}) == {c}"),
+    "objget_path": ("", "object.get(input, {path}, 0) == {c}"),
+    "computed": ("", "some k in [{seg}]; input[k] == {c}"),
+    "computed_concat": ("", 'input[concat("", [{seg}])] == {c}'),
+    "with": ("h{n} if {ref} == {c}", "h{n} with {ref2} as {c2}"),
+    "with_whole": ("h{n} if input.a == {c}", 'h{n} with input as {{"a": {c2}}}'),
+    "comprehension": ("", "count([x | some x in {ref}; x == {c}]) > 0"),
+    "object_comprehension": ("", "count({{k: v | some k, v in input; v == {c}}}) > 0"),
+    "every": ("", "every x in {ref} {{ x != {c} }}"),
+    "bare_count": ("", "count(input) == {count}"),
+    "raw": ("", "input[`{raw}`] == {c}"),
+    "string_and_comment": ("", '"input.a" != {ref} # input.b'),
+    "import_like": ("h{n} := {ref}", "h{n} == {c}"),
+    "some_in": ("", "some v in {ref}; v == {c}"),
+}
+
+
 @st.composite
 def _literal(draw: st.DrawFn, helpers: list[str]) -> str:
-    ref, c = _ref(draw), draw(st.sampled_from(CONSTS))
-    seg = json.dumps(draw(st.sampled_from(SEGS)))
-    n = len(helpers)
+    values = {
+        "ref": _ref(draw), "c": draw(st.sampled_from(CONSTS)),
+        "seg": json.dumps(draw(st.sampled_from(SEGS))), "n": len(helpers),
+        "path": json.dumps(draw(st.lists(st.sampled_from(SEGS), min_size=1, max_size=3))),
+        "ref2": _ref(draw), "c2": draw(st.sampled_from(CONSTS)),
+        "shown": draw(st.sampled_from(SHOWN)), "raw": draw(st.sampled_from(SEGS[:3])),
+        "count": draw(st.integers(0, 3))}
     kind = draw(st.sampled_from(KINDS))
-    if kind == "eq":
-        lit = f"{ref} == {c}"
-    elif kind == "template":
-        lit = f'$"{{{ref}}}" == "{draw(st.sampled_from(SHOWN))}"'
-    elif kind == "walk":
-        helpers.append(f"h{n} if {{ walk(input, [_, v]); v == {c} }}")
-        lit = f"h{n}"
-    elif kind == "objget":
-        lit = f"object.get(input, {seg}, {c}) == {c}"
-    elif kind == "objget_path":
-        path = json.dumps(draw(st.lists(st.sampled_from(SEGS), min_size=1, max_size=3)))
-        lit = f"object.get(input, {path}, 0) == {c}"
-    elif kind == "computed":
-        lit = f"some k in [{seg}]; input[k] == {c}"
-    elif kind == "computed_concat":
-        lit = f'input[concat("", [{seg}])] == {c}'
-    elif kind == "with":
-        helpers.append(f"h{n} if {ref} == {c}")
-        lit = f"h{n} with {_ref(draw)} as {draw(st.sampled_from(CONSTS))}"
-    elif kind == "with_whole":
-        helpers.append(f"h{n} if input.a == {c}")
-        lit = f'h{n} with input as {{"a": {draw(st.sampled_from(CONSTS))}}}'
-    elif kind == "comprehension":
-        lit = f"count([x | some x in {ref}; x == {c}]) > 0"
-    elif kind == "object_comprehension":
-        lit = f"count({{k: v | some k, v in input; v == {c}}}) > 0"
-    elif kind == "every":
-        lit = f"every x in {ref} {{ x != {c} }}"
-    elif kind == "bare_count":
-        lit = f"count(input) == {draw(st.integers(0, 3))}"
-    elif kind == "raw":
-        lit = f"input[`{draw(st.sampled_from(SEGS[:3]))}`] == {c}"
-    elif kind == "string_and_comment":
-        lit = f'"input.a" != {ref} # input.b'
-    elif kind == "import_like":
-        helpers.append(f"h{n} := {ref}")
-        lit = f"h{n} == {c}"
-    else:  # some_in
-        lit = f"some v in {ref}; v == {c}"
+    helper, lit = (part.format(**values) for part in LITERALS[kind])
+    if helper:
+        helpers.append(helper)
+    n = values["n"]
     if draw(st.booleans()):
         if ";" in lit or " # " in lit or kind == "every":
             helpers.append(f"g{n} if {{ {lit} }}" if " # " not in lit
@@ -261,22 +266,6 @@ def test_negated_checks_through_hidden_references_fail_closed(construct):
     inp = {"submods": {"ok": True}, "banned": True}
     assert _plain(text, inp) is False
     assert PolicyEngine().allow(text, DATA, inp) is False
-
-
-@pytest.mark.parametrize(("text", "paths"), [
-    ('package policy\nallow if $"{input.a}" == "1"\n', None),            # template string
-    ("package policy\nallow if $`{input.a}` == `1`\n", None),            # raw template
-    ("package policy\nallow if h with input.a as 1\nh if input.b\n", None),  # with
-    ('package policy\nallow if input[concat("", ["a"])]\n', None),       # computed key
-    ("package policy\nallow if walk(input, [_, 1])\n", None),            # walk
-    ("package policy\nallow if input.a @ 1\n", None),                     # unknown character
-    ('package policy\nallow if input.a == "unterminated\n', None),       # broken string
-    ("package policy\nallow if input.a# comment\n", (("a",),)),
-    ('package policy\nallow if input["a"]["\\u0062"].c\n', (("a", "b", "c"),)),
-    ("package policy\nallow if x.input.a\nallow if input.d\n", (("d",),)),  # a field "input"
-])
-def test_input_paths_fall_back_to_everything_when_unsure(text, paths):
-    assert input_paths(text) == paths
 
 
 @pytest.mark.parametrize(("text", "cached"), [
