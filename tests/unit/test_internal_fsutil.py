@@ -1,4 +1,5 @@
-"""arca._internal.fsutil.write_atomic: whole content or old content, no temporary left."""
+"""arca._internal.fsutil (write_atomic: whole content or old content, no temporary left;
+remove_if_present; secure_state_dirs) and arca._internal.procs.pid_alive."""
 
 from __future__ import annotations
 
@@ -106,3 +107,33 @@ def test_secure_state_dirs_tightens_arca_dirs_but_not_a_shared_sticky_one(
     secure_state_dirs(shared, run)
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
     assert stat.S_IMODE((shared / "images").stat().st_mode) == 0o700
+
+
+def test_remove_if_present_removes_once_and_tolerates_gone(tmp_path: pathlib.Path) -> None:
+    from arca._internal.fsutil import remove_if_present
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("x")
+    for _ in range(2):  # the second round finds both gone
+        remove_if_present(tmp_path / "f")
+        remove_if_present(tmp_path / "d", directory=True)
+        assert list(tmp_path.iterdir()) == []
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    with pytest.raises(OSError):  # not empty: a real error, not "already gone"
+        remove_if_present(tmp_path / "d", directory=True)
+
+
+def test_pid_alive() -> None:
+    import subprocess
+
+    from arca._internal.procs import pid_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_alive(child.pid) and pid_alive(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_alive(child.pid)
+    assert not pid_alive(0) and not pid_alive(-1)  # a group, not a process

@@ -42,6 +42,18 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *
         raise
 
 
+
+def remove_if_present(path: str | os.PathLike[str], *, directory: bool = False) -> None:
+    """Unlink ``path`` (``directory``: remove it, empty); already gone is no error, as a
+    cleanup that runs again (after a kill, or racing another) finds it."""
+    try:
+        if directory:
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
 def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> None:
     """Make ``path`` a directory that only its owner (root) may enter: created with ``mode``
     when absent (missing parents too), tightened when it exists with group or other bits (an

@@ -53,7 +53,9 @@ def status(r: ContainerRecord) -> str:
     scripts match them), with what only Arca knows appended (a lost monitor, restarts)."""
     shown = r.display_status
     up = ago(r.started).removesuffix(" ago")
-    if shown == "running" and r.monitor_pid > 0 and not _alive(r.monitor_pid):
+    from arca._internal.procs import pid_alive
+
+    if shown == "running" and r.monitor_pid > 0 and not pid_alive(r.monitor_pid):
         return f"Up {up} (monitor lost: arca rm)"
     if shown == "running":
         return (f"Up {up}" if up else "Up") + restarts(r)
@@ -68,15 +70,6 @@ def restarts(r: ContainerRecord) -> str:
     return f", restarted {n} time{'s' if n > 1 else ''}" if n else ""
 
 
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -98,8 +91,10 @@ def supervisor_gone(r: ContainerRecord) -> bool:
     """:meth:`arca.host.containers.engine.Engine.is_lost` without importing the engine."""
     import os
 
+    from arca._internal.procs import pid_alive
+
     return (r.status in ("created", "running") and r.monitor_pid > 0
-            and r.monitor_pid != os.getpid() and not _alive(r.monitor_pid))
+            and r.monitor_pid != os.getpid() and not pid_alive(r.monitor_pid))
 
 
 def labels(store: Any, cid: str) -> dict[str, str]:

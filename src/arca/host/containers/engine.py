@@ -38,6 +38,7 @@ import time
 
 from arca._internal.fastjson import json_dumps, json_loads
 from arca._internal.fsutil import secure_state_dirs
+from arca._internal.procs import pid_alive
 from arca.errors import ArcaError, InvalidInput, NotFound, StateError
 from arca.host.backends import DEFAULT as DEFAULT_TEE
 from arca.host.containers import network, runplan, spawn
@@ -767,7 +768,7 @@ class Engine:
             # not yet running) is waited for and stopped like a running one
             rec = self.store.update(rec.id, manual_stop=True)
             deadline = time.monotonic() + START_TIMEOUT_S
-            while (rec.status == "created" and _pid_alive(rec.monitor_pid)
+            while (rec.status == "created" and pid_alive(rec.monitor_pid)
                    and time.monotonic() < deadline):
                 time.sleep(0.05)
                 rec = self.store.load(rec.id)
@@ -961,7 +962,7 @@ class Engine:
             if cur.status == "exited":
                 return cur.exit_code if cur.exit_code is not None else -1
             if cur.status == "error" or (cur.status == "running" and not cur.is_alive()
-                                         and not _pid_alive(cur.monitor_pid)):
+                                         and not pid_alive(cur.monitor_pid)):
                 return -1
             time.sleep(poll_s)
 
@@ -975,7 +976,7 @@ class Engine:
             rec = self.store.load(cid)
             if rec.status != "running":
                 return True
-            if not rec.is_alive() and not _pid_alive(rec.monitor_pid):
+            if not rec.is_alive() and not pid_alive(rec.monitor_pid):
                 return True
             time.sleep(0.02)
         return False
@@ -987,7 +988,7 @@ class Engine:
         monitor) is gone: killed, so nobody will record its exit or clean it up (also
         ``arca.cli.table.supervisor_gone``, for ``ps`` without this module)."""
         return (rec.status in ("created", "running") and rec.monitor_pid > 0
-                and rec.monitor_pid != os.getpid() and not _pid_alive(rec.monitor_pid))
+                and rec.monitor_pid != os.getpid() and not pid_alive(rec.monitor_pid))
 
     def reap_lost(self) -> list[ContainerRecord]:
         """Finish what the killed supervisors of foreground containers (``arca run`` without
@@ -1020,7 +1021,7 @@ class Engine:
         if rec.is_alive():
             spawn.run([*runtime_argv(), "kill", rec.id, "KILL"], env=env, quiet=True)
             deadline = time.monotonic() + 10.0
-            while _pid_alive(rec.pid) and time.monotonic() < deadline:
+            while pid_alive(rec.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)  # not our child: its new parent (init) reaps it
         self._delete_runtime(rec.id, env)
         if rec.auto_remove:
@@ -1244,42 +1245,36 @@ def _tee_output(pid: int, out_r: int, err_r: int, log_path: str) -> None:
             for fd in [f for f in readable if f in targets]:
                 if done:
                     os.set_blocking(fd, False)
-                while True:
-                    try:
-                        data = os.read(fd, 65536)
-                    except BlockingIOError:
-                        break
-                    if not data:
-                        del targets[fd]
-                        break
-                    os.write(log, data)
-                    if targets.get(fd, 0) > 0:
-                        try:
-                            os.write(targets[fd], data)
-                        except OSError:
-                            targets[fd] = -1  # our side is gone; keep logging
-                    if not done:
-                        break
+                if not _copy_pipe(fd, log, targets, drain=done):
+                    del targets[fd]
             if done:
                 for fd in list(targets):  # the rest, without waiting for EOF
                     os.set_blocking(fd, False)
-                    while True:
-                        try:
-                            data = os.read(fd, 65536)
-                        except BlockingIOError:
-                            break
-                        if not data:
-                            break
-                        os.write(log, data)
-                        if targets[fd] > 0:
-                            try:
-                                os.write(targets[fd], data)
-                            except OSError:
-                                targets[fd] = -1
+                    _copy_pipe(fd, log, targets, drain=True)
                 break
     finally:
         os.close(pidfd)
         os.close(log)
+
+
+def _copy_pipe(fd: int, log: int, targets: dict[int, int], *, drain: bool) -> bool:
+    """One read of the pipe ``fd`` (``drain``: all it holds; it is non-blocking then) to the log
+    and to ``targets[fd]`` while that is ours (-1 once gone); False at EOF."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        os.write(log, data)
+        if targets[fd] > 0:
+            try:
+                os.write(targets[fd], data)
+            except OSError:
+                targets[fd] = -1  # our side is gone; keep logging
+        if not drain:
+            return True
 
 
 def _exited(pid: int) -> int | None:
@@ -1291,15 +1286,6 @@ def _exited(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -167,15 +167,9 @@ class ContainerRecord:
         return cls(**obj)
 
     def is_alive(self) -> bool:
-        if self.status != "running" or self.pid <= 0:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        from arca._internal.procs import pid_alive
+
+        return self.status == "running" and pid_alive(self.pid)
 
     @property
     def display_status(self) -> str:

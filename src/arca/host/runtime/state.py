@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 
+from arca._internal.fsutil import remove_if_present
 from arca._internal.fsutil import write_atomic as _write_atomic
 from arca.errors import InvalidInput, StateError
 from arca.host import paths
@@ -167,14 +168,8 @@ def _remove_tree(path: pathlib.Path) -> None:
 
             shutil.rmtree(e.path, ignore_errors=True)
         else:
-            try:
-                os.unlink(e.path)
-            except FileNotFoundError:
-                pass
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
+            remove_if_present(e.path)
+    remove_if_present(path, directory=True)
 
 
 def remove_half_made(container_id: str) -> None:

@@ -38,6 +38,7 @@ import ctypes
 import errno
 import os
 
+from arca._internal.fsutil import remove_if_present
 from arca.errors import ArcaError, InvalidInput
 
 TYPE_CHECKING = False
@@ -159,18 +160,9 @@ def _remove(path: str) -> None:
     unmount_root(path)
     ns = os.path.join(path, USERNS)
     _libc.umount2(os.fsencode(ns), _MNT_DETACH)
-    try:
-        os.unlink(ns)
-    except FileNotFoundError:
-        pass
-    try:
-        os.unlink(os.path.join(path, OWNER))
-    except FileNotFoundError:
-        pass
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
+    remove_if_present(ns)
+    remove_if_present(os.path.join(path, OWNER))
+    remove_if_present(path, directory=True)
 
 
 def unmount_root(path: str) -> None:
@@ -180,10 +172,7 @@ def unmount_root(path: str) -> None:
     for d in (os.path.join(path, ROOTFS), *mounts):
         _libc.umount2(os.fsencode(d), _MNT_DETACH)
     for d in (*mounts, layers, os.path.join(path, ROOTFS)):
-        try:
-            os.rmdir(d) if os.path.isdir(d) else os.unlink(d)
-        except FileNotFoundError:
-            pass
+        remove_if_present(d, directory=os.path.isdir(d))
 
 
 def reserve(owner: str) -> int:
