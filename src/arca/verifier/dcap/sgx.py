@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from arca.verifier.base import Expected
 from arca.verifier.dcap import tcb as tcbmod
 from arca.verifier.dcap.pck import PckExtension
 from arca.verifier.dcap.quote import Quote, SgxReportBody
 from arca.verifier.dcap.signed_collateral import QeIdentity, TcbInfo
-from arca.verifier.dcap.verify import DcapVerifier, check_binding
+from arca.verifier.dcap.verify import DcapVerifier
 
 
 def _body(quote: Quote) -> SgxReportBody:
@@ -39,10 +38,8 @@ class SgxVerifier(DcapVerifier):
             "report_data": b.report_data.hex(), "init_data": b.config_id.hex(),
         }
 
-    def _bindings(self, quote: Quote, expected: Expected) -> None:
-        b = _body(quote)
-        check_binding("report_data", b.report_data, expected.report_data, self.tee)
-        check_binding("init_data", b.config_id, expected.init_data_hash, self.tee)
+    def _init_data(self, quote: Quote) -> bytes:
+        return _body(quote).config_id
 
     def _evaluate_with(self, quote: Quote, pck: PckExtension, info: TcbInfo,
                        qe: QeIdentity) -> tcbmod.TcbResult:

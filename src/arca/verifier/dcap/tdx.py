@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from arca.errors import TcbError
-from arca.verifier.base import Expected
 from arca.verifier.dcap import tcb as tcbmod
 from arca.verifier.dcap.pck import PckExtension
 from arca.verifier.dcap.quote import Quote, TdReportBody
 from arca.verifier.dcap.signed_collateral import QeIdentity, TcbInfo
-from arca.verifier.dcap.verify import DcapVerifier, check_binding
+from arca.verifier.dcap.verify import DcapVerifier
 
 
 def _body(quote: Quote) -> TdReportBody:
@@ -48,10 +47,8 @@ class TdxVerifier(DcapVerifier):
             values["mr_servicetd"] = b.mr_service_td.hex()
         return values
 
-    def _bindings(self, quote: Quote, expected: Expected) -> None:
-        b = _body(quote)
-        check_binding("report_data", b.report_data, expected.report_data, self.tee)
-        check_binding("init_data", b.mr_config_id, expected.init_data_hash, self.tee)
+    def _init_data(self, quote: Quote) -> bytes:
+        return _body(quote).mr_config_id
 
     def _evaluate_with(self, quote: Quote, pck: PckExtension, info: TcbInfo,
                        qe: QeIdentity) -> tcbmod.TcbResult:

@@ -121,8 +121,13 @@ class DcapVerifier:
     def _values(self, quote: Quote) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _bindings(self, quote: Quote, expected: Expected) -> None:
+    def _init_data(self, quote: Quote) -> bytes:
+        """The body field that carries the init-data hash (SGX CONFIGID, TDX MRCONFIGID)."""
         raise NotImplementedError
+
+    def _bindings(self, quote: Quote, expected: Expected) -> None:
+        check_binding("report_data", quote.body.report_data, expected.report_data, self.tee)
+        check_binding("init_data", self._init_data(quote), expected.init_data_hash, self.tee)
 
     # -- public API -----------------------------------------------------------------------------
     def parse(self, evidence: bytes) -> Quote:
