@@ -21,13 +21,14 @@ from pathlib import Path
 import typer
 
 from arca.cli import container_ops as ops
+from arca.cli import params
 from arca.host.backends import DEFAULT as DEFAULT_TEE
 
 
 def register(app: typer.Typer) -> None:
     @app.command("run", context_settings={"allow_interspersed_args": False})
     def run(
-        image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
+        image: str = params.IMAGE,
         command: list[str] = typer.Argument(None, help="Command replacing the image's Cmd."),
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background."),
         name: str = typer.Option(None, "--name", help="Container name."),
@@ -120,7 +121,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("logs")
     def logs(
-        container: str = typer.Argument(..., help="Container name or id."),
+        container: str = params.CONTAINER,
         follow: bool = typer.Option(False, "--follow", "-f", help="Follow until it exits."),
         tail: int = typer.Option(-1, "--tail", help="Only the last N lines (-1: all)."),
     ) -> None:
@@ -130,15 +131,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stop")
     def stop(
-        containers: list[str] = typer.Argument(..., help="Container names or ids."),
-        time_: float = typer.Option(10.0, "--time", "-t", help="Seconds before SIGKILL."),
+        containers: list[str] = params.CONTAINERS,
+        time_: float = params.STOP_TIME,
     ) -> None:
         """Stop running containers (SIGTERM, then SIGKILL after --time)."""
         raise typer.Exit(ops.stop(containers, time_))
 
     @app.command("rm")
     def rm(
-        containers: list[str] = typer.Argument(..., help="Container names or ids."),
+        containers: list[str] = params.CONTAINERS,
         force: bool = typer.Option(False, "--force", "-f", help="Kill it first if running."),
     ) -> None:
         """Remove containers (their TD state, rootfs changes and logs)."""
@@ -146,7 +147,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("exec", context_settings={"allow_interspersed_args": False})
     def exec_(
-        container: str = typer.Argument(..., help="Container name or id."),
+        container: str = params.CONTAINER,
         command: list[str] = typer.Argument(..., help="Command and arguments."),
         env: list[str] = typer.Option(None, "--env", "-e", help="K=V environment variable."),
         tty: bool = typer.Option(False, "--tty", "-t", help="Give the command a pseudo-"
@@ -161,7 +162,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("inspect")
     def inspect(
-        container: str = typer.Argument(..., help="Container name or id."),
+        container: str = params.CONTAINER,
         format_: str = typer.Option(None, "--format", "-f", help="Go template, as podman's: "
                                     "'{{.State}}', '{{json .Process}}'."),
     ) -> None:
@@ -170,35 +171,33 @@ def register(app: typer.Typer) -> None:
 
     @app.command("kill")
     def kill(
-        containers: list[str] = typer.Argument(..., help="Container names or ids."),
+        containers: list[str] = params.CONTAINERS,
         signal: str = typer.Option("KILL", "--signal", "-s", help="Signal name or number."),
     ) -> None:
         """Send a signal to running containers (default SIGKILL)."""
         raise typer.Exit(ops.kill(containers, signal))
 
     @app.command("wait")
-    def wait(containers: list[str] = typer.Argument(..., help="Container names or ids.")
-             ) -> None:
+    def wait(containers: list[str] = params.CONTAINERS) -> None:
         """Wait for containers to exit; print each one's exit code."""
         raise typer.Exit(ops.wait(containers))
 
     @app.command("start")
-    def start(containers: list[str] = typer.Argument(..., help="Container names or ids.")
-              ) -> None:
+    def start(containers: list[str] = params.CONTAINERS) -> None:
         """Run exited containers again, detached (their rootfs changes kept; a TEE container
         gets a new TD, measured again)."""
         raise typer.Exit(ops.start(containers))
 
     @app.command("restart")
     def restart(
-        containers: list[str] = typer.Argument(..., help="Container names or ids."),
-        time_: float = typer.Option(10.0, "--time", "-t", help="Seconds before SIGKILL."),
+        containers: list[str] = params.CONTAINERS,
+        time_: float = params.STOP_TIME,
     ) -> None:
         """Stop containers (as arca stop), then start them again (as arca start)."""
         raise typer.Exit(ops.restart(containers, time_))
 
     @app.command("top")
-    def top(container: str = typer.Argument(..., help="Container name or id.")) -> None:
+    def top(container: str = params.CONTAINER) -> None:
         """List a running container's processes (a vm container's: the guest's, as its
         measured policy allows: allow_exec)."""
         raise typer.Exit(ops.top(container))
@@ -239,7 +238,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("attach")
     def attach(
-        container: str = typer.Argument(..., help="Container name or id."),
+        container: str = params.CONTAINER,
         no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not send stdin to a "
                                       "container started with -d -i (Ctrl-P Ctrl-Q detaches "
                                       "from one with -t)."),

@@ -12,6 +12,9 @@ from typing import Any
 
 import typer
 
+from arca.host.backends import DEFAULT as DEFAULT_TEE
+from arca.host.backends import names
+
 #: Parameter name -> (type, typer option), in the order ``--help`` lists them.
 OPTIONS: dict[str, tuple[type, Any]] = {
     "firmware": (Path, typer.Option(None, "--firmware", help="tdx/snp: TEE firmware (TDVF / "
@@ -30,6 +33,7 @@ OPTIONS: dict[str, tuple[type, Any]] = {
     "cmdline": (str, typer.Option(None, "--cmdline", help="tdx/snp: kernel command line before "
                                   "Arca's measured parameters.")),
 }
+TEE = typer.Option(DEFAULT_TEE, "--tee", help=f"TEE backend ({', '.join(names())}).")
 VOLUME = typer.Option([], "--volume", "-v", help="Destination of an `arca run -v` volume "
                       "(repeatable): the init-data `arca run -v` generates.")
 

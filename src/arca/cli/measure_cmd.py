@@ -16,16 +16,15 @@ from typing import Any
 import typer
 
 from arca.cli import launch_opts as lo
-from arca.host.backends import DEFAULT as DEFAULT_TEE
-from arca.host.backends import names
+from arca.cli import params
 
 
 def register(app: typer.Typer) -> None:
     @app.command("measure")
     @lo.with_launch_options
     def measure(
-        image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
-        tee: str = typer.Option(DEFAULT_TEE, "--tee", help=f"TEE backend ({', '.join(names())})."),
+        image: str = params.IMAGE,
+        tee: str = lo.TEE,
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML the "
                                        "container will be started with."),
         kbs: str = typer.Option(None, "--kbs", help="KBS URL: the init-data `arca run --kbs` "

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import typer
 
+from arca.cli import params
+
 
 def register(app: typer.Typer) -> None:
     @app.command("pause")
-    def pause(containers: list[str] = typer.Argument(..., help="Container names or ids.")
-              ) -> None:
+    def pause(containers: list[str] = params.CONTAINERS) -> None:
         """Pause running containers: their processes stop until arca unpause."""
         _each(containers, resume=False)
 
     @app.command("unpause")
-    def unpause(containers: list[str] = typer.Argument(..., help="Container names or ids.")
-                ) -> None:
+    def unpause(containers: list[str] = params.CONTAINERS) -> None:
         """Unpause paused containers: their processes go on where they stopped."""
         _each(containers, resume=True)
 

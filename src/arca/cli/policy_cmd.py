@@ -15,8 +15,7 @@ from typing import Any
 import typer
 
 from arca.cli import launch_opts as lo
-from arca.host.backends import DEFAULT as DEFAULT_TEE
-from arca.host.backends import names
+from arca.cli import params
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +25,8 @@ def register(app: typer.Typer) -> None:
     @policy_app.command("generate")
     @lo.with_launch_options
     def generate(
-        image: str = typer.Argument(..., help="Image in the store, or oci:PATH[:TAG]."),
-        tee: str = typer.Option(DEFAULT_TEE, "--tee", help=f"TEE backend ({', '.join(names())})."),
+        image: str = params.IMAGE,
+        tee: str = lo.TEE,
         init_data: Path = typer.Option(None, "--init-data", help="Init-data TOML the "
                                        "containers will be started with (pinned by hash)."),
         resource: list[str] = typer.Option([], "--resource", help="Resource repo/type/tag to "
