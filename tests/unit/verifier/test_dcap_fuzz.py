@@ -17,6 +17,7 @@ from arca.verifier.collateral import DirectoryCollateral
 from arca.verifier.dcap import SgxVerifier, TdxVerifier, parse_quote
 from arca.verifier.dcap.pck import ChainVerifier, parse_sgx_extension_der
 from arca.verifier.dcap.signed_collateral import SignedCollateral
+from arca.verifier.dcap.verify import DcapVerifier
 from arca.wire.errors import ArcaError
 from tests.support.dcap_factory import sgx_extension
 
@@ -43,6 +44,28 @@ def _pem_region(quote: bytes) -> tuple[int, int]:
     return start, start + len(q.signature.cert_data)
 
 
+def _only_pem_mutations_accepted(quote: bytes, verifier: DcapVerifier, at: dt.datetime) -> None:
+    """The unmodified quote is accepted, and any single-byte change is rejected unless it is
+    in the PEM text of the embedded chain, the one part that may change without changing a
+    signed byte (a newline turned into other whitespace, base64 padding bits); everything
+    else is signed, bound to a signature, or a length field."""
+    verifier.verify(quote, at=at)
+    pem_start, pem_end = _pem_region(quote)
+
+    @FUZZ
+    @given(pos=st.integers(0, len(quote) - 1), flip=st.integers(1, 255))
+    def check(pos: int, flip: int) -> None:
+        mutated = bytearray(quote)
+        mutated[pos] ^= flip
+        try:
+            verifier.verify(bytes(mutated), at=at)
+        except ArcaError:
+            return
+        assert pem_start <= pos < pem_end, f"mutation at {pos} accepted"
+
+    check()
+
+
 @FUZZ
 @given(data=st.binary(max_size=6000))
 def test_random_bytes_only_typed_errors(data: bytes) -> None:
@@ -64,25 +87,7 @@ def test_plausible_headers_only_typed_errors(version: int, tee: int, tail: bytes
 @needs_vectors
 @pytest.mark.parametrize("case", CASES)
 def test_single_byte_mutations_of_real_quotes(case: str) -> None:
-    quote, verifier, at = _case(case)
-    verifier.verify(quote, at=at)  # the unmodified quote is accepted
-    pem_start, pem_end = _pem_region(quote)
-
-    @FUZZ
-    @given(pos=st.integers(0, len(quote) - 1), flip=st.integers(1, 255))
-    def check(pos: int, flip: int) -> None:
-        mutated = bytearray(quote)
-        mutated[pos] ^= flip
-        try:
-            verifier.verify(bytes(mutated), at=at)
-        except ArcaError:
-            return
-        # Only the PEM text of the embedded chain may change without changing a signed byte
-        # (a newline turned into other whitespace, base64 padding bits); everything else is
-        # signed, bound to a signature, or a length field.
-        assert pem_start <= pos < pem_end, f"mutation at {pos} accepted"
-
-    check()
+    _only_pem_mutations_accepted(*_case(case))
 
 
 @needs_vectors
@@ -163,20 +168,4 @@ def test_single_byte_mutations_of_built_quotes(fmt: dict) -> None:
     """Same property on factory quotes, so it also runs where ../shared is absent."""
     from tests.support.dcap_factory import DcapFactory
     bundle = DcapFactory().build(**fmt)
-    verifier = bundle.verifier()
-    quote = bundle.quote
-    verifier.verify(quote, at=bundle.at)
-    pem_start, pem_end = _pem_region(quote)
-
-    @FUZZ
-    @given(pos=st.integers(0, len(quote) - 1), flip=st.integers(1, 255))
-    def check(pos: int, flip: int) -> None:
-        mutated = bytearray(quote)
-        mutated[pos] ^= flip
-        try:
-            verifier.verify(bytes(mutated), at=bundle.at)
-        except ArcaError:
-            return
-        assert pem_start <= pos < pem_end, f"mutation at {pos} accepted"
-
-    check()
+    _only_pem_mutations_accepted(bundle.quote, bundle.verifier(), bundle.at)
