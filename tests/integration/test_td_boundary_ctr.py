@@ -7,10 +7,12 @@ refused with a message naming what, before any secret could be fetched, leaving 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import pathlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -59,6 +61,36 @@ def _run(ctrd, image: str, cid: str, *cmd: str, extra: tuple[str, ...] = (),  # 
                     *(SIM if tee else ()), *extra, image, cid, *cmd, check=False, timeout=60)
 
 
+@contextlib.contextmanager
+def _detached_td(ctrd, image: str, td: str, *extra: str) -> Iterator[int]:  # type: ignore[no-untyped-def]
+    """A TD container ``td`` running ``sleep 60`` detached; yields its workload's host pid,
+    then kills and deletes it and checks that nothing is left."""
+    res = _run(ctrd, image, td, "sleep", "60", extra=("-d", *extra), rm=False)
+    assert res.returncode == 0, res.stderr
+    try:
+        yield next(int(line.split()[1]) for line in ctrd.ctr("tasks", "ls").stdout.splitlines()
+                   if line.split()[:1] == [td])
+    finally:
+        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", td, check=False)
+        deadline = time.monotonic() + 10
+        while ctrd.ctr("tasks", "delete", td, check=False).returncode != 0 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ctrd.ctr("containers", "delete", td, check=False)
+    assert_nothing_left(ctrd, td)
+
+
+def _volume_and_tenant(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A volume holding ``f`` (``volume-data``) and a tenant's init-data that allows mounts
+    at /data only."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "f").write_text("volume-data\n")
+    tenant = tmp_path / "init.toml"
+    tenant.write_text('version = "0.1.0"\n[data]\npolicy = \'{"allow_mounts": ["/data"]}\'\n')
+    return vol, tenant
+
+
 @NEEDS_CTR
 def test_ctr_bind_mount_over_the_images_code_is_refused(world) -> None:  # type: ignore[no-untyped-def]
     ctrd, image, tmp = world
@@ -77,26 +109,13 @@ def test_ctr_bind_mount_over_the_images_code_is_refused(world) -> None:  # type:
 @NEEDS_CTR
 def test_ctr_container_cannot_join_a_tds_pid_namespace(world) -> None:  # type: ignore[no-untyped-def]
     ctrd, image, _ = world
-    td = f"ctr-td-{RUN}"
-    res = _run(ctrd, image, td, "sleep", "60", extra=("-d",), rm=False)
-    assert res.returncode == 0, res.stderr
-    try:
-        pid = next(int(line.split()[1]) for line in ctrd.ctr("tasks", "ls").stdout.splitlines()
-                   if line.split()[:1] == [td])
+    with _detached_td(ctrd, image, f"ctr-td-{RUN}") as pid:
         dbg = f"ctr-dbg-{RUN}"
         res = _run(ctrd, image, dbg, "cat", "/proc/1/root/run/arca/tee/descriptor.json",
                    extra=("--with-ns", f"pid:/proc/{pid}/ns/pid"), tee=False)
         assert res.returncode != 0 and "measurement" not in res.stdout, res.stdout
         assert "joining the pid namespace of a trust domain" in res.stderr, res.stderr
         assert_nothing_left(ctrd, dbg)
-    finally:
-        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", td, check=False)
-        deadline = time.monotonic() + 10
-        while ctrd.ctr("tasks", "delete", td, check=False).returncode != 0 \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        ctrd.ctr("containers", "delete", td, check=False)
-    assert_nothing_left(ctrd, td)
 
 
 def _measurement(stdout: str) -> str:
@@ -140,11 +159,7 @@ def test_arca_run_volume_over_measured_content_or_outside_the_policy_is_refused(
     evil = tmp_path / "evil"
     evil.mkdir()
     (evil / "sh").write_text("#!/bin/cat\n")
-    vol = tmp_path / "vol"
-    vol.mkdir()
-    (vol / "f").write_text("volume-data\n")
-    tenant = tmp_path / "init.toml"
-    tenant.write_text('version = "0.1.0"\n[data]\npolicy = \'{"allow_mounts": ["/data"]}\'\n')
+    vol, tenant = _volume_and_tenant(tmp_path)
     with arca_env(tmp_path, "tdbv-") as env:
         # Over the image's /bin: refused even though -v itself asked for it.
         res = arca(env, "run", "--rm", "-v", f"{evil}:/bin", image, "sh", "-c", "echo ran")
@@ -226,12 +241,7 @@ def test_ctr_td_workload_runs_under_a_host_uid_of_its_own(world) -> None:  # typ
     res = _run(ctrd, image, f"ctr-owners-{RUN}", "sh", "-c", _OWNERS)
     assert res.returncode == 0 and res.stdout.split() == ["0:0", "wrote", "0"], res.stderr
     td = f"ctr-uid-{RUN}"
-    res = _run(ctrd, image, td, "sleep", "60", extra=("-d", "--env", "TOKEN=ctr-secret-4711"),
-               rm=False)
-    assert res.returncode == 0, res.stderr
-    try:
-        pid = next(int(line.split()[1]) for line in ctrd.ctr("tasks", "ls").stdout.splitlines()
-                   if line.split()[:1] == [td])
+    with _detached_td(ctrd, image, td, "--env", "TOKEN=ctr-secret-4711") as pid:
         deadline = time.monotonic() + 20
         while "sleep" not in pathlib.Path(f"/proc/{pid}/cmdline").read_text():
             assert time.monotonic() < deadline, "the workload never ran"
@@ -258,14 +268,6 @@ def test_ctr_td_workload_runs_under_a_host_uid_of_its_own(world) -> None:  # typ
         with os.fdopen(r, "rb") as f:
             assert f.read() == b"denied"
         os.waitpid(child, 0)
-    finally:
-        ctrd.ctr("tasks", "kill", "-s", "SIGKILL", td, check=False)
-        deadline = time.monotonic() + 10
-        while ctrd.ctr("tasks", "delete", td, check=False).returncode != 0 \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        ctrd.ctr("containers", "delete", td, check=False)
-    assert_nothing_left(ctrd, td)
     assert not os.path.exists(f"{userns.REGISTRY}/{slot}/{userns.OWNER}") \
         or userns.owner_of(slot) != str(pathlib.Path(os.environ["ARCA_RUN"]) / "containers" / td)
 
@@ -278,11 +280,7 @@ def test_arca_run_td_sees_the_images_owners_and_reads_a_volume(tmp_path: pathlib
     layout = tmp_path / "layout"
     build_busybox_image(layout, "v1")
     image = f"oci:{layout}:v1"
-    vol = tmp_path / "vol"
-    vol.mkdir()
-    (vol / "f").write_text("volume-data\n")
-    tenant = tmp_path / "init.toml"
-    tenant.write_text('version = "0.1.0"\n[data]\npolicy = \'{"allow_mounts": ["/data"]}\'\n')
+    vol, tenant = _volume_and_tenant(tmp_path)
     with arca_env(tmp_path, "tdbu-") as env:
         res = arca(env, "run", "--rm", "--init-data", str(tenant), "-v", f"{vol}:/data", image,
                    "sh", "-c", f"{_OWNERS}; cat /data/f")
