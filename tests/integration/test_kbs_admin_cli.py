@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 from arca.cli import leanpath
-from arca.cli.main import main
+from tests.support.cli import run_main
 from tests.support.kbs import admin_keypair, running_kbs
 
 pytestmark = pytest.mark.integration
@@ -19,13 +19,7 @@ pytestmark = pytest.mark.integration
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, lean: bool,
         *argv: str) -> tuple[int, str, str]:
     monkeypatch.setenv("ARCA_CLI_FASTPATH", "1" if lean else "0")
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(capsys, *argv)
 
 
 def test_lean_and_typer_admin_agree(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],

@@ -15,8 +15,8 @@ import pathlib
 
 import pytest
 
-from arca.cli.main import main
 from arca.wire.descriptor import LaunchDescriptor
+from tests.support.cli import run_main
 from tests.support.images import build_busybox_image
 from tests.support.tee_fixtures import OVMF_AMDSEV, SHIM, TDVF, fixture
 
@@ -41,16 +41,6 @@ def image(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         mp.undo()
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def snp_args(initrd: pathlib.Path, *extra: str) -> list[str]:
     fw = fixture(OVMF_AMDSEV)
     return ["--tee", "snp", "--firmware", str(fw), "--kernel", str(fixture(SHIM)),
@@ -63,7 +53,7 @@ def tdx_args(initrd: pathlib.Path, *extra: str) -> list[str]:
 
 
 def measured(capsys, layout, tag, args) -> dict:  # type: ignore[no-untyped-def]
-    code, out, err = run(capsys, "measure", f"oci:{layout}:{tag}", *args, "--json")
+    code, out, err = run_main(capsys, "measure", f"oci:{layout}:{tag}", *args, "--json")
     assert code == 0, err
     return json.loads(out)
 
@@ -103,7 +93,7 @@ def test_tdx_measure_is_deterministic_and_rtmr2_covers_the_process(capsys, image
 def test_policy_generate_snp_pins_digest_host_data_policy_and_tcb(capsys, image):
     layout, tmp, initrd = image
     out_dir = tmp / "policy"
-    code, out, err = run(capsys, "policy", "generate", f"oci:{layout}:one", *snp_args(initrd),
+    code, out, err = run_main(capsys, "policy", "generate", f"oci:{layout}:one", *snp_args(initrd),
                          "--resource", "default/key/app", "--out-dir", str(out_dir), "--json",
                          "--min-tcb", "snp=8", "--min-tcb", "microcode=115")
     assert code == 0, err
@@ -114,7 +104,7 @@ def test_policy_generate_snp_pins_digest_host_data_policy_and_tcb(capsys, image)
     assert values == {"release:default:key:app": gen["grants"],
                       "min_tcb:snp": ["snp=8", "microcode=115"]}
     assert "package policy" in (out_dir / "resource-policy.rego").read_text()
-    code, _, err = run(capsys, "policy", "generate", f"oci:{layout}:one", *tdx_args(initrd),
+    code, _, err = run_main(capsys, "policy", "generate", f"oci:{layout}:one", *tdx_args(initrd),
                        "--resource", "default/key/app", "--out-dir", str(tmp / "tdxpol"))
     assert code == 0 and "rtmr0 is not pinned" in err, err
 
@@ -131,7 +121,7 @@ def test_bad_launch_input_is_one_line(capsys, image, args, message):
     layout, tmp, initrd = image
     before = sorted(p.name for p in (tmp / "root").rglob("*")) if (tmp / "root").exists() \
         else []
-    code, out, err = run(capsys, "measure", f"oci:{layout}:one", *args)
+    code, out, err = run_main(capsys, "measure", f"oci:{layout}:one", *args)
     assert code == 125 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     after = sorted(p.name for p in (tmp / "root").rglob("*")) if (tmp / "root").exists() \
@@ -141,7 +131,7 @@ def test_bad_launch_input_is_one_line(capsys, image, args, message):
 
 def test_firmware_of_the_other_tee_is_refused(capsys, image):
     layout, _, initrd = image
-    code, _, err = run(capsys, "measure", f"oci:{layout}:one", "--tee", "snp",
+    code, _, err = run_main(capsys, "measure", f"oci:{layout}:one", "--tee", "snp",
                        "--firmware", str(fixture(TDVF)), "--kernel", str(fixture(SHIM)))
     assert code == 125 and "SNP" in err and "Traceback" not in err, err
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from arca.cli.main import main
 from arca.host import backends
 from arca.host.backends import _confidential as cvm
 from arca.host.backends.base import BackendUnavailable
@@ -18,21 +17,12 @@ from arca.host.backends.snp import SnpBackend
 from arca.host.backends.tdx import FACTS as TDX_FACTS
 from arca.host.backends.tdx import TdxBackend
 from arca.host.doctor import examine
+from tests.support.cli import run_main
 from tests.support.tee_fixtures import OVMF_AMDSEV, SHIM, TDVF, fixture
 
 
-def run(capsys, *argv):  # type: ignore[no-untyped-def]
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_doctor_json_lists_every_tee_with_the_backends_reasons(capsys):
-    code, out, _ = run(capsys, "doctor", "--json")
+    code, out, _ = run_main(capsys, "doctor", "--json")
     assert code == 0
     report = json.loads(out)["backends"]
     assert report["sim"] == {"available": True, "problems": []}
@@ -53,12 +43,12 @@ def test_doctor_check_host_and_doctor_agree():
 
 
 def test_doctor_tee_exit_status(capsys):
-    code, out, _ = run(capsys, "doctor", "--tee", "sim")
+    code, out, _ = run_main(capsys, "doctor", "--tee", "sim")
     assert code == 0 and out.startswith("sim  ok")
     if backends.get("tdx").host_problems():
-        code, out, _ = run(capsys, "doctor", "--tee", "tdx")
+        code, out, _ = run_main(capsys, "doctor", "--tee", "tdx")
         assert code == 1 and out.startswith("tdx  no: ")
-    code, _, err = run(capsys, "doctor", "--tee", "quantum")
+    code, _, err = run_main(capsys, "doctor", "--tee", "quantum")
     assert code == 125 and "unknown TEE 'quantum'" in err
 
 
