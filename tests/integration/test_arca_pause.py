@@ -11,18 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
-from tests.support.images import build_busybox_image
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, image_world
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("pause")
-    layout = tmp / "layout"
-    build_busybox_image(layout, "latest")
-    with arca_env(tmp, "arca-pz-") as env:
+    with image_world(tmp_path_factory, "pause", "arca-pz-", tag="latest") as (layout, env, _):
         yield f"oci:{layout}:latest", env
 
 

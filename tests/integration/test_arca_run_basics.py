@@ -9,18 +9,15 @@ import time
 
 import pytest
 
-from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
-from tests.support.images import build_busybox_image
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, image_world
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    tmp = tmp_path_factory.mktemp("run")
-    layout = tmp / "layout"
-    build_busybox_image(layout, "v1", env=["GREETING=hello"])
-    with arca_env(tmp, "arr-") as env:
+    with image_world(tmp_path_factory, "run", "arr-",
+                     env=["GREETING=hello"]) as (layout, env, tmp):
         yield f"oci:{layout}:v1", env, tmp
 
 

@@ -23,8 +23,7 @@ import pytest
 
 from arca.host.containers.spec import DEFAULT_CAPS
 from arca.host.guestruntime import ensure_guest_runtime
-from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
-from tests.support.images import build_busybox_image
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, image_world
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
@@ -68,10 +67,7 @@ print(" ".join(out), flush=True)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("net")
-    layout = tmp / "layout"
-    build_busybox_image(layout, "v1")
-    with arca_env(tmp, "arn-") as env:
+    with image_world(tmp_path_factory, "net", "arn-") as (layout, env, _):
         yield f"oci:{layout}:v1", env
 
 

@@ -18,8 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
-from tests.support.images import build_busybox_image
+from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, image_world
 from tests.support.user_terminal import (
     INTERACTIVE_SCRIPT,
     UserTerminal,
@@ -32,10 +31,7 @@ pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("tty")
-    layout = tmp / "layout"
-    build_busybox_image(layout, "v1")
-    with arca_env(tmp, "att-") as env:
+    with image_world(tmp_path_factory, "tty", "att-") as (layout, env, _):
         yield f"oci:{layout}:v1", env
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, image_world
 from tests.support.images import build_busybox_image
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
@@ -25,10 +25,7 @@ HEAVY = ("dataclasses", "typing", "pathlib", "subprocess", "shutil", "datetime",
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    tmp = tmp_path_factory.mktemp("warm")
-    layout = tmp / "layout"
-    build_busybox_image(layout, "v1", env=["V=one"])
-    with arca_env(tmp, "arw-") as env:
+    with image_world(tmp_path_factory, "warm", "arw-", env=["V=one"]) as (layout, env, tmp):
         env.pop("ARCA_TEE", None)
         yield layout, env, tmp
 

@@ -19,18 +19,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
-from tests.support.images import build_busybox_image
+from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, image_world
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("volcp")
-    layout = tmp / "vapp"
-    build_busybox_image(layout, "v1", cmd=["sh", "-c", "echo hi"])
-    with arca_env(tmp, "arca-vc-") as env:
+    with image_world(tmp_path_factory, "volcp", "arca-vc-", layout="vapp",
+                     cmd=["sh", "-c", "echo hi"]) as (layout, env, _):
         res = arca(env, "image", "load", str(layout), "--tag", "v1")
         assert res.returncode == 0, res.stderr
         yield "vapp:v1", env

@@ -9,19 +9,16 @@ import subprocess
 
 import pytest
 
-from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca_env
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, image_world
 from tests.support.arca_run import arca as run_arca
-from tests.support.images import build_busybox_image
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    tmp = tmp_path_factory.mktemp("fastpath")
-    layout = tmp / "layout"
-    build_busybox_image(layout, "v1", env=["GREETING=hello"])
-    with arca_env(tmp, "afp-") as env:
+    with image_world(tmp_path_factory, "fastpath", "afp-",
+                     env=["GREETING=hello"]) as (layout, env, tmp):
         yield f"oci:{layout}:v1", env, tmp
 
 

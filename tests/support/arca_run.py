@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,19 @@ def arca_env(tmp: pathlib.Path, prefix: str) -> Iterator[dict[str, str]]:
         subprocess.run([sys.executable, "-c", "from arca.host.simtee import client; "
                         "client.stop()"], env=env, capture_output=True)
         shutil.rmtree(short_run, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def image_world(tmp_path_factory: pytest.TempPathFactory, name: str, prefix: str, *,
+                layout: str = "layout", tag: str = "v1", **image: Any
+                ) -> Iterator[tuple[pathlib.Path, dict[str, str], pathlib.Path]]:
+    """A test module's world: a busybox image ``tag`` built at ``TMP/layout`` (``image``: more
+    :func:`~tests.support.images.build_busybox_image` options) and an :func:`arca_env` under
+    the module's ``TMP``; yields ``(layout path, env, TMP)``."""
+    from tests.support.images import build_busybox_image
+
+    tmp = tmp_path_factory.mktemp(name)
+    path = tmp / layout
+    build_busybox_image(path, tag, **image)
+    with arca_env(tmp, prefix) as env:
+        yield path, env, tmp
