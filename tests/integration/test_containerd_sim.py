@@ -23,12 +23,12 @@ import pytest
 from tests.support.containerd import (
     cgroups_named,
     containerd_available,
+    ctr_world,
     mounts_mentioning,
     processes_of_container,
-    run_containerd,
 )
-from tests.support.images import build_busybox_image, push
-from tests.support.registry import registry_available, run_registry
+from tests.support.images import build_busybox_image
+from tests.support.registry import registry_available
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,36 +42,15 @@ SIM = ["--annotation", "io.arca.tee=sim"]
 EVIDENCE_CMD = ["/bin/cat", "/run/arca/evidence.json"]
 
 
-class Env:
-    def __init__(self, tmp: pathlib.Path) -> None:
-        self.tmp = tmp
-        self.vars = {"ARCA_ROOT": str(tmp / "arca-root"), "ARCA_RUN": str(tmp / "arca-run")}
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("ctrd-sim")
-    env = Env(tmp)
-    mp = pytest.MonkeyPatch()
-    for k, v in env.vars.items():
-        mp.setenv(k, v)
     layout = tmp / "layout"
     build_busybox_image(layout, "latest")
     build_busybox_image(layout, "evidence", cmd=EVIDENCE_CMD, env=["GREETING=hello"],
                         workdir="/tmp")
-    from arca.host.simtee import client
-
-    try:
-        with run_registry(tmp / "registry") as reg, \
-                run_containerd(tmp / "ctrd", env=env.vars) as ctrd:
-            images = {}
-            for tag in ("latest", "evidence"):
-                images[tag] = push(f"{layout}:{tag}", reg.host, f"busybox:{tag}")
-                ctrd.pull_plain_http(images[tag])
-            yield ctrd, images, layout, env
-    finally:
-        client.stop()
-        mp.undo()
+    with ctr_world(tmp, layout, ("latest", "evidence")) as (ctrd, images, env):
+        yield ctrd, images, layout, env
 
 
 def ctr_run(ctrd, image: str, cid: str, *cmd: str, extra: tuple[str, ...] = (),

@@ -14,10 +14,10 @@ import sys
 import pytest
 
 from arca.host import backends
-from tests.integration.test_containerd_sim import RUNTIME, Env, assert_nothing_left
-from tests.support.containerd import containerd_available, mounts_mentioning, run_containerd
-from tests.support.images import build_busybox_image, push
-from tests.support.registry import registry_available, run_registry
+from tests.integration.test_containerd_sim import RUNTIME, assert_nothing_left
+from tests.support.containerd import containerd_available, ctr_world, mounts_mentioning
+from tests.support.images import build_busybox_image
+from tests.support.registry import registry_available
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,20 +39,10 @@ def lacking(tee: str) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("hw-refused")
-    env = Env(tmp)
-    mp = pytest.MonkeyPatch()
-    for k, v in env.vars.items():
-        mp.setenv(k, v)
     layout = tmp / "layout"
     build_busybox_image(layout, "latest")
-    try:
-        with run_registry(tmp / "registry") as reg, \
-                run_containerd(tmp / "ctrd", env=env.vars) as ctrd:
-            image = push(f"{layout}:latest", reg.host, "busybox:latest")
-            ctrd.pull_plain_http(image)
-            yield ctrd, image, layout, env
-    finally:
-        mp.undo()
+    with ctr_world(tmp, layout, ("latest",)) as (ctrd, images, env):
+        yield ctrd, images["latest"], layout, env
 
 
 @pytest.mark.parametrize("tee", ["tdx", "snp"])

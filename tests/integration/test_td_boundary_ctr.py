@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_containerd_sim import RUNTIME, SIM, Env, assert_nothing_left
+from tests.integration.test_containerd_sim import RUNTIME, SIM, assert_nothing_left
 from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
-from tests.support.containerd import containerd_available, run_containerd
-from tests.support.images import build_busybox_image, push
-from tests.support.registry import registry_available, run_registry
+from tests.support.containerd import containerd_available, ctr_world
+from tests.support.images import build_busybox_image
+from tests.support.registry import registry_available
 
 pytestmark = [pytest.mark.integration]
 NEEDS_CTR = pytest.mark.skipif(not (containerd_available() and registry_available()
@@ -35,24 +35,11 @@ def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     if not (containerd_available() and registry_available() and os.geteuid() == 0):
         pytest.skip("needs root, containerd, ctr and docker-registry")
     tmp = tmp_path_factory.mktemp("tdb-ctr")
-    env = Env(tmp)
-    mp = pytest.MonkeyPatch()
-    for k, v in env.vars.items():
-        mp.setenv(k, v)
     layout = tmp / "layout"
     build_busybox_image(layout, "svc", cmd=EVIDENCE,
                         env=["BACKEND_SERVICE_HOST=backend.tenant.example", "PATH=/bin"])
-    from arca.host.simtee import client
-
-    try:
-        with run_registry(tmp / "registry") as reg, \
-                run_containerd(tmp / "ctrd", env=env.vars) as ctrd:
-            image = push(f"{layout}:svc", reg.host, "busybox:svc")
-            ctrd.pull_plain_http(image)
-            yield ctrd, image, tmp
-    finally:
-        client.stop()
-        mp.undo()
+    with ctr_world(tmp, layout, ("svc",)) as (ctrd, images, _):
+        yield ctrd, images["svc"], tmp
 
 
 def _run(ctrd, image: str, cid: str, *cmd: str, extra: tuple[str, ...] = (),  # type: ignore[no-untyped-def]

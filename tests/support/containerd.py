@@ -24,10 +24,18 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 CTR_TIMEOUT = 120
+
+
+class Env:
+    """A test module's own ``ARCA_ROOT``/``ARCA_RUN`` under ``tmp``."""
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.tmp = tmp
+        self.vars = {"ARCA_ROOT": str(tmp / "arca-root"), "ARCA_RUN": str(tmp / "arca-run")}
 
 
 def containerd_available() -> bool:
@@ -245,3 +253,33 @@ def processes_of_container(ctrd: Containerd, container_id: str) -> list[str]:
         if shim or any(line.endswith(cg) or (cg + "/") in line for line in cgroups.splitlines()):
             out.append(f"{p.name}: {' '.join(args)[:200]}")
     return out
+
+
+@contextlib.contextmanager
+def ctr_world(tmp: pathlib.Path, layout: pathlib.Path, tags: Sequence[str]
+              ) -> Iterator[tuple[Containerd, dict[str, str], Env]]:
+    """A containerd of its own under ``tmp`` that has pulled the ``tags`` of the OCI
+    ``layout`` from a registry of its own; yields it, ``{tag: image reference}`` and the
+    :class:`Env` set in this process meanwhile (the runtime's config follows it); the sim
+    platform is stopped after."""
+    import pytest
+
+    from arca.host.simtee import client
+    from tests.support.images import push
+    from tests.support.registry import run_registry
+
+    env = Env(tmp)
+    mp = pytest.MonkeyPatch()
+    for k, v in env.vars.items():
+        mp.setenv(k, v)
+    try:
+        with run_registry(tmp / "registry") as reg, \
+                run_containerd(tmp / "ctrd", env=env.vars) as ctrd:
+            images = {}
+            for tag in tags:
+                images[tag] = push(f"{layout}:{tag}", reg.host, f"busybox:{tag}")
+                ctrd.pull_plain_http(images[tag])
+            yield ctrd, images, env
+    finally:
+        client.stop()
+        mp.undo()
