@@ -19,20 +19,19 @@ import pytest
 from arca.host.images import ImageStore, pull
 from arca.host.images.errors import RegistryError, RegistryUnavailable
 from arca.host.images.registry import Credentials
-from tests.support.images import build_busybox_image, push
+from tests.support.images import build_busybox_image, empty_store, push
 from tests.support.kbs_td import RecordingProxy, recording_proxy
 from tests.support.registry import (
+    NEEDS_REGISTRY_AND_ROOT,
     TokenServer,
     make_tls_cert,
-    registry_available,
     run_registry,
     write_htpasswd,
 )
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not registry_available() or os.geteuid() != 0,
-                       reason="needs docker-registry, umoci, skopeo and root"),
+    NEEDS_REGISTRY_AND_ROOT,
 ]
 
 ALICE = Credentials("alice", "s3cret")
@@ -69,9 +68,7 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory, image_layout: str):
 
 @pytest.fixture
 def store(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
-    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
-    return ImageStore()
+    return empty_store(tmp_path, monkeypatch)
 
 
 def test_basic_credentials_never_cross_a_tls_fallback(basic_registry, store: ImageStore) -> None:  # type: ignore[no-untyped-def]

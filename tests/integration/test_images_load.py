@@ -15,7 +15,7 @@ from arca.cli.main import main
 from arca.host.images import ImageStore, load_archive, load_layout, resolve
 from arca.host.images.errors import BadManifest, DigestMismatch, ImageNotFound
 from arca.host.measure import mounted_rootfs
-from tests.support.images import build_busybox_image
+from tests.support.images import build_busybox_image, empty_store
 from tests.support.imagetrees import tree_listing
 
 pytestmark = [
@@ -45,9 +45,7 @@ def cli(*args: str) -> int:
 
 @pytest.fixture
 def store(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
-    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
-    return ImageStore()
+    return empty_store(tmp_path, monkeypatch)
 
 
 def test_load_umoci_layout_equals_umoci_unpack(built: tuple[str, dict], store: ImageStore

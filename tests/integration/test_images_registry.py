@@ -23,7 +23,7 @@ from arca.host.images.errors import (
 )
 from arca.host.images.registry import Credentials
 from arca.host.measure import mounted_rootfs
-from tests.support.images import build_busybox_image, push
+from tests.support.images import build_busybox_image, empty_store, push
 from tests.support.imagetrees import (
     push_raw,
     tar_bytes,
@@ -32,17 +32,16 @@ from tests.support.imagetrees import (
     write_layout,
 )
 from tests.support.registry import (
+    NEEDS_REGISTRY_AND_ROOT,
     TokenServer,
     make_tls_cert,
-    registry_available,
     run_registry,
     write_htpasswd,
 )
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not registry_available() or os.geteuid() != 0,
-                       reason="needs docker-registry, umoci, skopeo and root"),
+    NEEDS_REGISTRY_AND_ROOT,
 ]
 
 
@@ -71,9 +70,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, image_layout: str):  # ty
 
 @pytest.fixture
 def store(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
-    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
-    return ImageStore()
+    return empty_store(tmp_path, monkeypatch)
 
 
 def assert_consistent(store: ImageStore) -> None:

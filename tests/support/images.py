@@ -7,6 +7,10 @@ import pathlib
 import shutil
 import subprocess
 
+import pytest
+
+from arca.host.images import ImageStore
+
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "echo", "cat", "ls", "sleep", "id", "env", "true", "false", "kill", "ps",
            "wc", "head", "stat", "mount", "pwd", "printf", "test", "[", "grep", "tr", "sed")
@@ -105,3 +109,10 @@ def manifest_digest(ref: str) -> str:
         if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
             return str(m["digest"])
     raise KeyError(tag)
+
+
+def empty_store(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ImageStore:
+    """An image store of its own, empty: ``ARCA_ROOT``/``ARCA_RUN`` under ``tmp_path``."""
+    monkeypatch.setenv("ARCA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("ARCA_RUN", str(tmp_path / "run"))
+    return ImageStore()

@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pytest
+
 from arca._internal.net import wait_until_serving
 
 
@@ -36,6 +38,12 @@ class Registry:
 
 def registry_available() -> bool:
     return shutil.which("docker-registry") is not None
+
+
+#: For tests that pull from a real registry into a real store.
+NEEDS_REGISTRY_AND_ROOT = pytest.mark.skipif(
+    not registry_available() or os.geteuid() != 0,
+    reason="needs docker-registry, umoci, skopeo and root")
 
 
 @contextlib.contextmanager
