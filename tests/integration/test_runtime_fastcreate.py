@@ -19,11 +19,9 @@ from tests.integration.test_runtime_lifecycle import (
     RUN,
     Runtime,
     assert_clean,
-    isolated_env,
     kill_create_then_force_delete,
     leftovers,
-    require_current_front_end,
-    runtime_session,
+    sim_runtime,
 )
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_AND_RUNC]
@@ -33,26 +31,15 @@ RUNTIME = pathlib.Path(sys.executable).parent / "arca-runtime"
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory):
-    require_current_front_end()
-    tmp = tmp_path_factory.mktemp("fc")
-    mp = isolated_env(tmp)
-    mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
     # runc through a wrapper that records who ran runc's create — `create`, or `run --detach`
     # for a TEE container (create + prestart) — and can be told to fail or dawdle there.
-    parents = tmp / "parents"
-    wrapper = tmp / "runc-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        'for a in "$@"; do case "$a" in create|--detach)\n'
-        f'  readlink /proc/$PPID/exe >> {parents}\n'
-        '  [ -n "$FAIL_CREATE" ] && exit 7\n'
-        '  [ -n "$SLOW_CREATE" ] && sleep "$SLOW_CREATE";;\n'
-        "esac; done\n"
-        'exec runc "$@"\n')
-    wrapper.chmod(0o755)
-    mp.setenv("ARCA_RUNC", str(wrapper))
-    with runtime_session(tmp, mp, start_platform=True) as runtime:
-        runtime.parents = parents  # type: ignore[attr-defined]
+    with sim_runtime(tmp_path_factory, "fc", runc_hook=lambda tmp: (
+            'for a in "$@"; do case "$a" in create|--detach)\n'
+            f'  readlink /proc/$PPID/exe >> {tmp / "parents"}\n'
+            '  [ -n "$FAIL_CREATE" ] && exit 7\n'
+            '  [ -n "$SLOW_CREATE" ] && sleep "$SLOW_CREATE";;\n'
+            "esac; done\n")) as runtime:
+        runtime.parents = runtime.tmp / "parents"  # type: ignore[attr-defined]
         yield runtime
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -72,6 +72,31 @@ def runtime_session(tmp: pathlib.Path, mp: pytest.MonkeyPatch, *,
                 runtime.run("delete", "--force", c.name, check=False)
         client.stop()
         mp.undo()
+
+
+@contextlib.contextmanager
+def sim_runtime(tmp_path_factory: pytest.TempPathFactory, name: str, *,
+                python_path: bool = False,
+                runc_hook: Callable[[pathlib.Path], str] | None = None) -> Iterator[Runtime]:
+    """A :class:`runtime_session` with the sim platform up, through the current C front end
+    (``python_path``: a runtime config file sends every call to Python instead).
+    ``runc_hook(tmp)``: shell that a wrapper of runc runs first, with runc's arguments in
+    ``"$@"`` (``tmp``: the runtime's directory, for what it records)."""
+    require_current_front_end()
+    tmp = tmp_path_factory.mktemp(name)
+    mp = isolated_env(tmp)
+    if python_path:
+        (tmp / "runtime.json").write_text("{}")
+        mp.setenv("ARCA_RUNTIME_CONFIG", str(tmp / "runtime.json"))
+    else:
+        mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
+    if runc_hook is not None:
+        wrapper = tmp / "runc-wrapper"
+        wrapper.write_text(f'#!/bin/sh\n{runc_hook(tmp)}exec runc "$@"\n')
+        wrapper.chmod(0o755)
+        mp.setenv("ARCA_RUNC", str(wrapper))
+    with runtime_session(tmp, mp, start_platform=True) as runtime:
+        yield runtime
 
 
 def require_current_front_end() -> None:

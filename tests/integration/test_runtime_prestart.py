@@ -23,10 +23,8 @@ from tests.integration.test_runtime_lifecycle import (
     RUN,
     Runtime,
     assert_clean,
-    isolated_env,
     kill_create_then_force_delete,
-    require_current_front_end,
-    runtime_session,
+    sim_runtime,
 )
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_AND_RUNC]
@@ -36,30 +34,16 @@ RUNTIME = pathlib.Path(sys.executable).parent / "arca-runtime"
 
 @pytest.fixture(scope="module", params=["front-end", "python"])
 def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    require_current_front_end()
-    tmp = tmp_path_factory.mktemp(f"prestart-{request.param}")
-    mp = isolated_env(tmp)
-    if request.param == "python":
-        (tmp / "runtime.json").write_text("{}")
-        mp.setenv("ARCA_RUNTIME_CONFIG", str(tmp / "runtime.json"))
-    else:
-        mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
     # runc through a wrapper that records which program ran the prestart's `runc run --detach`
     # (and can dawdle there).
-    calls = tmp / "calls"
-    wrapper = tmp / "runc-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        'for a in "$@"; do [ "$a" = --detach ] && {\n'
-        f'  echo "run $(readlink /proc/$PPID/exe) $(cat /proc/$PPID/cmdline | tr "\\0" " ")"'
-        f" >> {calls}\n"
-        '  [ -n "$SLOW_START" ] && sleep "$SLOW_START"\n'
-        "}; done\n"
-        'exec runc "$@"\n')
-    wrapper.chmod(0o755)
-    mp.setenv("ARCA_RUNC", str(wrapper))
-    with runtime_session(tmp, mp, start_platform=True) as runtime:
-        runtime.calls = calls  # type: ignore[attr-defined]
+    with sim_runtime(tmp_path_factory, f"prestart-{request.param}",
+                     python_path=request.param == "python", runc_hook=lambda tmp: (
+                         'for a in "$@"; do [ "$a" = --detach ] && {\n'
+                         '  echo "run $(readlink /proc/$PPID/exe) $(cat /proc/$PPID/cmdline'
+                         f' | tr "\\0" " ")" >> {tmp / "calls"}\n'
+                         '  [ -n "$SLOW_START" ] && sleep "$SLOW_START"\n'
+                         "}; done\n")) as runtime:
+        runtime.calls = runtime.tmp / "calls"  # type: ignore[attr-defined]
         runtime.path = request.param  # type: ignore[attr-defined]
         yield runtime
 

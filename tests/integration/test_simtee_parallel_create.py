@@ -21,9 +21,7 @@ from tests.integration.test_runtime_lifecycle import (
     RUN,
     Runtime,
     assert_clean,
-    isolated_env,
-    require_current_front_end,
-    runtime_session,
+    sim_runtime,
 )
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_AND_RUNC]
@@ -35,11 +33,7 @@ BOUND_S = 15.0
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    require_current_front_end()
-    tmp = tmp_path_factory.mktemp("pc")
-    mp = isolated_env(tmp)
-    mp.delenv("ARCA_RUNTIME_CONFIG", raising=False)
-    with runtime_session(tmp, mp, start_platform=True) as runtime:
+    with sim_runtime(tmp_path_factory, "pc") as runtime:
         yield runtime
 
 

@@ -23,9 +23,7 @@ from tests.integration.test_runtime_lifecycle import (
     RUN,
     Runtime,
     assert_clean,
-    isolated_env,
-    require_current_front_end,
-    runtime_session,
+    sim_runtime,
 )
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_AND_RUNC]
@@ -33,9 +31,7 @@ pytestmark = [pytest.mark.integration, NEEDS_ROOT_AND_RUNC]
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory):
-    require_current_front_end()
-    tmp = tmp_path_factory.mktemp("tdboundary")
-    with runtime_session(tmp, isolated_env(tmp), start_platform=True) as runtime:
+    with sim_runtime(tmp_path_factory, "tdboundary") as runtime:
         yield runtime
 
 
