@@ -36,26 +36,18 @@ from arca.wire.errors import ConfigError
 KEK_SIZE = 32
 
 meta = sa.MetaData()
-resources = sa.Table(
-    "kbs_resources", meta,
-    sa.Column("path", sa.String(768), primary_key=True),
-    sa.Column("blob", sa.LargeBinary, nullable=False),
-)
-policies = sa.Table(
-    "kbs_policies", meta,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("body", sa.Text, nullable=False),
-)
-reference_values = sa.Table(
-    "kbs_reference_values", meta,
-    sa.Column("name", sa.String(256), primary_key=True),
-    sa.Column("vals", sa.Text, nullable=False),
-)
-settings = sa.Table(
-    "kbs_settings", meta,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.LargeBinary, nullable=False),
-)
+
+
+def _keyed(name: str, key: str, key_length: int, value: str, kind: Any) -> sa.Table:
+    """A table of one required ``value`` per ``key`` (a string of at most ``key_length``)."""
+    return sa.Table(name, meta, sa.Column(key, sa.String(key_length), primary_key=True),
+                    sa.Column(value, kind, nullable=False))
+
+
+resources = _keyed("kbs_resources", "path", 768, "blob", sa.LargeBinary)
+policies = _keyed("kbs_policies", "name", 64, "body", sa.Text)
+reference_values = _keyed("kbs_reference_values", "name", 256, "vals", sa.Text)
+settings = _keyed("kbs_settings", "name", 64, "value", sa.LargeBinary)
 session_meta = sa.MetaData()
 #: Attested sessions only (see ``arca.kbs.sessions``); the primary key makes nonces single-use.
 sessions = sa.Table(
