@@ -418,6 +418,14 @@ class ConfidentialVmBackend(Backend):
     def launch_values(self, cmdline: str, init_data: bytes | None) -> dict[str, str]:
         raise NotImplementedError
 
+    def launch_files(self) -> tuple[bytes, bytes, bytes | None]:
+        """The configured firmware, kernel and initramfs (None when none is configured), for
+        :meth:`launch_values`; missing or unreadable is a ConfigError naming the file."""
+        s = self.settings
+        return (read_input(self.name, "firmware", s.firmware, self.host_facts.firmware_package),
+                read_input(self.name, "kernel", s.kernel, ""),
+                read_input(self.name, "initrd", s.initrd, "") if s.initrd else None)
+
     def qemu_command(self, cmdline: str, init_data: bytes | None) -> list[str]:
         raise NotImplementedError
 

@@ -107,10 +107,7 @@ class SnpBackend(cvm.ConfidentialVmBackend):
 
     def launch_values(self, cmdline: str, init_data: bytes | None) -> dict[str, str]:
         s = self.settings
-        cvm.read_input(NAME, "firmware", s.firmware, FACTS.firmware_package)
-        cvm.read_input(NAME, "kernel", s.kernel, "")
-        if s.initrd:
-            cvm.read_input(NAME, "initrd", s.initrd, "")
+        self.launch_files()  # each readable, else a ConfigError naming it; measured by path
         digest = measure.launch_digest(
             Path(s.firmware), Path(s.kernel), Path(s.initrd) if s.initrd else None, cmdline,
             vcpus=s.vcpus, cpu=str(s.extra.get("cpu", measure.DEFAULT_CPU)),

@@ -57,9 +57,7 @@ class TdxBackend(cvm.ConfidentialVmBackend):
     def launch_values(self, cmdline: str, init_data: bytes | None) -> dict[str, str]:
         """MRTD, RTMR0 (or ``*``), RTMR1, RTMR2 of a TD launched with these files."""
         s = self.settings
-        fw = cvm.read_input(NAME, "firmware", s.firmware, FACTS.firmware_package)
-        kernel = cvm.read_input(NAME, "kernel", s.kernel, "")
-        initrd = cvm.read_input(NAME, "initrd", s.initrd, "") if s.initrd else None
+        fw, kernel, initrd = self.launch_files()
         rtmr0 = str(s.extra.get("rtmr0") or "")
         if rtmr0 and (len(rtmr0) != 96 or rtmr0.strip("0123456789abcdef")):
             raise InvalidInput("rtmr0 must be 96 lowercase hex characters")
