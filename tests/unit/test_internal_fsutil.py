@@ -1,5 +1,6 @@
-"""arca._internal.fsutil (write_atomic: whole content or old content, no temporary left;
-remove_if_present; secure_state_dirs) and arca._internal.procs.pid_alive."""
+"""The small os-only helpers of arca._internal: fsutil (write_atomic: whole content or old
+content, no temporary left; remove_if_present; secure_state_dirs), procs.pid_alive and
+environ (swap_environ/restore_environ)."""
 
 from __future__ import annotations
 
@@ -137,3 +138,16 @@ def test_pid_alive() -> None:
         child.wait()
     assert not pid_alive(child.pid)
     assert not pid_alive(0) and not pid_alive(-1)  # a group, not a process
+
+
+def test_swap_environ_and_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arca._internal.environ import restore_environ, swap_environ
+
+    monkeypatch.setenv("ARCA_T_SET", "before")
+    monkeypatch.delenv("ARCA_T_UNSET", raising=False)
+    monkeypatch.setenv("ARCA_T_DROPPED", "x")
+    keys = ("ARCA_T_SET", "ARCA_T_UNSET", "ARCA_T_DROPPED")
+    saved = swap_environ(keys, {"ARCA_T_SET": "during", "ARCA_T_UNSET": "new"})
+    assert [os.environ.get(k) for k in keys] == ["during", "new", None]
+    restore_environ(saved)
+    assert [os.environ.get(k) for k in keys] == ["before", None, "x"]

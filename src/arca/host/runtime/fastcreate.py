@@ -42,6 +42,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from arca._internal.environ import restore_environ, swap_environ
 from arca.host import paths
 from arca.host.runtime import lifecycle
 from arca.host.runtime.cli import HANDLED, split_globals
@@ -106,20 +107,13 @@ def handle(req: dict[str, Any], daemon: Any, stamp: str, *,
         if settings is not None:
             with settings(req["env"], req["umask"]):
                 return _step(req, daemon)
-        old = {k: os.environ.get(k) for k in ENV_KEYS}
         old_umask = os.umask(req["umask"])  # files get the caller's modes, as in Python
+        old = swap_environ(ENV_KEYS, req["env"])
         try:
-            for k in ENV_KEYS:
-                os.environ.pop(k, None)
-            os.environ.update(req["env"])
             return _step(req, daemon)
         finally:
             os.umask(old_umask)
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            restore_environ(old)
     except ArcaError as e:
         return {"do": "error", "msg": " ".join(str(e).split())}
     except Exception as e:  # noqa: BLE001 - one request's failure must not stop the daemon

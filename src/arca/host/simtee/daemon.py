@@ -64,6 +64,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from arca._internal.environ import restore_environ, swap_environ
 from arca.host.runtime.state import validate_id, write_atomic
 from arca.host.simtee import locations
 from arca.host.simtee.devicepeer import Peers
@@ -261,11 +262,8 @@ class _ProcessSettings:
                 self._cond.wait()
             self._queue.remove((ticket, key))
             if self._users == 0:
-                saved = {k: os.environ.get(k) for k in self.keys}
-                self._saved = (saved, os.umask(umask))
-                for k in self.keys:
-                    os.environ.pop(k, None)
-                os.environ.update(env)
+                old_umask = os.umask(umask)
+                self._saved = (swap_environ(self.keys, env), old_umask)
                 self._current = key
             self._users += 1
             self._cond.notify_all()
@@ -278,11 +276,7 @@ class _ProcessSettings:
                     assert self._saved is not None
                     saved, old_umask = self._saved
                     os.umask(old_umask)
-                    for k, v in saved.items():
-                        if v is None:
-                            os.environ.pop(k, None)
-                        else:
-                            os.environ[k] = v
+                    restore_environ(saved)
                     self._current = self._saved = None
                 self._cond.notify_all()
 
