@@ -6,15 +6,13 @@ fetches a manifest and no blob, a failed pull leaves no image and no container."
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env, on_terminal
 from tests.support.images import build_busybox_image, push
 from tests.support.kbs_td import RecordingProxy, recording_proxy
 from tests.support.registry import free_port, registry_available, run_registry, write_htpasswd
@@ -228,34 +226,10 @@ def test_credentials_from_the_environment_and_docker_config(
 def test_progress_goes_to_a_terminal_on_stderr_only(registry: RecordingProxy,
                                                     env: dict[str, str]) -> None:
     """With stderr on a terminal the pull shows progress there; stdout stays the workload's."""
-    import pty
-    import threading
-
-    master, slave = pty.openpty()
-    shown = bytearray()
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the last writer closed the terminal
-                return
-            if not chunk:
-                return
-            shown.extend(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        proc = subprocess.run([ARCA, "run", "--rm", "--tee", "none", "--insecure",
-                               f"{registry.host}/arca/bb:v1"], env=env, stdout=subprocess.PIPE,
-                              stderr=slave, timeout=120)
-    finally:
-        os.close(slave)
-        reader.join(10)
-        os.close(master)
-    assert (proc.returncode, proc.stdout) == (0, b"one\n")
-    assert b"pulling " in shown and b"layer " in shown, bytes(shown)
+    code, out, shown = on_terminal(env, "run", "--rm", "--tee", "none", "--insecure",
+                                   f"{registry.host}/arca/bb:v1", timeout=120)
+    assert (code, out) == (0, "one\n")
+    assert "pulling " in shown and "layer " in shown, shown
 
 
 def test_pull_progress_in_a_log_is_plain_lines(registry: RecordingProxy,

@@ -7,38 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import subprocess
 
 import pytest
 
-from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, arca_env
+from tests.support.arca_run import NEEDS_ROOT_RUNC_UMOCI, arca, arca_env, on_terminal
 from tests.support.images import build_busybox_image
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 
 BIG = 24 << 20  # bytes of file content beyond busybox's
-
-
-def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """Run ``arca ARGS`` with stderr on a pseudo-terminal: (code, stdout, what the terminal
-    showed)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([ARCA, *args], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
-    os.close(slave)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the last writer closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    out, _ = proc.communicate(timeout=300)
-    os.close(master)
-    return proc.returncode, out, shown.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,38 @@ def arca(env: dict[str, str], *args: str, timeout: float = 120
                           timeout=timeout)
 
 
+def on_terminal(env: dict[str, str], *args: str, timeout: float = 300
+                ) -> tuple[int, str, str]:
+    """Run ``arca ARGS`` with stderr on a pseudo-terminal (stdin ``/dev/null``): its exit
+    code, stdout and what the terminal showed."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run([ARCA, *args], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=slave, text=True, timeout=timeout)
+    finally:
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    return proc.returncode, proc.stdout, shown.decode(errors="replace")
+
+
 @contextlib.contextmanager
 def arca_env(tmp: pathlib.Path, prefix: str) -> Iterator[dict[str, str]]:
     """The environment for ``arca`` with ``ARCA_ROOT`` under ``tmp`` and a short ``ARCA_RUN``
