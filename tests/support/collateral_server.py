@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class CollateralServer:
     #: request target (path + query) -> (body, extra headers)
     routes: dict[str, tuple[bytes, dict[str, str]]] = field(default_factory=dict)
+    #: request target -> HTTP status other than 200 to answer with its route
+    status: dict[str, int] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -55,7 +57,7 @@ def collateral_server() -> Iterator[CollateralServer]:
                 self.end_headers()
                 return
             body, headers = hit
-            self.send_response(200)
+            self.send_response(state.status.get(self.path, 200))
             for k, v in headers.items():
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))

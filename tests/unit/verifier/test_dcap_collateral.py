@@ -3,10 +3,7 @@ fetcher against a real local HTTP server (tests never go online)."""
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from arca.verifier.collateral import (
     MemoryCollateral,
 )
 from arca.verifier.dcap import TdxVerifier
+from tests.support.collateral_server import CollateralServer, collateral_server
 from tests.support.dcap_factory import FMSPC, DcapBundle, DcapFactory
 
 
@@ -102,58 +100,24 @@ def test_cache_serves_fresh_entries_and_stale_on_failure(tmp_path: Path) -> None
     assert not [p for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp")]
 
 
-class _Pcs(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, bytes, dict[str, str]]] = {}
-    seen: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.seen.append(self.path)
-        status, body, headers = self.routes.get(self.path, (404, b"", {}))
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture()
-def pcs(bundle: DcapBundle) -> Iterator[str]:
-    c = bundle.collateral
-    q = urllib.parse.quote
-    fm = FMSPC.hex()
-    _Pcs.routes = {
-        f"/tdx/certification/v4/tcb?fmspc={fm}": (
-            200, c["tcb_info.json"], {"TCB-Info-Issuer-Chain": q(c["tcb_info_issuer_chain.pem"])}),
-        "/tdx/certification/v4/qe/identity": (
-            200, c["qe_identity.json"],
-            {"SGX-Enclave-Identity-Issuer-Chain": q(c["qe_identity_issuer_chain.pem"])}),
-        "/sgx/certification/v4/pckcrl?ca=platform&encoding=der": (
-            200, c["pck_crl.der"], {"SGX-PCK-CRL-Issuer-Chain": q(c["pck_crl_issuer_chain.pem"])}),
-        "/IntelSGXRootCA.der": (200, c["root_ca_crl.der"], {}),
-        "/sgx/certification/v4/qe/identity": (500, b"oops", {}),
-    }
-    _Pcs.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pcs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def pcs(bundle: DcapBundle) -> Iterator[CollateralServer]:
+    """Intel PCS for the bundle's TDX collateral; SGX's QE identity answers HTTP 500."""
+    with collateral_server() as server:
+        server.pcs("tdx", FMSPC.hex(), bundle.collateral)
+        server.routes["/sgx/certification/v4/qe/identity"] = (b"oops", {})
+        server.status["/sgx/certification/v4/qe/identity"] = 500
+        yield server
 
 
 def test_pcs_fetcher_full_verification_then_offline_from_cache(
-        pcs: str, bundle: DcapBundle, tmp_path: Path) -> None:
-    online = IntelPcsCollateral(pcs, root_ca_crl_url=f"{pcs}/IntelSGXRootCA.der", timeout=5)
+        pcs: CollateralServer, bundle: DcapBundle, tmp_path: Path) -> None:
+    online = IntelPcsCollateral(pcs.url, root_ca_crl_url=f"{pcs.url}/IntelSGXRootCA.der",
+                                timeout=5)
     source = CachingCollateral(online, tmp_path / "cache")
     v = TdxVerifier(source, trusted_root_spki_sha256=[bundle.root_fp])
     assert v.verify(bundle.quote, at=bundle.at).tcb_status == "UpToDate"
-    assert len(_Pcs.seen) == 4  # one request per document; issuer chains from headers
+    assert len(pcs.seen) == 4  # one request per document; issuer chains from headers
     # Later verifications (other verifier instance, PCS unreachable) use the on-disk cache.
     offline = CachingCollateral(IntelPcsCollateral("http://127.0.0.1:9", timeout=0.5,
                                                    root_ca_crl_url="http://127.0.0.1:9/x"),
@@ -162,8 +126,8 @@ def test_pcs_fetcher_full_verification_then_offline_from_cache(
     assert v2.verify(bundle.quote, at=bundle.at).tcb_status == "UpToDate"
 
 
-def test_pcs_errors_are_collateral_errors(pcs: str) -> None:
-    src = IntelPcsCollateral(pcs, timeout=5)
+def test_pcs_errors_are_collateral_errors(pcs: CollateralServer) -> None:
+    src = IntelPcsCollateral(pcs.url, timeout=5)
     with pytest.raises(CollateralError, match="HTTP 500"):
         src.get("qe_identity.json", {"tee": "sgx"})
     assert src.get("tcb_info.json", {"tee": "tdx", "fmspc": "ffffffffffff"}) is None  # 404
@@ -177,10 +141,10 @@ def test_pcs_errors_are_collateral_errors(pcs: str) -> None:
                                                                    {"tee": "tdx"})
 
 
-def test_pcs_missing_chain_header(pcs: str) -> None:
-    _Pcs.routes["/tdx/certification/v4/qe/identity"] = (200, b"{}", {})
+def test_pcs_missing_chain_header(pcs: CollateralServer) -> None:
+    pcs.routes["/tdx/certification/v4/qe/identity"] = (b"{}", {})
     with pytest.raises(CollateralError, match="SGX-Enclave-Identity-Issuer-Chain"):
-        IntelPcsCollateral(pcs, timeout=5).get("qe_identity.json", {"tee": "tdx"})
+        IntelPcsCollateral(pcs.url, timeout=5).get("qe_identity.json", {"tee": "tdx"})
 
 
 def test_cache_files_are_private(tmp_path: Path) -> None:
