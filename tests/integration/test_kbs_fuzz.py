@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arca.kbs.tokens import make_admin_token
-from tests.support.kbs import SimAuthority, admin_keypair, running_kbs
+from tests.support.kbs import sim_kbs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
@@ -23,11 +23,7 @@ SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
 
 @pytest.mark.parametrize("as_admin", [False, True], ids=["anonymous", "admin"])
 def test_openapi_fuzz_no_server_errors(tmp_path, as_admin):
-    sim = SimAuthority()
-    (tmp_path / "root.pem").write_bytes(sim.root_pem)
-    key, pub = admin_keypair(tmp_path)
-    with running_kbs(tmp_path / "data", "--trust-sim-root", str(tmp_path / "root.pem"),
-                     "--admin-public-key", str(pub), "--insecure-allow-sample") as kbs:
+    with sim_kbs(tmp_path, "--insecure-allow-sample") as (kbs, _, key):
         cmd = [SCHEMATHESIS, "run", f"{kbs.url}/openapi.json", "--checks", "not_a_server_error",
                "--max-examples", "100", "--seed", "4", "--request-timeout", "10",
                "--suppress-health-check", "all"]
@@ -158,12 +154,8 @@ def _is_problem(answer: tuple[int, dict[str, str], bytes], what: object) -> None
 
 @pytest.fixture(scope="module")
 def unicode_kbs(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("kbs-unicode")
-    sim = SimAuthority()
-    (d / "root.pem").write_bytes(sim.root_pem)
-    key, pub = admin_keypair(d)
-    with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"),
-                     "--admin-public-key", str(pub), "--insecure-allow-sample") as kbs:
+    with sim_kbs(tmp_path_factory.mktemp("kbs-unicode"),
+                 "--insecure-allow-sample") as (kbs, _, key):
         yield kbs, key
 
 

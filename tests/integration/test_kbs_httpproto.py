@@ -23,7 +23,7 @@ from arca.kbs.config import KbsConfig
 from arca.kbs.service import KbsService
 from arca.kbs.tokens import make_admin_token
 from arca.wire import kbs_protocol as proto
-from tests.support.kbs import SimAuthority, admin_keypair, running_kbs
+from tests.support.kbs import sim_kbs
 
 PROBLEM = "https://github.com/confidential-containers/kbs/errors/"
 AUTH = json.dumps(proto.Request("sim").to_json()).encode()
@@ -32,11 +32,7 @@ AUTH = json.dumps(proto.Request("sim").to_json()).encode()
 @pytest.fixture(scope="module")
 def kbs(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("kbs-httpproto")
-    sim = SimAuthority()
-    (d / "root.pem").write_bytes(sim.root_pem)
-    key, pub = admin_keypair(d)
-    with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"),
-                     "--admin-public-key", str(pub)) as server:
+    with sim_kbs(d) as (server, _, key):
         yield server, d, key
 
 

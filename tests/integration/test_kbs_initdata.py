@@ -21,7 +21,7 @@ from jwcrypto import jwe
 
 from arca.kbs.tokens import make_admin_token
 from tests.integration.test_kbs_protocol import PROBLEM, attest_body, auth, ec_key
-from tests.support.kbs import MEASUREMENT, SimAuthority, admin_keypair, running_kbs
+from tests.support.kbs import MEASUREMENT, sim_kbs
 
 pytestmark = pytest.mark.integration
 SECRET = b"no exec for you"
@@ -60,12 +60,7 @@ PLAIN_INIT_DATA = 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\nkbs_url = "h
 
 @pytest.fixture(scope="module")
 def kbs(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("kbs-initdata")
-    sim = SimAuthority()
-    (d / "root.pem").write_bytes(sim.root_pem)
-    key, pub = admin_keypair(d)
-    with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"),
-                     "--admin-public-key", str(pub)) as server:
+    with sim_kbs(tmp_path_factory.mktemp("kbs-initdata")) as (server, sim, key):
         headers = {"Authorization": f"Bearer {make_admin_token(key, lifetime=60)}"}
         for path, body in (
                 ("/kbs/v0/attestation-policy",

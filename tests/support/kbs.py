@@ -151,6 +151,19 @@ def running_kbs(data_dir: pathlib.Path, *args: str, **kw: object) -> Iterator[Kb
             kbs.kill()
 
 
+@contextlib.contextmanager
+def sim_kbs(d: pathlib.Path, *args: str
+            ) -> Iterator[tuple[KbsProcess, SimAuthority, ed25519.Ed25519PrivateKey]]:
+    """A KBS with its data under ``d``, trusting a new sim root and an admin key made in ``d``
+    (``args``: more of its options); yields it, the sim authority and the admin key."""
+    sim = SimAuthority()
+    (d / "root.pem").write_bytes(sim.root_pem)
+    key, pub = admin_keypair(d)
+    with running_kbs(d / "data", "--trust-sim-root", str(d / "root.pem"),
+                     "--admin-public-key", str(pub), *args) as server:
+        yield server, sim, key
+
+
 def make_tls(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
     """A throw-away CA and a server certificate for 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
     import ipaddress
