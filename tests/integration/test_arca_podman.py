@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.arca_run import ARCA, NEEDS_ROOT_RUNC_UMOCI, arca, image_world
+from tests.support.images import build_busybox_image
 
 pytestmark = [pytest.mark.integration, NEEDS_ROOT_RUNC_UMOCI]
 

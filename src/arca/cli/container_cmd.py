@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("port")
     def port(
-        container: str = typer.Argument(..., help="Container name or id."),
+        container: str = params.CONTAINER,
         private: str = typer.Argument(None, help="PORT[/tcp|udp] in the container."),
     ) -> None:
         """The container's published ports (-p), as podman's port."""
