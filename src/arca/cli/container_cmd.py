@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
     @app.command("port")
     def port(
         container: str = params.CONTAINER,
-        private: str = typer.Argument(None, help="PORT[/tcp|udp] in the container."),
+        private: str = typer.Argument(None, help="PORT or PORT/PROTO (tcp, udp) in the container."),
     ) -> None:
         """The container's published ports (-p), as podman's port."""
         raise typer.Exit(ops.port(container, private))

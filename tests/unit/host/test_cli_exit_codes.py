@@ -85,3 +85,36 @@ def test_version_flag_as_podman(flag: str, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as e:
         main([flag])
     assert e.value.code == 0 and capsys.readouterr().out == f"arca version {__version__}\n"
+
+
+def _every_command() -> list[list[str]]:
+    """The argv of every command and group of the ``arca`` CLI (typer's click tree; recent
+    typers carry their own click, so groups are found by their ``commands``)."""
+    from typing import Any
+
+    import typer
+
+    from arca.cli.main import build_app
+
+    paths: list[list[str]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(build_app()), [])
+    return paths
+
+
+@pytest.mark.parametrize("argv", _every_command(), ids=lambda a: " ".join(a) or "arca")
+def test_every_commands_help_renders(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` of every command prints its help and exits 0 (help text is rich markup: a
+    ``[...]`` in it once raised a traceback instead)."""
+    monkeypatch.setenv(fastpath.DISABLE_ENV, "0")
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    assert "Usage" in out.out and "Traceback" not in out.out + out.err
