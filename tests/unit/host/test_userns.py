@@ -96,3 +96,42 @@ def test_overlay_layers_named_relative_to_an_unknown_directory_are_refused() -> 
     lowers, upper, work, rest = userns._layers(
         ["rw", "lowerdir=/l/a\\:b:/l/c", "upperdir=/u", "workdir=/w", "index=off"])
     assert lowers == ["/l/a:b", "/l/c"] and (upper, work, rest) == ("/u", "/w", ["index=off"])
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="user namespaces with maps need root")
+def test_the_namespace_helper_dies_with_a_runtime_killed_while_it_lives() -> None:
+    """``userns_fd``'s helper (a clone of the runtime, the container id on its command line)
+    must not outlive a runtime killed with ``kill -9`` between the clone and its own kill of
+    the helper: the helper would pause for ever (this left a process behind in CI)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # The runtime stand-in stalls inside the window: writing the helper's uid_map.
+    code = (
+        "import time\n"
+        "from arca.host.runtime import userns\n"
+        "def stall(path, *a, **k):\n"
+        "    print(path.split('/')[2], flush=True); time.sleep(60)\n"
+        "userns.open = stall\n"
+        "userns.userns_fd(0x7ff00000)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout is not None
+    helper = int(proc.stdout.readline())
+    assert os.path.exists(f"/proc/{helper}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = pathlib.Path(f"/proc/{helper}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return  # gone
+        if state in ("Z", "X"):
+            return  # dead, waiting for init to reap it
+        time.sleep(0.02)
+    os.kill(helper, signal.SIGKILL)
+    pytest.fail("the helper outlived its killed runtime")

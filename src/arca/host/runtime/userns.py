@@ -240,6 +240,7 @@ def _listdir(path: str) -> list[str]:
 
 #: ``clone`` system call numbers (its argument order differs too, but only ``flags`` is used).
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}
+_PR_SET_PDEATHSIG = 1
 #: Killed helpers not reaped yet (reaped on the next call; a short-lived runtime's go to init).
 _unreaped: list[int] = []
 
@@ -250,15 +251,21 @@ def userns_fd(host: int, size: int = SIZE) -> int:
     written and its namespace opened at once, without waiting for the child to run (a forked
     child that unshares costs ~12 ms of scheduling on a loaded host); it only pauses until it is
     killed. ``PyDLL``: the child returns from the call holding the interpreter lock, so it runs
-    nothing but the ``pause``."""
+    nothing but the ``pause``. It dies with its parent too (``PR_SET_PDEATHSIG``): a runtime
+    killed (``kill -9``) between the clone and the kill below would otherwise leave it paused
+    for ever, a copy of the runtime with the container's id on its command line."""
     import signal
 
     _reap()
     py = ctypes.PyDLL(None, use_errno=True)
+    parent = os.getpid()
     pid = int(py.syscall(_SYS_CLONE[os.uname().machine], _CLONE_NEWUSER | signal.SIGCHLD,
                          0, 0, 0, 0))
     if pid == 0:  # pragma: no cover - the child: never runs the parent's code
         try:
+            py.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before that call
+                os._exit(0)
             while True:
                 py.pause()
         finally:  # a signal's Python handler raised (Ctrl-C to the process group)
