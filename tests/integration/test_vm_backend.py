@@ -148,6 +148,29 @@ def test_a_command_the_guest_cannot_run_is_127_and_one_line(world) -> None:  # t
     assert leftovers(env) == []
 
 
+def test_the_guest_kernel_has_entropy_before_init_and_no_tee_modules(world) -> None:  # type: ignore[no-untyped-def]
+    """The CPU model has RDRAND (QEMU's, from the host's getrandom): the guest kernel's pool
+    is ready before ``/init`` runs, so the init's interpreter (its hash seed) never waits ~1 s
+    for jitter entropy under TCG (ADR 0063). A ``vm`` guest loads none of the configfs-tsm
+    stack that ``tdx``/``snp`` guests load (test_tdx_guest_tcg.py: they do)."""
+    _, layout, env = world
+    res = arca(env, "run", "--rm", "--tee", "vm", f"oci:{layout}:v1", "sh", "-c",
+               "grep -c -w rdrand /proc/cpuinfo; cat /proc/modules; dmesg")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+
+    def stamp(what: str) -> float:
+        line = next(ln for ln in lines if what in ln)
+        return float(line.split("]")[0].strip("[ "))
+
+    assert stamp("random: crng init done") < stamp("as init process"), res.stdout
+    assert int(lines[0]) >= 1, res.stdout
+    loaded = {ln.split()[0] for ln in lines if " Live " in ln}
+    assert {"dm_verity", "erofs", "overlay", "virtio_net"} <= loaded, loaded
+    assert not loaded & {"configfs", "tsm", "tdx_guest", "sev_guest"}, loaded
+    assert leftovers(env) == []
+
+
 def test_two_vms_of_one_image_share_one_rootfs_image(world) -> None:  # type: ignore[no-untyped-def]
     _, layout, env = world
     ids = []

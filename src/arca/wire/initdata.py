@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 
 from arca.wire.errors import InvalidInput
 from arca.wire.record import dataclass, field
@@ -93,7 +92,7 @@ class InitData:
         if len(raw) > MAX_INIT_DATA_BYTES:
             raise InitDataError(f"init-data exceeds {MAX_INIT_DATA_BYTES} bytes")
         try:
-            doc = tomllib.loads(raw.decode("utf-8"))
+            doc = _toml(raw.decode("utf-8"))
         except (ValueError, RecursionError) as e:  # Unicode/TOMLDecodeError; deep nesting
             raise InitDataError(f"init-data is not UTF-8 TOML: {e}") from None
         _keys(doc, {"version", "algorithm", "data"}, "init-data")
@@ -132,6 +131,12 @@ class InitData:
                                 "accept that")
 
 
+def _toml(text: str) -> dict[str, Any]:
+    import tomllib  # when first needed: importing it costs a vm guest ~0.4 s under TCG
+
+    return tomllib.loads(text)
+
+
 def _embedded(text: str, what: str) -> dict[str, Any]:
     if not text.strip():
         return {}
@@ -141,7 +146,7 @@ def _embedded(text: str, what: str) -> dict[str, Any]:
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
             return doc
-        return tomllib.loads(text)
+        return _toml(text)
     except (ValueError, RecursionError) as e:  # TOMLDecodeError is one; deep nesting
         raise InitDataError(f"init-data data.{what} is neither TOML nor a JSON object: "
                             f"{e}") from None

@@ -38,6 +38,11 @@ MIN_MEMORY_MIB = 128
 #: and refilled) for ~5-10% more CPU per boot (measured: docs/vm.md "Performance", ADR 0044).
 TCG_TB_MIB = 32
 ACCEL = f"tcg,tb-size={TCG_TB_MIB}"
+#: TCG's default CPU model plus RDRAND (QEMU answers it from the host's getrandom): the guest
+#: kernel trusts the CPU's RNG (``random.trust_cpu``), so its pool is ready at boot. Without it
+#: the guest init's first read of entropy (Python's hash seed) waited ~1 s for jitter entropy
+#: under TCG (ADR 0063). The host is trusted for ``vm`` anyway; a TD's RDRAND is the CPU's own.
+CPU_MODEL = "qemu64,+rdrand"
 #: Names of the virtio-serial ports (the guest finds them in /sys/class/virtio-ports).
 PORT_CONTROL, PORT_STDOUT, PORT_STDERR = "arca.ctl", "arca.stdout", "arca.stderr"
 #: Fixed paths inside the VMM's container (bind-mounted read-only by the runtime).
@@ -130,7 +135,7 @@ def qemu_argv(qemu: str, launch: Launch, *, accel: str = ACCEL) -> list[str]:
     td = IN_CONTAINER_TD
     return [
         qemu, "-M", f"{launch.machine},acpi=on,auto-kernel-cmdline=off", "-accel", accel,
-        "-smp", str(launch.vcpus), "-m", str(launch.memory_mib),
+        "-cpu", CPU_MODEL, "-smp", str(launch.vcpus), "-m", str(launch.memory_mib),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", IN_CONTAINER_KERNEL, "-initrd", IN_CONTAINER_INITRD,
         "-append", launch.cmdline,
