@@ -61,7 +61,7 @@ from arca.host.images.mount import mount_overlay, umount
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
-    from typing import Any
+    from typing import Any, BinaryIO
 
     from arca.host.images.registry import Credentials
     from arca.host.images.store import ImageStore
@@ -1172,9 +1172,7 @@ class Engine:
             return
         with f:
             if tail >= 0:
-                lines = f.read().splitlines(keepends=True)
-                if tail:
-                    yield b"".join(lines[-tail:])
+                f.seek(tail_start(f, tail))
             while True:
                 chunk = f.read(65536)
                 if chunk:
@@ -1218,6 +1216,27 @@ class Engine:
 
     def images_in_use(self, digest: str) -> list[str]:
         return [r.name for r in self.store.list() if r.image_digest == digest]
+
+
+def tail_start(f: BinaryIO, lines: int, block: int = 65536) -> int:
+    """Offset in ``f`` where its last ``lines`` lines begin (a last line without its newline
+    counts), read backwards a block at a time: a long log is not read into memory."""
+    end = f.seek(0, os.SEEK_END)
+    if lines <= 0 or end == 0:
+        return end
+    f.seek(end - 1)
+    pos = end - 1 if f.read(1) == b"\n" else end  # the final newline ends the last line
+    while pos > 0:
+        start = max(0, pos - block)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        at = len(chunk)
+        while (at := chunk.rfind(b"\n", 0, at)) >= 0:
+            lines -= 1
+            if lines == 0:
+                return start + at + 1
+        pos = start
+    return 0
 
 
 def _run_capturing_stdout(argv: list[str]) -> tuple[int, bytes]:
