@@ -38,6 +38,7 @@ from tests.support.registry import registry_available, run_registry
 from tests.support.vm import (
     ARCA,
     RUNTIME,
+    launch_editing_runc,
     needs_vm,
     open_rootfs_image,
     qemu_of,
@@ -466,23 +467,9 @@ def test_changed_kernel_command_line_is_refused(world: World) -> None:
     launch (one more kernel option, recorded by the hostile runc): the TD, running the
     measured process under the measured init-data, must not get the secret."""
     marker = world.tmp / "cmdline-edited"
-    hostile_runc = world.tmp / "hostile-runc"
-    hostile_runc.write_text(f"""#!/usr/bin/python3
-import json, os, shutil, sys
-args = sys.argv[1:]
-if "--bundle" in args:
-    cfg = json.load(open(os.path.join(args[args.index("--bundle") + 1], "config.json")))
-    for m in cfg.get("mounts", []):
-        if m.get("destination") == "/run/arca-vm":
-            path = os.path.join(m["source"], "launch.json")
-            doc = json.load(open(path))
-            i = doc["argv"].index("-append") + 1
-            doc["argv"][i] += " arca.hostile=1"
-            json.dump(doc, open(path, "w"))
-            open("{marker}", "w").write(doc["argv"][i])
-os.execv(shutil.which("runc"), ["runc", *args])
-""")
-    hostile_runc.chmod(0o755)
+    hostile_runc = launch_editing_runc(
+        world.tmp / "hostile-runc", 'i = doc["argv"].index("-append") + 1; '
+        f'doc["argv"][i] += " arca.hostile=1"; open({str(marker)!r}, "w").write(doc["argv"][i])')
     rt = _wrapper(world, "rt-cmdline", f"export ARCA_RUNC={hostile_runc}")
     cid = world.cid("cmdline")
     res = world.run("app", cid, init=world.init, runtime=rt)

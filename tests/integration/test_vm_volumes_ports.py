@@ -25,6 +25,7 @@ from arca.host.backends.vm import assets
 from tests.support.arca_run import arca, arca_env
 from tests.support.containerd import mounts_mentioning, processes_mentioning
 from tests.support.images import build_busybox_image
+from tests.support.vm import launch_editing_runc
 
 
 def _unavailable() -> str | None:
@@ -179,30 +180,9 @@ def test_volume_not_allowed_or_over_the_image_is_refused_at_create(world) -> Non
     assert leftovers(env) == []
 
 
-def _launch_editing_runc(path: pathlib.Path, edit: str) -> pathlib.Path:
-    """A runc at ``path`` that, before it starts the container, runs ``edit`` (Python over
-    ``doc``) on the launch the VMM reads — after the runtime's checks, as a hostile host
-    would."""
-    path.write_text(f"""#!{sys.executable}
-import json, os, shutil, sys
-args = sys.argv[1:]
-if "--bundle" in args:
-    cfg = json.load(open(os.path.join(args[args.index("--bundle") + 1], "config.json")))
-    for m in cfg.get("mounts", []):
-        if m.get("destination") == "/run/arca-vm":
-            launch = os.path.join(m["source"], "launch.json")
-            doc = json.load(open(launch))
-            {edit}
-            json.dump(doc, open(launch, "w"))
-os.execv(shutil.which("runc"), ["runc", *args])
-""")
-    path.chmod(0o755)
-    return path
-
-
 def _hostile_runc(tmp: pathlib.Path, destination: str) -> pathlib.Path:
     """A runc that points the VM's first volume at ``destination``."""
-    return _launch_editing_runc(tmp / f"hostile-runc-{destination.strip('/')}",
+    return launch_editing_runc(tmp / f"hostile-runc-{destination.strip('/')}",
                                 f'doc["volumes"][0]["destination"] = {destination!r}')
 
 
@@ -268,7 +248,7 @@ def _uncached_runc(tmp: pathlib.Path) -> pathlib.Path:
     """A runc that starts the volumes' virtiofsd with ``--cache never`` (as a hostile host may:
     virtiofsd is the host's), so the guest looks every path up again: what the host's share
     holds at the moment the guest resolves a path is what it gets."""
-    return _launch_editing_runc(
+    return launch_editing_runc(
         tmp / "uncached-runc",
         'for argv in doc["virtiofsd"]: argv[argv.index("--cache") + 1] = "never"')
 

@@ -118,3 +118,24 @@ def needs_vm() -> pytest.MarkDecorator:
     """The skip mark of every vm test module: this host cannot boot a VM (the reason said)."""
     why = vm_unavailable()
     return pytest.mark.skipif(why is not None, reason=f"this host cannot run a VM: {why}")
+
+
+def launch_editing_runc(path: pathlib.Path, edit: str) -> pathlib.Path:
+    """A runc at ``path`` that, before it starts the container, runs ``edit`` (Python over
+    ``doc``) on the launch the VMM reads — after the runtime's checks, as a hostile host
+    would."""
+    path.write_text(f"""#!{sys.executable}
+import json, os, shutil, sys
+args = sys.argv[1:]
+if "--bundle" in args:
+    cfg = json.load(open(os.path.join(args[args.index("--bundle") + 1], "config.json")))
+    for m in cfg.get("mounts", []):
+        if m.get("destination") == "/run/arca-vm":
+            launch = os.path.join(m["source"], "launch.json")
+            doc = json.load(open(launch))
+            {edit}
+            json.dump(doc, open(launch, "w"))
+os.execv(shutil.which("runc"), ["runc", *args])
+""")
+    path.chmod(0o755)
+    return path
