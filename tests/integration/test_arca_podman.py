@@ -166,18 +166,30 @@ def _tds(env: dict[str, str]) -> list[str]:
     return [td["td_id"] for td in out["tds"]]
 
 
+def _run_rm_running(image: str, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    """``arca run --rm --name NAME`` of a sleeping sim TD, returned once it runs."""
+    proc = subprocess.Popen([ARCA, "run", "--rm", "--name", name, "--tee", "sim", image,
+                             "sleep", "300"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def running() -> bool:
+        r = arca(env, "inspect", name)
+        return r.returncode == 0 and json.loads(r.stdout)["status"] == "running"
+
+    try:
+        _wait_for(running)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 def test_sigkilled_run_rm_is_reaped_by_the_next_command(
         world: tuple[str, dict[str, str]]) -> None:
     image, env = world
-    proc = subprocess.Popen([ARCA, "run", "--rm", "--name", "doomed", "--tee", "sim", image,
-                             "sleep", "300"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = _run_rm_running(image, env, "doomed")
     try:
-        def running() -> bool:
-            r = arca(env, "inspect", "doomed")
-            return r.returncode == 0 and json.loads(r.stdout)["status"] == "running"
-
-        _wait_for(running)
         info = json.loads(arca(env, "inspect", "doomed").stdout)
         assert info["id"] in _tds(env)
         status = arca(env, "simtee", "status").stdout
@@ -200,15 +212,8 @@ def test_name_of_a_sigkilled_run_rm_is_free_for_the_next_run(
     """The next command may be the same ``arca run --name`` again (no ``ps`` between): it
     reaps the lost container holding the name, TD included, and runs."""
     image, env = world
-    proc = subprocess.Popen([ARCA, "run", "--rm", "--name", "again", "--tee", "sim", image,
-                             "sleep", "300"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = _run_rm_running(image, env, "again")
     try:
-        def running() -> bool:
-            r = arca(env, "inspect", "again")
-            return r.returncode == 0 and json.loads(r.stdout)["status"] == "running"
-
-        _wait_for(running)
         first = json.loads(arca(env, "inspect", "again").stdout)
     finally:
         proc.send_signal(signal.SIGKILL)
